@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
+import type { Redis } from 'ioredis'
+import type { Config } from './config.js'
+import type { Db } from './db/connect.js'
+import helmet from '@fastify/helmet'
+import rateLimit from '@fastify/rate-limit'
+import { assignmentRoutes } from './assignments/routes.js'
+import { authPlugin } from './auth/plugin.js'
+import { authRoutes } from './auth/routes.js'
+import { AppError } from './http/errors.js'
+import { callRoutes } from './calls/routes.js'
+import { createCallService } from './calls/service.js'
+import { eidoRoutes } from './eido/routes.js'
+import { healthRoutes } from './http/health.js'
+import { dashboardRoutes } from './dashboard/routes.js'
+import { createMetrics, instrumentCallService, instrumentHttp, type Metrics } from './metrics/metrics.js'
+import { metricsRoutes } from './metrics/routes.js'
+import { reportRoutes } from './reports/routes.js'
+import { registerOpenApi } from './http/openapi.js'
+import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
+import { loggerOptions } from './logger.js'
+import type { RuleSetRegistry } from './rule-sets/registry.js'
+
+/** The version of the HTTP contract (v1 paths), published in the OpenAPI document. */
+export const API_VERSION = '1.0.0'
+
+export interface AppDeps {
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
+  db: Db
+  /**
+   * Readiness and the rate limiter's counters. Ingest never needs it: the outbox relay carries work
+   * to Redis, and the limiter lets requests through when Redis is down.
+   */
+  redis: Redis
+  ruleSets: RuleSetRegistry
+  /** A pino logger to use instead of one built from LOG_LEVEL (tests capture output this way). */
+  logger?: FastifyBaseLogger
+  now?: () => Date
+  /** Prometheus metrics of this app; one registry per app unless main.ts shares it with the relay and workers. */
+  metrics?: Metrics
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** Builds the HTTP API without listening; main.ts and the tests both use it. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config } = deps
+  const app = Fastify({
+    ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 65_000,
+    // A CAD's or proxy's request id is kept when it is sane, so log lines can be matched across systems.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    ajv: { customOptions: { removeAdditional: false } },
+    frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS),
+  }).withTypeProvider<ZodTypeProvider>()
+
+  // The API speaks JSON only; without this, a text/plain body would be parsed and fail validation
+  // with a misleading 400 instead of a 415.
+  app.removeContentTypeParser('text/plain')
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id)
+  })
+  registerProblemHandlers(app, config.RETRY_AFTER_SECONDS)
+  await app.register(helmet, {
+    // Swagger UI and the dashboard load their own scripts and styles from this origin only.
+    contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
+  })
+  await registerOpenApi(app, API_VERSION)
+  await app.register(authPlugin, { db: deps.db })
+  await app.register(rateLimit, {
+    // After authentication, so the limit is per key; unauthenticated requests count per address.
+    hook: 'preHandler',
+    max: config.RATE_LIMIT_PER_MINUTE,
+    timeWindow: 60_000,
+    redis: deps.redis,
+    nameSpace: `${config.BULLMQ_PREFIX}:rate:`,
+    skipOnError: true,
+    keyGenerator: (req) => req.principal?.keyId ?? req.ip,
+    allowList: (req) => req.routeOptions.config.access === 'public',
+    errorResponseBuilder: (_req, ctx) => new AppError('rate-limited', `limit of ${ctx.max} requests per minute reached; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+  })
+
+  const metrics = deps.metrics ?? createMetrics()
+  instrumentHttp(app, metrics)
+  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, ...(deps.now ? { now: deps.now } : {}) }), metrics)
+  await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
+  await app.register(callRoutes, { calls, db: deps.db })
+  await app.register(assignmentRoutes, { db: deps.db })
+  await app.register(authRoutes, { db: deps.db })
+  await app.register(eidoRoutes, { calls, db: deps.db })
+  await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
+  await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
+  await app.register(dashboardRoutes)
+  return app
+}

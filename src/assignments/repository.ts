@@ -1,0 +1,106 @@
+import { sql, type Selectable, type Transaction } from 'kysely'
+import type { Db } from '../db/connect.js'
+import type { AssignmentsTable, Database } from '../db/schema.js'
+import { AppError, notFound } from '../http/errors.js'
+import type { QueueName, Role } from '../routing/index.js'
+import type { AssignmentView } from './schemas.js'
+import { MOVES, canMove, type AssignmentStatus } from './state-machine.js'
+
+export function toAssignmentView(a: Selectable<AssignmentsTable>): AssignmentView {
+  return {
+    id: a.id,
+    callId: a.call_id,
+    agency: a.agency,
+    decisionId: a.decision_id,
+    queue: a.queue as QueueName,
+    role: a.role as Role,
+    status: a.status as AssignmentStatus,
+    disposition: a.disposition,
+    dueAt: a.due_at ? a.due_at.toISOString() : null,
+    createdAt: a.created_at.toISOString(),
+    updatedAt: a.updated_at.toISOString(),
+  }
+}
+
+export const encodeCursor = (seq: number): string => Buffer.from(`s${seq}`).toString('base64url')
+
+export function decodeCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString()
+  const seq = /^s(\d{1,15})$/.exec(text)?.[1]
+  if (seq === undefined) {
+    throw new AppError('validation-failed', 'the cursor is not one this service issued', { invalidParams: [{ name: 'querystring.cursor', reason: 'unknown cursor' }] })
+  }
+  return Number(seq)
+}
+
+export interface ListFilter {
+  queue?: QueueName | undefined
+  agency?: string | undefined
+  /** The caller's scope (null: all). */
+  agencies?: readonly string[] | null
+  queues?: readonly string[] | null
+  status?: AssignmentStatus[] | undefined
+  after?: number | undefined
+  limit: number
+}
+
+/** Oldest first, by a sequence that never changes, so paging never skips nor repeats an assignment. */
+export async function listAssignments(db: Db, f: ListFilter): Promise<{ items: AssignmentView[]; nextCursor: string | null }> {
+  let q = db.selectFrom('assignments').selectAll().orderBy('seq').limit(f.limit + 1)
+  if (f.queue) q = q.where('queue', '=', f.queue)
+  if (f.agency) q = q.where('agency', '=', f.agency)
+  if (f.agencies) q = f.agencies.length ? q.where('agency', 'in', [...f.agencies]) : q.where(sql<boolean>`false`)
+  if (f.queues) q = f.queues.length ? q.where('queue', 'in', [...f.queues]) : q.where(sql<boolean>`false`)
+  if (f.status?.length) q = q.where('status', 'in', f.status)
+  if (f.after !== undefined) q = q.where('seq', '>', f.after)
+  const rows = await q.execute()
+  const page = rows.slice(0, f.limit)
+  const last = page[page.length - 1]
+  return { items: page.map(toAssignmentView), nextCursor: rows.length > f.limit && last ? encodeCursor(last.seq) : null }
+}
+
+export interface MoveInput {
+  actor: string
+  reason?: string | undefined
+  disposition?: string | undefined
+}
+
+/**
+ * Moves an assignment along the state machine and records who, when and why — atomically.
+ * `ifAlready`: when the assignment already has the target status, answer it unchanged instead of
+ * refusing (a worker offering a job delivered twice).
+ */
+export interface MoveOptions {
+  ifAlready?: 'ok'
+  /** The caller's scope: an assignment it may not see is answered as unknown. */
+  visible?: (a: { agency: string; queue: string }) => boolean
+  /** Runs in the move's transaction (the audit record). */
+  onMoved?: (trx: Transaction<Database>, view: AssignmentView) => Promise<void>
+}
+
+export async function moveAssignment(db: Db, id: string, action: keyof typeof MOVES, input: MoveInput, opts: MoveOptions = {}): Promise<{ view: AssignmentView; changed: boolean }> {
+  const move = MOVES[action]
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom('assignments').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+    if (!row || (opts.visible && !opts.visible(row))) throw notFound(`assignment ${id}`)
+    const status = row.status as AssignmentStatus
+    if (!canMove(action, status)) {
+      if (opts.ifAlready === 'ok' && status === move.to) return { view: toAssignmentView(row), changed: false }
+      throw new AppError('illegal-transition', `cannot ${action} an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: move.from } })
+    }
+    const now = new Date()
+    const updated = await trx
+      .updateTable('assignments')
+      .set({ status: move.to, updated_at: now, ...(input.disposition ? { disposition: input.disposition } : {}) })
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow()
+    await trx
+      .insertInto('assignment_transitions')
+      .values({ assignment_id: id, from_status: status, to_status: move.to, role: row.role, actor: input.actor, reason: input.reason ?? null })
+      .execute()
+    const view = toAssignmentView(updated)
+    await opts.onMoved?.(trx, view)
+    return { view, changed: true }
+  })
+}

@@ -1,0 +1,115 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { sha256 } from '../lib/canonical-json.js'
+import type { Executor } from '../db/connect.js'
+import type { QueueName } from '../routing/index.js'
+import type { ApiRole, Principal } from './principal.js'
+
+const KEY_PREFIX = 'cadr_'
+
+/** 256 random bits: a plain SHA-256 is enough to store it (no dictionary to guess from). */
+export function generateKey(): string {
+  return KEY_PREFIX + randomBytes(32).toString('base64url')
+}
+
+export const hashKey = (key: string): string => sha256(key)
+
+export interface NewKey {
+  name: string
+  role: ApiRole
+  agencies: string[] | null
+  queues: QueueName[] | null
+  expiresAt: Date | null
+  createdBy: string
+}
+
+export interface KeyView {
+  id: string
+  name: string
+  role: ApiRole
+  agencies: string[] | null
+  queues: QueueName[] | null
+  keyPrefix: string
+  createdBy: string
+  createdAt: string
+  expiresAt: string | null
+  revokedAt: string | null
+}
+
+type KeyRow = Awaited<ReturnType<typeof selectKeys>>[number]
+const selectKeys = (db: Executor) => db.selectFrom('api_keys').select(['id', 'name', 'role', 'agencies', 'queues', 'key_prefix', 'created_by', 'created_at', 'expires_at', 'revoked_at']).execute()
+
+function toView(r: KeyRow): KeyView {
+  return {
+    id: r.id,
+    name: r.name,
+    role: r.role as ApiRole,
+    agencies: r.agencies,
+    queues: r.queues as QueueName[] | null,
+    keyPrefix: r.key_prefix,
+    createdBy: r.created_by,
+    createdAt: r.created_at.toISOString(),
+    expiresAt: r.expires_at ? r.expires_at.toISOString() : null,
+    revokedAt: r.revoked_at ? r.revoked_at.toISOString() : null,
+  }
+}
+
+/** Stores a new key and returns it — the only time the key itself is ever seen. */
+export async function createKey(db: Executor, input: NewKey, key: string = generateKey()): Promise<{ key: string; view: KeyView }> {
+  const id = randomUUID()
+  await db
+    .insertInto('api_keys')
+    .values({
+      id,
+      name: input.name,
+      role: input.role,
+      agencies: input.agencies,
+      queues: input.queues,
+      key_hash: hashKey(key),
+      key_prefix: key.slice(0, KEY_PREFIX.length + 6),
+      created_by: input.createdBy,
+      expires_at: input.expiresAt,
+    })
+    .execute()
+  const row = (await db.selectFrom('api_keys').select(['id', 'name', 'role', 'agencies', 'queues', 'key_prefix', 'created_by', 'created_at', 'expires_at', 'revoked_at']).where('id', '=', id).executeTakeFirstOrThrow())
+  return { key, view: toView(row) }
+}
+
+export async function listKeys(db: Executor): Promise<KeyView[]> {
+  return (await selectKeys(db)).sort((a, b) => a.created_at.getTime() - b.created_at.getTime()).map(toView)
+}
+
+export async function revokeKey(db: Executor, id: string): Promise<KeyView | undefined> {
+  const row = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .returning(['id', 'name', 'role', 'agencies', 'queues', 'key_prefix', 'created_by', 'created_at', 'expires_at', 'revoked_at'])
+    .executeTakeFirst()
+  if (row) return toView(row)
+  const existing = await db.selectFrom('api_keys').select(['id', 'name', 'role', 'agencies', 'queues', 'key_prefix', 'created_by', 'created_at', 'expires_at', 'revoked_at']).where('id', '=', id).executeTakeFirst()
+  return existing ? toView(existing) : undefined
+}
+
+/**
+ * The principal behind a presented key, or undefined when it is unknown, expired or revoked.
+ * Looked up on every request, so expiry and revocation take effect at once.
+ */
+export async function authenticate(db: Executor, key: string, now: Date = new Date()): Promise<Principal | undefined> {
+  if (!key.startsWith(KEY_PREFIX) || key.length > 128) return undefined
+  const row = await db
+    .selectFrom('api_keys')
+    .select(['id', 'name', 'role', 'agencies', 'queues', 'expires_at', 'revoked_at'])
+    .where('key_hash', '=', hashKey(key))
+    .executeTakeFirst()
+  if (!row || row.revoked_at || (row.expires_at && row.expires_at <= now)) return undefined
+  return { keyId: row.id, name: row.name, role: row.role as ApiRole, agencies: row.agencies, queues: row.queues as QueueName[] | null }
+}
+
+/** ADMIN_API_KEY at start: make sure that key exists as an admin key (the first key of a fresh install). */
+export async function ensureBootstrapKey(db: Executor, key: string): Promise<boolean> {
+  const existing = await db.selectFrom('api_keys').select('id').where('key_hash', '=', hashKey(key)).executeTakeFirst()
+  if (existing) return false
+  await createKey(db, { name: 'bootstrap-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'ADMIN_API_KEY' }, key)
+  return true
+}

@@ -1,0 +1,54 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Db } from '../db/connect.js'
+import { AppError } from '../http/errors.js'
+import { authenticate } from './keys.js'
+import type { ApiRole, Principal } from './principal.js'
+
+/** Who may call a route: 'public', or the roles allowed (admin may always). */
+export type RouteAccess = 'public' | readonly ApiRole[]
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: RouteAccess
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9_-]{1,128})$/
+
+/** The caller, for handlers of routes that require a key (the hook guarantees one). */
+export function principalOf(req: FastifyRequest): Principal {
+  if (!req.principal) throw new AppError('unauthorized')
+  return req.principal
+}
+
+/**
+ * Every route needs a key unless it says `config.access: 'public'`; a route that says nothing is
+ * admin-only, so a route added without thought is closed, not open.
+ */
+export const authPlugin = fp<{ db: Db }>(async (app: FastifyInstance, { db }) => {
+  app.decorateRequest('principal', null)
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
+    if (req.is404) return
+    // The OpenAPI document, Swagger UI and the dashboard's static files (registered by plugins) stay
+    // open: they hold no data; the dashboard asks for a supervisor key to read the reports.
+    const url = req.routeOptions.url ?? ''
+    const access: RouteAccess = url.startsWith('/docs') || url.startsWith('/dashboard') ? 'public' : (req.routeOptions.config.access ?? ['admin'])
+    if (access === 'public') return
+    const header = req.headers.authorization
+    const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
+    const principal = key ? await authenticate(db, key) : undefined
+    if (!principal) {
+      reply.header('www-authenticate', 'Bearer realm="cad-router"')
+      throw new AppError('unauthorized', header ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')
+    }
+    req.principal = principal
+    if (principal.role !== 'admin' && !access.includes(principal.role)) {
+      throw new AppError('forbidden', `the ${principal.role} role may not do this`)
+    }
+  })
+})

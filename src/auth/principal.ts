@@ -1,0 +1,25 @@
+import type { QueueName } from '../routing/index.js'
+
+export const API_ROLES = ['cad', 'console', 'supervisor', 'admin', 'auditor'] as const
+export type ApiRole = (typeof API_ROLES)[number]
+
+/** Who is calling: the API key's identity, role and scope. */
+export interface Principal {
+  keyId: string
+  name: string
+  role: ApiRole
+  /** null: every agency. */
+  agencies: readonly string[] | null
+  /** For consoles: the queues they work; null: every queue. */
+  queues: readonly QueueName[] | null
+}
+
+export const canActForAgency = (p: Principal, agency: string): boolean => p.agencies === null || p.agencies.includes(agency)
+export const canSeeQueue = (p: Principal, queue: string): boolean => p.queues === null || (p.queues as readonly string[]).includes(queue)
+
+/**
+ * Criminal-justice and health data stay apart: a console that works only police (or EMS) queues
+ * sees the decision, not the behavioral-health history behind it.
+ */
+export const seesHealthHistory = (p: Principal): boolean =>
+  p.role !== 'console' || p.queues === null || p.queues.some((q) => q === 'cru' || q === 'case_management' || q === 'follow_up')

@@ -1,0 +1,102 @@
+import type { AssignmentSpec, EventType, QueueName, Role, RoutingDecision } from '../routing/index.js'
+import { isOpen, type AssignmentStatus } from '../assignments/state-machine.js'
+
+export interface ExistingAssignment {
+  id: string
+  queue: QueueName
+  role: Role
+  status: AssignmentStatus
+}
+
+/** An assignment of the decision: one that exists already (id) or one to create (id undefined). */
+export interface PlannedAssignment {
+  id: string | undefined
+  queue: QueueName
+  role: Role
+  status: AssignmentStatus
+  dueAt: Date | null
+}
+
+export interface AssignmentPlan {
+  /** The decision's assignments, in order: reused, kept and new ones. */
+  assignments: PlannedAssignment[]
+  roleChanges: { id: string; from: Role; to: Role; reason: string }[]
+  cancellations: { id: string; from: AssignmentStatus }[]
+  notes: string[]
+}
+
+// When an update brings a new primary, the more protective responder stays in charge.
+const PRIMACY: Record<QueueName, number> = { police: 4, ems: 3, cru: 2, case_management: 1, follow_up: 0 }
+
+/**
+ * What a routing decision changes in a call's assignments. Pure: the service applies the plan.
+ *
+ * - created/updated: what the decision needs and the call lacks is added; what is already assigned
+ *   is never silently withdrawn (it is kept, and listed); exactly one open primary remains — the
+ *   decision's, unless an earlier primary is more protective (police > EMS > CRU > case manager)
+ *   and no dispatcher overrode the route.
+ * - closed: every open assignment is cancelled; a call that ever carried a mental-health
+ *   indicator gets its follow-up (DESIGN rule 8).
+ */
+export function planAssignments(input: {
+  eventType: EventType
+  decision: Pick<RoutingDecision, 'assignments' | 'followUp' | 'override'>
+  existing: readonly ExistingAssignment[]
+  mentalHealthCall: boolean
+  now: Date
+  defaultFollowUpHours: number
+}): AssignmentPlan {
+  const { decision, existing, now } = input
+  const open = existing.filter((a) => isOpen(a.status))
+
+  if (input.eventType === 'call.closed') {
+    const plan: AssignmentPlan = {
+      assignments: [],
+      roleChanges: [],
+      cancellations: open.map((a) => ({ id: a.id, from: a.status })),
+      notes: [],
+    }
+    const hours = decision.followUp?.dueWithinHours ?? (input.mentalHealthCall ? input.defaultFollowUpHours : null)
+    if (hours !== null) {
+      plan.assignments.push({ id: undefined, queue: 'follow_up', role: 'primary', status: 'queued', dueAt: new Date(now.getTime() + hours * 3600_000) })
+      if (!decision.followUp) plan.notes.push('an earlier event of this call carried a mental-health indicator, so it gets a follow-up')
+    }
+    return plan
+  }
+
+  const wanted: AssignmentSpec[] = decision.assignments.filter((a) => a.queue !== 'follow_up')
+  const wantedPrimary = wanted.find((a) => a.role === 'primary')
+  const openByQueue = new Map(open.filter((a) => a.queue !== 'follow_up').map((a) => [a.queue, a]))
+  const currentPrimary = open.find((a) => a.role === 'primary' && a.queue !== 'follow_up')
+
+  let primaryQueue = wantedPrimary?.queue
+  const notes: string[] = []
+  if (currentPrimary && primaryQueue && currentPrimary.queue !== primaryQueue && !decision.override) {
+    if (PRIMACY[currentPrimary.queue] > PRIMACY[primaryQueue]) {
+      notes.push(`${currentPrimary.queue} stays primary: an update does not hand a call from ${currentPrimary.queue} to ${primaryQueue} (a dispatcher override can)`)
+      primaryQueue = currentPrimary.queue
+    }
+  }
+
+  const roleOf = (queue: QueueName): Role => (queue === primaryQueue ? 'primary' : 'support')
+  const assignments: PlannedAssignment[] = []
+  const roleChanges: AssignmentPlan['roleChanges'] = []
+  const seen = new Set<QueueName>()
+  const place = (queue: QueueName) => {
+    if (seen.has(queue)) return
+    seen.add(queue)
+    const role = roleOf(queue)
+    const have = openByQueue.get(queue)
+    if (have) {
+      if (have.role !== role) roleChanges.push({ id: have.id, from: have.role, to: role, reason: role === 'primary' ? 'becomes primary' : `${primaryQueue} is now primary` })
+      assignments.push({ id: have.id, queue, role, status: have.status, dueAt: null })
+    } else {
+      assignments.push({ id: undefined, queue, role, status: 'queued', dueAt: null })
+    }
+  }
+  for (const a of wanted) place(a.queue)
+  const kept = [...openByQueue.keys()].filter((q) => !seen.has(q))
+  for (const q of kept) place(q)
+  if (kept.length) notes.push(`kept from earlier decisions: ${kept.join(', ')}`)
+  return { assignments, roleChanges, cancellations: [], notes }
+}

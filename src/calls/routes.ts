@@ -1,0 +1,69 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { AppError, notFound } from '../http/errors.js'
+import { audit } from '../auth/audit.js'
+import { principalOf } from '../auth/plugin.js'
+import { canActForAgency, seesHealthHistory } from '../auth/principal.js'
+import { problemResponses } from '../http/openapi.js'
+import type { Db } from '../db/connect.js'
+import { callEventResultSchema, callEventSchema, callViewSchema } from './schemas.js'
+import type { CallService } from './service.js'
+import { loadCallView, withoutHealthHistory } from './view.js'
+
+export interface CallRoutesOptions {
+  calls: CallService
+  db: Db
+}
+
+export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, { calls, db }) => {
+  app.post(
+    '/v1/call-events',
+    {
+      config: { access: ['cad'] },
+      schema: {
+        tags: ['calls'],
+        operationId: 'postCallEvent',
+        summary: 'Post a call event from CAD and get the routing decision',
+        description:
+          'Stores the event, routes the call and queues its assignments in one transaction. ' +
+          'The first post of an eventId answers 201; a repeat with the same body answers 200 with the same decision and writes nothing; ' +
+          'the same eventId with a different body is a 409.',
+        body: callEventSchema,
+        response: {
+          201: callEventResultSchema.describe('Stored and routed'),
+          200: callEventResultSchema.describe('A repeat of an event already stored: the same decision'),
+          ...problemResponses(400, 401, 403, 409, 413, 415, 429, 503),
+        },
+      },
+    },
+    async (req, reply) => {
+      const p = principalOf(req)
+      if (!canActForAgency(p, req.body.call.agency)) throw new AppError('forbidden', `this key may not post events for agency ${req.body.call.agency}`)
+      const { created, result } = await calls.ingest(req.body, { mayTouchAgency: (a) => canActForAgency(p, a) })
+      return reply.status(created ? 201 : 200).send(result)
+    },
+  )
+
+  app.get(
+    '/v1/calls/:callId',
+    {
+      config: { access: ['console', 'supervisor'] },
+      schema: {
+        tags: ['calls'],
+        operationId: 'getCall',
+        summary: 'A call with its events, decisions (facts, explanation and trace) and assignments',
+        params: z.object({ callId: z.string().min(1).max(128) }),
+        description: 'Reading a call reads its personal data: every read is recorded in the audit log. Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
+        response: { 200: callViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
+      },
+    },
+    async (req) => {
+      const p = principalOf(req)
+      const view = await loadCallView(db, req.params.callId)
+      // Another agency's call does not exist for this key: same answer as an unknown id.
+      if (!view || !canActForAgency(p, view.agency)) throw notFound(`call ${req.params.callId}`)
+      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency })
+      return seesHealthHistory(p) ? view : withoutHealthHistory(view)
+    },
+  )
+}

@@ -1,0 +1,148 @@
+import { z } from 'zod'
+import { EVENT_TYPES, FLAG_NAMES, QUEUES, ROLES, ROUTES, type FlagName } from '../routing/index.js'
+import { assignmentSummarySchema } from '../assignments/schemas.js'
+
+const flagShape = Object.fromEntries(FLAG_NAMES.map((f) => [f, z.boolean().default(false)])) as Record<FlagName, z.ZodDefault<z.ZodBoolean>>
+
+/** Unknown flags are refused, not ignored: a misspelt `weapon: true` must never pass silently. */
+export const flagsSchema = z.object(flagShape).strict().describe('Each flag defaults to false')
+
+const text = (max: number) => z.string().max(max)
+
+export const callSchema = z
+  .object({
+    callId: z.string().min(1).max(128).describe('The CAD incident number'),
+    agency: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"')
+      .describe('The responsible agency, e.g. hastings-pd'),
+    natureCode: z.string().min(1).max(32).describe('CAD nature code: an APCO code or the agency’s own, mapped by the rule set'),
+    priority: z.number().int().min(1).max(5).describe('1 is most urgent'),
+    location: z
+      .object({
+        address: text(500).optional(),
+        city: text(100).optional(),
+        lat: z.number().min(-90).max(90).optional(),
+        lon: z.number().min(-180).max(180).optional(),
+      })
+      .strict()
+      .optional()
+      .describe('Personal data: never logged'),
+    caller: z.object({ phone: text(32).optional(), name: text(200).optional() }).strict().optional().describe('Personal data: never logged'),
+    subject: z
+      .object({
+        personId: z.string().min(1).max(64).optional().describe('County person id, used for history facts'),
+        name: text(200).optional(),
+        birthDate: z.iso.date().optional(),
+      })
+      .strict()
+      .optional()
+      .describe('Personal data: never logged'),
+    description: text(4000).optional().describe('Free text. Personal data: never logged'),
+    flags: flagsSchema.default(() => flagsSchema.parse({})),
+    dispatcherOverride: z.enum(ROUTES).optional().describe('A dispatcher’s route; wins over every rule and is recorded as such'),
+    disposition: z.string().min(1).max(64).optional().describe('Only on call.closed, e.g. resolved_by_phone'),
+  })
+  .strict()
+
+export const callEventSchema = z
+  .object({
+    eventId: z.string().min(1).max(128).describe('Unique per source: the idempotency key'),
+    type: z.enum(EVENT_TYPES),
+    occurredAt: z.iso.datetime({ offset: true }).describe('When CAD recorded the event (RFC 3339)'),
+    call: callSchema,
+  })
+  .strict()
+  .superRefine((e, ctx) => {
+    if (e.call.disposition !== undefined && e.type !== 'call.closed') {
+      ctx.addIssue({ code: 'custom', path: ['call', 'disposition'], message: 'a disposition is only accepted on call.closed' })
+    }
+  })
+  .meta({ id: 'CallEvent' })
+
+export type CallEvent = z.infer<typeof callEventSchema>
+
+export const decisionSchema = z
+  .object({
+    id: z.string().uuid(),
+    route: z.enum(ROUTES),
+    assignments: z.array(assignmentSummarySchema),
+    ruleSetVersion: z.number().int(),
+    ruleId: z.string(),
+    explanation: z.string(),
+    fallback: z.object({ fromRoute: z.enum(ROUTES), reason: z.string() }).nullable(),
+    override: z.object({ route: z.enum(ROUTES), overriddenRuleId: z.string() }).nullable(),
+    review: z.array(z.string()),
+    followUp: z.object({ queue: z.literal('follow_up'), dueWithinHours: z.number() }).nullable(),
+    decidedAt: z.string(),
+  })
+  .meta({ id: 'Decision' })
+
+export type DecisionView = z.infer<typeof decisionSchema>
+
+export const callEventResultSchema = z
+  .object({
+    eventId: z.string(),
+    callId: z.string(),
+    applied: z.boolean().describe('false when the event was older than one already applied (or repeated a close): stored, but it changed nothing'),
+    decision: decisionSchema,
+  })
+  .meta({ id: 'CallEventResult' })
+
+export type CallEventResult = z.infer<typeof callEventResultSchema>
+
+export const traceSchema = z.array(
+  z.object({
+    ruleId: z.string(),
+    matched: z.boolean(),
+    conditions: z.array(z.object({ condition: z.string(), value: z.unknown(), result: z.boolean() })),
+  }),
+)
+
+export const callViewSchema = z
+  .object({
+    callId: z.string(),
+    agency: z.string(),
+    status: z.enum(['open', 'closed']),
+    natureCode: z.string(),
+    priority: z.number().int(),
+    route: z.enum(ROUTES),
+    mentalHealth: z.boolean(),
+    disposition: z.string().nullable(),
+    flags: z.record(z.string(), z.boolean()),
+    dispatcherOverride: z.enum(ROUTES).nullable(),
+    location: z.unknown(),
+    caller: z.unknown(),
+    subject: z.unknown(),
+    description: z.string().nullable(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    closedAt: z.string().nullable(),
+    events: z.array(
+      z.object({ eventId: z.string(), type: z.enum(EVENT_TYPES), occurredAt: z.string(), receivedAt: z.string(), applied: z.boolean(), decisionId: z.string().nullable() }),
+    ),
+    decisions: z.array(
+      decisionSchema.extend({
+        eventId: z.string(),
+        facts: z.unknown().describe('The facts the engine saw: replaying them against the same rule-set version gives the same decision'),
+        trace: traceSchema,
+      }),
+    ),
+    assignments: z.array(
+      z.object({
+        id: z.string(),
+        queue: z.enum(QUEUES),
+        role: z.enum(ROLES),
+        status: z.string(),
+        disposition: z.string().nullable(),
+        dueAt: z.string().nullable(),
+        createdAt: z.string(),
+        transitions: z.array(
+          z.object({ from: z.string().nullable(), to: z.string(), role: z.string(), actor: z.string(), reason: z.string().nullable(), at: z.string() }),
+        ),
+      }),
+    ),
+  })
+  .meta({ id: 'Call' })

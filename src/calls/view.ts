@@ -1,0 +1,85 @@
+import type { Db } from '../db/connect.js'
+import type { Route } from '../routing/index.js'
+import { loadDecisionView } from './repository.js'
+import type { callViewSchema } from './schemas.js'
+import type { z } from 'zod'
+
+type CallView = z.infer<typeof callViewSchema>
+
+const iso = (d: Date | null): string | null => (d ? d.toISOString() : null)
+
+/** Everything stored about a call, mapped explicitly to the API shape. */
+export async function loadCallView(db: Db, callId: string): Promise<CallView | undefined> {
+  const call = await db.selectFrom('calls').selectAll().where('call_id', '=', callId).executeTakeFirst()
+  if (!call || !call.decision_id) return undefined
+  const [events, decisionRows, assignments, transitions] = await Promise.all([
+    db.selectFrom('call_events').select(['event_id', 'type', 'occurred_at', 'received_at', 'applied', 'decision_id']).where('call_id', '=', callId).orderBy('received_at').orderBy('event_id').execute(),
+    db.selectFrom('decisions').select('id').where('call_id', '=', callId).orderBy('created_at').orderBy('id').execute(),
+    db.selectFrom('assignments').selectAll().where('call_id', '=', callId).orderBy('seq').execute(),
+    db
+      .selectFrom('assignment_transitions')
+      .innerJoin('assignments', 'assignments.id', 'assignment_transitions.assignment_id')
+      .select(['assignment_transitions.assignment_id', 'from_status', 'to_status', 'assignment_transitions.role', 'actor', 'reason', 'at'])
+      .where('assignments.call_id', '=', callId)
+      .orderBy('assignment_transitions.id')
+      .execute(),
+  ])
+  const decisions = await Promise.all(decisionRows.map((d) => loadDecisionView(db, d.id)))
+  return {
+    callId: call.call_id,
+    agency: call.agency,
+    status: call.status,
+    natureCode: call.nature_code,
+    priority: call.priority,
+    route: call.route as Route,
+    mentalHealth: call.mental_health,
+    disposition: call.disposition,
+    flags: call.flags,
+    dispatcherOverride: call.dispatcher_override as Route | null,
+    location: call.location,
+    caller: call.caller,
+    subject: call.subject,
+    description: call.description,
+    createdAt: call.created_at.toISOString(),
+    updatedAt: call.updated_at.toISOString(),
+    closedAt: iso(call.closed_at),
+    events: events.map((e) => ({
+      eventId: e.event_id,
+      type: e.type as CallView['events'][number]['type'],
+      occurredAt: e.occurred_at.toISOString(),
+      receivedAt: e.received_at.toISOString(),
+      applied: e.applied,
+      decisionId: e.decision_id,
+    })),
+    decisions,
+    assignments: assignments.map((a) => ({
+      id: a.id,
+      queue: a.queue as CallView['assignments'][number]['queue'],
+      role: a.role as CallView['assignments'][number]['role'],
+      status: a.status,
+      disposition: a.disposition,
+      dueAt: iso(a.due_at),
+      createdAt: a.created_at.toISOString(),
+      transitions: transitions
+        .filter((t) => t.assignment_id === a.id)
+        .map((t) => ({ from: t.from_status, to: t.to_status, role: t.role, actor: t.actor, reason: t.reason, at: t.at.toISOString() })),
+    })),
+  }
+}
+
+const HEALTH_FACTS = /caseManager|priorCalls|frequentCaller/
+
+/** The decision without the behavioral-health history behind it (criminal-justice consoles). */
+export function withoutHealthHistory(view: CallView): CallView {
+  return {
+    ...view,
+    decisions: view.decisions.map((d) => ({
+      ...d,
+      facts: d.facts && typeof d.facts === 'object' ? { ...(d.facts as Record<string, unknown>), history: '[withheld]' } : d.facts,
+      trace: d.trace.map((r) => ({
+        ...r,
+        conditions: r.conditions.map((c) => (HEALTH_FACTS.test(c.condition) ? { ...c, value: '[withheld]' } : c)),
+      })),
+    })),
+  }
+}

@@ -1,0 +1,63 @@
+import { z } from 'zod'
+
+export const ROLE_NAMES = ['api', 'relay', 'worker'] as const
+export type RoleName = (typeof ROLE_NAMES)[number]
+
+const positiveInt = z.coerce.number().int().positive()
+
+const configSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  // Loopback by default: until API keys exist nothing but the local machine should reach the API.
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATABASE_URL: z.string().url().default('postgres://postgres@127.0.0.1:5432/cad_router'),
+  DATABASE_POOL_SIZE: positiveInt.default(20),
+  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ROLE: z
+    .string()
+    .default('api,relay,worker')
+    .transform((s, ctx) => {
+      const roles = [...new Set(s.split(',').map((r) => r.trim()).filter(Boolean))]
+      for (const r of roles) {
+        if (!(ROLE_NAMES as readonly string[]).includes(r)) {
+          ctx.addIssue({ code: 'custom', message: `unknown role "${r}" (expected ${ROLE_NAMES.join(', ')})` })
+        }
+      }
+      return roles as RoleName[]
+    }),
+  RELAY_POLL_MS: positiveInt.default(1000),
+  RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
+  WORKER_CONCURRENCY: positiveInt.default(8),
+  FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),
+  SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
+  RETRY_AFTER_SECONDS: positiveInt.default(5),
+  /** Personal data is removed from calls closed longer ago than this. */
+  RETENTION_DAYS: positiveInt.default(90),
+  RETENTION_EVERY_MS: positiveInt.default(3600_000),
+  /** Requests per minute per API key (per address for requests without one). */
+  RATE_LIMIT_PER_MINUTE: positiveInt.default(30_000),
+  /** The first admin key of a fresh install (see README); stored as a hash at start. */
+  ADMIN_API_KEY: z
+    .string()
+    .regex(/^cadr_[A-Za-z0-9_-]{40,100}$/, 'must look like cadr_ followed by at least 40 random base64url characters (see README)')
+    .optional(),
+})
+
+export type Config = Readonly<z.infer<typeof configSchema>>
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Parsed once at start; nothing else reads process.env. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = configSchema.safeParse(env)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`)
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
+  }
+  return Object.freeze(parsed.data)
+}

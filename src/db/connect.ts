@@ -1,0 +1,36 @@
+import { Kysely, PostgresDialect, type Transaction } from 'kysely'
+import pg from 'pg'
+import type { Database } from './schema.js'
+
+// bigint (int8) ids and counts come back as strings by default; ours fit in a double comfortably.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v))
+
+export type Db = Kysely<Database>
+/** What repository functions take first: the database, or a transaction on it. */
+export type Executor = Kysely<Database> | Transaction<Database>
+
+export interface PoolOptions {
+  connectionString: string
+  max: number
+  statementTimeoutMs: number
+  applicationName?: string
+}
+
+export function createPool(opts: PoolOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: opts.connectionString,
+    max: opts.max,
+    // Fail fast when Postgres is unreachable so the API can answer 503 instead of hanging.
+    connectionTimeoutMillis: 3000,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: opts.statementTimeoutMs,
+    application_name: opts.applicationName ?? 'cad-router',
+  })
+  // An idle client losing its connection must not crash the process; the pool replaces it.
+  pool.on('error', () => {})
+  return pool
+}
+
+export function createDb(pool: pg.Pool): Db {
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+}

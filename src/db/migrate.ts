@@ -1,0 +1,60 @@
+import { Migrator, type MigrationResultSet, type Kysely } from 'kysely'
+import pg from 'pg'
+import { migrations } from '../../migrations/index.js'
+
+export class MigrationError extends Error {
+  override name = 'MigrationError'
+}
+
+const provider = { getMigrations: async () => migrations }
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the migrator works on any schema
+function migrator(db: Kysely<any>): Migrator {
+  return new Migrator({ db, provider })
+}
+
+/** Applies pending migrations; throws (so the process exits non-zero) when one fails. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
+export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+  const { error, results }: MigrationResultSet = await migrator(db).migrateToLatest()
+  const failed = results?.find((r) => r.status === 'Error')
+  if (error || failed) {
+    const reason = error instanceof Error ? error.message : String(error ?? 'unknown error')
+    throw new MigrationError(`migration ${failed?.migrationName ?? ''} failed: ${reason}`, { cause: error })
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+}
+
+/** Names of migrations the code knows that the database has not applied yet (readiness). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
+export async function pendingMigrations(db: Kysely<any>): Promise<string[]> {
+  const all = await migrator(db).getMigrations()
+  return all.filter((m) => m.executedAt === undefined).map((m) => m.name)
+}
+
+/** Creates the database named in the URL when it does not exist yet, so a fresh machine just starts. */
+export async function ensureDatabase(connectionString: string): Promise<boolean> {
+  const url = new URL(connectionString)
+  const name = decodeURIComponent(url.pathname.replace(/^\//, ''))
+  if (!name) return false
+  const probe = new pg.Client({ connectionString })
+  try {
+    await probe.connect()
+    return false
+  } catch (err) {
+    if ((err as { code?: string }).code !== '3D000') throw err // 3D000: database does not exist
+  } finally {
+    await probe.end().catch(() => {})
+  }
+  url.pathname = '/postgres'
+  const admin = new pg.Client({ connectionString: url.toString() })
+  await admin.connect()
+  try {
+    await admin.query(`create database ${pg.escapeIdentifier(name)}`)
+  } catch (err) {
+    if ((err as { code?: string }).code !== '42P04') throw err // created concurrently by another process
+  } finally {
+    await admin.end()
+  }
+  return true
+}

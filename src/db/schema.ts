@@ -1,0 +1,152 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>
+type Json<T> = ColumnType<T, string, string>
+
+export interface RuleSetsTable {
+  version: number
+  name: string
+  document: Json<unknown>
+  created_at: CreatedAt
+}
+
+export interface CallsTable {
+  call_id: string
+  agency: string
+  status: 'open' | 'closed'
+  nature_code: string
+  priority: number
+  flags: Json<Record<string, boolean>>
+  location: Json<unknown> | null
+  caller: Json<unknown> | null
+  subject: Json<unknown> | null
+  description: string | null
+  subject_person_id: string | null
+  address_key: string | null
+  dispatcher_override: string | null
+  disposition: string | null
+  mental_health: ColumnType<boolean, boolean | undefined, boolean>
+  route: string
+  decision_id: string | null
+  last_occurred_at: Timestamp
+  created_at: CreatedAt
+  updated_at: Timestamp
+  closed_at: Timestamp | null
+}
+
+export interface CallEventsTable {
+  event_id: string
+  call_id: string
+  type: string
+  occurred_at: Timestamp
+  received_at: CreatedAt
+  body_hash: string
+  body: Json<unknown>
+  applied: boolean
+  decision_id: string | null
+}
+
+export interface DecisionsTable {
+  id: string
+  call_id: string
+  event_id: string
+  route: string
+  rule_set_version: number
+  rule_id: string
+  explanation: string
+  facts: Json<unknown>
+  outcome: Json<unknown>
+  created_at: Timestamp
+}
+
+export interface AssignmentsTable {
+  id: string
+  seq: Generated<number>
+  call_id: string
+  decision_id: string
+  agency: string
+  queue: string
+  role: string
+  status: string
+  disposition: string | null
+  due_at: Timestamp | null
+  created_at: CreatedAt
+  updated_at: Timestamp
+}
+
+export interface AssignmentTransitionsTable {
+  id: Generated<number>
+  assignment_id: string
+  from_status: string | null
+  to_status: string
+  role: string
+  actor: string
+  reason: string | null
+  at: CreatedAt
+}
+
+export interface OutboxTable {
+  id: Generated<number>
+  assignment_id: string
+  queue: string
+  job_id: string
+  payload: Json<unknown>
+  created_at: CreatedAt
+  sent_at: Timestamp | null
+  attempts: ColumnType<number, number | undefined, number>
+  last_error: string | null
+}
+
+export interface CaseLinksTable {
+  person_id: string
+  case_manager: string
+  active: boolean
+  updated_at: Timestamp
+}
+
+export interface ApiKeysTable {
+  id: string
+  name: string
+  role: string
+  agencies: string[] | null
+  queues: string[] | null
+  key_hash: string
+  key_prefix: string
+  created_by: string
+  created_at: CreatedAt
+  expires_at: Timestamp | null
+  revoked_at: Timestamp | null
+}
+
+export interface AuditLogTable {
+  id: Generated<number>
+  at: CreatedAt
+  actor: string
+  key_id: string | null
+  role: string | null
+  action: string
+  target_type: string
+  target_id: string | null
+  agency: string | null
+  source_ip: string | null
+  request_id: string | null
+  details: Json<unknown> | null
+}
+
+export interface Database {
+  rule_sets: RuleSetsTable
+  calls: CallsTable
+  call_events: CallEventsTable
+  decisions: DecisionsTable
+  assignments: AssignmentsTable
+  assignment_transitions: AssignmentTransitionsTable
+  outbox: OutboxTable
+  case_links: CaseLinksTable
+  api_keys: ApiKeysTable
+  audit_log: AuditLogTable
+}
+
+export type CallRow = Selectable<CallsTable>
+export type AssignmentRow = Selectable<AssignmentsTable>
+export type NewAssignment = Insertable<AssignmentsTable>

@@ -1,0 +1,256 @@
+/**
+ * EIDO → the native call event. Pure: what the database knows (has this incident been seen, what
+ * type did this very document map to before) is passed in, so a repeat maps to the same event.
+ */
+import { z } from 'zod'
+import { callEventSchema, type CallEvent } from '../calls/schemas.js'
+import { AppError, type InvalidParam } from '../http/errors.js'
+import { sha256 } from '../lib/canonical-json.js'
+import { FLAG_NAMES, ROUTES, type EventType, type FlagName } from '../routing/index.js'
+import { readPidfLo } from './pidf-lo.js'
+import type { EidoIn } from './schemas.js'
+import {
+  APCO_DISPOSITION_PREFIX,
+  CALLER_ROLES,
+  CAUTION_FLAGS,
+  COUNTY_PERSON_ID_CATEGORY,
+  DEFAULT_PRIORITY,
+  DISPOSITION_CODES,
+  PRIORITY_IDENTIFIERS,
+  ROUTING_FACTS_PURPOSE,
+  SUBJECT_ROLES,
+  normalise,
+} from './vocabulary.js'
+
+export interface Seen {
+  /** The call already has a decision: a non-closing document is an update. */
+  callKnown: boolean
+  /** The type this document (same eventId) was stored with before, if any. */
+  storedType?: EventType | undefined
+}
+
+/** The native eventId of an EIDO: its `$id` and `lastUpdateTimeStamp` (as an instant), hashed to fit. */
+export function eidoEventId(doc: Pick<EidoIn, '$id' | 'lastUpdateTimeStamp'>): string {
+  return `eido-${sha256(`${doc.$id}\n${new Date(doc.lastUpdateTimeStamp).toISOString()}`).slice(0, 40)}`
+}
+
+const routingFactsSchema = z
+  .object({
+    flags: z.object(Object.fromEntries(FLAG_NAMES.map((f) => [f, z.boolean().optional()])) as Record<FlagName, z.ZodOptional<z.ZodBoolean>>).strict().optional(),
+    dispatcherOverride: z.enum(ROUTES).optional(),
+  })
+  .strict()
+
+type Component = { $id: string }
+
+const stripHtml = (html: string): string =>
+  html
+    .replace(/<br\s*\/?>/gi, '\n')
+    .replace(/<\/p>/gi, '\n')
+    .replace(/<[^>]*>/g, '')
+    .replace(/&nbsp;/g, ' ')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&')
+    .trim()
+
+export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
+  const problems: InvalidParam[] = []
+  const incident = doc.incidentComponent
+
+  /** Resolves references into a component list; a dangling one is named by where it was made. */
+  function resolve<T extends Component>(list: readonly T[] | undefined, ref: { $ref: string }, at: string): T | undefined {
+    const hit = list?.find((c) => c.$id === ref.$ref)
+    if (!hit) problems.push({ name: `${at}.$ref`, reason: `no component with $id "${ref.$ref}"` })
+    return hit
+  }
+  const resolveAll = <T extends Component>(list: readonly T[] | undefined, refs: readonly { $ref: string }[] | undefined, at: string): T[] =>
+    (refs ?? []).map((r, i) => resolve(list, r, `${at}.${i}`)).filter((c): c is T => c !== undefined)
+
+  // Agency: the owning agency, else the one that last updated the incident or the document.
+  const agencyRef = incident.updatedByAgencyReference?.$ref ?? doc.updatedByAgencyReference.$ref
+  let agencyIndex = doc.agencyComponent.findIndex((a) => a.incidentOwningAgencyIndicator === true)
+  if (agencyIndex < 0) agencyIndex = doc.agencyComponent.findIndex((a) => a.$id === agencyRef)
+  if (agencyIndex < 0) agencyIndex = 0
+  const agencyId = doc.agencyComponent[agencyIndex]!.$id.toLowerCase()
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(agencyId) || agencyId.length > 64) {
+    problems.push({ name: `agencyComponent.${agencyIndex}.$id`, reason: 'the owning agency $id must be an agency name cad-router knows (letters, digits, ".", "_", "-"; at most 64)' })
+  }
+
+  // Priority: the incident's common priority, else the call's STA-023 priority.
+  const call = doc.callComponent?.[0]
+  const priority = incident.incidentCommonPriorityNumber ?? (call?.priorityIdentifier ? PRIORITY_IDENTIFIERS[call.priorityIdentifier] : DEFAULT_PRIORITY)
+
+  // Location: the incident's first, else the call's first, else the first listed.
+  const locRef = incident.locationReference?.[0] ? { ref: incident.locationReference[0], at: 'incidentComponent.locationReference.0' } : call?.locationReference?.[0] ? { ref: call.locationReference[0], at: 'callComponent.0.locationReference.0' } : undefined
+  const locationComp = locRef ? resolve(doc.locationComponent, locRef.ref, locRef.at) : doc.locationComponent?.[0]
+  let location: CallEvent['call']['location']
+  if (locationComp) {
+    const index = doc.locationComponent!.indexOf(locationComp)
+    const read = locationComp.locationByValue ? readPidfLo(locationComp.locationByValue) : {}
+    if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'the gml:pos is not "latitude longitude"' })
+    const { badPoint: _b, ...plain } = read
+    const address = plain.address ?? locationComp.locationDescriptionText
+    location = { ...plain, ...(address ? { address } : {}) }
+    if (!Object.keys(location).length) location = undefined
+  }
+
+  // Persons: those the incident references first, then the rest as listed.
+  const referenced = resolveAll(doc.personComponent, incident.personReference, 'incidentComponent.personReference')
+  const persons = [...referenced, ...(doc.personComponent ?? []).filter((p) => !referenced.includes(p))]
+  const hasRole = (p: (typeof persons)[number], roles: ReadonlySet<string>) => p.personIncidentRoleRegistryText.some((r) => roles.has(normalise(r)))
+  const nameOf = (p: (typeof persons)[number]): string | undefined => {
+    const n = p.ncPersonComponent?.PersonName
+    if (!n) return undefined
+    return n.PersonFullName ?? ([n.PersonGivenName, n.PersonMiddleName, n.PersonSurName].filter(Boolean).join(' ') || undefined)
+  }
+
+  let caller: CallEvent['call']['caller']
+  const callerPerson = persons.find((p) => hasRole(p, CALLER_ROLES))
+  const callbackRef = callerPerson?.callBackReference ?? call?.callBackReference
+  const callbackAt = callerPerson?.callBackReference
+    ? `personComponent.${doc.personComponent!.indexOf(callerPerson)}.callBackReference`
+    : 'callComponent.0.callBackReference'
+  const callback = callbackRef ? resolve(doc.callbackComponent, callbackRef, callbackAt) : undefined
+  const tel = callback?.callBackInformationUri?.find((u) => u.startsWith('tel:'))
+  if (callerPerson || tel) {
+    const name = callerPerson ? nameOf(callerPerson) : undefined
+    caller = { ...(tel ? { phone: tel.slice(4) } : {}), ...(name ? { name } : {}) }
+  }
+
+  let subject: CallEvent['call']['subject']
+  const subjectPerson = persons.find((p) => hasRole(p, SUBJECT_ROLES))
+  if (subjectPerson) {
+    const name = nameOf(subjectPerson)
+    const birthDate = subjectPerson.ncPersonComponent?.PersonBirthDate?.Date
+    const personId = subjectPerson.ncPersonComponent?.PersonOtherIdentification?.find((o) => o.IdentificationCategoryText === COUNTY_PERSON_ID_CATEGORY)?.IdentificationID
+    subject = { ...(personId ? { personId } : {}), ...(name ? { name } : {}), ...(birthDate ? { birthDate } : {}) }
+  }
+
+  // Description: the incident's notes, else every note, as plain text.
+  const notes = incident.notesReference ? resolveAll(doc.notesComponent, incident.notesReference, 'incidentComponent.notesReference') : (doc.notesComponent ?? [])
+  const description = notes.map((n) => stripHtml(n.notesActionComments)).filter(Boolean).join('\n').slice(0, 4000) || undefined
+
+  // Flags: raised by cautions and by the routing-facts additional data; a flag is never lowered.
+  const flags = Object.fromEntries(FLAG_NAMES.map((f) => [f, false])) as Record<FlagName, boolean>
+  for (const c of doc.cautionComponent ?? []) {
+    for (const v of [c.cautionTypeCommonRegistryText, ...(c.cautionTypeCommonSubRegistryText ?? [])]) {
+      const flag = CAUTION_FLAGS[normalise(v)]
+      if (flag) flags[flag] = true
+    }
+  }
+  let dispatcherOverride: CallEvent['call']['dispatcherOverride']
+  doc.additionalDataComponent?.forEach((a, i) => {
+    if (a.urlPurpose !== ROUTING_FACTS_PURPOSE) return
+    const at = `additionalDataComponent.${i}.additionalDataByValue`
+    let value: unknown
+    try {
+      value = JSON.parse(a.additionalDataByValue ?? '')
+    } catch {
+      problems.push({ name: at, reason: `routing facts (${ROUTING_FACTS_PURPOSE}) must be a JSON object` })
+      return
+    }
+    const parsed = routingFactsSchema.safeParse(value)
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) {
+        const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined]
+        for (const k of keys) problems.push({ name: [at, ...issue.path.map(String), ...(k ? [k] : [])].join('.'), reason: k ? `unknown field "${k}"` : issue.message })
+      }
+      return
+    }
+    for (const [f, v] of Object.entries(parsed.data.flags ?? {})) if (v) flags[f as FlagName] = true
+    if (parsed.data.dispatcherOverride) dispatcherOverride = parsed.data.dispatcherOverride
+  })
+
+  // Status: a closed incident closes the call; otherwise the first document creates it.
+  const closed = (incident.incidentStatusCommonRegistryText ?? []).some((s) => normalise(s) === 'closed')
+  const repeatType = seen.storedType === 'call.created' || seen.storedType === 'call.updated' ? seen.storedType : undefined
+  const type: EventType = closed ? 'call.closed' : (repeatType ?? (seen.callKnown ? 'call.updated' : 'call.created'))
+
+  let disposition: string | undefined
+  const dispositions = incident.dispositionComponent ?? []
+  const chosen = dispositions.find((d) => d.dispositionPrimaryIndicator) ?? dispositions[0]
+  if (closed && chosen) {
+    const code = chosen.dispositionCommonRegistryCode
+    if (!/^[A-Za-z0-9]{1,8}$/.test(code)) {
+      problems.push({ name: `incidentComponent.dispositionComponent.${dispositions.indexOf(chosen)}.dispositionCommonRegistryCode`, reason: 'an APCO disposition code, e.g. 05' })
+    }
+    disposition = DISPOSITION_CODES[code] ?? `${APCO_DISPOSITION_PREFIX}${code}`
+  }
+
+  if (problems.length) throw invalid(problems)
+
+  const event = {
+    eventId: eidoEventId(doc),
+    type,
+    // As an instant, like the eventId: the same time written with another offset is the same document.
+    occurredAt: new Date(doc.lastUpdateTimeStamp).toISOString(),
+    call: {
+      callId: doc.$id,
+      agency: agencyId,
+      natureCode: incident.incidentTypeCommonRegistryText,
+      priority,
+      ...(location ? { location } : {}),
+      // An empty person tells the routing nothing: leave it out, as a native event would.
+      ...(caller && Object.keys(caller).length ? { caller } : {}),
+      ...(subject && Object.keys(subject).length ? { subject } : {}),
+      ...(description ? { description } : {}),
+      flags,
+      ...(dispatcherOverride ? { dispatcherOverride } : {}),
+      ...(disposition ? { disposition } : {}),
+    },
+  }
+  // The native contract has limits of its own (lengths, ranges): name the EIDO field that broke one.
+  const checked = callEventSchema.safeParse(event)
+  if (!checked.success) {
+    const at = (list: readonly object[] | undefined, c: object | undefined, name: string) => (c && list ? `${name}.${list.indexOf(c)}` : undefined)
+    const origin: Origin = {
+      agency: `agencyComponent.${agencyIndex}`,
+      ...opt('location', at(doc.locationComponent, locationComp, 'locationComponent')),
+      ...opt('caller', at(doc.personComponent, callerPerson, 'personComponent')),
+      ...opt('callback', at(doc.callbackComponent, callback, 'callbackComponent')),
+      ...opt('subject', at(doc.personComponent, subjectPerson, 'personComponent')),
+    }
+    throw invalid(checked.error.issues.map((i) => ({ name: eidoNameOf(i.path.map(String), origin), reason: i.message })))
+  }
+  return checked.data
+}
+
+const opt = <K extends string>(key: K, value: string | undefined) => (value === undefined ? {} : ({ [key]: value } as Record<K, string>))
+
+const invalid = (problems: InvalidParam[]) => new AppError('validation-failed', `${problems.length} invalid field(s) in the EIDO`, { invalidParams: problems })
+
+/** Where a native field came from in the EIDO, for error messages. */
+function eidoNameOf(path: string[], origin: Origin): string {
+  const [, field, sub] = path
+  switch (field) {
+    case 'callId':
+      return '$id'
+    case 'agency':
+      return `${origin.agency}.$id`
+    case 'natureCode':
+      return 'incidentComponent.incidentTypeCommonRegistryText'
+    case 'location':
+      return `${origin.location ?? 'locationComponent'}.locationByValue`
+    case 'caller':
+      return sub === 'phone' ? `${origin.callback ?? 'callbackComponent'}.callBackInformationUri` : `${origin.caller ?? 'personComponent'}.ncPersonComponent.PersonName`
+    case 'subject': {
+      const at = `${origin.subject ?? 'personComponent'}.ncPersonComponent`
+      return sub === 'birthDate' ? `${at}.PersonBirthDate.Date` : sub === 'personId' ? `${at}.PersonOtherIdentification` : `${at}.PersonName`
+    }
+    case 'description':
+      return 'notesComponent.notesActionComments'
+    default:
+      return path.join('.')
+  }
+}
+
+interface Origin {
+  agency: string
+  location?: string
+  caller?: string
+  callback?: string
+  subject?: string
+}

@@ -1,0 +1,67 @@
+/**
+ * Just enough PIDF-LO (RFC 4119 / RFC 5139 civic address, GML point) to carry the service's location:
+ * the civic address elements and the geodetic point, read by element name whatever the namespace prefix.
+ */
+export interface PlainLocation {
+  address?: string
+  city?: string
+  lat?: number
+  lon?: number
+}
+
+const decode = (s: string): string =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&')
+    .trim()
+
+const encode = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
+
+function element(xml: string, name: string): string | undefined {
+  const m = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${name}(?:\\s[^>]*)?>([^<]*)</(?:[A-Za-z_][\\w.-]*:)?${name}>`).exec(xml)
+  const v = m?.[1] === undefined ? undefined : decode(m[1])
+  return v ? v : undefined
+}
+
+/** The civic street address elements, in the order they are written on an envelope. */
+const STREET = ['HNO', 'HNS', 'PRD', 'RD', 'STS', 'POD'] as const
+
+export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } {
+  const out: PlainLocation & { badPoint?: boolean } = {}
+  const street = STREET.map((e) => element(xml, e)).filter((v): v is string => v !== undefined)
+  if (street.length) out.address = street.join(' ')
+  const city = element(xml, 'A3')
+  if (city) out.city = city
+  const pos = element(xml, 'pos')
+  if (pos) {
+    const [lat, lon, ...rest] = pos.split(/\s+/).map(Number)
+    if (lat === undefined || lon === undefined || rest.length > 1 || !Number.isFinite(lat) || !Number.isFinite(lon)) out.badPoint = true
+    else Object.assign(out, { lat, lon })
+  }
+  return out
+}
+
+export function writePidfLo(entity: string, loc: PlainLocation): string {
+  const parts: string[] = []
+  if (loc.address !== undefined || loc.city !== undefined) {
+    const civic: string[] = ['<country>US</country>']
+    if (loc.city) civic.push(`<A3>${encode(loc.city)}</A3>`)
+    if (loc.address) {
+      // A leading house number goes in HNO so readers that only know civic elements find it.
+      const m = /^(\d+[A-Za-z]?)\s+(.+)$/.exec(loc.address)
+      civic.push(m ? `<HNO>${encode(m[1]!)}</HNO><RD>${encode(m[2]!)}</RD>` : `<RD>${encode(loc.address)}</RD>`)
+    }
+    parts.push(`<gp:location-info><ca:civicAddress>${civic.join('')}</ca:civicAddress></gp:location-info>`)
+  }
+  if (loc.lat !== undefined && loc.lon !== undefined) {
+    parts.push(`<gp:location-info><gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>${loc.lat} ${loc.lon}</gml:pos></gml:Point></gp:location-info>`)
+  }
+  return (
+    `<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" ` +
+    `xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" xmlns:gml="http://www.opengis.net/gml" entity="${encode(entity)}">` +
+    `<tuple id="incident"><status><gp:geopriv>${parts.join('')}</gp:geopriv></status></tuple></presence>`
+  )
+}

@@ -1,0 +1,78 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import type { CallService } from '../calls/service.js'
+import { callEventResultSchema } from '../calls/schemas.js'
+import { loadCallView, withoutHealthHistory } from '../calls/view.js'
+import { audit } from '../auth/audit.js'
+import { principalOf } from '../auth/plugin.js'
+import { canActForAgency, seesHealthHistory } from '../auth/principal.js'
+import type { Db } from '../db/connect.js'
+import { AppError, notFound } from '../http/errors.js'
+import { problemResponses } from '../http/openapi.js'
+import { eidoEventId, eidoToCallEvent } from './map-in.js'
+import { callToEido } from './map-out.js'
+import { seenBefore } from './repository.js'
+import { eidoInSchema, eidoOutSchema } from './schemas.js'
+
+export interface EidoRoutesOptions {
+  /** The same call service as POST /v1/call-events: one ingest path, one set of guarantees. */
+  calls: CallService
+  db: Db
+}
+
+export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, { calls, db }) => {
+  app.post(
+    '/v1/eido',
+    {
+      config: { access: ['cad'] },
+      schema: {
+        tags: ['eido'],
+        operationId: 'postEido',
+        summary: 'Post a NENA EIDO document and get the routing decision',
+        description:
+          'Maps the EIDO (NENA-STA-021) onto a call event and ingests it exactly like POST /v1/call-events. ' +
+          'The eventId is derived from the document $id and lastUpdateTimeStamp: the same document again answers 200 with the same decision; ' +
+          'the same $id and lastUpdateTimeStamp with different routing content is a 409. Components the service does not read are ignored. ' +
+          'Errors name the EIDO component and field, e.g. incidentComponent.incidentTypeCommonRegistryText.',
+        body: eidoInSchema,
+        response: {
+          201: callEventResultSchema.describe('Stored and routed'),
+          200: callEventResultSchema.describe('A repeat of a document already stored: the same decision'),
+          ...problemResponses(400, 401, 403, 409, 413, 415, 429, 503),
+        },
+      },
+    },
+    async (req, reply) => {
+      const p = principalOf(req)
+      const seen = await seenBefore(db, req.body.$id, eidoEventId(req.body))
+      const event = eidoToCallEvent(req.body, seen)
+      if (!canActForAgency(p, event.call.agency)) throw new AppError('forbidden', `this key may not post events for agency ${event.call.agency}`)
+      const { created, result } = await calls.ingest(event, { mayTouchAgency: (a) => canActForAgency(p, a) })
+      return reply.status(created ? 201 : 200).send(result)
+    },
+  )
+
+  app.get(
+    '/v1/calls/:callId/eido',
+    {
+      config: { access: ['console', 'supervisor'] },
+      schema: {
+        tags: ['eido'],
+        operationId: 'getCallEido',
+        summary: 'The call as a NENA EIDO document, with the routing result',
+        description:
+          'Assignments appear as emergencyResourceComponent entries (pool as registry type and resource attribute, assignment status as unit status), ' +
+          'the decision as a dispatch component and additional data, and dispositions with APCO disposition codes where one fits.',
+        params: z.object({ callId: z.string().min(1).max(128) }),
+        response: { 200: eidoOutSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
+      },
+    },
+    async (req) => {
+      const p = principalOf(req)
+      const view = await loadCallView(db, req.params.callId)
+      if (!view || !canActForAgency(p, view.agency)) throw notFound(`call ${req.params.callId}`)
+      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido' } })
+      return callToEido(seesHealthHistory(p) ? view : withoutHealthHistory(view))
+    },
+  )
+}

@@ -1,0 +1,257 @@
+/**
+ * Zod schemas for the parts of a NENA EIDO document (NENA-STA-021, `EmergencyIncidentDataObjectType`)
+ * that cad-router reads or writes. Written from the standard's component definitions; the field
+ * names are the current ones (NENA's older sample uses outdated names).
+ *
+ * Inbound schemas are loose: unknown fields and unknown components pass untouched, because an EIDO
+ * carries far more than a routing decision needs. Outbound schemas are what GET …/eido promises.
+ */
+import { z } from 'zod'
+
+const INSTANT = z.iso.datetime({ offset: true })
+
+export const referenceSchema = z.object({ $ref: z.string().min(1).max(512).describe('The $id of the referenced data component') }).meta({ id: 'EidoReference' })
+
+/** The prologue every data component carries. Inbound, only `$id` is required on components. */
+const prologueIn = {
+  $id: z.string().min(1).max(512),
+  lastUpdateTimeStamp: INSTANT.optional(),
+  updatedByAgencyReference: referenceSchema.optional(),
+}
+
+const prologueOut = {
+  $id: z.string().min(1),
+  lastUpdateTimeStamp: INSTANT,
+  updatedByAgencyReference: referenceSchema,
+}
+
+const refs = z.array(referenceSchema)
+const severity = z.enum(['highest', 'high', 'normal', 'low', 'lowest'])
+
+/** NIEM nc:PersonType, only the elements the service maps. */
+const ncPersonIn = z.looseObject({
+  PersonName: z
+    .looseObject({
+      PersonFullName: z.string().max(200).optional(),
+      PersonGivenName: z.string().max(100).optional(),
+      PersonMiddleName: z.string().max(100).optional(),
+      PersonSurName: z.string().max(100).optional(),
+    })
+    .optional(),
+  PersonBirthDate: z.looseObject({ Date: z.iso.date() }).optional(),
+  PersonOtherIdentification: z
+    .array(z.looseObject({ IdentificationID: z.string().min(1).max(64), IdentificationCategoryText: z.string().max(100).optional() }))
+    .optional(),
+})
+
+export const agencyIn = z.looseObject({
+  ...prologueIn,
+  agencyRoleDescriptionRegistryText: z.array(z.string()),
+  agencyType: z.array(z.string()),
+  incidentOwningAgencyIndicator: z.boolean().optional(),
+})
+
+export const dispositionIn = z.looseObject({
+  ...prologueIn,
+  dispositionCommonRegistryCode: z.string().min(1).max(16),
+  dispositionPrimaryIndicator: z.boolean().optional(),
+  dispositionCategoryText: z.string().optional(),
+  dispositionDescriptionText: z.string().optional(),
+})
+
+export const incidentIn = z.looseObject({
+  ...prologueIn,
+  incidentTypeCommonRegistryText: z
+    .string()
+    .min(1)
+    .max(32)
+    .regex(/^[A-Z0-9]+$/, 'an APCO ANS 2.103 incident type code, e.g. EDP'),
+  incidentTypeInternalCode: z.string().optional(),
+  incidentStatusCommonRegistryText: z.array(z.string()).optional(),
+  incidentCommonPriorityNumber: z.number().int().min(1).max(5).optional(),
+  locationReference: refs.optional(),
+  personReference: refs.optional(),
+  notesReference: refs.optional(),
+  dispositionComponent: z.array(dispositionIn).optional(),
+})
+
+export const callIn = z.looseObject({
+  ...prologueIn,
+  priorityIdentifier: severity.optional(),
+  callBackReference: referenceSchema.optional(),
+  locationReference: refs.optional(),
+  personReference: refs.optional(),
+  notesReference: refs.optional(),
+})
+
+export const callbackIn = z.looseObject({
+  ...prologueIn,
+  callBackInformationUri: z.array(z.string()).optional(),
+})
+
+export const locationIn = z.looseObject({
+  ...prologueIn,
+  locationTypeDescriptionRegistryText: z.string(),
+  locationByValue: z.string().max(16_000).optional(),
+  locationDescriptionText: z.string().max(500).optional(),
+})
+
+export const personIn = z.looseObject({
+  ...prologueIn,
+  personIncidentRoleRegistryText: z.array(z.string()).min(1),
+  ncPersonComponent: ncPersonIn.optional(),
+  callBackReference: referenceSchema.optional(),
+})
+
+export const notesIn = z.looseObject({
+  ...prologueIn,
+  notesActionComments: z.string().max(8000),
+})
+
+export const cautionIn = z.looseObject({
+  ...prologueIn,
+  cautionTypeInternalText: z.string(),
+  cautionTypeCommonRegistryText: z.string(),
+  cautionTypeCommonSubRegistryText: z.array(z.string()).optional(),
+  cautionSeverity: severity,
+})
+
+export const additionalDataIn = z.looseObject({
+  ...prologueIn,
+  additionalDataByValue: z.string().max(16_000).optional(),
+  urlPurpose: z.string().optional(),
+})
+
+/** An EIDO as POST /v1/eido accepts it. */
+export const eidoInSchema = z
+  .looseObject({
+    $id: z.string().min(1).max(128).describe('The incident tracking identifier: becomes the callId'),
+    lastUpdateTimeStamp: INSTANT.describe('With $id, the idempotency key of this document'),
+    updatedByAgencyReference: referenceSchema,
+    eidoVersion: z.literal('1.0'),
+    issuingElementIdentification: z.string().min(1),
+    agencyComponent: z.array(agencyIn).min(1),
+    incidentComponent: incidentIn,
+    callComponent: z.array(callIn).optional(),
+    callbackComponent: z.array(callbackIn).optional(),
+    locationComponent: z.array(locationIn).optional(),
+    personComponent: z.array(personIn).optional(),
+    notesComponent: z.array(notesIn).optional(),
+    cautionComponent: z.array(cautionIn).optional(),
+    additionalDataComponent: z.array(additionalDataIn).optional(),
+  })
+  .describe('A NENA EIDO (EmergencyIncidentDataObjectType). Components the service does not read are accepted and ignored.')
+  .meta({ id: 'EidoIn' })
+
+export type EidoIn = z.infer<typeof eidoInSchema>
+
+// ---- outbound ----
+
+const agencyOut = z.object({
+  ...prologueOut,
+  agencyRoleDescriptionRegistryText: z.array(z.string()),
+  agencyType: z.array(z.string()),
+  incidentOwningAgencyIndicator: z.boolean().optional(),
+})
+
+const agentOut = z.object({
+  ...prologueOut,
+  agentRoleRegistryText: z.array(z.string()).min(1),
+  agencyReference: referenceSchema,
+})
+
+const dispositionOut = z.object({
+  ...prologueOut,
+  dispositionCommonRegistryCode: z.string(),
+  dispositionPrimaryIndicator: z.boolean(),
+  dispositionDescriptionText: z.string().optional(),
+})
+
+const incidentOut = z.object({
+  ...prologueOut,
+  incidentTypeCommonRegistryText: z.string(),
+  incidentStatusCommonRegistryText: z.array(z.string()),
+  incidentCommonPriorityNumber: z.number().int(),
+  locationReference: refs.optional(),
+  personReference: refs.optional(),
+  notesReference: refs.optional(),
+  dispositionComponent: z.array(dispositionOut).optional(),
+})
+
+const locationOut = z.object({
+  ...prologueOut,
+  locationTypeDescriptionRegistryText: z.string(),
+  locationByValue: z.string().optional(),
+  locationDescriptionText: z.string().optional(),
+})
+
+const personOut = z.object({
+  ...prologueOut,
+  personIncidentRoleRegistryText: z.array(z.string()).min(1),
+  ncPersonComponent: z
+    .object({
+      PersonName: z.object({ PersonFullName: z.string() }).optional(),
+      PersonBirthDate: z.object({ Date: z.string() }).optional(),
+      PersonOtherIdentification: z.array(z.object({ IdentificationID: z.string(), IdentificationCategoryText: z.string() })).optional(),
+    })
+    .optional(),
+  callBackReference: referenceSchema.optional(),
+})
+
+const callbackOut = z.object({ ...prologueOut, callBackInformationUri: z.array(z.string()) })
+
+const notesOut = z.object({ ...prologueOut, notesActionComments: z.string() })
+
+const cautionOut = z.object({
+  ...prologueOut,
+  cautionTypeInternalText: z.string(),
+  cautionTypeCommonRegistryText: z.string(),
+  cautionSeverity: severity,
+})
+
+const additionalDataOut = z.object({ ...prologueOut, additionalDataByValue: z.string(), urlPurpose: z.string() })
+
+export const UNIT_STATUSES = ['Assigned', 'AcknowledgedTransmission', 'Dispatched', 'Cleared', 'AssignmentCancelled'] as const
+
+const emergencyResourceOut = z.object({
+  ...prologueOut,
+  emergencyResourceTypeCommonRegistryText: z.string(),
+  resourceAttributeRegistryText: z.array(z.string()),
+  emergencyResourceName: z.string(),
+  primaryUnitStatusRegistryText: z.enum(UNIT_STATUSES),
+  secondaryUnitStatusRegistryText: z.array(z.string()),
+  unitStatusInternal: z.array(z.string()),
+  agentReference: refs.min(1),
+})
+
+const dispatchOut = z.object({
+  ...prologueOut,
+  agencyReference: referenceSchema,
+  agentReference: referenceSchema,
+  emergencyResourceReference: refs,
+  notesReference: refs.optional(),
+})
+
+/** The call as GET /v1/calls/{callId}/eido returns it. */
+export const eidoOutSchema = z
+  .object({
+    ...prologueOut,
+    eidoVersion: z.literal('1.0'),
+    issuingElementIdentification: z.string(),
+    agencyComponent: z.array(agencyOut).min(1),
+    agentComponent: z.array(agentOut),
+    incidentComponent: incidentOut,
+    locationComponent: z.array(locationOut).optional(),
+    personComponent: z.array(personOut).optional(),
+    callbackComponent: z.array(callbackOut).optional(),
+    notesComponent: z.array(notesOut).optional(),
+    cautionComponent: z.array(cautionOut).optional(),
+    additionalDataComponent: z.array(additionalDataOut),
+    emergencyResourceComponent: z.array(emergencyResourceOut),
+    dispatchComponent: z.array(dispatchOut),
+  })
+  .strict()
+  .describe('The call as a NENA EIDO, with the routing result as emergency resources, unit statuses and dispositions')
+  .meta({ id: 'EidoOut' })
+
+export type EidoOut = z.infer<typeof eidoOutSchema>

@@ -1,0 +1,66 @@
+/**
+ * The one error catalog. Each error has a stable code (the last segment of its problem `type`),
+ * an HTTP status and a title. The error handler turns them into application/problem+json (RFC 9457).
+ */
+export const ERRORS = {
+  'validation-failed': { status: 400, title: 'The request is not valid' },
+  unauthorized: { status: 401, title: 'A valid API key is required' },
+  forbidden: { status: 403, title: 'This API key may not do this' },
+  'not-found': { status: 404, title: 'Not found' },
+  'event-conflict': { status: 409, title: 'This eventId was already used with a different body' },
+  'illegal-transition': { status: 409, title: 'The assignment cannot make this move from its current status' },
+  'call-closed': { status: 409, title: 'The call is closed' },
+  'payload-too-large': { status: 413, title: 'The request body is too large' },
+  'uri-too-long': { status: 414, title: 'A path segment is too long' },
+  'rate-limited': { status: 429, title: 'Too many requests for this API key; retry later' },
+  'unsupported-media-type': { status: 415, title: 'Unsupported content type' },
+  'service-unavailable': { status: 503, title: 'A backing service is unavailable; retry later' },
+  internal: { status: 500, title: 'Internal error' },
+} as const
+
+export type ErrorCode = keyof typeof ERRORS
+
+export const PROBLEM_TYPE_BASE = 'https://cad-router.dev/problems/'
+
+export interface InvalidParam {
+  /** JSON-pointer-like dotted path of the field, e.g. `call.priority`. */
+  name: string
+  reason: string
+}
+
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly detail: string | undefined
+  readonly invalidParams: InvalidParam[] | undefined
+  readonly extra: Record<string, unknown> | undefined
+
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    opts: { invalidParams?: InvalidParam[]; extra?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(detail ?? ERRORS[code].title, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = 'AppError'
+    this.code = code
+    this.status = ERRORS[code].status
+    this.detail = detail
+    this.invalidParams = opts.invalidParams
+    this.extra = opts.extra
+  }
+}
+
+export const notFound = (what: string) => new AppError('not-found', `${what} not found`)
+
+/** Errors that mean Postgres or Redis cannot be reached or answered too late: the client should retry. */
+export function isUnavailableError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false
+  const e = err as Error & { code?: string }
+  const code = e.code ?? ''
+  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN'].includes(code)) return true
+  // Postgres SQLSTATE classes: 08 connection exception, 53 insufficient resources (disk full, out of
+  // memory, too many connections), 57 operator intervention (admin shutdown, statement timeout 57014).
+  if (/^(08|53|57)[0-9A-Z]{3}$/.test(code)) return true
+  if (/timeout exceeded when trying to connect|Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message)) return true
+  return false
+}

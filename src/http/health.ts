@@ -1,0 +1,69 @@
+import { sql } from 'kysely'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import type { Redis } from 'ioredis'
+import { z } from 'zod'
+import type { Db } from '../db/connect.js'
+import { pendingMigrations } from '../db/migrate.js'
+
+export interface HealthOptions {
+  db: Db
+  redis: Redis
+  retryAfterSeconds: number
+}
+
+const check = z.object({ ok: z.boolean(), detail: z.string().optional() })
+const readiness = z.object({ status: z.enum(['ready', 'not_ready']), checks: z.object({ postgres: check, migrations: check, redis: check }) })
+
+async function probe(fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> {
+  try {
+    const detail = await fn()
+    return detail ? { ok: false, detail } : { ok: true }
+  } catch (err) {
+    return { ok: false, detail: err instanceof Error ? err.message : 'unreachable' }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref())])
+}
+
+export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, retryAfterSeconds }) => {
+  app.get(
+    '/healthz',
+    { config: { access: 'public' }, schema: { tags: ['health'], security: [], operationId: 'getHealth', summary: 'The process is alive', response: { 200: z.object({ status: z.literal('ok') }) } } },
+    async () => ({ status: 'ok' as const }),
+  )
+
+  app.get(
+    '/readyz',
+    {
+      config: { access: 'public' },
+      schema: {
+        tags: ['health'],
+        security: [],
+        operationId: 'getReadiness',
+        summary: 'Postgres and Redis reachable and migrations applied',
+        response: { 200: readiness, 503: readiness },
+      },
+    },
+    async (_req, reply) => {
+      const [postgres, migrations, redisCheck] = await Promise.all([
+        probe(async () => {
+          await withTimeout(sql`select 1`.execute(db), 2000)
+          return undefined
+        }),
+        probe(async () => {
+          const pending = await withTimeout(pendingMigrations(db), 2000)
+          return pending.length ? `pending: ${pending.join(', ')}` : undefined
+        }),
+        probe(async () => {
+          const pong = await withTimeout(redis.ping(), 2000)
+          return pong === 'PONG' ? undefined : `unexpected answer ${pong}`
+        }),
+      ])
+      const ok = postgres.ok && migrations.ok && redisCheck.ok
+      if (!ok) reply.header('retry-after', String(retryAfterSeconds))
+      return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks: { postgres, migrations, redis: redisCheck } })
+    },
+  )
+}

@@ -1,0 +1,54 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { FastifyInstance } from 'fastify'
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod'
+import { ERRORS } from './errors.js'
+import { problemSchema } from './problem.js'
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'The request is not valid: see invalidParams',
+  401: 'No API key, or an unknown, expired or revoked one',
+  403: 'The key’s role or agency scope does not allow this',
+  404: 'Not found',
+  409: 'Conflict with the stored state',
+  413: 'Body larger than the limit',
+  415: 'Content type is not application/json',
+  429: 'Rate limit of the API key reached: retry after Retry-After seconds',
+  503: 'Postgres or Redis is unavailable: retry after Retry-After seconds',
+}
+
+/** Problem responses for a route's schema, so every error it can give is documented. */
+export function problemResponses(...statuses: number[]) {
+  return Object.fromEntries(statuses.map((s) => [s, problemSchema.describe(STATUS_TEXT[s] ?? 'Error')]))
+}
+
+export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'cad-router',
+        version,
+        description:
+          'Routes 911 calls posted by CAD to police, the Crisis Response Unit (CRU), co-response, EMS or a case manager, ' +
+          'explains each decision and queues the assignments for responder pools and dispatch consoles. ' +
+          `Errors are application/problem+json (RFC 9457); their codes: ${Object.keys(ERRORS).join(', ')}.`,
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+      },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: Authorization: Bearer cadr_…' } } },
+      security: [{ apiKey: [] }],
+      tags: [
+        { name: 'calls', description: 'Call events from CAD and the decisions they produce' },
+        { name: 'assignments', description: 'Dispatch consoles: list assignments and move them through their lifecycle' },
+        { name: 'eido', description: 'NENA EIDO (NENA-STA-021) in and out' },
+        { name: 'keys', description: 'API keys (admin)' },
+        { name: 'audit', description: 'The append-only audit log (auditor)' },
+        { name: 'health', description: 'Liveness and readiness' },
+        { name: 'reports', description: 'Supervisors: diversion and capture statistics, queue status' },
+      ],
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+}

@@ -1,0 +1,107 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { AppError, ERRORS, PROBLEM_TYPE_BASE, isUnavailableError, type ErrorCode, type InvalidParam } from './errors.js'
+
+/** The RFC 9457 body every error answer carries; published in the OpenAPI document. */
+export const problemSchema = z
+  .object({
+    type: z.string().describe('A URI naming the kind of problem; its last segment is the stable error code'),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    instance: z.string().optional().describe('The request id, to find the matching log lines'),
+    code: z.string().describe('The stable error code, e.g. validation-failed'),
+    invalidParams: z.array(z.object({ name: z.string(), reason: z.string() })).optional(),
+  })
+  .passthrough()
+  .meta({ id: 'Problem' })
+
+export type Problem = z.infer<typeof problemSchema>
+
+function problem(code: ErrorCode, requestId: string, detail?: string, invalidParams?: InvalidParam[], extra?: Record<string, unknown>): Problem {
+  const { status, title } = ERRORS[code]
+  return {
+    type: PROBLEM_TYPE_BASE + code,
+    title,
+    status,
+    ...(detail ? { detail } : {}),
+    instance: `urn:request:${requestId}`,
+    code,
+    ...(invalidParams?.length ? { invalidParams } : {}),
+    ...extra,
+  }
+}
+
+export function sendProblem(reply: FastifyReply, retryAfterSeconds: number, body: Problem): FastifyReply {
+  if ((body.status === 503 || body.status === 429) && !reply.hasHeader('retry-after')) reply.header('retry-after', String(retryAfterSeconds))
+  return reply.status(body.status).type('application/problem+json').send(body)
+}
+
+function pathOf(segments: ReadonlyArray<PropertyKey>, prefix: string): string {
+  const tail = segments.map(String).join('.')
+  return prefix ? (tail ? `${prefix}.${tail}` : prefix) : tail || '(body)'
+}
+
+export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds: number): void {
+  app.setNotFoundHandler((req: FastifyRequest, reply: FastifyReply) =>
+    sendProblem(reply, retryAfterSeconds, problem('not-found', req.id, `no route for ${req.method} ${req.url.split('?')[0]}`)),
+  )
+
+  app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    if (hasZodFastifySchemaValidationErrors(err)) {
+      // The request part (body, querystring, params, headers) prefixes the field path, except for the body.
+      const part = err.validationContext === 'body' ? '' : (err.validationContext ?? '')
+      const invalidParams = err.validation.flatMap((v): InvalidParam[] => {
+        const segments = v.instancePath.split('/').filter(Boolean)
+        const reason = v.message ?? 'invalid'
+        // An unknown field is named itself, not by the object that holds it.
+        const keys = v.keyword === 'unrecognized_keys' ? (v.params as { keys?: unknown }).keys : undefined
+        if (Array.isArray(keys) && keys.length) {
+          return keys.map((k) => ({ name: pathOf([...segments, String(k)], part), reason: `unknown field "${String(k)}"` }))
+        }
+        return [{ name: pathOf(segments, part), reason }]
+      })
+      return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, `${invalidParams.length} invalid field(s)`, invalidParams))
+    }
+    if (err instanceof AppError) {
+      if (err.status >= 500) req.log.warn({ err: { code: err.code, message: err.message } }, 'request failed')
+      return sendProblem(reply, retryAfterSeconds, problem(err.code, req.id, err.detail, err.invalidParams, err.extra))
+    }
+    if (isUnavailableError(err)) {
+      req.log.warn({ err: { code: (err as { code?: string }).code, message: err.message } }, 'backing service unavailable')
+      return sendProblem(reply, retryAfterSeconds, problem('service-unavailable', req.id))
+    }
+    // Fastify's own client errors (body too large, bad JSON, wrong content type…).
+    switch (err.code) {
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return sendProblem(reply, retryAfterSeconds, problem('payload-too-large', req.id, err.message))
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+        return sendProblem(reply, retryAfterSeconds, problem('unsupported-media-type', req.id, 'send application/json'))
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      case 'FST_ERR_CTP_INVALID_JSON_BODY':
+        return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, 'the body is not valid JSON', [{ name: '(body)', reason: 'not valid JSON' }]))
+    }
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      if (err instanceof SyntaxError) {
+        return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, 'the body is not valid JSON', [{ name: '(body)', reason: 'not valid JSON' }]))
+      }
+      return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, err.message))
+    }
+    // Log the error's own fields only: pg errors can quote row values.
+    req.log.error({ err: { name: err.name, code: err.code, message: err.message, stack: err.stack } }, 'unhandled error')
+    return sendProblem(reply, retryAfterSeconds, problem('internal', req.id))
+  })
+}
+
+/**
+ * Errors Fastify's router raises before a route is found (a malformed URL, an over-long path
+ * segment): problem+json like every other error.
+ */
+export function frameworkErrorHandler(retryAfterSeconds: number) {
+  return (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    const code: ErrorCode = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'uri-too-long' : err.code === 'FST_ERR_ASYNC_CONSTRAINT' ? 'internal' : 'validation-failed'
+    return sendProblem(reply, retryAfterSeconds, problem(code, String(req.id), code === 'validation-failed' ? 'the URL is malformed' : undefined))
+  }
+}

@@ -1,0 +1,91 @@
+import closeWithGrace from 'close-with-grace'
+import pino from 'pino'
+import { buildApp } from './app.js'
+import { loadConfig } from './config.js'
+import { createDb, createPool } from './db/connect.js'
+import { ensureDatabase, migrateToLatest } from './db/migrate.js'
+import { loggerOptions } from './logger.js'
+import { ensureBootstrapKey } from './auth/keys.js'
+import { createMetrics, observeWorkers } from './metrics/metrics.js'
+import { createOutboxRelay } from './queue/outbox-relay.js'
+import { createQueues } from './queue/queues.js'
+import { createRedis } from './queue/redis.js'
+import { createRuleSetRegistry } from './rule-sets/registry.js'
+import { createResponderWorkers } from './workers/responder-worker.js'
+import { startRetention } from './retention/scheduler.js'
+
+/**
+ * Entry point: runs the roles named in ROLE (api, relay, worker; all three by default) against
+ * one Postgres and one Redis. Whoever creates a resource here closes it on shutdown.
+ */
+const config = loadConfig()
+const log = pino(loggerOptions(config.LOG_LEVEL))
+const roles = new Set(config.ROLE)
+const closers: Array<{ name: string; close: () => Promise<unknown> }> = []
+// One registry for the process: /metrics (api role) also counts this process's worker errors.
+const metrics = createMetrics()
+
+async function start(): Promise<void> {
+  if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
+  const pool = createPool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_SIZE, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
+  const db = createDb(pool)
+  closers.push({ name: 'postgres', close: () => db.destroy() })
+  const applied = await migrateToLatest(db)
+  if (applied.length) log.info({ applied }, 'migrations applied')
+  if (config.ADMIN_API_KEY && (await ensureBootstrapKey(db, config.ADMIN_API_KEY))) log.info('admin key from ADMIN_API_KEY stored')
+
+  if (roles.has('worker')) {
+    const connection = createRedis(config.REDIS_URL, 'worker')
+    const workers = createResponderWorkers({ db, connection, prefix: config.BULLMQ_PREFIX, concurrency: config.WORKER_CONCURRENCY, log })
+    observeWorkers(workers.workers, metrics)
+    workers.start()
+    const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
+    closers.unshift({ name: 'redis (workers)', close: () => connection.quit() })
+    closers.unshift({ name: 'retention', close: () => retention.close() })
+    closers.unshift({ name: 'workers', close: () => workers.close() })
+    log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY }, 'responder workers started')
+  }
+
+  if (roles.has('relay')) {
+    const producer = createRedis(config.REDIS_URL, 'producer')
+    const queues = createQueues(producer, config.BULLMQ_PREFIX)
+    const relay = createOutboxRelay({ db, databaseUrl: config.DATABASE_URL, queues, producer, log, pollMs: config.RELAY_POLL_MS, batchSize: config.RELAY_BATCH_SIZE })
+    await relay.start()
+    closers.unshift({ name: 'redis (relay)', close: () => producer.quit() })
+    closers.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
+    closers.unshift({ name: 'outbox relay', close: () => relay.stop() })
+    log.info('outbox relay started')
+  }
+
+  if (roles.has('api')) {
+    const probe = createRedis(config.REDIS_URL, 'probe')
+    const ruleSets = await createRuleSetRegistry(db)
+    const app = await buildApp({ config, db, redis: probe, ruleSets, logger: log, metrics })
+    await app.listen({ port: config.PORT, host: config.HOST })
+    closers.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
+    // The HTTP server closes first: in-flight requests finish, new ones are refused.
+    closers.unshift({ name: 'http', close: () => app.close() })
+    log.info({ ruleSetVersion: ruleSets.active().version }, 'api ready')
+  }
+}
+
+closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  if (err) log.error({ err }, 'shutting down after an error')
+  else log.info({ signal }, 'shutting down')
+  for (const c of closers) {
+    try {
+      await c.close()
+    } catch (e) {
+      log.warn({ resource: c.name, err: { message: (e as Error).message } }, 'close failed')
+    }
+  }
+})
+
+try {
+  log.info({ roles: [...roles] }, 'starting')
+  await start()
+} catch (err) {
+  log.fatal({ err }, 'start failed')
+  for (const c of closers) await c.close().catch(() => {})
+  process.exit(1)
+}

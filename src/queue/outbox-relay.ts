@@ -1,0 +1,190 @@
+import { sql } from 'kysely'
+import pg from 'pg'
+import type { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Db } from '../db/connect.js'
+import { OUTBOX_CHANNEL } from '../calls/repository.js'
+import type { QueueName } from '../routing/index.js'
+import { ASSIGNMENT_JOB_NAME, type AssignmentJob, type AssignmentQueue } from './queues.js'
+
+export interface OutboxRelayDeps {
+  db: Db
+  /** For the LISTEN connection, which must not come from the pool. */
+  databaseUrl: string
+  queues: Record<QueueName, AssignmentQueue>
+  log: FastifyBaseLogger
+  pollMs: number
+  batchSize: number
+  /** The queues' connection: when given, the relay wakes the moment Redis is back. */
+  producer?: Redis
+}
+
+const MAX_BACKOFF_MS = 5000
+/** How long a batch may wait for Redis before it counts as a failure (and its row locks go). */
+const REDIS_WAIT_MS = 2000
+
+class RedisUnavailable extends Error {}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RedisUnavailable(`${what}: no answer from Redis within ${ms} ms`)), ms)
+  })
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Moves outbox rows to their BullMQ queues. Wakes on NOTIFY from the committing transaction, polls
+ * slowly as a safety net, and keeps rows (retrying with backoff) while Redis is down. Several
+ * relays may run: SKIP LOCKED hands each row to one of them, and the job id derived from the
+ * assignment id makes a re-sent row a no-op in BullMQ.
+ */
+export function createOutboxRelay(deps: OutboxRelayDeps) {
+  const { db, queues, log } = deps
+  let running = false
+  let loopDone: Promise<void> | undefined
+  let stopping: Promise<void> | undefined
+  let listener: pg.Client | undefined
+  let wake: (() => void) | undefined
+  let pendingWake = false
+  let failures = 0
+
+  // A commit wakes the relay, except while it backs off from a Redis failure: then only the
+  // timer, Redis coming back, or stop() does.
+  const poke = () => {
+    pendingWake = true
+    if (!failures) wake?.()
+  }
+  let redisBack = false
+  const onRedisReady = () => {
+    redisBack = true
+    wake?.()
+  }
+
+  const queueList = Object.values(queues)
+
+  async function sendBatch(): Promise<number> {
+    // Never hold row locks while waiting for a Redis that is not there.
+    if (deps.producer && deps.producer.status !== 'ready') throw new RedisUnavailable(`Redis connection is ${deps.producer.status}`)
+    await within(Promise.all(queueList.map((q) => q.waitUntilReady())), REDIS_WAIT_MS, 'queues not ready')
+    return db.transaction().execute(async (trx) => {
+      const rows = await trx
+        .selectFrom('outbox')
+        .select(['id', 'queue', 'job_id', 'payload'])
+        .where('sent_at', 'is', null)
+        .orderBy('id')
+        .limit(deps.batchSize)
+        .forUpdate()
+        .skipLocked()
+        .execute()
+      if (!rows.length) return 0
+      const byQueue = new Map<QueueName, typeof rows>()
+      for (const r of rows) {
+        const q = r.queue as QueueName
+        byQueue.set(q, [...(byQueue.get(q) ?? []), r])
+      }
+      // A send that times out may still land in Redis: the rows are then sent again, and the
+      // job ids make the second add a no-op.
+      await within(
+        Promise.all(
+          [...byQueue].map(([q, list]) =>
+            queues[q].addBulk(list.map((r) => ({ name: ASSIGNMENT_JOB_NAME, data: r.payload as AssignmentJob, opts: { jobId: r.job_id } }))),
+          ),
+        ),
+        REDIS_WAIT_MS,
+        'addBulk',
+      )
+      await trx
+        .updateTable('outbox')
+        .set({ sent_at: new Date(), attempts: sql`attempts + 1`, last_error: null })
+        .where('id', 'in', rows.map((r) => r.id))
+        .execute()
+      return rows.length
+    })
+  }
+
+  async function loop(): Promise<void> {
+    while (running) {
+      pendingWake = false
+      let sent = 0
+      try {
+        sent = await sendBatch()
+        if (failures) log.info({ afterFailures: failures, sent }, 'outbox relay recovered')
+        failures = 0
+      } catch (err) {
+        failures++
+        // Only the error's message: rows are never logged.
+        log.warn({ err: { message: (err as Error).message }, failures }, 'outbox relay could not send; rows stay in the outbox')
+      }
+      if (!running) break
+      if (sent === deps.batchSize && !failures) continue
+      const delay = failures ? Math.min(100 * 2 ** failures, MAX_BACKOFF_MS) : deps.pollMs
+      if (pendingWake && !failures) continue
+      if (redisBack) {
+        redisBack = false
+        continue
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay)
+        wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      wake = undefined
+    }
+  }
+
+  async function listen(): Promise<void> {
+    if (!running) return
+    const client = new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-relay' })
+    client.on('notification', poke)
+    client.on('error', (err) => {
+      log.warn({ err: { message: err.message } }, 'outbox listener lost its connection; polling until it is back')
+      listener = undefined
+      client.end().catch(() => {})
+      if (running) setTimeout(() => void listen().catch(() => {}), 1000).unref()
+    })
+    try {
+      await client.connect()
+      if (!running) {
+        await client.end()
+        return
+      }
+      await client.query(`listen ${OUTBOX_CHANNEL}`)
+      listener = client
+      poke() // rows committed while we were not listening
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'outbox listener could not connect; retrying')
+      await client.end().catch(() => {})
+      if (running) setTimeout(() => void listen().catch(() => {}), 1000).unref()
+    }
+  }
+
+  return {
+    async start(): Promise<void> {
+      if (running) return
+      running = true
+      stopping = undefined
+      deps.producer?.on('ready', onRedisReady)
+      await listen()
+      loopDone = loop()
+    },
+    /** Stops after the batch in flight; safe to call twice (both calls wait for the same stop). */
+    stop(): Promise<void> {
+      if (stopping) return stopping
+      if (!running) return Promise.resolve()
+      running = false
+      wake?.()
+      deps.producer?.off('ready', onRedisReady)
+      stopping = (async () => {
+        await loopDone
+        await listener?.end().catch(() => {})
+        listener = undefined
+      })()
+      return stopping
+    },
+  }
+}
+
+export type OutboxRelay = ReturnType<typeof createOutboxRelay>

@@ -1,0 +1,35 @@
+import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
+import { z } from 'zod'
+import { QUEUES, type QueueName } from '../routing/index.js'
+
+/** What a responder job carries: ids only — personal data stays in Postgres. */
+export const assignmentJobSchema = z
+  .object({
+    assignmentId: z.string().uuid(),
+    callId: z.string().min(1),
+    agency: z.string().min(1),
+    queue: z.enum(QUEUES),
+    role: z.enum(['primary', 'support']),
+  })
+  .strict()
+export type AssignmentJob = z.infer<typeof assignmentJobSchema>
+
+export const ASSIGNMENT_JOB_NAME = 'assignment.offer'
+
+/** BullMQ job ids may not contain ':' nor be all digits; a prefixed uuid is neither. */
+export const jobIdFor = (assignmentId: string): string => `asg-${assignmentId}`
+
+export const defaultJobOptions: JobsOptions = {
+  attempts: 10,
+  backoff: { type: 'exponential', delay: 500 },
+  // Completed jobs stay a day so a re-sent job id is still recognised as a duplicate.
+  removeOnComplete: { age: 24 * 3600, count: 100_000 },
+  removeOnFail: { age: 7 * 24 * 3600 },
+}
+
+export type AssignmentQueue = Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>
+
+export function createQueues(connection: ConnectionOptions, prefix: string): Record<QueueName, AssignmentQueue> {
+  const entries = QUEUES.map((name) => [name, new Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(name, { connection, prefix, defaultJobOptions })] as const)
+  return Object.fromEntries(entries) as Record<QueueName, AssignmentQueue>
+}

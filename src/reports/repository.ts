@@ -1,0 +1,291 @@
+import { sql, type RawBuilder } from 'kysely'
+import type { Executor } from '../calls/repository.js'
+
+/**
+ * Report queries. Each one groups by GROUPING SETS so one round trip yields every cell a report
+ * shows: per agency per bucket, per agency, all agencies per bucket, and overall.
+ * Calls are placed in time by calls.created_at (when the service first saw the call), in UTC.
+ */
+
+export type Bucket = 'day' | 'week'
+
+export interface ReportRange {
+  from: Date
+  to: Date // exclusive
+  bucket: Bucket
+  agency?: string | undefined
+}
+
+/** A cell key: agency null = all agencies; bucket null = the whole range. */
+export interface CellKey {
+  agency: string | null
+  bucket: Date | null
+}
+
+/** A mental-health call with any of these flags is a safety call (DESIGN rule 1): police is primary by design. */
+const SAFETY_FLAGS = ['weapons', 'violence', 'threatToOthers', 'crimeInProgress'] as const
+/** Statuses that mean a responder left the queue's hands: escalated or expired, whatever the reason. */
+export const ESCALATION_STATUSES = ['escalated', 'expired'] as const
+/** Waiting for a responder: counted as the queue's depth. */
+export const WAITING_STATUSES = ['queued', 'offered', 'reserved'] as const
+/** Finished one way or another: a follow-up in these is never overdue. */
+const CLOSED_STATUSES = ['completed', 'cancelled', 'declined', 'expired'] as const
+
+const list = (xs: readonly string[]) => sql.join(xs.map((x) => sql.lit(x)))
+const agencyFilter = (col: RawBuilder<unknown>, agency: string | undefined) => (agency === undefined ? sql`true` : sql`${col} = ${agency}`)
+const bucketOf = (col: RawBuilder<unknown>, bucket: Bucket) => sql`(date_trunc(${sql.lit(bucket)}, ${col} at time zone 'UTC') at time zone 'UTC')`
+const GROUPING = sql`grouping sets ((agency, bucket), (agency), (bucket), ())`
+
+interface Keyed {
+  agency: string | null
+  bucket: Date | null
+  g_agency: number
+  g_bucket: number
+}
+const keyOf = (r: Keyed): CellKey => ({ agency: r.g_agency ? null : r.agency, bucket: r.g_bucket ? null : r.bucket })
+
+export interface CallCounts {
+  calls: number
+  mentalHealth: number
+  mentalHealthClosed: number
+  diverted: number
+  eligible: number
+  captured: number
+  policeOverride: number
+  policeFallback: number
+  escalated: number
+  otherRoute: number
+  routePolice: number
+  routeCru: number
+  routeCoResponse: number
+  routeEms: number
+  routeCaseManager: number
+  cruClosed: number
+  cruResolvedByPhone: number
+}
+
+/** Call-level figures: diversion, capture (with why eligible calls went elsewhere), route mix, phone resolution. */
+export async function callFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & CallCounts>> {
+  const safety = sql.join(
+    SAFETY_FLAGS.map((f) => sql`coalesce((c.flags->>${f})::boolean, false)`),
+    sql` or `,
+  )
+  const { rows } = await sql<Keyed & Record<string, number>>`
+    with c as (
+      select c.agency, c.route, c.status, c.mental_health, c.disposition,
+        ${bucketOf(sql`c.created_at`, r.bucket)} as bucket,
+        (${safety}) as safety,
+        c.dispatcher_override is not null as overridden,
+        -- a law-enforcement field response: a police assignment that was ever accepted
+        exists (
+          select 1 from assignments a
+          where a.call_id = c.call_id and a.queue = 'police'
+            and (a.status in ('accepted', 'completed')
+                 or exists (select 1 from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'accepted'))
+        ) as police_field,
+        -- DESIGN rule 7: a decision that sent the call to police because CRU was not available
+        exists (
+          select 1 from decisions d
+          where d.call_id = c.call_id and d.route = 'police' and jsonb_typeof(d.outcome->'fallback') = 'object'
+        ) as fell_back,
+        exists (
+          select 1 from assignments a join assignment_transitions t on t.assignment_id = a.id
+          where a.call_id = c.call_id and t.to_status in (${list(ESCALATION_STATUSES)})
+        ) as escalated,
+        exists (
+          select 1 from assignments a
+          where a.call_id = c.call_id and a.queue = 'cru' and a.role = 'primary'
+        ) as cru_primary,
+        exists (
+          select 1 from assignments a
+          where a.call_id = c.call_id and a.queue = 'cru' and a.disposition = 'resolved_by_phone'
+        ) as cru_phone
+      from calls c
+      where c.created_at >= ${r.from} and c.created_at < ${r.to} and ${agencyFilter(sql`c.agency`, r.agency)}
+    ), e as (
+      -- Each eligible call (mental-health indicator, no safety facts) gets exactly one outcome, first match wins.
+      select *,
+        case
+          when not mental_health or safety then null
+          when overridden and route in ('police', 'co_response') then 'override'
+          when fell_back and route = 'police' then 'fallback'
+          when escalated then 'escalation'
+          when route in ('cru', 'case_manager') then 'captured'
+          else 'other'
+        end as capture
+      from c
+    )
+    select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket,
+      count(*)::int as calls,
+      (count(*) filter (where mental_health))::int as "mentalHealth",
+      (count(*) filter (where mental_health and status = 'closed'))::int as "mentalHealthClosed",
+      (count(*) filter (where mental_health and status = 'closed' and not police_field))::int as diverted,
+      (count(*) filter (where capture is not null))::int as eligible,
+      (count(*) filter (where capture = 'captured'))::int as captured,
+      (count(*) filter (where capture = 'override'))::int as "policeOverride",
+      (count(*) filter (where capture = 'fallback'))::int as "policeFallback",
+      (count(*) filter (where capture = 'escalation'))::int as escalated,
+      (count(*) filter (where capture = 'other'))::int as "otherRoute",
+      (count(*) filter (where route = 'police'))::int as "routePolice",
+      (count(*) filter (where route = 'cru'))::int as "routeCru",
+      (count(*) filter (where route = 'co_response'))::int as "routeCoResponse",
+      (count(*) filter (where route = 'ems'))::int as "routeEms",
+      (count(*) filter (where route = 'case_manager'))::int as "routeCaseManager",
+      (count(*) filter (where status = 'closed' and cru_primary))::int as "cruClosed",
+      (count(*) filter (where status = 'closed' and cru_primary and (disposition = 'resolved_by_phone' or cru_phone)))::int as "cruResolvedByPhone"
+    from e
+    group by ${GROUPING}
+  `.execute(db)
+  return rows.map((row) => {
+    const { agency: _a, bucket: _b, g_agency: _ga, g_bucket: _gb, ...counts } = row
+    return { ...keyOf(row), ...(counts as unknown as CallCounts) }
+  })
+}
+
+export interface EscalationCause {
+  status: string
+  reason: string
+  count: number
+}
+
+/** Escalation records (transitions to escalated or expired), placed in time by when they happened. */
+export async function escalationFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & EscalationCause>> {
+  const { rows } = await sql<Keyed & EscalationCause>`
+    with x as (
+      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, coalesce(t.reason, '') as reason
+      from assignment_transitions t join assignments a on a.id = t.assignment_id
+      where t.to_status in (${list(ESCALATION_STATUSES)}) and t.at >= ${r.from} and t.at < ${r.to}
+        and ${agencyFilter(sql`a.agency`, r.agency)}
+    )
+    select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket, status, reason, count(*)::int as count
+    from x
+    group by grouping sets ((agency, bucket, status, reason), (agency, status, reason), (bucket, status, reason), (status, reason))
+    order by count desc, status, reason
+  `.execute(db)
+  return rows.map((row) => ({ ...keyOf(row), status: row.status, reason: row.reason, count: row.count }))
+}
+
+export interface AckTimes {
+  queue: string
+  acknowledged: number
+  p50Seconds: number | null
+  p90Seconds: number | null
+}
+
+/**
+ * Time to acknowledge per queue: from the assignment's creation to its first move to acknowledged
+ * (or straight to accepted, which a console may do), for assignments created in the range.
+ */
+export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & AckTimes>> {
+  const { rows } = await sql<Keyed & AckTimes>`
+    with x as (
+      select a.agency, a.queue, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket,
+        extract(epoch from (
+          select min(t.at) from assignment_transitions t
+          where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
+        ) - a.created_at)::float8 as secs
+      from assignments a
+      where a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agency)}
+    )
+    select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket, queue,
+      count(secs)::int as acknowledged,
+      -- Rounded to the millisecond: interpolation leaves float noise (456.0000000000001).
+      round(percentile_cont(0.5) within group (order by secs)::numeric, 3)::float8 as "p50Seconds",
+      round(percentile_cont(0.9) within group (order by secs)::numeric, 3)::float8 as "p90Seconds"
+    from x
+    group by grouping sets ((agency, bucket, queue), (agency, queue), (bucket, queue), (queue))
+  `.execute(db)
+  return rows.map((row) => ({ ...keyOf(row), queue: row.queue, acknowledged: row.acknowledged, p50Seconds: row.p50Seconds, p90Seconds: row.p90Seconds }))
+}
+
+export interface FollowUpCounts {
+  created: number
+  completedOnTime: number
+  overdue: number
+}
+
+/** Follow-ups created in the range; on time = completed by the due time; overdue = still open past it at `asOf`. */
+export async function followUpFigures(db: Executor, r: ReportRange, asOf: Date): Promise<Array<CellKey & FollowUpCounts>> {
+  const { rows } = await sql<Keyed & FollowUpCounts>`
+    with x as (
+      select a.agency, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket, a.status, a.due_at,
+        (select min(t.at) from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'completed') as completed_at
+      from assignments a
+      where a.queue = 'follow_up' and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agency)}
+    )
+    select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket,
+      count(*)::int as created,
+      (count(*) filter (where completed_at is not null and completed_at <= due_at))::int as "completedOnTime",
+      (count(*) filter (where status not in (${list(CLOSED_STATUSES)}) and due_at < ${asOf}))::int as overdue
+    from x
+    group by ${GROUPING}
+  `.execute(db)
+  return rows.map((row) => ({ ...keyOf(row), created: row.created, completedOnTime: row.completedOnTime, overdue: row.overdue }))
+}
+
+export interface RepeatCallers {
+  agency: string | null
+  subjects: number
+  calls: number
+}
+
+/**
+ * Subjects (by county person id) with at least `threshold` calls in the 30 days before `to`:
+ * counts only, never who. Per agency counts a subject's calls in that agency.
+ */
+export async function repeatCallerFigures(db: Executor, r: ReportRange, threshold: number): Promise<RepeatCallers[]> {
+  const since = new Date(r.to.getTime() - 30 * 24 * 3600_000)
+  const { rows } = await sql<{ agency: string | null; g_agency: number; subjects: number; calls: number }>`
+    with s as (
+      select agency, grouping(agency) as g_agency, count(*) as n
+      from calls
+      where subject_person_id is not null and created_at >= ${since} and created_at < ${r.to} and ${agencyFilter(sql`agency`, r.agency)}
+      group by grouping sets ((agency, subject_person_id), (subject_person_id))
+      having count(*) >= ${threshold}
+    )
+    select agency, g_agency, count(*)::int as subjects, sum(n)::int as calls
+    from s group by agency, g_agency
+  `.execute(db)
+  return rows.map((row) => ({ agency: row.g_agency ? null : row.agency, subjects: row.subjects, calls: row.calls }))
+}
+
+export interface QueueNow {
+  queue: string
+  agency: string
+  waiting: number
+  oldestCreatedAt: Date | null
+}
+
+/** What is waiting in each queue right now (for the dashboard and /metrics): Postgres is the system of record. */
+export async function queueDepths(db: Executor): Promise<QueueNow[]> {
+  return db
+    .selectFrom('assignments')
+    .select((eb) => ['queue', 'agency', eb.fn.countAll<number>().as('waiting'), eb.fn.min<Date>('created_at').as('oldestCreatedAt')])
+    .where('status', 'in', WAITING_STATUSES)
+    .groupBy(['queue', 'agency'])
+    .execute()
+    .then((rows) => rows.map((r) => ({ ...r, waiting: Number(r.waiting) })))
+}
+
+/** Follow-ups past their due time and still open, per agency. */
+export async function overdueFollowUps(db: Executor, asOf: Date): Promise<Array<{ agency: string; overdue: number }>> {
+  const rows = await db
+    .selectFrom('assignments')
+    .select((eb) => ['agency', eb.fn.countAll<number>().as('overdue')])
+    .where('queue', '=', 'follow_up')
+    .where('status', 'not in', CLOSED_STATUSES)
+    .where('due_at', '<', asOf)
+    .groupBy('agency')
+    .execute()
+  return rows.map((r) => ({ agency: r.agency, overdue: Number(r.overdue) }))
+}
+
+/** Outbox rows not yet relayed: how many and how old the oldest is. */
+export async function outboxLag(db: Executor): Promise<{ pending: number; oldestCreatedAt: Date | null }> {
+  const row = await db
+    .selectFrom('outbox')
+    .select((eb) => [eb.fn.countAll<number>().as('pending'), eb.fn.min<Date>('created_at').as('oldest')])
+    .where('sent_at', 'is', null)
+    .executeTakeFirstOrThrow()
+  return { pending: Number(row.pending), oldestCreatedAt: row.oldest ?? null }
+}

@@ -1,0 +1,151 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import type { Db } from '../db/connect.js'
+import { AppError } from '../http/errors.js'
+import { problemResponses } from '../http/openapi.js'
+import { QUEUES } from '../routing/index.js'
+import { overdueFollowUps, queueDepths } from './repository.js'
+import { buildSummary, summaryCsv } from './summary.js'
+
+const DAY_MS = 24 * 3600_000
+const MAX_RANGE_DAYS = 400
+
+const summaryQuery = z
+  .object({
+    from: z.iso.datetime({ offset: true }).optional().describe('Start of the range (inclusive); default: 30 days before `to`'),
+    to: z.iso.datetime({ offset: true }).optional().describe('End of the range (exclusive); default: now'),
+    bucket: z.enum(['day', 'week']).default('day').describe('Series buckets, in UTC; weeks start on Monday'),
+    agency: z.string().min(1).max(64).optional().describe('Only this agency'),
+    repeatThreshold: z.coerce.number().int().min(2).max(100).default(3).describe('Repeat callers: subjects with at least this many calls in the 30 days before `to`'),
+  })
+  .strict()
+
+const rateSchema = z.number().min(0).max(1).nullable().describe('A share from 0 to 1; null when there is nothing to divide by')
+const ackSchema = z.object({ acknowledged: z.number().int(), p50Seconds: z.number().nullable(), p90Seconds: z.number().nullable() })
+const cellSchema = z.object({
+  agency: z.string().nullable().describe('null: all agencies'),
+  bucketStart: z.string().nullable().describe('null: the whole range'),
+  calls: z.number().int(),
+  mentalHealthCalls: z.number().int(),
+  diversion: z
+    .object({ closedMentalHealthCalls: z.number().int(), withoutPoliceFieldResponse: z.number().int(), rate: rateSchema })
+    .describe('Closed mental-health calls with no police assignment ever accepted'),
+  capture: z
+    .object({
+      eligible: z.number().int().describe('Mental-health calls with no safety facts (weapons, violence, threat to others, crime in progress)'),
+      captured: z.number().int().describe('Routed to CRU or a case manager and not escalated'),
+      rate: rateSchema,
+      toPolice: z.object({ fallback: z.number().int(), override: z.number().int(), escalation: z.number().int() }).describe('Eligible calls that went to police, by reason'),
+      otherRoute: z.number().int().describe('Eligible calls routed otherwise (co-response, EMS, police by rule)'),
+    }),
+  routeMix: z.object({ police: z.number().int(), cru: z.number().int(), co_response: z.number().int(), ems: z.number().int(), case_manager: z.number().int() }),
+  coResponseShare: rateSchema,
+  escalations: z.object({ total: z.number().int(), causes: z.array(z.object({ status: z.string(), reason: z.string(), count: z.number().int() })) }),
+  timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range'),
+  cruPhoneResolution: z.object({ closedCruCalls: z.number().int(), resolvedByPhone: z.number().int(), share: rateSchema }),
+  followUps: z.object({
+    created: z.number().int(),
+    completedOnTime: z.number().int().describe('Completed by the due time (72 h after the call closed, by default)'),
+    overdue: z.number().int().describe('Still open past the due time, now'),
+  }),
+})
+const repeatSchema = z.object({ threshold: z.number().int(), windowDays: z.literal(30), subjects: z.number().int(), calls: z.number().int() })
+const summarySchema = z.object({
+  from: z.string(),
+  to: z.string(),
+  bucket: z.enum(['day', 'week']),
+  timeZone: z.literal('UTC'),
+  generatedAt: z.string(),
+  overall: cellSchema.extend({ repeatCallers: repeatSchema }),
+  byAgency: z.array(cellSchema.extend({ repeatCallers: repeatSchema })),
+  series: z.array(cellSchema),
+  seriesByAgency: z.array(cellSchema),
+})
+
+const queuesSchema = z.object({
+  asOf: z.string(),
+  queues: z.array(
+    z.object({ queue: z.enum(QUEUES), waiting: z.number().int(), oldestAgeSeconds: z.number().nullable(), byAgency: z.array(z.object({ agency: z.string(), waiting: z.number().int() })) }),
+  ),
+  overdueFollowUps: z.object({ total: z.number().int(), byAgency: z.array(z.object({ agency: z.string(), overdue: z.number().int() })) }),
+})
+
+/**
+ * Supervisor reports (supervisor and admin keys). Counts only: no personal data leaves here.
+ */
+export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = async (app, { db, now }) => {
+  app.get(
+    '/v1/reports/summary',
+    {
+      config: { access: ['supervisor'] },
+      schema: {
+        tags: ['reports'],
+        operationId: 'getReportSummary',
+        summary: 'Diversion, capture, route mix, escalations, acknowledge times, follow-ups and repeat callers',
+        description:
+          'Per agency and overall, for the whole range and per day or week. Calls are placed in time by when the service first saw them. ' +
+          'Send `Accept: text/csv` for one CSV row per cell (agency or "all" × bucket start or "all").',
+        querystring: summaryQuery,
+        response: { 200: summarySchema, ...problemResponses(400, 401, 403, 429, 503) },
+      },
+    },
+    async (req, reply) => {
+      const asOf = now()
+      const to = req.query.to ? new Date(req.query.to) : asOf
+      const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS)
+      if (from >= to) throw new AppError('validation-failed', '`from` must be before `to`', { invalidParams: [{ name: 'from', reason: 'must be before to' }] })
+      if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
+        throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
+      }
+      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agency: req.query.agency }, { asOf, repeatThreshold: req.query.repeatThreshold })
+      reply.header('vary', 'accept')
+      if (wantsCsv(req.headers.accept)) {
+        // The JSON schema's serializer does not apply to CSV text; the cast only satisfies the route's JSON reply type.
+        return reply.type('text/csv; charset=utf-8').serializer((x: unknown) => x as string).send(summaryCsv(summary) as unknown as typeof summary)
+      }
+      return summary
+    },
+  )
+
+  app.get(
+    '/v1/reports/queues',
+    {
+      config: { access: ['supervisor'] },
+      schema: {
+        tags: ['reports'],
+        operationId: 'getQueueStatus',
+        summary: 'What waits in each queue now (depth, oldest age) and overdue follow-ups',
+        // No parameters: an unknown one is refused (400) rather than ignored.
+        querystring: z.object({}).strict(),
+        response: { 200: queuesSchema, ...problemResponses(400, 401, 403, 429, 503) },
+      },
+    },
+    async () => {
+      const asOf = now()
+      const [depths, overdue] = await Promise.all([queueDepths(db), overdueFollowUps(db, asOf)])
+      return {
+        asOf: asOf.toISOString(),
+        queues: QUEUES.map((queue) => {
+          const rows = depths.filter((d) => d.queue === queue)
+          const oldest = rows.reduce<Date | null>((m, r) => (r.oldestCreatedAt && (!m || r.oldestCreatedAt < m) ? r.oldestCreatedAt : m), null)
+          return {
+            queue,
+            waiting: rows.reduce((s, r) => s + r.waiting, 0),
+            oldestAgeSeconds: oldest ? Math.max(0, Math.round((asOf.getTime() - oldest.getTime()) / 1000)) : null,
+            byAgency: rows.map((r) => ({ agency: r.agency, waiting: r.waiting })).sort((a, b) => a.agency.localeCompare(b.agency)),
+          }
+        }),
+        overdueFollowUps: { total: overdue.reduce((s, r) => s + r.overdue, 0), byAgency: overdue.sort((a, b) => a.agency.localeCompare(b.agency)) },
+      }
+    },
+  )
+}
+
+function wantsCsv(accept: string | undefined): boolean {
+  if (!accept) return false
+  // The first listed of text/csv and application/json wins; a wildcard alone means JSON.
+  const types = accept.split(',').map((p) => p.split(';')[0]!.trim().toLowerCase())
+  const csv = types.indexOf('text/csv')
+  const json = types.indexOf('application/json')
+  return csv !== -1 && (json === -1 || csv < json)
+}

@@ -1,0 +1,33 @@
+import { Queue, Worker, type ConnectionOptions } from 'bullmq'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Db } from '../db/connect.js'
+import { scrubPersonalData } from './scrub.js'
+
+const QUEUE = 'maintenance'
+const SCHEDULER_ID = 'retention-scrub'
+
+/**
+ * Runs the retention scrub on a BullMQ job scheduler (every hour by default): one schedule however
+ * many worker processes run, and it survives restarts because it lives in Redis.
+ */
+export async function startRetention(deps: { db: Db; connection: ConnectionOptions; prefix: string; retentionDays: number; everyMs: number; log: FastifyBaseLogger }) {
+  const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
+  const worker = new Worker(
+    QUEUE,
+    async () => {
+      const before = new Date(Date.now() - deps.retentionDays * 86_400_000)
+      const result = await scrubPersonalData(deps.db, before)
+      if (result.calls) deps.log.info({ ...result, retentionDays: deps.retentionDays }, 'personal data removed from old calls')
+      return result
+    },
+    { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
+  )
+  worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
+  await queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, { name: 'scrub', opts: { removeOnComplete: 100, removeOnFail: 100 } })
+  return {
+    async close(): Promise<void> {
+      await worker.close()
+      await queue.close()
+    },
+  }
+}

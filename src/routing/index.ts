@@ -1,0 +1,18 @@
+/** The routing engine's public API. */
+export * from './types.js'
+export {
+  ruleSetSchema,
+  conditionSchema,
+  parseRuleSet,
+  formatIssues,
+  RuleSetError,
+  DAYS,
+  DEFAULT_TIME_ZONE,
+  ROUTE_PRIMARY,
+  type RuleSet,
+  type Condition,
+  type Day,
+} from './rule-set.js'
+export { compileRuleSet } from './engine.js'
+export { cruAvailability, localTime, describeDays, type CruAvailability } from './availability.js'
+export { loadDefaultRuleSet } from './default-rule-set.js'

@@ -1,0 +1,322 @@
+/**
+ * The rule-set document: what county supervisors read, edit and version. A zod schema for its shape
+ * plus the semantic checks a shape cannot express (ids, references, the default rule, assignments),
+ * so a rule set that parses can be compiled and will always give a well-formed decision.
+ */
+import { z } from 'zod'
+import {
+  BOOLEAN_FACTS,
+  EVENT_TYPES,
+  FLAG_NAMES,
+  NUMERIC_FACTS,
+  OVERRIDE_RULE_ID,
+  QUEUES,
+  ROLES,
+  ROUTES,
+  type AssignmentSpec,
+  type BooleanFact,
+  type EventType,
+  type FlagName,
+  type NumericFact,
+  type QueueName,
+  type Route,
+} from './types.js'
+
+/** Conditions over facts: the grammar of `when`, `definitions` and fallbacks. */
+export type Condition =
+  | { all: Condition[] }
+  | { any: Condition[] }
+  | { not: Condition }
+  | { ref: string }
+  | { flag: FlagName }
+  | { natureCode: string[] }
+  | { agency: string[] }
+  | { eventType: EventType[] }
+  | { fact: BooleanFact }
+  | { fact: NumericFact; gte?: number; lte?: number }
+
+export const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const
+export type Day = (typeof DAYS)[number]
+
+export const DEFAULT_TIME_ZONE = 'America/Chicago'
+
+/** The queue each route must have as primary: a route name that disagrees with its primary is a typo. */
+export const ROUTE_PRIMARY: Readonly<Record<Route, QueueName>> = {
+  police: 'police',
+  co_response: 'police',
+  cru: 'cru',
+  ems: 'ems',
+  case_manager: 'case_management',
+}
+
+export class RuleSetError extends Error {
+  readonly issues: string[]
+  constructor(issues: string[]) {
+    super(`invalid rule set: ${issues.join('; ')}`)
+    this.name = 'RuleSetError'
+    this.issues = issues
+  }
+}
+
+const isTimeZone = (tz: string): boolean => {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const timeZoneSchema = z.string().refine(isTimeZone, { message: 'unknown IANA time zone' })
+const nonEmpty = z.string().min(1)
+
+export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
+  z.union(
+    [
+      z.strictObject({ all: z.array(conditionSchema) }),
+      z.strictObject({ any: z.array(conditionSchema).min(1) }),
+      z.strictObject({ not: conditionSchema }),
+      z.strictObject({ ref: nonEmpty }),
+      z.strictObject({ flag: z.enum(FLAG_NAMES) }),
+      z.strictObject({ natureCode: z.array(nonEmpty).min(1) }),
+      z.strictObject({ agency: z.array(nonEmpty).min(1) }),
+      z.strictObject({ eventType: z.array(z.enum(EVENT_TYPES)).min(1) }),
+      z.strictObject({ fact: z.enum(BOOLEAN_FACTS) }),
+      z
+        .strictObject({ fact: z.enum(NUMERIC_FACTS), gte: z.number().optional(), lte: z.number().optional() })
+        .refine((c) => c.gte !== undefined || c.lte !== undefined, { message: 'a numeric fact needs gte or lte' }),
+    ],
+    { error: 'not a condition: expected one of all, any, not, ref, flag, natureCode, agency, eventType, fact' },
+  ),
+)
+
+const timeSchema = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, { message: 'expected HH:MM (00:00–24:00)' })
+
+const windowSchema = z.strictObject({ days: z.array(z.enum(DAYS)).min(1), from: timeSchema, to: timeSchema })
+
+const cruEntrySchema = z.strictObject({
+  /** "always", or weekly windows in the time zone; a window whose `to` is not after `from` runs past midnight. */
+  schedule: z.union([z.literal('always'), z.array(windowSchema)]),
+  timeZone: timeZoneSchema.optional(),
+})
+
+const assignmentSchema = z.strictObject({
+  queue: z.enum(QUEUES).refine((q) => q !== 'follow_up', {
+    message: 'follow_up is not an assignment of the call: use the action followUp (DESIGN rule 8)',
+  }),
+  role: z.enum(ROLES),
+})
+
+const assignmentsSchema = z.array(assignmentSchema).min(1)
+
+const actionSchema = z.strictObject({
+  route: z.enum(ROUTES),
+  /** Defaults to routes[route]. */
+  assignments: assignmentsSchema.optional(),
+  followUp: z
+    .strictObject({
+      queue: z.literal('follow_up'),
+      dueWithinHours: z.number().positive().max(24 * 31),
+      /** Only when this holds (e.g. a mental-health indicator); always when absent. */
+      when: conditionSchema.optional(),
+    })
+    .optional(),
+  /** DESIGN rule 7: what to do instead when `when` holds (e.g. CRU not available). */
+  fallback: z
+    .strictObject({
+      when: conditionSchema,
+      route: z.enum(ROUTES),
+      assignments: assignmentsSchema.optional(),
+      /** Plain English; `{cruReason}` is replaced by the CRU availability reason from the facts. */
+      reason: nonEmpty,
+    })
+    .optional(),
+  review: z.array(nonEmpty).optional(),
+})
+
+const ruleSchema = z.strictObject({
+  id: z.string().regex(/^[a-z0-9]+(-[a-z0-9]+)*$/, { message: 'rule ids are kebab-case' }),
+  principle: z.number().int().min(1).max(10),
+  description: nonEmpty,
+  when: conditionSchema,
+  action: actionSchema,
+})
+
+const ruleSetShape = z.strictObject({
+  name: nonEmpty,
+  version: z.number().int().positive(),
+  description: z.string(),
+  timeZone: timeZoneSchema.optional(),
+  natureCodes: z.array(nonEmpty).min(1),
+  natureCodeMaps: z.record(nonEmpty, z.record(nonEmpty, nonEmpty)).optional(),
+  cru: z.record(nonEmpty, cruEntrySchema),
+  routes: z.strictObject({
+    police: assignmentsSchema,
+    cru: assignmentsSchema,
+    co_response: assignmentsSchema,
+    ems: assignmentsSchema,
+    case_manager: assignmentsSchema,
+  }),
+  definitions: z.record(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/), conditionSchema).optional(),
+  rules: z.array(ruleSchema).min(1),
+})
+
+type Shape = z.infer<typeof ruleSetShape>
+type Path = (string | number)[]
+type Report = (message: string, path: Path) => void
+
+export const ruleSetSchema = ruleSetShape.superRefine((doc, ctx) => {
+  checkSemantics(doc, (message, path) => ctx.addIssue({ code: 'custom', message, path }))
+})
+
+export type RuleSet = z.infer<typeof ruleSetSchema>
+
+/** Parse and check a rule-set document; throws a RuleSetError naming every problem. */
+export function parseRuleSet(doc: unknown): RuleSet {
+  const result = ruleSetSchema.safeParse(doc)
+  if (!result.success) throw new RuleSetError(formatIssues(result.error.issues))
+  return result.data
+}
+
+/** Children of a condition, for walks. */
+export function subConditions(c: Condition): Condition[] {
+  if ('all' in c) return c.all
+  if ('any' in c) return c.any
+  if ('not' in c) return [c.not]
+  return []
+}
+
+export const isUnconditional = (c: Condition): boolean => 'all' in c && c.all.length === 0
+
+function checkSemantics(doc: Shape, report: Report): void {
+  const known = new Set<string>()
+  doc.natureCodes.forEach((code, i) => {
+    if (known.has(code)) report(`nature code ${code} is listed twice`, ['natureCodes', i])
+    known.add(code)
+  })
+
+  for (const [agency, map] of Object.entries(doc.natureCodeMaps ?? {})) {
+    for (const [from, to] of Object.entries(map)) {
+      if (!known.has(to)) report(`${agency} maps ${from} onto ${to}, which is not in natureCodes`, ['natureCodeMaps', agency, from])
+    }
+  }
+
+  if (!doc.cru['*']) report('cru needs a "*" entry for agencies without their own schedule', ['cru'])
+  for (const [agency, entry] of Object.entries(doc.cru)) {
+    if (entry.schedule === 'always') continue
+    entry.schedule.forEach((w, i) => {
+      if (w.from === w.to || w.from === '24:00') report(`window ${w.from}–${w.to} is empty or ambiguous`, ['cru', agency, 'schedule', i])
+      if (new Set(w.days).size !== w.days.length) report('a day is listed twice', ['cru', agency, 'schedule', i, 'days'])
+    })
+  }
+
+  for (const route of ROUTES) checkAssignments(route, doc.routes[route], ['routes', route], report)
+
+  // References: every ref resolves, and definitions do not refer to themselves through others.
+  const definitions = doc.definitions ?? {}
+  const walk = (c: Condition, path: Path): void => {
+    if ('ref' in c) {
+      if (!Object.hasOwn(definitions, c.ref)) report(`ref ${c.ref} is not a definition`, [...path, 'ref'])
+    } else if ('natureCode' in c) {
+      c.natureCode.forEach((code, i) => {
+        if (!known.has(code)) report(`nature code ${code} is not in natureCodes`, [...path, 'natureCode', i])
+      })
+    } else if ('all' in c) c.all.forEach((s, i) => walk(s, [...path, 'all', i]))
+    else if ('any' in c) c.any.forEach((s, i) => walk(s, [...path, 'any', i]))
+    else if ('not' in c) walk(c.not, [...path, 'not'])
+  }
+  for (const [name, c] of Object.entries(definitions)) walk(c, ['definitions', name])
+  const cycle = findCycle(definitions)
+  if (cycle) report(`definitions refer to themselves: ${cycle.join(' → ')}`, ['definitions', cycle[0]!])
+
+  const ids = new Set<string>()
+  doc.rules.forEach((rule, i) => {
+    const at: Path = ['rules', i]
+    if (ids.has(rule.id)) report(`rule id ${rule.id} is used twice`, [...at, 'id'])
+    if (rule.id === OVERRIDE_RULE_ID) report(`rule id ${OVERRIDE_RULE_ID} is reserved for dispatcher overrides`, [...at, 'id'])
+    ids.add(rule.id)
+    walk(rule.when, [...at, 'when'])
+    const last = i === doc.rules.length - 1
+    if (last && !isUnconditional(rule.when)) {
+      report(`the last rule (${rule.id}) must be the default: "when": { "all": [] }`, [...at, 'when'])
+    }
+    if (!last && isUnconditional(rule.when)) {
+      report(`rule ${rule.id} has no conditions but is not last: the rules after it could never fire`, [...at, 'when'])
+    }
+    const { action } = rule
+    checkAssignments(action.route, action.assignments ?? doc.routes[action.route], [...at, 'action', 'assignments'], report)
+    if (action.followUp?.when) walk(action.followUp.when, [...at, 'action', 'followUp', 'when'])
+    if (action.fallback) {
+      const fb = action.fallback
+      walk(fb.when, [...at, 'action', 'fallback', 'when'])
+      checkAssignments(fb.route, fb.assignments ?? doc.routes[fb.route], [...at, 'action', 'fallback', 'assignments'], report)
+    }
+  })
+}
+
+/** Exactly one primary, no queue twice, and a primary that agrees with the route's name. */
+function checkAssignments(route: Route, assignments: readonly AssignmentSpec[], path: Path, report: Report): void {
+  const primaries = assignments.filter((a) => a.role === 'primary')
+  if (primaries.length !== 1) report(`route ${route} needs exactly one primary assignment, has ${primaries.length}`, path)
+  const queues = new Set(assignments.map((a) => a.queue))
+  if (queues.size !== assignments.length) report(`route ${route} assigns a queue twice`, path)
+  const primary = primaries[0]
+  if (primaries.length === 1 && primary && primary.queue !== ROUTE_PRIMARY[route]) {
+    report(`route ${route} must have ${ROUTE_PRIMARY[route]} as primary, not ${primary.queue}`, path)
+  }
+  if (route === 'co_response' && !assignments.some((a) => a.queue === 'cru' && a.role === 'support')) {
+    report('a co_response needs CRU as support', path)
+  }
+}
+
+function findCycle(definitions: Record<string, Condition>): string[] | null {
+  const state = new Map<string, 'visiting' | 'done'>()
+  const refsOf = (c: Condition, out: string[]): string[] => {
+    if ('ref' in c) out.push(c.ref)
+    for (const s of subConditions(c)) refsOf(s, out)
+    return out
+  }
+  const visit = (name: string, stack: string[]): string[] | null => {
+    const s = state.get(name)
+    if (s === 'done') return null
+    if (s === 'visiting') return [...stack.slice(stack.indexOf(name)), name]
+    const c = definitions[name]
+    if (!c) return null // an unresolved ref is reported on its own
+    state.set(name, 'visiting')
+    for (const ref of refsOf(c, [])) {
+      const found = visit(ref, [...stack, name])
+      if (found) return found
+    }
+    state.set(name, 'done')
+    return null
+  }
+  for (const name of Object.keys(definitions)) {
+    const found = visit(name, [])
+    if (found) return found
+  }
+  return null
+}
+
+const renderPath = (path: readonly PropertyKey[]): string =>
+  path.reduce<string>((s, p) => (typeof p === 'number' ? `${s}[${p}]` : s ? `${s}.${String(p)}` : String(p)), '') || '(document)'
+
+const depth = (issues: readonly z.core.$ZodIssue[]): number => Math.max(0, ...issues.map((i) => i.path.length))
+
+/**
+ * Issues as "path: message". A condition that fits no form of the grammar is reported through the
+ * form it came closest to (fewest issues, then the deepest), not as a bare "invalid input".
+ */
+export function formatIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
+  const out: string[] = []
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path]
+    const strangers = (branch: readonly z.core.$ZodIssue[]) => branch.some((i) => i.code === 'unrecognized_keys' && i.path.length === 0)
+    if (issue.code === 'invalid_union' && issue.errors.length > 0 && !issue.errors.every(strangers)) {
+      const closest = issue.errors.reduce((a, b) => (b.length < a.length || (b.length === a.length && depth(b) > depth(a)) ? b : a))
+      out.push(...formatIssues(closest, path))
+    } else {
+      out.push(`${renderPath(path)}: ${issue.message}`)
+    }
+  }
+  return out
+}

@@ -1,0 +1,124 @@
+/**
+ * The routing engine's contract: the facts a decision may depend on and the decision it returns.
+ * The rest of the service (ingestion, queues, consoles) codes against these names and shapes.
+ */
+import type { RuleSet } from './rule-set.js'
+
+export const ROUTES = ['police', 'cru', 'co_response', 'ems', 'case_manager'] as const
+export type Route = (typeof ROUTES)[number]
+
+export const QUEUES = ['police', 'cru', 'ems', 'case_management', 'follow_up'] as const
+export type QueueName = (typeof QUEUES)[number]
+
+export const ROLES = ['primary', 'support'] as const
+export type Role = (typeof ROLES)[number]
+
+export const FLAG_NAMES = [
+  'weapons',
+  'violence',
+  'threatToOthers',
+  'crimeInProgress',
+  'medicalEmergency',
+  'injury',
+  'mentalHealth',
+  'suicidalIdeation',
+  'meansAtHand',
+  'substanceUse',
+  'coResponseRequested',
+] as const
+export type FlagName = (typeof FLAG_NAMES)[number]
+export type Flags = Record<FlagName, boolean>
+
+export const EVENT_TYPES = ['call.created', 'call.updated', 'call.closed'] as const
+export type EventType = (typeof EVENT_TYPES)[number]
+
+/** Boolean facts a rule may test with `{ "fact": name }`; derived from the facts by the engine. */
+export const BOOLEAN_FACTS = ['mentalHealthIndicator', 'cruAvailable', 'unknownNatureCode', 'caseManagerActive'] as const
+export type BooleanFact = (typeof BOOLEAN_FACTS)[number]
+
+/** Numeric facts a rule may compare with `{ "fact": name, "gte": n, "lte": n }`. */
+export const NUMERIC_FACTS = ['priority', 'priorCallsForSubject30d', 'priorCallsAtAddress30d'] as const
+export type NumericFact = (typeof NUMERIC_FACTS)[number]
+
+/**
+ * DESIGN.md: a mental-health indicator is flags.mentalHealth, flags.suicidalIdeation, or one of these
+ * nature codes (after the agency map). Part of the contract, not of a rule set, so every rule set
+ * and the follow-up policy agree on what a mental-health call is.
+ */
+export const MENTAL_HEALTH_NATURE_CODES: ReadonlySet<string> = new Set(['EDP', 'SUICTHRT', 'SUICIDE'])
+
+/** The ten routing principles of DESIGN.md, as named in explanations. */
+export const PRINCIPLES: Readonly<Record<number, string>> = {
+  1: 'safety first',
+  2: 'medical emergencies get EMS',
+  3: 'mental-health calls go to CRU',
+  4: 'suicidal with means at hand',
+  5: 'co-response requested',
+  6: 'repeat caller with a case manager',
+  7: 'CRU fallback',
+  8: 'mental-health follow-up',
+  9: 'everything else goes to police',
+  10: 'dispatcher override',
+}
+
+/** Everything a decision may depend on. Stored with the decision so it can be replayed. */
+export interface RoutingFacts {
+  eventType: EventType
+  agency: string
+  natureCode: string // as CAD sent it (agency code or APCO code)
+  priority: number // 1..5
+  flags: Flags // all eleven present
+  dispatcherOverride: Route | null
+  at: string // ISO 8601 instant of the decision (the clock, as a fact)
+  cru: { available: boolean; reason: string | null }
+  history: {
+    priorCallsForSubject30d: number // other calls for the same subject personId in the last 30 days
+    priorCallsAtAddress30d: number
+    caseManagerActive: boolean // the subject has an active county case-manager link
+  }
+}
+
+export interface AssignmentSpec {
+  queue: QueueName
+  role: Role
+}
+
+/** A condition rendered readably, e.g. "flag weapons", "natureCode in [EDP, SUICTHRT]", "fact cruAvailable". */
+export interface ConditionTrace {
+  condition: string
+  value: unknown
+  result: boolean
+}
+
+export interface RuleTrace {
+  ruleId: string
+  matched: boolean
+  conditions: ConditionTrace[]
+}
+
+export interface RoutingDecision {
+  route: Route
+  assignments: AssignmentSpec[] // exactly one primary; never contains follow_up
+  ruleSetVersion: number
+  ruleId: string // the rule that fired ("dispatcher-override" when an override won)
+  explanation: string // one or two plain-English sentences a dispatcher can read, naming the principle
+  followUp: { queue: 'follow_up'; dueWithinHours: number } | null // policy to apply when the call closes (DESIGN rule 8)
+  fallback: { fromRoute: Route; reason: string } | null // DESIGN rule 7 (and rule 1 when CRU is unavailable)
+  override: { route: Route; overriddenRuleId: string } | null // DESIGN rule 10
+  review: string[] // e.g. ['unknown-nature-code']
+  derived: { natureCode: string; unknownNatureCode: boolean; mentalHealthIndicator: boolean }
+  trace: RuleTrace[] // each rule considered in order, up to and including the one that fired
+}
+
+export interface CompiledRuleSet {
+  version: number
+  name: string
+  document: RuleSet
+  decide(facts: RoutingFacts): RoutingDecision
+}
+
+/** The rule id a decision carries when a dispatcher override won (DESIGN rule 10). */
+export const OVERRIDE_RULE_ID = 'dispatcher-override'
+
+/** The review tag every decision on an unmapped nature code carries (DESIGN rule 9). */
+export const UNKNOWN_NATURE_CODE_REVIEW = 'unknown-nature-code'

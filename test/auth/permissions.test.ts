@@ -1,0 +1,172 @@
+import t from 'tap'
+import { eidoFixture } from '../eido/fixtures/index.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+
+// Keys for Hastings, and one of each role for Rosemount to check the scope.
+const keys = {
+  cad: await world.key('cad', { agencies: ['hastings-pd'] }),
+  console: await world.key('console', { agencies: ['hastings-pd'] }),
+  supervisor: await world.key('supervisor', { agencies: ['hastings-pd'] }),
+  auditor: await world.key('auditor'),
+  admin: world.adminKey,
+  otherCad: await world.key('cad', { agencies: ['rosemount-pd'] }),
+  otherConsole: await world.key('console', { agencies: ['rosemount-pd'] }),
+  otherSupervisor: await world.key('supervisor', { agencies: ['rosemount-pd'] }),
+}
+type Who = keyof typeof keys | 'none'
+const as = (who: Who) => ({ authorization: who === 'none' ? '' : `Bearer ${keys[who]}` })
+
+// One Hastings call with an assignment to act on.
+const seed = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+const seeded = await app.inject({ method: 'POST', url: '/v1/call-events', payload: seed, headers: as('cad') })
+t.equal(seeded.statusCode, 201)
+const assignmentId: string = seeded.json().decision.assignments[0].id
+
+type Probe = { name: string; run: (who: Who) => Promise<number>; expect: Partial<Record<Who, number>> }
+const req = (method: 'GET' | 'POST', url: string, payload?: object) => async (who: Who) =>
+  (await app.inject({ method, url, headers: as(who), ...(payload ? { payload } : {}) })).statusCode
+
+// Every route × every role × own agency / other agency: the exact status.
+const probes: Probe[] = [
+  {
+    name: 'POST /v1/call-events (Hastings call)',
+    run: (who) => req('POST', '/v1/call-events', callEvent({ agency: 'hastings-pd', natureCode: 'NOISE' }))(who),
+    expect: { none: 401, cad: 201, console: 403, supervisor: 403, auditor: 403, admin: 201, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+  },
+  {
+    name: 'GET /v1/calls/{id}',
+    run: req('GET', `/v1/calls/${seed.call.callId}`),
+    expect: { none: 401, cad: 403, console: 200, supervisor: 200, auditor: 403, admin: 200, otherCad: 403, otherConsole: 404, otherSupervisor: 404 },
+  },
+  {
+    name: 'GET /v1/assignments',
+    run: req('GET', '/v1/assignments'),
+    expect: { none: 401, cad: 403, console: 200, supervisor: 200, auditor: 403, admin: 200, otherCad: 403, otherConsole: 200, otherSupervisor: 200 },
+  },
+  {
+    name: 'POST /v1/assignments/{id}/decline (already acknowledged → 409 when allowed)',
+    run: req('POST', `/v1/assignments/${assignmentId}/complete`),
+    expect: { none: 401, cad: 403, console: 409, supervisor: 403, auditor: 403, admin: 409, otherCad: 403, otherConsole: 404, otherSupervisor: 403 },
+  },
+  {
+    name: 'GET /v1/keys',
+    run: req('GET', '/v1/keys'),
+    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 403, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+  },
+  {
+    name: 'GET /v1/audit',
+    run: req('GET', '/v1/audit'),
+    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 200, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+  },
+  {
+    name: 'GET /v1/calls/{id}/eido',
+    run: req('GET', `/v1/calls/${seed.call.callId}/eido`),
+    expect: { none: 401, cad: 403, console: 200, supervisor: 200, auditor: 403, admin: 200, otherCad: 403, otherConsole: 404, otherSupervisor: 404 },
+  },
+  {
+    name: 'POST /v1/eido (a Hastings document; a repeat answers 200)',
+    run: req('POST', '/v1/eido', eidoFixture('mental-health-crisis')),
+    expect: { none: 401, cad: 201, console: 403, supervisor: 403, auditor: 403, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+  },
+  { name: 'GET /healthz', run: req('GET', '/healthz'), expect: { none: 200, cad: 200, auditor: 200 } },
+  { name: 'GET /readyz', run: req('GET', '/readyz'), expect: { none: 200, console: 200 } },
+  { name: 'GET /docs/json', run: req('GET', '/docs/json'), expect: { none: 200, cad: 200 } },
+]
+
+t.test('permission matrix', async (t) => {
+  for (const p of probes) {
+    for (const [who, status] of Object.entries(p.expect) as [Who, number][]) {
+      t.equal(await p.run(who), status, `${p.name} as ${who}`)
+    }
+  }
+})
+
+t.test('a console never sees another agency’s assignment: not in a listing, a lookup or an error', async (t) => {
+  const other = await app.inject({ method: 'GET', url: '/v1/assignments', headers: as('otherConsole') })
+  t.same(other.json().items, [])
+  const asked = await app.inject({ method: 'GET', url: '/v1/assignments?agency=hastings-pd', headers: as('otherConsole') })
+  t.same(asked.json().items, [], 'asking for it by name gives nothing either')
+  const unknown = await app.inject({ method: 'GET', url: '/v1/calls/no-such-call', headers: as('otherConsole') })
+  const foreign = await app.inject({ method: 'GET', url: `/v1/calls/${seed.call.callId}`, headers: as('otherConsole') })
+  t.equal(foreign.statusCode, unknown.statusCode)
+  t.equal(foreign.json().title, unknown.json().title, 'a foreign call is answered exactly like an unknown one')
+  const own = await app.inject({ method: 'GET', url: '/v1/assignments', headers: as('console') })
+  t.ok(own.json().items.length >= 1)
+  t.ok(own.json().items.every((a: { agency: string }) => a.agency === 'hastings-pd'))
+})
+
+t.test('a CAD cannot take over another agency’s call by its id', async (t) => {
+  const hijack = callEvent({ type: 'call.updated', callId: seed.call.callId, agency: 'rosemount-pd', natureCode: 'NOISE', occurredAt: '2026-11-23T18:00:00Z' })
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: hijack, headers: as('otherCad') })
+  t.equal(res.statusCode, 403)
+  t.notOk(await db.selectFrom('call_events').where('event_id', '=', hijack.eventId).selectAll().executeTakeFirst(), 'nothing written')
+})
+
+t.test('a console that works only police queues does not see the health history facts', async (t) => {
+  const policeConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['police'] })
+  const cruConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] })
+  const url = `/v1/calls/${seed.call.callId}`
+  const police = (await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${policeConsole}` } })).json()
+  const cru = (await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${cruConsole}` } })).json()
+  t.equal(police.decisions[0].facts.history, '[withheld]')
+  t.match(cru.decisions[0].facts.history, { caseManagerActive: false })
+  t.equal(police.decisions[0].route, cru.decisions[0].route, 'the decision itself is the same')
+  t.notMatch(JSON.stringify(police.decisions[0].trace), /"value":(true|false|\d+)[^}]*caseManager|caseManagerActive","value":(true|false)/)
+  const list = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `Bearer ${policeConsole}` } })
+  t.ok(list.json().items.every((a: { queue: string }) => a.queue === 'police'))
+})
+
+t.test('revocation and expiry take effect at once', async (t) => {
+  const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'short-lived', role: 'console', agencies: ['hastings-pd'] } })
+  t.equal(created.statusCode, 201)
+  const { id, key } = created.json()
+  t.match(key, /^cadr_[A-Za-z0-9_-]{43}$/)
+  const stored = await db.selectFrom('api_keys').select(['key_hash']).where('id', '=', id).executeTakeFirstOrThrow()
+  t.not(stored.key_hash, key, 'only a hash is stored')
+  const listed = await app.inject({ method: 'GET', url: '/v1/keys' })
+  t.notMatch(listed.body, key)
+  const h = { authorization: `Bearer ${key}` }
+  t.equal((await app.inject({ method: 'GET', url: '/v1/assignments', headers: h })).statusCode, 200)
+  t.equal((await app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke` })).statusCode, 200)
+  const after = await app.inject({ method: 'GET', url: '/v1/assignments', headers: h })
+  t.equal(after.statusCode, 401)
+  t.equal(after.headers['www-authenticate'], 'Bearer realm="cad-router"')
+
+  const soon = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'expiring', role: 'console', expiresAt: new Date(Date.now() + 60_000).toISOString() } })
+  const sh = { authorization: `Bearer ${soon.json().key}` }
+  t.equal((await app.inject({ method: 'GET', url: '/v1/assignments', headers: sh })).statusCode, 200)
+  await db.updateTable('api_keys').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', soon.json().id).execute()
+  t.equal((await app.inject({ method: 'GET', url: '/v1/assignments', headers: sh })).statusCode, 401)
+  const past = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'dead', role: 'console', expiresAt: '2020-01-01T00:00:00Z' } })
+  t.equal(past.statusCode, 400)
+})
+
+t.test('the audit log records reads of personal data, assignment moves and key changes', async (t) => {
+  await app.inject({ method: 'POST', url: `/v1/assignments/${assignmentId}/acknowledge`, headers: as('console') })
+  await app.inject({ method: 'GET', url: `/v1/calls/${seed.call.callId}`, headers: as('supervisor') })
+  const log = await app.inject({ method: 'GET', url: '/v1/audit?limit=500', headers: as('auditor') })
+  t.equal(log.statusCode, 200)
+  const items = log.json().items as { action: string; actor: string; targetId: string; requestId: string; sourceIp: string }[]
+  const actions = new Set(items.map((i) => i.action))
+  for (const a of ['call.read', 'assignment.acknowledge', 'key.create', 'key.revoke']) t.ok(actions.has(a), `${a} recorded`)
+  const read = items.find((i) => i.action === 'call.read' && i.actor.startsWith('test-supervisor'))
+  t.equal(read?.targetId, seed.call.callId)
+  t.ok(read?.requestId && read?.sourceIp, 'who, when, from where')
+  const filtered = await app.inject({ method: 'GET', url: '/v1/audit?action=assignment.acknowledge', headers: as('auditor') })
+  t.ok(filtered.json().items.every((i: { action: string }) => i.action === 'assignment.acknowledge'))
+  t.ok(filtered.json().items.length >= 1)
+  // Append-only, enforced by the database itself.
+  await t.rejects(db.deleteFrom('audit_log').execute(), /append-only/)
+  await t.rejects(db.updateTable('audit_log').set({ actor: 'x' }).execute(), /append-only/)
+})
+
+t.test('security headers are set', async (t) => {
+  const res = await app.inject({ method: 'GET', url: '/healthz' })
+  t.equal(res.headers['x-content-type-options'], 'nosniff')
+  t.ok(res.headers['content-security-policy'])
+  t.ok(res.headers['strict-transport-security'])
+})

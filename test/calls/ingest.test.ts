@@ -1,0 +1,242 @@
+import t from 'tap'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+
+const post = (body: unknown, headers: Record<string, string> = {}) =>
+  app.inject({ method: 'POST', url: '/v1/call-events', payload: body as object, headers })
+
+interface Result {
+  eventId: string
+  callId: string
+  applied: boolean
+  decision: {
+    id: string
+    route: string
+    assignments: { id: string; queue: string; role: string; status: string }[]
+    ruleSetVersion: number
+    ruleId: string
+    explanation: string
+    fallback: { fromRoute: string; reason: string } | null
+    override: { route: string; overriddenRuleId: string } | null
+    review: string[]
+    followUp: { queue: string; dueWithinHours: number } | null
+  }
+}
+
+const roles = (r: Result) => r.decision.assignments.map((a) => `${a.queue}:${a.role}`).sort()
+
+t.test('each routing principle, end to end through the API', async (t) => {
+  const cases: { name: string; event: ReturnType<typeof callEvent>; route: string; assignments: string[] }[] = [
+    { name: '1 weapons + mental health → co-response', event: callEvent({ natureCode: 'EDP', flags: { weapons: true } }), route: 'co_response', assignments: ['cru:support', 'police:primary'] },
+    { name: '1 assault without MH → police', event: callEvent({ natureCode: 'ASSAULT', flags: { violence: true } }), route: 'police', assignments: ['police:primary'] },
+    { name: '2 overdose → EMS', event: callEvent({ natureCode: 'OD', flags: { medicalEmergency: true } }), route: 'ems', assignments: ['ems:primary'] },
+    { name: '1+2 stabbing with injury → police primary, EMS beside', event: callEvent({ natureCode: 'STABBING', flags: { weapons: true, injury: true } }), route: 'police', assignments: ['ems:support', 'police:primary'] },
+    { name: '3 EDP → CRU', event: callEvent({ natureCode: 'EDP' }), route: 'cru', assignments: ['cru:primary'] },
+    { name: '3 welfare check with MH flag → CRU', event: callEvent({ natureCode: 'WELFARE', flags: { mentalHealth: true } }), route: 'cru', assignments: ['cru:primary'] },
+    { name: '4 suicidal with means → co-response', event: callEvent({ natureCode: 'SUICTHRT', flags: { suicidalIdeation: true, meansAtHand: true } }), route: 'co_response', assignments: ['cru:support', 'police:primary'] },
+    { name: '5 co-response requested → co-response', event: callEvent({ natureCode: 'WELFARE', flags: { coResponseRequested: true, mentalHealth: true } }), route: 'co_response', assignments: ['cru:support', 'police:primary'] },
+    { name: '9 noise → police', event: callEvent({ natureCode: 'NOISE' }), route: 'police', assignments: ['police:primary'] },
+    { name: '10 override wins', event: callEvent({ natureCode: 'NOISE', dispatcherOverride: 'cru' }), route: 'cru', assignments: ['cru:primary'] },
+  ]
+  for (const c of cases) {
+    const res = await post(c.event)
+    t.equal(res.statusCode, 201, c.name)
+    const body = res.json<Result>()
+    t.equal(body.decision.route, c.route, c.name)
+    t.same(roles(body), c.assignments, c.name)
+    t.equal(body.decision.ruleSetVersion, 1)
+    t.ok(body.decision.explanation.length > 20, `${c.name}: explained`)
+    t.ok(body.decision.assignments.every((a) => a.status === 'queued'))
+  }
+})
+
+t.test('an unknown nature code goes to police and is marked for review', async (t) => {
+  const res = await post(callEvent({ natureCode: 'ZZ-WHAT' }))
+  const body = res.json<Result>()
+  t.equal(body.decision.route, 'police')
+  t.ok(body.decision.review.includes('unknown-nature-code'))
+})
+
+t.test('6 repeat caller with an active case manager goes to the case manager', async (t) => {
+  const personId = 'P-REPEAT-1'
+  await db.insertInto('case_links').values({ person_id: personId, case_manager: 'cm-17', active: true }).execute()
+  const first = await post(callEvent({ natureCode: 'EDP', personId }))
+  t.equal(first.json<Result>().decision.route, 'cru', 'a first call is not a repeat call')
+  const second = (await post(callEvent({ natureCode: 'EDP', personId }))).json<Result>()
+  t.equal(second.decision.route, 'case_manager')
+  t.same(roles(second), ['case_management:primary', 'cru:support'])
+  // Safety facts still win over the case manager (rule 1).
+  const third = (await post(callEvent({ natureCode: 'EDP', personId, flags: { threatToOthers: true } }))).json<Result>()
+  t.equal(third.decision.route, 'co_response')
+})
+
+t.test('idempotency: the same event twice gives 201 then 200 with the same decision, and writes nothing new', async (t) => {
+  const ev = callEvent({ natureCode: 'EDP' })
+  const a = await post(ev)
+  t.equal(a.statusCode, 201)
+  const counts = async () => ({
+    events: (await db.selectFrom('call_events').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n,
+    decisions: (await db.selectFrom('decisions').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n,
+    assignments: (await db.selectFrom('assignments').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n,
+    outbox: (await db.selectFrom('outbox').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n,
+  })
+  const before = await counts()
+  // Same content, keys in another order: still the same event.
+  const reordered = { call: ev.call, occurredAt: ev.occurredAt, type: ev.type, eventId: ev.eventId }
+  const b = await post(reordered)
+  t.equal(b.statusCode, 200)
+  t.same(b.json<Result>().decision, a.json<Result>().decision)
+  t.same(await counts(), before)
+
+  const changed = { ...ev, call: { ...ev.call, priority: 1 } }
+  const c = await post(changed)
+  t.equal(c.statusCode, 409)
+  t.equal(c.headers['content-type'], 'application/problem+json; charset=utf-8')
+  t.equal(c.json().code, 'event-conflict')
+  t.same(await counts(), before)
+})
+
+t.test('concurrent posts of one event store one decision', async (t) => {
+  const ev = callEvent({ natureCode: 'EDP' })
+  const answers = await Promise.all(Array.from({ length: 8 }, () => post(ev)))
+  t.same(answers.map((a) => a.statusCode).sort(), [200, 200, 200, 200, 200, 200, 200, 201])
+  const ids = new Set(answers.map((a) => a.json<Result>().decision.id))
+  t.equal(ids.size, 1)
+  const n = await db.selectFrom('decisions').where('call_id', '=', ev.call.callId).select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
+  t.equal(Number(n.n), 1)
+})
+
+t.test('validation errors name each bad field and write nothing', async (t) => {
+  const ev = callEvent()
+  const bad = { ...ev, type: 'call.exploded', call: { ...ev.call, priority: 9, flags: { weapon: true }, agency: '' } }
+  const res = await post(bad)
+  t.equal(res.statusCode, 400)
+  const problem = res.json()
+  t.equal(problem.code, 'validation-failed')
+  t.equal(problem.type, 'https://cad-router.dev/problems/validation-failed')
+  const names = problem.invalidParams.map((p: { name: string }) => p.name)
+  for (const n of ["type", "call.priority", "call.agency", "call.flags.weapon"]) t.ok(names.includes(n), `names ${n} (got ${names.join(', ')})`)
+  t.notOk(await db.selectFrom('call_events').where('event_id', '=', ev.eventId).selectAll().executeTakeFirst())
+
+  const unknownTop = await post({ ...callEvent(), extra: 1 })
+  t.equal(unknownTop.statusCode, 400)
+  t.match(JSON.stringify(unknownTop.json().invalidParams), /extra/)
+
+  const dispositionOnCreate = await post(callEvent({ disposition: 'no_contact' }))
+  t.equal(dispositionOnCreate.statusCode, 400)
+  t.same(dispositionOnCreate.json().invalidParams.map((p: { name: string }) => p.name), ['call.disposition'])
+})
+
+t.test('body limit, wrong content type and broken JSON are problem+json', async (t) => {
+  const big = callEvent()
+  big.call.description = 'x'.repeat(70 * 1024)
+  const tooBig = await post(big)
+  t.equal(tooBig.statusCode, 413)
+  t.equal(tooBig.json().code, 'payload-too-large')
+
+  const text = await app.inject({ method: 'POST', url: '/v1/call-events', payload: 'hello', headers: { 'content-type': 'text/plain' } })
+  t.equal(text.statusCode, 415)
+  t.equal(text.json().code, 'unsupported-media-type')
+
+  const broken = await app.inject({ method: 'POST', url: '/v1/call-events', payload: '{"eventId":', headers: { 'content-type': 'application/json' } })
+  t.equal(broken.statusCode, 400)
+  t.equal(broken.json().code, 'validation-failed')
+
+  const nowhere = await app.inject({ method: 'GET', url: '/v1/nowhere' })
+  t.equal(nowhere.statusCode, 404)
+  t.equal(nowhere.headers['content-type'], 'application/problem+json; charset=utf-8')
+})
+
+t.test('call.updated with a weapon adds police at once and withdraws nothing', async (t) => {
+  const created = callEvent({ natureCode: 'EDP', occurredAt: '2026-11-23T15:00:00Z' })
+  const first = (await post(created)).json<Result>()
+  t.equal(first.decision.route, 'cru')
+  const cruId = first.decision.assignments[0]!.id
+
+  const update = callEvent({ type: 'call.updated', callId: created.call.callId, natureCode: 'EDP', flags: { weapons: true }, occurredAt: '2026-11-23T15:05:00Z' })
+  const res = await post(update)
+  t.equal(res.statusCode, 201)
+  const second = res.json<Result>()
+  t.equal(second.decision.route, 'co_response')
+  t.same(roles(second), ['cru:support', 'police:primary'])
+  t.equal(second.decision.assignments.find((a) => a.queue === 'cru')!.id, cruId, 'the CRU assignment is the same one')
+
+  const call = (await app.inject({ method: 'GET', url: `/v1/calls/${created.call.callId}` })).json()
+  t.equal(call.assignments.length, 2)
+  t.equal(call.decisions.length, 2)
+  const cru = call.assignments.find((a: { queue: string }) => a.queue === 'cru')
+  t.equal(cru.role, 'support')
+  t.match(cru.transitions[1].reason, /primary → support/)
+
+  // A late event, older than the update, is stored but changes nothing.
+  const late = callEvent({ type: 'call.updated', callId: created.call.callId, natureCode: 'NOISE', occurredAt: '2026-11-23T15:01:00Z' })
+  const lateRes = await post(late)
+  t.equal(lateRes.statusCode, 201)
+  t.equal(lateRes.json<Result>().applied, false)
+  t.equal(lateRes.json<Result>().decision.id, second.decision.id)
+})
+
+t.test('call.closed records the disposition, cancels what is open and creates the 72 h follow-up', async (t) => {
+  const created = callEvent({ natureCode: 'SUICTHRT', flags: { suicidalIdeation: true }, occurredAt: '2026-11-23T16:00:00Z' })
+  const first = (await post(created)).json<Result>()
+  t.equal(first.decision.route, 'cru')
+  const close = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'SUICTHRT', flags: { suicidalIdeation: true }, disposition: 'resolved_by_phone', occurredAt: '2026-11-23T16:30:00Z' })
+  const res = await post(close)
+  t.equal(res.statusCode, 201)
+  const closed = res.json<Result>()
+  t.same(roles(closed), ['follow_up:primary'])
+  t.match(closed.decision.explanation, /Follow-up/)
+
+  const call = (await app.inject({ method: 'GET', url: `/v1/calls/${created.call.callId}` })).json()
+  t.equal(call.status, 'closed')
+  t.equal(call.disposition, 'resolved_by_phone')
+  const cru = call.assignments.find((a: { queue: string }) => a.queue === 'cru')
+  t.equal(cru.status, 'cancelled')
+  const fu = call.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
+  t.equal(new Date(fu.dueAt).getTime() - new Date(call.closedAt).getTime(), 72 * 3600_000)
+
+  // After close, a newer update is refused; a repeated close is a no-op.
+  const after = await post(callEvent({ type: 'call.updated', callId: created.call.callId, occurredAt: '2026-11-23T17:00:00Z' }))
+  t.equal(after.statusCode, 409)
+  t.equal(after.json().code, 'call-closed')
+  const again = await post(callEvent({ type: 'call.closed', callId: created.call.callId, occurredAt: '2026-11-23T17:00:00Z' }))
+  t.equal(again.statusCode, 201)
+  t.equal(again.json<Result>().applied, false)
+})
+
+t.test('a closed call without mental-health indicator gets no follow-up', async (t) => {
+  const created = callEvent({ natureCode: 'NOISE', occurredAt: '2026-11-23T16:00:00Z' })
+  await post(created)
+  const res = await post(callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'NOISE', occurredAt: '2026-11-23T16:20:00Z' }))
+  t.same(res.json<Result>().decision.assignments, [])
+})
+
+t.test('a stored decision is reproducible from its facts and its rule-set version', async (t) => {
+  const ev = callEvent({ natureCode: 'WELFARE', flags: { mentalHealth: true, weapons: true } })
+  const posted = (await post(ev)).json<Result>()
+  const call = (await app.inject({ method: 'GET', url: `/v1/calls/${ev.call.callId}` })).json()
+  const stored = call.decisions[0]
+  const ruleSet = await world.ruleSets.version(stored.ruleSetVersion)
+  const again = ruleSet!.decide(stored.facts)
+  t.equal(again.route, posted.decision.route)
+  t.equal(again.ruleId, posted.decision.ruleId)
+  t.same(again.trace, stored.trace)
+  t.ok(stored.trace.length >= 1)
+})
+
+t.test('GET /v1/calls/{id} for an unknown call is a 404 problem', async (t) => {
+  const res = await app.inject({ method: 'GET', url: '/v1/calls/nope' })
+  t.equal(res.statusCode, 404)
+  t.equal(res.json().code, 'not-found')
+})
+
+t.test('no personal data reached the logs', async (t) => {
+  const all = world.logs.join('\n')
+  t.ok(all.length > 0, 'something was logged')
+  for (const secret of ['Marta Lindqvist', '651-555-0142', 'Jonas Ekdahl', '1987-04-12', '1200 Vermillion', 'not wanting to live']) {
+    t.notOk(all.includes(secret), `"${secret}" is not in the logs`)
+  }
+})

@@ -1,0 +1,76 @@
+import t from 'tap'
+import { planAssignments, type ExistingAssignment } from '../../src/calls/plan.js'
+import type { AssignmentSpec } from '../../src/routing/index.js'
+
+const now = new Date('2026-11-23T15:00:00Z')
+const decision = (assignments: AssignmentSpec[], extra: { override?: boolean; followUp?: boolean } = {}) => ({
+  assignments,
+  followUp: extra.followUp ? { queue: 'follow_up' as const, dueWithinHours: 72 } : null,
+  override: extra.override ? { route: 'cru' as const, overriddenRuleId: 'x' } : null,
+})
+const base = { mentalHealthCall: false, now, defaultFollowUpHours: 72 }
+const summary = (p: ReturnType<typeof planAssignments>) => p.assignments.map((a) => `${a.queue}:${a.role}${a.id ? `=${a.id}` : '+'}`)
+
+t.test('a new call creates every assignment of the decision', async (t) => {
+  const p = planAssignments({ ...base, eventType: 'call.created', existing: [], decision: decision([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }]) })
+  t.same(summary(p), ['police:primary+', 'cru:support+'])
+  t.same(p.roleChanges, [])
+  t.same(p.cancellations, [])
+})
+
+t.test('escalation adds police as primary and demotes CRU to support, withdrawing nothing', async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'a1', queue: 'cru', role: 'primary', status: 'acknowledged' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }]) })
+  t.same(summary(p), ['police:primary+', 'cru:support=a1'])
+  t.same(p.roleChanges, [{ id: 'a1', from: 'primary', to: 'support', reason: 'police is now primary' }])
+})
+
+t.test('de-escalation keeps police as primary and keeps what was assigned', async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'p1', queue: 'police', role: 'primary', status: 'offered' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.same(summary(p), ['cru:support+', 'police:primary=p1'])
+  t.match(p.notes.join(' '), /police stays primary/)
+  t.match(p.notes.join(' '), /kept from earlier decisions: police/)
+})
+
+t.test('a dispatcher override hands primacy over even to a less protective responder', async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'p1', queue: 'police', role: 'primary', status: 'offered' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }], { override: true }) })
+  t.same(summary(p), ['cru:primary+', 'police:support=p1'])
+})
+
+t.test('terminal assignments are not reused: a declined CRU assignment is replaced', async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'c1', queue: 'cru', role: 'primary', status: 'declined' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.same(summary(p), ['cru:primary+'])
+})
+
+t.test('an unchanged update changes nothing', async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'c1', queue: 'cru', role: 'primary', status: 'offered' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.same(summary(p), ['cru:primary=c1'])
+  t.same(p.roleChanges, [])
+})
+
+t.test('close cancels open assignments only, and schedules the follow-up of a mental-health call', async (t) => {
+  const existing: ExistingAssignment[] = [
+    { id: 'c1', queue: 'cru', role: 'primary', status: 'accepted' },
+    { id: 'p1', queue: 'police', role: 'support', status: 'completed' },
+  ]
+  const p = planAssignments({ ...base, eventType: 'call.closed', existing, decision: decision([{ queue: 'cru', role: 'primary' }], { followUp: true }) })
+  t.same(p.cancellations, [{ id: 'c1', from: 'accepted' }])
+  t.equal(p.assignments.length, 1)
+  t.equal(p.assignments[0]!.queue, 'follow_up')
+  t.equal(p.assignments[0]!.dueAt!.toISOString(), '2026-11-26T15:00:00.000Z')
+})
+
+t.test('close of a call whose earlier event had the mental-health indicator still gets a follow-up', async (t) => {
+  const p = planAssignments({ ...base, mentalHealthCall: true, eventType: 'call.closed', existing: [], decision: decision([{ queue: 'police', role: 'primary' }]) })
+  t.equal(p.assignments[0]?.queue, 'follow_up')
+  t.match(p.notes[0], /earlier event/)
+})
+
+t.test('close of a call without mental-health indicator creates nothing', async (t) => {
+  const p = planAssignments({ ...base, eventType: 'call.closed', existing: [], decision: decision([{ queue: 'police', role: 'primary' }]) })
+  t.same(p.assignments, [])
+})

@@ -1,0 +1,87 @@
+import { isDeepStrictEqual } from 'node:util'
+import fc from 'fast-check'
+import t from 'tap'
+import type { z } from 'zod'
+import type { callViewSchema, CallEvent } from '../../src/calls/schemas.js'
+import { eidoToCallEvent } from '../../src/eido/map-in.js'
+import { callToEido } from '../../src/eido/map-out.js'
+import { eidoInSchema, eidoOutSchema } from '../../src/eido/schemas.js'
+import { FLAG_NAMES, ROUTES, type FlagName } from '../../src/routing/index.js'
+
+type CallView = z.infer<typeof callViewSchema>
+
+const word = fc.stringMatching(/^[A-Za-z][A-Za-z'&<>.-]{0,11}$/)
+const words = (max: number) => fc.array(word, { minLength: 1, maxLength: max }).map((w) => w.join(' '))
+const coordinate = (limit: number) => fc.double({ min: -limit, max: limit, noNaN: true, noDefaultInfinity: true }).map((x) => x || 0)
+
+const location = fc
+  .record(
+    {
+      address: fc.oneof(words(5), fc.tuple(fc.integer({ min: 1, max: 99999 }), words(4)).map(([n, w]) => `${n} ${w}`)),
+      city: words(2),
+      lat: coordinate(90),
+      lon: coordinate(180),
+    },
+    { requiredKeys: [] },
+  )
+  // A point needs both halves, and an empty location is no location.
+  .filter((l) => ('lat' in l) === ('lon' in l) && Object.keys(l).length > 0)
+
+const call = fc.record(
+  {
+    callId: fc.stringMatching(/^[A-Za-z0-9:._-]{1,100}$/),
+    agency: fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,30}$/),
+    natureCode: fc.stringMatching(/^[A-Z0-9]{1,12}$/),
+    priority: fc.integer({ min: 1, max: 5 }),
+    location,
+    caller: fc.record({ phone: fc.stringMatching(/^\+?[0-9-]{3,20}$/), name: words(3) }, { requiredKeys: ['name'] }),
+    subject: fc.record({ personId: fc.stringMatching(/^P-[0-9]{1,8}$/), name: words(3), birthDate: fc.constantFrom('1987-04-12', '2001-12-31') }, { requiredKeys: [] }).filter((s) => Object.keys(s).length > 0),
+    description: fc.array(words(8), { minLength: 1, maxLength: 3 }).map((lines) => lines.join('\n')),
+    flags: fc.record(Object.fromEntries(FLAG_NAMES.map((f) => [f, fc.boolean()])) as Record<FlagName, fc.Arbitrary<boolean>>),
+    dispatcherOverride: fc.constantFrom(...ROUTES),
+  },
+  { requiredKeys: ['callId', 'agency', 'natureCode', 'priority', 'flags'] },
+)
+
+const closing = fc.option(fc.constantFrom('resolved_by_phone', 'referred_crisis_center', 'apco-42', 'apco-07'), { nil: undefined })
+
+function viewOf(c: CallEvent['call'], disposition: string | undefined): CallView {
+  const at = '2026-11-23T15:00:00.000Z'
+  return {
+    callId: c.callId,
+    agency: c.agency,
+    status: disposition ? 'closed' : 'open',
+    natureCode: c.natureCode,
+    priority: c.priority,
+    route: 'police',
+    mentalHealth: false,
+    disposition: disposition ?? null,
+    flags: c.flags,
+    dispatcherOverride: c.dispatcherOverride ?? null,
+    location: c.location ?? null,
+    caller: c.caller ?? null,
+    subject: c.subject ?? null,
+    description: c.description ?? null,
+    createdAt: at,
+    updatedAt: at,
+    closedAt: disposition ? at : null,
+    events: [],
+    decisions: [],
+    assignments: [],
+  }
+}
+
+t.test('any call written as an EIDO validates and maps back onto the same call', async (t) => {
+  fc.assert(
+    fc.property(call, closing, (c, disposition) => {
+      const out = callToEido(viewOf(c, disposition))
+      if (!eidoOutSchema.safeParse(out).success) return false
+      const back = eidoToCallEvent(eidoInSchema.parse(out), { callKnown: true })
+      // Through JSON: fast-check's records have no prototype, the mapping's have Object's.
+      const plain = (v: unknown): unknown => JSON.parse(JSON.stringify(v))
+      return isDeepStrictEqual(plain(back.call), plain({ ...c, ...(disposition ? { disposition } : {}) })) && back.type === (disposition ? 'call.closed' : 'call.updated')
+    }),
+    { numRuns: 300 },
+  )
+  t.pass('300 generated calls survived the round trip')
+})

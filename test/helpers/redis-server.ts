@@ -1,0 +1,92 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import net from 'node:net'
+import { Redis } from 'ioredis'
+
+interface Tap {
+  teardown(fn: () => unknown): void
+}
+
+export interface ThrowawayRedis {
+  port: number
+  url: string
+  /** SIGKILL: no shutdown, no save — the way a crashed or unplugged Redis goes. Resolves once the process is gone. */
+  kill(): Promise<void>
+  /** Starts a fresh (empty) redis-server on the same port; resolves once it answers PING. */
+  start(): Promise<void>
+}
+
+/** A port nobody listens on right now: bind port 0 on loopback, read the number, let it go. */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer()
+  srv.listen(0, '127.0.0.1')
+  await once(srv, 'listening')
+  const { port } = srv.address() as net.AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+async function answersPing(url: string): Promise<boolean> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 500 })
+  r.on('error', () => {})
+  try {
+    await r.connect()
+    return (await r.ping()) === 'PONG'
+  } catch {
+    return false
+  } finally {
+    r.disconnect()
+  }
+}
+
+/**
+ * A redis-server of the test's own, on a free loopback port, that the test may kill and start
+ * again. It is killed at teardown (and when the process exits), whatever happened in the test.
+ * Register it before createWorld so that its teardown runs last (tap runs teardowns last-in first-out).
+ */
+export async function startRedisServer(t: Tap, ms = 10_000): Promise<ThrowawayRedis> {
+  const port = await freePort()
+  const url = `redis://127.0.0.1:${port}`
+  let child: ChildProcess | undefined
+  let exited: Promise<unknown> = Promise.resolve()
+
+  const killNow = () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+  process.once('exit', killNow)
+
+  async function start(): Promise<void> {
+    if (child && child.exitCode === null && child.signalCode === null) throw new Error('redis-server is already running')
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    let stderr = ''
+    c.stderr?.on('data', (d) => (stderr += String(d)))
+    child = c
+    exited = once(c, 'exit')
+    const spawnFailed = once(c, 'error').then(([err]) => {
+      throw err as Error
+    })
+    spawnFailed.catch(() => {})
+    const deadline = Date.now() + ms
+    for (;;) {
+      if (c.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${c.exitCode}: ${stderr.trim()}`)
+      if (await Promise.race([answersPing(url), spawnFailed])) return
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${ms} ms`)
+      await new Promise((r) => setTimeout(r, 25))
+    }
+  }
+
+  async function kill(): Promise<void> {
+    killNow()
+    await exited
+  }
+
+  t.teardown(async () => {
+    // Never throws: a failing teardown would skip the ones after it.
+    await kill().catch(() => {})
+    process.removeListener('exit', killNow)
+  })
+  await start()
+  return { port, url, kill, start }
+}

@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
+import type { FastifyInstance, InjectOptions } from 'fastify'
+import { createKey } from '../../src/auth/keys.js'
+import type { ApiRole } from '../../src/auth/principal.js'
+import type { QueueName } from '../../src/routing/index.js'
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import pino from 'pino'
+import { buildApp } from '../../src/app.js'
+import { loadConfig, type Config } from '../../src/config.js'
+import { createDb, createPool, type Db } from '../../src/db/connect.js'
+import { migrateToLatest } from '../../src/db/migrate.js'
+import { loggerOptions } from '../../src/logger.js'
+import { createRuleSetRegistry, type RuleSetRegistry } from '../../src/rule-sets/registry.js'
+
+export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+export interface World {
+  name: string
+  databaseUrl: string
+  prefix: string
+  config: Config
+  db: Db
+  pool: pg.Pool
+  redis: Redis
+  ruleSets: RuleSetRegistry
+  /** An admin key; `app.inject` sends it unless a test gives its own Authorization header. */
+  adminKey: string
+  /** A key with this role and scope, created for the test. */
+  key(role: ApiRole, opts?: { agencies?: string[] | null; queues?: QueueName[] | null; name?: string }): Promise<string>
+  /** Every log line the app wrote, as text (for the personal-data checks). */
+  logs: string[]
+  app: FastifyInstance
+  close(): Promise<void>
+}
+
+interface Tap {
+  teardown(fn: () => unknown): void
+}
+
+/**
+ * A world of its own for one test file: a fresh database (migrated), a BullMQ prefix nobody else
+ * uses, and the app built on them. Everything is dropped at teardown.
+ */
+export async function createWorld(t: Tap, opts: { env?: Record<string, string>; now?: () => Date; redisUrl?: string } = {}): Promise<World> {
+  const name = `cadr_t_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await admin.connect()
+  await admin.query(`create database ${name}`)
+  await admin.end()
+  const url = new URL(PG_ADMIN_URL)
+  url.pathname = `/${name}`
+  const databaseUrl = url.toString()
+  const prefix = `t-${name}`
+  const redisUrl = opts.redisUrl ?? REDIS_URL
+  const config = loadConfig({ DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, BULLMQ_PREFIX: prefix, LOG_LEVEL: 'trace', ...opts.env })
+
+  const pool = createPool({ connectionString: databaseUrl, max: 10, statementTimeoutMs: 10_000 })
+  const db = createDb(pool)
+  await migrateToLatest(db)
+  const ruleSets = await createRuleSetRegistry(db)
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
+  redis.on('error', () => {})
+  await redis.connect().catch(() => {})
+
+  const logs: string[] = []
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk))
+      cb()
+    },
+  })
+  const logger = pino(loggerOptions('trace'), sink)
+  const app = await buildApp({ config, db, redis, ruleSets, logger, ...(opts.now ? { now: opts.now } : {}) })
+  const { key: adminKey } = await createKey(db, { name: 'test-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'test' })
+  // Most tests are about behaviour, not permissions: they act as admin unless they say otherwise
+  // (pass `headers: { authorization: … }`, or `authorization: ''` for none).
+  const inject = app.inject.bind(app)
+  app.inject = ((o?: InjectOptions | string) => {
+    if (o === undefined) return inject()
+    const options: InjectOptions = typeof o === 'string' ? { url: o } : o
+    const headers = { authorization: `Bearer ${adminKey}`, ...(options.headers ?? {}) }
+    if (headers.authorization === '') delete (headers as Record<string, unknown>).authorization
+    return inject({ ...options, headers })
+  }) as typeof app.inject
+  let keyCount = 0
+  const key: World['key'] = async (role, o = {}) =>
+    (await createKey(db, { name: o.name ?? `test-${role}-${++keyCount}`, role, agencies: o.agencies ?? null, queues: o.queues ?? null, expiresAt: null, createdBy: 'test' })).key
+
+  let closed = false
+  const close = async () => {
+    if (closed) return
+    closed = true
+    await app.close()
+    await db.destroy()
+    await dropRedisPrefix(redisUrl, prefix).catch(() => {})
+    redis.disconnect()
+    const a = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await a.connect()
+    await a.query(`drop database if exists ${name} with (force)`)
+    await a.end()
+  }
+  t.teardown(close)
+  return { name, databaseUrl, prefix, config, db, pool, redis, ruleSets, adminKey, key, logs, app, close }
+}
+
+export async function dropRedisPrefix(redisUrl: string, prefix: string): Promise<void> {
+  const r = new Redis(redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true })
+  r.on('error', () => {})
+  try {
+    await r.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500)
+      cursor = next
+      if (keys.length) await r.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    r.disconnect()
+  }
+}
+
+/** Polls a condition (for effects that cross processes); fails after `ms`. */
+export async function eventually<T>(fn: () => Promise<T | undefined | false>, ms = 10_000, every = 20): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+/** A silent logger for relay/worker instances in tests. */
+export const quietLog = pino({ level: 'silent' })

@@ -1,0 +1,53 @@
+import { createServer } from 'node:net'
+import t from 'tap'
+import { Redis } from 'ioredis'
+import pino from 'pino'
+import { buildApp } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { createDb, createPool } from '../../src/db/connect.js'
+import { compileRuleSet, loadDefaultRuleSet } from '../../src/routing/index.js'
+import { callEvent } from '../helpers/events.js'
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const { port } = srv.address() as { port: number }
+  await new Promise<void>((r) => srv.close(() => r()))
+  return port
+}
+
+t.test('Postgres unreachable: ingest answers 503 with Retry-After, never 500; readiness says why', async (t) => {
+  const port = await closedPort()
+  const config = loadConfig({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, RETRY_AFTER_SECONDS: '7' })
+  const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 1000 }))
+  const redis = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+  redis.on('error', () => {})
+  const compiled = compileRuleSet(loadDefaultRuleSet())
+  const app = await buildApp({ config, db, redis, ruleSets: { active: () => compiled, version: async () => compiled }, logger: pino({ level: 'silent' }) })
+  t.teardown(async () => {
+    await app.close()
+    await db.destroy()
+    redis.disconnect()
+  })
+
+  // The key cannot even be checked without Postgres: that too is a 503, not a 401 or a 500.
+  const auth = { authorization: `Bearer cadr_${'k'.repeat(43)}` }
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent(), headers: auth })
+  t.equal(res.statusCode, 503)
+  t.equal(res.headers['retry-after'], '7')
+  t.equal(res.json().code, 'service-unavailable')
+  t.notMatch(res.body, /ECONNREFUSED|127\.0\.0\.1/, 'no internals in the answer')
+
+  const list = await app.inject({ method: 'GET', url: '/v1/assignments', headers: auth })
+  t.equal(list.statusCode, 503)
+
+  const ready = await app.inject({ method: 'GET', url: '/readyz' })
+  t.equal(ready.statusCode, 503)
+  t.equal(ready.headers['retry-after'], '7')
+  t.equal(ready.json().checks.postgres.ok, false)
+  t.equal(ready.json().checks.redis.ok, false)
+
+  const alive = await app.inject({ method: 'GET', url: '/healthz' })
+  t.equal(alive.statusCode, 200, 'liveness does not depend on the backing services')
+})

@@ -1,0 +1,77 @@
+import t from 'tap'
+import { EventEmitter } from 'node:events'
+import { buildApp } from '../../src/app.js'
+import { createMetrics, observeWorkers } from '../../src/metrics/metrics.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+
+/** The value of one sample in the exposition text, 0 when absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return 0
+}
+const scrape = async (app = world.app) => {
+  const res = await app.inject({ url: '/metrics', headers: { authorization: `Bearer ${world.adminKey}` } })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  return res.body
+}
+
+t.test('metrics move with decisions, requests and waiting assignments', async (t) => {
+  const before = await scrape()
+  t.equal(sample(before, 'cad_router_queue_depth', { queue: 'cru' }), 0)
+  t.match(before, /# TYPE cad_router_http_request_duration_seconds histogram/)
+  t.match(before, /cad_router_process_cpu_user_seconds_total/, 'process metrics too')
+
+  // An EDP call with CRU on duty goes to CRU (rule 3); no relay runs here, so its assignment waits in Postgres.
+  const event = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date().toISOString() })
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: event })
+  t.equal(res.statusCode, 201, res.body)
+  const decision = res.json().decision
+  // The same event again is a repeat, not a new decision.
+  await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: event })
+
+  const after = await scrape()
+  t.equal(sample(after, 'cad_router_decisions_total', { route: decision.route, rule: decision.ruleId }), 1, 'one decision counted')
+  t.equal(sample(after, 'cad_router_http_requests_total', { route: '/v1/call-events', status: '201' }), 1)
+  t.equal(sample(after, 'cad_router_http_requests_total', { route: '/v1/call-events', status: '200' }), 1)
+  t.equal(sample(after, 'cad_router_http_request_duration_seconds_count', { route: '/v1/call-events' }), 2)
+  const primary = decision.assignments.find((a: { role: string }) => a.role === 'primary').queue
+  t.equal(sample(after, 'cad_router_queue_depth', { queue: primary }), 1, `${primary} queue depth`)
+  t.ok(sample(after, 'cad_router_queue_oldest_age_seconds', { queue: primary }) >= 0)
+  t.equal(sample(after, 'cad_router_outbox_pending'), decision.assignments.length, 'not relayed: pending in the outbox')
+  t.ok(sample(after, 'cad_router_outbox_lag_seconds') >= 0)
+  t.match(after, /cad_router_follow_ups_overdue 0/)
+  t.match(after, /cad_router_escalation_records\{queue="cru",status="escalated"\} 0/)
+  // Ids never become labels: the route template is used, not the URL.
+  await world.app.inject({ url: `/v1/calls/${event.call.callId}` })
+  const third = await scrape()
+  t.equal(sample(third, 'cad_router_http_requests_total', { route: '/v1/calls/:callId', status: '200' }), 1)
+  t.notMatch(third, event.call.callId)
+})
+
+t.test('each app has its own registry: a second app in the same process starts at zero', async (t) => {
+  const other = await buildApp({ config: world.config, db: world.db, redis: world.redis, ruleSets: world.ruleSets, logger: world.app.log })
+  t.teardown(() => other.close())
+  const text = await scrape(other)
+  t.equal(sample(text, 'cad_router_http_requests_total', { route: '/v1/call-events' }), 0)
+  t.match(text, /cad_router_decisions_total/)
+})
+
+t.test('worker errors and failed jobs are counted per queue', async (t) => {
+  const metrics = createMetrics()
+  // Stand-ins for BullMQ workers: only their events matter here.
+  const cru = Object.assign(new EventEmitter(), { name: 'cru' })
+  observeWorkers([cru], metrics)
+  cru.emit('failed')
+  cru.emit('failed')
+  cru.emit('error')
+  const text = await metrics.registry.metrics()
+  t.equal(sample(text, 'cad_router_worker_errors_total', { queue: 'cru', kind: 'job_failed' }), 2)
+  t.equal(sample(text, 'cad_router_worker_errors_total', { queue: 'cru', kind: 'error' }), 1)
+})

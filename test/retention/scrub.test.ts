@@ -1,0 +1,64 @@
+import t from 'tap'
+import { createRedis } from '../../src/queue/redis.js'
+import { startRetention } from '../../src/retention/scheduler.js'
+import { scrubPersonalData } from '../../src/retention/scrub.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld, eventually, quietLog } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+
+async function closedCall(natureCode: string, closedDaysAgo: number) {
+  const created = callEvent({ natureCode, occurredAt: '2026-01-01T10:00:00Z' })
+  await app.inject({ method: 'POST', url: '/v1/call-events', payload: created })
+  await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ type: 'call.closed', callId: created.call.callId, natureCode, occurredAt: '2026-01-01T11:00:00Z', disposition: 'resolved_by_phone' }) })
+  const closedAt = new Date(Date.now() - closedDaysAgo * 86_400_000)
+  await db.updateTable('calls').set({ closed_at: closedAt, updated_at: closedAt }).where('call_id', '=', created.call.callId).execute()
+  return created.call.callId
+}
+
+const PERSONAL = ['Marta Lindqvist', '651-555-0142', 'Jonas Ekdahl', '1987-04-12', '1200 Vermillion', 'not wanting to live', '"P-']
+
+t.test('calls older than the retention period lose their personal data and keep their statistics', async (t) => {
+  const old = await closedCall('EDP', 120)
+  const recent = await closedCall('EDP', 10)
+  const open = callEvent({ natureCode: 'NOISE' })
+  await app.inject({ method: 'POST', url: '/v1/call-events', payload: open })
+
+  const result = await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000))
+  t.same(result, { calls: 1, events: 2 })
+
+  const row = await db.selectFrom('calls').selectAll().where('call_id', '=', old).executeTakeFirstOrThrow()
+  t.equal(row.caller, null)
+  t.equal(row.subject, null)
+  t.equal(row.description, null)
+  t.equal(row.subject_person_id, null)
+  t.same(row.location, { city: 'Hastings' }, 'the city stays for the statistics')
+  t.equal(row.nature_code, 'EDP')
+  t.equal(row.route, 'cru')
+  t.equal(row.mental_health, true)
+  t.equal(row.disposition, 'resolved_by_phone')
+  const events = await db.selectFrom('call_events').select('body').where('call_id', '=', old).execute()
+  const stored = JSON.stringify([row, events])
+  for (const v of PERSONAL) t.notOk(stored.includes(v), `"${v}" is gone from the old call`)
+  const decisions = await db.selectFrom('decisions').select('id').where('call_id', '=', old).execute()
+  t.equal(decisions.length, 2, 'decisions stay')
+
+  const kept = JSON.stringify(await db.selectFrom('calls').selectAll().where('call_id', 'in', [recent, open.call.callId]).execute())
+  t.ok(kept.includes('Marta Lindqvist'), 'recent and open calls keep their data')
+
+  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 0, events: 0 }, 'a second run changes nothing')
+})
+
+t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
+  const old = await closedCall('WELFARE', 200)
+  const connection = createRedis(world.config.REDIS_URL, 'worker')
+  const retention = await startRetention({ db, connection, prefix: world.prefix, retentionDays: 90, everyMs: 60_000, log: quietLog })
+  t.teardown(async () => {
+    await retention.close()
+    await retention.close()
+    connection.disconnect()
+  })
+  await eventually(async () => (await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller === null, 10_000)
+  t.pass('the first run of the schedule scrubbed the old call')
+})

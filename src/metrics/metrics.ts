@@ -1,0 +1,105 @@
+import type { FastifyInstance } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { CallService } from '../calls/service.js'
+import type { Db } from '../db/connect.js'
+import { ESCALATION_STATUSES, outboxLag, overdueFollowUps, queueDepths } from '../reports/repository.js'
+import { QUEUES } from '../routing/index.js'
+
+/**
+ * The service's Prometheus metrics. One Registry per app instance (not prom-client's global one),
+ * so several apps in one process — as in the tests — never collide.
+ */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'cad_router_' })
+  const registers = [registry]
+  return {
+    registry,
+    httpRequests: new Counter({ name: 'cad_router_http_requests_total', help: 'HTTP requests by method, route and status', labelNames: ['method', 'route', 'status'] as const, registers }),
+    httpDuration: new Histogram({
+      name: 'cad_router_http_request_duration_seconds',
+      help: 'HTTP request latency by method and route',
+      labelNames: ['method', 'route'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    decisions: new Counter({ name: 'cad_router_decisions_total', help: 'Routing decisions made by this process, by route and rule', labelNames: ['route', 'rule'] as const, registers }),
+    queueDepth: new Gauge({ name: 'cad_router_queue_depth', help: 'Assignments waiting for a responder (queued, offered, reserved), per queue', labelNames: ['queue'] as const, registers }),
+    queueAge: new Gauge({ name: 'cad_router_queue_oldest_age_seconds', help: 'Age of the oldest waiting assignment, per queue (0 when empty)', labelNames: ['queue'] as const, registers }),
+    outboxPending: new Gauge({ name: 'cad_router_outbox_pending', help: 'Outbox rows not yet relayed to Redis', registers }),
+    outboxLag: new Gauge({ name: 'cad_router_outbox_lag_seconds', help: 'Age of the oldest outbox row not yet relayed (0 when none)', registers }),
+    // Relay errors show here and in the lag, whichever process runs the relay: both are read from Postgres.
+    outboxFailing: new Gauge({ name: 'cad_router_outbox_failing', help: 'Outbox rows whose last relay attempt failed (relay errors)', registers }),
+    escalations: new Gauge({ name: 'cad_router_escalation_records', help: 'Escalation records (transitions to escalated or expired), by queue and status', labelNames: ['queue', 'status'] as const, registers }),
+    followUpsOverdue: new Gauge({ name: 'cad_router_follow_ups_overdue', help: 'Follow-ups past their due time and still open', registers }),
+    workerErrors: new Counter({
+      name: 'cad_router_worker_errors_total',
+      help: 'Responder worker errors and failed jobs in this process (counted when the api and worker roles share a process)',
+      labelNames: ['queue', 'kind'] as const,
+      registers,
+    }),
+    scrapeErrors: new Counter({ name: 'cad_router_metrics_scrape_errors_total', help: 'Scrapes whose database read failed (the gauges keep their last values)', registers }),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+/** Counts worker errors and failed jobs; main.ts wires it when this process also runs the workers. */
+export function observeWorkers(workers: ReadonlyArray<{ name: string; on(event: 'error' | 'failed', fn: () => void): unknown }>, metrics: Metrics): void {
+  for (const w of workers) {
+    w.on('error', () => metrics.workerErrors.inc({ queue: w.name, kind: 'error' }))
+    w.on('failed', () => metrics.workerErrors.inc({ queue: w.name, kind: 'job_failed' }))
+  }
+}
+
+/** Request rate and latency by route template (never the raw URL, which would carry ids). */
+export function instrumentHttp(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched'
+    metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) })
+    metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000)
+  })
+}
+
+/** Counts each decision the call service makes (repeats of stored events are not new decisions). */
+export function instrumentCallService(calls: CallService, metrics: Metrics): CallService {
+  return {
+    ...calls,
+    // Forward every argument: dropping the scope once let a CAD post into another agency's call.
+    async ingest(...args) {
+      const out = await calls.ingest(...args)
+      if (out.created && out.result.applied) metrics.decisions.inc({ route: out.result.decision.route, rule: out.result.decision.ruleId })
+      return out
+    },
+  }
+}
+
+/** Reads the state-derived gauges from Postgres (the system of record) at scrape time. */
+export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promise<void> {
+  const [depths, lag, overdue, failing, escalations] = await Promise.all([
+    queueDepths(db),
+    outboxLag(db),
+    overdueFollowUps(db, now),
+    db.selectFrom('outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sent_at', 'is', null).where('last_error', 'is not', null).executeTakeFirstOrThrow(),
+    db
+      .selectFrom('assignment_transitions as t')
+      .innerJoin('assignments as a', 'a.id', 't.assignment_id')
+      .select((eb) => ['a.queue', 't.to_status', eb.fn.countAll<number>().as('n')])
+      .where('t.to_status', 'in', ESCALATION_STATUSES)
+      .groupBy(['a.queue', 't.to_status'])
+      .execute(),
+  ])
+  for (const queue of QUEUES) {
+    const rows = depths.filter((d) => d.queue === queue)
+    metrics.queueDepth.set({ queue }, rows.reduce((s, r) => s + r.waiting, 0))
+    const oldest = Math.min(...rows.map((r) => r.oldestCreatedAt?.getTime() ?? Infinity))
+    metrics.queueAge.set({ queue }, Number.isFinite(oldest) ? Math.max(0, (now.getTime() - oldest) / 1000) : 0)
+    for (const status of ESCALATION_STATUSES) {
+      metrics.escalations.set({ queue, status }, Number(escalations.find((e) => e.queue === queue && e.to_status === status)?.n ?? 0))
+    }
+  }
+  metrics.outboxPending.set(lag.pending)
+  metrics.outboxLag.set(lag.oldestCreatedAt ? Math.max(0, (now.getTime() - lag.oldestCreatedAt.getTime()) / 1000) : 0)
+  metrics.outboxFailing.set(Number(failing.n))
+  metrics.followUpsOverdue.set(overdue.reduce((s, r) => s + r.overdue, 0))
+}

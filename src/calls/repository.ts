@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely'
+import { sql, type Insertable, type Transaction, type Updateable } from 'kysely'
 import type { Executor } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
@@ -8,32 +8,43 @@ import type { DecisionView } from './schemas.js'
 
 export type { Executor }
 
+// Also named in migrations/0011_outbox_notify.ts, whose trigger sends it.
 export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
 export function findEvent(db: Executor, eventId: string) {
   return db.selectFrom('call_events').select(['event_id', 'call_id', 'body_hash', 'decision_id', 'applied']).where('event_id', '=', eventId).executeTakeFirst()
 }
 
-export async function countPriorCalls(db: Executor, column: 'subject_person_id' | 'address_key', value: string | null, callId: string, since: Date): Promise<number> {
-  if (value === null) return 0
-  const row = await db
-    .selectFrom('calls')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where(column, '=', value)
-    .where('call_id', '<>', callId)
-    .where('created_at', '>=', since)
+/**
+ * The history facts of DESIGN rule 6 in one round trip: prior calls for the subject and at the
+ * address in the window, and whether the subject has an active case manager.
+ */
+export async function historyFacts(
+  db: Executor,
+  q: { personId: string | null; addressKey: string | null; callId: string; since: Date },
+): Promise<{ priorSubject: number; priorAddress: number; caseManagerActive: boolean }> {
+  if (q.personId === null && q.addressKey === null) return { priorSubject: 0, priorAddress: 0, caseManagerActive: false }
+  const prior = (column: 'subject_person_id' | 'address_key', value: string | null) =>
+    sql<number>`(select count(*) from calls where ${sql.ref(column)} = ${value} and call_id <> ${q.callId} and created_at >= ${q.since})`
+  const { rows } = await sql<{ subject: number; address: number; cm: boolean }>`
+    select ${prior('subject_person_id', q.personId)} as subject,
+           ${prior('address_key', q.addressKey)} as address,
+           exists (select 1 from case_links where person_id = ${q.personId} and active) as cm`.execute(db)
+  const row = rows[0]!
+  return { priorSubject: Number(row.subject), priorAddress: Number(row.address), caseManagerActive: row.cm }
+}
+
+/**
+ * Creates the call row if it is new and locks it either way, returning it as it was before this
+ * event (the no-op update is what takes the lock and makes RETURNING see an existing row).
+ */
+export function upsertAndLockCall(trx: Transaction<Database>, row: Insertable<Database['calls']>) {
+  return trx
+    .insertInto('calls')
+    .values(row)
+    .onConflict((oc) => oc.column('call_id').doUpdateSet({ call_id: (eb) => eb.ref('excluded.call_id') }))
+    .returningAll()
     .executeTakeFirstOrThrow()
-  return Number(row.n)
-}
-
-export async function hasActiveCaseManager(db: Executor, personId: string | null): Promise<boolean> {
-  if (personId === null) return false
-  const row = await db.selectFrom('case_links').select('person_id').where('person_id', '=', personId).where('active', '=', true).executeTakeFirst()
-  return row !== undefined
-}
-
-export function lockCall(trx: Transaction<Database>, callId: string) {
-  return trx.selectFrom('calls').selectAll().where('call_id', '=', callId).forUpdate().executeTakeFirst()
 }
 
 export function callAssignments(db: Executor, callId: string) {
@@ -42,8 +53,29 @@ export function callAssignments(db: Executor, callId: string) {
   >
 }
 
-export async function notifyOutbox(trx: Transaction<Database>): Promise<void> {
-  await sql`select pg_notify(${OUTBOX_CHANNEL}, '')`.execute(trx)
+/**
+ * Writes what one decision produced in a single statement (data-modifying CTEs): the decision, its
+ * new assignments, their outbox rows and transitions, the call's new state and the event's link to
+ * the decision. Foreign keys are checked at the end of the statement, so the order inside is free.
+ * The relay is woken by the outbox insert trigger (migration 0011) when the transaction commits.
+ */
+export async function writeDecision(
+  trx: Transaction<Database>,
+  w: {
+    decision: Insertable<Database['decisions']>
+    assignments: Insertable<Database['assignments']>[]
+    outbox: Insertable<Database['outbox']>[]
+    transitions: Insertable<Database['assignment_transitions']>[]
+    call: Updateable<Database['calls']>
+  },
+): Promise<void> {
+  const parts = [sql`d as (${trx.insertInto('decisions').values(w.decision)})`]
+  if (w.assignments.length) parts.push(sql`a as (${trx.insertInto('assignments').values(w.assignments)})`)
+  if (w.outbox.length) parts.push(sql`o as (${trx.insertInto('outbox').values(w.outbox)})`)
+  if (w.transitions.length) parts.push(sql`t as (${trx.insertInto('assignment_transitions').values(w.transitions)})`)
+  parts.push(sql`e as (${trx.updateTable('call_events').set({ decision_id: w.decision.id }).where('event_id', '=', w.decision.event_id)})`)
+  const updateCall = trx.updateTable('calls').set(w.call).where('call_id', '=', w.decision.call_id)
+  await sql`with ${sql.join(parts)} ${updateCall}`.execute(trx)
 }
 
 interface StoredOutcome {

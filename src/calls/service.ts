@@ -10,12 +10,11 @@ import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
-  countPriorCalls,
   findEvent,
-  hasActiveCaseManager,
+  historyFacts,
   loadDecisionView,
-  lockCall,
-  notifyOutbox,
+  upsertAndLockCall,
+  writeDecision,
   toStoredOutcome,
 } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
@@ -65,12 +64,11 @@ export function createCallService(deps: CallServiceDeps) {
    */
   async function ingest(event: CallEvent, scope: { mayTouchAgency?: (agency: string) => boolean } = {}): Promise<IngestOutcome> {
     const bodyHash = sha256(canonicalJson(event))
-    const again = await replay(event.eventId, bodyHash)
-    if (again) return again
     try {
+      // No lookup first: the event's primary key inside the transaction tells a repeat apart, which
+      // saves a round trip on every new event and costs one rolled-back transaction on a repeat.
       return await deps.db.transaction().execute((trx) => apply(trx, event, bodyHash, scope.mayTouchAgency))
     } catch (err) {
-      // Another request stored the same eventId between our check and our insert.
       if (err instanceof DuplicateEvent) {
         const outcome = await replay(event.eventId, bodyHash)
         if (outcome) return outcome
@@ -85,25 +83,22 @@ export function createCallService(deps: CallServiceDeps) {
     const occurredAt = new Date(event.occurredAt)
     const ruleSet = deps.ruleSets.active()
 
-    // Serialise the events of one call: the first writer creates the row, everyone locks it.
-    await trx
-      .insertInto('calls')
-      .values({
-        call_id: call.callId,
-        agency: call.agency,
-        status: 'open',
-        nature_code: call.natureCode,
-        priority: call.priority,
-        flags: JSON.stringify(call.flags),
-        route: 'police',
-        last_occurred_at: occurredAt,
-      })
-      .onConflict((oc) => oc.column('call_id').doNothing())
-      .execute()
-    const current = await lockCall(trx, call.callId)
-    if (!current) throw new Error('call row vanished under lock')
+    // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
+    // row comes back as it was before this event — one round trip.
+    const current = await upsertAndLockCall(trx, {
+      call_id: call.callId,
+      agency: call.agency,
+      status: 'open',
+      nature_code: call.natureCode,
+      priority: call.priority,
+      flags: JSON.stringify(call.flags),
+      route: 'police',
+      last_occurred_at: occurredAt,
+    })
     if (mayTouchAgency && !mayTouchAgency(current.agency)) throw new AppError('forbidden', `this key may not post events for call ${call.callId}`)
     const isNew = current.decision_id === null
+    // An event older than one already applied, or a second close, is kept for the record only.
+    const stale = !isNew && (occurredAt < current.last_occurred_at || (current.status === 'closed' && event.type === 'call.closed'))
 
     const inserted = await trx
       .insertInto('call_events')
@@ -114,17 +109,15 @@ export function createCallService(deps: CallServiceDeps) {
         occurred_at: occurredAt,
         body_hash: bodyHash,
         body: JSON.stringify(event),
-        applied: true,
+        applied: !stale,
+        decision_id: stale ? current.decision_id : null,
       })
       .onConflict((oc) => oc.column('event_id').doNothing())
       .returning('event_id')
       .executeTakeFirst()
     if (!inserted) throw new DuplicateEvent()
 
-    // An event older than one already applied, or a second close, is kept for the record only.
-    const stale = !isNew && (occurredAt < current.last_occurred_at || (current.status === 'closed' && event.type === 'call.closed'))
     if (stale) {
-      await trx.updateTable('call_events').set({ applied: false, decision_id: current.decision_id }).where('event_id', '=', event.eventId).execute()
       const decision = await loadDecisionView(trx, current.decision_id!)
       return { created: true, result: { eventId: event.eventId, callId: call.callId, applied: false, decision: stripInternal(decision) } }
     }
@@ -137,11 +130,7 @@ export function createCallService(deps: CallServiceDeps) {
     const personId = call.subject?.personId ?? null
     const addrKey = addressKey(call.location)
     const since = new Date(now.getTime() - HISTORY_WINDOW_MS)
-    const [priorSubject, priorAddress, caseManagerActive] = await Promise.all([
-      countPriorCalls(trx, 'subject_person_id', personId, call.callId, since),
-      countPriorCalls(trx, 'address_key', addrKey, call.callId, since),
-      hasActiveCaseManager(trx, personId),
-    ])
+    const { priorSubject, priorAddress, caseManagerActive } = await historyFacts(trx, { personId, addressKey: addrKey, callId: call.callId, since })
 
     const facts: RoutingFacts = {
       eventType: event.type,
@@ -173,49 +162,6 @@ export function createCallService(deps: CallServiceDeps) {
     const route = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : decision.route
     const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
 
-    await trx
-      .insertInto('decisions')
-      .values({
-        id: decisionId,
-        call_id: call.callId,
-        event_id: event.eventId,
-        route,
-        rule_set_version: ruleSet.version,
-        rule_id: decision.ruleId,
-        explanation,
-        facts: JSON.stringify(facts),
-        outcome: JSON.stringify(toStoredOutcome(decision, ids, plan.notes)),
-        created_at: now,
-      })
-      .execute()
-
-    if (fresh.length) {
-      await trx
-        .insertInto('assignments')
-        .values(
-          fresh.map((a) => ({
-            id: a.id,
-            call_id: call.callId,
-            decision_id: decisionId,
-            agency: call.agency,
-            queue: a.queue,
-            role: a.role,
-            status: 'queued',
-            due_at: a.dueAt,
-          })),
-        )
-        .execute()
-      await trx
-        .insertInto('outbox')
-        .values(
-          fresh.map((a) => {
-            const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }
-            return { assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: JSON.stringify(job) }
-          }),
-        )
-        .execute()
-    }
-
     const transitions = [
       ...fresh.map((a) => ({ assignment_id: a.id, from_status: null, to_status: 'queued', role: a.role, actor: 'router', reason: `decision ${decision.ruleId}` })),
       ...plan.roleChanges.map((c) => {
@@ -231,6 +177,7 @@ export function createCallService(deps: CallServiceDeps) {
         reason: `call closed${call.disposition ? ` (${call.disposition})` : ''}`,
       })),
     ]
+    // Changes to assignments that already exist, before the statement below records them.
     for (const c of plan.roleChanges) {
       await trx.updateTable('assignments').set({ role: c.to, updated_at: now }).where('id', '=', c.id).execute()
     }
@@ -241,11 +188,36 @@ export function createCallService(deps: CallServiceDeps) {
         .where('id', 'in', plan.cancellations.map((c) => c.id))
         .execute()
     }
-    if (transitions.length) await trx.insertInto('assignment_transitions').values(transitions).execute()
 
-    await trx
-      .updateTable('calls')
-      .set({
+    await writeDecision(trx, {
+      decision: {
+        id: decisionId,
+        call_id: call.callId,
+        event_id: event.eventId,
+        route,
+        rule_set_version: ruleSet.version,
+        rule_id: decision.ruleId,
+        explanation,
+        facts: JSON.stringify(facts),
+        outcome: JSON.stringify(toStoredOutcome(decision, ids, plan.notes)),
+        created_at: now,
+      },
+      assignments: fresh.map((a) => ({
+        id: a.id,
+        call_id: call.callId,
+        decision_id: decisionId,
+        agency: call.agency,
+        queue: a.queue,
+        role: a.role,
+        status: 'queued',
+        due_at: a.dueAt,
+      })),
+      outbox: fresh.map((a) => {
+        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }
+        return { assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: JSON.stringify(job) }
+      }),
+      transitions,
+      call: {
         agency: call.agency,
         status: event.type === 'call.closed' ? 'closed' : 'open',
         nature_code: call.natureCode,
@@ -265,11 +237,8 @@ export function createCallService(deps: CallServiceDeps) {
         last_occurred_at: occurredAt,
         updated_at: now,
         closed_at: event.type === 'call.closed' ? now : null,
-      })
-      .where('call_id', '=', call.callId)
-      .execute()
-    await trx.updateTable('call_events').set({ decision_id: decisionId }).where('event_id', '=', event.eventId).execute()
-    if (fresh.length) await notifyOutbox(trx)
+      },
+    })
 
     return {
       created: true,

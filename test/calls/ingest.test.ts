@@ -202,9 +202,21 @@ t.test('call.closed records the disposition, cancels what is open and creates th
   const after = await post(callEvent({ type: 'call.updated', callId: created.call.callId, occurredAt: '2026-11-23T17:00:00Z' }))
   t.equal(after.statusCode, 409)
   t.equal(after.json().code, 'call-closed')
-  const again = await post(callEvent({ type: 'call.closed', callId: created.call.callId, occurredAt: '2026-11-23T17:00:00Z' }))
+  const secondClose = callEvent({ type: 'call.closed', callId: created.call.callId, occurredAt: '2026-11-23T17:00:00Z' })
+  const again = await post(secondClose)
   t.equal(again.statusCode, 201)
   t.equal(again.json<Result>().applied, false)
+
+  // Repeats of stored events are answered from the record, even now that the call is closed.
+  const closeAgain = await post(close)
+  t.equal(closeAgain.statusCode, 200)
+  t.same(closeAgain.json<Result>().decision, closed.decision)
+  const createdAgain = await post(created)
+  t.equal(createdAgain.statusCode, 200)
+  t.equal(createdAgain.json<Result>().decision.id, first.decision.id)
+  const noOpAgain = await post(secondClose)
+  t.equal(noOpAgain.statusCode, 200)
+  t.equal(noOpAgain.json<Result>().applied, false)
 })
 
 t.test('a closed call without mental-health indicator gets no follow-up', async (t) => {

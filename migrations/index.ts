@@ -3,6 +3,7 @@ import * as m0001 from './0001_initial.js'
 import * as m0004 from './0004_security.js'
 import * as m0006 from './0006_reports.js'
 import * as m0011 from './0011_outbox_notify.js'
+import * as m0012 from './0012_outbox_trace_context.js'
 
 /** Listed statically so the same code runs from TypeScript sources (tests) and from dist/ (production). */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0004_security': m0004,
   '0006_reports': m0006,
   '0011_outbox_notify': m0011,
+  '0012_outbox_trace_context': m0012,
 }

@@ -22,6 +22,7 @@ import { registerOpenApi } from './http/openapi.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
 import { loggerOptions } from './logger.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
+import type { Tracing } from './telemetry/tracing.js'
 
 /** The version of the HTTP contract (v1 paths), published in the OpenAPI document. */
 export const API_VERSION = '1.0.0'
@@ -38,6 +39,8 @@ export interface AppDeps {
   /** A pino logger to use instead of one built from LOG_LEVEL (tests capture output this way). */
   logger?: FastifyBaseLogger
   now?: () => Date
+  /** OpenTelemetry tracing (src/telemetry/tracing.ts), when configured. */
+  tracing?: Tracing
   /** Prometheus metrics of this app; one registry per app unless main.ts shares it with the relay and workers. */
   metrics?: Metrics
 }
@@ -61,6 +64,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false } },
     frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS),
   }).withTypeProvider<ZodTypeProvider>()
+
+  // Before any route or hook, so all of them are traced.
+  if (deps.tracing) await app.register(deps.tracing.fastify.plugin())
 
   // The API speaks JSON only; without this, a text/plain body would be parsed and fail validation
   // with a misleading 400 instead of a 415.

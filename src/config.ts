@@ -39,6 +39,9 @@ const configSchema = z.object({
   RETENTION_EVERY_MS: positiveInt.default(3600_000),
   /** Requests per minute per API key (per address for requests without one). */
   RATE_LIMIT_PER_MINUTE: positiveInt.default(30_000),
+  /** OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); off when unset. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default('cad-router'),
   /** The first admin key of a fresh install (see README); stored as a hash at start. */
   ADMIN_API_KEY: z
     .string()

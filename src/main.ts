@@ -13,6 +13,7 @@ import { createRedis } from './queue/redis.js'
 import { createRuleSetRegistry } from './rule-sets/registry.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
 import { startRetention } from './retention/scheduler.js'
+import { startTracing } from './telemetry/tracing.js'
 
 /**
  * Entry point: runs the roles named in ROLE (api, relay, worker; all three by default) against
@@ -24,6 +25,9 @@ const roles = new Set(config.ROLE)
 const closers: Array<{ name: string; close: () => Promise<unknown> }> = []
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
+const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
+// Last to close, so the spans of the shutdown itself are exported.
+if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
@@ -36,7 +40,7 @@ async function start(): Promise<void> {
 
   if (roles.has('worker')) {
     const connection = createRedis(config.REDIS_URL, 'worker')
-    const workers = createResponderWorkers({ db, connection, prefix: config.BULLMQ_PREFIX, concurrency: config.WORKER_CONCURRENCY, log })
+    const workers = createResponderWorkers({ db, connection, prefix: config.BULLMQ_PREFIX, concurrency: config.WORKER_CONCURRENCY, log, ...(tracing ? { telemetry: tracing.bullmq } : {}) })
     observeWorkers(workers.workers, metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
@@ -48,7 +52,7 @@ async function start(): Promise<void> {
 
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer')
-    const queues = createQueues(producer, config.BULLMQ_PREFIX)
+    const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
     const relay = createOutboxRelay({ db, databaseUrl: config.DATABASE_URL, queues, producer, log, pollMs: config.RELAY_POLL_MS, batchSize: config.RELAY_BATCH_SIZE })
     await relay.start()
     closers.unshift({ name: 'redis (relay)', close: () => producer.quit() })
@@ -60,7 +64,7 @@ async function start(): Promise<void> {
   if (roles.has('api')) {
     const probe = createRedis(config.REDIS_URL, 'probe')
     const ruleSets = await createRuleSetRegistry(db)
-    const app = await buildApp({ config, db, redis: probe, ruleSets, logger: log, metrics })
+    const app = await buildApp({ config, db, redis: probe, ruleSets, logger: log, metrics, ...(tracing ? { tracing } : {}) })
     await app.listen({ port: config.PORT, host: config.HOST })
     closers.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
     // The HTTP server closes first: in-flight requests finish, new ones are refused.

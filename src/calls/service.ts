@@ -7,6 +7,7 @@ import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { cruAvailability, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
+import { activeTraceMetadata } from '../telemetry/tracing.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
@@ -189,6 +190,7 @@ export function createCallService(deps: CallServiceDeps) {
         .execute()
     }
 
+    const traceContext = activeTraceMetadata()
     await writeDecision(trx, {
       decision: {
         id: decisionId,
@@ -214,7 +216,7 @@ export function createCallService(deps: CallServiceDeps) {
       })),
       outbox: fresh.map((a) => {
         const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }
-        return { assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: JSON.stringify(job) }
+        return { assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: JSON.stringify(job), trace_context: traceContext }
       }),
       transitions,
       call: {

@@ -96,6 +96,8 @@ export interface OutboxTable {
   sent_at: Timestamp | null
   attempts: ColumnType<number, number | undefined, number>
   last_error: string | null
+  /** W3C trace context of the request that wrote the row (tracing on), for the relay to continue. */
+  trace_context: ColumnType<string | null, string | null | undefined, string | null>
 }
 
 export interface CaseLinksTable {

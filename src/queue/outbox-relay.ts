@@ -70,7 +70,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
     return db.transaction().execute(async (trx) => {
       const rows = await trx
         .selectFrom('outbox')
-        .select(['id', 'queue', 'job_id', 'payload'])
+        .select(['id', 'queue', 'job_id', 'payload', 'trace_context'])
         .where('sent_at', 'is', null)
         .orderBy('id')
         .limit(deps.batchSize)
@@ -88,7 +88,14 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       await within(
         Promise.all(
           [...byQueue].map(([q, list]) =>
-            queues[q].addBulk(list.map((r) => ({ name: ASSIGNMENT_JOB_NAME, data: r.payload as AssignmentJob, opts: { jobId: r.job_id } }))),
+            queues[q].addBulk(
+              list.map((r) => ({
+                name: ASSIGNMENT_JOB_NAME,
+                data: r.payload as AssignmentJob,
+                // The job continues the trace of the request that wrote the row (tracing on).
+                opts: { jobId: r.job_id, ...(r.trace_context ? { telemetry: { metadata: r.trace_context } } : {}) },
+              })),
+            ),
           ),
         ),
         REDIS_WAIT_MS,

@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
+import { Queue, type ConnectionOptions, type JobsOptions, type Telemetry } from 'bullmq'
 import { z } from 'zod'
 import { QUEUES, type QueueName } from '../routing/index.js'
 
@@ -29,7 +29,9 @@ export const defaultJobOptions: JobsOptions = {
 
 export type AssignmentQueue = Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>
 
-export function createQueues(connection: ConnectionOptions, prefix: string): Record<QueueName, AssignmentQueue> {
-  const entries = QUEUES.map((name) => [name, new Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(name, { connection, prefix, defaultJobOptions })] as const)
+export function createQueues(connection: ConnectionOptions, prefix: string, telemetry?: Telemetry): Record<QueueName, AssignmentQueue> {
+  const entries = QUEUES.map(
+    (name) => [name, new Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(name, { connection, prefix, defaultJobOptions, ...(telemetry ? { telemetry } : {}) })] as const,
+  )
   return Object.fromEntries(entries) as Record<QueueName, AssignmentQueue>
 }

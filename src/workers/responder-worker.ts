@@ -1,4 +1,4 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq'
+import { UnrecoverableError, Worker, type Job, type Telemetry } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
@@ -15,6 +15,8 @@ export interface ResponderWorkerDeps {
   concurrency: number
   log: FastifyBaseLogger
   queues?: readonly QueueName[]
+  /** BullMQ telemetry (tracing on): each job's span continues the trace of the call event. */
+  telemetry?: Telemetry
 }
 
 /**
@@ -43,7 +45,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         const outcome = await offerAssignment(deps.db, job)
         deps.log.debug({ queue: name, jobId: job.id, outcome }, 'assignment job processed')
       },
-      { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency, autorun: false },
+      { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency, autorun: false, ...(deps.telemetry ? { telemetry: deps.telemetry } : {}) },
     )
     worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))

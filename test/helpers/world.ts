@@ -13,6 +13,7 @@ import { createDb, createPool, type Db } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { loggerOptions } from '../../src/logger.js'
 import { createRuleSetRegistry, type RuleSetRegistry } from '../../src/rule-sets/registry.js'
+import type { Tracing } from '../../src/telemetry/tracing.js'
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -44,7 +45,7 @@ interface Tap {
  * A world of its own for one test file: a fresh database (migrated), a BullMQ prefix nobody else
  * uses, and the app built on them. Everything is dropped at teardown.
  */
-export async function createWorld(t: Tap, opts: { env?: Record<string, string>; now?: () => Date; redisUrl?: string } = {}): Promise<World> {
+export async function createWorld(t: Tap, opts: { env?: Record<string, string>; now?: () => Date; redisUrl?: string; tracing?: Tracing } = {}): Promise<World> {
   const name = `cadr_t_${randomBytes(6).toString('hex')}`
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
   await admin.connect()
@@ -73,7 +74,7 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
     },
   })
   const logger = pino(loggerOptions('trace'), sink)
-  const app = await buildApp({ config, db, redis, ruleSets, logger, ...(opts.now ? { now: opts.now } : {}) })
+  const app = await buildApp({ config, db, redis, ruleSets, logger, ...(opts.now ? { now: opts.now } : {}), ...(opts.tracing ? { tracing: opts.tracing } : {}) })
   const { key: adminKey } = await createKey(db, { name: 'test-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'test' })
   // Most tests are about behaviour, not permissions: they act as admin unless they say otherwise
   // (pass `headers: { authorization: … }`, or `authorization: ''` for none).

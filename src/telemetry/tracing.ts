@@ -1,0 +1,63 @@
+import { context, propagation, trace } from '@opentelemetry/api'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base'
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
+import { FastifyOtelInstrumentation } from '@fastify/otel'
+import { BullMQOtel } from 'bullmq-otel'
+
+/**
+ * OpenTelemetry traces across API → outbox → relay → worker, off unless an OTLP endpoint is
+ * configured. The request span's context is stored with each outbox row, so the relay adds the job
+ * under it and BullMQ's telemetry carries it on to the worker: one trace per call event, although
+ * the hop through Postgres crosses processes and time.
+ */
+export interface Tracing {
+  /** Registered first in the app, so every route and hook is covered. */
+  fastify: FastifyOtelInstrumentation
+  /** Passed to every Queue and Worker. */
+  bullmq: BullMQOtel
+  shutdown(): Promise<void>
+}
+
+export const TRACER_NAME = 'cad-router'
+
+/** Tracing through a given span processor (tests pass an in-memory one). */
+export function startTracingWith(processor: SpanProcessor, serviceName: string): Tracing {
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': serviceName }),
+    spanProcessors: [processor],
+  })
+  // Sets the global provider, the W3C propagator and the AsyncLocalStorage context manager.
+  provider.register()
+  const fastify = new FastifyOtelInstrumentation()
+  fastify.setTracerProvider(provider)
+  return {
+    fastify,
+    bullmq: new BullMQOtel(TRACER_NAME),
+    async shutdown() {
+      await provider.shutdown()
+      trace.disable()
+      propagation.disable()
+      context.disable()
+    },
+  }
+}
+
+/** Tracing to an OTLP/HTTP collector, or nothing when no endpoint is configured. */
+export function startTracing(opts: { endpoint?: string | undefined; serviceName: string }): Tracing | undefined {
+  if (!opts.endpoint) return undefined
+  const url = `${opts.endpoint.replace(/\/+$/, '')}/v1/traces`
+  return startTracingWith(new BatchSpanProcessor(new OTLPTraceExporter({ url })), opts.serviceName)
+}
+
+/**
+ * The active trace context, serialised the way BullMQ's telemetry reads job metadata; null when no
+ * span is active (tracing off), so nothing is stored.
+ */
+export function activeTraceMetadata(): string | null {
+  if (!trace.getSpan(context.active())) return null
+  const carrier: Record<string, string> = {}
+  propagation.inject(context.active(), carrier)
+  return carrier.traceparent ? JSON.stringify(carrier) : null
+}

@@ -13,7 +13,8 @@ export interface ReportRange {
   from: Date
   to: Date // exclusive
   bucket: Bucket
-  agency?: string | undefined
+  /** Only these agencies (a filter, or the caller's scope); undefined: all. */
+  agencies?: readonly string[] | undefined
 }
 
 /** A cell key: agency null = all agencies; bucket null = the whole range. */
@@ -32,7 +33,7 @@ export const WAITING_STATUSES = ['queued', 'offered', 'reserved'] as const
 const CLOSED_STATUSES = ['completed', 'cancelled', 'declined', 'expired'] as const
 
 const list = (xs: readonly string[]) => sql.join(xs.map((x) => sql.lit(x)))
-const agencyFilter = (col: RawBuilder<unknown>, agency: string | undefined) => (agency === undefined ? sql`true` : sql`${col} = ${agency}`)
+const agencyFilter = (col: RawBuilder<unknown>, agencies: readonly string[] | undefined) => (agencies === undefined ? sql`true` : sql`${col} = any(${agencies})`)
 const bucketOf = (col: RawBuilder<unknown>, bucket: Bucket) => sql`(date_trunc(${sql.lit(bucket)}, ${col} at time zone 'UTC') at time zone 'UTC')`
 const GROUPING = sql`grouping sets ((agency, bucket), (agency), (bucket), ())`
 
@@ -101,7 +102,7 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
           where a.call_id = c.call_id and a.queue = 'cru' and a.disposition = 'resolved_by_phone'
         ) as cru_phone
       from calls c
-      where c.created_at >= ${r.from} and c.created_at < ${r.to} and ${agencyFilter(sql`c.agency`, r.agency)}
+      where c.created_at >= ${r.from} and c.created_at < ${r.to} and ${agencyFilter(sql`c.agency`, r.agencies)}
     ), e as (
       -- Each eligible call (mental-health indicator, no safety facts) gets exactly one outcome, first match wins.
       select *,
@@ -155,7 +156,7 @@ export async function escalationFigures(db: Executor, r: ReportRange): Promise<A
       select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, coalesce(t.reason, '') as reason
       from assignment_transitions t join assignments a on a.id = t.assignment_id
       where t.to_status in (${list(ESCALATION_STATUSES)}) and t.at >= ${r.from} and t.at < ${r.to}
-        and ${agencyFilter(sql`a.agency`, r.agency)}
+        and ${agencyFilter(sql`a.agency`, r.agencies)}
     )
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket, status, reason, count(*)::int as count
     from x
@@ -185,7 +186,7 @@ export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<Ce
           where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
         ) - a.created_at)::float8 as secs
       from assignments a
-      where a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agency)}
+      where a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
     )
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket, queue,
       count(secs)::int as acknowledged,
@@ -211,7 +212,7 @@ export async function followUpFigures(db: Executor, r: ReportRange, asOf: Date):
       select a.agency, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket, a.status, a.due_at,
         (select min(t.at) from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'completed') as completed_at
       from assignments a
-      where a.queue = 'follow_up' and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agency)}
+      where a.queue = 'follow_up' and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
     )
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket,
       count(*)::int as created,
@@ -239,7 +240,7 @@ export async function repeatCallerFigures(db: Executor, r: ReportRange, threshol
     with s as (
       select agency, grouping(agency) as g_agency, count(*) as n
       from calls
-      where subject_person_id is not null and created_at >= ${since} and created_at < ${r.to} and ${agencyFilter(sql`agency`, r.agency)}
+      where subject_person_id is not null and created_at >= ${since} and created_at < ${r.to} and ${agencyFilter(sql`agency`, r.agencies)}
       group by grouping sets ((agency, subject_person_id), (subject_person_id))
       having count(*) >= ${threshold}
     )

@@ -1,6 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
+import { canActForAgency, type Principal } from '../auth/principal.js'
+import { principalOf } from '../auth/plugin.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
@@ -84,7 +86,8 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
         summary: 'Diversion, capture, route mix, escalations, acknowledge times, follow-ups and repeat callers',
         description:
           'Per agency and overall, for the whole range and per day or week. Calls are placed in time by when the service first saw them. ' +
-          'Send `Accept: text/csv` for one CSV row per cell (agency or "all" × bucket start or "all").',
+          'Send `Accept: text/csv` for one CSV row per cell (agency or "all" × bucket start or "all"). ' +
+          'A key limited to some agencies sees those only ("all" then means all of them); an `agency` outside its scope is 403.',
         querystring: summaryQuery,
         response: { 200: summarySchema, ...problemResponses(400, 401, 403, 429, 503) },
       },
@@ -97,7 +100,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
         throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
       }
-      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agency: req.query.agency }, { asOf, repeatThreshold: req.query.repeatThreshold })
+      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: agenciesFor(principalOf(req), req.query.agency) }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
       if (wantsCsv(req.headers.accept)) {
         // The JSON schema's serializer does not apply to CSV text; the cast only satisfies the route's JSON reply type.
@@ -120,9 +123,13 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
         response: { 200: queuesSchema, ...problemResponses(400, 401, 403, 429, 503) },
       },
     },
-    async () => {
+    async (req) => {
       const asOf = now()
-      const [depths, overdue] = await Promise.all([queueDepths(db), overdueFollowUps(db, asOf)])
+      const p = principalOf(req)
+      // A supervisor of some agencies sees their queues only.
+      const [allDepths, allOverdue] = await Promise.all([queueDepths(db), overdueFollowUps(db, asOf)])
+      const depths = allDepths.filter((r) => canActForAgency(p, r.agency))
+      const overdue = allOverdue.filter((r) => canActForAgency(p, r.agency))
       return {
         asOf: asOf.toISOString(),
         queues: QUEUES.map((queue) => {
@@ -139,6 +146,18 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       }
     },
   )
+}
+
+/**
+ * The agencies a report covers: the caller's scope, narrowed by the `agency` filter. A filter outside
+ * the scope is refused the same way whether or not the agency exists.
+ */
+function agenciesFor(p: Principal, agency: string | undefined): readonly string[] | undefined {
+  if (agency !== undefined) {
+    if (!canActForAgency(p, agency)) throw new AppError('forbidden', `this key may not see reports for agency ${agency}`)
+    return [agency]
+  }
+  return p.agencies ?? undefined
 }
 
 function wantsCsv(accept: string | undefined): boolean {

@@ -72,6 +72,23 @@ const probes: Probe[] = [
     run: req('POST', '/v1/eido', eidoFixture('mental-health-crisis')),
     expect: { none: 401, cad: 201, console: 403, supervisor: 403, auditor: 403, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
   },
+  {
+    name: 'GET /v1/reports/summary',
+    run: req('GET', '/v1/reports/summary'),
+    expect: { none: 401, cad: 403, console: 403, supervisor: 200, auditor: 403, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 200 },
+  },
+  {
+    name: 'GET /v1/reports/summary?agency=hastings-pd',
+    run: req('GET', '/v1/reports/summary?agency=hastings-pd'),
+    expect: { none: 401, cad: 403, supervisor: 200, admin: 200, otherSupervisor: 403 },
+  },
+  {
+    name: 'GET /v1/reports/queues',
+    run: req('GET', '/v1/reports/queues'),
+    expect: { none: 401, cad: 403, console: 403, supervisor: 200, auditor: 403, admin: 200, otherSupervisor: 200 },
+  },
+  { name: 'GET /metrics', run: req('GET', '/metrics'), expect: { none: 401, cad: 403, console: 403, supervisor: 200, auditor: 403, admin: 200 } },
+  { name: 'GET /dashboard/ (the page; its data needs a key)', run: req('GET', '/dashboard/'), expect: { none: 200 } },
   { name: 'GET /healthz', run: req('GET', '/healthz'), expect: { none: 200, cad: 200, auditor: 200 } },
   { name: 'GET /readyz', run: req('GET', '/readyz'), expect: { none: 200, console: 200 } },
   { name: 'GET /docs/json', run: req('GET', '/docs/json'), expect: { none: 200, cad: 200 } },
@@ -118,6 +135,21 @@ t.test('a console that works only police queues does not see the health history 
   t.notMatch(JSON.stringify(police.decisions[0].trace), /"value":(true|false|\d+)[^}]*caseManager|caseManagerActive","value":(true|false)/)
   const list = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `Bearer ${policeConsole}` } })
   t.ok(list.json().items.every((a: { queue: string }) => a.queue === 'police'))
+})
+
+t.test('a supervisor’s reports cover the agencies of the key only', async (t) => {
+  const rosemount = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'rosemount-pd', natureCode: 'EDP' }), headers: as('otherCad') })
+  t.equal(rosemount.statusCode, 201)
+  const agenciesIn = async (who: Who) => {
+    const body = (await app.inject({ method: 'GET', url: '/v1/reports/summary', headers: as(who) })).json()
+    return body.byAgency.map((c: { agency: string }) => c.agency)
+  }
+  t.same(await agenciesIn('supervisor'), ['hastings-pd'])
+  t.same(await agenciesIn('otherSupervisor'), ['rosemount-pd'])
+  t.same(await agenciesIn('admin'), ['hastings-pd', 'rosemount-pd'])
+  const queues = (await app.inject({ method: 'GET', url: '/v1/reports/queues', headers: as('supervisor') })).json()
+  const seen = new Set(queues.queues.flatMap((q: { byAgency: { agency: string }[] }) => q.byAgency.map((a) => a.agency)))
+  t.same([...seen], ['hastings-pd'], 'queue depths of the own agency only')
 })
 
 t.test('revocation and expiry take effect at once', async (t) => {

@@ -32,8 +32,8 @@ const env = (name: string, fallback: number): number => {
 
 const quick = process.env.BENCH_QUICK === '1'
 const settings = {
-  seconds: env('BENCH_SECONDS', quick ? 5 : 30),
-  soakSeconds: env('BENCH_SOAK_SECONDS', quick ? 15 : 600),
+  seconds: env('BENCH_SECONDS', quick ? 3 : 30),
+  soakSeconds: env('BENCH_SOAK_SECONDS', quick ? 10 : 600),
   rate: env('BENCH_RATE', 200),
   connections: env('BENCH_CONNECTIONS', 16),
   rulesSeconds: env('BENCH_RULES_SECONDS', quick ? 1 : 3),

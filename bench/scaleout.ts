@@ -15,6 +15,9 @@ export interface ScaleOutOptions {
   log: (line: string) => void
 }
 
+/** A delivery: the worker's queued → offered (a role change writes offered → offered, not a delivery). */
+const DELIVERY = "from_status = 'queued' and to_status = 'offered'"
+
 interface Round {
   perSecond: number
   errors: number
@@ -34,8 +37,8 @@ async function round(n: number, opts: ScaleOutOptions): Promise<Round> {
     const stillQueued = await drain(d.pool, 30_000)
     const { rows } = await d.pool.query<{ assignments: string; offered: string; duplicates: string }>(
       `select (select count(*) from assignments) as assignments,
-              (select count(distinct assignment_id) from assignment_transitions where to_status = 'offered') as offered,
-              (select coalesce(sum(n - 1), 0) from (select count(*) as n from assignment_transitions where to_status = 'offered' group by assignment_id) x) as duplicates`,
+              (select count(distinct assignment_id) from assignment_transitions where ${DELIVERY}) as offered,
+              (select coalesce(sum(n - 1), 0) from (select count(*) as n from assignment_transitions where ${DELIVERY} group by assignment_id) x) as duplicates`,
     )
     const r = rows[0]!
     const out: Round = {

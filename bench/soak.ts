@@ -7,7 +7,7 @@
 import { fixedRate } from './lib/load.js'
 import type { Row } from './lib/report.js'
 import { deploy, rssOf } from './lib/service.js'
-import { epochMs, summarise } from './lib/stats.js'
+import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
 
 export interface SoakOptions {
@@ -55,10 +55,9 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
       }
     }
     opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s`)
-    const t0 = epochMs()
     const sent = await fixedRate([api.url!], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 31, onTick })
     await drain(d.pool)
-    const T = (epochMs() - t0) / 1000
+    const T = opts.seconds // samples are taken while sending
     const start = samples.filter((s) => s.t >= 0.1 * T && s.t <= 0.25 * T)
     const end = samples.filter((s) => s.t >= 0.85 * T)
     const growth = (a: number, b: number): number => b / a - 1

@@ -67,7 +67,7 @@ export async function rawLimit(databaseUrl: string, opts: { seconds: number; con
  * Where ingest spends its time: the call service in this process (no HTTP), one event at a time,
  * counting the statements it sends to Postgres (each a round trip).
  */
-export async function statementsPerIngest(databaseUrl: string, events = 200): Promise<{ statements: number; msPerEvent: number }> {
+export async function statementsPerIngest(databaseUrl: string, events = 100): Promise<{ statements: number; msPerEvent: number }> {
   const pool = createPool({ connectionString: databaseUrl, max: 2, statementTimeoutMs: 5000 })
   let queries = 0
   pool.on('connect', (client) => {

@@ -47,6 +47,7 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnTy
   const byEvent = new Map<string, Sent>()
   for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
   const pickups: number[] = []
+  const afterAnswer: number[] = []
   const consoles: number[] = []
   let cancelledFirst = 0
   let lost = 0
@@ -58,7 +59,10 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnTy
       if (a.status === 'cancelled') cancelledFirst++
       else lost++
     }
-    else pickups.push(a.offeredAt - s.sentAt)
+    else {
+      pickups.push(a.offeredAt - s.sentAt)
+      afterAnswer.push(a.offeredAt - s.answeredAt)
+    }
     if (feed.available) {
       const at = feed.seen.get(a.id)
       if (at === undefined) notSeen++
@@ -76,6 +80,7 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnTy
     { bench, metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
     { bench, metric: `POST → worker pickup p50 (${pickup.n} assignments)`, value: pickup.p50, unit: 'ms' },
     { bench, metric: 'POST → worker pickup p99', value: pickup.p99, unit: 'ms', target: '≤ 25 ms', pass: pickup.p99 <= 25 },
+    { bench, metric: 'POST answered → worker pickup p50 / p99 (negative: picked up before the answer arrived)', value: `${summarise(afterAnswer).p50.toFixed(1)} / ${summarise(afterAnswer).p99.toFixed(1)} ms` },
     { bench, metric: `assignments never offered (besides ${cancelledFirst} cancelled by a close first)`, value: lost, target: '0', pass: lost === 0 },
     feed.available
       ? { bench, metric: `POST answered → console on the feed p99 (${consoleLat.n}; p50 ${consoleLat.p50.toFixed(1)} ms)`, value: consoleLat.p99, unit: 'ms', target: '≤ 50 ms', pass: consoleLat.p99 <= 50 && notSeen === 0 }

@@ -71,7 +71,7 @@ const rows: Row[] = []
 const raw: Record<string, unknown> = {}
 const started = new Date()
 
-if (selected.some((b) => b !== 'rules')) buildIfStale()
+if (selected.some((b) => b !== 'rules') && !process.env.BENCH_SERVICE_DIR) buildIfStale()
 console.log(`cad-router benchmarks: ${selected.join(', ')} (${JSON.stringify(settings)}); ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
 
 for (const b of selected) {

@@ -13,7 +13,9 @@ import pg from 'pg'
 import { sleep } from './stats.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const MAIN = `${ROOT}dist/src/main.js`
+/** BENCH_SERVICE_DIR: measure another checkout's build (its dist/) with these benchmarks. */
+export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR ?? ROOT
+const MAIN = `${SERVICE_DIR.replace(/\/?$/, '/')}dist/src/main.js`
 export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 

@@ -48,8 +48,8 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
       samples.push(s)
       const { rows } = await d.pool.query<{ lag: number | null }>('select (extract(epoch from now() - min(created_at)) * 1000)::float8 as lag from outbox where sent_at is null')
       s.outboxLag = rows[0]?.lag ?? 0
-      // Every other second: /metrics runs a few queries of its own; don't let the probe be the load.
-      if (Math.round(t) % 2 === 0 && !scraping) {
+      // One scrape at a time: /metrics runs a few queries of its own; don't let the probe be the load.
+      if (!scraping) {
         scraping = true
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
@@ -65,8 +65,10 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
     const apiEnd = mean(end.map((s) => s.apiRss))
     const wStart = mean(start.map((s) => s.workerRss))
     const wEnd = mean(end.map((s) => s.workerRss))
+    const loops = samples.filter((s) => s.loopP99 !== undefined)
     const loopStart = mean(start.map((s) => s.loopP99))
-    const loopEnd = mean(end.map((s) => s.loopP99))
+    // A short run may have no scrape in its last stretch: then the last one taken.
+    const loopEnd = end.some((s) => s.loopP99 !== undefined) ? mean(end.map((s) => s.loopP99)) : (loops.at(-1)?.loopP99 ?? NaN)
     const maxLag = Math.max(0, ...samples.map((s) => s.outboxLag ?? 0))
     const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
     const errors = sent.length - ok.length

@@ -17,7 +17,7 @@ const fmt = (x: number | string | undefined, unit = ''): string => {
   if (typeof x === 'string') return x
   if (!Number.isFinite(x)) return 'n/a'
   const abs = Math.abs(x)
-  const s = abs >= 1000 ? Math.round(x).toLocaleString('en-US') : abs >= 100 ? x.toFixed(0) : abs >= 10 ? x.toFixed(1) : x.toFixed(2)
+  const s = Number.isInteger(x) ? x.toLocaleString('en-US') : abs >= 1000 ? Math.round(x).toLocaleString('en-US') : abs >= 100 ? x.toFixed(0) : abs >= 10 ? x.toFixed(1) : x.toFixed(2)
   return unit ? `${s} ${unit}` : s
 }
 

@@ -43,14 +43,18 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
     const worker = d.workers[0]!
     const samples: Sample[] = []
     let scraping = false
+    let lastScrape = -Infinity
+    // /metrics runs queries of its own over growing tables: every 5 s on a long soak, so the probe
+    // does not become the load (every second on a short run, to have samples at all).
+    const scrapeEvery = opts.seconds >= 100 ? 5 : 1
     const onTick = async (t: number): Promise<void> => {
       const s: Sample = { t, apiRss: rssOf(api.pid), workerRss: rssOf(worker.pid) }
       samples.push(s)
       const { rows } = await d.pool.query<{ lag: number | null }>('select (extract(epoch from now() - min(created_at)) * 1000)::float8 as lag from outbox where sent_at is null')
       s.outboxLag = rows[0]?.lag ?? 0
-      // One scrape at a time: /metrics runs a few queries of its own; don't let the probe be the load.
-      if (!scraping) {
+      if (!scraping && t - lastScrape >= scrapeEvery) {
         scraping = true
+        lastScrape = t
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
     }

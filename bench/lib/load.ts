@@ -110,7 +110,8 @@ export async function fixedRate(
     const elapsed = performance.now() - start
     if (opts.onTick && elapsed >= nextTick) {
       nextTick += 1000
-      void opts.onTick(elapsed / 1000)
+      // A failed probe must not end the run: the sample is simply missing.
+      Promise.resolve(opts.onTick(elapsed / 1000)).catch(() => {})
     }
   }
   return Promise.all(inflight)

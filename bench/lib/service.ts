@@ -16,6 +16,8 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** BENCH_SERVICE_DIR: measure another checkout's build (its dist/) with these benchmarks. */
 export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR ?? ROOT
 const MAIN = `${SERVICE_DIR.replace(/\/?$/, '/')}dist/src/main.js`
+/** BENCH_NODE_ARGS: extra node flags for the service processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
 export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
@@ -94,7 +96,7 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
   }
 
   const start = (role: string, env: Record<string, string>): ServiceProcess => {
-    const child = spawn(process.execPath, [MAIN], { env: { ...baseEnv, ...env, ROLE: role }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...NODE_ARGS, MAIN], { env: { ...baseEnv, ...env, ROLE: role }, stdio: ['ignore', 'pipe', 'pipe'] })
     const p: ServiceProcess = { role, child, pid: child.pid!, output: [] }
     const keep = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) if (line.trim()) p.output.push(line)

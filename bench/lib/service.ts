@@ -21,6 +21,22 @@ const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolea
 export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
+/** Everything started and not yet stopped: an interrupted run still cleans up after itself. */
+const live = new Set<{ procs: ServiceProcess[]; stop: () => Promise<void> }>()
+let handlersInstalled = false
+function installHandlers(): void {
+  if (handlersInstalled) return
+  handlersInstalled = true
+  process.once('SIGINT', () => {
+    console.error('\ninterrupted: stopping the service processes and dropping the databases…')
+    void Promise.allSettled([...live].map((d) => d.stop())).then(() => process.exit(130))
+  })
+  // Last resort (a crash): no child outlives the bench process.
+  process.on('exit', () => {
+    for (const d of live) for (const p of d.procs) if (p.child.exitCode === null) p.child.kill('SIGKILL')
+  })
+}
+
 export interface ServiceProcess {
   role: string
   child: ChildProcess
@@ -109,6 +125,7 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
   }
 
   const stop = async (): Promise<void> => {
+    live.delete(entry)
     await Promise.all(
       procs.map(
         (p) =>
@@ -131,6 +148,9 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
     await deleteKeys(`${prefix}:*`)
   }
 
+  const entry = { procs, stop }
+  live.add(entry)
+  installHandlers()
   try {
     const apis: ServiceProcess[] = []
     const workers: ServiceProcess[] = []

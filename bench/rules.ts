@@ -1,85 +1,147 @@
 /**
  * Decisions per second of the default rule set, trace included, over a realistic mix of calls
- * generated up front (so the loop measures the engine, not the generator).
+ * generated up front (so the loop measures the engine, not the generator) — beside
+ * json-rules-engine and @gorules/zen-engine deciding the same table (see baselines/translate.ts).
  *
- *   npx tsx bench/rules.ts [calls=100000] [seconds=3]
+ *   npx tsx bench/rules.ts [seconds=3]
  */
-import { compileRuleSet, FLAG_NAMES, loadDefaultRuleSet, ROUTES, type FlagName, type Flags, type RoutingFacts } from '../src/routing/index.js'
+import { pathToFileURL } from 'node:url'
+import { ZenEngine } from '@gorules/zen-engine'
+import { Engine } from 'json-rules-engine'
+import { compileRuleSet, FLAG_NAMES, loadDefaultRuleSet, ROUTES, type Flags, type RoutingFacts } from '../src/routing/index.js'
+import { flattener, ruleOf, toJre, zenGraph, type FlatFacts } from './baselines/translate.js'
+import { AGENCIES, FLAG_RATE, NATURE_BAG, pickWith, seededRandom } from './lib/mix.js'
 
-const CALLS = Number(process.argv[2] ?? 100_000)
-const SECONDS = Number(process.argv[3] ?? 3)
-
-// A seeded generator so every run measures the same mix.
-let seed = 0x2545f491
-const random = (): number => {
-  seed ^= seed << 13
-  seed ^= seed >>> 17
-  seed ^= seed << 5
-  return (seed >>> 0) / 0x1_0000_0000
-}
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
-
-// Weighted roughly like a county 911 day: mostly police business, a steady share of medical and
-// mental-health calls, a few agency-local and unknown codes.
-const MIX: readonly [string, number][] = [
-  ['NOISE', 8], ['SUSP', 8], ['PARKING', 5], ['MVA', 6], ['TSTOP', 6], ['LARCENY', 5], ['BURGLARY', 3],
-  ['DISORD', 4], ['TRESPASS', 3], ['ASSAULT', 3], ['DVA', 2], ['DVNA', 3], ['FIGHT', 2], ['THREATS', 2],
-  ['WEAPON', 1], ['ROBBERY', 1], ['SICK', 6], ['FALL', 4], ['CARDIAC', 2], ['OD', 2], ['PERUNCON', 2],
-  ['MVAINJY', 2], ['EDP', 5], ['SUICTHRT', 3], ['SUICIDE', 1], ['WELFARE', 6], ['CITASST', 3], ['INTOX', 3],
-  ['10-56', 1], ['ZZ-LOCAL', 1],
-]
-const BAG = MIX.flatMap(([code, weight]) => Array<string>(weight).fill(code))
-const AGENCIES = ['hastings-pd', 'rosemount-pd', 'apple-valley-pd', 'west-st-paul-pd', 'south-st-paul-pd', 'dakota-so', 'example-city-pd']
-const FLAG_RATE: Record<FlagName, number> = {
-  weapons: 0.04, violence: 0.06, threatToOthers: 0.04, crimeInProgress: 0.05, medicalEmergency: 0.1, injury: 0.08,
-  mentalHealth: 0.15, suicidalIdeation: 0.05, meansAtHand: 0.03, substanceUse: 0.08, coResponseRequested: 0.03,
+export interface RulesResult {
+  ruleSet: string
+  calls: number
+  routeMix: Record<string, number>
+  ours: number
+  jsonRulesEngine: number
+  zenEngine: number
+  /** Decisions (of a sample) where a baseline picked a different rule than ours: must be 0. */
+  mismatches: { jsonRulesEngine: number; zenEngine: number; sample: number }
 }
 
-function randomFacts(i: number): RoutingFacts {
-  const flags = {} as Flags
-  for (const f of FLAG_NAMES) flags[f] = random() < FLAG_RATE[f]
-  const available = random() < 0.9
+function generateFacts(n: number): RoutingFacts[] {
+  const random = seededRandom()
+  const pick = pickWith(random)
+  return Array.from({ length: n }, (_, i) => {
+    const flags = {} as Flags
+    for (const f of FLAG_NAMES) flags[f] = random() < FLAG_RATE[f]
+    const available = random() < 0.9
+    return {
+      eventType: random() < 0.8 ? 'call.created' : 'call.updated',
+      agency: pick(AGENCIES),
+      natureCode: pick(NATURE_BAG),
+      priority: 1 + Math.floor(random() * 5),
+      flags,
+      dispatcherOverride: random() < 0.02 ? pick(ROUTES) : null,
+      at: new Date(Date.UTC(2026, 0, 1) + i * 37_000).toISOString(),
+      cru: available ? { available, reason: null } : { available, reason: 'outside CRU hours for example-city-pd (Mon–Fri 08:00–18:00 America/Chicago)' },
+      history: {
+        priorCallsForSubject30d: random() < 0.2 ? 1 + Math.floor(random() * 4) : 0,
+        priorCallsAtAddress30d: random() < 0.3 ? Math.floor(random() * 6) : 0,
+        caseManagerActive: random() < 0.1,
+      },
+    } satisfies RoutingFacts
+  })
+}
+
+/** Runs `batch` until `seconds` are spent; returns calls per second. */
+async function timed(seconds: number, batchSize: number, batch: () => void | Promise<void>): Promise<number> {
+  let done = 0
+  const start = process.hrtime.bigint()
+  const budget = BigInt(Math.round(seconds * 1e9))
+  while (process.hrtime.bigint() - start < budget) {
+    await batch()
+    done += batchSize
+  }
+  return done / (Number(process.hrtime.bigint() - start) / 1e9)
+}
+
+export async function runRules(opts: { seconds?: number; calls?: number; log?: (line: string) => void } = {}): Promise<RulesResult> {
+  const seconds = opts.seconds ?? 3
+  const calls = opts.calls ?? 100_000
+  const log = opts.log ?? console.log
+  const document = loadDefaultRuleSet()
+  const ruleSet = compileRuleSet(document)
+  const facts = generateFacts(calls)
+
+  // Ours: synchronous closures, trace recorded.
+  let sink = 0 // keeps the work observable so it cannot be optimised away
+  const run = (n: number): void => {
+    for (let i = 0; i < n; i++) sink += ruleSet.decide(facts[i % calls]!).trace.length
+  }
+  run(calls * 3) // warm-up: let the JIT settle on the hot paths
+  const ours = await timed(seconds, calls, () => run(calls))
+
+  const routeMix: Record<string, number> = {}
+  for (const f of facts) {
+    const d = ruleSet.decide(f)
+    routeMix[d.route] = (routeMix[d.route] ?? 0) + 1
+  }
+  for (const r of Object.keys(routeMix)) routeMix[r] = Math.round((1000 * routeMix[r]!) / calls) / 10
+  log(`  rules: ours ${Math.round(ours).toLocaleString('en-US')}/s (check ${sink % 10})`)
+
+  // The baselines are slower by orders of magnitude: a smaller slice of the same calls, less time.
+  const flatten = flattener(document)
+  const flat: FlatFacts[] = facts.slice(0, 20_000).map(flatten)
+  const defs = document.definitions ?? {}
+
+  // json-rules-engine: one rule per rule, priorities in document order, stop at the first success.
+  const jre = new Engine([], { allowUndefinedFacts: true })
+  document.rules.forEach((r, i) => {
+    jre.addRule({ name: r.id, priority: document.rules.length - i, conditions: { all: [toJre(r.when, defs)] } as never, event: { type: r.id } })
+  })
+  jre.on('success', () => {
+    jre.stop()
+  })
+  const jreDecide = async (f: FlatFacts): Promise<string | undefined> => (await jre.run(f)).events[0]?.type
+  let j = 0
+  const jreBatch = 200
+  for (let i = 0; i < 1000; i++) await jreDecide(flat[i]!)
+  const jsonRulesEngine = await timed(Math.max(1, seconds / 2), jreBatch, async () => {
+    for (let k = 0; k < jreBatch; k++) await jreDecide(flat[j++ % flat.length]!)
+  })
+  log(`  rules: json-rules-engine ${Math.round(jsonRulesEngine).toLocaleString('en-US')}/s`)
+
+  // zen-engine: a first-hit decision table; evaluate() is async (native), so keep 64 in flight.
+  const zen = new ZenEngine()
+  const decision = zen.createDecision(zenGraph(document))
+  const zenDecide = async (f: FlatFacts): Promise<string | undefined> => ((await decision.evaluate(f)).result as { ruleId?: string }).ruleId
+  const zenBatch = 64
+  let z = 0
+  for (let i = 0; i < 1000; i += zenBatch) await Promise.all(flat.slice(i, i + zenBatch).map(zenDecide))
+  const zenEngine = await timed(Math.max(1, seconds / 2), zenBatch, async () => {
+    const slice = Array.from({ length: zenBatch }, () => flat[z++ % flat.length]!)
+    await Promise.all(slice.map(zenDecide))
+  })
+  log(`  rules: zen-engine ${Math.round(zenEngine).toLocaleString('en-US')}/s`)
+
+  // The three must decide the same table, or the comparison means nothing.
+  const sample = 2000
+  let jreWrong = 0
+  let zenWrong = 0
+  for (let i = 0; i < sample; i++) {
+    const expected = ruleOf(ruleSet.decide(facts[i]!))
+    if ((await jreDecide(flat[i]!)) !== expected) jreWrong++
+    if ((await zenDecide(flat[i]!)) !== expected) zenWrong++
+  }
+  zen.dispose?.()
+
   return {
-    eventType: random() < 0.8 ? 'call.created' : 'call.updated',
-    agency: pick(AGENCIES),
-    natureCode: pick(BAG),
-    priority: 1 + Math.floor(random() * 5),
-    flags,
-    dispatcherOverride: random() < 0.02 ? pick(ROUTES) : null,
-    at: new Date(Date.UTC(2026, 0, 1) + i * 37_000).toISOString(),
-    cru: available ? { available, reason: null } : { available, reason: 'outside CRU hours for example-city-pd (Mon–Fri 08:00–18:00 America/Chicago)' },
-    history: {
-      priorCallsForSubject30d: random() < 0.2 ? 1 + Math.floor(random() * 4) : 0,
-      priorCallsAtAddress30d: random() < 0.3 ? Math.floor(random() * 6) : 0,
-      caseManagerActive: random() < 0.1,
-    },
+    ruleSet: `${ruleSet.name} v${ruleSet.version}`,
+    calls,
+    routeMix,
+    ours,
+    jsonRulesEngine,
+    zenEngine,
+    mismatches: { jsonRulesEngine: jreWrong, zenEngine: zenWrong, sample },
   }
 }
 
-const ruleSet = compileRuleSet(loadDefaultRuleSet())
-const facts = Array.from({ length: CALLS }, (_, i) => randomFacts(i))
-
-let sink = 0 // keeps the work observable so it cannot be optimised away
-const run = (n: number): void => {
-  for (let i = 0; i < n; i++) sink += ruleSet.decide(facts[i % CALLS]!).trace.length
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const r = await runRules({ seconds: Number(process.argv[2] ?? 3) })
+  console.log(JSON.stringify(r, null, 2))
 }
-
-run(CALLS * 3) // warm-up: let the JIT settle on the hot paths
-let decisions = 0
-const start = process.hrtime.bigint()
-const budget = BigInt(Math.round(SECONDS * 1e9))
-while (process.hrtime.bigint() - start < budget) {
-  run(CALLS)
-  decisions += CALLS
-}
-const elapsed = Number(process.hrtime.bigint() - start) / 1e9
-const perSecond = decisions / elapsed
-
-const routes = new Map<string, number>()
-for (const f of facts) {
-  const d = ruleSet.decide(f)
-  routes.set(d.route, (routes.get(d.route) ?? 0) + 1)
-}
-console.log(`rule set ${ruleSet.name} v${ruleSet.version}, ${CALLS} distinct calls, trace on`)
-console.log(`route mix: ${[...routes].map(([r, n]) => `${r} ${((100 * n) / CALLS).toFixed(1)}%`).join(', ')}`)
-console.log(`${Math.round(perSecond).toLocaleString('en-US')} decisions/s (${((elapsed * 1e9) / decisions).toFixed(0)} ns each; ${decisions} in ${elapsed.toFixed(2)} s; check ${sink % 10})`)

@@ -1,0 +1,125 @@
+/**
+ * Ingest throughput: sustained POST /v1/call-events (the mix of lib/events.ts) from N keep-alive
+ * clients against one API process, beside the raw limit measured in the same run on the same
+ * database: the same number of rows per event inserted by N clients in transactions (BEGIN, one
+ * multi-row INSERT, COMMIT) — no HTTP, no validation, no routing.
+ */
+import pg from 'pg'
+import { createCallService } from '../src/calls/service.js'
+import { callEventSchema } from '../src/calls/schemas.js'
+import { createDb, createPool } from '../src/db/connect.js'
+import { createRuleSetRegistry } from '../src/rule-sets/registry.js'
+import { createEventStream } from './lib/events.js'
+import { hammer } from './lib/load.js'
+import type { Row } from './lib/report.js'
+import { deploy } from './lib/service.js'
+
+export interface IngestOptions {
+  seconds: number
+  connections: number
+  log: (line: string) => void
+}
+
+export const WRITE_TABLES = ['calls', 'call_events', 'decisions', 'assignments', 'assignment_transitions', 'outbox'] as const
+
+export async function countRows(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(`select (${WRITE_TABLES.map((t) => `(select count(*) from ${t})`).join(' + ')}) as n`)
+  return Number(rows[0]!.n)
+}
+
+/** N clients committing `rowsPerTx`-row transactions as fast as they can. */
+export async function rawLimit(databaseUrl: string, opts: { seconds: number; connections: number; rowsPerTx: number }): Promise<number> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: opts.connections })
+  try {
+    await pool.query('create table if not exists bench_raw (id bigint generated always as identity primary key, k text not null, payload jsonb not null, at timestamptz not null default now())')
+    const stream = createEventStream({ seed: 7 })
+    const small = JSON.stringify({ queue: 'police', role: 'primary', status: 'queued', actor: 'router' })
+    const n = Math.max(1, Math.round(opts.rowsPerTx))
+    const values = Array.from({ length: n }, (_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(', ')
+    const sql = `insert into bench_raw (k, payload) values ${values}`
+    let commits = 0
+    const until = Date.now() + opts.seconds * 1000
+    const clientLoop = async (): Promise<void> => {
+      const client = await pool.connect()
+      try {
+        while (Date.now() < until) {
+          const e = stream.next()
+          const params: string[] = []
+          for (let i = 0; i < n; i++) params.push(`${e.eventId}-${i}`, i === 0 ? JSON.stringify(e) : small)
+          await client.query('begin')
+          await client.query(sql, params)
+          await client.query('commit')
+          commits++
+        }
+      } finally {
+        client.release()
+      }
+    }
+    const start = performance.now()
+    await Promise.all(Array.from({ length: opts.connections }, clientLoop))
+    return commits / ((performance.now() - start) / 1000)
+  } finally {
+    await pool.end()
+  }
+}
+
+/**
+ * Where ingest spends its time: the call service in this process (no HTTP), one event at a time,
+ * counting the statements it sends to Postgres (each a round trip).
+ */
+export async function statementsPerIngest(databaseUrl: string, events = 100): Promise<{ statements: number; msPerEvent: number }> {
+  const pool = createPool({ connectionString: databaseUrl, max: 2, statementTimeoutMs: 5000 })
+  let queries = 0
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown
+    // Counting wrapper: pg's overloads cannot be re-declared without widening to unknown.
+    ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      queries++
+      return query(...args)
+    }
+  })
+  const db = createDb(pool)
+  try {
+    const calls = createCallService({ db, ruleSets: await createRuleSetRegistry(db), followUpDeadlineHours: 72 })
+    const stream = createEventStream({ seed: 13 })
+    const batch = Array.from({ length: events }, () => callEventSchema.parse(stream.next()))
+    await calls.ingest(batch[0]!) // connections and the rule set warm
+    queries = 0
+    const start = performance.now()
+    for (const e of batch.slice(1)) await calls.ingest(e)
+    return { statements: queries / (events - 1), msPerEvent: (performance.now() - start) / (events - 1) }
+  } finally {
+    await db.destroy()
+  }
+}
+
+export async function runIngest(opts: IngestOptions): Promise<Row[]> {
+  // The API alone: this measures ingest, not the relay or the workers competing for the CPU.
+  const d = await deploy('ingest', { apis: 1, workers: 0, env: { DATABASE_POOL_SIZE: String(opts.connections + 4) } })
+  try {
+    const url = d.apis[0]!.url!
+    const warm = Math.max(2, Math.round(opts.seconds / 5))
+    opts.log(`  ingest: warm-up ${warm} s`)
+    const w = await hammer(url, d.adminKey, { connections: opts.connections, seconds: warm, seed: 11 })
+    opts.log(`  ingest: ${opts.seconds} s at ${opts.connections} connections`)
+    const before = await countRows(d.pool)
+    const r = await hammer(url, d.adminKey, { connections: opts.connections, seconds: opts.seconds, seed: 12 })
+    const rowsPerEvent = (await countRows(d.pool) - before) / Math.max(1, r.ok)
+    opts.log(`  ingest: ${Math.round(r.perSecond)}/s, ${r.non2xx + w.non2xx} non-2xx, ${r.errors + w.errors} errors; ${rowsPerEvent.toFixed(2)} rows per event`)
+    opts.log(`  ingest: raw limit, ${Math.round(rowsPerEvent)}-row transactions at ${opts.connections} clients, ${opts.seconds} s`)
+    const raw = await rawLimit(d.databaseUrl, { seconds: opts.seconds, connections: opts.connections, rowsPerTx: rowsPerEvent })
+    const diag = await statementsPerIngest(d.databaseUrl)
+    const ratio = r.perSecond / raw
+    const errors = r.non2xx + r.errors + r.timeouts + w.non2xx + w.errors + w.timeouts
+    return [
+      { bench: 'ingest', metric: `POST /v1/call-events, ${opts.connections} clients`, value: r.perSecond, unit: 'ev/s', baseline: raw, ratio, target: '≥ 0.85× raw', pass: ratio >= 0.85 },
+      { bench: 'ingest', metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
+      { bench: 'ingest', metric: 'rows inserted per event', value: rowsPerEvent },
+      { bench: 'ingest', metric: 'Postgres statements per event (raw: 3)', value: diag.statements },
+      { bench: 'ingest', metric: 'in-process ingest, one at a time, no HTTP', value: diag.msPerEvent, unit: 'ms' },
+      { bench: 'ingest', metric: 'latency p50 / p99 under full load', value: `${r.latencyP50} / ${r.latencyP99} ms` },
+    ]
+  } finally {
+    await d.stop()
+  }
+}

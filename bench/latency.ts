@@ -1,0 +1,112 @@
+/**
+ * Latency at a fixed rate (open loop, 200 events/s by default) against one API process and one
+ * relay+worker process: ingest p50/p99 as the client sees it; POST → worker pickup (the `offered`
+ * transition the worker writes, against the moment the POST left the client); and, when the API
+ * has the live feed, POST answered → a console on GET /v1/assignments/stream seeing the assignment.
+ */
+import type pg from 'pg'
+import { fixedRate, type Sent } from './lib/load.js'
+import type { Row } from './lib/report.js'
+import { deploy } from './lib/service.js'
+import { subscribe } from './lib/sse.js'
+import { sleep, summarise } from './lib/stats.js'
+
+export interface LatencyOptions {
+  seconds: number
+  rate: number
+  log: (line: string) => void
+}
+
+/** Waits until the workers have offered everything still queued (or `timeoutMs` passes). */
+export async function drain(pool: pg.Pool, timeoutMs = 15_000): Promise<number> {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const { rows } = await pool.query<{ n: string }>("select count(*) as n from assignments where status = 'queued'")
+    const n = Number(rows[0]!.n)
+    if (n === 0 || Date.now() > until) return n
+    await sleep(200)
+  }
+}
+
+/**
+ * Assignments each event created, with when a worker offered them (epoch ms; null: never). Only
+ * queued → offered is a delivery: a role change writes a transition that keeps the status.
+ */
+export async function freshAssignments(pool: pg.Pool): Promise<{ eventId: string; id: string; status: string; offeredAt: number | null }[]> {
+  const { rows } = await pool.query<{ event_id: string; id: string; status: string; offered_at: number | null }>(
+    `select d.event_id, a.id, a.status, (select extract(epoch from min(t.at)) * 1000 from assignment_transitions t where t.assignment_id = a.id and t.from_status = 'queued' and t.to_status = 'offered')::float8 as offered_at
+       from assignments a join decisions d on d.id = a.decision_id`,
+  )
+  return rows.map((r) => ({ eventId: r.event_id, id: r.id, status: r.status, offeredAt: r.offered_at === null ? null : Number(r.offered_at) }))
+}
+
+export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnType<typeof freshAssignments>>, feed: Awaited<ReturnType<typeof subscribe>>, rate: number): Row[] {
+  const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
+  const errors = sent.length - ok.length
+  const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
+  const byEvent = new Map<string, Sent>()
+  for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
+  const pickups: number[] = []
+  const afterAnswer: number[] = []
+  const consoles: number[] = []
+  let cancelledFirst = 0
+  let lost = 0
+  let notSeen = 0
+  for (const a of fresh) {
+    const s = byEvent.get(a.eventId)
+    if (!s) continue // warm-up, or an event whose first post was not this run's
+    if (a.offeredAt === null) {
+      if (a.status === 'cancelled') cancelledFirst++
+      else lost++
+    }
+    else {
+      pickups.push(a.offeredAt - s.sentAt)
+      afterAnswer.push(a.offeredAt - s.answeredAt)
+    }
+    if (feed.available) {
+      const at = feed.seen.get(a.id)
+      if (at === undefined) notSeen++
+      // The feed may beat the HTTP answer to the client: that counts as 0.
+      else consoles.push(Math.max(0, at - s.answeredAt))
+    }
+  }
+  const pickup = summarise(pickups)
+  const consoleLat = summarise(consoles)
+  const achieved = ok.length / ((Math.max(...sent.map((s) => s.sentAt)) - Math.min(...sent.map((s) => s.sentAt))) / 1000)
+  return [
+    { bench, metric: `rate offered / achieved (target ${rate}/s)`, value: `${rate} / ${Math.round(achieved)}`, unit: 'ev/s' },
+    { bench, metric: 'ingest p50', value: ingest.p50, unit: 'ms' },
+    { bench, metric: 'ingest p99', value: ingest.p99, unit: 'ms', target: '≤ 15 ms', pass: ingest.p99 <= 15 },
+    { bench, metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
+    { bench, metric: `POST → worker pickup p50 (${pickup.n} assignments)`, value: pickup.p50, unit: 'ms' },
+    { bench, metric: 'POST → worker pickup p99', value: pickup.p99, unit: 'ms', target: '≤ 25 ms', pass: pickup.p99 <= 25 },
+    { bench, metric: 'POST answered → worker pickup p50 / p99 (negative: picked up before the answer arrived)', value: `${summarise(afterAnswer).p50.toFixed(1)} / ${summarise(afterAnswer).p99.toFixed(1)} ms` },
+    { bench, metric: `assignments never offered (besides ${cancelledFirst} cancelled by a close first)`, value: lost, target: '0', pass: lost === 0 },
+    feed.available
+      ? { bench, metric: `POST answered → console on the feed p99 (${consoleLat.n}; p50 ${consoleLat.p50.toFixed(1)} ms)`, value: consoleLat.p99, unit: 'ms', target: '≤ 50 ms', pass: consoleLat.p99 <= 50 && notSeen === 0 }
+      : { bench, metric: `POST answered → console on the feed p99 (GET /v1/assignments/stream: ${feed.status || 'no answer'})`, value: 'n/a', target: '≤ 50 ms' },
+    ...(feed.available ? [{ bench, metric: 'assignments the console never saw', value: notSeen, target: '0', pass: notSeen === 0 } as Row] : []),
+  ]
+}
+
+export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
+  const d = await deploy('latency', { apis: 1, workers: 1 })
+  try {
+    const url = d.apis[0]!.url!
+    const feed = await subscribe(url, d.adminKey)
+    opts.log(`  latency: live feed ${feed.available ? 'subscribed' : `not available (${feed.status || 'no answer'})`}`)
+    const warm = Math.max(2, Math.round(opts.seconds / 6))
+    opts.log(`  latency: warm-up ${warm} s, then ${opts.seconds} s at ${opts.rate}/s`)
+    await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: warm, seed: 21 })
+    const sent = await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 22 })
+    const left = await drain(d.pool)
+    if (left) opts.log(`  latency: ${left} assignments still queued after the drain`)
+    await sleep(500) // the feed's last events
+    feed.close()
+    const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate)
+    for (const p of [...d.apis, ...d.workers]) if (p.output.length) opts.log(`  ${p.role} said: ${p.output.slice(-3).join(' | ')}`)
+    return rows
+  } finally {
+    await d.stop()
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * Runs cad-router the way production does: `node dist/src/main.js` child processes (api, and
+ * relay+worker) against a fresh database created for the run and dropped after it, and a BullMQ
+ * prefix of its own in the shared Redis (its keys are deleted after the run).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import { sleep } from './stats.js'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+/** BENCH_SERVICE_DIR: measure another checkout's build (its dist/) with these benchmarks. */
+export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR ?? ROOT
+const MAIN = `${SERVICE_DIR.replace(/\/?$/, '/')}dist/src/main.js`
+/** BENCH_NODE_ARGS: extra node flags for the service processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
+export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+/** Everything started and not yet stopped: an interrupted run still cleans up after itself. */
+const live = new Set<{ procs: ServiceProcess[]; stop: () => Promise<void> }>()
+let handlersInstalled = false
+function installHandlers(): void {
+  if (handlersInstalled) return
+  handlersInstalled = true
+  process.once('SIGINT', () => {
+    console.error('\ninterrupted: stopping the service processes and dropping the databases…')
+    void Promise.allSettled([...live].map((d) => d.stop())).then(() => process.exit(130))
+  })
+  // Last resort (a crash): no child outlives the bench process.
+  process.on('exit', () => {
+    for (const d of live) for (const p of d.procs) if (p.child.exitCode === null) p.child.kill('SIGKILL')
+  })
+}
+
+export interface ServiceProcess {
+  role: string
+  child: ChildProcess
+  pid: number
+  port?: number
+  url?: string
+  /** The last lines it wrote (warnings and errors: LOG_LEVEL is warn). */
+  output: string[]
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** RSS of a process in bytes, read from /proc (Linux). */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) * 1024 : NaN
+}
+
+export interface Deployment {
+  name: string
+  databaseUrl: string
+  prefix: string
+  adminKey: string
+  apis: ServiceProcess[]
+  workers: ServiceProcess[]
+  /** A pool on the run's database, for the benchmark's own reads. */
+  pool: pg.Pool
+  stop(): Promise<void>
+}
+
+export interface DeployOptions {
+  apis?: number
+  workers?: number
+  env?: Record<string, string>
+}
+
+/** Creates the database, starts the processes and waits until every one of them is ready. */
+export async function deploy(name: string, opts: DeployOptions = {}): Promise<Deployment> {
+  const id = `${name}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`
+  const dbName = `bench_${id}`.toLowerCase()
+  const prefix = `bench-${id}`
+  const adminKey = `cadr_${randomBytes(32).toString('base64url')}`
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await admin.connect()
+  await admin.query(`create database ${dbName}`)
+  await admin.end()
+  const url = new URL(PG_ADMIN_URL)
+  url.pathname = `/${dbName}`
+  const databaseUrl = url.toString()
+  const procs: ServiceProcess[] = []
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 })
+
+  const baseEnv = {
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'production',
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    BULLMQ_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    ADMIN_API_KEY: adminKey,
+    RATE_LIMIT_PER_MINUTE: '100000000',
+    ...opts.env,
+  }
+
+  const start = (role: string, env: Record<string, string>): ServiceProcess => {
+    const child = spawn(process.execPath, [...NODE_ARGS, MAIN], { env: { ...baseEnv, ...env, ROLE: role }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const p: ServiceProcess = { role, child, pid: child.pid!, output: [] }
+    const keep = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n')) if (line.trim()) p.output.push(line)
+      if (p.output.length > 50) p.output.splice(0, p.output.length - 50)
+    }
+    child.stdout!.on('data', keep)
+    child.stderr!.on('data', keep)
+    procs.push(p)
+    return p
+  }
+
+  const stop = async (): Promise<void> => {
+    live.delete(entry)
+    await Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            if (p.child.exitCode !== null || p.child.signalCode !== null) return resolve()
+            const kill = setTimeout(() => p.child.kill('SIGKILL'), 15_000)
+            p.child.once('exit', () => {
+              clearTimeout(kill)
+              resolve()
+            })
+            p.child.kill('SIGTERM')
+          }),
+      ),
+    )
+    await pool.end().catch(() => {})
+    const a = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await a.connect()
+    await a.query(`drop database if exists ${dbName} with (force)`).catch(() => {})
+    await a.end()
+    await deleteKeys(`${prefix}:*`)
+  }
+
+  const entry = { procs, stop }
+  live.add(entry)
+  installHandlers()
+  try {
+    const apis: ServiceProcess[] = []
+    const workers: ServiceProcess[] = []
+    // The first process migrates the database; the others start once it is ready.
+    for (let i = 0; i < (opts.apis ?? 1); i++) {
+      const port = await freePort()
+      const p = start('api', { PORT: String(port) })
+      p.port = port
+      p.url = `http://127.0.0.1:${port}`
+      await waitReady(p)
+      apis.push(p)
+    }
+    for (let i = 0; i < (opts.workers ?? 1); i++) workers.push(start('relay,worker', {}))
+    if (workers.length) await waitWorkers(prefix, workers)
+    return { name, databaseUrl, prefix, adminKey, apis, workers, pool, stop }
+  } catch (err) {
+    for (const p of procs) if (p.output.length) console.error(`[${p.role} ${p.pid}]\n${p.output.slice(-10).join('\n')}`)
+    await stop()
+    throw err
+  }
+}
+
+async function waitReady(p: ServiceProcess, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    if (p.child.exitCode !== null) throw new Error(`${p.role} process exited with ${p.child.exitCode}: ${p.output.slice(-5).join(' | ')}`)
+    try {
+      const res = await fetch(`${p.url}/readyz`)
+      if (res.status === 200) return
+    } catch {
+      // not listening yet
+    }
+    await sleep(100)
+  }
+  throw new Error(`${p.role} process not ready within ${timeoutMs} ms`)
+}
+
+/** A worker process is ready once BullMQ lists its connections as workers of the police queue. */
+async function waitWorkers(prefix: string, workers: ServiceProcess[], timeoutMs = 60_000): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 3 })
+  try {
+    const until = Date.now() + timeoutMs
+    while (Date.now() < until) {
+      for (const w of workers) if (w.child.exitCode !== null) throw new Error(`worker process exited with ${w.child.exitCode}: ${w.output.slice(-5).join(' | ')}`)
+      // BullMQ names a worker's blocking connection `${prefix}:${base64(queue)}` (as Queue.getWorkers does).
+      const list = String(await redis.client('LIST'))
+      const name = `${prefix}:${Buffer.from('police').toString('base64')}`
+      const n = list.split('\n').filter((l) => l.includes(`name=${name} `) || l.includes(`name=${name}:w:`)).length
+      if (n >= workers.length) return
+      await sleep(100)
+    }
+    throw new Error(`worker processes not ready within ${timeoutMs} ms`)
+  } finally {
+    redis.disconnect()
+  }
+}
+
+export async function deleteKeys(pattern: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 3 })
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      if (keys.length) await redis.unlink(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}

@@ -22,6 +22,8 @@ import { registerOpenApi } from './http/openapi.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
 import { loggerOptions } from './logger.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
+import { caseLinkRoutes } from './case-links/routes.js'
+import { evaluateRoutes } from './rule-sets/evaluate-routes.js'
 
 /** The version of the HTTP contract (v1 paths), published in the OpenAPI document. */
 export const API_VERSION = '1.0.0'
@@ -101,5 +103,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
   await app.register(dashboardRoutes)
+  await app.register(caseLinkRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
+  await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
   return app
 }

@@ -37,7 +37,7 @@ export interface IngestOutcome {
 const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
 
 /** Addresses are compared, not read: the key is a hash of the normalised address. */
-function addressKey(location: CallEvent['call']['location']): string | null {
+export function addressKey(location: CallEvent['call']['location']): string | null {
   if (!location?.address) return null
   const norm = `${location.address}|${location.city ?? ''}`.toLowerCase().replace(/[^a-z0-9|]+/g, ' ').trim()
   return sha256(norm)

@@ -1,0 +1,46 @@
+/**
+ * Facts for a call that is not being ingested: what /v1/routing/evaluate and the replay CLI (for
+ * call events without stored facts) give the engine. Ingest builds the same facts inside its
+ * transaction (src/calls/service.ts); the lookups are the same repository functions.
+ */
+import type { Executor } from '../db/connect.js'
+import { countPriorCalls, hasActiveCaseManager } from '../calls/repository.js'
+import type { CallEvent } from '../calls/schemas.js'
+import { addressKey } from '../calls/service.js'
+import { cruAvailability, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
+
+export const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
+
+export type History = RoutingFacts['history']
+export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
+
+/** The history facts ingest would see for this call at `at` (other calls of the subject and address, case link). */
+export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<History> {
+  const personId = call.subject?.personId ?? null
+  const since = new Date(at.getTime() - HISTORY_WINDOW_MS)
+  const [priorCallsForSubject30d, priorCallsAtAddress30d, caseManagerActive] = await Promise.all([
+    countPriorCalls(db, 'subject_person_id', personId, call.callId, since),
+    countPriorCalls(db, 'address_key', addressKey(call.location), call.callId, since),
+    hasActiveCaseManager(db, personId),
+  ])
+  return { priorCallsForSubject30d, priorCallsAtAddress30d, caseManagerActive }
+}
+
+/** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */
+export function factsFor(
+  ruleSet: CompiledRuleSet,
+  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru'] },
+): RoutingFacts {
+  const { call } = input
+  return {
+    eventType: input.eventType,
+    agency: call.agency,
+    natureCode: call.natureCode,
+    priority: call.priority,
+    flags: call.flags,
+    dispatcherOverride: call.dispatcherOverride ?? null,
+    at: input.at.toISOString(),
+    cru: input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at),
+    history: input.history,
+  }
+}

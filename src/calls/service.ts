@@ -7,6 +7,7 @@ import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { cruAvailability, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
+import { recordShadowDecision, type ShadowSource } from '../rule-sets/shadow.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
@@ -26,6 +27,8 @@ export interface CallServiceDeps {
   followUpDeadlineHours: number
   /** The clock, injectable so tests can route at a chosen time. */
   now?: () => Date
+  /** Shadow mode: a candidate rule-set version that decides every call beside the active one. */
+  shadow?: Pick<ShadowSource, 'current'>
 }
 
 export interface IngestOutcome {
@@ -188,6 +191,10 @@ export function createCallService(deps: CallServiceDeps) {
         created_at: now,
       })
       .execute()
+
+    // Shadow mode (src/rule-sets/shadow.ts): the candidate decides the same facts; one row, no effect on this call.
+    const shadow = deps.shadow?.current()
+    if (shadow) await recordShadowDecision(trx, shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts)
 
     if (fresh.length) {
       await trx

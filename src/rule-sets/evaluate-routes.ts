@@ -14,15 +14,7 @@ import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { EVENT_TYPES, QUEUES, ROLES, ROUTES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
-import { factsFor, lookupHistory } from './facts.js'
-
-const historySchema = z
-  .object({
-    priorCallsForSubject30d: z.number().int().min(0),
-    priorCallsAtAddress30d: z.number().int().min(0),
-    caseManagerActive: z.boolean(),
-  })
-  .strict()
+import { factsFor, factsSchema, historySchema, lookupHistory } from './facts.js'
 
 const evaluateBody = z
   .object({
@@ -34,20 +26,6 @@ const evaluateBody = z
     cru: z.object({ available: z.boolean(), reason: z.string().max(500).nullable() }).strict().optional().describe('CRU availability to use instead of the schedule'),
   })
   .strict()
-
-export const factsSchema = z
-  .object({
-    eventType: z.enum(EVENT_TYPES),
-    agency: z.string(),
-    natureCode: z.string(),
-    priority: z.number().int(),
-    flags: z.record(z.string(), z.boolean()),
-    dispatcherOverride: z.enum(ROUTES).nullable(),
-    at: z.string(),
-    cru: z.object({ available: z.boolean(), reason: z.string().nullable() }),
-    history: historySchema,
-  })
-  .meta({ id: 'RoutingFacts' })
 
 const evaluationSchema = z
   .object({

@@ -3,11 +3,12 @@
  * call events without stored facts) give the engine. Ingest builds the same facts inside its
  * transaction (src/calls/service.ts); the lookups are the same repository functions.
  */
+import { z } from 'zod'
 import type { Executor } from '../db/connect.js'
 import { countPriorCalls, hasActiveCaseManager } from '../calls/repository.js'
 import type { CallEvent } from '../calls/schemas.js'
 import { addressKey } from '../calls/service.js'
-import { cruAvailability, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
+import { cruAvailability, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
 
 export const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
 
@@ -44,3 +45,26 @@ export function factsFor(
     history: input.history,
   }
 }
+
+export const historySchema = z
+  .object({
+    priorCallsForSubject30d: z.number().int().min(0),
+    priorCallsAtAddress30d: z.number().int().min(0),
+    caseManagerActive: z.boolean(),
+  })
+  .strict()
+
+export const factsSchema = z
+  .object({
+    eventType: z.enum(EVENT_TYPES),
+    agency: z.string(),
+    natureCode: z.string(),
+    priority: z.number().int(),
+    flags: z.record(z.string(), z.boolean()),
+    dispatcherOverride: z.enum(ROUTES).nullable(),
+    at: z.string(),
+    cru: z.object({ available: z.boolean(), reason: z.string().nullable() }),
+    history: historySchema,
+  })
+  .meta({ id: 'RoutingFacts' })
+

@@ -166,7 +166,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
           'From now on every live call is also decided by this version, on the same facts; the difference is stored and summarised by ' +
           '`GET /v1/rule-sets/shadow/report`. It never changes a live decision. Other instances follow within a second. Audited.',
         params: versionParams,
-        body: z.object({ reason: z.string().min(1).max(500).optional() }).strict().default({}),
+        body: z.object({ reason: z.string().min(1).max(500).optional() }).strict().nullish(),
         response: { 200: shadowSettingSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },
@@ -178,8 +178,9 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
         throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'version', reason: 'is the active version' }] })
       }
       return db.transaction().execute(async (trx) => {
-        const s = await shadow.set(trx, version, p.name, req.body.reason ?? null)
-        await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule-set', targetId: String(version), details: { reason: req.body.reason ?? null } })
+        const reason = req.body?.reason ?? null
+        const s = await shadow.set(trx, version, p.name, reason)
+        await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule-set', targetId: String(version), details: { reason } })
         return s
       })
     },

@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { compileRuleSet, loadDefaultRuleSet } from '../../src/routing/index.js'
 import { replay } from '../../src/rule-sets/replay.js'
+import { runReplayCommand, UsageError } from '../../src/rule-sets/replay-command.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld } from '../helpers/world.js'
 import { replayCalls, REPLAY_CALLS_PATH, V1_FIGURES, V2_AGAINST_V1_CHANGES, V2_FIGURES } from './fixtures/replay-data.js'
@@ -34,20 +35,31 @@ const { app, db } = world
 await storeRuleSet(db, candidateV2())
 
 const exec = promisify(execFile)
-const cli = (args: string[]) =>
+/** The real CLI, as a process. */
+const cliProcess = (args: string[]) =>
   exec(process.execPath, ['--import', 'tsx', 'src/rule-sets/replay-cli.ts', ...args], {
     cwd: new URL('../../', import.meta.url).pathname,
     env: { ...process.env, DATABASE_URL: world.databaseUrl },
   })
+/** The same command in-process (faster), its output as text. */
+const cli = async (args: string[]): Promise<string> => {
+  let out = ''
+  await runReplayCommand(args, (s) => (out += s), () => world.databaseUrl)
+  return out
+}
 
-t.test('the CLI: files and stored versions, JSON and text', async (t) => {
-  const json = await cli(['--rules', CANDIDATE_PATH, '--against', '1', '--calls', REPLAY_CALLS_PATH, '--json'])
+t.test('the CLI as a process: stored versions and files, JSON; exit code 2 on a mistake', async (t) => {
+  const json = await cliProcess(['--rules', CANDIDATE_PATH, '--against', '1', '--calls', REPLAY_CALLS_PATH, '--json'])
   t.same(JSON.parse(json.stdout), { candidate: V2_FIGURES, baseline: V1_FIGURES, changes: V2_AGAINST_V1_CHANGES })
+  await t.rejects(cliProcess(['--rules', '77', '--calls', REPLAY_CALLS_PATH]), { code: 2, stderr: /no stored rule set version 77/ })
+})
+
+t.test('the replay command: text, call events, mistakes', async (t) => {
   const text = await cli(['--rules', '2', '--against', '1', '--calls', REPLAY_CALLS_PATH])
-  t.match(text.stdout, /Replay of rule set 2 \(dakota-county-candidate\) against 1 \(dakota-county-default\): 10 call\(s\)/)
-  t.match(text.stdout, /capture rate\s+50\.0% \(4\)\s+37\.5% \(3\)/)
-  t.match(text.stdout, /projected diversion\s+62\.5% \(5\)\s+50\.0% \(4\)/)
-  t.match(text.stdout, /Route changes: 2\n\s+EDP\s+1\s+case_manager → cru ×1\n\s+TRESPASS\s+1\s+co_response → cru ×1/)
+  t.match(text, /Replay of rule set 2 \(dakota-county-candidate\) against 1 \(dakota-county-default\): 10 call\(s\)/)
+  t.match(text, /capture rate\s+50\.0% \(4\)\s+37\.5% \(3\)/)
+  t.match(text, /projected diversion\s+62\.5% \(5\)\s+50\.0% \(4\)/)
+  t.match(text, /Route changes: 2\n\s+EDP\s+1\s+case_manager → cru ×1\n\s+TRESPASS\s+1\s+co_response → cru ×1/)
 
   // Call events (no stored facts): facts built at occurredAt, CRU from each rule set's schedule.
   const dir = await mkdtemp(join(tmpdir(), 'replay-'))
@@ -55,23 +67,23 @@ t.test('the CLI: files and stored versions, JSON and text', async (t) => {
   const repeat = { ...callEvent({ natureCode: 'EDP', callId: 'E1' }), history: { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 0, caseManagerActive: true } }
   const night = callEvent({ natureCode: 'EDP', callId: 'E2', agency: 'example-city-pd', occurredAt: '2026-11-22T09:00:00Z' })
   await writeFile(events, `${JSON.stringify(repeat)}\n\n${JSON.stringify(night)}\n`)
-  const fromEvents = JSON.parse((await cli(['--rules', CANDIDATE_PATH, '--against', '1', '--calls', events, '--json'])).stdout)
+  const fromEvents = JSON.parse(await cli(['--rules', CANDIDATE_PATH, '--against', '1', '--calls', events, '--json']))
   t.same(fromEvents.candidate.routeMix, { police: 1, cru: 1, co_response: 0, ems: 0, case_manager: 0 })
   t.same(fromEvents.baseline.routeMix, { police: 1, cru: 0, co_response: 0, ems: 0, case_manager: 1 })
   t.equal(fromEvents.candidate.fallbacks, 1, 'outside example-city-pd CRU hours')
   t.same(fromEvents.changes.calls.map((c: { callId: string }) => c.callId), ['E1'])
 
-  // Mistakes are named, with exit code 2.
+  // Mistakes are named.
   const bad = join(dir, 'bad.json')
   await writeFile(bad, JSON.stringify({ ...candidateV2(), rules: [] }))
-  await t.rejects(cli(['--rules', bad, '--calls', REPLAY_CALLS_PATH]), { code: 2, stderr: /not a valid rule set/ })
-  await t.rejects(cli(['--rules', '77', '--calls', REPLAY_CALLS_PATH]), { code: 2, stderr: /no stored rule set version 77/ })
-  await t.rejects(cli(['--rules', '1']), { code: 2, stderr: /give --calls/ })
+  await t.rejects(cli(['--rules', bad, '--calls', REPLAY_CALLS_PATH]), { name: 'UsageError', message: /not a valid rule set/ })
+  await t.rejects(cli(['--rules', '1']), { name: 'UsageError', message: /give --calls/ })
   const garbled = join(dir, 'garbled.jsonl')
   await writeFile(garbled, `${JSON.stringify({ ...night, call: { ...night.call, priority: 9 } })}\n`)
-  const failed = await cli(['--rules', '1', '--calls', garbled]).catch((e: { stderr: string; code: number }) => e)
-  t.match(failed, { code: 2, stderr: /line 1: not stored facts nor a call event \(call\.priority\)/ })
-  t.notMatch(failed.stderr, /Marta|Lindqvist/, 'no personal data in the error')
+  const failed = await cli(['--rules', '1', '--calls', garbled]).catch((e: Error) => e)
+  t.type(failed, UsageError)
+  t.match((failed as Error).message, /line 1: not stored facts nor a call event \(call\.priority\)/)
+  t.notMatch((failed as Error).message, /Marta|Lindqvist/, 'no personal data in the error')
 })
 
 /** Stores a call and its decisions as ingest would have, with the fixture's facts. */
@@ -138,4 +150,8 @@ t.test('POST /v1/rule-sets/{version}/replay over stored calls', async (t) => {
   t.equal((await run('x', {})).statusCode, 400)
   t.equal((await run(2, { from: range.to, to: range.from })).statusCode, 400, 'from after to')
   t.equal((await run(2, { from: '2020-01-01T00:00:00Z' })).statusCode, 400, 'range too long')
+
+  const fromDb = JSON.parse(await cli(['--rules', '2', '--against', '1', '--from', range.from, '--to', range.to, '--json']))
+  t.same(fromDb.candidate, { ...V2_FIGURES, calls: 11, routeMix: { ...V2_FIGURES.routeMix, police: 5 } }, 'the CLI over stored calls: every agency')
+  t.same(fromDb.changes, V2_AGAINST_V1_CHANGES)
 })

@@ -177,12 +177,14 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       if (ruleSets.active().version === version) {
         throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'version', reason: 'is the active version' }] })
       }
-      return db.transaction().execute(async (trx) => {
+      const setting = await db.transaction().execute(async (trx) => {
         const reason = req.body?.reason ?? null
         const s = await shadow.set(trx, version, p.name, reason)
         await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule-set', targetId: String(version), details: { reason } })
         return s
       })
+      await shadow.refresh()
+      return setting
     },
   )
 
@@ -207,6 +209,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
         return done
       })
       if (!cleared) throw notFound(`shadow mode for version ${version}`)
+      await shadow.refresh()
       return reply.status(204).send(null)
     },
   )

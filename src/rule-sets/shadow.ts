@@ -26,9 +26,12 @@ export interface ShadowSource {
   /** Re-reads the setting now. */
   refresh(): Promise<void>
   setting(): Promise<ShadowSetting | null>
-  /** Makes `version` the shadow (replacing any other); the caller audits in the same transaction. */
+  /**
+   * Makes `version` the shadow (replacing any other); the caller audits in the same transaction and
+   * calls refresh() once it has committed, so this instance follows at once.
+   */
   set(db: Executor, version: number, by: string, reason: string | null): Promise<ShadowSetting>
-  /** Ends shadowing of `version`; false when it was not the shadow. */
+  /** Ends shadowing of `version`; false when it was not the shadow. Then refresh(), as for set(). */
   clear(db: Executor, version: number): Promise<boolean>
 }
 
@@ -51,6 +54,12 @@ export async function createShadowSource(db: Db, ruleSets: RuleSetRegistry, opts
     return inFlight
   }
 
+  /** After a change committed here: wait for any older read, then read again (it may predate the change). */
+  async function reload(): Promise<void> {
+    await inFlight?.catch(() => {})
+    await refresh()
+  }
+
   async function setting(): Promise<ShadowSetting | null> {
     const row = await db
       .selectFrom('shadow_rule_set as s')
@@ -68,7 +77,7 @@ export async function createShadowSource(db: Db, ruleSets: RuleSetRegistry, opts
       if (performance.now() - readAt > refreshMs && !inFlight) refresh().catch(() => {})
       return compiled
     },
-    refresh,
+    refresh: reload,
     setting,
     async set(exec, version, by, reason) {
       const target = await ruleSets.version(version)
@@ -79,18 +88,11 @@ export async function createShadowSource(db: Db, ruleSets: RuleSetRegistry, opts
         .onConflict((oc) => oc.column('singleton').doUpdateSet({ version, set_by: by, reason, set_at: sql<Date>`now()` }))
         .returning(['version', 'set_by', 'reason', 'set_at'])
         .executeTakeFirstOrThrow()
-      compiled = target
-      readAt = performance.now()
       return { version: row.version, name: target.name, setBy: row.set_by, reason: row.reason, setAt: row.set_at.toISOString() }
     },
     async clear(exec, version) {
       const r = await exec.deleteFrom('shadow_rule_set').where('version', '=', version).executeTakeFirst()
-      const cleared = Number(r.numDeletedRows) > 0
-      if (cleared || compiled?.version === version) {
-        compiled = null
-        readAt = performance.now()
-      }
-      return cleared
+      return Number(r.numDeletedRows) > 0
     },
   }
 }

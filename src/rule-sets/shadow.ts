@@ -112,7 +112,13 @@ export interface LiveDecision {
  */
 export async function recordShadowDecision(trx: Executor, shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts): Promise<void> {
   if (shadow.version === live.ruleSetVersion) return // the shadow became the active version: nothing to compare
-  const s = shadow.decide(facts)
+  let s: RoutingDecision
+  try {
+    s = shadow.decide(facts)
+  } catch {
+    // A candidate must never fail a live call; a version that cannot decide shows up as missing rows.
+    return
+  }
   await trx
     .insertInto('shadow_decisions')
     .values({

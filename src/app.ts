@@ -23,6 +23,10 @@ import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.j
 import { loggerOptions } from './logger.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
 import type { Tracing } from './telemetry/tracing.js'
+import { caseLinkRoutes } from './case-links/routes.js'
+import { evaluateRoutes } from './rule-sets/evaluate-routes.js'
+import { replayRoutes } from './rule-sets/replay-routes.js'
+import { createShadowSource, type ShadowSource } from './rule-sets/shadow.js'
 
 /** The version of the HTTP contract (v1 paths), published in the OpenAPI document. */
 export const API_VERSION = '1.0.0'
@@ -43,6 +47,8 @@ export interface AppDeps {
   tracing?: Tracing
   /** Prometheus metrics of this app; one registry per app unless main.ts shares it with the relay and workers. */
   metrics?: Metrics
+  /** Shadow mode's setting, kept in memory per instance; built from db and ruleSets when absent. */
+  shadow?: ShadowSource
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -98,7 +104,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const metrics = deps.metrics ?? createMetrics()
   instrumentHttp(app, metrics)
-  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, ...(deps.now ? { now: deps.now } : {}) }), metrics)
+  const shadow = deps.shadow ?? (await createShadowSource(deps.db, deps.ruleSets))
+  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, shadow, ...(deps.now ? { now: deps.now } : {}) }), metrics)
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
   await app.register(callRoutes, { calls, db: deps.db })
   await app.register(assignmentRoutes, { db: deps.db })
@@ -107,5 +114,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
   await app.register(dashboardRoutes)
+  await app.register(caseLinkRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
+  await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
+  await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now: deps.now ?? (() => new Date()) })
   return app
 }

@@ -18,7 +18,11 @@ export function loggerOptions(level: string): LoggerOptions {
   }
 }
 
+// Paths whose segment is a county person id (personal data, like call.subject).
+const PERSON_PATH = /^(\/v1\/case-links\/)[^/?#]+/
+
 // Query strings are ours (queue, agency, cursor…), but cap them so nothing unbounded lands in a log.
 function redactUrl(url: string): string {
-  return url.length > 512 ? `${url.slice(0, 512)}…` : url
+  const safe = url.replace(PERSON_PATH, '$1[redacted]')
+  return safe.length > 512 ? `${safe.slice(0, 512)}…` : safe
 }

@@ -5,14 +5,16 @@ import type { Database } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import { cruAvailability, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
+import type { RoutingDecision } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
+import { recordShadowDecision, type ShadowSource } from '../rule-sets/shadow.js'
+import { factsFor } from '../rule-sets/facts.js'
+import { lookupHistory } from './history.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
   findEvent,
-  historyFacts,
   loadDecisionView,
   upsertAndLockCall,
   writeDecision,
@@ -26,21 +28,14 @@ export interface CallServiceDeps {
   followUpDeadlineHours: number
   /** The clock, injectable so tests can route at a chosen time. */
   now?: () => Date
+  /** Shadow mode: a candidate rule-set version that decides every call beside the active one. */
+  shadow?: Pick<ShadowSource, 'current'>
 }
 
 export interface IngestOutcome {
   /** true: this post stored the event (201); false: a repeat of a stored event (200). */
   created: boolean
   result: CallEventResult
-}
-
-const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
-
-/** Addresses are compared, not read: the key is a hash of the normalised address. */
-function addressKey(location: CallEvent['call']['location']): string | null {
-  if (!location?.address) return null
-  const norm = `${location.address}|${location.city ?? ''}`.toLowerCase().replace(/[^a-z0-9|]+/g, ' ').trim()
-  return sha256(norm)
 }
 
 class DuplicateEvent extends Error {}
@@ -128,22 +123,8 @@ export function createCallService(deps: CallServiceDeps) {
       })
     }
 
-    const personId = call.subject?.personId ?? null
-    const addrKey = addressKey(call.location)
-    const since = new Date(now.getTime() - HISTORY_WINDOW_MS)
-    const { priorSubject, priorAddress, caseManagerActive } = await historyFacts(trx, { personId, addressKey: addrKey, callId: call.callId, since })
-
-    const facts: RoutingFacts = {
-      eventType: event.type,
-      agency: call.agency,
-      natureCode: call.natureCode,
-      priority: call.priority,
-      flags: call.flags,
-      dispatcherOverride: call.dispatcherOverride ?? null,
-      at: now.toISOString(),
-      cru: cruAvailability(ruleSet.document, call.agency, now),
-      history: { priorCallsForSubject30d: priorSubject, priorCallsAtAddress30d: priorAddress, caseManagerActive },
-    }
+    const { personId, addressKey: addrKey, history } = await lookupHistory(trx, call, now)
+    const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history })
     const decision = ruleSet.decide(facts)
     const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator
 
@@ -241,6 +222,10 @@ export function createCallService(deps: CallServiceDeps) {
         closed_at: event.type === 'call.closed' ? now : null,
       },
     })
+
+    // Shadow mode (src/rule-sets/shadow.ts): the candidate decides the same facts; one row, no effect on this call.
+    const shadow = deps.shadow?.current()
+    if (shadow) await recordShadowDecision(trx, shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts)
 
     return {
       created: true,

@@ -136,6 +136,33 @@ export interface AuditLogTable {
   details: Json<unknown> | null
 }
 
+export interface ShadowRuleSetTable {
+  singleton: ColumnType<boolean, boolean | undefined, boolean>
+  version: number
+  set_by: string
+  reason: string | null
+  set_at: Timestamp
+}
+
+export interface ShadowDecisionsTable {
+  id: Generated<number>
+  decision_id: string
+  call_id: string
+  agency: string
+  event_type: string
+  live_version: number
+  shadow_version: number
+  nature_code: string
+  live_route: string
+  shadow_route: string
+  live_rule_id: string
+  shadow_rule_id: string
+  changed: boolean
+  mental_health: boolean
+  shadow_assignments: Json<unknown>
+  created_at: Timestamp
+}
+
 export interface Database {
   rule_sets: RuleSetsTable
   calls: CallsTable
@@ -147,6 +174,8 @@ export interface Database {
   case_links: CaseLinksTable
   api_keys: ApiKeysTable
   audit_log: AuditLogTable
+  shadow_rule_set: ShadowRuleSetTable
+  shadow_decisions: ShadowDecisionsTable
 }
 
 export type CallRow = Selectable<CallsTable>

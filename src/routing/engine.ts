@@ -9,6 +9,7 @@
  */
 import { parseRuleSet, RuleSetError, type Condition, type RuleSet } from './rule-set.js'
 import {
+  DEFAULT_FREQUENT_CALLER_MIN_CALLS,
   MENTAL_HEALTH_NATURE_CODES,
   OVERRIDE_RULE_ID,
   PRINCIPLES,
@@ -35,6 +36,7 @@ interface Ctx {
   code: string // nature code after the agency map
   unknown: boolean
   mentalHealth: boolean
+  frequent: boolean
   gen: number // this decision's stamp in the ref memo (see ConditionCompiler.ref)
 }
 
@@ -139,6 +141,8 @@ function booleanFact(fact: BooleanFact): Test {
       return (ctx) => ctx.unknown
     case 'caseManagerActive':
       return (ctx) => ctx.facts.history.caseManagerActive
+    case 'frequentCaller':
+      return (ctx) => ctx.frequent
   }
 }
 
@@ -149,7 +153,10 @@ class ConditionCompiler {
   // The memo is scratch space stamped with the decision's generation, invisible from outside.
   private readonly memoGen: number[] = []
   private readonly memoValue: boolean[] = []
-  constructor(private readonly definitions: Readonly<Record<string, Condition>>) {}
+  constructor(
+    private readonly definitions: Readonly<Record<string, Condition>>,
+    private readonly frequentMinCalls: number,
+  ) {}
 
   label(c: Condition): string {
     if ('all' in c) return c.all.length === 0 ? 'always' : `all of (${c.all.map((s) => this.label(s)).join(', ')})`
@@ -161,6 +168,7 @@ class ConditionCompiler {
     if ('agency' in c) return `agency in ${list(c.agency)}`
     if ('eventType' in c) return `eventType in ${list(c.eventType)}`
     if ('gte' in c || 'lte' in c) return numericTest(c.fact as NumericFact, 'gte' in c ? c.gte : undefined, 'lte' in c ? c.lte : undefined).label
+    if (c.fact === 'frequentCaller') return `fact frequentCaller (>= ${this.frequentMinCalls} calls for the subject in 30 days)`
     return `fact ${c.fact}`
   }
 
@@ -217,7 +225,7 @@ class ConditionCompiler {
   /** A top-level condition of a rule: evaluated and recorded in the trace. */
   /** Whether the traced value of a top-level condition is just its truth. */
   static booleanValued(c: Condition): boolean {
-    return !('natureCode' in c || 'agency' in c || 'eventType' in c || 'gte' in c || 'lte' in c)
+    return !('natureCode' in c || 'agency' in c || 'eventType' in c || 'gte' in c || 'lte' in c || ('fact' in c && c.fact === 'frequentCaller'))
   }
 
   traced(c: Condition): Traced {
@@ -241,6 +249,15 @@ class ConditionCompiler {
         const n = read(ctx)
         if (Number.isInteger(n) && n >= 0 && n < 128) return (small[n] ??= trace(label, n, test(n)))
         return trace(label, n, test(n))
+      }
+    }
+    if ('fact' in c && c.fact === 'frequentCaller') {
+      // The trace shows the count the threshold was compared with: calls in 30 days, this one included.
+      const small: ConditionTrace[] = []
+      return (ctx) => {
+        const n = ctx.facts.history.priorCallsForSubject30d + 1
+        if (Number.isInteger(n) && n >= 0 && n < 128) return (small[n] ??= trace(label, n, ctx.frequent))
+        return trace(label, n, ctx.frequent)
       }
     }
     // Flags, boolean facts, refs and composites: the value shown is the truth of the condition.
@@ -280,7 +297,8 @@ function compileFallbackReason(reason: string): CompiledAction['fallbackReason']
 export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
   // Validate even typed input: stored documents arrive as JSON and are cast, not checked.
   const document = freezeDeep(parseRuleSet(doc))
-  const compiler = new ConditionCompiler(document.definitions ?? {})
+  const frequentMinCalls = document.frequentCaller?.minCalls ?? DEFAULT_FREQUENT_CALLER_MIN_CALLS
+  const compiler = new ConditionCompiler(document.definitions ?? {}, frequentMinCalls)
   const known = new Set(document.natureCodes)
   const maps = new Map<string, Map<string, string>>(
     Object.entries(document.natureCodeMaps ?? {}).map(([agency, map]) => [agency, new Map(Object.entries(map))]),
@@ -333,6 +351,7 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
       code,
       unknown: !known.has(code),
       mentalHealth: flags.mentalHealth === true || flags.suicidalIdeation === true || MENTAL_HEALTH_NATURE_CODES.has(code),
+      frequent: facts.history.priorCallsForSubject30d + 1 >= frequentMinCalls,
       gen: ++generation,
     }
     const trace: RuleTrace[] = []
@@ -370,7 +389,7 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
     const { action } = rule
     const { facts } = ctx
     const followUp = action.followUp !== null && (action.followUpWhen === null || action.followUpWhen(ctx)) ? action.followUp : null
-    const derived = { natureCode: ctx.code, unknownNatureCode: ctx.unknown, mentalHealthIndicator: ctx.mentalHealth }
+    const derived = { natureCode: ctx.code, unknownNatureCode: ctx.unknown, mentalHealthIndicator: ctx.mentalHealth, frequentCaller: ctx.frequent }
     const review = ctx.unknown ? rule.reviewUnknown : rule.review
     const fellBack = action.fallbackWhen !== null && action.fallbackWhen(ctx)
     let route = action.route

@@ -149,6 +149,8 @@ const ruleSetShape = z.strictObject({
   timeZone: timeZoneSchema.optional(),
   natureCodes: z.array(nonEmpty).min(1),
   natureCodeMaps: z.record(nonEmpty, z.record(nonEmpty, nonEmpty)).optional(),
+  /** The `frequentCaller` fact: at least minCalls calls for the subject in 30 days, this one included (default 3). */
+  frequentCaller: z.strictObject({ minCalls: z.number().int().min(2).max(1000) }).optional(),
   cru: z.record(nonEmpty, cruEntrySchema),
   routes: z.strictObject({
     police: assignmentsSchema,

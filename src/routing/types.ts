@@ -33,8 +33,15 @@ export const EVENT_TYPES = ['call.created', 'call.updated', 'call.closed'] as co
 export type EventType = (typeof EVENT_TYPES)[number]
 
 /** Boolean facts a rule may test with `{ "fact": name }`; derived from the facts by the engine. */
-export const BOOLEAN_FACTS = ['mentalHealthIndicator', 'cruAvailable', 'unknownNatureCode', 'caseManagerActive'] as const
+export const BOOLEAN_FACTS = ['mentalHealthIndicator', 'cruAvailable', 'unknownNatureCode', 'caseManagerActive', 'frequentCaller'] as const
 export type BooleanFact = (typeof BOOLEAN_FACTS)[number]
+
+/**
+ * `frequentCaller` holds when the subject has at least this many calls in 30 days, this one included
+ * (priorCallsForSubject30d + 1 >= minCalls), unless the rule set sets its own `frequentCaller.minCalls`.
+ * Derived by the engine from the stored count, so replaying a rule set with another threshold works.
+ */
+export const DEFAULT_FREQUENT_CALLER_MIN_CALLS = 3
 
 /** Numeric facts a rule may compare with `{ "fact": name, "gte": n, "lte": n }`. */
 export const NUMERIC_FACTS = ['priority', 'priorCallsForSubject30d', 'priorCallsAtAddress30d'] as const
@@ -106,7 +113,7 @@ export interface RoutingDecision {
   fallback: { fromRoute: Route; reason: string } | null // DESIGN rule 7 (and rule 1 when CRU is unavailable)
   override: { route: Route; overriddenRuleId: string } | null // DESIGN rule 10
   review: string[] // e.g. ['unknown-nature-code']
-  derived: { natureCode: string; unknownNatureCode: boolean; mentalHealthIndicator: boolean }
+  derived: { natureCode: string; unknownNatureCode: boolean; mentalHealthIndicator: boolean; frequentCaller: boolean }
   trace: RuleTrace[] // each rule considered in order, up to and including the one that fired
 }
 

@@ -119,8 +119,8 @@ t.test('explanations name the principle, the fallback and the override', async (
 })
 
 t.test('derived facts are reported', async (t) => {
-  t.same(ruleSet.decide(facts({ natureCode: '10-56' })).derived, { natureCode: 'SUICTHRT', unknownNatureCode: false, mentalHealthIndicator: true })
-  t.same(ruleSet.decide(facts({ natureCode: 'X1' })).derived, { natureCode: 'X1', unknownNatureCode: true, mentalHealthIndicator: false })
+  t.same(ruleSet.decide(facts({ natureCode: '10-56' })).derived, { natureCode: 'SUICTHRT', unknownNatureCode: false, mentalHealthIndicator: true, frequentCaller: false })
+  t.same(ruleSet.decide(facts({ natureCode: 'X1' })).derived, { natureCode: 'X1', unknownNatureCode: true, mentalHealthIndicator: false, frequentCaller: false })
   t.same(ruleSet.decide(facts({ natureCode: 'NOISE', flags: { suicidalIdeation: true } })).derived.mentalHealthIndicator, true)
 })
 

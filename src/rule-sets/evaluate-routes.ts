@@ -1,0 +1,105 @@
+/**
+ * POST /v1/routing/evaluate: what the active (or a named) rule set would decide for a call, with
+ * the facts and the trace — and no side effects: nothing is stored, queued or routed. The only
+ * write is the audit record when the subject's history (a behavioral-health fact) was looked up.
+ */
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import type { Db } from '../db/connect.js'
+import { audit } from '../auth/audit.js'
+import { principalOf } from '../auth/plugin.js'
+import { canActForAgency } from '../auth/principal.js'
+import { callSchema, traceSchema } from '../calls/schemas.js'
+import { AppError, notFound } from '../http/errors.js'
+import { problemResponses } from '../http/openapi.js'
+import { EVENT_TYPES, QUEUES, ROLES, ROUTES, type CompiledRuleSet } from '../routing/index.js'
+import type { RuleSetRegistry } from './registry.js'
+import { factsFor, factsSchema, historySchema, lookupHistory } from './facts.js'
+
+const evaluateBody = z
+  .object({
+    call: callSchema,
+    type: z.enum(EVENT_TYPES).default('call.created').describe('The event type to evaluate as'),
+    version: z.number().int().positive().optional().describe('A stored rule-set version; default: the active one'),
+    at: z.iso.datetime({ offset: true }).optional().describe('The instant to decide at (CRU schedules); default: now'),
+    history: historySchema.optional().describe('History facts to use instead of looking them up (a what-if)'),
+    cru: z.object({ available: z.boolean(), reason: z.string().max(500).nullable() }).strict().optional().describe('CRU availability to use instead of the schedule'),
+  })
+  .strict()
+
+const evaluationSchema = z
+  .object({
+    ruleSetVersion: z.number().int(),
+    ruleSetName: z.string(),
+    facts: factsSchema.describe('What the engine saw; history was looked up as ingest would, unless given'),
+    decision: z.object({
+      route: z.enum(ROUTES),
+      assignments: z.array(z.object({ queue: z.enum(QUEUES), role: z.enum(ROLES) })),
+      ruleId: z.string(),
+      explanation: z.string(),
+      fallback: z.object({ fromRoute: z.enum(ROUTES), reason: z.string() }).nullable(),
+      override: z.object({ route: z.enum(ROUTES), overriddenRuleId: z.string() }).nullable(),
+      review: z.array(z.string()),
+      followUp: z.object({ queue: z.literal('follow_up'), dueWithinHours: z.number() }).nullable(),
+      derived: z.object({ natureCode: z.string(), unknownNatureCode: z.boolean(), mentalHealthIndicator: z.boolean(), frequentCaller: z.boolean() }),
+    }),
+    trace: traceSchema,
+  })
+  .meta({ id: 'Evaluation' })
+
+export async function ruleSetOrNotFound(ruleSets: RuleSetRegistry, version: number | undefined): Promise<CompiledRuleSet> {
+  if (version === undefined) return ruleSets.active()
+  const found = await ruleSets.version(version)
+  if (!found) throw notFound(`rule set version ${version}`)
+  return found
+}
+
+export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegistry; now: () => Date }> = async (app, { db, ruleSets, now }) => {
+  app.post(
+    '/v1/routing/evaluate',
+    {
+      config: { access: ['supervisor'] },
+      schema: {
+        tags: ['routing'],
+        operationId: 'evaluateCall',
+        summary: 'Evaluate a call against the active or a named rule-set version, without side effects',
+        description:
+          'Takes the `call` of a call event and answers the decision, the facts and the trace. Nothing is stored, queued or routed; ' +
+          'when the subject history is looked up (no `history` given and a personId or address present) the read is audited.',
+        body: evaluateBody,
+        response: { 200: evaluationSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
+      },
+    },
+    async (req) => {
+      const p = principalOf(req)
+      const { call } = req.body
+      if (!canActForAgency(p, call.agency)) throw new AppError('forbidden', `this key may not evaluate calls for agency ${call.agency}`)
+      const ruleSet = await ruleSetOrNotFound(ruleSets, req.body.version)
+      const at = req.body.at ? new Date(req.body.at) : now()
+      const looksUp = req.body.history === undefined && (call.subject?.personId !== undefined || call.location?.address !== undefined)
+      const history = req.body.history ?? (await lookupHistory(db, call, at))
+      if (looksUp) {
+        await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version } })
+      }
+      const facts = factsFor(ruleSet, { eventType: req.body.type, call, at, history, ...(req.body.cru ? { cru: req.body.cru } : {}) })
+      const d = ruleSet.decide(facts)
+      return {
+        ruleSetVersion: ruleSet.version,
+        ruleSetName: ruleSet.name,
+        facts,
+        decision: {
+          route: d.route,
+          assignments: d.assignments,
+          ruleId: d.ruleId,
+          explanation: d.explanation,
+          fallback: d.fallback,
+          override: d.override,
+          review: d.review,
+          followUp: d.followUp,
+          derived: d.derived,
+        },
+        trace: d.trace,
+      }
+    },
+  )
+}

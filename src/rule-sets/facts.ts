@@ -1,0 +1,60 @@
+/**
+ * Facts for a call that is not being ingested: what /v1/routing/evaluate and the replay CLI (for
+ * call events without stored facts) give the engine. Ingest builds the same facts inside its
+ * transaction (src/calls/service.ts); the lookups are the same repository functions.
+ */
+import { z } from 'zod'
+import type { Executor } from '../db/connect.js'
+import type { CallEvent } from '../calls/schemas.js'
+import { lookupHistory as lookupCallHistory } from '../calls/history.js'
+import { cruAvailability, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
+
+export type History = RoutingFacts['history']
+export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
+
+/** The history facts ingest would see for this call at `at` (other calls of the subject and address, case link). */
+export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<History> {
+  return (await lookupCallHistory(db, call, at)).history
+}
+
+/** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */
+export function factsFor(
+  ruleSet: CompiledRuleSet,
+  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru'] },
+): RoutingFacts {
+  const { call } = input
+  return {
+    eventType: input.eventType,
+    agency: call.agency,
+    natureCode: call.natureCode,
+    priority: call.priority,
+    flags: call.flags,
+    dispatcherOverride: call.dispatcherOverride ?? null,
+    at: input.at.toISOString(),
+    cru: input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at),
+    history: input.history,
+  }
+}
+
+export const historySchema = z
+  .object({
+    priorCallsForSubject30d: z.number().int().min(0),
+    priorCallsAtAddress30d: z.number().int().min(0),
+    caseManagerActive: z.boolean(),
+  })
+  .strict()
+
+export const factsSchema = z
+  .object({
+    eventType: z.enum(EVENT_TYPES),
+    agency: z.string(),
+    natureCode: z.string(),
+    priority: z.number().int(),
+    flags: z.record(z.string(), z.boolean()),
+    dispatcherOverride: z.enum(ROUTES).nullable(),
+    at: z.string(),
+    cru: z.object({ available: z.boolean(), reason: z.string().nullable() }),
+    history: historySchema,
+  })
+  .meta({ id: 'RoutingFacts' })
+

@@ -1,0 +1,81 @@
+/** POST /v1/routing/evaluate: decision, facts and trace for a call, against the active or a named version; no side effects. */
+import t from 'tap'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+import { candidateV2, storeRuleSet } from './fixtures/store.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+await storeRuleSet(db, candidateV2())
+
+const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
+const evaluate = (body: object, headers: Record<string, string> = {}) => app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: body, headers })
+
+const counts = async () => {
+  const n = async (table: 'calls' | 'call_events' | 'decisions' | 'assignments' | 'outbox' | 'case_links') =>
+    Number((await db.selectFrom(table).select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
+  return { calls: await n('calls'), events: await n('call_events'), decisions: await n('decisions'), assignments: await n('assignments'), outbox: await n('outbox'), links: await n('case_links') }
+}
+
+t.test('decision, facts and trace from the active version; nothing stored, queued or routed', async (t) => {
+  const personId = 'P-EVAL-1'
+  await app.inject({ method: 'PUT', url: `/v1/case-links/${personId}`, payload: { caseManager: 'cm-1' } })
+  await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP', personId }) })
+  const before = await counts()
+  const auditBefore = await db.selectFrom('audit_log').select('action').execute()
+
+  const { call } = callEvent({ natureCode: 'EDP', personId })
+  const res = await evaluate({ call })
+  t.equal(res.statusCode, 200)
+  const body = res.json()
+  t.equal(body.ruleSetVersion, 1)
+  t.equal(body.decision.route, 'case_manager', 'history looked up as ingest would: one prior call and an active link')
+  t.same(body.facts.history, { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 1, caseManagerActive: true })
+  t.match(body.facts, { eventType: 'call.created', agency: 'hastings-pd', natureCode: 'EDP', cru: { available: true } })
+  t.equal(body.trace.at(-1).ruleId, 'repeat-caller-case-manager')
+  t.equal(body.trace.at(-1).matched, true)
+  t.same(body.decision.derived, { natureCode: 'EDP', unknownNatureCode: false, mentalHealthIndicator: true, frequentCaller: false })
+  // Twice, to be sure nothing accumulates.
+  await evaluate({ call })
+  t.same(await counts(), before, 'no call, event, decision, assignment, outbox row or link was written')
+  const auditAfter = await db.selectFrom('audit_log').select(['action', 'target_id']).execute()
+  t.same(auditAfter.slice(auditBefore.length).map((a) => a.action), ['routing.evaluate', 'routing.evaluate'], 'only the history reads were audited')
+  t.notOk(world.logs.join('').includes('Marta Lindqvist'), 'personal data not logged')
+})
+
+t.test('a named version, what-if history and CRU, the event type and the instant', async (t) => {
+  const { call } = callEvent({ natureCode: 'EDP', personId: 'P-EVAL-2' })
+  const v1 = (await evaluate({ call, history: { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 0, caseManagerActive: true } })).json()
+  t.equal(v1.decision.route, 'case_manager')
+  const v2 = (await evaluate({ call, version: 2, history: { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 0, caseManagerActive: true } })).json()
+  t.equal(v2.ruleSetVersion, 2)
+  t.equal(v2.decision.route, 'cru', 'v2 wants 3 calls for a case manager')
+  const frequent = (await evaluate({ call, version: 2, history: { priorCallsForSubject30d: 2, priorCallsAtAddress30d: 0, caseManagerActive: true } })).json()
+  t.equal(frequent.decision.route, 'case_manager')
+  t.equal(frequent.decision.derived.frequentCaller, true)
+
+  const closed = (await evaluate({ call, cru: { available: false, reason: 'over capacity' } })).json()
+  t.equal(closed.decision.route, 'police')
+  t.match(closed.decision.fallback, { fromRoute: 'cru', reason: /over capacity/ })
+
+  // example-city-pd has CRU Mon–Fri 08:00–18:00 America/Chicago: Sunday 03:00 local is outside.
+  const night = (await evaluate({ call: { ...call, agency: 'example-city-pd' }, at: '2026-11-22T09:00:00Z' })).json()
+  t.equal(night.facts.cru.available, false)
+  t.equal(night.decision.route, 'police')
+  t.equal((await evaluate({ call, type: 'call.updated' })).json().facts.eventType, 'call.updated')
+
+  t.equal((await evaluate({ call, version: 99 })).statusCode, 404)
+  t.equal((await evaluate({ call: { ...call, flags: { weapon: true } } })).statusCode, 400, 'the call shape is validated like ingest')
+})
+
+t.test('permissions: supervisors (within their agencies) and admins', async (t) => {
+  const { call } = callEvent({ natureCode: 'NOISE', agency: 'hastings-pd' })
+  for (const role of ['cad', 'console', 'auditor'] as const) {
+    t.equal((await evaluate({ call }, bearer(await world.key(role)))).statusCode, 403, role)
+  }
+  t.equal((await evaluate({ call }, { authorization: '' })).statusCode, 401)
+  t.equal((await evaluate({ call }, bearer(await world.key('supervisor')))).statusCode, 200)
+  const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
+  t.equal((await evaluate({ call }, bearer(rosemount))).statusCode, 403, 'another agency')
+  t.equal((await evaluate({ call: { ...call, agency: 'rosemount-pd' } }, bearer(rosemount))).statusCode, 200)
+})

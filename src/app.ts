@@ -27,7 +27,7 @@ import type { RuleSetRegistry } from './rule-sets/registry.js'
 export const API_VERSION = '1.0.0'
 
 export interface AppDeps {
-  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
   db: Db
   /**
    * Readiness and the rate limiter's counters. Ingest never needs it: the outbox relay carries work
@@ -92,10 +92,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const metrics = deps.metrics ?? createMetrics()
   instrumentHttp(app, metrics)
-  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, ...(deps.now ? { now: deps.now } : {}) }), metrics)
+  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, followUpDueHours: config.FOLLOW_UP_DUE_HOURS, ...(deps.now ? { now: deps.now } : {}) }), metrics)
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
   await app.register(callRoutes, { calls, db: deps.db })
-  await app.register(assignmentRoutes, { db: deps.db })
+  await app.register(assignmentRoutes, { db: deps.db, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(authRoutes, { db: deps.db })
   await app.register(eidoRoutes, { calls, db: deps.db })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })

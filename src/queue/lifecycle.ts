@@ -25,10 +25,11 @@ export const lifecycleJobOptions: JobsOptions = {
   removeOnFail: { age: 7 * 24 * 3600 },
 }
 
-export type LifecycleQueue = Queue<LifecycleJob, unknown, LifecycleJobName>
+// Names are typed as plain strings: BullMQ types job scheduler ids with the job-name parameter.
+export type LifecycleQueue = Queue<LifecycleJob, unknown, string>
 
 export function createLifecycleQueue(connection: ConnectionOptions, prefix: string): LifecycleQueue {
-  return new Queue<LifecycleJob, unknown, LifecycleJobName>(LIFECYCLE_QUEUE, { connection, prefix, defaultJobOptions: lifecycleJobOptions })
+  return new Queue<LifecycleJob, unknown, string>(LIFECYCLE_QUEUE, { connection, prefix, defaultJobOptions: lifecycleJobOptions })
 }
 
 /** Adds (idempotently) the job that escalates an offered assignment not acknowledged by `deadline`. */

@@ -49,7 +49,7 @@ export interface EscalationOptions {
   /** The caller's scope (console decline): an assignment it may not see is answered as unknown. */
   visible?: (a: { agency: string; queue: string }) => boolean
   /** Runs in the escalation's transaction (the audit record). */
-  onMoved?: (trx: Transaction<Database>, view: AssignmentView) => Promise<void>
+  onMoved?: (trx: Transaction<Database>, view: AssignmentView, created: AssignmentView[]) => Promise<void>
 }
 
 interface Fallback {
@@ -180,7 +180,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     await trx.insertInto('assignment_transitions').values(transitions).execute()
     if (fresh.length) await notifyOutbox(trx)
     const view = toAssignmentView(updated, now)
-    await opts.onMoved?.(trx, view)
+    await opts.onMoved?.(trx, view, created)
     return { view, changed: true, created, route: target && role === 'primary' ? target : null }
   })
 }

@@ -95,13 +95,13 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; now?: () => Date 
         const actor = body.actor ? `${p.name}/${body.actor}` : p.name
         const visible = (a: { agency: string; queue: string }) => canActForAgency(p, a.agency) && canSeeQueue(p, a.queue)
         if (action === 'decline') {
-          const { view, created } = await escalateAssignment(
+          const { view } = await escalateAssignment(
             db,
             req.params.id,
             { kind: 'decline', actor, reason: body.reason },
             {
               visible,
-              onMoved: (trx, v) =>
+              onMoved: (trx, v, created) =>
                 audit(trx, req, { action: 'assignment.decline', targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status, escalatedTo: created.map((c) => c.id) } }),
             },
           )

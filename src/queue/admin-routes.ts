@@ -69,5 +69,10 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ queues: readonly Queue[] 
   const serverAdapter = new FastifyAdapter()
   serverAdapter.setBasePath(QUEUE_DASHBOARD_PATH)
   createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter })
+  // bull-board answers every error itself with a 500 (and the message). Rethrown, an error reaches
+  // the app's handler: the auth hook's 401/403 stay 401/403 as problem+json, and 5xx leak nothing.
+  serverAdapter.setErrorHandler((err) => {
+    throw err
+  })
   await app.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })
 }

@@ -124,19 +124,23 @@ interface InFlight {
   token: string | undefined
 }
 
-async function drainOrReturn(workers: ReadonlyArray<{ close(force?: boolean): Promise<void> }>, active: Map<string, InFlight>, drainMs: number, log: FastifyBaseLogger): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  const drained = Promise.all(workers.map((w) => w.close())).then(() => true)
-  const timedOut = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), drainMs)
-  })
-  const finished = await Promise.race([drained, timedOut])
-  clearTimeout(timer)
-  if (finished) return
+async function drainOrReturn(
+  workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void> }>,
+  active: Map<string, InFlight>,
+  drainMs: number,
+  log: FastifyBaseLogger,
+): Promise<void> {
+  // Stop taking jobs, then give the ones in flight their time. (Not close(): a close in progress
+  // cannot be turned into a forced one.)
+  await Promise.all(workers.map((w) => w.pause(true)))
+  const until = Date.now() + drainMs
+  while (active.size && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
   const left = [...active.values()]
-  log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')
-  await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
-  await Promise.all(workers.map((w) => w.close(true)))
+  if (left.length) {
+    log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')
+    await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
+  }
+  await Promise.all(workers.map((w) => w.close(left.length > 0)))
 }
 
 export type ResponderWorkers = ReturnType<typeof createResponderWorkers>

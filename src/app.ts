@@ -19,9 +19,7 @@ import { createMetrics, instrumentCallService, instrumentHttp, type Metrics } fr
 import { metricsRoutes } from './metrics/routes.js'
 import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
-import { createLifecycleQueue } from './queue/lifecycle.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
-import { createQueues } from './queue/queues.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
 import { loggerOptions } from './logger.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
@@ -104,11 +102,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
   await app.register(dashboardRoutes)
-  // Read-only handles on the queues for operators (failed jobs, the dashboard); producers live in the relay.
-  const queues = [...Object.values(createQueues(deps.redis, config.BULLMQ_PREFIX)), createLifecycleQueue(deps.redis, config.BULLMQ_PREFIX)]
-  app.addHook('onClose', async () => {
-    await Promise.all(queues.map((q) => q.close()))
-  })
-  await app.register(queueAdminRoutes, { queues })
+  await app.register(queueAdminRoutes, { connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
   return app
 }

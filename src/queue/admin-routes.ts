@@ -2,9 +2,12 @@ import { createBullBoard } from '@bull-board/api'
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
 import { FastifyAdapter } from '@bull-board/fastify'
 import type { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { problemResponses } from '../http/openapi.js'
+import { createLifecycleQueue } from './lifecycle.js'
+import { createQueues } from './queues.js'
 
 export const QUEUE_DASHBOARD_PATH = '/admin/queues'
 
@@ -28,7 +31,22 @@ const failedJobSchema = z
  * auth plugin's onRequest hook closes every such route to all but admin keys — its pages, its API
  * and its static files alike.
  */
-export const queueAdminRoutes: FastifyPluginAsyncZod<{ queues: readonly Queue[] }> = async (app, { queues }) => {
+export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmqPrefix: string }> = async (app, { connection, bullmqPrefix }) => {
+  // (Not `prefix`: Fastify would take it for a route prefix.)
+  // Read-only handles on the queues, made on first use: building the app (tests, the OpenAPI
+  // script) touches no queue. Producers live in the relay and the workers.
+  let handles: Queue[] | undefined
+  const queuesNow = (): Queue[] => {
+    if (handles) return handles
+    handles = [...Object.values(createQueues(connection, bullmqPrefix)), createLifecycleQueue(connection, bullmqPrefix)]
+    for (const q of handles) q.on('error', (err) => app.log.warn({ queue: q.name, err: { message: err.message } }, 'queue handle error'))
+    board.replaceQueues(handles.map((q) => new BullMQAdapter(q)))
+    return handles
+  }
+  app.addHook('onClose', async () => {
+    if (handles) await Promise.all(handles.map((q) => q.close()))
+  })
+
   app.get(
     '/v1/admin/failed-jobs',
     {
@@ -43,7 +61,7 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ queues: readonly Queue[] 
     },
     async (req) => {
       const { queue, limit } = req.query
-      const chosen = queues.filter((q) => queue === undefined || q.name === queue)
+      const chosen = queuesNow().filter((q) => queue === undefined || q.name === queue)
       const counts: Record<string, number> = {}
       const items: z.infer<typeof failedJobSchema>[] = []
       for (const q of chosen) {
@@ -68,11 +86,17 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ queues: readonly Queue[] 
 
   const serverAdapter = new FastifyAdapter()
   serverAdapter.setBasePath(QUEUE_DASHBOARD_PATH)
-  createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q)), serverAdapter })
+  const board = createBullBoard({ queues: [], serverAdapter })
   // bull-board answers every error itself with a 500 (and the message). Rethrown, an error reaches
   // the app's handler: the auth hook's 401/403 stay 401/403 as problem+json, and 5xx leak nothing.
   serverAdapter.setErrorHandler((err) => {
     throw err
   })
-  await app.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })
+  await app.register(async (scope) => {
+    // After the auth hook (registered on the root): only an admin's request creates the handles.
+    scope.addHook('onRequest', async () => {
+      queuesNow()
+    })
+    await scope.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })
+  })
 }

@@ -1,4 +1,6 @@
 import t from 'tap'
+import { loadDefaultRuleSet } from '../../src/routing/index.js'
+import { parseRuleSet } from '../../src/routing/rule-set.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createWorld, eventually } from '../helpers/world.js'
 import { helpers, startPipeline, type CallAssignment } from './fixtures/pipeline.js'
@@ -109,4 +111,13 @@ t.test('the Postgres sweep escalates what Redis lost', async (t) => {
   const history = (await call(created.callId)).assignments
   t.equal(byId(history, cru.id).status, 'escalated')
   t.equal(byId(history, cru.id).transitions.at(-1)!.actor, 'system:lifecycle-sweep')
+})
+
+t.test('the rule set’s escalation map is checked', async (t) => {
+  const doc = structuredClone(loadDefaultRuleSet())
+  t.same(doc.escalation, { cru: 'co_response', case_management: 'cru' }, 'the default: CRU → co-response → police')
+  t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'cru' } }), /escalation of cru leads back to cru/)
+  t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'nowhere' } }), /escalation/)
+  const { escalation: _e, ...without } = doc
+  t.ok(parseRuleSet(without), 'optional: older rule sets fall back to the default chain')
 })

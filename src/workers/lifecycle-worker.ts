@@ -6,7 +6,7 @@ import { escalateAssignment } from '../assignments/escalation.js'
 import { UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { offerNow } from './responder-worker.js'
+import { drainOrReturn, offerNow, type InFlight } from './responder-worker.js'
 
 export interface LifecycleWorkerDeps {
   db: Db
@@ -18,6 +18,7 @@ export interface LifecycleWorkerDeps {
   sweepEveryMs: number
   log: FastifyBaseLogger
   concurrency?: number
+  drainMs?: number
 }
 
 const SWEEP_BATCH = 200
@@ -71,22 +72,16 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
 }
 
 export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
+  const active = new Map<string, InFlight>()
   const worker = new Worker<LifecycleJob, unknown, string>(
     LIFECYCLE_QUEUE,
     async (job, token) => {
-      if (job.name === SWEEP_JOB) {
-        const r = await sweep(deps.db, deps.queue, deps.ackDeadlines)
-        if (r.escalated || r.offered) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
-        return r
+      active.set(job.id ?? '', { job, token })
+      try {
+        return await processLifecycleJob(deps, job, token)
+      } finally {
+        active.delete(job.id ?? '')
       }
-      if (job.name !== ACK_DEADLINE_JOB) throw new UnrecoverableError(`unknown lifecycle job ${job.name}`)
-      const outcome = await runAckDeadline(deps.db, job)
-      if (typeof outcome === 'object') {
-        await job.moveToDelayed(outcome.notBefore.getTime(), token)
-        throw new DelayedError()
-      }
-      deps.log.info({ jobId: job.id, outcome }, 'acknowledgement deadline reached')
-      return outcome
     },
     { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency ?? 4, autorun: false },
   )
@@ -98,11 +93,29 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   let closing: Promise<void> | undefined
   return {
     worker,
+    /** Bounded like the responder workers: what does not finish in time goes back to the queue. */
     close(): Promise<void> {
-      closing ??= worker.close()
+      closing ??= drainOrReturn([worker], active, deps.drainMs ?? 5_000, deps.log)
       return closing
     },
   }
+}
+
+async function processLifecycleJob(deps: LifecycleWorkerDeps, job: Job<LifecycleJob, unknown, string>, token: string | undefined): Promise<unknown> {
+  if (job.name === SWEEP_JOB) {
+    const r = await sweep(deps.db, deps.queue, deps.ackDeadlines)
+    if (r.escalated || r.offered) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
+    return r
+  }
+  if (job.name !== ACK_DEADLINE_JOB) throw new UnrecoverableError(`unknown lifecycle job ${job.name}`)
+  const outcome = await runAckDeadline(deps.db, job)
+  if (typeof outcome === 'object') {
+    // Fired early (clocks disagree): wait for the stored deadline.
+    await job.moveToDelayed(outcome.notBefore.getTime(), token)
+    throw new DelayedError()
+  }
+  deps.log.info({ jobId: job.id, outcome }, 'acknowledgement deadline reached')
+  return outcome
 }
 
 export type LifecycleWorker = Awaited<ReturnType<typeof startLifecycleWorker>>

@@ -119,12 +119,13 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
   }
 }
 
-interface InFlight {
+export interface InFlight {
   job: { id?: string | undefined; moveToWait(token?: string): Promise<number> }
   token: string | undefined
 }
 
-async function drainOrReturn(
+/** Shared with the lifecycle worker: pause, let jobs in flight finish for `drainMs`, hand back the rest. */
+export async function drainOrReturn(
   workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void> }>,
   active: Map<string, InFlight>,
   drainMs: number,

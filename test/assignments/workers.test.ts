@@ -1,5 +1,6 @@
 import t from 'tap'
 import { loadConfig } from '../../src/config.js'
+import { createDb, createPool } from '../../src/db/connect.js'
 import { createQueues, jobIdFor, ASSIGNMENT_JOB_NAME } from '../../src/queue/queues.js'
 import { createRedis } from '../../src/queue/redis.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
@@ -54,6 +55,34 @@ t.test('a bad job fails for good at once (UnrecoverableError) and is listed for 
   const item = res.json().items.find((i: { jobId: string }) => i.jobId === 'asg-bad-job')
   t.match(item, { queue: 'police', name: ASSIGNMENT_JOB_NAME, failedReason: /malformed data/, attemptsMade: 1 })
   t.equal(res.json().counts.police, 1)
+})
+
+t.test('a transient error (Postgres unreachable) is retried with backoff, not failed', async (t) => {
+  const created = await post({ natureCode: 'NOISE', agency: 'retry-pd' })
+  const id = created.decision.assignments[0]!.id
+  // A database that refuses connections, as during a failover.
+  const down = createDb(createPool({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1, statementTimeoutMs: 1000 }))
+  const conn = createRedis(REDIS_URL, 'worker')
+  const workers = createResponderWorkers({ db: down, connection: conn, prefix, concurrency: 1, log: quietLog, queues: ['police'] })
+  workers.start()
+  await queues.police.add(ASSIGNMENT_JOB_NAME, { assignmentId: id, callId: created.callId, agency: 'retry-pd', queue: 'police', role: 'primary' }, { jobId: jobIdFor(id) })
+  await eventually(async () => ((await queues.police.getJob(jobIdFor(id)))?.attemptsMade ?? 0) >= 2)
+  const job = (await queues.police.getJob(jobIdFor(id)))!
+  t.not(await job.getState(), 'failed', 'still to be retried')
+  t.equal(job.opts.attempts, 10)
+  t.same(job.opts.backoff, { type: 'exponential', delay: 500 })
+  t.match(job.failedReason, /ECONNREFUSED|connect/)
+  await workers.close()
+  await conn.quit()
+  await down.destroy()
+
+  // Postgres is back (another worker with a working pool): the same job offers the assignment.
+  const conn2 = createRedis(REDIS_URL, 'worker')
+  const next = createResponderWorkers({ db, connection: conn2, prefix, concurrency: 1, log: quietLog, queues: ['police'] })
+  next.start()
+  await helpers(world).until(id, 'offered')
+  await next.close()
+  await conn2.quit()
 })
 
 t.test('per-queue concurrency from config', async (t) => {

@@ -184,3 +184,26 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     return { view, changed: true, created, route: target && role === 'primary' ? target : null }
   })
 }
+
+export const OVERDUE_ACTOR = 'system:follow-up-deadline'
+
+/**
+ * Records, once, that an assignment is still open past the time it must be done by (a follow-up's
+ * dueAt): a transition that keeps the status, so the console feed carries the overdue flag too.
+ * Answers 'not-due' when the time has not come, false when there is nothing to record.
+ */
+export async function markOverdue(db: Db, id: string, now: Date = new Date()): Promise<boolean | 'not-due'> {
+  return db.transaction().execute(async (trx) => {
+    const a = await trx.selectFrom('assignments').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+    if (!a || !a.due_at || !isOpen(a.status)) return false
+    if (a.due_at.getTime() > now.getTime()) return 'not-due'
+    const already = await trx.selectFrom('assignment_transitions').select('id').where('assignment_id', '=', id).where('actor', '=', OVERDUE_ACTOR).executeTakeFirst()
+    if (already) return false
+    await trx.updateTable('assignments').set({ updated_at: now }).where('id', '=', id).execute()
+    await trx
+      .insertInto('assignment_transitions')
+      .values({ assignment_id: id, from_status: a.status, to_status: a.status, role: a.role, actor: OVERDUE_ACTOR, reason: `overdue: not done by ${a.due_at.toISOString()}` })
+      .execute()
+    return true
+  })
+}

@@ -7,16 +7,18 @@ import { z } from 'zod'
  */
 export const LIFECYCLE_QUEUE = 'lifecycle'
 export const ACK_DEADLINE_JOB = 'ack-deadline'
+export const FOLLOW_UP_OVERDUE_JOB = 'follow-up-overdue'
 export const SWEEP_JOB = 'sweep'
 export const SWEEP_SCHEDULER_ID = 'lifecycle-sweep'
 
 export const ackDeadlineJobSchema = z.object({ assignmentId: z.string().uuid() }).strict()
 export type AckDeadlineJob = z.infer<typeof ackDeadlineJobSchema>
 export type LifecycleJob = AckDeadlineJob | Record<string, never>
-export type LifecycleJobName = typeof ACK_DEADLINE_JOB | typeof SWEEP_JOB
+export type LifecycleJobName = typeof ACK_DEADLINE_JOB | typeof FOLLOW_UP_OVERDUE_JOB | typeof SWEEP_JOB
 
 /** One deadline per assignment: a second add (a worker offering twice) is a no-op. No ':' in job ids. */
 export const ackDeadlineJobId = (assignmentId: string): string => `ack-${assignmentId}`
+export const overdueJobId = (assignmentId: string): string => `overdue-${assignmentId}`
 
 export const lifecycleJobOptions: JobsOptions = {
   attempts: 10,
@@ -35,4 +37,9 @@ export function createLifecycleQueue(connection: ConnectionOptions, prefix: stri
 /** Adds (idempotently) the job that escalates an offered assignment not acknowledged by `deadline`. */
 export async function scheduleAckDeadline(queue: LifecycleQueue, assignmentId: string, deadline: Date, now = Date.now()): Promise<void> {
   await queue.add(ACK_DEADLINE_JOB, { assignmentId }, { jobId: ackDeadlineJobId(assignmentId), delay: Math.max(0, deadline.getTime() - now) })
+}
+
+/** Adds (idempotently) the job that records a follow-up still open at its due time as overdue (for the feed). */
+export async function scheduleOverdueCheck(queue: LifecycleQueue, assignmentId: string, dueAt: Date, now = Date.now()): Promise<void> {
+  await queue.add(FOLLOW_UP_OVERDUE_JOB, { assignmentId }, { jobId: overdueJobId(assignmentId), delay: Math.max(0, dueAt.getTime() - now) })
 }

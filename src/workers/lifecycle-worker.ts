@@ -2,9 +2,9 @@ import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
-import { escalateAssignment } from '../assignments/escalation.js'
-import { UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
-import { ACK_DEADLINE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
+import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/escalation.js'
+import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
+import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
 import { drainOrReturn, offerNow, type InFlight } from './responder-worker.js'
 
@@ -48,9 +48,9 @@ export async function runAckDeadline(db: Db, job: Pick<Job<unknown>, 'id' | 'dat
  * offers reserved follow-ups whose time has come, from what Postgres says. Catches what Redis lost
  * (a flushed or restored Redis) — in normal operation the delayed jobs got there first.
  */
-export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadlines: Partial<Record<QueueName, number>>, now = new Date()): Promise<{ escalated: number; offered: number }> {
+export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadlines: Partial<Record<QueueName, number>>, now = new Date()): Promise<{ escalated: number; offered: number; overdue: number }> {
   const before = new Date(now.getTime() - SWEEP_GRACE_MS)
-  const overdue = await db
+  const unacknowledged = await db
     .selectFrom('assignments')
     .select('id')
     .where('status', 'in', UNACKNOWLEDGED_STATUSES)
@@ -59,7 +59,7 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
     .limit(SWEEP_BATCH)
     .execute()
   let escalated = 0
-  for (const { id } of overdue) {
+  for (const { id } of unacknowledged) {
     const r = await escalateAssignment(db, id, { kind: 'deadline', actor: SWEEP_ACTOR }, { now })
     if (r.changed) escalated++
   }
@@ -68,7 +68,18 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
   for (const a of due) {
     if ((await offerNow(db, a.id, a.queue as QueueName, { lifecycle: queue, ackDeadlines, now: () => now })) === 'offered') offered++
   }
-  return { escalated, offered }
+  const late = await db
+    .selectFrom('assignments as a')
+    .select('a.id')
+    .where('a.queue', '=', 'follow_up')
+    .where('a.status', 'in', OPEN_STATUSES)
+    .where('a.due_at', '<', before)
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('assignment_transitions as t').select('t.id').whereRef('t.assignment_id', '=', 'a.id').where('t.actor', '=', OVERDUE_ACTOR))))
+    .limit(SWEEP_BATCH)
+    .execute()
+  let overdue = 0
+  for (const { id } of late) if ((await markOverdue(db, id, now)) === true) overdue++
+  return { escalated, offered, overdue }
 }
 
 export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
@@ -104,8 +115,19 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
 async function processLifecycleJob(deps: LifecycleWorkerDeps, job: Job<LifecycleJob, unknown, string>, token: string | undefined): Promise<unknown> {
   if (job.name === SWEEP_JOB) {
     const r = await sweep(deps.db, deps.queue, deps.ackDeadlines)
-    if (r.escalated || r.offered) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
+    if (r.escalated || r.offered || r.overdue) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
     return r
+  }
+  if (job.name === FOLLOW_UP_OVERDUE_JOB) {
+    const parsed = ackDeadlineJobSchema.safeParse(job.data)
+    if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
+    const marked = await markOverdue(deps.db, parsed.data.assignmentId)
+    if (marked === 'not-due') {
+      const row = await deps.db.selectFrom('assignments').select('due_at').where('id', '=', parsed.data.assignmentId).executeTakeFirstOrThrow()
+      await job.moveToDelayed(row.due_at!.getTime(), token)
+      throw new DelayedError()
+    }
+    return marked ? 'overdue' : 'done-in-time'
   }
   if (job.name !== ACK_DEADLINE_JOB) throw new UnrecoverableError(`unknown lifecycle job ${job.name}`)
   const outcome = await runAckDeadline(deps.db, job)

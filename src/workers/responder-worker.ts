@@ -4,7 +4,8 @@ import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
 import { AppError } from '../http/errors.js'
 import { moveAssignment } from '../assignments/repository.js'
-import { scheduleAckDeadline, type LifecycleQueue } from '../queue/lifecycle.js'
+import { isOpen } from '../assignments/state-machine.js'
+import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '../queue/lifecycle.js'
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 
@@ -67,9 +68,11 @@ export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'da
   const parsed = assignmentJobSchema.safeParse(job.data)
   if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
   const data: AssignmentJob = parsed.data
-  const row = await db.selectFrom('assignments').select(['status', 'reserved_until']).where('id', '=', data.assignmentId).executeTakeFirst()
+  const row = await db.selectFrom('assignments').select(['status', 'reserved_until', 'due_at']).where('id', '=', data.assignmentId).executeTakeFirst()
   if (!row) throw new UnrecoverableError(`job ${job.id}: no such assignment`)
   const now = opts.now?.() ?? new Date()
+  // On first delivery, before any wait: a follow-up taken early is still checked at its due time.
+  if (opts.lifecycle && row.due_at && isOpen(row.status)) await scheduleOverdueCheck(opts.lifecycle, data.assignmentId, row.due_at, now.getTime())
   if (row.status === 'reserved' && row.reserved_until && row.reserved_until.getTime() > now.getTime()) return { reservedUntil: row.reserved_until }
   // Anything else thrown is transient (Postgres down…): BullMQ retries with backoff.
   return offerNow(db, data.assignmentId, data.queue, opts)

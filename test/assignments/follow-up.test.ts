@@ -1,6 +1,7 @@
 import t from 'tap'
 import { planAssignments } from '../../src/calls/plan.js'
 import { loadConfig } from '../../src/config.js'
+import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createWorld } from '../helpers/world.js'
 import { helpers, startPipeline } from './fixtures/pipeline.js'
 
@@ -8,7 +9,7 @@ import { helpers, startPipeline } from './fixtures/pipeline.js'
 let offsetMs = 0
 const DUE_HOURS = 2 / 3600 // offered 2 s after closing
 const world = await createWorld(t, { now: () => new Date(Date.now() + offsetMs), env: { FOLLOW_UP_DUE_HOURS: String(DUE_HOURS) } })
-await startPipeline(t, world)
+const { lifecycleQueue } = await startPipeline(t, world)
 const { post, call, assignment, until } = helpers(world)
 
 t.test('defaults: reserved until 24 h after closing, due 72 h after closing', async (t) => {
@@ -56,4 +57,16 @@ t.test('a closed mental-health call’s follow-up is reserved, offered when due,
   const res = await world.app.inject({ method: 'GET', url: '/v1/assignments?queue=follow_up&overdue=true' })
   t.same(res.json().items.map((a: { id: string }) => a.id), [fuId])
   offsetMs = 0
+
+  // For the feed: a delayed job waits for the due time, and records the overdue follow-up as a
+  // transition (status unchanged); the sweep does the same for what Redis lost.
+  const check = await lifecycleQueue.getJob(`overdue-${fuId}`)
+  t.equal(await check?.getState(), 'delayed')
+  t.ok(Math.abs(check!.timestamp + check!.delay - new Date(reserved.dueAt!).getTime()) < 5000, 'due at dueAt')
+  const r = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, new Date(Date.now() + 73 * 3600_000))
+  t.equal(r.overdue, 1)
+  const again = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, new Date(Date.now() + 74 * 3600_000))
+  t.equal(again.overdue, 0, 'recorded once')
+  const last = (await call(created.callId)).assignments.find((a) => a.id === fuId)!.transitions.at(-1)!
+  t.match(last, { from: 'offered', to: 'offered', actor: 'system:follow-up-deadline', reason: /^overdue: not done by / })
 })

@@ -19,6 +19,7 @@ import { createMetrics, instrumentCallService, instrumentHttp, type Metrics } fr
 import { metricsRoutes } from './metrics/routes.js'
 import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
+import { queueAdminRoutes } from './queue/admin-routes.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
 import { loggerOptions } from './logger.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
@@ -32,7 +33,7 @@ import { createShadowSource, type ShadowSource } from './rule-sets/shadow.js'
 export const API_VERSION = '1.0.0'
 
 export interface AppDeps {
-  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
   db: Db
   /**
    * Readiness and the rate limiter's counters. Ingest never needs it: the outbox relay carries work
@@ -105,10 +106,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? createMetrics()
   instrumentHttp(app, metrics)
   const shadow = deps.shadow ?? (await createShadowSource(deps.db, deps.ruleSets))
-  const calls = instrumentCallService(createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, shadow, ...(deps.now ? { now: deps.now } : {}) }), metrics)
+  const calls = instrumentCallService(
+    createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, followUpDueHours: config.FOLLOW_UP_DUE_HOURS, shadow, ...(deps.now ? { now: deps.now } : {}) }),
+    metrics,
+  )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
   await app.register(callRoutes, { calls, db: deps.db })
-  await app.register(assignmentRoutes, { db: deps.db })
+  await app.register(assignmentRoutes, { db: deps.db, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(authRoutes, { db: deps.db })
   await app.register(eidoRoutes, { calls, db: deps.db })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
@@ -117,5 +121,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(caseLinkRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
   await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now: deps.now ?? (() => new Date()) })
+  await app.register(queueAdminRoutes, { connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
   return app
 }

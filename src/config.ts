@@ -1,9 +1,26 @@
 import { z } from 'zod'
+import { QUEUES, type QueueName } from './routing/types.js'
 
 export const ROLE_NAMES = ['api', 'relay', 'worker'] as const
 export type RoleName = (typeof ROLE_NAMES)[number]
 
 const positiveInt = z.coerce.number().int().positive()
+
+/** `police=30,cru=60`: a number per responder queue; queues not named have none. */
+const perQueue = (what: string, fallback: string) =>
+  z.string().default(fallback).transform((s, ctx) => {
+    const out: Partial<Record<QueueName, number>> = {}
+    for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const [queue, value, ...rest] = part.split('=').map((x) => x.trim())
+      const n = Number(value)
+      if (!(QUEUES as readonly string[]).includes(queue ?? '') || rest.length || value === undefined || value === '' || !Number.isFinite(n) || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: `"${part}": expected queue=${what} with queue one of ${QUEUES.join(', ')} and a positive number` })
+        continue
+      }
+      out[queue as QueueName] = n
+    }
+    return Object.freeze(out)
+  })
 
 const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -31,6 +48,16 @@ const configSchema = z.object({
   RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
   WORKER_CONCURRENCY: positiveInt.default(8),
   FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),
+  /** A closed mental-health call's follow-up is reserved until this many hours after closing, then offered. */
+  FOLLOW_UP_DUE_HOURS: z.coerce.number().min(0).default(24),
+  /** Seconds an offered assignment may wait for an acknowledgement before it escalates; queues not named wait forever. */
+  ACK_DEADLINES: perQueue('seconds', 'police=30,cru=60,ems=30,case_management=120'),
+  /** Jobs a worker process runs at once per queue; queues not named use WORKER_CONCURRENCY. */
+  WORKER_CONCURRENCY_PER_QUEUE: perQueue('jobs', ''),
+  /** The Postgres sweep behind the deadline jobs (escalations and due follow-ups Redis may have lost). */
+  LIFECYCLE_SWEEP_MS: positiveInt.default(15_000),
+  /** How long a stopping worker lets jobs in flight finish before it hands them back to the queue. */
+  WORKER_DRAIN_MS: positiveInt.default(5_000),
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),

@@ -8,9 +8,11 @@ import { loggerOptions } from './logger.js'
 import { ensureBootstrapKey } from './auth/keys.js'
 import { createMetrics, observeWorkers } from './metrics/metrics.js'
 import { createOutboxRelay } from './queue/outbox-relay.js'
+import { createLifecycleQueue } from './queue/lifecycle.js'
 import { createQueues } from './queue/queues.js'
 import { createRedis } from './queue/redis.js'
 import { createRuleSetRegistry } from './rule-sets/registry.js'
+import { startLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
 import { startRetention } from './retention/scheduler.js'
 import { startTracing } from './telemetry/tracing.js'
@@ -40,14 +42,29 @@ async function start(): Promise<void> {
 
   if (roles.has('worker')) {
     const connection = createRedis(config.REDIS_URL, 'worker')
-    const workers = createResponderWorkers({ db, connection, prefix: config.BULLMQ_PREFIX, concurrency: config.WORKER_CONCURRENCY, log, ...(tracing ? { telemetry: tracing.bullmq } : {}) })
-    observeWorkers(workers.workers, metrics)
+    const lifecycleQueue = createLifecycleQueue(connection, config.BULLMQ_PREFIX)
+    const workers = createResponderWorkers({
+      db,
+      connection,
+      prefix: config.BULLMQ_PREFIX,
+      concurrency: config.WORKER_CONCURRENCY,
+      concurrencyPerQueue: config.WORKER_CONCURRENCY_PER_QUEUE,
+      lifecycle: lifecycleQueue,
+      ackDeadlines: config.ACK_DEADLINES,
+      drainMs: config.WORKER_DRAIN_MS,
+      log,
+      ...(tracing ? { telemetry: tracing.bullmq } : {}),
+    })
+    const lifecycle = await startLifecycleWorker({ db, connection, prefix: config.BULLMQ_PREFIX, queue: lifecycleQueue, ackDeadlines: config.ACK_DEADLINES, sweepEveryMs: config.LIFECYCLE_SWEEP_MS, drainMs: config.WORKER_DRAIN_MS, log })
+    observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
     closers.unshift({ name: 'redis (workers)', close: () => connection.quit() })
+    closers.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
     closers.unshift({ name: 'retention', close: () => retention.close() })
+    closers.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
     closers.unshift({ name: 'workers', close: () => workers.close() })
-    log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY }, 'responder workers started')
+    log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
   }
 
   if (roles.has('relay')) {

@@ -4,9 +4,12 @@ import type { AssignmentsTable, Database } from '../db/schema.js'
 import { AppError, notFound } from '../http/errors.js'
 import type { QueueName, Role } from '../routing/index.js'
 import type { AssignmentView } from './schemas.js'
-import { MOVES, canMove, type AssignmentStatus } from './state-machine.js'
+import { MOVES, OPEN_STATUSES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
-export function toAssignmentView(a: Selectable<AssignmentsTable>): AssignmentView {
+const iso = (d: Date | null): string | null => (d ? d.toISOString() : null)
+
+/** `now` decides the overdue flag: an open assignment past the time it must be done by. */
+export function toAssignmentView(a: Selectable<AssignmentsTable>, now: Date = new Date()): AssignmentView {
   return {
     id: a.id,
     callId: a.call_id,
@@ -16,7 +19,11 @@ export function toAssignmentView(a: Selectable<AssignmentsTable>): AssignmentVie
     role: a.role as Role,
     status: a.status as AssignmentStatus,
     disposition: a.disposition,
-    dueAt: a.due_at ? a.due_at.toISOString() : null,
+    dueAt: iso(a.due_at),
+    overdue: a.due_at !== null && isOpen(a.status) && a.due_at.getTime() < now.getTime(),
+    reservedUntil: iso(a.reserved_until),
+    ackDeadlineAt: iso(a.ack_deadline_at),
+    escalatedFrom: a.escalated_from,
     createdAt: a.created_at.toISOString(),
     updatedAt: a.updated_at.toISOString(),
   }
@@ -41,7 +48,10 @@ export interface ListFilter {
   queues?: readonly string[] | null
   status?: AssignmentStatus[] | undefined
   after?: number | undefined
+  /** true: only open assignments past their due time (overdue follow-ups). */
+  overdue?: boolean | undefined
   limit: number
+  now?: Date
 }
 
 /** Oldest first, by a sequence that never changes, so paging never skips nor repeats an assignment. */
@@ -53,16 +63,20 @@ export async function listAssignments(db: Db, f: ListFilter): Promise<{ items: A
   if (f.queues) q = f.queues.length ? q.where('queue', 'in', [...f.queues]) : q.where(sql<boolean>`false`)
   if (f.status?.length) q = q.where('status', 'in', f.status)
   if (f.after !== undefined) q = q.where('seq', '>', f.after)
+  const now = f.now ?? new Date()
+  if (f.overdue) q = q.where('due_at', '<', now).where('status', 'in', OPEN_STATUSES)
   const rows = await q.execute()
   const page = rows.slice(0, f.limit)
   const last = page[page.length - 1]
-  return { items: page.map(toAssignmentView), nextCursor: rows.length > f.limit && last ? encodeCursor(last.seq) : null }
+  return { items: page.map((a) => toAssignmentView(a, now)), nextCursor: rows.length > f.limit && last ? encodeCursor(last.seq) : null }
 }
 
 export interface MoveInput {
   actor: string
   reason?: string | undefined
   disposition?: string | undefined
+  /** With offer: when the offer escalates unless acknowledged (null: never). */
+  ackDeadlineAt?: Date | null
 }
 
 /**
@@ -91,7 +105,12 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
     const now = new Date()
     const updated = await trx
       .updateTable('assignments')
-      .set({ status: move.to, updated_at: now, ...(input.disposition ? { disposition: input.disposition } : {}) })
+      .set({
+        status: move.to,
+        updated_at: now,
+        ...(input.disposition ? { disposition: input.disposition } : {}),
+        ...(input.ackDeadlineAt !== undefined ? { ack_deadline_at: input.ackDeadlineAt } : {}),
+      })
       .where('id', '=', id)
       .returningAll()
       .executeTakeFirstOrThrow()

@@ -7,6 +7,7 @@ import { principalOf } from '../auth/plugin.js'
 import { canActForAgency, canSeeQueue } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
+import { escalateAssignment } from './escalation.js'
 import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
 import { DISPOSITIONS, assignmentSchema } from './schemas.js'
 import { ASSIGNMENT_STATUSES, CONSOLE_ACTIONS, type AssignmentStatus } from './state-machine.js'
@@ -28,6 +29,11 @@ const listQuery = z
         }
         return list as AssignmentStatus[]
       }),
+    overdue: z
+      .enum(['true', 'false'])
+      .optional()
+      .transform((v) => (v === undefined ? undefined : v === 'true'))
+      .describe('true: only open assignments past their due time (overdue follow-ups)'),
     cursor: z.string().min(1).max(64).optional().describe('nextCursor of the previous page'),
     limit: z.coerce.number().int().min(1).max(200).default(50),
   })
@@ -41,7 +47,7 @@ const moveBody = z
   })
   .strict()
 
-export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, { db }) => {
+export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; now?: () => Date }> = async (app, { db, now = () => new Date() }) => {
   app.get(
     '/v1/assignments',
     {
@@ -58,7 +64,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, {
     async (req) => {
       const p = principalOf(req)
       const { cursor, ...filter } = req.query
-      return listAssignments(db, { ...filter, agencies: p.agencies, queues: p.queues, after: cursor ? decodeCursor(cursor) : undefined })
+      return listAssignments(db, { ...filter, agencies: p.agencies, queues: p.queues, after: cursor ? decodeCursor(cursor) : undefined, now: now() })
     },
   )
 
@@ -71,7 +77,10 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, {
           tags: ['assignments'],
           operationId: `${action}Assignment`,
           summary: `${action[0]!.toUpperCase()}${action.slice(1)} an assignment`,
-          description: 'Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.',
+          description:
+            action === 'decline'
+              ? 'The assignment is declined and escalates at once along the rule set’s fallback (CRU → co-response → police; police and EMS are offered again); the new assignments are in the call’s history. Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot be declined from its status.'
+              : 'Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.',
           params: z.object({ id: z.string().uuid() }),
           body: moveBody.nullish(),
           response: { 200: assignmentSchema, ...problemResponses(400, 401, 403, 404, 409, 429, 503) },
@@ -83,13 +92,28 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, {
           throw new AppError('validation-failed', 'a disposition goes with complete', { invalidParams: [{ name: 'disposition', reason: 'only with complete' }] })
         }
         const p = principalOf(req)
+        const actor = body.actor ? `${p.name}/${body.actor}` : p.name
+        const visible = (a: { agency: string; queue: string }) => canActForAgency(p, a.agency) && canSeeQueue(p, a.queue)
+        if (action === 'decline') {
+          const { view } = await escalateAssignment(
+            db,
+            req.params.id,
+            { kind: 'decline', actor, reason: body.reason },
+            {
+              visible,
+              onMoved: (trx, v, created) =>
+                audit(trx, req, { action: 'assignment.decline', targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status, escalatedTo: created.map((c) => c.id) } }),
+            },
+          )
+          return view
+        }
         const { view } = await moveAssignment(
           db,
           req.params.id,
           action,
-          { actor: body.actor ? `${p.name}/${body.actor}` : p.name, reason: body.reason, disposition: body.disposition },
+          { actor, reason: body.reason, disposition: body.disposition },
           {
-            visible: (a) => canActForAgency(p, a.agency) && canSeeQueue(p, a.queue),
+            visible,
             onMoved: (trx, v) => audit(trx, req, { action: `assignment.${action}`, targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status } }),
           },
         )

@@ -18,8 +18,12 @@ export const assignmentSchema = assignmentSummarySchema
     callId: z.string(),
     agency: z.string(),
     decisionId: z.string().uuid(),
-    disposition: z.string().nullable(),
+    disposition: z.string().nullable().describe('Set on completion: one of the dispositions (APCO-like and the service’s own)'),
     dueAt: z.string().nullable().describe('For follow-ups: when the follow-up must be done'),
+    overdue: z.boolean().describe('Still open past dueAt'),
+    reservedUntil: z.string().nullable().describe('A reserved follow-up is offered at this time'),
+    ackDeadlineAt: z.string().nullable().describe('Set when offered: not acknowledged by then, the assignment escalates'),
+    escalatedFrom: z.string().uuid().nullable().describe('The assignment whose decline or missed deadline created this one'),
     createdAt: z.string(),
     updatedAt: z.string(),
   })
@@ -27,7 +31,11 @@ export const assignmentSchema = assignmentSummarySchema
 
 export type AssignmentView = z.infer<typeof assignmentSchema>
 
-export const DISPOSITIONS = [
+/**
+ * How an assignment ended. The service's own, then APCO-style CAD dispositions for what they do not
+ * cover (APCO publishes no single normative list; these are the common CAD clearance codes).
+ */
+export const SERVICE_DISPOSITIONS = [
   'resolved_by_phone',
   'field_response',
   'transported',
@@ -35,3 +43,18 @@ export const DISPOSITIONS = [
   'referred_case_management',
   'no_contact',
 ] as const
+export const APCO_DISPOSITIONS = [
+  'advised', // settled by advice, in person
+  'assisted',
+  'report_taken',
+  'arrest',
+  'citation_issued',
+  'referred_partner_agency',
+  'unfounded',
+  'gone_on_arrival',
+  'unable_to_locate',
+  'cancelled_by_caller',
+  'duplicate',
+] as const
+export const DISPOSITIONS = [...SERVICE_DISPOSITIONS, ...APCO_DISPOSITIONS] as const
+export type Disposition = (typeof DISPOSITIONS)[number]

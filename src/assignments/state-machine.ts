@@ -1,11 +1,18 @@
 /**
  * The assignment lifecycle. Consoles move an assignment forward; the router cancels it when the
- * call closes; the worker offers it when it reaches the responder pool.
+ * call closes; the worker offers it when it reaches the responder pool (a reserved follow-up when
+ * its time comes); the acknowledgement deadline escalates or expires it.
+ *
+ *   reserved ─┐
+ *   queued ───┴─▶ offered ─▶ acknowledged ─▶ accepted ─▶ completed
+ *      declined (console) · cancelled (call closed) · escalated / expired (deadline passed)
  */
-export const ASSIGNMENT_STATUSES = ['queued', 'offered', 'acknowledged', 'accepted', 'completed', 'declined', 'cancelled'] as const
+export const ASSIGNMENT_STATUSES = ['reserved', 'queued', 'offered', 'acknowledged', 'accepted', 'completed', 'declined', 'cancelled', 'escalated', 'expired'] as const
 export type AssignmentStatus = (typeof ASSIGNMENT_STATUSES)[number]
 
-export const OPEN_STATUSES: readonly AssignmentStatus[] = ['queued', 'offered', 'acknowledged', 'accepted']
+export const OPEN_STATUSES: readonly AssignmentStatus[] = ['reserved', 'queued', 'offered', 'acknowledged', 'accepted']
+/** Nobody has taken it yet: the acknowledgement deadline applies. */
+export const UNACKNOWLEDGED_STATUSES: readonly AssignmentStatus[] = ['queued', 'offered']
 
 export const CONSOLE_ACTIONS = ['acknowledge', 'accept', 'decline', 'complete'] as const
 export type ConsoleAction = (typeof CONSOLE_ACTIONS)[number]
@@ -15,14 +22,20 @@ export interface Move {
   to: AssignmentStatus
 }
 
-export const MOVES: Record<ConsoleAction | 'offer' | 'cancel', Move> = {
-  offer: { from: ['queued'], to: 'offered' },
-  // A console may see an assignment in the listing a moment before the worker offers it.
-  acknowledge: { from: ['queued', 'offered'], to: 'acknowledged' },
-  accept: { from: ['queued', 'offered', 'acknowledged'], to: 'accepted' },
-  decline: { from: ['queued', 'offered', 'acknowledged'], to: 'declined' },
+export const MOVES: Record<ConsoleAction | 'offer' | 'cancel' | 'escalate' | 'expire', Move> = {
+  // A reserved follow-up is offered when it becomes due.
+  offer: { from: ['queued', 'reserved'], to: 'offered' },
+  // A console may see an assignment in the listing a moment before the worker offers it, and a
+  // follow-up team may take a reserved follow-up early.
+  acknowledge: { from: ['reserved', 'queued', 'offered'], to: 'acknowledged' },
+  accept: { from: ['reserved', 'queued', 'offered', 'acknowledged'], to: 'accepted' },
+  decline: { from: ['reserved', 'queued', 'offered', 'acknowledged'], to: 'declined' },
   complete: { from: ['accepted'], to: 'completed' },
   cancel: { from: OPEN_STATUSES, to: 'cancelled' },
+  // Not acknowledged in time: handed along the rule set's fallback (escalated), or offered again
+  // as a new assignment where the fallback has nothing further (expired).
+  escalate: { from: UNACKNOWLEDGED_STATUSES, to: 'escalated' },
+  expire: { from: UNACKNOWLEDGED_STATUSES, to: 'expired' },
 }
 
 export function canMove(action: keyof typeof MOVES, status: AssignmentStatus): boolean {

@@ -15,6 +15,8 @@ export interface PlannedAssignment {
   role: Role
   status: AssignmentStatus
   dueAt: Date | null
+  /** A reserved follow-up is offered at this time. */
+  reservedUntil?: Date | null
 }
 
 export interface AssignmentPlan {
@@ -45,6 +47,8 @@ export function planAssignments(input: {
   mentalHealthCall: boolean
   now: Date
   defaultFollowUpHours: number
+  /** Hours after closing when the follow-up is offered; until then it is reserved (0 or absent: at once). */
+  followUpOfferHours?: number
 }): AssignmentPlan {
   const { decision, existing, now } = input
   const open = existing.filter((a) => isOpen(a.status))
@@ -58,7 +62,13 @@ export function planAssignments(input: {
     }
     const hours = decision.followUp?.dueWithinHours ?? (input.mentalHealthCall ? input.defaultFollowUpHours : null)
     if (hours !== null) {
-      plan.assignments.push({ id: undefined, queue: 'follow_up', role: 'primary', status: 'queued', dueAt: new Date(now.getTime() + hours * 3600_000) })
+      const offerHours = Math.min(input.followUpOfferHours ?? 0, hours)
+      const dueAt = new Date(now.getTime() + hours * 3600_000)
+      plan.assignments.push(
+        offerHours > 0
+          ? { id: undefined, queue: 'follow_up', role: 'primary', status: 'reserved', dueAt, reservedUntil: new Date(now.getTime() + offerHours * 3600_000) }
+          : { id: undefined, queue: 'follow_up', role: 'primary', status: 'queued', dueAt },
+      )
       if (!decision.followUp) plan.notes.push('an earlier event of this call carried a mental-health indicator, so it gets a follow-up')
     }
     return plan

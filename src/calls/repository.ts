@@ -47,6 +47,11 @@ export function upsertAndLockCall(trx: Transaction<Database>, row: Insertable<Da
     .executeTakeFirstOrThrow()
 }
 
+/** Locks an existing call row for the rest of the transaction (events of one call run one at a time). */
+export function lockCall(trx: Transaction<Database>, callId: string) {
+  return trx.selectFrom('calls').selectAll().where('call_id', '=', callId).forUpdate().executeTakeFirst()
+}
+
 export function callAssignments(db: Executor, callId: string) {
   return db.selectFrom('assignments').select(['id', 'queue', 'role', 'status']).where('call_id', '=', callId).orderBy('seq').execute() as Promise<
     { id: string; queue: QueueName; role: Role; status: AssignmentStatus }[]

@@ -26,6 +26,8 @@ export interface CallServiceDeps {
   db: Db
   ruleSets: RuleSetRegistry
   followUpDeadlineHours: number
+  /** Hours after closing when a follow-up is offered (reserved until then). */
+  followUpDueHours?: number
   /** The clock, injectable so tests can route at a chosen time. */
   now?: () => Date
   /** Shadow mode: a candidate rule-set version that decides every call beside the active one. */
@@ -136,6 +138,7 @@ export function createCallService(deps: CallServiceDeps) {
       mentalHealthCall,
       now,
       defaultFollowUpHours: deps.followUpDeadlineHours,
+      followUpOfferHours: deps.followUpDueHours ?? 0,
     })
 
     const decisionId = randomUUID()
@@ -145,7 +148,7 @@ export function createCallService(deps: CallServiceDeps) {
     const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
 
     const transitions = [
-      ...fresh.map((a) => ({ assignment_id: a.id, from_status: null, to_status: 'queued', role: a.role, actor: 'router', reason: `decision ${decision.ruleId}` })),
+      ...fresh.map((a) => ({ assignment_id: a.id, from_status: null, to_status: a.status, role: a.role, actor: 'router', reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}` })),
       ...plan.roleChanges.map((c) => {
         const status = existing.find((e) => e.id === c.id)!.status
         return { assignment_id: c.id, from_status: status, to_status: status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` }
@@ -192,8 +195,9 @@ export function createCallService(deps: CallServiceDeps) {
         agency: call.agency,
         queue: a.queue,
         role: a.role,
-        status: 'queued',
+        status: a.status,
         due_at: a.dueAt,
+        reserved_until: a.reservedUntil ?? null,
       })),
       outbox: fresh.map((a) => {
         const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }

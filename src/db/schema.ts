@@ -70,7 +70,12 @@ export interface AssignmentsTable {
   role: string
   status: string
   disposition: string | null
+  /** Follow-ups: the time the follow-up must be done by. */
   due_at: Timestamp | null
+  /** A reserved follow-up is offered at this time. */
+  reserved_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  ack_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  escalated_from: ColumnType<string | null, string | null | undefined, string | null>
   created_at: CreatedAt
   updated_at: Timestamp
 }

@@ -84,6 +84,7 @@ export const POOL_RESOURCES: Readonly<Record<QueueName, { type: string; attribut
 
 /** Assignment status → primary unit status. */
 export const UNIT_STATUS: Readonly<Record<AssignmentStatus, 'Assigned' | 'AcknowledgedTransmission' | 'Dispatched' | 'Cleared' | 'AssignmentCancelled'>> = {
+  reserved: 'Assigned',
   queued: 'Assigned',
   offered: 'Assigned',
   acknowledged: 'AcknowledgedTransmission',
@@ -91,6 +92,8 @@ export const UNIT_STATUS: Readonly<Record<AssignmentStatus, 'Assigned' | 'Acknow
   completed: 'Cleared',
   declined: 'AssignmentCancelled',
   cancelled: 'AssignmentCancelled',
+  escalated: 'AssignmentCancelled',
+  expired: 'AssignmentCancelled',
 }
 
 export const normalise = (s: string): string => s.toLowerCase().replace(/[^a-z]/g, '')

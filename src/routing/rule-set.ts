@@ -161,7 +161,15 @@ const ruleSetShape = z.strictObject({
   }),
   definitions: z.record(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/), conditionSchema).optional(),
   rules: z.array(ruleSchema).min(1),
+  /**
+   * The fallback of an assignment that is declined or not acknowledged in time: its queue → the
+   * route whose assignments the call then gets (CRU → co-response → police). A queue not named is
+   * offered again. Absent: DEFAULT_ESCALATION.
+   */
+  escalation: z.partialRecord(z.enum(QUEUES), z.enum(ROUTES)).optional(),
 })
+
+export const DEFAULT_ESCALATION: Readonly<Partial<Record<QueueName, Route>>> = Object.freeze({ cru: 'co_response', case_management: 'cru' })
 
 type Shape = z.infer<typeof ruleSetShape>
 type Path = (string | number)[]
@@ -213,6 +221,9 @@ function checkSemantics(doc: Shape, report: Report): void {
   }
 
   for (const route of ROUTES) checkAssignments(route, doc.routes[route], ['routes', route], report)
+  for (const [queue, route] of Object.entries(doc.escalation ?? {})) {
+    if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
+  }
 
   // References: every ref resolves, and definitions do not refer to themselves through others.
   const definitions = doc.definitions ?? {}

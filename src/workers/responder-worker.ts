@@ -1,9 +1,11 @@
-import { UnrecoverableError, Worker, type Job, type Telemetry } from 'bullmq'
+import { DelayedError, UnrecoverableError, Worker, type Job, type Telemetry } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
 import { AppError } from '../http/errors.js'
 import { moveAssignment } from '../assignments/repository.js'
+import { isOpen } from '../assignments/state-machine.js'
+import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '../queue/lifecycle.js'
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 
@@ -13,54 +15,144 @@ export interface ResponderWorkerDeps {
   connection: Redis
   prefix: string
   concurrency: number
+  /** Per-queue concurrency; queues not named use `concurrency`. */
+  concurrencyPerQueue?: Partial<Record<QueueName, number>>
   log: FastifyBaseLogger
   queues?: readonly QueueName[]
   /** BullMQ telemetry (tracing on): each job's span continues the trace of the call event. */
   telemetry?: Telemetry
+  /** Where acknowledgement deadlines go; without it offers carry no deadline. */
+  lifecycle?: LifecycleQueue
+  /** Seconds per queue before an offer escalates; queues not named have no deadline. */
+  ackDeadlines?: Partial<Record<QueueName, number>>
+  /** How long close() lets jobs in flight finish before handing them back to the queue. */
+  drainMs?: number
+}
+
+export interface OfferOptions {
+  lifecycle?: LifecycleQueue | undefined
+  ackDeadlines?: Partial<Record<QueueName, number>> | undefined
+  now?: () => Date
+}
+
+/** A reserved follow-up whose time has not come: the job waits (delayed) until then. */
+export interface NotYet {
+  reservedUntil: Date
 }
 
 /**
- * Delivers an assignment to its responder pool: queued → offered. Idempotent: a job delivered
- * twice, or one whose assignment a console already moved on, changes nothing.
+ * Offers an assignment to its pool: queued (or a reserved follow-up whose time has come) → offered,
+ * with its acknowledgement deadline, and schedules the deadline job. Idempotent: offering twice, or
+ * an assignment a console already moved on, changes nothing; the deadline job id is the assignment's.
+ * The deadline job is added after the commit: a crash in between fails or stalls this job, and the
+ * retry (which finds the assignment offered) adds it.
  */
-export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'data'>): Promise<'offered' | 'unchanged'> {
-  const parsed = assignmentJobSchema.safeParse(job.data)
-  if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
-  const data: AssignmentJob = parsed.data
+export async function offerNow(db: Db, assignmentId: string, queue: QueueName, opts: OfferOptions = {}): Promise<'offered' | 'unchanged'> {
+  const now = opts.now?.() ?? new Date()
+  const seconds = opts.ackDeadlines?.[queue]
   try {
-    const { changed } = await moveAssignment(db, data.assignmentId, 'offer', { actor: `worker:${data.queue}`, reason: 'delivered to the responder pool' }, { ifAlready: 'ok' })
+    const { view, changed } = await moveAssignment(
+      db,
+      assignmentId,
+      'offer',
+      { actor: `worker:${queue}`, reason: 'delivered to the responder pool', ackDeadlineAt: seconds ? new Date(now.getTime() + seconds * 1000) : null },
+      { ifAlready: 'ok' },
+    )
+    if (opts.lifecycle && view.status === 'offered' && view.ackDeadlineAt) await scheduleAckDeadline(opts.lifecycle, assignmentId, new Date(view.ackDeadlineAt), now.getTime())
     return changed ? 'offered' : 'unchanged'
   } catch (err) {
     if (err instanceof AppError && err.code === 'illegal-transition') return 'unchanged'
-    if (err instanceof AppError && err.code === 'not-found') throw new UnrecoverableError(`job ${job.id}: no such assignment`)
-    throw err // transient (Postgres down…): BullMQ retries with backoff
+    throw err
   }
 }
 
+export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'data'>, opts: OfferOptions = {}): Promise<'offered' | 'unchanged' | NotYet> {
+  const parsed = assignmentJobSchema.safeParse(job.data)
+  if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
+  const data: AssignmentJob = parsed.data
+  const row = await db.selectFrom('assignments').select(['status', 'reserved_until', 'due_at']).where('id', '=', data.assignmentId).executeTakeFirst()
+  if (!row) throw new UnrecoverableError(`job ${job.id}: no such assignment`)
+  const now = opts.now?.() ?? new Date()
+  // On first delivery, before any wait: a follow-up taken early is still checked at its due time.
+  if (opts.lifecycle && row.due_at && isOpen(row.status)) await scheduleOverdueCheck(opts.lifecycle, data.assignmentId, row.due_at, now.getTime())
+  if (row.status === 'reserved' && row.reserved_until && row.reserved_until.getTime() > now.getTime()) return { reservedUntil: row.reserved_until }
+  // Anything else thrown is transient (Postgres down…): BullMQ retries with backoff.
+  return offerNow(db, data.assignmentId, data.queue, opts)
+}
+
 export function createResponderWorkers(deps: ResponderWorkerDeps) {
+  // Jobs in flight, so a close that runs out of time can hand them back at once.
+  const active = new Map<string, InFlight>()
   const workers = (deps.queues ?? QUEUES).map((name) => {
     const worker = new Worker<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(
       name,
-      async (job) => {
-        const outcome = await offerAssignment(deps.db, job)
-        deps.log.debug({ queue: name, jobId: job.id, outcome }, 'assignment job processed')
+      async (job, token) => {
+        const key = `${name}/${job.id}`
+        active.set(key, { job, token })
+        try {
+          const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines })
+          if (typeof outcome === 'object') {
+            // Not due yet: the same job comes back when the follow-up's time comes (delays live in Redis).
+            await job.moveToDelayed(outcome.reservedUntil.getTime(), token)
+            throw new DelayedError()
+          }
+          deps.log.debug({ queue: name, jobId: job.id, outcome }, 'assignment job processed')
+        } finally {
+          active.delete(key)
+        }
       },
-      { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency, autorun: false, ...(deps.telemetry ? { telemetry: deps.telemetry } : {}) },
+      {
+        connection: deps.connection,
+        prefix: deps.prefix,
+        concurrency: deps.concurrencyPerQueue?.[name] ?? deps.concurrency,
+        autorun: false,
+        ...(deps.telemetry ? { telemetry: deps.telemetry } : {}),
+      },
     )
     worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))
     return worker
   })
+  let closing: Promise<void> | undefined
   return {
     workers,
     start(): void {
       for (const w of workers) void w.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'worker stopped'))
     },
-    /** Waits for jobs in flight (up to the caller's grace period); safe to call twice. */
-    async close(): Promise<void> {
-      await Promise.all(workers.map((w) => w.close()))
+    /**
+     * Takes no new jobs, lets the jobs in flight finish for up to `drainMs`, then hands the rest
+     * back to their queue (another worker takes them; processing is idempotent). Safe to call twice.
+     */
+    close(): Promise<void> {
+      closing ??= drainOrReturn(workers, active, deps.drainMs ?? 5_000, deps.log)
+      return closing
     },
   }
+}
+
+export interface InFlight {
+  job: { id?: string | undefined; moveToWait(token?: string): Promise<number> }
+  token: string | undefined
+}
+
+/** Shared with the lifecycle worker: pause, let jobs in flight finish for `drainMs`, hand back the rest. */
+export async function drainOrReturn(
+  workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void> }>,
+  active: Map<string, InFlight>,
+  drainMs: number,
+  log: FastifyBaseLogger,
+): Promise<void> {
+  // Stop taking jobs, then give the ones in flight their time. (Not close(): a close in progress
+  // cannot be turned into a forced one.)
+  await Promise.all(workers.map((w) => w.pause(true)))
+  const until = Date.now() + drainMs
+  while (active.size && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
+  const left = [...active.values()]
+  if (left.length) {
+    log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')
+    await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
+  }
+  await Promise.all(workers.map((w) => w.close(left.length > 0)))
 }
 
 export type ResponderWorkers = ReturnType<typeof createResponderWorkers>

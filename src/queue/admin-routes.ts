@@ -1,0 +1,102 @@
+import { createBullBoard } from '@bull-board/api'
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
+import { FastifyAdapter } from '@bull-board/fastify'
+import type { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { problemResponses } from '../http/openapi.js'
+import { createLifecycleQueue } from './lifecycle.js'
+import { createQueues } from './queues.js'
+
+export const QUEUE_DASHBOARD_PATH = '/admin/queues'
+
+const failedJobSchema = z
+  .object({
+    queue: z.string(),
+    jobId: z.string().nullable(),
+    name: z.string(),
+    /** Job data is ids only (assignment, call, agency, queue, role): never personal data. */
+    data: z.unknown(),
+    failedReason: z.string(),
+    attemptsMade: z.number().int(),
+    createdAt: z.string(),
+    failedAt: z.string().nullable(),
+  })
+  .meta({ id: 'FailedJob' })
+
+/**
+ * What operators need to see of the queues: failed jobs (a JSON listing) and the BullMQ dashboard
+ * (@bull-board at /admin/queues). Both admin-only: the dashboard's routes declare no access, and the
+ * auth plugin's onRequest hook closes every such route to all but admin keys — its pages, its API
+ * and its static files alike.
+ */
+export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmqPrefix: string }> = async (app, { connection, bullmqPrefix }) => {
+  // (Not `prefix`: Fastify would take it for a route prefix.)
+  // Read-only handles on the queues, made on first use: building the app (tests, the OpenAPI
+  // script) touches no queue. Producers live in the relay and the workers.
+  let handles: Queue[] | undefined
+  const queuesNow = (): Queue[] => {
+    if (handles) return handles
+    handles = [...Object.values(createQueues(connection, bullmqPrefix)), createLifecycleQueue(connection, bullmqPrefix)]
+    for (const q of handles) q.on('error', (err) => app.log.warn({ queue: q.name, err: { message: err.message } }, 'queue handle error'))
+    board.replaceQueues(handles.map((q) => new BullMQAdapter(q)))
+    return handles
+  }
+  app.addHook('onClose', async () => {
+    if (handles) await Promise.all(handles.map((q) => q.close()))
+  })
+
+  app.get(
+    '/v1/admin/failed-jobs',
+    {
+      config: { access: ['admin'] },
+      schema: {
+        tags: ['admin'],
+        operationId: 'listFailedJobs',
+        summary: 'Jobs that failed for good (retries used up, or unrecoverable), newest first',
+        querystring: z.object({ queue: z.string().min(1).max(64).optional(), limit: z.coerce.number().int().min(1).max(500).default(100) }).strict(),
+        response: { 200: z.object({ items: z.array(failedJobSchema), counts: z.record(z.string(), z.number().int()) }), ...problemResponses(400, 401, 403, 429, 503) },
+      },
+    },
+    async (req) => {
+      const { queue, limit } = req.query
+      const chosen = queuesNow().filter((q) => queue === undefined || q.name === queue)
+      const counts: Record<string, number> = {}
+      const items: z.infer<typeof failedJobSchema>[] = []
+      for (const q of chosen) {
+        counts[q.name] = await q.getFailedCount()
+        for (const job of await q.getFailed(0, limit - 1)) {
+          items.push({
+            queue: q.name,
+            jobId: job.id ?? null,
+            name: job.name,
+            data: job.data,
+            failedReason: job.failedReason ?? '',
+            attemptsMade: job.attemptsMade,
+            createdAt: new Date(job.timestamp).toISOString(),
+            failedAt: job.finishedOn ? new Date(job.finishedOn).toISOString() : null,
+          })
+        }
+      }
+      items.sort((a, b) => (b.failedAt ?? '').localeCompare(a.failedAt ?? ''))
+      return { items: items.slice(0, limit), counts }
+    },
+  )
+
+  const serverAdapter = new FastifyAdapter()
+  serverAdapter.setBasePath(QUEUE_DASHBOARD_PATH)
+  const board = createBullBoard({ queues: [], serverAdapter })
+  // bull-board answers every error itself with a 500 (and the message). Rethrown, an error reaches
+  // the app's handler: the auth hook's 401/403 stay 401/403 as problem+json, and 5xx leak nothing.
+  serverAdapter.setErrorHandler((err) => {
+    throw err
+  })
+  await app.register(async (scope) => {
+    // After the auth hook (registered on the root): only an admin's request creates the handles.
+    scope.addHook('onRequest', async () => {
+      queuesNow()
+    })
+    await scope.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })
+  })
+}

@@ -1,0 +1,143 @@
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
+import type { Db } from '../db/connect.js'
+import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/escalation.js'
+import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
+import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
+import type { QueueName } from '../routing/index.js'
+import { drainOrReturn, offerNow, type InFlight } from './responder-worker.js'
+
+export interface LifecycleWorkerDeps {
+  db: Db
+  connection: Redis
+  prefix: string
+  /** The same queue the responder workers schedule deadlines on (re-offers schedule theirs). */
+  queue: LifecycleQueue
+  ackDeadlines: Partial<Record<QueueName, number>>
+  sweepEveryMs: number
+  log: FastifyBaseLogger
+  concurrency?: number
+  drainMs?: number
+}
+
+const SWEEP_BATCH = 200
+/** The sweep leaves a deadline job this long to do its work first. */
+const SWEEP_GRACE_MS = 2_000
+
+export const DEADLINE_ACTOR = 'system:ack-deadline'
+export const SWEEP_ACTOR = 'system:lifecycle-sweep'
+
+/** A deadline job: escalate unless acknowledged; a job that fires early waits for the stored deadline. */
+export async function runAckDeadline(db: Db, job: Pick<Job<unknown>, 'id' | 'data'>): Promise<'escalated' | 'moved-on' | { notBefore: Date }> {
+  const parsed = ackDeadlineJobSchema.safeParse(job.data)
+  if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
+  let result
+  try {
+    result = await escalateAssignment(db, parsed.data.assignmentId, { kind: 'deadline', actor: DEADLINE_ACTOR })
+  } catch (err) {
+    if ((err as { code?: string }).code === 'not-found') throw new UnrecoverableError(`job ${job.id}: no such assignment`)
+    throw err
+  }
+  if (result.skipped === 'not-due' && result.view.ackDeadlineAt) return { notBefore: new Date(result.view.ackDeadlineAt) }
+  return result.changed ? 'escalated' : 'moved-on'
+}
+
+/**
+ * The safety net behind the delayed jobs: escalates offered assignments past their deadline and
+ * offers reserved follow-ups whose time has come, from what Postgres says. Catches what Redis lost
+ * (a flushed or restored Redis) — in normal operation the delayed jobs got there first.
+ */
+export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadlines: Partial<Record<QueueName, number>>, now = new Date()): Promise<{ escalated: number; offered: number; overdue: number }> {
+  const before = new Date(now.getTime() - SWEEP_GRACE_MS)
+  const unacknowledged = await db
+    .selectFrom('assignments')
+    .select('id')
+    .where('status', 'in', UNACKNOWLEDGED_STATUSES)
+    .where('ack_deadline_at', '<', before)
+    .orderBy('ack_deadline_at')
+    .limit(SWEEP_BATCH)
+    .execute()
+  let escalated = 0
+  for (const { id } of unacknowledged) {
+    const r = await escalateAssignment(db, id, { kind: 'deadline', actor: SWEEP_ACTOR }, { now })
+    if (r.changed) escalated++
+  }
+  const due = await db.selectFrom('assignments').select(['id', 'queue']).where('status', '=', 'reserved').where('reserved_until', '<', before).orderBy('reserved_until').limit(SWEEP_BATCH).execute()
+  let offered = 0
+  for (const a of due) {
+    if ((await offerNow(db, a.id, a.queue as QueueName, { lifecycle: queue, ackDeadlines, now: () => now })) === 'offered') offered++
+  }
+  const late = await db
+    .selectFrom('assignments as a')
+    .select('a.id')
+    .where('a.queue', '=', 'follow_up')
+    .where('a.status', 'in', OPEN_STATUSES)
+    .where('a.due_at', '<', before)
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('assignment_transitions as t').select('t.id').whereRef('t.assignment_id', '=', 'a.id').where('t.actor', '=', OVERDUE_ACTOR))))
+    .limit(SWEEP_BATCH)
+    .execute()
+  let overdue = 0
+  for (const { id } of late) if ((await markOverdue(db, id, now)) === true) overdue++
+  return { escalated, offered, overdue }
+}
+
+export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
+  const active = new Map<string, InFlight>()
+  const worker = new Worker<LifecycleJob, unknown, string>(
+    LIFECYCLE_QUEUE,
+    async (job, token) => {
+      active.set(job.id ?? '', { job, token })
+      try {
+        return await processLifecycleJob(deps, job, token)
+      } finally {
+        active.delete(job.id ?? '')
+      }
+    },
+    { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency ?? 4, autorun: false },
+  )
+  worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
+  worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
+  // One schedule however many workers run; it lives in Redis, so it survives restarts.
+  await deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
+  void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'lifecycle worker stopped'))
+  let closing: Promise<void> | undefined
+  return {
+    worker,
+    /** Bounded like the responder workers: what does not finish in time goes back to the queue. */
+    close(): Promise<void> {
+      closing ??= drainOrReturn([worker], active, deps.drainMs ?? 5_000, deps.log)
+      return closing
+    },
+  }
+}
+
+async function processLifecycleJob(deps: LifecycleWorkerDeps, job: Job<LifecycleJob, unknown, string>, token: string | undefined): Promise<unknown> {
+  if (job.name === SWEEP_JOB) {
+    const r = await sweep(deps.db, deps.queue, deps.ackDeadlines)
+    if (r.escalated || r.offered || r.overdue) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
+    return r
+  }
+  if (job.name === FOLLOW_UP_OVERDUE_JOB) {
+    const parsed = ackDeadlineJobSchema.safeParse(job.data)
+    if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
+    const marked = await markOverdue(deps.db, parsed.data.assignmentId)
+    if (marked === 'not-due') {
+      const row = await deps.db.selectFrom('assignments').select('due_at').where('id', '=', parsed.data.assignmentId).executeTakeFirstOrThrow()
+      await job.moveToDelayed(row.due_at!.getTime(), token)
+      throw new DelayedError()
+    }
+    return marked ? 'overdue' : 'done-in-time'
+  }
+  if (job.name !== ACK_DEADLINE_JOB) throw new UnrecoverableError(`unknown lifecycle job ${job.name}`)
+  const outcome = await runAckDeadline(deps.db, job)
+  if (typeof outcome === 'object') {
+    // Fired early (clocks disagree): wait for the stored deadline.
+    await job.moveToDelayed(outcome.notBefore.getTime(), token)
+    throw new DelayedError()
+  }
+  deps.log.info({ jobId: job.id, outcome }, 'acknowledgement deadline reached')
+  return outcome
+}
+
+export type LifecycleWorker = Awaited<ReturnType<typeof startLifecycleWorker>>

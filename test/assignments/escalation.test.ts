@@ -1,0 +1,124 @@
+import t from 'tap'
+import { loadDefaultRuleSet } from '../../src/routing/index.js'
+import { parseRuleSet } from '../../src/routing/rule-set.js'
+import { sweep } from '../../src/workers/lifecycle-worker.js'
+import { createWorld, eventually } from '../helpers/world.js'
+import { helpers, startPipeline, type CallAssignment } from './fixtures/pipeline.js'
+
+// Short deadlines so escalations happen within the test; the sweep is far away, so what escalates
+// here is the delayed deadline job (the sweep has its own test below).
+const DEADLINE_S = 1
+const world = await createWorld(t, { env: { ACK_DEADLINES: `police=${DEADLINE_S},cru=${DEADLINE_S},ems=${DEADLINE_S},case_management=${DEADLINE_S}`, LIFECYCLE_SWEEP_MS: '600000' } })
+const { lifecycleQueue } = await startPipeline(t, world)
+const { post, move, call, until } = helpers(world)
+
+const byId = (list: CallAssignment[], id: string) => list.find((a) => a.id === id)!
+const moves = (a: CallAssignment) => a.transitions.map((x) => `${x.from}>${x.to}`)
+
+t.test('deadline: CRU → co-response → police, each step recorded in the call’s history', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'esc-chain' })
+  t.equal(created.decision.route, 'cru')
+  const cru = created.decision.assignments[0]!
+  const offered = await until(cru.id, 'offered')
+  const escalated = await until(cru.id, 'escalated')
+  t.ok(escalated.updated_at.getTime() >= offered.ack_deadline_at!.getTime(), 'not before its deadline')
+
+  // Step 1: CRU not acknowledged → co-response: police primary and CRU support, both new.
+  let history = (await call(created.callId)).assignments
+  // Told apart by their lineage: under load the next deadline may already have added more.
+  const step1 = history.filter((a) => a.transitions[0]?.reason?.includes(`escalated from cru assignment ${cru.id}`))
+  t.same(step1.map((a) => `${a.queue}:${a.role}`).sort(), ['cru:support', 'police:primary'])
+  const esc = byId(history, cru.id).transitions.at(-1)!
+  t.equal(esc.actor, 'system:ack-deadline')
+  t.match(esc.reason, /not acknowledged by .*; escalated to co_response; new: police primary, cru support/)
+  for (const a of step1) t.match(a.transitions[0]!.reason, new RegExp(`escalated from cru assignment ${cru.id}`))
+  const police = step1.find((a) => a.queue === 'police')!
+  const support = step1.find((a) => a.queue === 'cru')!
+
+  // Step 2: the CRU support is not acknowledged either → dropped, police carries the call.
+  await until(support.id, 'escalated')
+  history = (await call(created.callId)).assignments
+  t.match(byId(history, support.id).transitions.at(-1)!.reason, /cru support dropped: the primary carries the call/)
+  t.equal(history.filter((a) => a.queue === 'cru').length, 2, 'nothing new for a dropped support')
+
+  // Step 3: police, the end of the chain, not acknowledged → expired and offered again to police.
+  await until(police.id, 'expired')
+  history = (await call(created.callId)).assignments
+  const again = history.find((a) => a.queue === 'police' && a.id !== police.id)!
+  t.ok(again, 'police offered again')
+  t.match(byId(history, police.id).transitions.at(-1)!.reason, /offered again to police \(no fallback beyond police\)/)
+  await until(again.id, 'offered')
+  t.equal((await move(again.id, 'acknowledge')).statusCode, 200)
+
+  // Acknowledged in time: its deadline job runs and changes nothing.
+  await eventually(async () => (await lifecycleQueue.getJobState(`ack-${again.id}`)) === 'completed')
+  t.equal((await lifecycleQueue.getJob(`ack-${again.id}`))?.returnvalue, 'moved-on')
+  t.equal((await call(created.callId)).assignments.length, 4)
+})
+
+t.test('decline: escalates at once, without waiting for a deadline', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'esc-decline' })
+  const cru = created.decision.assignments[0]!
+  const res = await move(cru.id, 'decline', { actor: 'cru-desk-3', reason: 'no clinician free' })
+  t.equal(res.statusCode, 200)
+  t.equal(res.json().status, 'declined')
+  const history = (await call(created.callId)).assignments
+  const last = byId(history, cru.id).transitions.at(-1)!
+  t.equal(last.actor, 'test-admin/cru-desk-3')
+  t.match(last.reason, /declined: no clinician free; escalated to co_response/)
+  t.same(history.filter((a) => a.id !== cru.id).map((a) => `${a.queue}:${a.role}:${moves(a)[0]}`).sort(), ['cru:support:null>queued', 'police:primary:null>queued'])
+  const again = await move(cru.id, 'decline')
+  t.equal(again.statusCode, 409, 'a second decline is refused')
+  t.equal(again.json().currentStatus, 'declined')
+})
+
+t.test('decline of police: offered again to police; of a case manager: CRU takes over as primary', async (t) => {
+  const noise = await post({ natureCode: 'NOISE', agency: 'esc-police' })
+  await move(noise.decision.assignments[0]!.id, 'decline', { reason: 'unit busy' })
+  const police = (await call(noise.callId)).assignments
+  t.same(police.map((a) => `${a.queue}:${a.status}`), ['police:declined', `police:${police[1]!.status}`])
+  t.ok(['queued', 'offered'].includes(police[1]!.status))
+
+  const cm = await post({ natureCode: 'EDP', agency: 'esc-cm', dispatcherOverride: 'case_manager' })
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  const cruSupport = cm.decision.assignments.find((a) => a.queue === 'cru')!
+  await move(primary.id, 'decline')
+  const after = (await call(cm.callId)).assignments
+  t.equal(after.length, 2, 'the CRU support is reused, not duplicated')
+  const cru = byId(after, cruSupport.id)
+  t.equal(cru.role, 'primary')
+  t.ok(cru.transitions.some((x) => /role support → primary: case_management declined/.test(x.reason ?? '')))
+})
+
+t.test('a console acknowledging before the offer keeps the call from escalating', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'esc-early' })
+  const cru = created.decision.assignments[0]!
+  await move(cru.id, 'acknowledge')
+  await new Promise((r) => setTimeout(r, (DEADLINE_S + 1) * 1000)) // nothing to wait on: the absence of an escalation
+  t.equal((await call(created.callId)).assignments.length, 1)
+})
+
+t.test('the Postgres sweep escalates what Redis lost', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'esc-sweep' })
+  const cru = created.decision.assignments[0]!
+  await until(cru.id, 'offered')
+  // Redis lost the deadline job (a flush, a restore from an old snapshot).
+  await (await lifecycleQueue.getJob(`ack-${cru.id}`))?.remove()
+  const before = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, new Date())
+  t.equal(before.escalated, 0, 'nothing before the deadline')
+  const later = new Date(Date.now() + (DEADLINE_S + 5) * 1000)
+  const r = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, later)
+  t.ok(r.escalated >= 1)
+  const history = (await call(created.callId)).assignments
+  t.equal(byId(history, cru.id).status, 'escalated')
+  t.equal(byId(history, cru.id).transitions.at(-1)!.actor, 'system:lifecycle-sweep')
+})
+
+t.test('the rule set’s escalation map is checked', async (t) => {
+  const doc = structuredClone(loadDefaultRuleSet())
+  t.same(doc.escalation, { cru: 'co_response', case_management: 'cru' }, 'the default: CRU → co-response → police')
+  t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'cru' } }), /escalation of cru leads back to cru/)
+  t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'nowhere' } }), /escalation/)
+  const { escalation: _e, ...without } = doc
+  t.ok(parseRuleSet(without), 'optional: older rule sets fall back to the default chain')
+})

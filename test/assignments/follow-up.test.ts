@@ -1,0 +1,72 @@
+import t from 'tap'
+import { planAssignments } from '../../src/calls/plan.js'
+import { loadConfig } from '../../src/config.js'
+import { sweep } from '../../src/workers/lifecycle-worker.js'
+import { createWorld } from '../helpers/world.js'
+import { helpers, startPipeline } from './fixtures/pipeline.js'
+
+// The clock the API reads (listing, overdue flag); the follow-up is offered by real time in the worker.
+let offsetMs = 0
+const DUE_HOURS = 2 / 3600 // offered 2 s after closing
+const world = await createWorld(t, { now: () => new Date(Date.now() + offsetMs), env: { FOLLOW_UP_DUE_HOURS: String(DUE_HOURS) } })
+const { lifecycleQueue } = await startPipeline(t, world)
+const { post, call, assignment, until } = helpers(world)
+
+t.test('defaults: reserved until 24 h after closing, due 72 h after closing', async (t) => {
+  const config = loadConfig({})
+  t.equal(config.FOLLOW_UP_DUE_HOURS, 24)
+  t.equal(config.FOLLOW_UP_DEADLINE_HOURS, 72)
+  t.same(config.ACK_DEADLINES, { police: 30, cru: 60, ems: 30, case_management: 120 })
+  const now = new Date('2026-11-23T15:00:00Z')
+  const plan = planAssignments({
+    eventType: 'call.closed',
+    decision: { assignments: [], followUp: null, override: null },
+    existing: [],
+    mentalHealthCall: true,
+    now,
+    defaultFollowUpHours: config.FOLLOW_UP_DEADLINE_HOURS,
+    followUpOfferHours: config.FOLLOW_UP_DUE_HOURS,
+  })
+  const fu = plan.assignments[0]!
+  t.equal(fu.status, 'reserved')
+  t.equal(fu.reservedUntil?.toISOString(), '2026-11-24T15:00:00.000Z')
+  t.equal(fu.dueAt?.toISOString(), '2026-11-26T15:00:00.000Z')
+})
+
+t.test('a closed mental-health call’s follow-up is reserved, offered when due, flagged when overdue', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'fu-pd', occurredAt: '2026-11-23T09:00:00Z' })
+  const closed = await post({ type: 'call.closed', callId: created.callId, natureCode: 'EDP', agency: 'fu-pd', occurredAt: '2026-11-23T09:20:00Z' })
+  const fuId = closed.decision.assignments.find((a) => a.queue === 'follow_up')!.id
+  const reserved = await assignment(fuId)
+  t.equal(reserved.status, 'reserved')
+  const closedAt = new Date((await call(created.callId)).closedAt!).getTime()
+  t.equal(new Date(reserved.reservedUntil!).getTime() - closedAt, Math.round(DUE_HOURS * 3600_000))
+  t.equal(new Date(reserved.dueAt!).getTime() - closedAt, 72 * 3600_000, 'due within 72 h (the rule set’s follow-up)')
+  t.equal(reserved.overdue, false)
+
+  // The job reached the worker at once and waits in Redis, delayed, until the follow-up is due.
+  const row = await until(fuId, 'offered')
+  const offeredAt = (await call(created.callId)).assignments.find((a) => a.id === fuId)!.transitions.find((x) => x.to === 'offered')!
+  t.ok(new Date(offeredAt.at).getTime() >= new Date(reserved.reservedUntil!).getTime(), 'not offered before it is due')
+  t.equal(row.ack_deadline_at, null, 'follow-ups have no acknowledgement deadline by default')
+
+  // Past its due time and still open: flagged in the listing, and listed by overdue=true.
+  offsetMs = 73 * 3600_000
+  const late = await assignment(fuId)
+  t.equal(late.overdue, true)
+  const res = await world.app.inject({ method: 'GET', url: '/v1/assignments?queue=follow_up&overdue=true' })
+  t.same(res.json().items.map((a: { id: string }) => a.id), [fuId])
+  offsetMs = 0
+
+  // For the feed: a delayed job waits for the due time, and records the overdue follow-up as a
+  // transition (status unchanged); the sweep does the same for what Redis lost.
+  const check = await lifecycleQueue.getJob(`overdue-${fuId}`)
+  t.equal(await check?.getState(), 'delayed')
+  t.ok(Math.abs(check!.timestamp + check!.delay - new Date(reserved.dueAt!).getTime()) < 5000, 'due at dueAt')
+  const r = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, new Date(Date.now() + 73 * 3600_000))
+  t.equal(r.overdue, 1)
+  const again = await sweep(world.db, lifecycleQueue, world.config.ACK_DEADLINES, new Date(Date.now() + 74 * 3600_000))
+  t.equal(again.overdue, 0, 'recorded once')
+  const last = (await call(created.callId)).assignments.find((a) => a.id === fuId)!.transitions.at(-1)!
+  t.match(last, { from: 'offered', to: 'offered', actor: 'system:follow-up-deadline', reason: /^overdue: not done by / })
+})

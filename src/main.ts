@@ -36,7 +36,15 @@ async function start(): Promise<void> {
 
   if (roles.has('worker')) {
     const connection = createRedis(config.REDIS_URL, 'worker')
-    const workers = createResponderWorkers({ db, connection, prefix: config.BULLMQ_PREFIX, concurrency: config.WORKER_CONCURRENCY, log })
+    const workers = createResponderWorkers({
+      db,
+      connection,
+      prefix: config.BULLMQ_PREFIX,
+      concurrency: config.WORKER_CONCURRENCY,
+      lockDurationMs: config.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
+      log,
+    })
     observeWorkers(workers.workers, metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })

@@ -13,6 +13,9 @@ export interface ResponderWorkerDeps {
   connection: Redis
   prefix: string
   concurrency: number
+  /** BullMQ's defaults (30 s each) when not given; see WORKER_LOCK_DURATION_MS in config. */
+  lockDurationMs?: number
+  stalledIntervalMs?: number
   log: FastifyBaseLogger
   queues?: readonly QueueName[]
 }
@@ -43,7 +46,14 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         const outcome = await offerAssignment(deps.db, job)
         deps.log.debug({ queue: name, jobId: job.id, outcome }, 'assignment job processed')
       },
-      { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency, autorun: false },
+      {
+        connection: deps.connection,
+        prefix: deps.prefix,
+        concurrency: deps.concurrency,
+        autorun: false,
+        ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
+        ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
+      },
     )
     worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))

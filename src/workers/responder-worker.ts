@@ -51,6 +51,9 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         prefix: deps.prefix,
         concurrency: deps.concurrency,
         autorun: false,
+        // After a Redis connection error BullMQ waits this long before fetching again (15 s by
+        // default): every delivery would wait that long after Redis returns.
+        runRetryDelay: 1000,
         ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
         ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
       },

@@ -54,11 +54,16 @@ t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itsel
     paceMs: 30,
     retryForMs: 30_000,
     retryDelayMs: 100,
+    stopIf: () => !api.alive() || !relayWorker.alive(),
     onAttempt: (_p, a) => {
       if (phase) during[phase].push(a)
       at.get(++answered)?.()
     },
   })
+  if (!(api.alive() && relayWorker.alive())) {
+    t.fail(`a process died:\n${api.output()}\n${relayWorker.output()}`)
+    return
+  }
   await faults
   const { ledger: l, ms } = await untilDelivered(world.db, posted, 30_000)
   const attempts = posted.flatMap((p) => p.attempts)

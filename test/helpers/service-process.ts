@@ -140,13 +140,13 @@ export async function startService(t: Tap, opts: ServiceOptions): Promise<Servic
     ...(opts.roles.includes('worker') && !hasApi ? ['responder workers started'] : []),
     ...(opts.roles.includes('relay') && !hasApi ? ['outbox relay started'] : []),
   ]
-  const deadline = Date.now() + (opts.readyMs ?? 30_000)
+  const deadline = Date.now() + (opts.readyMs ?? 60_000)
   for (;;) {
     if (!alive()) throw new Error(`${opts.name} exited before it was ready:\n${proc.output()}`)
     if (hasApi ? await answersReady(proc.url) : wanted.every((m) => started.has(m))) return proc
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`${opts.name} not ready within ${opts.readyMs ?? 30_000} ms:\n${proc.output()}`)
+      throw new Error(`${opts.name} not ready within ${opts.readyMs ?? 60_000} ms:\n${proc.output()}`)
     }
     await new Promise((r) => setTimeout(r, 50))
   }

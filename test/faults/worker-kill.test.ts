@@ -11,8 +11,8 @@ const world = await createFaultWorld(t, {
   env: { WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '3000', WORKER_STALLED_INTERVAL_MS: '1000' },
 })
 const queues = inspectQueues(t, world)
-// Each delivery takes 50 ms in Postgres, so that a kill finds jobs in flight.
-await slowDown(world.db, 'slow_offer', 'assignment_transitions', 0.05, "new.to_status = 'offered'")
+// Each delivery takes 200 ms in Postgres: the workers fall behind the load, and a kill finds jobs in flight.
+await slowDown(world.db, 'slow_offer', 'assignment_transitions', 0.2, "new.to_status = 'offered'")
 const [api, workerA] = await Promise.all([world.service('api+relay', 'api,relay'), world.service('worker A', 'worker')])
 
 t.test('worker SIGKILLed mid-job: its jobs run again, each delivery recorded once', async (t) => {
@@ -20,7 +20,7 @@ t.test('worker SIGKILLed mid-job: its jobs run again, each delivery recorded onc
   const loading = postAll(makeEvents(EVENTS), { target: () => api.url, adminKey: world.adminKey, concurrency: 8, retryForMs: 20_000 })
 
   // Mid-load: some deliveries done, jobs in flight.
-  await eventually(async () => (await ledger(world.db, [])).delivered >= 60, 60_000, 50)
+  await eventually(async () => (await ledger(world.db, [])).delivered >= 60 && (await queues.activeIds()).length > 0, 60_000, 50)
   const exit = await workerA.kill('SIGKILL')
   const inFlight = await queues.activeIds()
   const atKill = await ledger(world.db, [])

@@ -74,9 +74,13 @@ export function serviceEntry(): string[] {
 }
 
 const running = new Set<ChildProcess>()
-process.once('exit', () => {
+const killAll = () => {
   for (const c of running) c.kill('SIGKILL')
-})
+}
+process.once('exit', killAll)
+// tap signals a test file that ran out of time with SIGALRM, and may kill it before teardown runs:
+// the service processes must not outlive it.
+process.once('SIGALRM', killAll)
 
 /**
  * Runs the service as a child process (see serviceEntry: the build, or the sources when they are

@@ -8,7 +8,7 @@ import { startTcpProxy } from './fixtures/tcp-proxy.js'
 // cuts (every connection dropped, new ones refused) for 3 s; later the test kills the services'
 // backends with pg_terminate_backend. Ingest must answer 503 with Retry-After (never 500, never a
 // dropped connection), the processes must stay up, and everything must recover by itself.
-const EVENTS = 300
+const EVENTS = 200
 const CUT_MS = 3_000
 
 const world = await createFaultWorld(t)

@@ -3,13 +3,13 @@ import { createFaultWorld, ledgerLine, makeEvents, ok, postAll, slowCommit, stat
 
 // Fault 3: one of two API processes SIGKILLed in the middle of the load while the clients retry
 // each event, with the same eventId and body, until it gets a 2xx (from whichever API answers).
-// Commits take 250 ms longer here, so that the kill catches transactions mid-commit: Postgres
+// Commits take 500 ms longer here, so that the kill catches transactions mid-commit: Postgres
 // finishes them without the process, the clients never hear of it, and their retries must be
 // answered 200 with the decision already stored — never a second decision.
 const EVENTS = 200
 
 const world = await createFaultWorld(t)
-await slowCommit(world.db, 'slow_commit', 'decisions', 0.25)
+await slowCommit(world.db, 'slow_commit', 'decisions', 0.5)
 const [apiA, apiB] = await Promise.all([world.service('api A', 'api'), world.service('api B + relay + worker', 'api,relay,worker')])
 
 t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with one decision', async (t) => {
@@ -21,7 +21,7 @@ t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with on
     // A load balancer's round robin, which stops sending to A once it is gone.
     target: () => (apiA.alive() && turn++ % 2 === 0 ? apiA.url : apiB.url),
     adminKey: world.adminKey,
-    concurrency: 12,
+    concurrency: 16,
     retryForMs: 30_000,
     onAttempt: (_p, a) => {
       if (ok(a) && ++answered === Math.round(EVENTS / 3)) killed = apiA.kill('SIGKILL')

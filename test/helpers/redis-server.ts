@@ -73,6 +73,8 @@ export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): P
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
   process.once('exit', killNow)
+  // tap signals a test file that ran out of time with SIGALRM and may kill it before teardown runs.
+  process.once('SIGALRM', killNow)
 
   async function start(): Promise<void> {
     if (child && child.exitCode === null && child.signalCode === null) throw new Error('redis-server is already running')
@@ -105,6 +107,7 @@ export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): P
     // Never throws: a failing teardown would skip the ones after it.
     await kill().catch(() => {})
     process.removeListener('exit', killNow)
+    process.removeListener('SIGALRM', killNow)
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
   await start()

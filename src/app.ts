@@ -63,6 +63,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 65_000,
+    // While the server drains (SIGTERM), a request that still arrives on an open keep-alive
+    // connection is served, with `Connection: close`, instead of Fastify's bare 503 (no Retry-After,
+    // not problem+json): the database stays open until the HTTP server has closed.
+    return503OnClosing: false,
     // A CAD's or proxy's request id is kept when it is sane, so log lines can be matched across systems.
     genReqId: (req) => {
       const given = req.headers['x-request-id']

@@ -47,6 +47,12 @@ const configSchema = z.object({
   RELAY_POLL_MS: positiveInt.default(1000),
   RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
   WORKER_CONCURRENCY: positiveInt.default(8),
+  /**
+   * A worker holds a lock on each job it runs and renews it every half of this; a job whose lock
+   * lapses (its worker died) is "stalled" and handed out again at the next stalled check.
+   */
+  WORKER_LOCK_DURATION_MS: positiveInt.default(30_000),
+  WORKER_STALLED_INTERVAL_MS: positiveInt.default(30_000),
   FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),
   /** A closed mental-health call's follow-up is reserved until this many hours after closing, then offered. */
   FOLLOW_UP_DUE_HOURS: z.coerce.number().min(0).default(24),

@@ -52,6 +52,8 @@ async function start(): Promise<void> {
       lifecycle: lifecycleQueue,
       ackDeadlines: config.ACK_DEADLINES,
       drainMs: config.WORKER_DRAIN_MS,
+      lockDurationMs: config.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
       log,
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })

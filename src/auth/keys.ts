@@ -110,6 +110,12 @@ export async function authenticate(db: Executor, key: string, now: Date = new Da
 export async function ensureBootstrapKey(db: Executor, key: string): Promise<boolean> {
   const existing = await db.selectFrom('api_keys').select('id').where('key_hash', '=', hashKey(key)).executeTakeFirst()
   if (existing) return false
-  await createKey(db, { name: 'bootstrap-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'ADMIN_API_KEY' }, key)
+  try {
+    await createKey(db, { name: 'bootstrap-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'ADMIN_API_KEY' }, key)
+  } catch (err) {
+    // Several processes started together with the same key: one stores it, the others find it stored.
+    if ((err as { code?: string }).code === '23505') return false
+    throw err
+  }
   return true
 }

@@ -28,6 +28,14 @@ export function createPool(opts: PoolOptions): pg.Pool {
   })
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {})
+  // pg-pool listens for errors only while a client is idle in the pool. A checked-out client whose
+  // backend goes away between two statements (pg_terminate_backend, a restart, a cut network)
+  // emits 'error' with nobody listening — an uncaught exception that takes the process down. The
+  // statement in flight, or the next one, fails on its own and the request answers 503; the
+  // broken client is not reused (the pool drops clients that are no longer queryable on release).
+  pool.on('connect', (client) => {
+    client.on('error', () => {})
+  })
   return pool
 }
 

@@ -30,8 +30,12 @@ export const defaultJobOptions: JobsOptions = {
 export type AssignmentQueue = Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>
 
 export function createQueues(connection: ConnectionOptions, prefix: string, telemetry?: Telemetry): Record<QueueName, AssignmentQueue> {
-  const entries = QUEUES.map(
-    (name) => [name, new Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(name, { connection, prefix, defaultJobOptions, ...(telemetry ? { telemetry } : {}) })] as const,
-  )
+  const entries = QUEUES.map((name) => {
+    const queue = new Queue<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(name, { connection, prefix, defaultJobOptions, ...(telemetry ? { telemetry } : {}) })
+    // The relay reports a Redis that is down (its sends fail); without a listener BullMQ writes
+    // each connection error raw to stderr, outside the structured log.
+    queue.on('error', () => {})
+    return [name, queue] as const
+  })
   return Object.fromEntries(entries) as Record<QueueName, AssignmentQueue>
 }

@@ -23,6 +23,8 @@ export async function startRetention(deps: { db: Db; connection: ConnectionOptio
     { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
   )
   worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
+  // Without a listener BullMQ writes the queue's connection errors raw to stderr; the worker above reports them.
+  queue.on('error', () => {})
   await queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, { name: 'scrub', opts: { removeOnComplete: 100, removeOnFail: 100 } })
   return {
     async close(): Promise<void> {

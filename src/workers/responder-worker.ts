@@ -17,6 +17,9 @@ export interface ResponderWorkerDeps {
   concurrency: number
   /** Per-queue concurrency; queues not named use `concurrency`. */
   concurrencyPerQueue?: Partial<Record<QueueName, number>>
+  /** BullMQ's defaults (30 s each) when not given; see WORKER_LOCK_DURATION_MS in config. */
+  lockDurationMs?: number
+  stalledIntervalMs?: number
   log: FastifyBaseLogger
   queues?: readonly QueueName[]
   /** BullMQ telemetry (tracing on): each job's span continues the trace of the call event. */
@@ -106,6 +109,11 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         prefix: deps.prefix,
         concurrency: deps.concurrencyPerQueue?.[name] ?? deps.concurrency,
         autorun: false,
+        // After a Redis connection error BullMQ waits this long before fetching again (15 s by
+        // default): every delivery would wait that long after Redis returns.
+        runRetryDelay: 1000,
+        ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
+        ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
         ...(deps.telemetry ? { telemetry: deps.telemetry } : {}),
       },
     )

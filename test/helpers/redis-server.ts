@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 
 interface Tap {
@@ -12,8 +15,21 @@ export interface ThrowawayRedis {
   url: string
   /** SIGKILL: no shutdown, no save — the way a crashed or unplugged Redis goes. Resolves once the process is gone. */
   kill(): Promise<void>
-  /** Starts a fresh (empty) redis-server on the same port; resolves once it answers PING. */
+  /**
+   * Starts redis-server again on the same port; resolves once it answers PING. Without `aof` it
+   * starts empty; with it, it reloads what was written before the kill.
+   */
   start(): Promise<void>
+}
+
+export interface RedisServerOptions {
+  /** How long a start may take. */
+  ms?: number
+  /**
+   * Append-only file with an fsync per write (appendfsync always), in a temporary directory kept
+   * across kill/start: what a production Redis needs so that jobs survive a crash (see README).
+   */
+  aof?: boolean
 }
 
 /** A port nobody listens on right now: bind port 0 on loopback, read the number, let it go. */
@@ -44,8 +60,11 @@ async function answersPing(url: string): Promise<boolean> {
  * again. It is killed at teardown (and when the process exits), whatever happened in the test.
  * Register it before createWorld so that its teardown runs last (tap runs teardowns last-in first-out).
  */
-export async function startRedisServer(t: Tap, ms = 10_000): Promise<ThrowawayRedis> {
+export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): Promise<ThrowawayRedis> {
+  const ms = opts.ms ?? 10_000
   const port = await freePort()
+  const dir = opts.aof ? mkdtempSync(join(tmpdir(), 'cadr-redis-')) : undefined
+  const persistence = dir ? ['--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']
   const url = `redis://127.0.0.1:${port}`
   let child: ChildProcess | undefined
   let exited: Promise<unknown> = Promise.resolve()
@@ -54,10 +73,12 @@ export async function startRedisServer(t: Tap, ms = 10_000): Promise<ThrowawayRe
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
   process.once('exit', killNow)
+  // tap signals a test file that ran out of time with SIGALRM and may kill it before teardown runs.
+  process.once('SIGALRM', killNow)
 
   async function start(): Promise<void> {
     if (child && child.exitCode === null && child.signalCode === null) throw new Error('redis-server is already running')
-    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--loglevel', 'warning'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     })
     let stderr = ''
@@ -86,6 +107,8 @@ export async function startRedisServer(t: Tap, ms = 10_000): Promise<ThrowawayRe
     // Never throws: a failing teardown would skip the ones after it.
     await kill().catch(() => {})
     process.removeListener('exit', killNow)
+    process.removeListener('SIGALRM', killNow)
+    if (dir) rmSync(dir, { recursive: true, force: true })
   })
   await start()
   return { port, url, kill, start }

@@ -1,0 +1,55 @@
+import t from 'tap'
+import { createFaultWorld, ledgerLine, makeEvents, ok, postAll, slowCommit, statusCounts, untilDelivered } from './fixtures/harness.js'
+
+// Fault 3: one of two API processes SIGKILLed in the middle of the load while the clients retry
+// each event, with the same eventId and body, until it gets a 2xx (from whichever API answers).
+// Commits take 500 ms longer here, so that the kill catches transactions mid-commit: Postgres
+// finishes them without the process, the clients never hear of it, and their retries must be
+// answered 200 with the decision already stored — never a second decision.
+const EVENTS = 200
+
+const world = await createFaultWorld(t)
+await slowCommit(world.db, 'slow_commit', 'decisions', 0.5)
+const [apiA, apiB] = await Promise.all([world.service('api A', 'api'), world.service('api B + relay + worker', 'api,relay,worker')])
+
+t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with one decision', async (t) => {
+  const start = Date.now()
+  let answered = 0
+  let turn = 0
+  let killed: Promise<unknown> = Promise.resolve()
+  const posted = await postAll(makeEvents(EVENTS), {
+    // A load balancer's round robin, which stops sending to A once it is gone.
+    target: () => (apiA.alive() && turn++ % 2 === 0 ? apiA.url : apiB.url),
+    adminKey: world.adminKey,
+    concurrency: 16,
+    retryForMs: 30_000,
+    onAttempt: (_p, a) => {
+      if (ok(a) && ++answered === Math.round(EVENTS / 3)) killed = apiA.kill('SIGKILL')
+    },
+  })
+  await killed
+  const { ledger: l, ms } = await untilDelivered(world.db, posted, 20_000)
+  const counts = statusCounts(posted)
+  const noAnswer = Object.entries(counts)
+    .filter(([s]) => !/^\d+$/.test(s))
+    .reduce((n, [, c]) => n + c, 0)
+  const replays = posted.filter((p) => p.attempts.some((a) => a.status === 200)).length
+  t.comment(ledgerLine('faults/api-kill', l, `${noAnswer} requests cut off by the kill; ${replays} of their retries answered 200 (committed without an answer); ${Date.now() - start} ms`))
+
+  t.ok(noAnswer > 0, 'the kill cut requests off')
+  t.ok(replays > 0, 'some cut-off events had committed: their retries answered 200')
+  t.same(
+    Object.keys(counts).filter((s) => /^\d+$/.test(s) && !['200', '201'].includes(s)),
+    [],
+    'every answer was 200 or 201',
+  )
+  t.equal(l.accepted, l.posted, 'every event got its 2xx in the end')
+  t.equal(l.stored, l.posted, 'every accepted event stored')
+  t.same(l.details.decisionsTwice, [], 'one decision per event and per call')
+  t.same(l.details.answersDiffer, [], 'every 2xx for an event named the stored decision')
+  t.equal(l.delivered, l.assignments, `every assignment delivered (${ms} ms after the load)`)
+  t.equal(l.duplicated, 0, 'nothing duplicated')
+  t.equal(l.lost, 0, 'nothing lost')
+  t.equal(l.halfWritten, 0, 'no half-written call or event')
+  t.ok(apiB.alive(), 'the other API process is up')
+})

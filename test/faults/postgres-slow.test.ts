@@ -1,0 +1,118 @@
+import { sql } from 'kysely'
+import pg from 'pg'
+import t from 'tap'
+import { createFaultWorld, dropTrigger, ledgerLine, makeEvents, postAll, sleep, slowDown, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
+
+// Fault 5: Postgres that fails writes the way a full disk does (SQLSTATE 53100, at the outbox
+// insert or the very last statement of an ingest), then answers slowly (a statement sleeping past
+// the 1 s statement timeout), then makes writers wait on a lock held by someone else. Every such
+// ingest must answer 503 with Retry-After and leave nothing behind; the retries then go through.
+const EVENTS = 300
+const FAULT_MS = 2_000
+
+const world = await createFaultWorld(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '1000' } })
+const service = await world.service('api+relay+worker', 'api,relay,worker')
+
+/** Half of the writes to `table` (`op`: insert or update) fail with "No space left on device". */
+async function diskFull(table: string, op: 'insert' | 'update'): Promise<void> {
+  const name = `disk_full_${table}`
+  await sql
+    .raw(
+      `create or replace function ${name}() returns trigger language plpgsql as $$ begin
+         if random() < 0.5 then
+           raise exception 'could not extend file "base/1/2": No space left on device' using errcode = 'disk_full', hint = 'Check free disk space.';
+         end if;
+         return new;
+       end $$;
+       create trigger ${name} before ${op} on ${table} for each row execute function ${name}();`,
+    )
+    .execute(world.db)
+}
+
+t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing half-written', async (t) => {
+  const start = Date.now()
+  let answered = 0
+  const at = new Map<number, () => void>()
+  /** Resolves once `n` attempts have been answered. */
+  const when = (n: number) => new Promise<void>((r) => (n <= answered ? r() : at.set(n, r)))
+  type Phase = 'disk-full' | 'slow' | 'lock'
+  const during: Record<Phase, Attempt[]> = { 'disk-full': [], slow: [], lock: [] }
+  let phase: Phase | undefined
+  const faults = (async () => {
+    await when(40)
+    phase = 'disk-full'
+    await diskFull('outbox', 'insert')
+    await diskFull('call_events', 'update')
+    await sleep(FAULT_MS)
+    await dropTrigger(world.db, 'disk_full_outbox', 'outbox')
+    await dropTrigger(world.db, 'disk_full_call_events', 'call_events')
+
+    await when(answered + 40)
+    phase = 'slow'
+    await slowDown(world.db, 'slow_decisions', 'decisions', 1.5, 'random() < 0.5')
+    await sleep(FAULT_MS)
+    await dropTrigger(world.db, 'slow_decisions', 'decisions')
+
+    await when(answered + 40)
+    phase = 'lock'
+    const locker = new pg.Client({ connectionString: world.databaseUrl, application_name: 'fault-test' })
+    await locker.connect()
+    await locker.query('begin')
+    await locker.query('lock table decisions in exclusive mode')
+    await sleep(FAULT_MS)
+    await locker.query('rollback')
+    await locker.end()
+    phase = undefined
+  })()
+
+  const posted = await postAll(makeEvents(EVENTS), {
+    target: () => service.url,
+    adminKey: world.adminKey,
+    concurrency: 6,
+    paceMs: 20,
+    retryForMs: 30_000,
+    retryDelayMs: 100,
+    stopIf: () => !service.alive(),
+    onAttempt: (_p, a) => {
+      if (phase) during[phase].push(a)
+      at.get(++answered)?.()
+    },
+  })
+  // A fault schedule that outlasts the load must not hang the test (its assertions then fail).
+  for (const release of at.values()) release()
+  if (!service.alive()) {
+    t.fail(`a process died:\n${service.output()}`)
+    return
+  }
+  await faults
+  const { ledger: l, ms } = await untilDelivered(world.db, posted, 30_000)
+  const counts = statusCounts(posted)
+  const unavailable = posted.flatMap((p) => p.attempts).filter((a) => a.status === 503)
+  const slowest = Math.max(...unavailable.map((a) => a.endedAt - a.startedAt))
+  const n503 = (p: Phase) => during[p].filter((a) => a.status === 503).length
+  t.comment(
+    ledgerLine('faults/postgres-slow', l, `503s: ${n503('disk-full')} disk full, ${n503('slow')} slow, ${n503('lock')} locked (slowest ${slowest} ms); ${JSON.stringify(counts)}; ${Date.now() - start} ms`),
+  )
+
+  t.ok(n503('disk-full') > 0, 'disk full: 503')
+  t.ok(n503('slow') > 0, 'statements past the timeout: 503')
+  t.ok(n503('lock') > 0, 'waiting on a lock past the timeout: 503')
+  t.same(
+    Object.keys(counts).filter((s) => !['200', '201', '503'].includes(s)),
+    [],
+    'no other answer: no 500, no dropped connection',
+  )
+  t.same(
+    unavailable.filter((a) => a.retryAfter !== '5' || a.code !== 'service-unavailable'),
+    [],
+    'every 503 is a service-unavailable problem with Retry-After',
+  )
+  t.ok(slowest < 5_000, `a time-out is answered promptly (slowest 503 in ${slowest} ms)`)
+  t.equal(l.halfWritten, 0, 'nothing half-written: no call, event, decision or assignment without the rest of its ingest')
+  t.equal(l.accepted, l.posted, 'every event got its 2xx in the end')
+  t.equal(l.stored, l.posted, 'every accepted event stored')
+  t.equal(l.delivered, l.assignments, `every assignment delivered (${ms} ms after the load)`)
+  t.equal(l.duplicated, 0, 'nothing duplicated')
+  t.equal(l.lost, 0, 'nothing lost')
+  t.ok(service.alive(), 'the process is up')
+})

@@ -31,6 +31,10 @@ const configSchema = z.object({
   RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
   WORKER_CONCURRENCY: positiveInt.default(8),
   FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),
+  /** Assignment feed: the safety-net poll when no wake-up arrives (wake-ups come through Redis). */
+  FEED_POLL_MS: positiveInt.default(1000),
+  /** Assignment feed: SSE comment lines this often, so proxies keep the stream open. */
+  FEED_HEARTBEAT_MS: positiveInt.default(15_000),
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),

@@ -175,8 +175,10 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         description: STREAM_DOC,
         querystring: streamQuery,
         headers: z.looseObject({ 'last-event-id': z.string().max(64).optional().describe('The id of the last event received') }),
-        produces: ['text/event-stream'],
-        response: { 200: feedEventSchema.describe('The data of each `assignment` event (sent as text/event-stream)'), ...problemResponses(400, 401, 403, 429, 503) },
+        response: {
+          200: { description: 'A stream of `assignment` events; the schema is that of each event’s data', content: { 'text/event-stream': { schema: feedEventSchema } } },
+          ...problemResponses(400, 401, 403, 429, 503),
+        },
       },
     },
     async (req, reply) => {

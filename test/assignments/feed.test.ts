@@ -1,7 +1,7 @@
 import t from 'tap'
 import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
-import { feedData, openSse, type SseClient } from '../helpers/sse.js'
+import { feedData, openSse, type SseClient, type SseEvent } from '../helpers/sse.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -32,7 +32,7 @@ async function allChanges(): Promise<string[]> {
   const rows = await world.pool.query<{ assignment_id: string; to_status: string }>('select assignment_id, to_status from assignment_transitions order by feed_xid, id')
   return rows.rows.map((r) => `${r.assignment_id}:${r.to_status}`)
 }
-const key = (e: { data: string }) => {
+const key = (e: SseEvent) => {
   const d = feedData(e)
   return `${d.assignmentId}:${d.status}`
 }

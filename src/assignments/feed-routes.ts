@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis'
 import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
 import type { Principal } from '../auth/principal.js'
-import type { Db } from '../db/connect.js'
+import { createDb, createPool, type Db } from '../db/connect.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
@@ -30,7 +30,10 @@ const READY_MS = 5000
  * app that serves none (tests, the OpenAPI generator) opens no extra connection.
  */
 export function createAssignmentFeed(deps: AssignmentFeedDeps) {
-  const hub = createFeedHub({ db: deps.db, log: deps.log, pollMs: deps.pollMs })
+  // The hub reads on a connection of its own: behind a pool busy with ingest, a wake-up would
+  // wait for a free connection, and every console with it.
+  const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
+  const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
   let stopped = false
@@ -54,6 +57,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
       stopped = true
       hub.stop()
       if (started) await signals.stop()
+      await hubDb.destroy()
     },
   }
 }

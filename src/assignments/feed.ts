@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { sql } from 'kysely'
 import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
@@ -118,10 +119,9 @@ type FeedRow = AssignmentRow & {
 export async function readFeed(db: Db, o: { after: FeedPosition; upTo?: FeedPosition | undefined; scope?: FeedScope | undefined; limit: number }): Promise<FeedRead> {
   const { after, upTo, scope, limit } = o
   const { rows } = await sql<FeedRow>`
-    with h as materialized (select pg_snapshot_xmin(pg_current_snapshot()) as horizon)
-    select h.horizon::text as horizon,
-           exists (select 1 from assignment_transitions p where p.feed_xid >= h.horizon) as pending,
-           r.*
+    with x as materialized (select pg_snapshot_xmin(pg_current_snapshot()) as horizon),
+         h as materialized (select x.horizon, exists (select 1 from assignment_transitions p where p.feed_xid >= x.horizon) as pending from x)
+    select h.horizon::text as horizon, h.pending, r.*
     from h left join lateral (
       select t.feed_xid as t_feed_xid, t.feed_xid::text as t_xid, t.id as t_id, t.from_status as t_from, t.to_status as t_to,
              t.role as t_role, t.actor as t_actor, t.reason as t_reason, t.at as t_at,
@@ -375,9 +375,13 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
   let publishing = false
   let publishAgain = false
 
+  // Our own wake-ups come back through Redis too; the instance already woke itself for them.
+  const me = randomUUID()
   const sub = deps.redis.duplicate({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null })
   sub.on('error', () => {})
-  sub.on('message', () => onWake())
+  sub.on('message', (_channel: string, from: string) => {
+    if (from !== me) onWake()
+  })
   // Messages sent while the subscriber was away are lost: read once it is back.
   sub.on('ready', () => onWake())
 
@@ -391,7 +395,7 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
     publishing = true
     publishAgain = false
     deps.redis
-      .publish(channel, '')
+      .publish(channel, me)
       .catch(() => {})
       .finally(() => {
         publishing = false

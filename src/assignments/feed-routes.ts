@@ -159,6 +159,11 @@ const STREAM_DOC = [
 const MAX_BUFFERED_BYTES = 1024 * 1024
 const RECONNECT_MS = 2000
 
+async function keyStillValid(db: Db, keyId: string): Promise<boolean> {
+  const row = await db.selectFrom('api_keys').select(['revoked_at', 'expires_at']).where('id', '=', keyId).executeTakeFirst()
+  return !!row && !row.revoked_at && !(row.expires_at && row.expires_at <= new Date())
+}
+
 const frame = (e: FeedEvent): string => `id: ${e.id}\nevent: assignment\ndata: ${JSON.stringify(e.data)}\n\n`
 
 export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async (app, { feed }) => {
@@ -210,17 +215,37 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
       res.write(`retry: ${RECONNECT_MS}\n: connected\n\n`)
       open.add(res)
 
-      const send = (text: string) => {
+      /** Resolves when the socket can take more (catch-up waits for it; live changes do not). */
+      const send = (text: string): void | Promise<void> => {
         if (res.writableEnded || res.destroyed) return
-        res.write(text)
+        if (res.write(text)) return
         // A console that does not read would make us buffer without end; it resumes by event id.
         if (res.writableLength > MAX_BUFFERED_BYTES) {
           req.log.warn({ buffered: res.writableLength }, 'assignment stream too slow; disconnected')
           res.destroy()
+          return
         }
+        return new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done)
+            res.off('close', done)
+            resolve()
+          }
+          res.on('drain', done)
+          res.on('close', done)
+        })
       }
       const sub = subscribeFeed({ db: feed.db, hub, scope, from }, (events) => send(events.map(frame).join('')))
-      const heartbeat = setInterval(() => send(': keep-alive\n\n'), feed.heartbeatMs)
+      // A stream outlives the request that authenticated it: a key revoked or expired since ends it.
+      const heartbeat = setInterval(() => {
+        void send(': keep-alive\n\n')
+        keyStillValid(feed.db, p.keyId).then(
+          (ok) => {
+            if (!ok) res.end()
+          },
+          () => {},
+        )
+      }, feed.heartbeatMs)
       res.on('close', () => {
         clearInterval(heartbeat)
         sub.close()

@@ -308,7 +308,8 @@ export type FeedHub = ReturnType<typeof createFeedHub>
  */
 export function subscribeFeed(
   o: { db: Db; hub: FeedHub; scope: FeedScope; from: FeedPosition | undefined; pageSize?: number },
-  deliver: (events: FeedEvent[]) => void,
+  /** During catch-up, a returned promise holds the next page back (the socket's backpressure). */
+  deliver: (events: FeedEvent[]) => void | Promise<void>,
 ): { done: Promise<void>; close: () => void } {
   const { db, hub, scope } = o
   const pageSize = o.pageSize ?? 500
@@ -320,7 +321,7 @@ export function subscribeFeed(
     if (!live || closed) return
     const events = batch.events.filter((e) => comparePositions(e.position, at!) > 0 && inScope(scope, e.agency, e.queue))
     if (comparePositions(batch.to, at!) > 0) at = batch.to
-    if (events.length) deliver(events)
+    if (events.length) void deliver(events)
   })
   const catchUp = async () => {
     while (!closed) {
@@ -332,7 +333,7 @@ export function subscribeFeed(
       const r = await readFeed(db, { after: at!, upTo: target, scope, limit: pageSize })
       if (closed) return
       at = r.next
-      if (r.events.length) deliver(r.events)
+      if (r.events.length) await deliver(r.events)
     }
   }
   const close = () => {

@@ -232,6 +232,31 @@ t.test('agency and queue scope: a Hastings console never sees Rosemount', async 
   t.equal(sAll.events.length, allH.length, 'nothing else arrived')
 })
 
+t.test('a console far behind (4 MB of changes, a slow reader) catches up page by page, in order', async (t) => {
+  const live = await stream(admin)
+  const call = await post('hastings-pd', 'EDP')
+  await live.waitFor(call.assignments.length)
+  const from = live.events[live.events.length - 1]!.id!
+  // About 4 MB of changes in one transaction: several pages, each larger than the socket buffer.
+  await world.pool.query(
+    `insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason)
+     select $1, 'queued', 'queued', 'primary', 'bulk', lpad(g::text, 1200, '.') from generate_series(1, 3000) g`,
+    [call.assignments[0]!.id],
+  )
+  const behind = await stream({ ...admin, 'last-event-id': from })
+  // The console reads nothing for a while: the server must wait for it rather than buffer 4 MB.
+  behind.pause()
+  await new Promise((r) => setTimeout(r, 1000))
+  behind.resume()
+  const got = await behind.waitFor(3000, 30_000)
+  t.same(
+    got.map((e) => Number(feedData(e).transition.reason!.replace(/^\.+/, ''))),
+    Array.from({ length: 3000 }, (_, i) => i + 1),
+  )
+  await live.waitFor(call.assignments.length + 3000, 30_000)
+  t.equal(live.events.length, call.assignments.length + 3000, 'the live console got them once too')
+})
+
 t.test('refusals: bad event id, no key, wrong role', async (t) => {
   const bad = await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: { 'last-event-id': 'abc' } })
   t.equal(bad.statusCode, 400)
@@ -247,6 +272,15 @@ t.test('heartbeats keep the stream open', async (t) => {
   const s = await openSse(`${url}/v1/assignments/stream`, bearer(w.adminKey))
   await new Promise((r) => setTimeout(r, 300))
   t.ok(s.comments.filter((c) => c === 'keep-alive').length >= 3, 'comment lines at the heartbeat interval')
+
+  // A key revoked while its stream is open: the stream ends at the next heartbeat, and stays shut.
+  const consoleKey = await w.key('console', { agencies: ['hastings-pd'], name: 'revoked-console' })
+  const doomed = await openSse(`${url}/v1/assignments/stream`, bearer(consoleKey))
+  t.equal(doomed.status, 200)
+  await w.pool.query(`update api_keys set revoked_at = now() where name = 'revoked-console'`)
+  await doomed.ended
+  t.equal((await openSse(`${url}/v1/assignments/stream`, bearer(consoleKey))).status, 401)
+
   // Closing the app ends the streams instead of waiting for the consoles to go.
   await w.close()
   await s.ended

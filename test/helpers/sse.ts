@@ -15,6 +15,9 @@ export interface SseClient {
   waitFor(n: number, ms?: number): Promise<SseEvent[]>
   /** Resolves when the server ends the stream. */
   ended: Promise<void>
+  /** Stops reading the socket (a console that cannot keep up) until resume(). */
+  pause(): void
+  resume(): void
   close(): void
 }
 
@@ -81,6 +84,8 @@ export function openSse(url: string, headers: Record<string, string>): Promise<S
             waiters.add(check)
           })
         },
+        pause: () => res.pause(),
+        resume: () => res.resume(),
         close() {
           req.destroy()
         },

@@ -8,6 +8,7 @@ import { principalOf } from '../auth/plugin.js'
 import { canActForAgency, canSeeQueue } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
+import { encodePosition, feedHead } from './feed.js'
 import { feedScope, feedWaiter, type AssignmentFeed } from './feed-routes.js'
 import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
 import { DISPOSITIONS, assignmentSchema } from './schemas.js'
@@ -72,7 +73,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
         querystring: listQuery,
         description:
           'Only the agencies and queues of the caller’s key are listed. Every page has an ETag; with If-None-Match an unchanged page answers 304. ' +
-          'Long-poll: add `wait=<seconds>` (up to 30) to If-None-Match, and the answer comes as soon as the page changes, or as 304 when the time is up.',
+          'Long-poll: add `wait=<seconds>` (up to 30) to If-None-Match, and the answer comes as soon as the page changes, or as 304 when the time is up. ' +
+          'The Feed-Position header is where the assignment stream continues from this page: open GET /v1/assignments/stream?lastEventId=<Feed-Position> to receive every change the page does not show yet.',
         headers: z.looseObject({ 'if-none-match': z.string().max(1000).optional().describe('The ETag of the page the console has') }),
         response: {
           200: z.object({ items: z.array(assignmentSchema), nextCursor: z.string().nullable() }),
@@ -92,9 +94,18 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
       const deadline = Date.now() + (wait ?? 0) * 1000
       try {
         for (;;) {
-          const page = await listAssignments(db, { ...filter, agencies: p.agencies, queues: p.queues, after })
+          // The page and the feed position from one snapshot: a stream opened at that position
+          // brings every change the page does not show.
+          const { page, position } = await db
+            .transaction()
+            .setIsolationLevel('repeatable read')
+            .execute(async (trx) => ({
+              position: await feedHead(trx),
+              page: await listAssignments(trx, { ...filter, agencies: p.agencies, queues: p.queues, after }),
+            }))
           const etag = etagOf(page)
           reply.header('etag', etag)
+          reply.header('feed-position', encodePosition(position))
           if (!given || !etagMatches(given, etag)) return page
           const left = deadline - Date.now()
           if (!waiter || left <= 0 || !(await waiter.next(left))) return reply.code(304).send()

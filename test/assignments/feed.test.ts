@@ -257,6 +257,30 @@ t.test('a console far behind (4 MB of changes, a slow reader) catches up page by
   t.equal(live.events.length, call.assignments.length + 3000, 'the live console got them once too')
 })
 
+t.test('listing, then stream from its Feed-Position: nothing in between is lost', async (t) => {
+  const call = await post('hastings-pd', 'EDP')
+  const a = call.assignments[0]!.id
+  const open = new pg.Client({ connectionString: world.databaseUrl })
+  await open.connect()
+  t.teardown(() => open.end().catch(() => {}))
+  // A move in flight while the console loads its listing: not in the page, so it must be in the stream.
+  await open.query('begin')
+  await open.query(`update assignments set status = 'acknowledged' where id = $1`, [a])
+  await open.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'acknowledged', 'primary', 'in-flight')`, [a])
+  const listing = await app.inject({ method: 'GET', url: '/v1/assignments?limit=200' })
+  const position = listing.headers['feed-position'] as string
+  t.match(position, /^\d+-0$/)
+  t.equal((listing.json() as { items: { id: string; status: string }[] }).items.find((x) => x.id === a)?.status, 'queued')
+  await open.query('commit')
+  await move(a, 'accept')
+  const s = await stream(admin, `?lastEventId=${position}`)
+  const got = await s.waitFor(2)
+  t.same(got.map((e) => [feedData(e).assignmentId, feedData(e).status]), [
+    [a, 'acknowledged'],
+    [a, 'accepted'],
+  ])
+})
+
 t.test('refusals: bad event id, no key, wrong role', async (t) => {
   const bad = await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: { 'last-event-id': 'abc' } })
   t.equal(bad.statusCode, 400)

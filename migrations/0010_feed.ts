@@ -6,9 +6,9 @@ import { sql, type Kysely } from 'kysely'
 // from assignment_transitions by a cursor that must never skip a row, even though ids are handed out
 // at insert and rows become visible at commit, in another order. Each row is stamped here with the
 // id of the transaction that wrote it (feed_xid, xid8: 64 bits, no wraparound). Readers order by
-// (feed_xid, id) and read only rows with feed_xid below the xmin of their own snapshot: every
-// transaction below that xmin has ended, so no row can ever appear there later, and a cursor at the
-// last row read is safe to resume from. The stamps are set by a trigger, so every writer (router,
+// (feed_xid, id) and read only rows with feed_xid below the oldest transaction still open: every
+// transaction below it has ended, so no row can ever appear there later, and a cursor at the last
+// row read is safe to resume from. The stamps are set by a trigger, so every writer (router,
 // console moves, workers, whatever comes later) feeds the console without knowing about it.
 //
 // feed_agency and feed_queue keep the assignment's agency and queue at the time of the change, so

@@ -18,11 +18,11 @@ import type { AssignmentStatus } from './state-machine.js'
  * Position. Row ids are handed out at insert but rows become visible at commit, so "id > last id
  * read" would skip a row whose transaction committed late. Migration 0010 stamps each row with the
  * id of the transaction that wrote it (feed_xid). A read takes only rows whose feed_xid is below
- * the xmin of its own snapshot (every transaction below it has ended: nothing can appear there any
- * more) and orders them by (feed_xid, id). A position is a pair (xid, id); an event's id is its
- * position, and after a complete read the reader stands at (xmin, 0): everything below is seen.
- * The price: a long transaction anywhere in the Postgres cluster holds the feed back until it ends
- * (changes are delayed, never lost).
+ * the oldest transaction of this database still open (feedHorizon: every transaction below it has
+ * ended, so nothing can appear there any more) and orders them by (feed_xid, id). A position is a
+ * pair (xid, id); an event's id is its position, and after a complete read the reader stands at
+ * (horizon, 0): everything below is seen. The price: a long write transaction in this database holds
+ * the feed back until it ends (changes are delayed, never lost).
  *
  * Wake-ups. A trigger NOTIFYs at commit of every transaction that wrote a transition, whichever
  * process wrote it. One API instance (the holder of an advisory lock) LISTENs and republishes on
@@ -98,7 +98,6 @@ export interface FeedRead {
 }
 
 type FeedRow = AssignmentRow & {
-  horizon: string
   pending: boolean
   t_xid: string | null
   t_id: number | null
@@ -113,23 +112,28 @@ type FeedRow = AssignmentRow & {
 }
 
 /**
- * Changes after `after` (and up to `upTo`, when given) in the scope, oldest first. One statement,
- * so the rows and the xmin come from the same snapshot.
+ * Changes after `after` in the scope, oldest first: up to `upTo` (a position already known to be
+ * final), or else below the xid `below` (from feedHorizon).
  */
-export async function readFeed(db: Db, o: { after: FeedPosition; upTo?: FeedPosition | undefined; scope?: FeedScope | undefined; limit: number }): Promise<FeedRead> {
-  const { after, upTo, scope, limit } = o
+export async function readFeed(
+  db: Db,
+  o: { after: FeedPosition; upTo?: FeedPosition | undefined; below?: bigint | undefined; scope?: FeedScope | undefined; limit: number },
+): Promise<FeedRead> {
+  const { after, upTo, below, scope, limit } = o
+  if (!upTo && below === undefined) throw new Error('readFeed needs upTo or below')
+  const bound = upTo
+    ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)`
+    : sql`and t.feed_xid < ${String(below)}::xid8`
+  const pending = upTo ? sql`false` : sql`exists (select 1 from assignment_transitions p where p.feed_xid >= ${String(below)}::xid8)`
   const { rows } = await sql<FeedRow>`
-    with x as materialized (select pg_snapshot_xmin(pg_current_snapshot()) as horizon),
-         h as materialized (select x.horizon, exists (select 1 from assignment_transitions p where p.feed_xid >= x.horizon) as pending from x)
-    select h.horizon::text as horizon, h.pending, r.*
-    from h left join lateral (
+    select ${pending} as pending, r.*
+    from (select 1) one left join lateral (
       select t.feed_xid as t_feed_xid, t.feed_xid::text as t_xid, t.id as t_id, t.from_status as t_from, t.to_status as t_to,
              t.role as t_role, t.actor as t_actor, t.reason as t_reason, t.at as t_at,
              t.feed_agency as t_agency, t.feed_queue as t_queue, a.*
       from assignment_transitions t join assignments a on a.id = t.assignment_id
-      where t.feed_xid < h.horizon
-        and (t.feed_xid, t.id) > (${after.xid.toString()}::xid8, ${after.id}::bigint)
-        ${upTo ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql``}
+      where (t.feed_xid, t.id) > (${after.xid.toString()}::xid8, ${after.id}::bigint)
+        ${bound}
         ${scope?.agencies ? sql`and t.feed_agency = any(${[...scope.agencies]}::text[])` : sql``}
         ${scope?.queues ? sql`and t.feed_queue = any(${[...scope.queues]}::text[])` : sql``}
       order by t.feed_xid, t.id
@@ -163,11 +167,40 @@ export async function readFeed(db: Db, o: { after: FeedPosition; upTo?: FeedPosi
   }
   const last = events[events.length - 1]
   // A full page may have more behind it; otherwise everything below the xmin (and up to upTo) is seen.
-  const next = events.length === limit && last ? last.position : (upTo ?? { xid: BigInt(head.horizon), id: 0 })
+  const next = events.length === limit && last ? last.position : (upTo ?? { xid: below!, id: 0 })
   return { events, next: comparePositions(next, after) > 0 ? next : after, pending: head.pending }
 }
 
-/** Where the feed stands now: everything before it is final. */
+/**
+ * The xid below which no transaction of this database is still open: every row stamped below it is
+ * visible to any later statement, or never will be. Other databases of the cluster do not count
+ * (they cannot write here), so their long transactions do not hold the feed back.
+ *
+ * Why it is safe: the snapshot is taken when the statement starts, the activity list after it. A
+ * transaction of this database running at the snapshot either still runs when the list is read (its
+ * xid counts) or has ended before this statement returns (its rows are visible to the next one);
+ * a transaction that gets its xid later gets one at or above the snapshot's xmax, the upper bound.
+ * Run it on its own, not inside a transaction that read pg_stat_activity before (the list is
+ * cached per transaction). Prepared (two-phase) transactions are not listed: this service uses none.
+ */
+export async function feedHorizon(db: Db): Promise<bigint> {
+  const { rows } = await sql<{ horizon: string }>`
+    with s as materialized (select pg_current_snapshot() as snap),
+         ours as materialized (
+           select backend_xid::text::bigint as x32 from pg_stat_get_activity(null)
+           where datid = (select oid from pg_database where datname = current_database()) and backend_xid is not null
+         )
+    select coalesce(
+      (select min(x) from s, pg_snapshot_xip(s.snap) as x where (x::text::numeric % 4294967296)::bigint in (select x32 from ours)),
+      (select pg_snapshot_xmax(snap) from s)
+    )::text as horizon`.execute(db)
+  return BigInt(rows[0]!.horizon)
+}
+
+/**
+ * A position from the xmin of the statement's own snapshot (open transactions of every database
+ * count): in a repeatable-read transaction, everything before it is in that transaction's snapshot.
+ */
 export async function feedHead(db: Db): Promise<FeedPosition> {
   const { rows } = await sql<{ horizon: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as horizon`.execute(db)
   return { xid: BigInt(rows[0]!.horizon), id: 0 }
@@ -218,13 +251,13 @@ export function createFeedHub(deps: FeedHubDeps) {
     let pending = false
     try {
       if (!position) {
-        position = await feedHead(db)
+        position = { xid: await feedHorizon(db), id: 0 }
         for (const w of readyWaiters) w()
         readyWaiters = []
       }
       do {
         again = false
-        const r = await readFeed(db, { after: position, limit: pageSize })
+        const r = await readFeed(db, { after: position, below: await feedHorizon(db), limit: pageSize })
         const moved = comparePositions(r.next, position) > 0
         position = r.next
         pending = r.pending
@@ -415,13 +448,16 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
     if (!client) {
       client = c
       c.on('notification', publish)
-      c.on('error', (err) => {
-        if (bridging) log.warn({ err: { message: err.message } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
+      const lost = (err?: Error) => {
+        if (client !== c) return
+        if (bridging && running) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
         bridging = false
-        if (client === c) client = undefined
+        client = undefined
         c.end().catch(() => {})
         retry()
-      })
+      }
+      c.on('error', lost)
+      c.on('end', () => lost())
       try {
         await c.connect()
       } catch (err) {

@@ -4,6 +4,7 @@ import * as m0004 from './0004_security.js'
 import * as m0006 from './0006_reports.js'
 import * as m0008 from './0008_lifecycle.js'
 import * as m0009 from './0009_shadow.js'
+import * as m0010 from './0010_feed.js'
 import * as m0011 from './0011_outbox_notify.js'
 import * as m0012 from './0012_outbox_trace_context.js'
 
@@ -14,6 +15,7 @@ export const migrations: Record<string, Migration> = {
   '0006_reports': m0006,
   '0008_lifecycle': m0008,
   '0009_shadow': m0009,
+  '0010_feed': m0010,
   '0011_outbox_notify': m0011,
   '0012_outbox_trace_context': m0012,
 }

@@ -6,6 +6,7 @@ import type { Config } from './config.js'
 import type { Db } from './db/connect.js'
 import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
+import { createAssignmentFeed, feedRoutes } from './assignments/feed-routes.js'
 import { assignmentRoutes } from './assignments/routes.js'
 import { authPlugin } from './auth/plugin.js'
 import { authRoutes } from './auth/routes.js'
@@ -33,10 +34,14 @@ import { createShadowSource, type ShadowSource } from './rule-sets/shadow.js'
 export const API_VERSION = '1.0.0'
 
 export interface AppDeps {
-  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX'>
+  config: Pick<
+    Config,
+    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_HEARTBEAT_MS'
+  >
   db: Db
   /**
-   * Readiness and the rate limiter's counters. Ingest never needs it: the outbox relay carries work
+   * Readiness, the rate limiter's counters and the assignment feed's wake-ups (it publishes on this
+   * connection and subscribes on a duplicate). Ingest never needs it: the outbox relay carries work
    * to Redis, and the limiter lets requests through when Redis is down.
    */
   redis: Redis
@@ -116,7 +121,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
   await app.register(callRoutes, { calls, db: deps.db })
-  await app.register(assignmentRoutes, { db: deps.db, ...(deps.now ? { now: deps.now } : {}) })
+  const feed = createAssignmentFeed({
+    db: deps.db,
+    databaseUrl: config.DATABASE_URL,
+    redis: deps.redis,
+    prefix: config.BULLMQ_PREFIX,
+    log: app.log,
+    pollMs: config.FEED_POLL_MS,
+    heartbeatMs: config.FEED_HEARTBEAT_MS,
+  })
+  app.addHook('onClose', () => feed.stop())
+  await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
+  await app.register(feedRoutes, { feed })
   await app.register(authRoutes, { db: deps.db })
   await app.register(eidoRoutes, { calls, db: deps.db })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })

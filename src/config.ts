@@ -64,6 +64,10 @@ const configSchema = z.object({
   LIFECYCLE_SWEEP_MS: positiveInt.default(15_000),
   /** How long a stopping worker lets jobs in flight finish before it hands them back to the queue. */
   WORKER_DRAIN_MS: positiveInt.default(5_000),
+  /** Assignment feed: the safety-net poll when no wake-up arrives (wake-ups come through Redis). */
+  FEED_POLL_MS: positiveInt.default(1000),
+  /** Assignment feed: SSE comment lines this often, so proxies keep the stream open. */
+  FEED_HEARTBEAT_MS: positiveInt.default(15_000),
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),

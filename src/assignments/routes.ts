@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
@@ -8,6 +9,8 @@ import { canActForAgency, canSeeQueue } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { escalateAssignment } from './escalation.js'
+import { encodePosition, feedHead } from './feed.js'
+import { feedScope, feedWaiter, type AssignmentFeed } from './feed-routes.js'
 import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
 import { DISPOSITIONS, assignmentSchema } from './schemas.js'
 import { ASSIGNMENT_STATUSES, CONSOLE_ACTIONS, type AssignmentStatus } from './state-machine.js'
@@ -36,8 +39,25 @@ const listQuery = z
       .describe('true: only open assignments past their due time (overdue follow-ups)'),
     cursor: z.string().min(1).max(64).optional().describe('nextCursor of the previous page'),
     limit: z.coerce.number().int().min(1).max(200).default(50),
+    wait: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(30)
+      .optional()
+      .describe('Long-poll: with If-None-Match, wait up to this many seconds for the page to change before answering 304'),
   })
   .strict()
+
+/** A strong validator of the page as sent: equal pages, equal tags. */
+const etagOf = (page: unknown): string => `"${createHash('sha256').update(JSON.stringify(page)).digest('base64url').slice(0, 27)}"`
+
+function etagMatches(header: string, etag: string): boolean {
+  return header.split(',').some((t) => {
+    const tag = t.trim().replace(/^W\//, '')
+    return tag === '*' || tag === etag
+  })
+}
 
 const moveBody = z
   .object({
@@ -47,7 +67,7 @@ const moveBody = z
   })
   .strict()
 
-export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; now?: () => Date }> = async (app, { db, now = () => new Date() }) => {
+export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentFeed; now?: () => Date }> = async (app, { db, feed, now = () => new Date() }) => {
   app.get(
     '/v1/assignments',
     {
@@ -57,14 +77,48 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; now?: () => Date 
         operationId: 'listAssignments',
         summary: 'List assignments for a console (oldest first, cursor pagination)',
         querystring: listQuery,
-        description: 'Only the agencies and queues of the caller’s key are listed.',
-        response: { 200: z.object({ items: z.array(assignmentSchema), nextCursor: z.string().nullable() }), ...problemResponses(400, 401, 403, 429, 503) },
+        description:
+          'Only the agencies and queues of the caller’s key are listed. Every page has an ETag; with If-None-Match an unchanged page answers 304. ' +
+          'Long-poll: add `wait=<seconds>` (up to 30) to If-None-Match, and the answer comes as soon as the page changes, or as 304 when the time is up. ' +
+          'The Feed-Position header is where the assignment stream continues from this page: open GET /v1/assignments/stream?lastEventId=<Feed-Position> to receive every change the page does not show yet.',
+        headers: z.looseObject({ 'if-none-match': z.string().max(1000).optional().describe('The ETag of the page the console has') }),
+        response: {
+          200: z.object({ items: z.array(assignmentSchema), nextCursor: z.string().nullable() }),
+          304: z.void().describe('The page has not changed (If-None-Match), or did not change within `wait` seconds'),
+          ...problemResponses(400, 401, 403, 429, 503),
+        },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const p = principalOf(req)
-      const { cursor, ...filter } = req.query
-      return listAssignments(db, { ...filter, agencies: p.agencies, queues: p.queues, after: cursor ? decodeCursor(cursor) : undefined, now: now() })
+      const { cursor, wait, ...filter } = req.query
+      const after = cursor ? decodeCursor(cursor) : undefined
+      const given = req.headers['if-none-match']
+      reply.header('cache-control', 'private, no-cache')
+      // Listen before the first read, so a change committed just after it still wakes us.
+      const waiter = wait && given ? feedWaiter(await feed.ready(), feedScope(p, filter), reply.raw) : undefined
+      const deadline = Date.now() + (wait ?? 0) * 1000
+      try {
+        for (;;) {
+          // The page and the feed position from one snapshot: a stream opened at that position
+          // brings every change the page does not show.
+          const { page, position } = await db
+            .transaction()
+            .setIsolationLevel('repeatable read')
+            .execute(async (trx) => ({
+              position: await feedHead(trx),
+              page: await listAssignments(trx, { ...filter, agencies: p.agencies, queues: p.queues, after, now: now() }),
+            }))
+          const etag = etagOf(page)
+          reply.header('etag', etag)
+          reply.header('feed-position', encodePosition(position))
+          if (!given || !etagMatches(given, etag)) return page
+          const left = deadline - Date.now()
+          if (!waiter || left <= 0 || !(await waiter.next(left))) return reply.code(304).send()
+        }
+      } finally {
+        waiter?.close()
+      }
     },
   )
 

@@ -148,7 +148,17 @@ export function createCallService(deps: CallServiceDeps) {
     const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
 
     const transitions = [
-      ...fresh.map((a) => ({ assignment_id: a.id, from_status: null, to_status: a.status, role: a.role, actor: 'router', reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}` })),
+      // Agency and queue given: the feed's trigger cannot see assignments created in the same statement.
+      ...fresh.map((a) => ({
+        assignment_id: a.id,
+        from_status: null,
+        to_status: a.status,
+        role: a.role,
+        actor: 'router',
+        reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}`,
+        feed_agency: call.agency,
+        feed_queue: a.queue,
+      })),
       ...plan.roleChanges.map((c) => {
         const status = existing.find((e) => e.id === c.id)!.status
         return { assignment_id: c.id, from_status: status, to_status: status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` }

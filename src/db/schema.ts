@@ -89,6 +89,9 @@ export interface AssignmentTransitionsTable {
   actor: string
   reason: string | null
   at: CreatedAt
+  /** Stamped by trigger (migration 0010); a writer that creates the assignment in the same statement gives them. */
+  feed_agency: ColumnType<string | null, string | undefined, never>
+  feed_queue: ColumnType<string | null, string | undefined, never>
 }
 
 export interface OutboxTable {

@@ -1,0 +1,260 @@
+import type { ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import type { Redis } from 'ioredis'
+import { z } from 'zod'
+import { principalOf } from '../auth/plugin.js'
+import type { Principal } from '../auth/principal.js'
+import { createDb, createPool, type Db } from '../db/connect.js'
+import { AppError } from '../http/errors.js'
+import { problemResponses } from '../http/openapi.js'
+import { QUEUES } from '../routing/index.js'
+import { createFeedHub, createFeedSignals, decodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
+import { assignmentSchema } from './schemas.js'
+
+export interface AssignmentFeedDeps {
+  db: Db
+  databaseUrl: string
+  redis: Redis
+  /** Namespaces the Redis channel (the BullMQ prefix). */
+  prefix: string
+  log: FastifyBaseLogger
+  pollMs: number
+  heartbeatMs: number
+}
+
+const READY_MS = 5000
+
+/**
+ * The feed of one API instance. It starts on the first console that streams or long-polls, so an
+ * app that serves none (tests, the OpenAPI generator) opens no extra connection.
+ */
+export function createAssignmentFeed(deps: AssignmentFeedDeps) {
+  // The hub reads on a connection of its own: behind a pool busy with ingest, a wake-up would
+  // wait for a free connection, and every console with it.
+  const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
+  const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs })
+  const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
+  let started: Promise<void> | undefined
+  let stopped = false
+  return {
+    db: deps.db,
+    hub,
+    signals,
+    heartbeatMs: deps.heartbeatMs,
+    /** Starts the feed once; throws 503 when it cannot learn its position from Postgres. */
+    async ready(): Promise<FeedHub> {
+      if (stopped) throw new AppError('service-unavailable', 'the server is shutting down')
+      started ??= (async () => {
+        hub.start()
+        await signals.start()
+      })()
+      await started
+      if (!(await hub.ready(READY_MS))) throw new AppError('service-unavailable', 'the assignment feed cannot read Postgres')
+      return hub
+    },
+    async stop(): Promise<void> {
+      stopped = true
+      hub.stop()
+      if (started) await signals.stop()
+      await hubDb.destroy()
+    },
+  }
+}
+
+export type AssignmentFeed = ReturnType<typeof createAssignmentFeed>
+
+/** What a console sees: its key's agencies and queues, narrowed by the query. */
+export function feedScope(p: Principal, q: { queue?: string | undefined; agency?: string | undefined }): FeedScope {
+  const narrow = (allowed: readonly string[] | null, asked: string | undefined) =>
+    asked === undefined ? allowed : allowed === null || allowed.includes(asked) ? [asked] : []
+  return { agencies: narrow(p.agencies, q.agency), queues: narrow(p.queues, q.queue) }
+}
+
+/**
+ * Long-poll: listens to the hub from creation, so a change committed after the caller's read is
+ * never missed; `next(ms)` resolves true on a change in scope since the previous call, false on
+ * timeout or when the client goes away.
+ */
+export function feedWaiter(hub: FeedHub, scope: FeedScope, gone: ServerResponse) {
+  let changes = 0
+  let seen = 0
+  let wakeUp: (() => void) | undefined
+  let closed = false
+  const unlisten = hub.listen((b) => {
+    if (b.events.some((e) => inScope(scope, e.agency, e.queue))) {
+      changes++
+      wakeUp?.()
+    }
+  })
+  const onGone = () => {
+    closed = true
+    wakeUp?.()
+  }
+  gone.once('close', onGone)
+  return {
+    async next(ms: number): Promise<boolean> {
+      if (changes === seen && !closed) {
+        let t: NodeJS.Timeout | undefined
+        await new Promise<void>((resolve) => {
+          wakeUp = resolve
+          t = setTimeout(resolve, ms)
+        })
+        clearTimeout(t)
+        wakeUp = undefined
+      }
+      const changed = changes > seen && !closed
+      seen = changes
+      return changed
+    },
+    close(): void {
+      unlisten()
+      gone.off('close', onGone)
+    },
+  }
+}
+
+const feedEventSchema = z
+  .object({
+    assignmentId: z.string().uuid(),
+    callId: z.string(),
+    agency: z.string(),
+    queue: z.enum(QUEUES),
+    status: z.string().describe('The status this change moved the assignment to'),
+    transition: z.object({
+      from: z.string().nullable(),
+      to: z.string(),
+      role: z.string(),
+      actor: z.string(),
+      reason: z.string().nullable(),
+      at: z.string(),
+    }),
+    assignment: assignmentSchema.describe('The assignment as the listing shows it, with the status and role of this change'),
+  })
+  .meta({ id: 'AssignmentFeedEvent' })
+
+const streamQuery = z
+  .object({
+    queue: z.enum(QUEUES).optional(),
+    agency: z.string().min(1).max(64).optional(),
+    lastEventId: z.string().min(1).max(64).optional().describe('Resume after this event id, for clients that cannot send the Last-Event-ID header; the header wins'),
+  })
+  .strict()
+
+const STREAM_DOC = [
+  'Server-Sent Events (`text/event-stream`): every change of an assignment this key may see (its agencies and queues, narrowed by `queue` and `agency`), oldest first.',
+  'Each change is one event:',
+  '',
+  '```',
+  'id: <event id>',
+  'event: assignment',
+  'data: {"assignmentId":…,"callId":…,"agency":…,"queue":…,"status":…,"transition":{"from","to","role","actor","reason","at"},"assignment":{…as in the listing…}}',
+  '```',
+  '',
+  'Lines starting with `:` are heartbeats (ignore them). A client that reconnects with `Last-Event-ID` (or `?lastEventId=`) receives every change after that event, once, in order — from any API instance.',
+  'Without one, the stream starts with changes from now on. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
+  'A client that cannot keep up is disconnected and resumes with `Last-Event-ID`.',
+].join('\n')
+
+const MAX_BUFFERED_BYTES = 1024 * 1024
+const RECONNECT_MS = 2000
+
+async function keyStillValid(db: Db, keyId: string): Promise<boolean> {
+  const row = await db.selectFrom('api_keys').select(['revoked_at', 'expires_at']).where('id', '=', keyId).executeTakeFirst()
+  return !!row && !row.revoked_at && !(row.expires_at && row.expires_at <= new Date())
+}
+
+const frame = (e: FeedEvent): string => `id: ${e.id}\nevent: assignment\ndata: ${JSON.stringify(e.data)}\n\n`
+
+export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async (app, { feed }) => {
+  const open = new Set<ServerResponse>()
+  // Streams never end on their own: end them before the server waits for its connections to close.
+  app.addHook('preClose', async () => {
+    for (const res of open) res.end()
+  })
+
+  app.get(
+    '/v1/assignments/stream',
+    {
+      config: { access: ['console', 'supervisor'] },
+      schema: {
+        tags: ['assignments'],
+        operationId: 'streamAssignments',
+        summary: 'Stream assignment changes to a console (Server-Sent Events)',
+        description: STREAM_DOC,
+        querystring: streamQuery,
+        headers: z.looseObject({ 'last-event-id': z.string().max(64).optional().describe('The id of the last event received') }),
+        response: {
+          200: { description: 'A stream of `assignment` events; the schema is that of each event’s data', content: { 'text/event-stream': { schema: feedEventSchema } } },
+          ...problemResponses(400, 401, 403, 429, 503),
+        },
+      },
+    },
+    async (req, reply) => {
+      const p = principalOf(req)
+      const scope = feedScope(p, req.query)
+      const header = req.headers['last-event-id']
+      const from = header
+        ? decodePosition(header, 'headers.last-event-id')
+        : req.query.lastEventId
+          ? decodePosition(req.query.lastEventId, 'querystring.lastEventId')
+          : undefined
+      const hub = await feed.ready()
+
+      reply.hijack()
+      const res = reply.raw
+      const headers: Record<string, string> = {}
+      for (const [k, v] of Object.entries(reply.getHeaders())) if (typeof v === 'string' || typeof v === 'number') headers[k] = String(v)
+      res.writeHead(200, {
+        ...headers,
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        'x-accel-buffering': 'no',
+        'x-request-id': req.id,
+      })
+      res.write(`retry: ${RECONNECT_MS}\n: connected\n\n`)
+      open.add(res)
+
+      /** Resolves when the socket can take more (catch-up waits for it; live changes do not). */
+      const send = (text: string): void | Promise<void> => {
+        if (res.writableEnded || res.destroyed) return
+        if (res.write(text)) return
+        // A console that does not read would make us buffer without end; it resumes by event id.
+        if (res.writableLength > MAX_BUFFERED_BYTES) {
+          req.log.warn({ buffered: res.writableLength }, 'assignment stream too slow; disconnected')
+          res.destroy()
+          return
+        }
+        return new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done)
+            res.off('close', done)
+            resolve()
+          }
+          res.on('drain', done)
+          res.on('close', done)
+        })
+      }
+      const sub = subscribeFeed({ db: feed.db, hub, scope, from }, (events) => send(events.map(frame).join('')))
+      // A stream outlives the request that authenticated it: a key revoked or expired since ends it.
+      const heartbeat = setInterval(() => {
+        void send(': keep-alive\n\n')
+        keyStillValid(feed.db, p.keyId).then(
+          (ok) => {
+            if (!ok) res.end()
+          },
+          () => {},
+        )
+      }, feed.heartbeatMs)
+      res.on('close', () => {
+        clearInterval(heartbeat)
+        sub.close()
+        open.delete(res)
+      })
+      sub.done.catch((err) => {
+        req.log.warn({ err: { message: (err as Error).message } }, 'assignment stream could not catch up; the client resumes by event id')
+        res.end()
+      })
+    },
+  )
+}

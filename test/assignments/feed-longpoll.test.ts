@@ -1,0 +1,84 @@
+import t from 'tap'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app } = world
+const hastings = `Bearer ${await world.key('console', { agencies: ['hastings-pd'] })}`
+
+async function post(agency: string) {
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency, natureCode: 'EDP' }) })
+  if (res.statusCode !== 201) throw new Error(`call event answered ${res.statusCode}`)
+  return (res.json() as { decision: { assignments: { id: string }[] } }).decision.assignments.map((a) => a.id)
+}
+
+const list = (headers: Record<string, string>, query = '') => app.inject({ method: 'GET', url: `/v1/assignments${query}`, headers: { authorization: hastings, ...headers } })
+
+t.test('ETag and If-None-Match: 304 while the page is the same, 200 once it changes', async (t) => {
+  await post('hastings-pd')
+  const first = await list({})
+  t.equal(first.statusCode, 200)
+  const etag = first.headers.etag as string
+  t.match(etag, /^"[A-Za-z0-9_-]+"$/)
+  t.equal(first.headers['cache-control'], 'private, no-cache')
+
+  const same = await list({ 'if-none-match': etag })
+  t.equal(same.statusCode, 304)
+  t.equal(same.body, '')
+  t.equal(same.headers.etag, etag)
+  t.equal((await list({ 'if-none-match': `"other", W/${etag}` })).statusCode, 304, 'a list of tags, weak or not')
+
+  // Another agency's change does not change this console's page.
+  await post('rosemount-pd')
+  t.equal((await list({ 'if-none-match': etag })).statusCode, 304)
+
+  const ids = await post('hastings-pd')
+  const changed = await list({ 'if-none-match': etag })
+  t.equal(changed.statusCode, 200)
+  t.not(changed.headers.etag, etag)
+  t.ok(ids.every((id) => (changed.json() as { items: { id: string }[] }).items.some((a) => a.id === id)))
+  // Filters are part of the page: a different filter, a different tag.
+  t.not((await list({}, '?queue=police')).headers.etag, changed.headers.etag)
+})
+
+t.test('long-poll: answers as soon as the page changes', async (t) => {
+  const { headers } = await list({})
+  const etag = headers.etag as string
+  const started = Date.now()
+  const waiting = list({ 'if-none-match': etag }, '?wait=20')
+  await new Promise((r) => setTimeout(r, 300))
+  const ids = await post('hastings-pd')
+  const res = await waiting
+  const took = Date.now() - started
+  t.equal(res.statusCode, 200)
+  t.ok(took < 5000, `answered in ${took} ms, not at the end of the wait`)
+  t.ok(took >= 300, 'not before the change')
+  t.ok(ids.every((id) => (res.json() as { items: { id: string }[] }).items.some((a) => a.id === id)))
+  t.not(res.headers.etag, etag)
+})
+
+t.test('long-poll: answers at once when the page already differs', async (t) => {
+  const started = Date.now()
+  const res = await list({ 'if-none-match': '"stale"' }, '?wait=20')
+  t.equal(res.statusCode, 200)
+  t.ok(Date.now() - started < 2000)
+})
+
+t.test('long-poll: 304 when the wait ends without a change, and out-of-scope changes do not count', async (t) => {
+  const { headers } = await list({})
+  const etag = headers.etag as string
+  const started = Date.now()
+  const waiting = list({ 'if-none-match': etag }, '?wait=1')
+  await new Promise((r) => setTimeout(r, 200))
+  await post('rosemount-pd')
+  const res = await waiting
+  t.equal(res.statusCode, 304)
+  t.ok(Date.now() - started >= 1000, 'waited the full second')
+  t.equal(res.headers.etag, etag)
+})
+
+t.test('wait is bounded', async (t) => {
+  const res = await list({ 'if-none-match': '"x"' }, '?wait=31')
+  t.equal(res.statusCode, 400)
+  t.equal(res.json().invalidParams[0].name, 'querystring.wait')
+})

@@ -1,0 +1,334 @@
+import t from 'tap'
+import pg from 'pg'
+import { callEvent } from '../helpers/events.js'
+import { feedData, openSse, type SseClient, type SseEvent } from '../helpers/sse.js'
+import { PG_ADMIN_URL, createWorld, eventually } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app } = world
+const base = await app.listen({ port: 0, host: '127.0.0.1' })
+const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
+const admin = bearer(world.adminKey)
+
+const streams: SseClient[] = []
+t.teardown(() => streams.forEach((s) => s.close()))
+async function stream(headers: Record<string, string>, query = ''): Promise<SseClient> {
+  const s = await openSse(`${base}/v1/assignments/stream${query}`, headers)
+  streams.push(s)
+  return s
+}
+
+async function post(agency = 'hastings-pd', natureCode = 'EDP') {
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency, natureCode }) })
+  if (res.statusCode !== 201) throw new Error(`call event answered ${res.statusCode}`)
+  const body = res.json() as { callId: string; decision: { assignments: { id: string; queue: string }[] } }
+  return { callId: body.callId, assignments: body.decision.assignments }
+}
+
+const move = (id: string, action: string) => app.inject({ method: 'POST', url: `/v1/assignments/${id}/${action}`, payload: {} })
+
+/** Every transition of the database, in the feed's order, as "assignment:to". */
+async function allChanges(): Promise<string[]> {
+  const rows = await world.pool.query<{ assignment_id: string; to_status: string }>('select assignment_id, to_status from assignment_transitions order by feed_xid, id')
+  return rows.rows.map((r) => `${r.assignment_id}:${r.to_status}`)
+}
+const key = (e: SseEvent) => {
+  const d = feedData(e)
+  return `${d.assignmentId}:${d.status}`
+}
+
+t.test('a console receives new assignments and their moves, with event ids', async (t) => {
+  const s = await stream(admin)
+  t.equal(s.status, 200)
+  t.match(s.headers['content-type'], /^text\/event-stream/)
+  t.equal(s.headers['cache-control'], 'no-cache, no-transform')
+  const call = await post('hastings-pd', 'EDP')
+  const a = call.assignments[0]!
+  const [created] = await s.waitFor(call.assignments.length)
+  t.equal(created!.event, 'assignment')
+  t.match(created!.id, /^\d+-\d+$/)
+  const d = feedData(created!)
+  t.equal(d.assignmentId, a.id)
+  t.equal(d.callId, call.callId)
+  t.equal(d.queue, a.queue)
+  t.equal(d.status, 'queued')
+  t.same(d.transition.from, null)
+  t.equal(d.transition.actor, 'router')
+  t.equal(d.assignment.id, a.id)
+  t.notMatch(created!.data, /Lindqvist|Ekdahl|651-555|pacing/, 'no personal data in the feed')
+
+  t.equal((await move(a.id, 'acknowledge')).statusCode, 200)
+  t.equal((await move(a.id, 'accept')).statusCode, 200)
+  const all = await s.waitFor(call.assignments.length + 2)
+  const moves = all.slice(call.assignments.length).map(feedData)
+  t.same(moves.map((m) => [m.assignmentId, m.transition.from, m.status]), [
+    [a.id, 'queued', 'acknowledged'],
+    [a.id, 'acknowledged', 'accepted'],
+  ])
+  const ids = all.map((e) => e.id!)
+  t.equal(new Set(ids).size, ids.length, 'event ids are unique')
+})
+
+t.test('resume with Last-Event-ID: nothing lost, nothing repeated', async (t) => {
+  const start = (await allChanges()).length
+  const first = await stream(admin)
+  const c1 = await post('hastings-pd', 'EDP')
+  const got = await first.waitFor(c1.assignments.length)
+  first.close()
+  const last = got[got.length - 1]!.id!
+
+  // While the console is away: new calls and moves.
+  const c2 = await post('rosemount-pd', 'NOISE')
+  await move(c1.assignments[0]!.id, 'acknowledge')
+  const c3 = await post('hastings-pd', 'EDP')
+  // Accept, not decline: a decline escalates, which would add the escalation's own changes.
+  await move(c2.assignments[0]!.id, 'accept')
+
+  const missed = (await allChanges()).slice(start + c1.assignments.length)
+  t.equal(missed.length, c2.assignments.length + 1 + c3.assignments.length + 1)
+  const again = await stream({ ...admin, 'last-event-id': last })
+  const replay = await again.waitFor(missed.length)
+  t.same(replay.map(key), missed, 'exactly the changes after the last event, in order')
+  // And then live changes, still without repeats.
+  await move(c3.assignments[0]!.id, 'acknowledge')
+  const more = await again.waitFor(missed.length + 1)
+  t.equal(key(more[missed.length]!), `${c3.assignments[0]!.id}:acknowledged`)
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(again.events.length, missed.length + 1, 'no repeats')
+
+  // The same resume through the query string (EventSource cannot set headers on the first request).
+  const viaQuery = await stream(admin, `?lastEventId=${encodeURIComponent(last)}`)
+  t.same((await viaQuery.waitFor(missed.length + 1)).map(key), [...missed, `${c3.assignments[0]!.id}:acknowledged`])
+})
+
+t.test('transactions committing out of id order are neither skipped nor repeated', async (t) => {
+  const live = await stream(admin)
+  const call = await post('hastings-pd', 'EDP')
+  const a = call.assignments[0]!.id
+  const base0 = (await live.waitFor(call.assignments.length)).length
+  const insert = (c: pg.Client, reason: string) =>
+    c.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason) values ($1, 'queued', 'queued', 'primary', 'test', $2) returning id`, [a, reason])
+  const early = new pg.Client({ connectionString: world.databaseUrl })
+  const late = new pg.Client({ connectionString: world.databaseUrl })
+  await early.connect()
+  await late.connect()
+  t.teardown(async () => {
+    await early.end().catch(() => {})
+    await late.end().catch(() => {})
+  })
+
+  // `early` takes its transaction id first and inserts after `late`: late's row must wait, since
+  // early may still write rows that come before it in the feed's order.
+  await early.query('begin')
+  await early.query('select pg_current_xact_id()')
+  await late.query('begin')
+  const lateId = (await insert(late, 'late')).rows[0]!.id as number
+  const earlyId = (await insert(early, 'early')).rows[0]!.id as number
+  t.ok(Number(earlyId) > Number(lateId), 'ids handed out in the other order')
+  await late.query('commit')
+  // late's transaction id is above early's, which is still open: the feed must hold late back.
+  await new Promise((r) => setTimeout(r, 300))
+  t.equal(live.events.length, base0, 'nothing handed out while an older transaction is open')
+
+  const before = live.events.length
+  await early.query('commit')
+  const both = await live.waitFor(before + 2)
+  t.same(both.slice(before).map((e) => feedData(e).transition.reason), ['early', 'late'], 'in transaction order once both are final')
+
+  // The other interleaving: the older transaction inserts the lower id and commits last. A cursor
+  // on ids would hand out quick's row and then skip slow's for good.
+  const ids0 = live.events.length
+  await early.query('begin')
+  await insert(early, 'slow')
+  await late.query('begin')
+  await insert(late, 'quick')
+  await late.query('commit')
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(live.events.length, ids0, 'quick waits for slow')
+  await early.query('commit')
+  const after = await live.waitFor(ids0 + 2)
+  t.same(after.slice(ids0).map((e) => feedData(e).transition.reason), ['slow', 'quick'])
+
+  // Resume from each event of the run: always exactly the rest.
+  const run = live.events.slice()
+  for (let i = 0; i < run.length; i++) {
+    const r = await stream({ ...admin, 'last-event-id': run[i]!.id! })
+    const rest = await r.waitFor(run.length - i - 1)
+    t.same(rest.map((e) => e.id), run.slice(i + 1).map((e) => e.id), `resume after event ${i}`)
+    r.close()
+  }
+})
+
+t.test('an open transaction in another database does not hold the feed back', async (t) => {
+  const s = await stream(admin)
+  const other = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await other.connect()
+  t.teardown(() => other.end().catch(() => {}))
+  await other.query('begin')
+  await other.query('select pg_current_xact_id()')
+  const call = await post('hastings-pd', 'EDP')
+  const got = await s.waitFor(call.assignments.length, 3000)
+  t.same(got.map((e) => feedData(e).assignmentId), call.assignments.map((a) => a.id))
+  await other.query('rollback')
+})
+
+t.test('a resumed console that missed changes committed out of order gets them all', async (t) => {
+  const call = await post('hastings-pd', 'EDP')
+  const a = call.assignments[0]!.id
+  const c1 = new pg.Client({ connectionString: world.databaseUrl })
+  const c2 = new pg.Client({ connectionString: world.databaseUrl })
+  await c1.connect()
+  await c2.connect()
+  t.teardown(async () => {
+    await c1.end().catch(() => {})
+    await c2.end().catch(() => {})
+  })
+  const s = await stream(admin)
+  await move(a, 'acknowledge')
+  // The stream may also carry the creation, if the feed had not reached it when the stream opened.
+  await eventually(async () => s.events.some((e) => feedData(e).status === 'acknowledged'))
+  const ack = s.events.find((e) => feedData(e).status === 'acknowledged')
+  s.close()
+  // Many writers interleaving, the console away.
+  const ins = (c: pg.Client, reason: string) =>
+    c.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason) values ($1, 'acknowledged', 'acknowledged', 'primary', 'test', $2)`, [a, reason])
+  for (let i = 0; i < 5; i++) {
+    await c1.query('begin')
+    await c2.query('begin')
+    await ins(c1, `c1-${i}`)
+    await ins(c2, `c2-${i}`)
+    await c2.query('commit')
+    await c1.query('commit')
+  }
+  const expected = (await world.pool.query<{ reason: string }>(`select reason from assignment_transitions where assignment_id = $1 and actor = 'test' order by feed_xid, id`, [a])).rows.map((r) => r.reason)
+  t.equal(expected.length, 10)
+  const r = await stream({ ...admin, 'last-event-id': ack!.id! })
+  const got = await r.waitFor(10)
+  t.same(got.map((e) => feedData(e).transition.reason), expected)
+  await new Promise((res) => setTimeout(res, 200))
+  t.equal(r.events.length, 10, 'nothing repeated')
+})
+
+t.test('agency and queue scope: a Hastings console never sees Rosemount', async (t) => {
+  const hastingsCru = bearer(await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] }))
+  const hastingsAll = bearer(await world.key('console', { agencies: ['hastings-pd'] }))
+  const police = bearer(await world.key('console', { agencies: ['hastings-pd', 'rosemount-pd'], queues: ['police'] }))
+  const sCru = await stream(hastingsCru)
+  const sAll = await stream(hastingsAll)
+  const sPolice = await stream(police)
+  // An explicit filter outside the key's scope sees nothing, rather than failing open.
+  const sOther = await stream(hastingsAll, '?agency=rosemount-pd')
+  const sNarrow = await stream(police, '?agency=rosemount-pd')
+
+  const r1 = await post('rosemount-pd', 'EDP')
+  const r2 = await post('rosemount-pd', 'NOISE')
+  const h1 = await post('hastings-pd', 'NOISE')
+  const h2 = await post('hastings-pd', 'EDP')
+  const hastingsCruIds = h2.assignments.filter((a) => a.queue === 'cru').map((a) => a.id)
+  t.ok(hastingsCruIds.length > 0)
+  const got = await sCru.waitFor(hastingsCruIds.length)
+  t.same(got.map((e) => feedData(e).assignmentId), hastingsCruIds)
+  const allH = [...h1.assignments, ...h2.assignments].map((a) => a.id)
+  t.same((await sAll.waitFor(allH.length)).map((e) => feedData(e).assignmentId), allH)
+  const policeIds = [...r1.assignments, ...r2.assignments, ...h1.assignments, ...h2.assignments].filter((a) => a.queue === 'police').map((a) => a.id)
+  t.same((await sPolice.waitFor(policeIds.length)).map((e) => feedData(e).assignmentId), policeIds)
+  const rosemountPolice = [...r1.assignments, ...r2.assignments].filter((a) => a.queue === 'police').map((a) => a.id)
+  t.same((await sNarrow.waitFor(rosemountPolice.length)).map((e) => feedData(e).assignmentId), rosemountPolice)
+
+  // A resume from far back with a scoped key replays only its own.
+  const replay = await stream({ ...hastingsCru, 'last-event-id': '1-0' })
+  await replay.waitFor(1)
+  await new Promise((r) => setTimeout(r, 300))
+  for (const s of [sCru, sAll, replay]) t.ok(s.events.every((e) => feedData(e).agency === 'hastings-pd'), 'only Hastings')
+  t.ok(sCru.events.every((e) => feedData(e).queue === 'cru') && replay.events.every((e) => feedData(e).queue === 'cru'))
+  t.ok(sPolice.events.every((e) => feedData(e).queue === 'police'))
+  t.equal(sOther.events.length, 0)
+
+  // A police-only console sees each assignment in the feed exactly as its listing shows it.
+  const listed = (await app.inject({ method: 'GET', url: '/v1/assignments?queue=police&limit=200', headers: police })).json() as { items: Record<string, unknown>[] }
+  const last = new Map(sPolice.events.map((e) => [feedData(e).assignmentId, feedData(e).assignment as unknown as Record<string, unknown>]))
+  for (const [id, fromFeed] of last) {
+    const item = listed.items.find((x) => x.id === id)
+    t.same(fromFeed, item, `assignment ${id}: the feed shows what the listing shows`)
+  }
+  t.equal(sAll.events.length, allH.length, 'nothing else arrived')
+})
+
+t.test('a console far behind (4 MB of changes, a slow reader) catches up page by page, in order', async (t) => {
+  const live = await stream(admin)
+  const call = await post('hastings-pd', 'EDP')
+  await live.waitFor(call.assignments.length)
+  const from = live.events[live.events.length - 1]!.id!
+  // About 4 MB of changes in one transaction: several pages, each larger than the socket buffer.
+  await world.pool.query(
+    `insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason)
+     select $1, 'queued', 'queued', 'primary', 'bulk', lpad(g::text, 1200, '.') from generate_series(1, 3000) g`,
+    [call.assignments[0]!.id],
+  )
+  const behind = await stream({ ...admin, 'last-event-id': from })
+  // The console reads nothing for a while: the server must wait for it rather than buffer 4 MB.
+  behind.pause()
+  await new Promise((r) => setTimeout(r, 1000))
+  behind.resume()
+  const got = await behind.waitFor(3000, 30_000)
+  t.same(
+    got.map((e) => Number(feedData(e).transition.reason!.replace(/^\.+/, ''))),
+    Array.from({ length: 3000 }, (_, i) => i + 1),
+  )
+  await live.waitFor(call.assignments.length + 3000, 30_000)
+  t.equal(live.events.length, call.assignments.length + 3000, 'the live console got them once too')
+})
+
+t.test('listing, then stream from its Feed-Position: nothing in between is lost', async (t) => {
+  const call = await post('hastings-pd', 'EDP')
+  const a = call.assignments[0]!.id
+  const open = new pg.Client({ connectionString: world.databaseUrl })
+  await open.connect()
+  t.teardown(() => open.end().catch(() => {}))
+  // A move in flight while the console loads its listing: not in the page, so it must be in the stream.
+  await open.query('begin')
+  await open.query(`update assignments set status = 'acknowledged' where id = $1`, [a])
+  await open.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'acknowledged', 'primary', 'in-flight')`, [a])
+  const listing = await app.inject({ method: 'GET', url: '/v1/assignments?limit=200' })
+  const position = listing.headers['feed-position'] as string
+  t.match(position, /^\d+-0$/)
+  t.equal((listing.json() as { items: { id: string; status: string }[] }).items.find((x) => x.id === a)?.status, 'queued')
+  await open.query('commit')
+  await move(a, 'accept')
+  const s = await stream(admin, `?lastEventId=${position}`)
+  await eventually(async () => s.events.some((e) => feedData(e).assignmentId === a && feedData(e).status === 'accepted'))
+  // The position may be a little behind the page (any open transaction of the cluster holds it
+  // back), so the stream may repeat changes the page already shows; never miss one.
+  const forA = s.events.map(feedData).filter((d) => d.assignmentId === a)
+  t.same(forA.slice(-2).map((d) => d.status), ['acknowledged', 'accepted'])
+})
+
+t.test('refusals: bad event id, no key, wrong role', async (t) => {
+  const bad = await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: { 'last-event-id': 'abc' } })
+  t.equal(bad.statusCode, 400)
+  t.equal(bad.json().invalidParams[0].name, 'headers.last-event-id')
+  t.equal((await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: { authorization: '' } })).statusCode, 401)
+  const auditor = bearer(await world.key('auditor'))
+  t.equal((await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: auditor })).statusCode, 403)
+})
+
+t.test('heartbeats keep the stream open', async (t) => {
+  const w = await createWorld(t, { env: { FEED_HEARTBEAT_MS: '50' } })
+  const url = await w.app.listen({ port: 0, host: '127.0.0.1' })
+  const s = await openSse(`${url}/v1/assignments/stream`, bearer(w.adminKey))
+  await new Promise((r) => setTimeout(r, 300))
+  t.ok(s.comments.filter((c) => c === 'keep-alive').length >= 3, 'comment lines at the heartbeat interval')
+
+  // A key revoked while its stream is open: the stream ends at the next heartbeat, and stays shut.
+  const consoleKey = await w.key('console', { agencies: ['hastings-pd'], name: 'revoked-console' })
+  const doomed = await openSse(`${url}/v1/assignments/stream`, bearer(consoleKey))
+  t.equal(doomed.status, 200)
+  await w.pool.query(`update api_keys set revoked_at = now() where name = 'revoked-console'`)
+  await doomed.ended
+  t.equal((await openSse(`${url}/v1/assignments/stream`, bearer(consoleKey))).status, 401)
+
+  // Closing the app ends the streams instead of waiting for the consoles to go.
+  await w.close()
+  await s.ended
+  t.pass('stream ended on shutdown')
+})

@@ -16,3 +16,17 @@ export {
 export { compileRuleSet } from './engine.js'
 export { cruAvailability, localTime, describeDays, type CruAvailability } from './availability.js'
 export { loadDefaultRuleSet } from './default-rule-set.js'
+export {
+  verifyRuleSet,
+  formatReport,
+  FINDING_KINDS,
+  SAFETY_FLAGS,
+  MEDICAL_FLAGS,
+  SAFETY_NATURE_CODES,
+  MEDICAL_NATURE_CODES,
+  type Finding,
+  type FindingKind,
+  type VerificationReport,
+  type RouteCoverage,
+  type CoverageRule,
+} from './verify.js'

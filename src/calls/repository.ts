@@ -3,7 +3,7 @@ import type { Executor } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { AssignmentStatus } from '../assignments/state-machine.js'
-import type { QueueName, Role, RoutingDecision } from '../routing/index.js'
+import type { CruCapacity, QueueName, Role, RoutingDecision } from '../routing/index.js'
 import type { DecisionView } from './schemas.js'
 
 export type { Executor }
@@ -30,6 +30,22 @@ export async function hasActiveCaseManager(db: Executor, personId: string | null
   if (personId === null) return false
   const row = await db.selectFrom('case_links').select('person_id').where('person_id', '=', personId).where('active', '=', true).executeTakeFirst()
   return row !== undefined
+}
+
+/**
+ * Open CRU assignments that count against a CRU team's capacity (DESIGN rule 7), other than the
+ * call's own. The status list matches the partial index assignments_open_cru_idx.
+ */
+export async function countOpenCruAssignments(db: Executor, capacity: CruCapacity, callId: string): Promise<number> {
+  let q = db
+    .selectFrom('assignments')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where(sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`)
+    .where('call_id', '<>', callId)
+  if (!capacity.except) q = q.where('agency', 'in', capacity.agencies)
+  else if (capacity.agencies.length) q = q.where('agency', 'not in', capacity.agencies)
+  const row = await q.executeTakeFirstOrThrow()
+  return Number(row.n)
 }
 
 export function lockCall(trx: Transaction<Database>, callId: string) {

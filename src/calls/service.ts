@@ -5,11 +5,12 @@ import type { Database } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import { cruAvailability, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
+import { cruAvailability, cruCapacity, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
+  countOpenCruAssignments,
   countPriorCalls,
   findEvent,
   hasActiveCaseManager,
@@ -137,10 +138,13 @@ export function createCallService(deps: CallServiceDeps) {
     const personId = call.subject?.personId ?? null
     const addrKey = addressKey(call.location)
     const since = new Date(now.getTime() - HISTORY_WINDOW_MS)
-    const [priorSubject, priorAddress, caseManagerActive] = await Promise.all([
+    // Capacity is counted only for a CRU team that has a limit: one indexed count.
+    const capacity = cruCapacity(ruleSet.document, call.agency)
+    const [priorSubject, priorAddress, caseManagerActive, openCru] = await Promise.all([
       countPriorCalls(trx, 'subject_person_id', personId, call.callId, since),
       countPriorCalls(trx, 'address_key', addrKey, call.callId, since),
       hasActiveCaseManager(trx, personId),
+      capacity ? countOpenCruAssignments(trx, capacity, call.callId) : undefined,
     ])
 
     const facts: RoutingFacts = {
@@ -151,7 +155,7 @@ export function createCallService(deps: CallServiceDeps) {
       flags: call.flags,
       dispatcherOverride: call.dispatcherOverride ?? null,
       at: now.toISOString(),
-      cru: cruAvailability(ruleSet.document, call.agency, now),
+      cru: cruAvailability(ruleSet.document, call.agency, now, openCru),
       history: { priorCallsForSubject30d: priorSubject, priorCallsAtAddress30d: priorAddress, caseManagerActive },
     }
     const decision = ruleSet.decide(facts)

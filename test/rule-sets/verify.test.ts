@@ -150,7 +150,7 @@ t.test('a rule set whose fact space is too large to prove is refused, not run fo
     // Every code its own class and forty distinct agency lists: far beyond the limit.
     for (let i = 0; i < d.natureCodes.length; i++) d.definitions[`c${i}`] = { natureCode: d.natureCodes.slice(0, i + 1) }
     for (let i = 0; i < 40; i++) d.definitions[`a${i}`] = { agency: [`agency-${i}`] }
-    const refs = [...Object.keys(d.definitions).filter((k) => /^[ca]\d+$/.test(k)).map((ref) => ({ ref }))]
+    const refs: Loose[] = [...Object.keys(d.definitions).filter((k) => /^[ca]\d+$/.test(k)).map((ref) => ({ ref }))]
     d.rules.splice(-1, 0, { id: 'huge', principle: 9, description: 'Huge.', when: { any: refs.concat([{ flag: 'substanceUse' }]) }, action: { route: 'police' } })
   })
   t.same(kinds(report), ['fact-space-too-large'])

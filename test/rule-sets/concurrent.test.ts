@@ -11,7 +11,7 @@ const world = await createWorld(t)
 const { app, db } = world
 
 // Version 2: every rule id says "v2", and Hastings has no CRU hours at all.
-const v2 = defaultDocument() as ReturnType<typeof defaultDocument> & { cru: Record<string, unknown> }
+const v2 = defaultDocument() as Omit<ReturnType<typeof defaultDocument>, 'cru'> & { cru: Record<string, unknown> }
 v2.version = 2
 v2.name = 'dakota-county-v2'
 for (const rule of v2.rules) rule.id = `${rule.id}-v2`

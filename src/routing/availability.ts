@@ -98,7 +98,19 @@ export function localTime(at: Date, timeZone: string): { day: number; minute: nu
   return { day, minute: hour * 60 + minute }
 }
 
-const inWindow = (w: Window, day: number, minute: number): boolean => {
+/** The time zone an agency's local time is read in: its cru entry's, else the rule set's. */
+export function agencyTimeZone(ruleSet: RuleSet, agency: string): string {
+  return scheduleFor(ruleSet, agency).timeZone
+}
+
+/** A time window of a rule condition, compiled: days (0 = Monday, all when absent) and minutes. */
+export function compileWindow(w: { days?: readonly Day[]; from: string; to: string }): Window {
+  return { days: new Set((w.days ?? DAYS).map((d) => DAYS.indexOf(d))), from: minutes(w.from), to: minutes(w.to) }
+}
+
+export type { Window as CompiledWindow }
+
+export const inWindow = (w: Window, day: number, minute: number): boolean => {
   if (w.from < w.to) return w.days.has(day) && minute >= w.from && minute < w.to
   // Past midnight: the evening part on a listed day, the early part on the day after one.
   return (w.days.has(day) && minute >= w.from) || (w.days.has((day + 6) % 7) && minute < w.to)

@@ -32,11 +32,22 @@ export type Condition =
   | { natureCode: string[] }
   | { agency: string[] }
   | { eventType: EventType[] }
+  | { time: TimeWindow }
   | { fact: BooleanFact }
   | { fact: NumericFact; gte?: number; lte?: number }
 
 export const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const
 export type Day = (typeof DAYS)[number]
+
+/**
+ * A weekly time window in the agency's local time (the time zone of its cru entry, else the rule
+ * set's, else America/Chicago); `to` not after `from` runs past midnight. Every day when `days` is absent.
+ */
+export interface TimeWindow {
+  days?: Day[]
+  from: string
+  to: string
+}
 
 export const DEFAULT_TIME_ZONE = 'America/Chicago'
 
@@ -70,6 +81,8 @@ const isTimeZone = (tz: string): boolean => {
 const timeZoneSchema = z.string().refine(isTimeZone, { message: 'unknown IANA time zone' })
 const nonEmpty = z.string().min(1)
 
+const timeSchema = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, { message: 'expected HH:MM (00:00–24:00)' })
+
 export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
   z.union(
     [
@@ -81,16 +94,16 @@ export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
       z.strictObject({ natureCode: z.array(nonEmpty).min(1) }),
       z.strictObject({ agency: z.array(nonEmpty).min(1) }),
       z.strictObject({ eventType: z.array(z.enum(EVENT_TYPES)).min(1) }),
+      z.strictObject({ time: z.strictObject({ days: z.array(z.enum(DAYS)).min(1).optional(), from: timeSchema, to: timeSchema }) }),
       z.strictObject({ fact: z.enum(BOOLEAN_FACTS) }),
       z
         .strictObject({ fact: z.enum(NUMERIC_FACTS), gte: z.number().optional(), lte: z.number().optional() })
         .refine((c) => c.gte !== undefined || c.lte !== undefined, { message: 'a numeric fact needs gte or lte' }),
     ],
-    { error: 'not a condition: expected one of all, any, not, ref, flag, natureCode, agency, eventType, fact' },
+    { error: 'not a condition: expected one of all, any, not, ref, flag, natureCode, agency, eventType, time, fact' },
   ),
 ).meta({ id: 'RuleSetCondition' })
 
-const timeSchema = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, { message: 'expected HH:MM (00:00–24:00)' })
 
 const windowSchema = z.strictObject({ days: z.array(z.enum(DAYS)).min(1), from: timeSchema, to: timeSchema })
 
@@ -230,6 +243,8 @@ function checkSemantics(doc: Shape, report: Report): void {
       c.natureCode.forEach((code, i) => {
         if (!known.has(code)) report(`nature code ${code} is not in natureCodes`, [...path, 'natureCode', i])
       })
+    } else if ('time' in c) {
+      if (c.time.from === c.time.to || c.time.from === '24:00') report(`time window ${c.time.from}–${c.time.to} is empty or ambiguous`, [...path, 'time'])
     } else if ('all' in c) c.all.forEach((s, i) => walk(s, [...path, 'all', i]))
     else if ('any' in c) c.any.forEach((s, i) => walk(s, [...path, 'any', i]))
     else if ('not' in c) walk(c.not, [...path, 'not'])

@@ -7,8 +7,9 @@
  * each flag and boolean fact), so the whole fact space is enumerated and every class is decided by
  * the compiled engine itself — the same closures that route live calls.
  */
+import { agencyTimeZone, compileWindow, inWindow, localTime } from './availability.js'
 import { compileRuleSet } from './engine.js'
-import { flattenIssues, renderPath, ruleSetSchema, subConditions, type Condition, type RuleSet } from './rule-set.js'
+import { flattenIssues, renderPath, ruleSetSchema, subConditions, type Condition, type RuleSet, type TimeWindow } from './rule-set.js'
 import {
   EVENT_TYPES,
   FLAG_NAMES,
@@ -125,10 +126,12 @@ interface Vocabulary {
   eventTypes: boolean
   numbers: Map<NumericFact, Set<number>> // boundary values where a comparison changes its answer
   booleans: Set<BooleanFact>
+  times: TimeWindow[]
 }
 
 function vocabulary(doc: RuleSet): Vocabulary {
-  const v: Vocabulary = { codeSets: [], agencySets: [], flags: new Set(), eventTypes: false, numbers: new Map(), booleans: new Set() }
+  const v: Vocabulary = { codeSets: [], agencySets: [], flags: new Set(), eventTypes: false, numbers: new Map(), booleans: new Set(), times: [] }
+  const seenTimes = new Set<string>()
   const seenCodes = new Set<string>()
   const seenAgencies = new Set<string>()
   const walk = (c: Condition): void => {
@@ -146,6 +149,13 @@ function vocabulary(doc: RuleSet): Vocabulary {
       }
     } else if ('flag' in c) v.flags.add(c.flag)
     else if ('eventType' in c) v.eventTypes = true
+    else if ('time' in c) {
+      const key = JSON.stringify(c.time)
+      if (!seenTimes.has(key)) {
+        seenTimes.add(key)
+        v.times.push(c.time)
+      }
+    }
     else if ('fact' in c) {
       if ('gte' in c || 'lte' in c) {
         const fact = c.fact as NumericFact
@@ -216,9 +226,11 @@ function codeClasses(doc: RuleSet, v: Vocabulary): CodeClass[] {
 
 function agencyClasses(doc: RuleSet, v: Vocabulary): AgencyClass[] {
   const maps = doc.natureCodeMaps ?? {}
-  const universe = new Set<string>([...v.agencySets.flat(), ...Object.keys(maps)])
+  // Time conditions read the agency's own time zone: then agencies differ by zone too.
+  const zones = v.times.length > 0
+  const universe = new Set<string>([...v.agencySets.flat(), ...Object.keys(maps), ...(zones ? Object.keys(doc.cru).filter((k) => k !== '*') : [])])
   const sets = v.agencySets.map((s) => new Set(s))
-  const signature = (a: string) => `${sets.map((s) => (s.has(a) ? 1 : 0)).join('')}|${Object.hasOwn(maps, a) ? a : ''}`
+  const signature = (a: string) => `${sets.map((s) => (s.has(a) ? 1 : 0)).join('')}|${Object.hasOwn(maps, a) ? a : ''}|${zones ? agencyTimeZone(doc, a) : ''}`
   const classes = new Map<string, AgencyClass>()
   const mapOf = (a: string) => new Map(Object.entries(Object.hasOwn(maps, a) ? maps[a]! : {}))
   for (const a of [...universe].sort()) {
@@ -266,8 +278,9 @@ const SETTABLE_BOOLEANS: readonly BooleanFact[] = ['cruAvailable', 'caseManagerA
 
 interface Dimension {
   values: unknown[]
+  /** Applied after the agency is set (a time slot depends on the agency's time zone). */
   apply(f: RoutingFacts, value: unknown): void
-  describe(value: unknown): string | null
+  describe(value: unknown, agency: string): string | null
 }
 
 interface Space {
@@ -293,6 +306,19 @@ function factSpace(doc: RuleSet, v: Vocabulary): Space {
     if (!v.numbers.has(fact)) continue
     dims.push({ values: countValues(v.numbers.get(fact)), apply: (f, x) => (f.history[fact] = x as number), describe: (x) => `${fact} ${String(x)}` })
   }
+  if (v.times.length) {
+    const slots = new Map(agencies.map((a) => [a.sample, timeSlots(doc, a.sample, v.times)]))
+    const most = Math.max(...[...slots.values()].map((s) => s.length))
+    const slot = (agency: string, i: number) => {
+      const list = slots.get(agency)!
+      return list[Math.min(i, list.length - 1)]!
+    }
+    dims.push({
+      values: Array.from({ length: most }, (_, i) => i),
+      apply: (f, x) => (f.at = slot(f.agency, x as number).at),
+      describe: (x, agency) => slot(agency, x as number).label,
+    })
+  }
   for (const fact of SETTABLE_BOOLEANS) {
     // CRU availability is always enumerated: fallbacks depend on it even when no rule tests it.
     if (fact !== 'cruAvailable' && !v.booleans.has(fact)) continue
@@ -304,6 +330,53 @@ function factSpace(doc: RuleSet, v: Vocabulary): Space {
   }
   const size = codes.length * agencies.length * 2 ** flags.length * dims.reduce((n, d) => n * d.values.length, 1)
   return { codes, agencies, flags, dims, size }
+}
+
+const WEEK = 7 * 1440
+const DAY_NAMES = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const
+const hhmm = (minute: number) => `${String(Math.floor(minute / 60)).padStart(2, '0')}:${String(minute % 60).padStart(2, '0')}`
+
+/**
+ * One instant per distinct answer of the time conditions, in the agency's time zone. The answers
+ * change only at the windows' edges, so the edges (and the start of the week) are the candidates;
+ * local time is all a time condition reads, so one reference week stands for every week.
+ */
+function timeSlots(doc: RuleSet, agency: string, windows: TimeWindow[]): { at: string; label: string }[] {
+  const zone = agencyTimeZone(doc, agency)
+  const compiled = windows.map(compileWindow)
+  const points = new Set<number>([0])
+  for (const w of compiled) {
+    for (const d of w.days) {
+      points.add(d * 1440 + w.from)
+      points.add((w.to > w.from ? d * 1440 + w.to : ((d + 1) % 7) * 1440 + w.to) % WEEK)
+    }
+  }
+  const seen = new Set<string>()
+  const slots: { at: string; label: string }[] = []
+  for (const p of [...points].sort((a, b) => a - b)) {
+    const day = Math.floor(p / 1440)
+    const minute = p % 1440
+    const answers = compiled.map((w) => (inWindow(w, day, minute) ? 1 : 0)).join('')
+    if (seen.has(answers)) continue
+    seen.add(answers)
+    slots.push({ at: instantAt(zone, day, minute), label: `at ${DAY_NAMES[day]} ${hhmm(minute)} (${zone})` })
+  }
+  return slots
+}
+
+/** An instant in the week of Monday 2026-01-05 whose local time in `zone` is the given weekday and minute. */
+function instantAt(zone: string, day: number, minute: number): string {
+  const target = day * 1440 + minute
+  let ms = Date.UTC(2026, 0, 5) + target * 60_000
+  for (let i = 0; i < 4; i++) {
+    const lt = localTime(new Date(ms), zone)
+    let diff = lt.day * 1440 + lt.minute - target
+    if (diff > WEEK / 2) diff -= WEEK
+    if (diff < -WEEK / 2) diff += WEEK
+    if (diff === 0) break
+    ms -= diff * 60_000
+  }
+  return new Date(ms).toISOString()
 }
 
 function baseFacts(): RoutingFacts {
@@ -366,7 +439,7 @@ function describeClass(space: Space, code: CodeClass, agency: AgencyClass, raw: 
   const codeText = code.unlisted && code.members.length === 0 ? `an unlisted nature code (e.g. ${raw})` : `nature code ${raw}`
   const agencyText = agency.other && agency.members.length === 0 ? 'any other agency' : `agency ${agency.sample}`
   const flags = space.flags.filter((_, i) => mask & (1 << i))
-  const rest = space.dims.map((d, i) => d.describe(values[i])).filter((s): s is string => s !== null)
+  const rest = space.dims.map((d, i) => d.describe(values[i], agency.sample)).filter((s): s is string => s !== null)
   return [codeText, agencyText, flags.length ? `flags ${flags.join('+')}` : 'no flags', ...rest].join(', ')
 }
 

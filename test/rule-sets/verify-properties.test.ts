@@ -38,6 +38,11 @@ const leaf: fc.Arbitrary<Condition> = fc.oneof(
   fc.subarray(AGENCIES, { minLength: 1, maxLength: 1 }).map((agency) => ({ agency })),
   fc.constantFrom('mentalHealthIndicator', 'cruAvailable', 'unknownNatureCode', 'caseManagerActive').map((fact) => ({ fact }) as Condition),
   fc.integer({ min: 1, max: 2 }).map((gte) => ({ fact: 'priorCallsForSubject30d', gte }) as Condition),
+  fc.constantFrom<Condition>(
+    { time: { days: ['mon', 'tue', 'wed', 'thu', 'fri'], from: '08:00', to: '18:00' } },
+    { time: { from: '22:00', to: '06:00' } },
+    { time: { days: ['sun'], from: '01:30', to: '03:00' } },
+  ),
 )
 const { condition } = fc.letrec<{ condition: Condition }>((tie) => ({
   condition: fc.oneof(
@@ -96,7 +101,8 @@ const ruleSet: fc.Arbitrary<RuleSet> = fc
       description: 'random',
       natureCodes: CODES,
       natureCodeMaps: { 'hastings-pd': MAP },
-      cru: { '*': { schedule: 'always' } },
+      // Rosemount's local time is read in Berlin: time conditions depend on the agency's zone.
+      cru: { '*': { schedule: 'always' }, 'rosemount-pd': { schedule: 'always', timeZone: 'Europe/Berlin' } },
       routes: base.routes,
       rules: [
         ...(guarded ? GUARDS : []),
@@ -115,7 +121,8 @@ const call: fc.Arbitrary<RoutingFacts> = fc.record({
   priority: fc.integer({ min: 1, max: 5 }),
   flags: fc.record(Object.fromEntries(FLAG_NAMES.map((f) => [f, fc.boolean()])) as Record<FlagName, fc.Arbitrary<boolean>>),
   dispatcherOverride: fc.constant(null),
-  at: fc.constant('2026-11-23T15:00:00.000Z'),
+  // Any minute of 2026: both daylight-time changes of both zones included.
+  at: fc.integer({ min: Date.UTC(2026, 0, 1) / 60_000, max: Date.UTC(2027, 0, 1) / 60_000 }).map((m) => new Date(m * 60_000).toISOString()),
   cru: fc.boolean().map((available) => ({ available, reason: available ? null : 'closed' })),
   history: fc.record({ priorCallsForSubject30d: fc.nat({ max: 4 }), priorCallsAtAddress30d: fc.nat({ max: 4 }), caseManagerActive: fc.boolean() }),
 })

@@ -23,7 +23,7 @@ import {
 } from '../../src/routing/index.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
-const RUNS = 30
+const RUNS = 20
 const CALLS_PER_RULE_SET = 60
 
 const CODES = ['EDP', 'SUICTHRT', 'WELFARE', 'SHOOT', 'ASSAULT', 'OD', 'CARDIAC', 'NOISE']

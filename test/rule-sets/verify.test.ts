@@ -55,7 +55,7 @@ interface Bad {
 }
 
 const bad: Bad[] = [
-  { kind: 'schema', name: 'a condition of no known form', mutate: (d) => (d.rules[3].when = { all: [{ time: '08:00' }] }), message: /rules\[3\]\.when\.all\[0\]: not a condition/ },
+  { kind: 'schema', name: 'a condition of no known form', mutate: (d) => (d.rules[3].when = { all: [{ hour: 8 }] }), message: /rules\[3\]\.when\.all\[0\]: not a condition/ },
   { kind: 'schema', name: 'a version that is not a number', mutate: (d) => (d.version = 'two'), message: /^version: / },
   {
     kind: 'unknown-queue',

@@ -18,6 +18,7 @@ export { cruAvailability, cruCapacity, localTime, describeDays, type CruAvailabi
 export { loadDefaultRuleSet } from './default-rule-set.js'
 export {
   verifyRuleSet,
+  verifyRuleSetAsync,
   formatReport,
   FINDING_KINDS,
   SAFETY_FLAGS,

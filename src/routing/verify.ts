@@ -93,8 +93,32 @@ export const MEDICAL_NATURE_CODES: ReadonlySet<string> = new Set(['OD', 'CARDIAC
 export const MAX_FACT_CLASSES = 3_000_000
 const MAX_EXAMPLES = 5
 
+/** Decisions between two pauses of the asynchronous verification. */
+const YIELD_EVERY = 4096
+
 /** Verify a rule-set document (anything: it may not even parse). */
 export function verifyRuleSet(input: unknown): VerificationReport {
+  const steps = verification(input)
+  for (;;) {
+    const step = steps.next()
+    if (step.done) return step.value
+  }
+}
+
+/**
+ * The same, in slices: the proof takes up to a second of CPU, and an API process must keep routing
+ * calls meanwhile.
+ */
+export async function verifyRuleSetAsync(input: unknown): Promise<VerificationReport> {
+  const steps = verification(input)
+  for (;;) {
+    const step = steps.next()
+    if (step.done) return step.value
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+function* verification(input: unknown): Generator<undefined, VerificationReport> {
   const parsed = ruleSetSchema.safeParse(input)
   const version = typeof (input as { version?: unknown })?.version === 'number' ? (input as { version: number }).version : null
   if (!parsed.success) {
@@ -104,7 +128,7 @@ export function verifyRuleSet(input: unknown): VerificationReport {
     })
     return { ok: false, version, findings, coverage: [], factSpace: null }
   }
-  return verifyParsed(parsed.data)
+  return yield* verifyParsed(parsed.data)
 }
 
 function classify(issue: { code: string; params?: unknown }, path: readonly PropertyKey[]): FindingKind {
@@ -406,11 +430,12 @@ interface Visit {
  * Calls `visit` with every class of the fact space, decided by the compiled rule set. A visit's
  * `describe` is valid only during the visit (it reads the enumeration's position).
  */
-function enumerate(doc: RuleSet, space: Space, visit: (v: Visit) => void): void {
+function* enumerate(doc: RuleSet, space: Space, visit: (v: Visit) => void): Generator<undefined, void> {
   const compiled = compileRuleSet(doc)
   const combos = 2 ** space.flags.length
   const dimIndex = new Array<number>(space.dims.length).fill(0)
   const template = baseFacts()
+  let done = 0
   for (const agency of space.agencies) {
     for (const code of space.codes) {
       const raw = rawCodeFor(code, agency)
@@ -425,6 +450,7 @@ function enumerate(doc: RuleSet, space: Space, visit: (v: Visit) => void): void 
           const facts: RoutingFacts = { ...template, agency: agency.sample, natureCode: raw, flags, history: { ...template.history } }
           for (let i = 0; i < space.dims.length; i++) space.dims[i]!.apply(facts, space.dims[i]!.values[dimIndex[i]!])
           visit({ facts, decision: compiled.decide(facts), code, agency, mask, describe })
+          if (++done % YIELD_EVERY === 0) yield undefined
           // Next combination of the other dimensions (an odometer).
           let i = 0
           while (i < dimIndex.length && ++dimIndex[i]! === space.dims[i]!.values.length) dimIndex[i++] = 0
@@ -445,7 +471,7 @@ function describeClass(space: Space, code: CodeClass, agency: AgencyClass, raw: 
 
 const hasQueue = (d: RoutingDecision, queue: string) => d.assignments.some((a) => a.queue === queue)
 
-function verifyParsed(doc: RuleSet): VerificationReport {
+function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   const v = vocabulary(doc)
   const space = factSpace(doc, v)
   const findings: Finding[] = []
@@ -469,7 +495,7 @@ function verifyParsed(doc: RuleSet): VerificationReport {
   const medicalMask = maskOf(space.flags, MEDICAL_FLAGS)
   const coverage = new Map<string, { route: Route; ruleId: string; fallback: boolean; classes: number; codes: Set<string>; seen: Set<CodeClass>; unlisted: boolean; and: number; or: number; combos: Set<number> }>()
 
-  enumerate(doc, space, ({ decision: d, code, mask, describe }) => {
+  yield* enumerate(doc, space, ({ decision: d, code, mask, describe }) => {
     fired.set(d.ruleId, (fired.get(d.ruleId) ?? 0) + 1)
     const safety = (mask & safetyMask) !== 0 || code.safety
     const medical = (mask & medicalMask) !== 0 || code.medical
@@ -515,7 +541,7 @@ function verifyParsed(doc: RuleSet): VerificationReport {
 
   for (const [i, rule] of doc.rules.entries()) {
     if (fired.get(rule.id)) continue
-    const shadowers = shadowedBy(doc, space, i)
+    const shadowers = yield* shadowedBy(doc, space, i)
     if (shadowers.length === 0) {
       findings.push({ kind: 'unsatisfiable-rule', ruleId: rule.id, path: `rules[${i}].when`, message: `rule ${rule.id} can never fire: no call satisfies its conditions` })
     } else {
@@ -559,17 +585,17 @@ const maskOf = (flags: readonly FlagName[], of: readonly FlagName[]): number => 
  * The earlier rules that take every call rule i matches; empty when no call matches rule i at all.
  * Rule i is tried alone (before the default) to find the calls it matches.
  */
-function shadowedBy(doc: RuleSet, space: Space, i: number): string[] {
+function* shadowedBy(doc: RuleSet, space: Space, i: number): Generator<undefined, string[]> {
   const rule = doc.rules[i]!
   const last = doc.rules[doc.rules.length - 1]!
   const alone: RuleSet = { ...doc, rules: i === doc.rules.length - 1 ? [rule] : [rule, last] }
   const matched = new Set<string>()
-  enumerate(alone, space, ({ decision, describe }) => {
+  yield* enumerate(alone, space, ({ decision, describe }) => {
     if (decision.ruleId === rule.id) matched.add(describe())
   })
   if (matched.size === 0) return []
   const by = new Set<string>()
-  enumerate(doc, space, ({ decision, describe }) => {
+  yield* enumerate(doc, space, ({ decision, describe }) => {
     if (matched.has(describe())) by.add(decision.ruleId)
   })
   return doc.rules.map((r) => r.id).filter((id) => by.has(id))

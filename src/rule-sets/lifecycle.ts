@@ -8,7 +8,7 @@ import { sql } from 'kysely'
 import { audit } from '../auth/audit.js'
 import type { Db } from '../db/connect.js'
 import { AppError, notFound } from '../http/errors.js'
-import { formatReport, verifyRuleSet, type VerificationReport } from '../routing/index.js'
+import { formatReport, verifyRuleSetAsync, type VerificationReport } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
 import { activeVersion, findRuleSet, lastActivation, latestVersion, loadDocument, RULE_SET_CHANNEL, RULE_SET_LOCK } from './repository.js'
 
@@ -28,21 +28,22 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
   const { db, registry } = deps
   const clock = deps.now ?? (() => new Date())
   // Stored versions never change, so neither does their report (a few hundred ms to compute).
-  const reports = new Map<number, VerificationReport>()
+  // Promises, so that two requests for one version share one proof.
+  const reports = new Map<number, Promise<VerificationReport>>()
 
   async function verification(version: number): Promise<VerificationReport | undefined> {
     const hit = reports.get(version)
     if (hit) return hit
     const document = await loadDocument(db, version)
     if (document === undefined) return undefined
-    const report = verifyRuleSet(document)
+    const report = verifyRuleSetAsync(document)
     reports.set(version, report)
     return report
   }
 
   /** Stores a verified draft. The document's version must be above every stored one. */
   async function createDraft(req: FastifyRequest, body: unknown) {
-    const report = verifyRuleSet(body)
+    const report = await verifyRuleSetAsync(body)
     if (!report.ok) throw verificationFailed(report)
     const doc = body as { version: number; name: string }
     const row = await db.transaction().execute(async (trx) => {
@@ -61,7 +62,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
       await audit(trx, req, { action: 'rule-set.create', targetType: 'rule-set', targetId: String(doc.version), details: { name: doc.name } })
       return inserted
     })
-    reports.set(row.version, report)
+    reports.set(row.version, Promise.resolve(report))
     return { row, report }
   }
 

@@ -3,7 +3,7 @@
  * kind of mistake is caught by one bad rule set of its own, with a finding that says where.
  */
 import t from 'tap'
-import { formatReport, loadDefaultRuleSet, verifyRuleSet, type FindingKind, type VerificationReport } from '../../src/routing/index.js'
+import { formatReport, loadDefaultRuleSet, verifyRuleSet, verifyRuleSetAsync, type FindingKind, type VerificationReport } from '../../src/routing/index.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
 // Tests build broken documents on purpose, outside what any type allows.
@@ -163,4 +163,13 @@ t.test('anything that is not a rule set is a schema finding, not an exception', 
     t.notOk(report.ok)
     t.ok(report.findings.length > 0 && report.findings.every((f) => f.kind === 'schema'), JSON.stringify(input))
   }
+})
+
+t.test('the asynchronous proof gives the same report and lets other work run meanwhile', async (t) => {
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 5)
+  const report = await verifyRuleSetAsync(loadDefaultRuleSet())
+  clearInterval(timer)
+  t.same(report, defaultReport)
+  t.ok(ticks >= 3, `a timer ran ${ticks} times during the proof`)
 })

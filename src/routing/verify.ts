@@ -11,9 +11,11 @@ import { agencyTimeZone, compileWindow, inWindow, localTime } from './availabili
 import { compileRuleSet } from './engine.js'
 import { flattenIssues, renderPath, ruleSetSchema, subConditions, type Condition, type RuleSet, type TimeWindow } from './rule-set.js'
 import {
+  BOOLEAN_FACTS,
   EVENT_TYPES,
   FLAG_NAMES,
   MENTAL_HEALTH_NATURE_CODES,
+  NUMERIC_FACTS,
   ROUTES,
   type BooleanFact,
   type EventType,
@@ -283,22 +285,50 @@ function rawCodeFor(cls: CodeClass, agency: AgencyClass): string | null {
 
 const countValues = (points: Set<number> | undefined): number[] => [0, ...[...(points ?? [])].filter((n) => n > 0)].sort((a, b) => a - b).filter((n, i, xs) => xs.indexOf(n) === i)
 
-/** Sets a boolean fact a rule may test (the derived ones are set through what they derive from). */
-function setBooleanFact(f: RoutingFacts, fact: BooleanFact, value: boolean): void {
+/**
+ * Sets a boolean fact a rule may test; false for the derived ones, which are set through what they
+ * derive from. A fact added to BOOLEAN_FACTS fails to compile here until it is given a setter, so
+ * the proof can never silently ignore it.
+ */
+const CRU_AVAILABLE = Object.freeze({ available: true, reason: null })
+const CRU_UNAVAILABLE = Object.freeze({ available: false, reason: 'CRU unavailable (verification)' })
+
+function setBooleanFact(f: RoutingFacts, fact: BooleanFact, value: boolean): boolean {
   switch (fact) {
     case 'cruAvailable':
-      f.cru = value ? { available: true, reason: null } : { available: false, reason: 'CRU unavailable (verification)' }
-      return
+      f.cru = value ? CRU_AVAILABLE : CRU_UNAVAILABLE
+      return true
     case 'caseManagerActive':
       f.history.caseManagerActive = value
-      return
+      return true
     case 'mentalHealthIndicator':
     case 'unknownNatureCode':
-      return // derived from the nature code and flags, which are enumerated
+      return false // derived from the nature code and flags, which are enumerated
+    default:
+      return unhandled(fact)
   }
 }
 
-const SETTABLE_BOOLEANS: readonly BooleanFact[] = ['cruAvailable', 'caseManagerActive']
+/** Sets a numeric fact (see setBooleanFact for why the switch is exhaustive). */
+function setNumericFact(f: RoutingFacts, fact: NumericFact, value: number): void {
+  switch (fact) {
+    case 'priority':
+      f.priority = value
+      return
+    case 'priorCallsForSubject30d':
+    case 'priorCallsAtAddress30d':
+      f.history[fact] = value
+      return
+    default:
+      unhandled(fact)
+  }
+}
+
+function unhandled(fact: never): never {
+  throw new Error(`verification does not know the fact ${String(fact)}`)
+}
+
+const SETTABLE_BOOLEANS: readonly BooleanFact[] = BOOLEAN_FACTS.filter((fact) => setBooleanFact(baseFacts(), fact, false))
 
 interface Dimension {
   values: unknown[]
@@ -323,12 +353,11 @@ function factSpace(doc: RuleSet, v: Vocabulary): Space {
   if (v.eventTypes) {
     dims.push({ values: [...EVENT_TYPES], apply: (f, x) => (f.eventType = x as EventType), describe: (x) => String(x) })
   }
-  if (v.numbers.has('priority')) {
-    dims.push({ values: [1, 2, 3, 4, 5], apply: (f, x) => (f.priority = x as number), describe: (x) => `priority ${String(x)}` })
-  }
-  for (const fact of ['priorCallsForSubject30d', 'priorCallsAtAddress30d'] as const) {
+  for (const fact of NUMERIC_FACTS) {
     if (!v.numbers.has(fact)) continue
-    dims.push({ values: countValues(v.numbers.get(fact)), apply: (f, x) => (f.history[fact] = x as number), describe: (x) => `${fact} ${String(x)}` })
+    // Priorities are 1–5 (the wire contract); counts are 0 and up.
+    const values = fact === 'priority' ? [1, 2, 3, 4, 5] : countValues(v.numbers.get(fact))
+    dims.push({ values, apply: (f, x) => setNumericFact(f, fact, x as number), describe: (x) => `${fact} ${String(x)}` })
   }
   if (v.times.length) {
     const slots = new Map(agencies.map((a) => [a.sample, timeSlots(doc, a.sample, v.times)]))
@@ -444,10 +473,12 @@ function* enumerate(doc: RuleSet, space: Space, visit: (v: Visit) => void): Gene
       const describe = () => describeClass(space, code, agency, raw, mask, space.dims.map((d, i) => d.values[dimIndex[i]!]))
       for (; mask < combos; mask++) {
         dimIndex.fill(0)
+        const flags = { ...template.flags }
+        for (let i = 0; i < space.flags.length; i++) if (mask & (1 << i)) flags[space.flags[i]!] = true
+        // One facts object per flag combination: every dimension sets its own field on each step,
+        // and the engine keeps nothing of the facts it is given.
+        const facts: RoutingFacts = { ...template, agency: agency.sample, natureCode: raw, flags, history: { ...template.history } }
         for (;;) {
-          const flags = { ...template.flags }
-          for (let i = 0; i < space.flags.length; i++) if (mask & (1 << i)) flags[space.flags[i]!] = true
-          const facts: RoutingFacts = { ...template, agency: agency.sample, natureCode: raw, flags, history: { ...template.history } }
           for (let i = 0; i < space.dims.length; i++) space.dims[i]!.apply(facts, space.dims[i]!.values[dimIndex[i]!])
           visit({ facts, decision: compiled.decide(facts), code, agency, mask, describe })
           if (++done % YIELD_EVERY === 0) yield undefined
@@ -493,7 +524,19 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   }
   const safetyMask = maskOf(space.flags, SAFETY_FLAGS)
   const medicalMask = maskOf(space.flags, MEDICAL_FLAGS)
-  const coverage = new Map<string, { route: Route; ruleId: string; fallback: boolean; classes: number; codes: Set<string>; seen: Set<CodeClass>; unlisted: boolean; and: number; or: number; combos: Set<number> }>()
+  interface Reach {
+    route: Route
+    ruleId: string
+    fallback: boolean
+    classes: number
+    codes: Set<string>
+    seen: Set<CodeClass>
+    unlisted: boolean
+    and: number
+    or: number
+    combos: Set<number>
+  }
+  const coverage = new Map<string, [Reach | null, Reach | null]>()
 
   yield* enumerate(doc, space, ({ decision: d, code, mask, describe }) => {
     fired.set(d.ruleId, (fired.get(d.ruleId) ?? 0) + 1)
@@ -512,11 +555,16 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
     if (primaries !== 1) note(violations.primary, d.ruleId, describe)
 
     const fallback = d.fallback !== null
-    const key = `${d.route}|${d.ruleId}|${fallback}`
-    let c = coverage.get(key)
+    // A rule and whether its fallback applied determine the route: no key strings on this hot path.
+    let pair = coverage.get(d.ruleId)
+    if (!pair) {
+      pair = [null, null]
+      coverage.set(d.ruleId, pair)
+    }
+    let c = pair[fallback ? 1 : 0]
     if (!c) {
       c = { route: d.route, ruleId: d.ruleId, fallback, classes: 0, codes: new Set(), seen: new Set(), unlisted: false, and: -1, or: 0, combos: new Set() }
-      coverage.set(key, c)
+      pair[fallback ? 1 : 0] = c
     }
     c.classes++
     if (!c.seen.has(code)) {
@@ -555,7 +603,7 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   }
 
   const routes: RouteCoverage[] = ROUTES.map((route) => {
-    const entries = [...coverage.values()].filter((c) => c.route === route)
+    const entries = [...coverage.values()].flat().filter((c): c is Reach => c !== null && c.route === route)
     entries.sort((a, b) => (ruleIndex.get(a.ruleId)! - ruleIndex.get(b.ruleId)!) || Number(a.fallback) - Number(b.fallback))
     const rules = entries.map(
       (c): CoverageRule => ({

@@ -59,7 +59,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
         .values({ version: doc.version, name: doc.name, document: JSON.stringify(body), status: 'draft', created_by: req.principal?.name ?? 'system' })
         .returning(['version', 'name', 'status', 'created_at', 'created_by', 'activated_at'])
         .executeTakeFirstOrThrow()
-      await audit(trx, req, { action: 'rule-set.create', targetType: 'rule-set', targetId: String(doc.version), details: { name: doc.name } })
+      await audit(trx, req, { action: 'rule-set.create', targetType: 'rule_set', targetId: String(doc.version), details: { name: doc.name } })
       return inserted
     })
     reports.set(row.version, Promise.resolve(report))
@@ -84,7 +84,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
         .insertInto('rule_set_activations')
         .values({ at, kind, from_version: from, to_version: version, actor: req.principal?.name ?? 'system', key_id: req.principal?.keyId ?? null, reason })
         .execute()
-      await audit(trx, req, { action: `rule-set.${kind}`, targetType: 'rule-set', targetId: String(version), details: { fromVersion: from, toVersion: version, reason } })
+      await audit(trx, req, { action: `rule-set.${kind}`, targetType: 'rule_set', targetId: String(version), details: { fromVersion: from, toVersion: version, reason } })
       // Delivered at commit, to every instance listening (this one included).
       await sql`select pg_notify(${RULE_SET_CHANNEL}, ${String(version)})`.execute(trx)
       return { fromVersion: from, toVersion: version, kind, at }

@@ -95,7 +95,7 @@ t.test('activate: atomic, recorded, audited, and the next call uses it', async (
   t.match(list.activations[0], { kind: 'activate', fromVersion: 1, toVersion: 2, actor: 'test-admin', reason: 'rename the default rule' })
   const audit = await db.selectFrom('audit_log').selectAll().where('action', '=', 'rule-set.activate').execute()
   t.equal(audit.length, 1)
-  t.match(audit[0], { target_type: 'rule-set', target_id: '2', actor: 'test-admin', details: { fromVersion: 1, toVersion: 2, reason: 'rename the default rule' } })
+  t.match(audit[0], { target_type: 'rule_set', target_id: '2', actor: 'test-admin', details: { fromVersion: 1, toVersion: 2, reason: 'rename the default rule' } })
 
   const twice = await post('/v1/rule-sets/2/activate', { reason: 'again' })
   t.equal(twice.statusCode, 409)

@@ -23,7 +23,7 @@ import {
 } from '../../src/routing/index.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
-const RUNS = 20
+const RUNS = 15
 const CALLS_PER_RULE_SET = 60
 
 const CODES = ['EDP', 'SUICTHRT', 'WELFARE', 'SHOOT', 'ASSAULT', 'OD', 'CARDIAC', 'NOISE']
@@ -92,7 +92,7 @@ const GUARDS = [
 ]
 
 const ruleSet: fc.Arbitrary<RuleSet> = fc
-  .record({ guarded: fc.boolean(), rules: fc.array(rule, { minLength: 1, maxLength: 4 }), fallbackAction: action })
+  .record({ guarded: fc.boolean(), rules: fc.array(rule, { minLength: 1, maxLength: 3 }), fallbackAction: action })
   .map(({ guarded, rules, fallbackAction }) => {
     const base = defaultDocument()
     const doc = {

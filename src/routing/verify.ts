@@ -244,10 +244,11 @@ function codeClasses(doc: RuleSet, v: Vocabulary): CodeClass[] {
   const unlisted = freshName('ZZ-UNLISTED', (s) => universe.has(s) || isMapKey(s))
   const sig = signature(unlisted)
   const hit = classes.get(sig)
-  // Codes outside the universe all share one signature (all false); a listed code may share it too.
+  // Codes outside the universe all share one signature (nothing holds for them); should a mentioned
+  // code share it too, the class stands for both (rawCodeFor then tries the fresh name as well).
   if (hit) hit.unlisted = true
   else classes.set(sig, { members: [], unlisted: true, sample: unlisted, safety: false, medical: false })
-  return [...classes.values()].map((c) => (c.unlisted && c.sample !== unlisted && c.members.length === 0 ? { ...c, sample: unlisted } : c))
+  return [...classes.values()]
 }
 
 function agencyClasses(doc: RuleSet, v: Vocabulary): AgencyClass[] {
@@ -275,8 +276,7 @@ function agencyClasses(doc: RuleSet, v: Vocabulary): AgencyClass[] {
 
 /** A raw nature code that an agency's map turns into a member of the class, or null if none can. */
 function rawCodeFor(cls: CodeClass, agency: AgencyClass): string | null {
-  const candidates = cls.members.length ? cls.members : [cls.sample]
-  if (cls.unlisted && !candidates.includes(cls.sample)) candidates.push(cls.sample)
+  const candidates = cls.members.length ? [...cls.members] : [cls.sample]
   for (const c of candidates) if (!agency.map.has(c)) return c
   const members = new Set(candidates)
   for (const [from, to] of agency.map) if (members.has(to)) return from

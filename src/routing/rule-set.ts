@@ -162,7 +162,7 @@ const ruleSchema = z.strictObject({
 
 const ruleSetShape = z.strictObject({
   name: nonEmpty,
-  version: z.number().int().positive(),
+  version: z.number().int().positive().max(2_147_483_647), // stored in an integer column
   description: z.string(),
   timeZone: timeZoneSchema.optional(),
   natureCodes: z.array(nonEmpty).min(1),

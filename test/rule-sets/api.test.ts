@@ -174,3 +174,9 @@ t.test('permissions: supervisors (county-wide for changes) and admins only', asy
   t.equal(activated.statusCode, 200)
   t.equal(world.ruleSets.active().version, 4)
 })
+
+t.test('a version beyond what the store can hold is a verification finding, not an error', async (t) => {
+  const res = await post('/v1/rule-sets', version(2 ** 31))
+  t.equal(res.statusCode, 422)
+  t.match(res.json().findings, [{ kind: 'schema', path: 'version' }])
+})

@@ -89,7 +89,8 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
       await sql`select pg_notify(${RULE_SET_CHANNEL}, ${String(version)})`.execute(trx)
       return { fromVersion: from, toVersion: version, kind, at }
     })
-    await registry.refresh()
+    // Committed: a failed re-read here is caught up by NOTIFY or the periodic check, not an error.
+    await registry.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'rule set activated; this instance switches on its next check'))
     return result
   }
 

@@ -30,6 +30,7 @@ export interface RuleSetRegistryOptions {
 }
 
 const RECONNECT_MS = 1000
+const MAX_RECONNECT_MS = 10_000
 const silent = { info: () => {}, warn: () => {} }
 
 /**
@@ -83,25 +84,35 @@ export async function createRuleSetRegistry(db: Db, opts: RuleSetRegistryOptions
   timer.unref()
 
   let listener: pg.Client | undefined
+  let failures = 0
+  // 1 s after a lost connection, longer while Postgres stays away (the timer keeps checking meanwhile).
+  const retry = () => {
+    if (closed) return
+    const wait = Math.min(RECONNECT_MS * 2 ** failures++, MAX_RECONNECT_MS)
+    setTimeout(() => void listen().catch(() => {}), wait).unref()
+  }
   async function listen(): Promise<void> {
     if (closed || !opts.databaseUrl) return
     const client = new pg.Client({ connectionString: opts.databaseUrl, application_name: 'cad-router-rule-sets' })
     client.on('notification', safeRefresh)
-    client.on('error', (err) => {
-      log.warn({ err: { message: err.message } }, 'rule-set listener lost its connection; reconnecting')
+    // Each client schedules at most one reconnect, whether its error comes as an event or a rejection.
+    let gone = false
+    const drop = () => {
+      if (gone) return false
+      gone = true
       if (listener === client) listener = undefined
       client.end().catch(() => {})
-      if (!closed) setTimeout(() => void listen().catch(() => {}), RECONNECT_MS).unref()
+      retry()
+      return true
+    }
+    client.on('error', (err) => {
+      if (drop()) log.warn({ err: { message: err.message } }, 'rule-set listener lost its connection; reconnecting')
     })
     try {
       await client.connect()
       await client.query(`listen ${RULE_SET_CHANNEL}`)
     } catch (err) {
-      client.end().catch(() => {})
-      if (!closed) {
-        log.warn({ err: { message: (err as Error).message } }, 'rule-set listener could not connect; retrying')
-        setTimeout(() => void listen().catch(() => {}), RECONNECT_MS).unref()
-      }
+      if (drop() && !closed) log.warn({ err: { message: (err as Error).message }, failures }, 'rule-set listener could not connect; retrying')
       return
     }
     if (closed) {
@@ -109,6 +120,7 @@ export async function createRuleSetRegistry(db: Db, opts: RuleSetRegistryOptions
       return
     }
     listener = client
+    failures = 0
     safeRefresh() // activations made while no listener was connected
   }
   await listen()

@@ -20,6 +20,7 @@ export {
   verifyRuleSet,
   verifyRuleSetAsync,
   formatReport,
+  formatReportWithCoverage,
   FINDING_KINDS,
   SAFETY_FLAGS,
   MEDICAL_FLAGS,

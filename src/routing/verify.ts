@@ -659,3 +659,22 @@ export function formatReport(report: VerificationReport): string {
   }
   return lines.join('\n')
 }
+
+const codeList = (codes: readonly string[], unlisted: boolean): string => {
+  const shown = codes.length <= 12 ? codes.join(', ') : `${codes.length} codes (${codes.slice(0, 6).join(', ')}, …)`
+  return [shown, unlisted ? 'unlisted codes' : ''].filter(Boolean).join(' and ') || 'no codes'
+}
+
+/** The report with its coverage as text: per route, each rule that reaches it, its nature codes and flags. */
+export function formatReportWithCoverage(report: VerificationReport): string {
+  const lines = [formatReport(report)]
+  if (report.coverage.length) lines.push('', 'coverage (route ← rule: nature codes; flags):')
+  for (const route of report.coverage) {
+    lines.push(`${route.route}${route.rules.length ? '' : ': nothing reaches it'}`)
+    for (const r of route.rules) {
+      const flags = [r.flagsAlways.length ? `always ${r.flagsAlways.join(', ')}` : '', r.flagsNever.length ? `never ${r.flagsNever.join(', ')}` : ''].filter(Boolean).join('; ') || 'any flags'
+      lines.push(`  ← ${r.ruleId}${r.fallback ? ' (CRU fallback)' : ''}: ${codeList(r.natureCodes, r.unlistedNatureCodes)}; ${flags}`)
+    }
+  }
+  return lines.join('\n')
+}

@@ -5,7 +5,7 @@ import { principalOf } from '../auth/plugin.js'
 import type { Db } from '../db/connect.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
-import { FINDING_KINDS, FLAG_NAMES, ROUTES, ruleSetSchema } from '../routing/index.js'
+import { FINDING_KINDS, FLAG_NAMES, formatReportWithCoverage, ROUTES, ruleSetSchema } from '../routing/index.js'
 import type { RuleSetLifecycle } from './lifecycle.js'
 import { findRuleSet, listActivations, listRuleSets, type RuleSetSummaryRow } from './repository.js'
 
@@ -167,13 +167,19 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
         tags: ['rule-sets'],
         operationId: 'getRuleSetVerification',
         summary: 'The verification report of a stored version, with its coverage (which nature codes and flags reach each route)',
+        description: 'Send `Accept: text/plain` for the report and its coverage as readable text.',
         params: versionParams,
         response: { 200: reportSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const r = await lifecycle.verification(req.params.version)
       if (!r) throw notFound(`rule set ${req.params.version}`)
+      reply.header('vary', 'accept')
+      if (/\btext\/plain\b/.test(req.headers.accept ?? '')) {
+        // The JSON schema's serializer does not apply to text; the cast only satisfies the route's JSON reply type.
+        return reply.type('text/plain; charset=utf-8').serializer((x: unknown) => x as string).send(formatReportWithCoverage(r) as unknown as typeof r)
+      }
       return r
     },
   )

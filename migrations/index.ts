@@ -2,6 +2,7 @@ import type { Migration } from 'kysely'
 import * as m0001 from './0001_initial.js'
 import * as m0004 from './0004_security.js'
 import * as m0006 from './0006_reports.js'
+import * as m0007 from './0007_rule_set_lifecycle.js'
 import * as m0008 from './0008_lifecycle.js'
 import * as m0009 from './0009_shadow.js'
 import * as m0010 from './0010_feed.js'
@@ -13,6 +14,7 @@ export const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
   '0004_security': m0004,
   '0006_reports': m0006,
+  '0007_rule_set_lifecycle': m0007,
   '0008_lifecycle': m0008,
   '0009_shadow': m0009,
   '0010_feed': m0010,

@@ -23,12 +23,14 @@ import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
 import { loggerOptions } from './logger.js'
+import { createRuleSetLifecycle } from './rule-sets/lifecycle.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
 import type { Tracing } from './telemetry/tracing.js'
 import { caseLinkRoutes } from './case-links/routes.js'
 import { evaluateRoutes } from './rule-sets/evaluate-routes.js'
 import { replayRoutes } from './rule-sets/replay-routes.js'
 import { createShadowSource, type ShadowSource } from './rule-sets/shadow.js'
+import { ruleSetRoutes } from './rule-sets/routes.js'
 
 /** The version of the HTTP contract (v1 paths), published in the OpenAPI document. */
 export const API_VERSION = '1.0.0'
@@ -137,6 +139,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eidoRoutes, { calls, db: deps.db })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
+  await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, ...(deps.now ? { now: deps.now } : {}) }) })
   await app.register(dashboardRoutes)
   await app.register(caseLinkRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })

@@ -74,6 +74,8 @@ const configSchema = z.object({
   /** Personal data is removed from calls closed longer ago than this. */
   RETENTION_DAYS: positiveInt.default(90),
   RETENTION_EVERY_MS: positiveInt.default(3600_000),
+  /** How often each instance checks which rule set is active, behind LISTEN/NOTIFY (which switches at once). */
+  RULE_SET_CHECK_MS: positiveInt.default(5000),
   /** Requests per minute per API key (per address for requests without one). */
   RATE_LIMIT_PER_MINUTE: positiveInt.default(30_000),
   /** OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); off when unset. */

@@ -82,7 +82,8 @@ async function start(): Promise<void> {
 
   if (roles.has('api')) {
     const probe = createRedis(config.REDIS_URL, 'probe')
-    const ruleSets = await createRuleSetRegistry(db)
+    const ruleSets = await createRuleSetRegistry(db, { databaseUrl: config.DATABASE_URL, checkEveryMs: config.RULE_SET_CHECK_MS, log })
+    closers.unshift({ name: 'rule sets', close: () => ruleSets.close() })
     const app = await buildApp({ config, db, redis: probe, ruleSets, logger: log, metrics, ...(tracing ? { tracing } : {}) })
     await app.listen({ port: config.PORT, host: config.HOST })
     closers.unshift({ name: 'redis (readiness)', close: () => probe.quit() })

@@ -45,6 +45,7 @@ export function toJre(c: Condition, defs: Record<string, Condition>): JreConditi
   if ('natureCode' in c) return { fact: 'natureCode', operator: 'in', value: c.natureCode }
   if ('agency' in c) return { fact: 'agency', operator: 'in', value: c.agency }
   if ('eventType' in c) return { fact: 'eventType', operator: 'in', value: c.eventType }
+  if ('time' in c) throw new Error('time-of-day conditions have no baseline translation')
   if ('gte' in c || 'lte' in c) {
     const n = c as { fact: string; gte?: number; lte?: number }
     const parts: JreCondition[] = []
@@ -67,6 +68,7 @@ export function toZen(c: Condition, defs: Record<string, Condition>): string {
   if ('natureCode' in c) return `natureCode in ${str(c.natureCode)}`
   if ('agency' in c) return `agency in ${str(c.agency)}`
   if ('eventType' in c) return `eventType in ${str(c.eventType)}`
+  if ('time' in c) throw new Error('time-of-day conditions have no baseline translation')
   if ('gte' in c || 'lte' in c) {
     const n = c as { fact: string; gte?: number; lte?: number }
     const parts = [n.gte !== undefined ? `${n.fact} >= ${n.gte}` : '', n.lte !== undefined ? `${n.fact} <= ${n.lte}` : ''].filter(Boolean)

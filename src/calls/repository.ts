@@ -3,7 +3,7 @@ import type { Executor } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { AssignmentStatus } from '../assignments/state-machine.js'
-import type { QueueName, Role, RoutingDecision } from '../routing/index.js'
+import type { CruCapacity, QueueName, Role, RoutingDecision } from '../routing/index.js'
 import type { DecisionView } from './schemas.js'
 
 export type { Executor }
@@ -45,6 +45,22 @@ export function upsertAndLockCall(trx: Transaction<Database>, row: Insertable<Da
     .onConflict((oc) => oc.column('call_id').doUpdateSet({ call_id: (eb) => eb.ref('excluded.call_id') }))
     .returningAll()
     .executeTakeFirstOrThrow()
+}
+
+/**
+ * Open CRU assignments that count against a CRU team's capacity (DESIGN rule 7), other than the
+ * call's own. The status list matches the partial index assignments_open_cru_idx.
+ */
+export async function countOpenCruAssignments(db: Executor, capacity: CruCapacity, callId: string): Promise<number> {
+  let q = db
+    .selectFrom('assignments')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where(sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`)
+    .where('call_id', '<>', callId)
+  if (!capacity.except) q = q.where('agency', 'in', capacity.agencies)
+  else if (capacity.agencies.length) q = q.where('agency', 'not in', capacity.agencies)
+  const row = await q.executeTakeFirstOrThrow()
+  return Number(row.n)
 }
 
 /** Locks an existing call row for the rest of the transaction (events of one call run one at a time). */

@@ -4,11 +4,27 @@ type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>
 type Json<T> = ColumnType<T, string, string>
 
+export type RuleSetStatus = 'draft' | 'active' | 'retired'
+
 export interface RuleSetsTable {
   version: number
   name: string
   document: Json<unknown>
   created_at: CreatedAt
+  status: ColumnType<RuleSetStatus, RuleSetStatus | undefined, RuleSetStatus>
+  created_by: ColumnType<string, string | undefined, never>
+  activated_at: Timestamp | null
+}
+
+export interface RuleSetActivationsTable {
+  id: Generated<number>
+  at: CreatedAt
+  kind: 'initial' | 'activate' | 'rollback'
+  from_version: number | null
+  to_version: number
+  actor: string
+  key_id: string | null
+  reason: string
 }
 
 export interface CallsTable {
@@ -173,6 +189,7 @@ export interface ShadowDecisionsTable {
 
 export interface Database {
   rule_sets: RuleSetsTable
+  rule_set_activations: RuleSetActivationsTable
   calls: CallsTable
   call_events: CallEventsTable
   decisions: DecisionsTable

@@ -10,6 +10,8 @@ export const ERRORS = {
   'event-conflict': { status: 409, title: 'This eventId was already used with a different body' },
   'illegal-transition': { status: 409, title: 'The assignment cannot make this move from its current status' },
   'call-closed': { status: 409, title: 'The call is closed' },
+  'rule-set-conflict': { status: 409, title: 'The rule set cannot make this change from its current state' },
+  'verification-failed': { status: 422, title: 'The rule set failed verification' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'uri-too-long': { status: 414, title: 'A path segment is too long' },
   'rate-limited': { status: 429, title: 'Too many requests for this API key; retry later' },

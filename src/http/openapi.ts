@@ -13,6 +13,7 @@ const STATUS_TEXT: Record<number, string> = {
   409: 'Conflict with the stored state',
   413: 'Body larger than the limit',
   415: 'Content type is not application/json',
+  422: 'The rule set failed verification: `detail` is the readable report, `findings` lists each finding',
   429: 'Rate limit of the API key reached: retry after Retry-After seconds',
   503: 'Postgres or Redis is unavailable: retry after Retry-After seconds',
 }
@@ -45,6 +46,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'audit', description: 'The append-only audit log (auditor)' },
         { name: 'health', description: 'Liveness and readiness' },
         { name: 'reports', description: 'Supervisors: diversion and capture statistics, queue status' },
+        { name: 'rule-sets', description: 'Supervisors: versioned routing rule sets — drafts, verification, activation, rollback' },
         { name: 'routing', description: 'Evaluate a call against a rule set without side effects' },
         { name: 'replay', description: 'Supervisors: replay stored decisions against a rule set, and shadow mode' },
         { name: 'case-links', description: 'County case-manager links behind DESIGN rule 6 (county case-management system)' },

@@ -17,6 +17,8 @@ interface Window {
 }
 
 interface Schedule {
+  key: string // the cru entry: the agency's own, or "*"
+  limit: number | null // maxOpenAssignments
   always: boolean
   windows: Window[]
   timeZone: string
@@ -62,6 +64,8 @@ function scheduleFor(ruleSet: RuleSet, agency: string): Schedule {
     const windows = entry === undefined || entry.schedule === 'always' ? [] : entry.schedule
     const hours = windows.map((w) => `${describeDays(w.days)} ${w.from}–${w.to}`).join('; ')
     schedule = {
+      key,
+      limit: entry?.maxOpenAssignments ?? null,
       always: entry?.schedule === 'always',
       windows: windows.map((w) => ({ days: new Set(w.days.map((d) => DAYS.indexOf(d))), from: minutes(w.from), to: minutes(w.to) })),
       timeZone,
@@ -94,20 +98,55 @@ export function localTime(at: Date, timeZone: string): { day: number; minute: nu
   return { day, minute: hour * 60 + minute }
 }
 
-const inWindow = (w: Window, day: number, minute: number): boolean => {
+/** The time zone an agency's local time is read in: its cru entry's, else the rule set's. */
+export function agencyTimeZone(ruleSet: RuleSet, agency: string): string {
+  return scheduleFor(ruleSet, agency).timeZone
+}
+
+/** A time window of a rule condition, compiled: days (0 = Monday, all when absent) and minutes. */
+export function compileWindow(w: { days?: readonly Day[]; from: string; to: string }): Window {
+  return { days: new Set((w.days ?? DAYS).map((d) => DAYS.indexOf(d))), from: minutes(w.from), to: minutes(w.to) }
+}
+
+export type { Window as CompiledWindow }
+
+export const inWindow = (w: Window, day: number, minute: number): boolean => {
   if (w.from < w.to) return w.days.has(day) && minute >= w.from && minute < w.to
   // Past midnight: the evening part on a listed day, the early part on the day after one.
   return (w.days.has(day) && minute >= w.from) || (w.days.has((day + 6) % 7) && minute < w.to)
 }
 
+/** Which open CRU assignments count against an agency's capacity, or null when it has no limit. */
+export interface CruCapacity {
+  limit: number
+  /** The agencies whose open CRU assignments count: `agencies`, or (for the "*" entry) every agency except them. */
+  agencies: string[]
+  except: boolean
+}
+
+export function cruCapacity(ruleSet: RuleSet, agency: string): CruCapacity | null {
+  const schedule = scheduleFor(ruleSet, agency)
+  if (schedule.limit === null) return null
+  // The "*" entry is one team (the county line) shared by every agency without an entry of its own.
+  if (schedule.key === '*') return { limit: schedule.limit, agencies: Object.keys(ruleSet.cru).filter((k) => k !== '*'), except: true }
+  return { limit: schedule.limit, agencies: [agency], except: false }
+}
+
 /**
  * CRU availability for an agency at an instant (DESIGN rule 7). An agency without its own entry
- * uses the "*" entry (the county CRU line, 24/7 in the default rule set).
+ * uses the "*" entry (the county CRU line, 24/7 in the default rule set). `openCruAssignments`
+ * is the count that cruCapacity describes; with the entry's maxOpenAssignments or more open, CRU
+ * takes no new call.
  */
-export function cruAvailability(ruleSet: RuleSet, agency: string, at: Date): CruAvailability {
+export function cruAvailability(ruleSet: RuleSet, agency: string, at: Date, openCruAssignments?: number): CruAvailability {
   const schedule = scheduleFor(ruleSet, agency)
-  if (schedule.always) return { available: true, reason: null }
-  const { day, minute } = localTime(at, schedule.timeZone)
-  for (const w of schedule.windows) if (inWindow(w, day, minute)) return { available: true, reason: null }
-  return { available: false, reason: `outside CRU hours for ${agency} ${schedule.reason}` }
+  if (!schedule.always) {
+    const { day, minute } = localTime(at, schedule.timeZone)
+    if (!schedule.windows.some((w) => inWindow(w, day, minute))) return { available: false, reason: `outside CRU hours for ${agency} ${schedule.reason}` }
+  }
+  if (schedule.limit !== null && openCruAssignments !== undefined && openCruAssignments >= schedule.limit) {
+    const team = schedule.key === '*' ? 'the county CRU line' : agency
+    return { available: false, reason: `CRU at capacity for ${team} (${openCruAssignments} open CRU assignments, limit ${schedule.limit})` }
+  }
+  return { available: true, reason: null }
 }

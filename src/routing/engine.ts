@@ -7,7 +7,10 @@
  * closures, condition labels and the trace entries they can produce are built once and shared
  * (frozen), and explanations are precomputed strings.
  */
+import { agencyTimeZone, compileWindow, describeDays, inWindow, localTime } from './availability.js'
 import { parseRuleSet, RuleSetError, type Condition, type RuleSet } from './rule-set.js'
+
+const DAY_LABELS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const
 import {
   DEFAULT_FREQUENT_CALLER_MIN_CALLS,
   MENTAL_HEALTH_NATURE_CODES,
@@ -38,6 +41,7 @@ interface Ctx {
   mentalHealth: boolean
   frequent: boolean
   gen: number // this decision's stamp in the ref memo (see ConditionCompiler.ref)
+  local: { day: number; minute: number } | null // the agency's local time, read once when a time condition asks
 }
 
 type Test = (ctx: Ctx) => boolean
@@ -156,7 +160,13 @@ class ConditionCompiler {
   constructor(
     private readonly definitions: Readonly<Record<string, Condition>>,
     private readonly frequentMinCalls: number,
+    private readonly zoneOf: (agency: string) => string,
   ) {}
+
+  /** The agency's local weekday and minute at the decision's instant (`at` is a fact, not a clock read). */
+  private local(ctx: Ctx): { day: number; minute: number } {
+    return (ctx.local ??= localTime(new Date(ctx.facts.at), this.zoneOf(ctx.facts.agency)))
+  }
 
   label(c: Condition): string {
     if ('all' in c) return c.all.length === 0 ? 'always' : `all of (${c.all.map((s) => this.label(s)).join(', ')})`
@@ -167,6 +177,7 @@ class ConditionCompiler {
     if ('natureCode' in c) return `natureCode in ${list(c.natureCode)}`
     if ('agency' in c) return `agency in ${list(c.agency)}`
     if ('eventType' in c) return `eventType in ${list(c.eventType)}`
+    if ('time' in c) return `time ${c.time.days ? `${describeDays(c.time.days)} ` : ''}${c.time.from}–${c.time.to}`
     if ('gte' in c || 'lte' in c) return numericTest(c.fact as NumericFact, 'gte' in c ? c.gte : undefined, 'lte' in c ? c.lte : undefined).label
     if (c.fact === 'frequentCaller') return `fact frequentCaller (>= ${this.frequentMinCalls} calls for the subject in 30 days)`
     return `fact ${c.fact}`
@@ -215,6 +226,13 @@ class ConditionCompiler {
       const types = new Set<string>(c.eventType)
       return (ctx) => types.has(ctx.facts.eventType)
     }
+    if ('time' in c) {
+      const w = compileWindow(c.time)
+      return (ctx) => {
+        const { day, minute } = this.local(ctx)
+        return inWindow(w, day, minute)
+      }
+    }
     if ('gte' in c || 'lte' in c) {
       const { read, test } = numericTest(c.fact as NumericFact, 'gte' in c ? c.gte : undefined, 'lte' in c ? c.lte : undefined)
       return (ctx) => test(read(ctx))
@@ -225,7 +243,7 @@ class ConditionCompiler {
   /** A top-level condition of a rule: evaluated and recorded in the trace. */
   /** Whether the traced value of a top-level condition is just its truth. */
   static booleanValued(c: Condition): boolean {
-    return !('natureCode' in c || 'agency' in c || 'eventType' in c || 'gte' in c || 'lte' in c || ('fact' in c && c.fact === 'frequentCaller'))
+    return !('natureCode' in c || 'agency' in c || 'eventType' in c || 'time' in c || 'gte' in c || 'lte' in c || ('fact' in c && c.fact === 'frequentCaller'))
   }
 
   traced(c: Condition): Traced {
@@ -241,6 +259,18 @@ class ConditionCompiler {
     if ('eventType' in c) {
       const types = new Set<string>(c.eventType)
       return stringTraced(label, (ctx) => ctx.facts.eventType, (v) => types.has(v))
+    }
+    if ('time' in c) {
+      // The value shown is the local time the window was tested against, e.g. "Tue 13:05".
+      const w = compileWindow(c.time)
+      return stringTraced(
+        label,
+        (ctx) => {
+          const { day, minute } = this.local(ctx)
+          return `${DAY_LABELS[day]} ${String(Math.floor(minute / 60)).padStart(2, '0')}:${String(minute % 60).padStart(2, '0')}`
+        },
+        (v) => inWindow(w, DAY_LABELS.indexOf(v.slice(0, 3) as (typeof DAY_LABELS)[number]), Number(v.slice(4, 6)) * 60 + Number(v.slice(7, 9))),
+      )
     }
     if ('gte' in c || 'lte' in c) {
       const { read, test } = numericTest(c.fact as NumericFact, 'gte' in c ? c.gte : undefined, 'lte' in c ? c.lte : undefined)
@@ -298,7 +328,7 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
   // Validate even typed input: stored documents arrive as JSON and are cast, not checked.
   const document = freezeDeep(parseRuleSet(doc))
   const frequentMinCalls = document.frequentCaller?.minCalls ?? DEFAULT_FREQUENT_CALLER_MIN_CALLS
-  const compiler = new ConditionCompiler(document.definitions ?? {}, frequentMinCalls)
+  const compiler = new ConditionCompiler(document.definitions ?? {}, frequentMinCalls, (agency) => agencyTimeZone(document, agency))
   const known = new Set(document.natureCodes)
   const maps = new Map<string, Map<string, string>>(
     Object.entries(document.natureCodeMaps ?? {}).map(([agency, map]) => [agency, new Map(Object.entries(map))]),
@@ -353,6 +383,7 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
       mentalHealth: flags.mentalHealth === true || flags.suicidalIdeation === true || MENTAL_HEALTH_NATURE_CODES.has(code),
       frequent: facts.history.priorCallsForSubject30d + 1 >= frequentMinCalls,
       gen: ++generation,
+      local: null,
     }
     const trace: RuleTrace[] = []
     rules: for (let r = 0; r < rules.length; r++) {

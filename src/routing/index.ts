@@ -14,5 +14,21 @@ export {
   type Day,
 } from './rule-set.js'
 export { compileRuleSet } from './engine.js'
-export { cruAvailability, localTime, describeDays, type CruAvailability } from './availability.js'
+export { cruAvailability, cruCapacity, localTime, describeDays, type CruAvailability, type CruCapacity } from './availability.js'
 export { loadDefaultRuleSet } from './default-rule-set.js'
+export {
+  verifyRuleSet,
+  verifyRuleSetAsync,
+  formatReport,
+  formatReportWithCoverage,
+  FINDING_KINDS,
+  SAFETY_FLAGS,
+  MEDICAL_FLAGS,
+  SAFETY_NATURE_CODES,
+  MEDICAL_NATURE_CODES,
+  type Finding,
+  type FindingKind,
+  type VerificationReport,
+  type RouteCoverage,
+  type CoverageRule,
+} from './verify.js'

@@ -32,11 +32,22 @@ export type Condition =
   | { natureCode: string[] }
   | { agency: string[] }
   | { eventType: EventType[] }
+  | { time: TimeWindow }
   | { fact: BooleanFact }
   | { fact: NumericFact; gte?: number; lte?: number }
 
 export const DAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const
 export type Day = (typeof DAYS)[number]
+
+/**
+ * A weekly time window in the agency's local time (the time zone of its cru entry, else the rule
+ * set's, else America/Chicago); `to` not after `from` runs past midnight. Every day when `days` is absent.
+ */
+export interface TimeWindow {
+  days?: Day[]
+  from: string
+  to: string
+}
 
 export const DEFAULT_TIME_ZONE = 'America/Chicago'
 
@@ -70,6 +81,8 @@ const isTimeZone = (tz: string): boolean => {
 const timeZoneSchema = z.string().refine(isTimeZone, { message: 'unknown IANA time zone' })
 const nonEmpty = z.string().min(1)
 
+const timeSchema = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, { message: 'expected HH:MM (00:00–24:00)' })
+
 export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
   z.union(
     [
@@ -81,16 +94,16 @@ export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
       z.strictObject({ natureCode: z.array(nonEmpty).min(1) }),
       z.strictObject({ agency: z.array(nonEmpty).min(1) }),
       z.strictObject({ eventType: z.array(z.enum(EVENT_TYPES)).min(1) }),
+      z.strictObject({ time: z.strictObject({ days: z.array(z.enum(DAYS)).min(1).optional(), from: timeSchema, to: timeSchema }) }),
       z.strictObject({ fact: z.enum(BOOLEAN_FACTS) }),
       z
         .strictObject({ fact: z.enum(NUMERIC_FACTS), gte: z.number().optional(), lte: z.number().optional() })
         .refine((c) => c.gte !== undefined || c.lte !== undefined, { message: 'a numeric fact needs gte or lte' }),
     ],
-    { error: 'not a condition: expected one of all, any, not, ref, flag, natureCode, agency, eventType, fact' },
+    { error: 'not a condition: expected one of all, any, not, ref, flag, natureCode, agency, eventType, time, fact' },
   ),
-)
+).meta({ id: 'RuleSetCondition' })
 
-const timeSchema = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, { message: 'expected HH:MM (00:00–24:00)' })
 
 const windowSchema = z.strictObject({ days: z.array(z.enum(DAYS)).min(1), from: timeSchema, to: timeSchema })
 
@@ -98,6 +111,11 @@ const cruEntrySchema = z.strictObject({
   /** "always", or weekly windows in the time zone; a window whose `to` is not after `from` runs past midnight. */
   schedule: z.union([z.literal('always'), z.array(windowSchema)]),
   timeZone: timeZoneSchema.optional(),
+  /**
+   * DESIGN rule 7 "over capacity": with this many open CRU assignments (queued, offered,
+   * acknowledged or accepted) of the agencies this entry covers, CRU takes no new call.
+   */
+  maxOpenAssignments: z.number().int().min(0).optional(),
 })
 
 const assignmentSchema = z.strictObject({
@@ -144,7 +162,7 @@ const ruleSchema = z.strictObject({
 
 const ruleSetShape = z.strictObject({
   name: nonEmpty,
-  version: z.number().int().positive(),
+  version: z.number().int().positive().max(2_147_483_647), // stored in an integer column
   description: z.string(),
   timeZone: timeZoneSchema.optional(),
   natureCodes: z.array(nonEmpty).min(1),
@@ -173,11 +191,15 @@ export const DEFAULT_ESCALATION: Readonly<Partial<Record<QueueName, Route>>> = O
 
 type Shape = z.infer<typeof ruleSetShape>
 type Path = (string | number)[]
-type Report = (message: string, path: Path) => void
+/** Kinds of semantic issue that verification reports under their own name (see verify.ts). */
+export type IssueKind = 'duplicate-rule-id' | 'no-default-rule' | 'one-primary-invariant'
+type Report = (message: string, path: Path, kind?: IssueKind) => void
 
-export const ruleSetSchema = ruleSetShape.superRefine((doc, ctx) => {
-  checkSemantics(doc, (message, path) => ctx.addIssue({ code: 'custom', message, path }))
-})
+export const ruleSetSchema = ruleSetShape
+  .superRefine((doc, ctx) => {
+    checkSemantics(doc, (message, path, kind) => ctx.addIssue({ code: 'custom', message, path, ...(kind ? { params: { kind } } : {}) }))
+  })
+  .meta({ id: 'RuleSet', description: 'A versioned routing rule-set document (see README: Rule sets)' })
 
 export type RuleSet = z.infer<typeof ruleSetSchema>
 
@@ -234,6 +256,8 @@ function checkSemantics(doc: Shape, report: Report): void {
       c.natureCode.forEach((code, i) => {
         if (!known.has(code)) report(`nature code ${code} is not in natureCodes`, [...path, 'natureCode', i])
       })
+    } else if ('time' in c) {
+      if (c.time.from === c.time.to || c.time.from === '24:00') report(`time window ${c.time.from}–${c.time.to} is empty or ambiguous`, [...path, 'time'])
     } else if ('all' in c) c.all.forEach((s, i) => walk(s, [...path, 'all', i]))
     else if ('any' in c) c.any.forEach((s, i) => walk(s, [...path, 'any', i]))
     else if ('not' in c) walk(c.not, [...path, 'not'])
@@ -245,13 +269,13 @@ function checkSemantics(doc: Shape, report: Report): void {
   const ids = new Set<string>()
   doc.rules.forEach((rule, i) => {
     const at: Path = ['rules', i]
-    if (ids.has(rule.id)) report(`rule id ${rule.id} is used twice`, [...at, 'id'])
+    if (ids.has(rule.id)) report(`rule id ${rule.id} is used twice`, [...at, 'id'], 'duplicate-rule-id')
     if (rule.id === OVERRIDE_RULE_ID) report(`rule id ${OVERRIDE_RULE_ID} is reserved for dispatcher overrides`, [...at, 'id'])
     ids.add(rule.id)
     walk(rule.when, [...at, 'when'])
     const last = i === doc.rules.length - 1
     if (last && !isUnconditional(rule.when)) {
-      report(`the last rule (${rule.id}) must be the default: "when": { "all": [] }`, [...at, 'when'])
+      report(`the last rule (${rule.id}) must be the default: "when": { "all": [] }`, [...at, 'when'], 'no-default-rule')
     }
     if (!last && isUnconditional(rule.when)) {
       report(`rule ${rule.id} has no conditions but is not last: the rules after it could never fire`, [...at, 'when'])
@@ -270,7 +294,7 @@ function checkSemantics(doc: Shape, report: Report): void {
 /** Exactly one primary, no queue twice, and a primary that agrees with the route's name. */
 function checkAssignments(route: Route, assignments: readonly AssignmentSpec[], path: Path, report: Report): void {
   const primaries = assignments.filter((a) => a.role === 'primary')
-  if (primaries.length !== 1) report(`route ${route} needs exactly one primary assignment, has ${primaries.length}`, path)
+  if (primaries.length !== 1) report(`route ${route} needs exactly one primary assignment, has ${primaries.length}`, path, 'one-primary-invariant')
   const queues = new Set(assignments.map((a) => a.queue))
   if (queues.size !== assignments.length) report(`route ${route} assigns a queue twice`, path)
   const primary = primaries[0]
@@ -320,16 +344,23 @@ const depth = (issues: readonly z.core.$ZodIssue[]): number => Math.max(0, ...is
  * form it came closest to (fewest issues, then the deepest), not as a bare "invalid input".
  */
 export function formatIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
-  const out: string[] = []
+  return flattenIssues(issues, prefix).map((i) => `${renderPath(i.path)}: ${i.issue.message}`)
+}
+
+/** The issues formatIssues reports, with their zod issue and full path (verification classifies them). */
+export function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): { path: PropertyKey[]; issue: z.core.$ZodIssue }[] {
+  const out: { path: PropertyKey[]; issue: z.core.$ZodIssue }[] = []
   for (const issue of issues) {
     const path = [...prefix, ...issue.path]
     const strangers = (branch: readonly z.core.$ZodIssue[]) => branch.some((i) => i.code === 'unrecognized_keys' && i.path.length === 0)
     if (issue.code === 'invalid_union' && issue.errors.length > 0 && !issue.errors.every(strangers)) {
       const closest = issue.errors.reduce((a, b) => (b.length < a.length || (b.length === a.length && depth(b) > depth(a)) ? b : a))
-      out.push(...formatIssues(closest, path))
+      out.push(...flattenIssues(closest, path))
     } else {
-      out.push(`${renderPath(path)}: ${issue.message}`)
+      out.push({ path, issue })
     }
   }
   return out
 }
+
+export { renderPath }

@@ -20,7 +20,7 @@ export async function lookupHistory(db: Executor, call: CallEvent['call'], at: D
 /** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */
 export function factsFor(
   ruleSet: CompiledRuleSet,
-  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru'] },
+  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru']; openCru?: number | undefined },
 ): RoutingFacts {
   const { call } = input
   return {
@@ -31,7 +31,7 @@ export function factsFor(
     flags: call.flags,
     dispatcherOverride: call.dispatcherOverride ?? null,
     at: input.at.toISOString(),
-    cru: input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at),
+    cru: input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at, input.openCru),
     history: input.history,
   }
 }

@@ -61,7 +61,7 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
   const pool = createPool({ connectionString: databaseUrl, max: 10, statementTimeoutMs: 10_000 })
   const db = createDb(pool)
   await migrateToLatest(db)
-  const ruleSets = await createRuleSetRegistry(db)
+  const ruleSets = await createRuleSetRegistry(db, { databaseUrl })
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
   redis.on('error', () => {})
   await redis.connect().catch(() => {})
@@ -95,6 +95,7 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
     if (closed) return
     closed = true
     await app.close()
+    await ruleSets.close()
     await db.destroy()
     await dropRedisPrefix(redisUrl, prefix).catch(() => {})
     redis.disconnect()

@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { compileRuleSet, loadDefaultRuleSet } from '../../src/routing/index.js'
 import { callEvent } from '../helpers/events.js'
+import { staticRuleSetRegistry } from '../../src/rule-sets/registry.js'
 
 /** A loopback port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -24,7 +25,7 @@ t.test('Postgres unreachable: ingest answers 503 with Retry-After, never 500; re
   const redis = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
   redis.on('error', () => {})
   const compiled = compileRuleSet(loadDefaultRuleSet())
-  const app = await buildApp({ config, db, redis, ruleSets: { active: () => compiled, version: async () => compiled }, logger: pino({ level: 'silent' }) })
+  const app = await buildApp({ config, db, redis, ruleSets: staticRuleSetRegistry(compiled), logger: pino({ level: 'silent' }) })
   t.teardown(async () => {
     await app.close()
     await db.destroy()

@@ -50,7 +50,7 @@ const invalid: { name: string; mutate: (doc: Loose) => void; issue: RegExp }[] =
   { name: 'an unknown flag', mutate: (d) => (d.rules[3]!.when = { all: [{ flag: 'gun' }] }), issue: /rules\[3\]\.when\.all\[0\]\.flag: / },
   { name: 'an unknown fact', mutate: (d) => (d.rules[3]!.when = { all: [{ fact: 'moonPhase' }] }), issue: /rules\[3\]\.when\.all\[0\]\.fact: / },
   { name: 'a numeric fact without a bound', mutate: (d) => (d.rules[3]!.when = { all: [{ fact: 'priority' }] }), issue: /rules\[3\]\.when\.all\[0\]/ },
-  { name: 'a condition of no known form', mutate: (d) => (d.rules[3]!.when = { all: [{ time: '08:00' }] }), issue: /rules\[3\]\.when\.all\[0\]: not a condition: expected one of all, any/ },
+  { name: 'a condition of no known form', mutate: (d) => (d.rules[3]!.when = { all: [{ hour: 8 }] }), issue: /rules\[3\]\.when\.all\[0\]: not a condition: expected one of all, any/ },
   { name: 'a nature code outside the vocabulary', mutate: (d) => (d.definitions.welfareCall = { natureCode: ['WELLFARE'] }), issue: /definitions\.welfareCall\.natureCode\[0\]: nature code WELLFARE is not in natureCodes/ },
   { name: 'a nature code listed twice', mutate: (d) => d.natureCodes.push('EDP'), issue: /natureCodes\[\d+\]: nature code EDP is listed twice/ },
   { name: 'an agency map onto an unknown code', mutate: (d) => (d.natureCodeMaps['hastings-pd'] = { '10-56': 'SUICIDAL' }), issue: /natureCodeMaps\.hastings-pd\.10-56: hastings-pd maps 10-56 onto SUICIDAL/ },

@@ -153,7 +153,7 @@ const STREAM_DOC = [
   '',
   'Lines starting with `:` are heartbeats (ignore them). A client that reconnects with `Last-Event-ID` (or `?lastEventId=`) receives every change after that event, once, in order — from any API instance.',
   'Without one, the stream starts with changes from now on. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
-  'A client that cannot keep up is disconnected and resumes with `Last-Event-ID`.',
+  'A slow client is sent changes as fast as it reads them; one that stops reading (over 1 MB unread) is disconnected and resumes with `Last-Event-ID`.',
 ].join('\n')
 
 const MAX_BUFFERED_BYTES = 1024 * 1024

@@ -153,7 +153,7 @@ const STREAM_DOC = [
   '',
   'Lines starting with `:` are heartbeats (ignore them). A client that reconnects with `Last-Event-ID` (or `?lastEventId=`) receives every change after that event, once, in order — from any API instance.',
   'Without one, the stream starts with changes from now on. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
-  'A client that cannot keep up is disconnected and resumes with `Last-Event-ID`.',
+  'A slow client is sent changes as fast as it reads them; one that stops reading (over 1 MB unread) is disconnected and resumes with `Last-Event-ID`.',
 ].join('\n')
 
 const MAX_BUFFERED_BYTES = 1024 * 1024
@@ -215,16 +215,17 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
       res.write(`retry: ${RECONNECT_MS}\n: connected\n\n`)
       open.add(res)
 
-      /** Resolves when the socket can take more (catch-up waits for it; live changes do not). */
+      /** Resolves when the socket can take more (catch-up waits for it; a live console falls back to catch-up). */
       const send = (text: string): void | Promise<void> => {
         if (res.writableEnded || res.destroyed) return
-        if (res.write(text)) return
-        // A console that does not read would make us buffer without end; it resumes by event id.
+        // Pages and batches are written only once the socket has drained, so this much still unread
+        // at a write means a console that does not read at all; it resumes by event id.
         if (res.writableLength > MAX_BUFFERED_BYTES) {
           req.log.warn({ buffered: res.writableLength }, 'assignment stream too slow; disconnected')
           res.destroy()
           return
         }
+        if (res.write(text)) return
         return new Promise<void>((resolve) => {
           const done = () => {
             res.off('drain', done)
@@ -251,7 +252,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         sub.close()
         open.delete(res)
       })
-      sub.done.catch((err) => {
+      sub.failed.catch((err) => {
         req.log.warn({ err: { message: (err as Error).message } }, 'assignment stream could not catch up; the client resumes by event id')
         res.end()
       })

@@ -341,9 +341,17 @@ export type FeedHub = ReturnType<typeof createFeedHub>
  */
 export function subscribeFeed(
   o: { db: Db; hub: FeedHub; scope: FeedScope; from: FeedPosition | undefined; pageSize?: number },
-  /** During catch-up, a returned promise holds the next page back (the socket's backpressure). */
+  /**
+   * A returned promise says the socket is full and resolves when it can take more: during catch-up
+   * it holds the next page back; live, the console stops taking the hub's batches and catches up
+   * from Postgres once it resolves (memory stays bounded whatever the console's speed).
+   */
   deliver: (events: FeedEvent[]) => void | Promise<void>,
-): { done: Promise<void>; close: () => void } {
+): {
+  /** Rejects when a catch-up (the first, or a later one after the console fell behind) cannot read. */
+  failed: Promise<never>
+  close: () => void
+} {
   const { db, hub, scope } = o
   const pageSize = o.pageSize ?? 500
   let closed = false
@@ -354,9 +362,16 @@ export function subscribeFeed(
     if (!live || closed) return
     const events = batch.events.filter((e) => comparePositions(e.position, at!) > 0 && inScope(scope, e.agency, e.queue))
     if (comparePositions(batch.to, at!) > 0) at = batch.to
-    if (events.length) void deliver(events)
+    if (!events.length) return
+    const full = deliver(events)
+    // The socket is full: stop taking batches (they would pile up in memory) and, once it drains,
+    // catch up from Postgres from here, a page at a time, like a console that resumed.
+    if (full) {
+      live = false
+      void run(full.then(catchUp))
+    }
   })
-  const catchUp = async () => {
+  const catchUp = async (): Promise<void> => {
     while (!closed) {
       const target = hub.position()!
       if (emptyScope(scope) || comparePositions(at!, target) >= 0) {
@@ -373,10 +388,15 @@ export function subscribeFeed(
     closed = true
     unlisten()
   }
-  return { done: catchUp().catch((err) => {
-    close()
-    throw err
-  }), close }
+  let fail: (err: unknown) => void = () => {}
+  const failed = new Promise<never>((_, reject) => (fail = reject))
+  const run = (p: Promise<void>) =>
+    p.catch((err) => {
+      close()
+      fail(err)
+    })
+  void run(catchUp())
+  return { failed, close }
 }
 
 export const FEED_CHANNEL = 'cad_router_feed'

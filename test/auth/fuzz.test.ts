@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises'
 import fc from 'fast-check'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
+import { documentedOperations } from '../helpers/operations.js'
 import { createWorld } from '../helpers/world.js'
 
 // Twenty thousand requests take a minute or two on a busy two-core machine.
@@ -10,8 +10,7 @@ const world = await createWorld(t, { env: { LOG_LEVEL: 'silent' } })
 const { app, db } = world
 
 // Every route of the published contract, so routes added later are fuzzed too.
-const doc = JSON.parse(await readFile(new URL('../../openapi/openapi.json', import.meta.url), 'utf8')) as { paths: Record<string, Record<string, unknown>> }
-const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => ({ path, method: m.toUpperCase() as 'GET' | 'POST' | 'PUT' | 'DELETE' })))
+const operations = await documentedOperations()
 
 const valid = callEvent()
 const jsonValue = fc.jsonValue({ maxDepth: 4 })

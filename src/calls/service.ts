@@ -5,16 +5,15 @@ import type { Database } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import { cruCapacity, type RoutingDecision } from '../routing/index.js'
+import type { RoutingDecision } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
 import { recordShadowDecision, type ShadowSource } from '../rule-sets/shadow.js'
-import { factsFor } from '../rule-sets/facts.js'
+import { factsFor, openCruCount } from '../rule-sets/facts.js'
 import { lookupHistory } from './history.js'
 import { planAssignments } from './plan.js'
 import {
   callAssignments,
-  countOpenCruAssignments,
   findEvent,
   loadDecisionView,
   upsertAndLockCall,
@@ -127,9 +126,7 @@ export function createCallService(deps: CallServiceDeps) {
     }
 
     const { personId, addressKey: addrKey, history } = await lookupHistory(trx, call, now)
-    // Capacity is counted only for a CRU team that has a limit: one indexed count.
-    const capacity = cruCapacity(ruleSet.document, call.agency)
-    const openCru = capacity ? await countOpenCruAssignments(trx, capacity, call.callId) : undefined
+    const openCru = await openCruCount(trx, ruleSet, call)
     const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history, openCru })
     const decision = ruleSet.decide(facts)
     const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator

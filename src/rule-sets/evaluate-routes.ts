@@ -14,7 +14,7 @@ import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { EVENT_TYPES, QUEUES, ROLES, ROUTES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
-import { factsFor, factsSchema, historySchema, lookupHistory } from './facts.js'
+import { factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
 
 const evaluateBody = z
   .object({
@@ -81,7 +81,9 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
       if (looksUp) {
         await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version } })
       }
-      const facts = factsFor(ruleSet, { eventType: req.body.type, call, at, history, ...(req.body.cru ? { cru: req.body.cru } : {}) })
+      // CRU availability as ingest would see it (schedule and capacity), unless given.
+      const cru = req.body.cru ? { cru: req.body.cru } : { openCru: await openCruCount(db, ruleSet, call) }
+      const facts = factsFor(ruleSet, { eventType: req.body.type, call, at, history, ...cru })
       const d = ruleSet.decide(facts)
       return {
         ruleSetVersion: ruleSet.version,

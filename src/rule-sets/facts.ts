@@ -1,13 +1,14 @@
 /**
  * Facts for a call that is not being ingested: what /v1/routing/evaluate and the replay CLI (for
  * call events without stored facts) give the engine. Ingest builds the same facts inside its
- * transaction (src/calls/service.ts); the lookups are the same repository functions.
+ * transaction (src/calls/service.ts) with the same lookups: lookupHistory and openCruCount.
  */
 import { z } from 'zod'
 import type { Executor } from '../db/connect.js'
 import type { CallEvent } from '../calls/schemas.js'
 import { lookupHistory as lookupCallHistory } from '../calls/history.js'
-import { cruAvailability, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
+import { countOpenCruAssignments } from '../calls/repository.js'
+import { cruAvailability, cruCapacity, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
 
 export type History = RoutingFacts['history']
 export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
@@ -15,6 +16,15 @@ export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, p
 /** The history facts ingest would see for this call at `at` (other calls of the subject and address, case link). */
 export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<History> {
   return (await lookupCallHistory(db, call, at)).history
+}
+
+/**
+ * Open CRU assignments counting against the capacity of the CRU team that covers the call's agency
+ * (DESIGN rule 7); undefined, with no query, when that team has no limit.
+ */
+export async function openCruCount(db: Executor, ruleSet: CompiledRuleSet, call: CallEvent['call']): Promise<number | undefined> {
+  const capacity = cruCapacity(ruleSet.document, call.agency)
+  return capacity ? countOpenCruAssignments(db, capacity, call.callId) : undefined
 }
 
 /** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */

@@ -64,3 +64,14 @@ t.test('the facts stored with the decision carry the capacity reason', async (t)
   t.ok(rows.every((r) => r.rule_set_version === 2))
   t.ok(rows.some((r) => /CRU at capacity for hastings-pd/.test(JSON.stringify((r.facts as { cru: unknown }).cru))))
 })
+
+t.test('evaluate sees the same capacity as ingest (unless given the CRU facts)', async (t) => {
+  const call = crisis({ agency: 'apple-valley-pd' }).call
+  // The county line's one place is still taken by the Apple Valley call above.
+  const evaluated = await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call } })
+  t.equal(evaluated.statusCode, 200)
+  t.equal(evaluated.json().decision.route, 'police')
+  t.match(evaluated.json().facts.cru.reason, /CRU at capacity for the county CRU line/)
+  const given = await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call, cru: { available: true, reason: null } } })
+  t.equal(given.json().decision.route, 'cru', 'given CRU facts are used as they are')
+})

@@ -9,10 +9,10 @@ import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { canActForAgency } from '../auth/principal.js'
-import { callSchema, traceSchema } from '../calls/schemas.js'
+import { callSchema, decisionSchema, traceSchema } from '../calls/schemas.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
-import { EVENT_TYPES, QUEUES, ROLES, ROUTES, type CompiledRuleSet } from '../routing/index.js'
+import { EVENT_TYPES, QUEUES, ROLES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
 import { factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
 
@@ -32,15 +32,9 @@ const evaluationSchema = z
     ruleSetVersion: z.number().int(),
     ruleSetName: z.string(),
     facts: factsSchema.describe('What the engine saw; history was looked up as ingest would, unless given'),
-    decision: z.object({
-      route: z.enum(ROUTES),
+    // The stored decision's fields, with planned assignments (no ids: nothing is stored) and what the engine derived.
+    decision: decisionSchema.pick({ route: true, ruleId: true, explanation: true, fallback: true, override: true, review: true, followUp: true }).extend({
       assignments: z.array(z.object({ queue: z.enum(QUEUES), role: z.enum(ROLES) })),
-      ruleId: z.string(),
-      explanation: z.string(),
-      fallback: z.object({ fromRoute: z.enum(ROUTES), reason: z.string() }).nullable(),
-      override: z.object({ route: z.enum(ROUTES), overriddenRuleId: z.string() }).nullable(),
-      review: z.array(z.string()),
-      followUp: z.object({ queue: z.literal('follow_up'), dueWithinHours: z.number() }).nullable(),
       derived: z.object({ natureCode: z.string(), unknownNatureCode: z.boolean(), mentalHealthIndicator: z.boolean(), frequentCaller: z.boolean() }),
     }),
     trace: traceSchema,

@@ -12,7 +12,7 @@ import { createRuleSetRegistry } from '../src/rule-sets/registry.js'
 import { createEventStream } from './lib/events.js'
 import { hammer } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { deploy } from './lib/service.js'
+import { deploy, scrapeMetric } from './lib/service.js'
 
 export interface IngestOptions {
   seconds: number
@@ -103,7 +103,11 @@ export async function runIngest(opts: IngestOptions): Promise<Row[]> {
     const w = await hammer(url, d.adminKey, { connections: opts.connections, seconds: warm, seed: 11 })
     opts.log(`  ingest: ${opts.seconds} s at ${opts.connections} connections`)
     const before = await countRows(d.pool)
+    const batches = () => Promise.all(['cad_router_ingest_batch_events_sum', 'cad_router_ingest_batch_events_count'].map((m) => scrapeMetric(url, d.adminKey, m)))
+    const [events0 = 0, tx0 = 0] = await batches()
     const r = await hammer(url, d.adminKey, { connections: opts.connections, seconds: opts.seconds, seed: 12 })
+    const [events1 = 0, tx1 = 0] = await batches()
+    const perTransaction = (events1 - events0) / Math.max(1, tx1 - tx0)
     const rowsPerEvent = (await countRows(d.pool) - before) / Math.max(1, r.ok)
     opts.log(`  ingest: ${Math.round(r.perSecond)}/s, ${r.non2xx + w.non2xx} non-2xx, ${r.errors + w.errors} errors; ${rowsPerEvent.toFixed(2)} rows per event`)
     opts.log(`  ingest: raw limit, ${Math.round(rowsPerEvent)}-row transactions at ${opts.connections} clients, ${opts.seconds} s`)
@@ -115,7 +119,8 @@ export async function runIngest(opts: IngestOptions): Promise<Row[]> {
       { bench: 'ingest', metric: `POST /v1/call-events, ${opts.connections} clients`, value: r.perSecond, unit: 'ev/s', baseline: raw, ratio, target: '≥ 0.85× raw', pass: ratio >= 0.85 },
       { bench: 'ingest', metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
       { bench: 'ingest', metric: 'rows inserted per event', value: rowsPerEvent },
-      { bench: 'ingest', metric: 'Postgres statements per event (raw: 3)', value: diag.statements },
+      { bench: 'ingest', metric: 'events per transaction under load (group commit)', value: perTransaction },
+      { bench: 'ingest', metric: 'Postgres statements per event, one at a time (raw: 3)', value: diag.statements },
       { bench: 'ingest', metric: 'in-process ingest, one at a time, no HTTP', value: diag.msPerEvent, unit: 'ms' },
       { bench: 'ingest', metric: 'latency p50 / p99 under full load', value: `${r.latencyP50} / ${r.latencyP99} ms` },
     ]

@@ -6,7 +6,7 @@
  */
 import { fixedRate } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { deploy, rssOf } from './lib/service.js'
+import { deploy, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
 
@@ -25,10 +25,8 @@ interface Sample {
 }
 
 async function eventLoopP99(url: string, key: string): Promise<number | undefined> {
-  const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } })
-  const text = await res.text()
-  const m = /^cad_router_nodejs_eventloop_lag_p99_seconds(?:\{[^}]*\})? ([0-9.e+-]+)$/m.exec(text)
-  return m ? Number(m[1]) * 1000 : undefined
+  const seconds = await scrapeMetric(url, key, 'cad_router_nodejs_eventloop_lag_p99_seconds')
+  return seconds === undefined ? undefined : seconds * 1000
 }
 
 const mean = (xs: (number | undefined)[]): number => {

@@ -39,7 +39,8 @@ export interface AppDeps {
   config: Pick<
     Config,
     'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_HEARTBEAT_MS'
-  >
+  > &
+    Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_QUEUE_MAX'>>
   db: Db
   /**
    * Readiness, the rate limiter's counters and the assignment feed's wake-ups (it publishes on this
@@ -118,7 +119,20 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   instrumentHttp(app, metrics)
   const shadow = deps.shadow ?? (await createShadowSource(deps.db, deps.ruleSets))
   const calls = instrumentCallService(
-    createCallService({ db: deps.db, ruleSets: deps.ruleSets, followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS, followUpDueHours: config.FOLLOW_UP_DUE_HOURS, shadow, ...(deps.now ? { now: deps.now } : {}) }),
+    createCallService({
+      db: deps.db,
+      ruleSets: deps.ruleSets,
+      followUpDeadlineHours: config.FOLLOW_UP_DEADLINE_HOURS,
+      followUpDueHours: config.FOLLOW_UP_DUE_HOURS,
+      shadow,
+      batch: {
+        ...(config.INGEST_BATCH_MAX ? { maxSize: config.INGEST_BATCH_MAX } : {}),
+        ...(config.INGEST_BATCH_CONCURRENCY ? { concurrency: config.INGEST_BATCH_CONCURRENCY } : {}),
+        ...(config.INGEST_QUEUE_MAX ? { maxQueued: config.INGEST_QUEUE_MAX } : {}),
+        onBatch: (size) => metrics.ingestBatchSize.observe(size),
+      },
+      ...(deps.now ? { now: deps.now } : {}),
+    }),
     metrics,
   )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })

@@ -53,6 +53,14 @@ const configSchema = z.object({
    */
   WORKER_LOCK_DURATION_MS: positiveInt.default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt.default(30_000),
+  /**
+   * Group commit: call events that arrive together are stored in one transaction, up to this many
+   * (1 turns it off), with this many transactions at once (each holds a connection of the pool).
+   */
+  INGEST_BATCH_MAX: positiveInt.max(500).default(32),
+  INGEST_BATCH_CONCURRENCY: positiveInt.default(2),
+  /** Call events waiting for a transaction beyond this are answered 503 with Retry-After at once. */
+  INGEST_QUEUE_MAX: positiveInt.default(2000),
   FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),
   /** A closed mental-health call's follow-up is reserved until this many hours after closing, then offered. */
   FOLLOW_UP_DUE_HOURS: z.coerce.number().min(0).default(24),

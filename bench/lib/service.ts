@@ -221,3 +221,12 @@ export async function deleteKeys(pattern: string): Promise<void> {
     redis.disconnect()
   }
 }
+
+/** A sample of the service's Prometheus metrics (admin key), by its full name with labels; undefined when absent. */
+export async function scrapeMetric(url: string, key: string, name: string): Promise<number | undefined> {
+  const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } })
+  const text = await res.text()
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  const m = new RegExp(`^${escaped}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)
+  return m ? Number(m[1]) : undefined
+}

@@ -1,7 +1,7 @@
 import type { Executor } from '../db/connect.js'
 import { sha256 } from '../lib/canonical-json.js'
 import type { RoutingFacts } from '../routing/index.js'
-import { historyFacts } from './repository.js'
+import { readCallContexts, type CallContext } from './repository.js'
 import type { CallEvent } from './schemas.js'
 
 /** DESIGN rule 6 looks back this far for prior calls. */
@@ -14,14 +14,20 @@ export function addressKey(location: CallEvent['call']['location']): string | nu
   return sha256(norm)
 }
 
+/** The keys a call's history is looked up by, and where the window starts at `at`. */
+export function historyKeys(call: CallEvent['call'], at: Date): { personId: string | null; addressKey: string | null; since: Date } {
+  return { personId: call.subject?.personId ?? null, addressKey: addressKey(call.location), since: new Date(at.getTime() - HISTORY_WINDOW_MS) }
+}
+
+export function historyOf(context: CallContext): RoutingFacts['history'] {
+  return { priorCallsForSubject30d: context.priorSubject, priorCallsAtAddress30d: context.priorAddress, caseManagerActive: context.caseManagerActive }
+}
+
 /**
  * The history facts of a call at `at` (prior calls of its subject and at its address, an active
- * case link), with the keys they were looked up by. Ingest, evaluate and replay all use this.
+ * case link), as ingest reads them. For evaluate and replay; ingest reads many calls at once.
  */
-export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<{ personId: string | null; addressKey: string | null; history: RoutingFacts['history'] }> {
-  const personId = call.subject?.personId ?? null
-  const key = addressKey(call.location)
-  const since = new Date(at.getTime() - HISTORY_WINDOW_MS)
-  const { priorSubject, priorAddress, caseManagerActive } = await historyFacts(db, { personId, addressKey: key, callId: call.callId, since })
-  return { personId, addressKey: key, history: { priorCallsForSubject30d: priorSubject, priorCallsAtAddress30d: priorAddress, caseManagerActive } }
+export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<RoutingFacts['history']> {
+  const [context] = await readCallContexts(db, [{ callId: call.callId, ...historyKeys(call, at), exclude: [], capacity: null, assignments: false }])
+  return historyOf(context!)
 }

@@ -1,9 +1,9 @@
-import { sql, type Insertable, type Transaction, type Updateable } from 'kysely'
+import { sql, type Insertable, type Transaction } from 'kysely'
 import type { Executor } from '../db/connect.js'
-import type { Database } from '../db/schema.js'
+import type { CallRow, Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
-import type { AssignmentStatus } from '../assignments/state-machine.js'
-import type { CruCapacity, QueueName, Role, RoutingDecision } from '../routing/index.js'
+import type { CruCapacity, RoutingDecision } from '../routing/index.js'
+import type { ExistingAssignment } from './plan.js'
 import type { DecisionView } from './schemas.js'
 
 export type { Executor }
@@ -11,56 +11,102 @@ export type { Executor }
 // Also named in migrations/0011_outbox_notify.ts, whose trigger sends it.
 export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
-export function findEvent(db: Executor, eventId: string) {
-  return db.selectFrom('call_events').select(['event_id', 'call_id', 'body_hash', 'decision_id', 'applied']).where('event_id', '=', eventId).executeTakeFirst()
+/** Events already stored, by id: what a repeat of one is answered from. */
+export async function findEvents(db: Executor, eventIds: readonly string[]) {
+  const rows = await db
+    .selectFrom('call_events')
+    .select(['event_id', 'call_id', 'body_hash', 'decision_id', 'applied'])
+    .where('event_id', 'in', eventIds)
+    .execute()
+  return new Map(rows.map((r) => [r.event_id, r]))
 }
+export type StoredEvent = NonNullable<ReturnType<Awaited<ReturnType<typeof findEvents>>['get']>>
 
 /**
- * The history facts of DESIGN rule 6 in one round trip: prior calls for the subject and at the
- * address in the window, and whether the subject has an active case manager.
+ * Creates the call rows that are new and locks every one of them for the rest of the transaction,
+ * returning each as it was before this batch (the no-op update is what takes the lock and makes
+ * RETURNING see an existing row). Rows are locked in call_id order, so two batches that share calls
+ * (two API instances) queue behind each other instead of deadlocking.
  */
-export async function historyFacts(
-  db: Executor,
-  q: { personId: string | null; addressKey: string | null; callId: string; since: Date },
-): Promise<{ priorSubject: number; priorAddress: number; caseManagerActive: boolean }> {
-  if (q.personId === null && q.addressKey === null) return { priorSubject: 0, priorAddress: 0, caseManagerActive: false }
-  const prior = (column: 'subject_person_id' | 'address_key', value: string | null) =>
-    sql<number>`(select count(*) from calls where ${sql.ref(column)} = ${value} and call_id <> ${q.callId} and created_at >= ${q.since})`
-  const { rows } = await sql<{ subject: number; address: number; cm: boolean }>`
-    select ${prior('subject_person_id', q.personId)} as subject,
-           ${prior('address_key', q.addressKey)} as address,
-           exists (select 1 from case_links where person_id = ${q.personId} and active) as cm`.execute(db)
-  const row = rows[0]!
-  return { priorSubject: Number(row.subject), priorAddress: Number(row.address), caseManagerActive: row.cm }
-}
-
-/**
- * Creates the call row if it is new and locks it either way, returning it as it was before this
- * event (the no-op update is what takes the lock and makes RETURNING see an existing row).
- */
-export function upsertAndLockCall(trx: Transaction<Database>, row: Insertable<Database['calls']>) {
-  return trx
+export async function upsertAndLockCalls(trx: Transaction<Database>, rows: Insertable<Database['calls']>[]): Promise<Map<string, CallRow>> {
+  const sorted = [...rows].sort((a, b) => (a.call_id < b.call_id ? -1 : a.call_id > b.call_id ? 1 : 0))
+  const out = await trx
     .insertInto('calls')
-    .values(row)
+    .values(sorted)
     .onConflict((oc) => oc.column('call_id').doUpdateSet({ call_id: (eb) => eb.ref('excluded.call_id') }))
     .returningAll()
-    .executeTakeFirstOrThrow()
+    .execute()
+  return new Map(out.map((r) => [r.call_id, r]))
+}
+
+/** Open CRU assignments: the statuses that count against a team's capacity; matches the partial index assignments_open_cru_idx. */
+const OPEN_CRU = sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`
+
+export interface ContextQuery {
+  callId: string
+  personId: string | null
+  addressKey: string | null
+  /** Prior calls are counted from here on (DESIGN rule 6's window). */
+  since: Date
+  /** Calls not to count as prior ones besides the call itself (a batch's later new calls). */
+  exclude: string[]
+  /** The CRU team whose open assignments to count (DESIGN rule 7); null: no count. */
+  capacity: CruCapacity | null
+  /** Also read the call's assignments (false for a call this batch created). */
+  assignments: boolean
+}
+
+export interface CallContext {
+  priorSubject: number
+  priorAddress: number
+  caseManagerActive: boolean
+  /** Open CRU assignments of other calls counting against `capacity`; undefined without one. */
+  openCru: number | undefined
+  assignments: ExistingAssignment[]
 }
 
 /**
- * Open CRU assignments that count against a CRU team's capacity (DESIGN rule 7), other than the
- * call's own. The status list matches the partial index assignments_open_cru_idx.
+ * What routing needs to know about each call beyond its event, in one round trip for any number
+ * of calls: prior calls of the subject and at the address in the window, an active case link
+ * (DESIGN rule 6), open CRU assignments against the team's capacity (rule 7), the call's own
+ * assignments. Ingest reads it after locking the calls; evaluate and replay read it for one call.
  */
-export async function countOpenCruAssignments(db: Executor, capacity: CruCapacity, callId: string): Promise<number> {
-  let q = db
-    .selectFrom('assignments')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where(sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`)
-    .where('call_id', '<>', callId)
-  if (!capacity.except) q = q.where('agency', 'in', capacity.agencies)
-  else if (capacity.agencies.length) q = q.where('agency', 'not in', capacity.agencies)
-  const row = await q.executeTakeFirstOrThrow()
-  return Number(row.n)
+export async function readCallContexts(db: Executor, queries: readonly ContextQuery[]): Promise<CallContext[]> {
+  if (!queries.length) return []
+  const input = queries.map((q, i) => ({
+    i,
+    call_id: q.callId,
+    person: q.personId,
+    addr: q.addressKey,
+    since: q.since,
+    exclude: q.exclude,
+    cap_agencies: q.capacity?.agencies ?? null,
+    cap_except: q.capacity?.except ?? null,
+    with_assignments: q.assignments,
+  }))
+  const { rows } = await sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: ExistingAssignment[] | null }>`
+    select u.i,
+      case when u.person is null then 0 else
+        (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as subject,
+      case when u.addr is null then 0 else
+        (select count(*) from calls c where c.address_key = u.addr and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as address,
+      u.person is not null and exists (select 1 from case_links l where l.person_id = u.person and l.active) as cm,
+      case when u.cap_agencies is not null then
+        (select count(*) from assignments a where ${OPEN_CRU} and a.call_id <> u.call_id
+           and (case when u.cap_except then a.agency <> all(u.cap_agencies) else a.agency = any(u.cap_agencies) end)) end as open_cru,
+      case when u.with_assignments then
+        (select coalesce(json_agg(json_build_object('id', a.id, 'queue', a.queue, 'role', a.role, 'status', a.status) order by a.seq), '[]')
+           from assignments a where a.call_id = u.call_id) end as assignments
+    from json_to_recordset(${JSON.stringify(input)}::json)
+      as u(i int, call_id text, person text, addr text, since timestamptz, exclude text[], cap_agencies text[], cap_except boolean, with_assignments boolean)
+    order by u.i`.execute(db)
+  return rows.map((r) => ({
+    priorSubject: Number(r.subject),
+    priorAddress: Number(r.address),
+    caseManagerActive: r.cm,
+    openCru: r.open_cru === null ? undefined : Number(r.open_cru),
+    assignments: r.assignments ?? [],
+  }))
 }
 
 /** Locks an existing call row for the rest of the transaction (events of one call run one at a time). */
@@ -68,35 +114,72 @@ export function lockCall(trx: Transaction<Database>, callId: string) {
   return trx.selectFrom('calls').selectAll().where('call_id', '=', callId).forUpdate().executeTakeFirst()
 }
 
-export function callAssignments(db: Executor, callId: string) {
-  return db.selectFrom('assignments').select(['id', 'queue', 'role', 'status']).where('call_id', '=', callId).orderBy('seq').execute() as Promise<
-    { id: string; queue: QueueName; role: Role; status: AssignmentStatus }[]
-  >
+/** A row for json_populate_recordset: the table's column names, jsonb columns as objects rather than text. */
+type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
+
+/** `insert into table (columns) select columns from json_populate_recordset(...)`: any number of rows, one parameter. */
+function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[]) {
+  const cols = sql.join(columns.map((c) => sql.id(c)))
+  return sql`insert into ${sql.table(table)} (${cols}) select ${cols} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json)`
 }
 
+/** `update table set columns from json_populate_recordset(...) where key matches`: each row updates its own target. */
+function updateRows<T extends keyof Database>(table: T, key: keyof Database[T] & string, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[]) {
+  const set = sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`))
+  return sql`update ${sql.table(table)} t set ${set} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) v where t.${sql.id(key)} = v.${sql.id(key)}`
+}
+
+export interface BatchWrite {
+  events: JsonRow<'call_events'>[]
+  decisions: JsonRow<'decisions'>[]
+  assignments: JsonRow<'assignments'>[]
+  /** Existing assignments whose role or status changes (a role swap, a close cancelling them). */
+  assignmentUpdates: JsonRow<'assignments'>[]
+  outbox: JsonRow<'outbox'>[]
+  transitions: JsonRow<'assignment_transitions'>[]
+  shadow: JsonRow<'shadow_decisions'>[]
+  calls: JsonRow<'calls'>[]
+}
+
+/** The columns a decision sets on its call (everything but the key and the creation time). */
+const CALL_COLUMNS = [
+  'agency', 'status', 'nature_code', 'priority', 'flags', 'location', 'caller', 'subject', 'description', 'subject_person_id', 'address_key',
+  'dispatcher_override', 'disposition', 'mental_health', 'route', 'decision_id', 'last_occurred_at', 'updated_at', 'closed_at',
+] as const
+
 /**
- * Writes what one decision produced in a single statement (data-modifying CTEs): the decision, its
- * new assignments, their outbox rows and transitions, the call's new state and the event's link to
- * the decision. Foreign keys are checked at the end of the statement, so the order inside is free.
+ * Writes everything a batch of events produced in a single statement (data-modifying CTEs): the
+ * events, decisions, new assignments with their outbox rows and transitions, changed assignments,
+ * shadow decisions and the calls' new state. Foreign keys are checked at the end of the statement,
+ * so the order inside is free. Returns how many events were stored: fewer than given means another
+ * transaction stored one of the same ids first, and the caller must roll back.
  * The relay is woken by the outbox insert trigger (migration 0011) when the transaction commits.
  */
-export async function writeDecision(
-  trx: Transaction<Database>,
-  w: {
-    decision: Insertable<Database['decisions']>
-    assignments: Insertable<Database['assignments']>[]
-    outbox: Insertable<Database['outbox']>[]
-    transitions: Insertable<Database['assignment_transitions']>[]
-    call: Updateable<Database['calls']>
-  },
-): Promise<void> {
-  const parts = [sql`d as (${trx.insertInto('decisions').values(w.decision)})`]
-  if (w.assignments.length) parts.push(sql`a as (${trx.insertInto('assignments').values(w.assignments)})`)
-  if (w.outbox.length) parts.push(sql`o as (${trx.insertInto('outbox').values(w.outbox)})`)
-  if (w.transitions.length) parts.push(sql`t as (${trx.insertInto('assignment_transitions').values(w.transitions)})`)
-  parts.push(sql`e as (${trx.updateTable('call_events').set({ decision_id: w.decision.id }).where('event_id', '=', w.decision.event_id)})`)
-  const updateCall = trx.updateTable('calls').set(w.call).where('call_id', '=', w.decision.call_id)
-  await sql`with ${sql.join(parts)} ${updateCall}`.execute(trx)
+export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Promise<number> {
+  const parts = [
+    sql`e as (${insertRows('call_events', ['event_id', 'call_id', 'type', 'occurred_at', 'body_hash', 'body', 'applied', 'decision_id'], w.events)}
+      on conflict (event_id) do nothing returning event_id)`,
+  ]
+  const add = (name: string, statement: ReturnType<typeof sql>, rows: readonly unknown[]) => {
+    if (rows.length) parts.push(sql`${sql.id(name)} as (${statement})`)
+  }
+  add('d', insertRows('decisions', ['id', 'call_id', 'event_id', 'route', 'rule_set_version', 'rule_id', 'explanation', 'facts', 'outcome', 'created_at'], w.decisions), w.decisions)
+  add('a', insertRows('assignments', ['id', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'due_at', 'reserved_until'], w.assignments), w.assignments)
+  add('u', updateRows('assignments', 'id', ['role', 'status', 'updated_at'], w.assignmentUpdates), w.assignmentUpdates)
+  add('o', insertRows('outbox', ['assignment_id', 'queue', 'job_id', 'payload', 'trace_context'], w.outbox), w.outbox)
+  add('t', insertRows('assignment_transitions', ['assignment_id', 'from_status', 'to_status', 'role', 'actor', 'reason', 'feed_agency', 'feed_queue'], w.transitions), w.transitions)
+  add(
+    's',
+    insertRows(
+      'shadow_decisions',
+      ['decision_id', 'call_id', 'agency', 'event_type', 'live_version', 'shadow_version', 'nature_code', 'live_route', 'shadow_route', 'live_rule_id', 'shadow_rule_id', 'changed', 'mental_health', 'shadow_assignments'],
+      w.shadow,
+    ),
+    w.shadow,
+  )
+  add('c', updateRows('calls', 'call_id', CALL_COLUMNS, w.calls), w.calls)
+  const { rows } = await sql<{ n: number }>`with ${sql.join(parts)} select count(*)::int as n from e`.execute(trx)
+  return rows[0]!.n
 }
 
 interface StoredOutcome {

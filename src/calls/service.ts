@@ -1,25 +1,19 @@
 import { randomUUID } from 'node:crypto'
 import type { Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
-import type { Database } from '../db/schema.js'
-import { AppError } from '../http/errors.js'
+import type { CallRow, Database } from '../db/schema.js'
+import { AppError, isUnavailableError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import type { RoutingDecision } from '../routing/index.js'
+import { cruCapacity, type CruCapacity, type RoutingDecision } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
-import { recordShadowDecision, type ShadowSource } from '../rule-sets/shadow.js'
-import { factsFor, openCruCount } from '../rule-sets/facts.js'
-import { lookupHistory } from './history.js'
+import { shadowDecisionRow, type ShadowSource } from '../rule-sets/shadow.js'
+import { factsFor } from '../rule-sets/facts.js'
+import { createGroupCommit, type Settlement } from './group-commit.js'
+import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import {
-  callAssignments,
-  findEvent,
-  loadDecisionView,
-  upsertAndLockCall,
-  writeDecision,
-  toStoredOutcome,
-} from './repository.js'
+import { findEvents, loadDecisionView, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -32,6 +26,8 @@ export interface CallServiceDeps {
   now?: () => Date
   /** Shadow mode: a candidate rule-set version that decides every call beside the active one. */
   shadow?: Pick<ShadowSource, 'current'>
+  /** Group commit (src/calls/group-commit.ts): events per transaction, and transactions at once. */
+  batch?: { maxSize?: number; concurrency?: number; maxQueued?: number; onBatch?: (size: number) => void }
 }
 
 export interface IngestOutcome {
@@ -40,15 +36,88 @@ export interface IngestOutcome {
   result: CallEventResult
 }
 
-class DuplicateEvent extends Error {}
+interface Pending {
+  event: CallEvent
+  bodyHash: string
+  mayTouchAgency: ((agency: string) => boolean) | undefined
+  /** The posting request's trace, captured before the event joins a batch that runs in another's context. */
+  traceContext: string | null
+}
+
+/** Another transaction stored one of the batch's eventIds first: roll back, and the repeat is answered from it. */
+class LostRace extends Error {}
+const UNIQUE_VIOLATION = '23505'
+
+// Open CRU assignments count against a team's capacity in these statuses (see OPEN_CRU in the repository).
+const CRU_COUNTED = new Set(['queued', 'offered', 'acknowledged', 'accepted'])
 
 export function createCallService(deps: CallServiceDeps) {
   const clock = deps.now ?? (() => new Date())
+  const committer = createGroupCommit<Pending, IngestOutcome>({
+    keys: (p) => [`call:${p.event.call.callId}`, `event:${p.event.eventId}`],
+    run: runBatch,
+    maxBatch: deps.batch?.maxSize ?? 32,
+    concurrency: deps.batch?.concurrency ?? 2,
+    maxQueued: deps.batch?.maxQueued ?? 2000,
+    overloaded: () => new AppError('service-unavailable', 'too many call events waiting to be stored; retry'),
+    gaveUp: () => new AppError('service-unavailable', 'the event could not be stored; retry'),
+    ...(deps.batch?.onBatch ? { onBatch: deps.batch.onBatch } : {}),
+  })
 
-  async function replay(eventId: string, bodyHash: string): Promise<IngestOutcome | undefined> {
-    const stored = await findEvent(deps.db, eventId)
-    if (!stored) return undefined
-    if (stored.body_hash !== bodyHash) {
+  /**
+   * `mayTouchAgency`: the caller's agency scope; an event for a call that belongs to an agency
+   * outside it is refused (a CAD cannot take over another agency's call by its id).
+   */
+  function ingest(event: CallEvent, scope: { mayTouchAgency?: (agency: string) => boolean } = {}): Promise<IngestOutcome> {
+    // A new call belongs to the event's agency: checked here, no batch ever creates a call it must refuse.
+    if (scope.mayTouchAgency && !scope.mayTouchAgency(event.call.agency)) {
+      return Promise.reject(new AppError('forbidden', `this key may not post events for agency ${event.call.agency}`))
+    }
+    return committer.submit({ event, bodyHash: sha256(canonicalJson(event)), mayTouchAgency: scope.mayTouchAgency, traceContext: activeTraceMetadata() })
+  }
+
+  async function runBatch(items: Pending[]): Promise<Settlement<IngestOutcome>[]> {
+    const out = new Array<Settlement<IngestOutcome>>(items.length)
+    // Repeats of stored events are answered from what is stored, outside the transaction.
+    const stored = await findEvents(deps.db, items.map((p) => p.event.eventId))
+    const fresh: number[] = []
+    const repeats: Promise<void>[] = []
+    items.forEach((p, i) => {
+      const s = stored.get(p.event.eventId)
+      if (!s) fresh.push(i)
+      else repeats.push(settle(() => answerRepeat(p, s)).then((r) => void (out[i] = r)))
+    })
+    if (fresh.length) {
+      const batch = fresh.map((i) => items[i]!)
+      try {
+        const applied = await deps.db.transaction().execute((trx) => apply(trx, batch))
+        await Promise.all(
+          applied.map(async (a, k) => {
+            // A stale event's answer is the call's current decision, read once the batch has committed.
+            out[fresh[k]!] = 'stale' in a ? await settle(() => answerStale(batch[k]!, a.stale)) : a
+          }),
+        )
+      } catch (err) {
+        for (const i of fresh) out[i] = failed(err, fresh.length)
+      }
+    }
+    await Promise.all(repeats)
+    return out
+  }
+
+  function failed(err: unknown, size: number): Settlement<IngestOutcome> {
+    // Another transaction stored one of these eventIds first (its decision's unique key tells, or
+    // the count of events stored): run again, and the repeat is answered from what it stored.
+    if (err instanceof LostRace || (err as { code?: string }).code === UNIQUE_VIOLATION) return { retry: true, alone: size > 1 }
+    // Postgres is down or too slow: every event would fail the same way alone, so answer 503 now.
+    if (isUnavailableError(err) || size === 1) return { error: err }
+    // Anything else (a deadlock, a constraint one event broke): run each alone, so only the bad one fails.
+    return { retry: true, alone: true }
+  }
+
+  async function answerRepeat(p: Pending, stored: StoredEvent): Promise<IngestOutcome> {
+    const { eventId } = p.event
+    if (stored.body_hash !== p.bodyHash) {
       throw new AppError('event-conflict', `event ${eventId} was already received with a different body`, { extra: { eventId } })
     }
     if (!stored.decision_id) throw new Error(`event ${eventId} has no decision`) // cannot happen: written in one transaction
@@ -56,138 +125,117 @@ export function createCallService(deps: CallServiceDeps) {
     return { created: false, result: { eventId, callId: stored.call_id, applied: stored.applied, decision: stripInternal(decision) } }
   }
 
-  /**
-   * `mayTouchAgency`: the caller's agency scope; an event for a call that belongs to an agency
-   * outside it is refused (a CAD cannot take over another agency's call by its id).
-   */
-  async function ingest(event: CallEvent, scope: { mayTouchAgency?: (agency: string) => boolean } = {}): Promise<IngestOutcome> {
-    const bodyHash = sha256(canonicalJson(event))
-    try {
-      // No lookup first: the event's primary key inside the transaction tells a repeat apart, which
-      // saves a round trip on every new event and costs one rolled-back transaction on a repeat.
-      return await deps.db.transaction().execute((trx) => apply(trx, event, bodyHash, scope.mayTouchAgency))
-    } catch (err) {
-      if (err instanceof DuplicateEvent) {
-        const outcome = await replay(event.eventId, bodyHash)
-        if (outcome) return outcome
-      }
-      throw err
-    }
+  async function answerStale(p: Pending, decisionId: string): Promise<IngestOutcome> {
+    const decision = await loadDecisionView(deps.db, decisionId)
+    return { created: true, result: { eventId: p.event.eventId, callId: p.event.call.callId, applied: false, decision: stripInternal(decision) } }
   }
 
-  async function apply(trx: Transaction<Database>, event: CallEvent, bodyHash: string, mayTouchAgency?: (agency: string) => boolean): Promise<IngestOutcome> {
+  /**
+   * One transaction for the batch: lock its calls, read what routing needs about all of them, decide
+   * each event in arrival order, write everything in one statement. Each event is decided as if the
+   * batch's earlier events had been applied before it (its history counts their new calls, its CRU
+   * capacity their new CRU assignments), exactly as if they had come one by one.
+   */
+  async function apply(trx: Transaction<Database>, batch: Pending[]): Promise<(Settlement<IngestOutcome> | { stale: string })[]> {
     const now = clock()
-    const { call } = event
-    const occurredAt = new Date(event.occurredAt)
     const ruleSet = deps.ruleSets.active()
+    const shadow = deps.shadow?.current()
+    const out = new Array<Settlement<IngestOutcome> | { stale: string }>(batch.length)
+    const w: BatchWrite = { events: [], decisions: [], assignments: [], assignmentUpdates: [], outbox: [], transitions: [], shadow: [], calls: [] }
 
     // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
-    // row comes back as it was before this event — one round trip.
-    const current = await upsertAndLockCall(trx, {
-      call_id: call.callId,
-      agency: call.agency,
-      status: 'open',
-      nature_code: call.natureCode,
-      priority: call.priority,
-      flags: JSON.stringify(call.flags),
-      route: 'police',
-      last_occurred_at: occurredAt,
-    })
-    if (mayTouchAgency && !mayTouchAgency(current.agency)) throw new AppError('forbidden', `this key may not post events for call ${call.callId}`)
-    const isNew = current.decision_id === null
-    // An event older than one already applied, or a second close, is kept for the record only.
-    const stale = !isNew && (occurredAt < current.last_occurred_at || (current.status === 'closed' && event.type === 'call.closed'))
-
-    const inserted = await trx
-      .insertInto('call_events')
-      .values({
-        event_id: event.eventId,
+    // rows come back as they were before this batch — one round trip.
+    const keys = batch.map((p) => historyKeys(p.event.call, now))
+    const calls = await upsertAndLockCalls(
+      trx,
+      batch.map(({ event: { call, occurredAt } }, k) => ({
         call_id: call.callId,
-        type: event.type,
-        occurred_at: occurredAt,
-        body_hash: bodyHash,
-        body: JSON.stringify(event),
-        applied: !stale,
-        decision_id: stale ? current.decision_id : null,
-      })
-      .onConflict((oc) => oc.column('event_id').doNothing())
-      .returning('event_id')
-      .executeTakeFirst()
-    if (!inserted) throw new DuplicateEvent()
+        agency: call.agency,
+        status: 'open',
+        nature_code: call.natureCode,
+        priority: call.priority,
+        flags: JSON.stringify(call.flags),
+        route: 'police',
+        last_occurred_at: new Date(occurredAt),
+        // A new call is someone's prior call for the batch's later events already (DESIGN rule 6).
+        subject_person_id: keys[k]!.personId,
+        address_key: keys[k]!.addressKey,
+      })),
+    )
 
-    if (stale) {
-      const decision = await loadDecisionView(trx, current.decision_id!)
-      return { created: true, result: { eventId: event.eventId, callId: call.callId, applied: false, decision: stripInternal(decision) } }
-    }
-    if (!isNew && current.status === 'closed') {
-      throw new AppError('call-closed', `call ${call.callId} was closed at ${current.closed_at?.toISOString()}; a closed call takes no ${event.type}`, {
-        extra: { callId: call.callId },
-      })
-    }
-
-    const { personId, addressKey: addrKey, history } = await lookupHistory(trx, call, now)
-    const openCru = await openCruCount(trx, ruleSet, call)
-    const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history, openCru })
-    const decision = ruleSet.decide(facts)
-    const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator
-
-    const existing = isNew ? [] : await callAssignments(trx, call.callId)
-    const plan = planAssignments({
-      eventType: event.type,
-      decision,
-      existing,
-      mentalHealthCall,
-      now,
-      defaultFollowUpHours: deps.followUpDeadlineHours,
-      followUpOfferHours: deps.followUpDueHours ?? 0,
+    const live: { k: number; p: Pending; current: CallRow; isNew: boolean }[] = []
+    batch.forEach((p, k) => {
+      const { event } = p
+      const current = calls.get(event.call.callId)!
+      const isNew = current.decision_id === null
+      if (p.mayTouchAgency && !p.mayTouchAgency(current.agency)) {
+        out[k] = { error: new AppError('forbidden', `this key may not post events for call ${event.call.callId}`) }
+        return
+      }
+      // An event older than one already applied, or a second close, is kept for the record only.
+      const stale = !isNew && (new Date(event.occurredAt) < current.last_occurred_at || (current.status === 'closed' && event.type === 'call.closed'))
+      if (stale) {
+        w.events.push(eventRow(p, false, current.decision_id))
+        out[k] = { stale: current.decision_id! }
+        return
+      }
+      if (!isNew && current.status === 'closed') {
+        out[k] = {
+          error: new AppError('call-closed', `call ${event.call.callId} was closed at ${current.closed_at?.toISOString()}; a closed call takes no ${event.type}`, {
+            extra: { callId: event.call.callId },
+          }),
+        }
+        return
+      }
+      live.push({ k, p, current, isNew })
     })
 
-    const decisionId = randomUUID()
-    const ids = plan.assignments.map((a) => a.id ?? randomUUID())
-    const fresh = plan.assignments.map((a, i) => ({ ...a, id: ids[i]! })).filter((_, i) => plan.assignments[i]!.id === undefined)
-    const route = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : decision.route
-    const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
-
-    const transitions = [
-      // Agency and queue given: the feed's trigger cannot see assignments created in the same statement.
-      ...fresh.map((a) => ({
-        assignment_id: a.id,
-        from_status: null,
-        to_status: a.status,
-        role: a.role,
-        actor: 'router',
-        reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}`,
-        feed_agency: call.agency,
-        feed_queue: a.queue,
+    const capacities = live.map(({ p }) => cruCapacity(ruleSet.document, p.event.call.agency))
+    const contexts = await readCallContexts(
+      trx,
+      live.map(({ k, p, isNew }, j) => ({
+        callId: p.event.call.callId,
+        ...keys[k]!,
+        // Calls this batch creates for later events do not exist yet for this one.
+        exclude: live.slice(j + 1).flatMap((l) => (l.isNew ? [l.p.event.call.callId] : [])),
+        capacity: capacities[j]!,
+        assignments: !isNew,
       })),
-      ...plan.roleChanges.map((c) => {
-        const status = existing.find((e) => e.id === c.id)!.status
-        return { assignment_id: c.id, from_status: status, to_status: status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` }
-      }),
-      ...plan.cancellations.map((c) => ({
-        assignment_id: c.id,
-        from_status: c.from,
-        to_status: 'cancelled',
-        role: existing.find((e) => e.id === c.id)!.role,
-        actor: 'cad',
-        reason: `call closed${call.disposition ? ` (${call.disposition})` : ''}`,
-      })),
-    ]
-    // Changes to assignments that already exist, before the statement below records them.
-    for (const c of plan.roleChanges) {
-      await trx.updateTable('assignments').set({ role: c.to, updated_at: now }).where('id', '=', c.id).execute()
-    }
-    if (plan.cancellations.length) {
-      await trx
-        .updateTable('assignments')
-        .set({ status: 'cancelled', updated_at: now })
-        .where('id', 'in', plan.cancellations.map((c) => c.id))
-        .execute()
-    }
+    )
 
-    const traceContext = activeTraceMetadata()
-    await writeDecision(trx, {
-      decision: {
+    // CRU assignments the batch's earlier events opened (+) or cancelled (-), per team.
+    const cruDelta = new Map<string, number>()
+    live.forEach(({ k, p, current, isNew }, j) => {
+      const { event } = p
+      const { call } = event
+      const context = contexts[j]!
+      const capacity = capacities[j]!
+      const team = capacity && teamKey(capacity)
+      const openCru = team ? context.openCru! + (cruDelta.get(team) ?? 0) : undefined
+      const { personId, addressKey: addrKey } = keys[k]!
+      const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history: historyOf(context), openCru })
+      const decision = ruleSet.decide(facts)
+      const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator
+      const existing = context.assignments
+      const plan = planAssignments({
+        eventType: event.type,
+        decision,
+        existing,
+        mentalHealthCall,
+        now,
+        defaultFollowUpHours: deps.followUpDeadlineHours,
+        followUpOfferHours: deps.followUpDueHours ?? 0,
+      })
+
+      const decisionId = randomUUID()
+      const ids = plan.assignments.map((a) => a.id ?? randomUUID())
+      const fresh = plan.assignments.map((a, i) => ({ ...a, id: ids[i]! })).filter((_, i) => plan.assignments[i]!.id === undefined)
+      const route = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : decision.route
+      const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
+      const before = (id: string) => existing.find((e) => e.id === id)!
+
+      w.events.push(eventRow(p, true, decisionId))
+      w.decisions.push({
         id: decisionId,
         call_id: call.callId,
         event_id: event.eventId,
@@ -195,35 +243,63 @@ export function createCallService(deps: CallServiceDeps) {
         rule_set_version: ruleSet.version,
         rule_id: decision.ruleId,
         explanation,
-        facts: JSON.stringify(facts),
-        outcome: JSON.stringify(toStoredOutcome(decision, ids, plan.notes)),
+        facts,
+        outcome: toStoredOutcome(decision, ids, plan.notes),
         created_at: now,
-      },
-      assignments: fresh.map((a) => ({
-        id: a.id,
-        call_id: call.callId,
-        decision_id: decisionId,
-        agency: call.agency,
-        queue: a.queue,
-        role: a.role,
-        status: a.status,
-        due_at: a.dueAt,
-        reserved_until: a.reservedUntil ?? null,
-      })),
-      outbox: fresh.map((a) => {
+      })
+      for (const a of fresh) {
+        w.assignments.push({ id: a.id, call_id: call.callId, decision_id: decisionId, agency: call.agency, queue: a.queue, role: a.role, status: a.status, due_at: a.dueAt, reserved_until: a.reservedUntil ?? null })
         const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }
-        return { assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: JSON.stringify(job), trace_context: traceContext }
-      }),
-      transitions,
-      call: {
+        w.outbox.push({ assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: job, trace_context: p.traceContext })
+        w.transitions.push({
+          assignment_id: a.id,
+          from_status: null,
+          to_status: a.status,
+          role: a.role,
+          actor: 'router',
+          reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}`,
+          // The feed's trigger cannot see assignments created in the same statement, so the writer says.
+          feed_agency: call.agency,
+          feed_queue: a.queue,
+        })
+      }
+      // One update per changed assignment, whatever changed (a close cancels; an update swaps roles).
+      const updates = new Map<string, { role: string; status: string }>()
+      for (const c of plan.roleChanges) {
+        const b = before(c.id)
+        updates.set(c.id, { role: c.to, status: b.status })
+        w.transitions.push({ assignment_id: c.id, from_status: b.status, to_status: b.status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}`, feed_agency: call.agency, feed_queue: b.queue })
+      }
+      for (const c of plan.cancellations) {
+        const b = before(c.id)
+        updates.set(c.id, { role: updates.get(c.id)?.role ?? b.role, status: 'cancelled' })
+        w.transitions.push({
+          assignment_id: c.id,
+          from_status: c.from,
+          to_status: 'cancelled',
+          role: b.role,
+          actor: 'cad',
+          reason: `call closed${call.disposition ? ` (${call.disposition})` : ''}`,
+          feed_agency: call.agency,
+          feed_queue: b.queue,
+        })
+      }
+      for (const [id, u] of updates) w.assignmentUpdates.push({ id, ...u, updated_at: now })
+      if (team) {
+        const opened = fresh.filter((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status)).length
+        const closed = plan.cancellations.filter((c) => before(c.id).queue === 'cru' && CRU_COUNTED.has(c.from)).length
+        if (opened !== closed) cruDelta.set(team, (cruDelta.get(team) ?? 0) + opened - closed)
+      }
+      w.calls.push({
+        call_id: call.callId,
         agency: call.agency,
         status: event.type === 'call.closed' ? 'closed' : 'open',
         nature_code: call.natureCode,
         priority: call.priority,
-        flags: JSON.stringify(call.flags),
-        location: call.location ? JSON.stringify(call.location) : null,
-        caller: call.caller ? JSON.stringify(call.caller) : null,
-        subject: call.subject ? JSON.stringify(call.subject) : null,
+        flags: call.flags,
+        location: call.location ?? null,
+        caller: call.caller ?? null,
+        subject: call.subject ?? null,
         description: call.description ?? null,
         subject_person_id: personId,
         address_key: addrKey,
@@ -232,43 +308,74 @@ export function createCallService(deps: CallServiceDeps) {
         mental_health: mentalHealthCall,
         route,
         decision_id: decisionId,
-        last_occurred_at: occurredAt,
+        last_occurred_at: new Date(event.occurredAt),
         updated_at: now,
         closed_at: event.type === 'call.closed' ? now : null,
-      },
+      })
+      // Shadow mode (src/rule-sets/shadow.ts): the candidate decides the same facts; one row, no effect on this call.
+      const shadowRow = shadow && shadowDecisionRow(shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts)
+      if (shadowRow) w.shadow.push(shadowRow)
+
+      out[k] = {
+        value: {
+          created: true,
+          result: {
+            eventId: event.eventId,
+            callId: call.callId,
+            applied: true,
+            decision: {
+              id: decisionId,
+              route,
+              assignments: plan.assignments.map((a, i) => ({ id: ids[i]!, queue: a.queue, role: a.role, status: a.status })),
+              ruleSetVersion: ruleSet.version,
+              ruleId: decision.ruleId,
+              explanation,
+              fallback: decision.fallback,
+              override: decision.override,
+              review: decision.review,
+              followUp: decision.followUp,
+              decidedAt: now.toISOString(),
+            },
+          },
+        },
+      }
     })
 
-    // Shadow mode (src/rule-sets/shadow.ts): the candidate decides the same facts; one row, no effect on this call.
-    const shadow = deps.shadow?.current()
-    if (shadow) await recordShadowDecision(trx, shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts)
-
-    return {
-      created: true,
-      result: {
-        eventId: event.eventId,
-        callId: call.callId,
-        applied: true,
-        decision: {
-          id: decisionId,
-          route,
-          assignments: plan.assignments.map((a, i) => ({ id: ids[i]!, queue: a.queue, role: a.role, status: a.status })),
-          ruleSetVersion: ruleSet.version,
-          ruleId: decision.ruleId,
-          explanation,
-          fallback: decision.fallback,
-          override: decision.override,
-          review: decision.review,
-          followUp: decision.followUp,
-          decidedAt: now.toISOString(),
-        },
-      },
-    }
+    if (w.events.length && (await writeBatch(trx, w)) !== w.events.length) throw new LostRace()
+    return out
   }
 
   return { ingest }
 }
 
 export type CallService = ReturnType<typeof createCallService>
+
+function eventRow(p: Pending, applied: boolean, decisionId: string | null): BatchWrite['events'][number] {
+  const { event } = p
+  return {
+    event_id: event.eventId,
+    call_id: event.call.callId,
+    type: event.type,
+    occurred_at: event.occurredAt,
+    body_hash: p.bodyHash,
+    body: event,
+    applied,
+    decision_id: decisionId,
+  }
+}
+
+/** Agencies whose open CRU assignments count against the same limit (cruCapacity describes the team). */
+function teamKey(c: CruCapacity): string {
+  return c.except ? '*' : c.agencies.join(',')
+}
+
+async function settle<R>(f: () => Promise<R>): Promise<Settlement<R>> {
+  try {
+    return { value: await f() }
+  } catch (error) {
+    return { error }
+  }
+}
 
 function explainPlan(plan: ReturnType<typeof planAssignments>, type: CallEvent['type']): string[] {
   const out: string[] = []

@@ -23,6 +23,12 @@ export function createMetrics() {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
+    ingestBatchSize: new Histogram({
+      name: 'cad_router_ingest_batch_events',
+      help: 'Call events stored per ingest transaction (group commit: concurrent events share one)',
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
     decisions: new Counter({ name: 'cad_router_decisions_total', help: 'Routing decisions made by this process, by route and rule', labelNames: ['route', 'rule'] as const, registers }),
     queueDepth: new Gauge({ name: 'cad_router_queue_depth', help: 'Assignments waiting for a responder (queued, offered, reserved), per queue', labelNames: ['queue'] as const, registers }),
     queueAge: new Gauge({ name: 'cad_router_queue_oldest_age_seconds', help: 'Age of the oldest waiting assignment, per queue (0 when empty)', labelNames: ['queue'] as const, registers }),

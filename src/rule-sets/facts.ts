@@ -1,22 +1,18 @@
 /**
  * Facts for a call that is not being ingested: what /v1/routing/evaluate and the replay CLI (for
  * call events without stored facts) give the engine. Ingest builds the same facts inside its
- * transaction (src/calls/service.ts) with the same lookups: lookupHistory and openCruCount.
+ * transaction (src/calls/service.ts) from the same query, readCallContexts.
  */
 import { z } from 'zod'
 import type { Executor } from '../db/connect.js'
 import type { CallEvent } from '../calls/schemas.js'
-import { lookupHistory as lookupCallHistory } from '../calls/history.js'
-import { countOpenCruAssignments } from '../calls/repository.js'
+import { readCallContexts } from '../calls/repository.js'
 import { cruAvailability, cruCapacity, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
 
 export type History = RoutingFacts['history']
 export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
 
-/** The history facts ingest would see for this call at `at` (other calls of the subject and address, case link). */
-export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<History> {
-  return (await lookupCallHistory(db, call, at)).history
-}
+export { lookupHistory } from '../calls/history.js'
 
 /**
  * Open CRU assignments counting against the capacity of the CRU team that covers the call's agency
@@ -24,7 +20,9 @@ export async function lookupHistory(db: Executor, call: CallEvent['call'], at: D
  */
 export async function openCruCount(db: Executor, ruleSet: CompiledRuleSet, call: CallEvent['call']): Promise<number | undefined> {
   const capacity = cruCapacity(ruleSet.document, call.agency)
-  return capacity ? countOpenCruAssignments(db, capacity, call.callId) : undefined
+  if (!capacity) return undefined
+  const [context] = await readCallContexts(db, [{ callId: call.callId, personId: null, addressKey: null, since: new Date(0), exclude: [], capacity, assignments: false }])
+  return context!.openCru
 }
 
 /** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */

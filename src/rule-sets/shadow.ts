@@ -107,37 +107,34 @@ export interface LiveDecision {
 }
 
 /**
- * The ingest step: the shadow version decides the same facts; one row records both answers.
- * Called inside ingest's transaction, after the live decision row exists.
+ * The ingest step: the shadow version decides the same facts; the row records both answers. Ingest
+ * writes it in the statement that stores the live decision; null when there is nothing to record.
  */
-export async function recordShadowDecision(trx: Executor, shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts): Promise<void> {
-  if (shadow.version === live.ruleSetVersion) return // the shadow became the active version: nothing to compare
+export function shadowDecisionRow(shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts) {
+  if (shadow.version === live.ruleSetVersion) return null // the shadow became the active version: nothing to compare
   let s: RoutingDecision
   try {
     s = shadow.decide(facts)
   } catch {
     // A candidate must never fail a live call; a version that cannot decide shows up as missing rows.
-    return
+    return null
   }
-  await trx
-    .insertInto('shadow_decisions')
-    .values({
-      decision_id: live.decisionId,
-      call_id: live.callId,
-      agency: live.agency,
-      event_type: facts.eventType,
-      live_version: live.ruleSetVersion,
-      shadow_version: shadow.version,
-      nature_code: s.derived.natureCode,
-      live_route: live.decision.route,
-      shadow_route: s.route,
-      live_rule_id: live.decision.ruleId,
-      shadow_rule_id: s.ruleId,
-      changed: s.route !== live.decision.route,
-      mental_health: s.derived.mentalHealthIndicator,
-      shadow_assignments: JSON.stringify(s.assignments),
-    })
-    .execute()
+  return {
+    decision_id: live.decisionId,
+    call_id: live.callId,
+    agency: live.agency,
+    event_type: facts.eventType,
+    live_version: live.ruleSetVersion,
+    shadow_version: shadow.version,
+    nature_code: s.derived.natureCode,
+    live_route: live.decision.route,
+    shadow_route: s.route,
+    live_rule_id: live.decision.ruleId,
+    shadow_rule_id: s.ruleId,
+    changed: s.route !== live.decision.route,
+    mental_health: s.derived.mentalHealthIndicator,
+    shadow_assignments: s.assignments,
+  }
 }
 
 export interface ShadowReport {

@@ -1,0 +1,136 @@
+/**
+ * Group commit: concurrent ingests share one transaction, so a busy 911 center pays one commit
+ * and a handful of round trips per batch instead of per event, while every caller still gets its
+ * answer only after its own event has committed.
+ *
+ * Batches form by themselves: whatever arrived while the previous batch was in flight goes in the
+ * next one, so a lone event waits for nothing. Items that share a key (the same call, the same
+ * eventId) never run at the same time, and run in the order they arrived.
+ */
+
+/** What the batch did with one item. */
+export type Settlement<R> =
+  | { value: R }
+  | { error: unknown }
+  /** Run it again in a later batch; `alone`: in a batch of its own (to isolate a failure). */
+  | { retry: true; alone?: boolean }
+
+export interface GroupCommitOptions<T, R> {
+  /** Items with a key in common are serialised, in arrival order. */
+  keys(item: T): readonly string[]
+  /** Settles every item, in order; a throw fails the whole batch with that error. */
+  run(items: T[]): Promise<Settlement<R>[]>
+  maxBatch: number
+  /** Batches in flight at once (each holds a database connection). */
+  concurrency: number
+  /** Items waiting beyond this are refused at once with `overloaded()`: a bounded queue, not a growing one. */
+  maxQueued: number
+  overloaded(): Error
+  /** A batch settles an item this many times at most with `retry` before giving up with `gaveUp()`. */
+  maxAttempts?: number
+  gaveUp?(): Error
+  onBatch?(size: number): void
+}
+
+interface Entry<T, R> {
+  seq: number
+  item: T
+  keys: readonly string[]
+  alone: boolean
+  attempts: number
+  resolve(value: R): void
+  reject(err: unknown): void
+}
+
+export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
+  const maxAttempts = opts.maxAttempts ?? 3
+  let queue: Entry<T, R>[] = []
+  const busy = new Set<string>()
+  let running = 0
+  let seq = 0
+  let scheduled = false
+  let waiters: (() => void)[] = []
+
+  function submit(item: T): Promise<R> {
+    if (queue.length >= opts.maxQueued) return Promise.reject(opts.overloaded())
+    return new Promise<R>((resolve, reject) => {
+      queue.push({ seq: seq++, item, keys: opts.keys(item), alone: false, attempts: 0, resolve, reject })
+      schedule()
+    })
+  }
+
+  // Start batches after the current I/O callbacks: requests read in the same turn share a batch.
+  function schedule(): void {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(() => {
+      scheduled = false
+      pump()
+    })
+  }
+
+  function pump(): void {
+    while (running < opts.concurrency) {
+      const batch = take()
+      if (!batch.length) break
+      running++
+      void execute(batch)
+    }
+    if (!running && !queue.length && waiters.length) {
+      for (const w of waiters) w()
+      waiters = []
+    }
+  }
+
+  /** The next batch: oldest first, skipping (and keeping in order behind) anything whose key is taken. */
+  function take(): Entry<T, R>[] {
+    const taken: Entry<T, R>[] = []
+    const rest: Entry<T, R>[] = []
+    const blocked = new Set<string>()
+    for (const e of queue) {
+      const free = taken.length < opts.maxBatch && !e.keys.some((k) => busy.has(k) || blocked.has(k)) && (!e.alone || !taken.length) && !taken[0]?.alone
+      if (free) taken.push(e)
+      else rest.push(e)
+      for (const k of e.keys) blocked.add(k)
+    }
+    queue = rest
+    for (const e of taken) for (const k of e.keys) busy.add(k)
+    return taken
+  }
+
+  async function execute(batch: Entry<T, R>[]): Promise<void> {
+    opts.onBatch?.(batch.length)
+    let settled: Settlement<R>[]
+    try {
+      settled = await opts.run(batch.map((e) => e.item))
+      if (settled.length !== batch.length) throw new Error(`group commit: ${settled.length} settlements for ${batch.length} items`)
+    } catch (err) {
+      settled = batch.map(() => ({ error: err }))
+    }
+    for (const e of batch) for (const k of e.keys) busy.delete(k)
+    running--
+    const again: Entry<T, R>[] = []
+    batch.forEach((e, i) => {
+      const s = settled[i]!
+      if ('value' in s) e.resolve(s.value)
+      else if ('error' in s) e.reject(s.error)
+      else if (++e.attempts >= maxAttempts) e.reject(opts.gaveUp?.() ?? new Error('group commit: gave up after retries'))
+      else {
+        if (s.alone) e.alone = true
+        again.push(e)
+      }
+    })
+    if (again.length) queue = [...again, ...queue].sort((a, b) => a.seq - b.seq)
+    pump()
+  }
+
+  return {
+    submit,
+    /** Resolves once nothing is queued or in flight (for shutdown and tests). */
+    drained(): Promise<void> {
+      if (!running && !queue.length) return Promise.resolve()
+      return new Promise((resolve) => waiters.push(resolve))
+    },
+    stats: () => ({ queued: queue.length, running }),
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Group commit (src/calls/group-commit.ts, src/calls/service.ts): events that arrive together share
+ * one transaction, and each is still answered, stored and decided exactly as if it had come alone.
+ */
+import t from 'tap'
+import { createGroupCommit, type Settlement } from '../../src/calls/group-commit.js'
+import { callEventSchema } from '../../src/calls/schemas.js'
+import { createCallService, type IngestOutcome } from '../../src/calls/service.js'
+import { sql } from 'kysely'
+import { createDb, createPool } from '../../src/db/connect.js'
+import { isUnavailableError, type AppError } from '../../src/http/errors.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+import { defaultDocument } from '../routing/fixtures/helpers.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+
+/** A service of its own over the world's database, recording the size of every batch it runs. */
+function service(opts: { concurrency?: number; maxSize?: number } = {}) {
+  const sizes: number[] = []
+  const calls = createCallService({
+    db,
+    ruleSets: world.ruleSets,
+    followUpDeadlineHours: 72,
+    batch: { concurrency: opts.concurrency ?? 1, maxSize: opts.maxSize ?? 32, onBatch: (n) => sizes.push(n) },
+  })
+  // As the route hands it over: parsed, defaults filled in.
+  return { calls: { ingest: (e: unknown) => calls.ingest(callEventSchema.parse(e)) }, sizes }
+}
+
+const settled = (ps: Promise<IngestOutcome>[]) => Promise.allSettled(ps)
+const decisionsOf = (eventId: string) => db.selectFrom('decisions').select(['id']).where('event_id', '=', eventId).execute()
+
+t.test('the batcher: one batch for what arrives together, keys serialised in order, failures isolated', async (t) => {
+  const runs: string[][] = []
+  const gc = createGroupCommit<{ key: string; id: string; bad?: boolean }, string>({
+    keys: (i) => [i.key],
+    maxBatch: 3,
+    concurrency: 1,
+    maxQueued: 8,
+    overloaded: () => new Error('overloaded'),
+    run: async (items) => {
+      runs.push(items.map((i) => i.id))
+      // A batch holding the bad item fails as a whole; alone, only the bad item fails.
+      if (items.some((i) => i.bad)) return items.length > 1 ? items.map(() => ({ retry: true, alone: true })) : [{ error: new Error('bad') }]
+      return items.map((i): Settlement<string> => ({ value: i.id }))
+    },
+  })
+  const out = await Promise.allSettled([
+    gc.submit({ key: 'a', id: 'a1' }),
+    gc.submit({ key: 'b', id: 'b1' }),
+    gc.submit({ key: 'a', id: 'a2' }),
+    gc.submit({ key: 'c', id: 'c1', bad: true }),
+    gc.submit({ key: 'd', id: 'd1' }),
+  ])
+  t.same(
+    out.map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).message)),
+    ['a1', 'b1', 'a2', 'bad', 'd1'],
+    'every item answered with its own result',
+  )
+  t.same(runs[0], ['a1', 'b1', 'c1'], 'the first batch: everything at hand, a2 held back behind a1, at most maxBatch')
+  t.ok(
+    runs.findIndex((r) => r.includes('a2')) > runs.findIndex((r) => r.includes('a1')),
+    'a2 runs after a1 (same key, arrival order)',
+  )
+  t.ok(runs.some((r) => r.length === 1 && r[0] === 'c1'), 'the failing item ran alone')
+  t.ok(runs.some((r) => r.length === 1 && r[0] === 'b1'), 'so did the good ones of its batch, and they succeeded')
+
+  const flood = Array.from({ length: 12 }, (_, i) => gc.submit({ key: `k${i}`, id: `f${i}` }))
+  const floodOut = await Promise.allSettled(flood)
+  t.equal(floodOut.filter((o) => o.status === 'rejected' && (o.reason as Error).message === 'overloaded').length, 4, 'beyond maxQueued: refused at once')
+})
+
+t.test('events posted together share a transaction and each gets its own stored decision', async (t) => {
+  const { calls, sizes } = service()
+  const events = Array.from({ length: 20 }, (_, i) => callEvent({ natureCode: i % 2 ? 'EDP' : 'NOISE' }))
+  const out = await Promise.all(events.map((e) => calls.ingest(e)))
+  t.ok(sizes.some((n) => n > 1), `batched (${sizes.join(', ')})`)
+  for (const [i, o] of out.entries()) {
+    t.equal(o.created, true)
+    t.equal(o.result.eventId, events[i]!.eventId, 'each caller gets the answer for its own event')
+    t.equal(o.result.decision.route, i % 2 ? 'cru' : 'police')
+    const stored = await db.selectFrom('decisions').select(['id', 'route']).where('event_id', '=', events[i]!.eventId).execute()
+    t.same(stored, [{ id: o.result.decision.id, route: o.result.decision.route }])
+    const queued = await db.selectFrom('outbox').select('assignment_id').where('assignment_id', 'in', o.result.decision.assignments.map((a) => a.id)).execute()
+    t.equal(queued.length, o.result.decision.assignments.length, 'every new assignment has its outbox row')
+  }
+})
+
+t.test('a batch mixes new, stale, closed-call and repeated events: each is answered as if alone', async (t) => {
+  const { calls } = service()
+  const open = callEvent({ natureCode: 'EDP' })
+  const closed = callEvent({ natureCode: 'NOISE' })
+  await calls.ingest(open)
+  await calls.ingest(closed)
+  await calls.ingest({ ...closed, eventId: `${closed.eventId}-c`, type: 'call.closed', occurredAt: new Date(Date.parse(closed.occurredAt) + 60_000).toISOString() })
+
+  const fresh = callEvent({ natureCode: 'OD', flags: { medicalEmergency: true } })
+  const stale = { ...open, eventId: `${open.eventId}-old`, type: 'call.updated' as const, occurredAt: new Date(Date.parse(open.occurredAt) - 60_000).toISOString() }
+  const afterClose = { ...closed, eventId: `${closed.eventId}-u`, type: 'call.updated' as const, occurredAt: new Date(Date.parse(closed.occurredAt) + 120_000).toISOString() }
+  const conflict = { ...open, call: { ...open.call, priority: 1 } }
+  const [a, b, c, d, e] = (await settled([calls.ingest(fresh), calls.ingest(stale), calls.ingest(afterClose), calls.ingest(open), calls.ingest(conflict)])).map((o) =>
+    o.status === 'fulfilled' ? { ok: o.value } : { code: (o.reason as AppError).code },
+  ) as [{ ok?: IngestOutcome; code?: string }, { ok?: IngestOutcome; code?: string }, { ok?: IngestOutcome; code?: string }, { ok?: IngestOutcome; code?: string }, { ok?: IngestOutcome; code?: string }]
+
+  t.equal(a.ok?.created && a.ok.result.decision.route, 'ems', 'the new call is routed')
+  t.equal(b.ok?.created && b.ok.result.applied, false, 'the stale event is stored, not applied')
+  t.equal(b.ok?.result.decision.route, 'cru', 'and answered with the call’s current decision')
+  t.equal(c.code, 'call-closed')
+  t.equal(d.ok?.created, false, 'the exact repeat is answered from what is stored')
+  t.equal(e.code, 'event-conflict')
+
+  const stored = await db.selectFrom('call_events').select(['event_id', 'applied']).where('event_id', 'in', [fresh.eventId, stale.eventId, afterClose.eventId]).execute()
+  t.same(
+    stored.sort((x, y) => x.event_id.localeCompare(y.event_id)),
+    [
+      { event_id: fresh.eventId, applied: true },
+      { event_id: stale.eventId, applied: false },
+    ].sort((x, y) => x.event_id.localeCompare(y.event_id)),
+    'the event refused for a closed call left nothing behind',
+  )
+})
+
+t.test('the same eventId from two instances at once: one decision, one 201', async (t) => {
+  const one = service()
+  const two = service()
+  for (let round = 0; round < 5; round++) {
+    const ev = callEvent({ natureCode: 'EDP' })
+    const [a, b] = await Promise.all([one.calls.ingest(ev), two.calls.ingest(ev)])
+    t.same([a.created, b.created].sort(), [false, true], `round ${round}: one stored it, the other answered the repeat`)
+    t.equal(a.result.decision.id, b.result.decision.id, 'with the same decision')
+    t.equal((await decisionsOf(ev.eventId)).length, 1)
+  }
+})
+
+t.test('events of one call posted together run in order, one per transaction', async (t) => {
+  const { calls } = service({ concurrency: 2 })
+  const created = callEvent({ natureCode: 'EDP' })
+  const at = (s: number) => new Date(Date.parse(created.occurredAt) + s * 1000).toISOString()
+  const update = { ...created, eventId: `${created.eventId}-u`, type: 'call.updated' as const, occurredAt: at(10), call: { ...created.call, flags: { weapons: true, mentalHealth: true } } }
+  const close = { ...created, eventId: `${created.eventId}-c`, type: 'call.closed' as const, occurredAt: at(20), call: { ...created.call, disposition: 'field_response' } }
+  const [a, b, c] = await Promise.all([calls.ingest(created), calls.ingest(update), calls.ingest(close)])
+  t.equal(a.result.decision.route, 'cru')
+  t.equal(b.result.decision.route, 'co_response', 'the update saw the call the first event created')
+  t.ok(b.result.applied && c.result.applied, 'none of them was stale: they ran in arrival order')
+  const call = await db.selectFrom('calls').select(['status', 'decision_id']).where('call_id', '=', created.call.callId).executeTakeFirstOrThrow()
+  t.same(call, { status: 'closed', decision_id: c.result.decision.id })
+  const open = await db.selectFrom('assignments').select(['queue', 'status']).where('call_id', '=', created.call.callId).where('queue', '<>', 'follow_up').execute()
+  t.ok(open.every((x) => x.status === 'cancelled'), 'the close cancelled what the update added')
+})
+
+t.test('history inside a batch: a later event counts the calls the earlier ones created, not the other way round', async (t) => {
+  const { calls, sizes } = service()
+  const personId = `P-batch-${Date.now()}`
+  const events = [callEvent({ personId }), callEvent({ personId }), callEvent({ personId })]
+  await Promise.all(events.map((e) => calls.ingest(e)))
+  t.same(sizes.slice(-1), [3], 'one batch')
+  const facts = await Promise.all(
+    events.map(async (e) => (await db.selectFrom('decisions').select('facts').where('event_id', '=', e.eventId).executeTakeFirstOrThrow()).facts as { history: { priorCallsForSubject30d: number } }),
+  )
+  t.same(facts.map((f) => f.history.priorCallsForSubject30d), [0, 1, 2], 'as if they had come one by one, in arrival order')
+})
+
+t.test('CRU capacity is counted exactly inside a batch', async (t) => {
+  const doc = defaultDocument() as Omit<ReturnType<typeof defaultDocument>, 'cru'> & { cru: Record<string, unknown> }
+  doc.version = 2
+  doc.cru = { '*': { schedule: 'always' }, 'lakeville-pd': { schedule: 'always', maxOpenAssignments: 2 } }
+  t.equal((await app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
+  t.equal((await app.inject({ method: 'POST', url: '/v1/rule-sets/2/activate', payload: { reason: 'capacity in a batch' } })).statusCode, 200)
+  t.teardown(async () => void (await app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
+
+  const { calls, sizes } = service()
+  const crisis = () => callEvent({ agency: 'lakeville-pd', natureCode: 'EDP', flags: { mentalHealth: true } })
+  const out = await Promise.all([crisis(), crisis(), crisis(), crisis()].map((e) => calls.ingest(e)))
+  t.same(sizes.slice(-1), [4], 'one batch')
+  t.same(
+    out.map((o) => o.result.decision.route),
+    ['cru', 'cru', 'police', 'police'],
+    'the third and fourth see the places the first two took in the same transaction',
+  )
+  t.match(out[2]!.result.decision.fallback?.reason, /CRU at capacity for lakeville-pd \(2 open CRU assignments, limit 2\)/)
+})
+
+t.test('a statement time-out fails the whole batch at once (503 for each), nothing half-written', async (t) => {
+  const pool = createPool({ connectionString: world.config.DATABASE_URL, max: 4, statementTimeoutMs: 300 })
+  const slowDb = createDb(pool)
+  t.teardown(() => slowDb.destroy())
+  const sizes: number[] = []
+  const service = createCallService({ db: slowDb, ruleSets: world.ruleSets, followUpDeadlineHours: 72, batch: { concurrency: 1, onBatch: (n) => sizes.push(n) } })
+  const calls = { ingest: (e: unknown) => service.ingest(callEventSchema.parse(e)) }
+  const events = [callEvent(), callEvent(), callEvent()]
+  // A lock on calls held past the time-out stands in for a Postgres that stopped answering in time.
+  const out = await db.transaction().execute(async (trx) => {
+    await sql`lock table calls in exclusive mode`.execute(trx)
+    return settled(events.map((e) => calls.ingest(e)))
+  })
+  t.same(sizes, [3], 'one batch, not retried event by event')
+  for (const o of out) {
+    t.equal(o.status, 'rejected')
+    t.ok(o.status === 'rejected' && isUnavailableError(o.reason), 'an error the API answers with 503 and Retry-After')
+  }
+  const stored = await db.selectFrom('call_events').select('event_id').where('event_id', 'in', events.map((e) => e.eventId)).execute()
+  t.same(stored, [], 'nothing stored')
+})

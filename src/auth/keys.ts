@@ -107,6 +107,7 @@ export const looksLikeKey = (key: string): boolean => key.startsWith(KEY_PREFIX)
 /** Checked at every use, cached or not: a key expires at its time, not at the next lookup. */
 export const isUsable = (k: StoredKey, now: Date): boolean => !k.revokedAt && !(k.expiresAt && k.expiresAt <= now)
 
+/** The stored key with this hash; the API asks through the key cache (key-cache.ts). */
 export async function findKeyByHash(db: Executor, keyHash: string): Promise<StoredKey | undefined> {
   const row = await db
     .selectFrom('api_keys')
@@ -123,16 +124,6 @@ export async function findKeyByHash(db: Executor, keyHash: string): Promise<Stor
     queues: row.queues ? Object.freeze([...(row.queues as QueueName[])]) : null,
   })
   return { principal, expiresAt: row.expires_at, revokedAt: row.revoked_at }
-}
-
-/**
- * The principal behind a presented key, or undefined when it is unknown, expired or revoked,
- * straight from the database. The API goes through the key cache (key-cache.ts) instead.
- */
-export async function authenticate(db: Executor, key: string, now: Date = new Date()): Promise<Principal | undefined> {
-  if (!looksLikeKey(key)) return undefined
-  const stored = await findKeyByHash(db, hashKey(key))
-  return stored && isUsable(stored, now) ? stored.principal : undefined
 }
 
 /** ADMIN_API_KEY at start: make sure that key exists as an admin key (the first key of a fresh install). */

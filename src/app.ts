@@ -8,6 +8,7 @@ import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import { createAssignmentFeed, feedRoutes } from './assignments/feed-routes.js'
 import { assignmentRoutes } from './assignments/routes.js'
+import { createKeyCache, type KeyCache } from './auth/key-cache.js'
 import { authPlugin } from './auth/plugin.js'
 import { authRoutes } from './auth/routes.js'
 import { AppError } from './http/errors.js'
@@ -38,7 +39,7 @@ export const API_VERSION = '1.0.0'
 export interface AppDeps {
   config: Pick<
     Config,
-    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_HEARTBEAT_MS'
+    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_HEARTBEAT_MS'
   > &
     Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_QUEUE_MAX'>>
   db: Db
@@ -56,6 +57,8 @@ export interface AppDeps {
   tracing?: Tracing
   /** Prometheus metrics of this app; one registry per app unless main.ts shares it with the relay and workers. */
   metrics?: Metrics
+  /** API keys as looked up recently; built from db and config when absent (and then closed with the app). */
+  keys?: KeyCache
   /** Shadow mode's setting, kept in memory per instance; built from db and ruleSets when absent. */
   shadow?: ShadowSource
 }
@@ -101,7 +104,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
   })
   await registerOpenApi(app, API_VERSION)
-  await app.register(authPlugin, { db: deps.db })
+  // API keys as looked up recently (src/auth/key-cache.ts); its LISTEN connection opens on first use.
+  let keys = deps.keys
+  if (!keys) {
+    const own = createKeyCache({ db: deps.db, ttlMs: config.AUTH_CACHE_MS, maxEntries: config.AUTH_CACHE_SIZE, databaseUrl: config.DATABASE_URL, log: app.log })
+    app.addHook('onClose', () => own.close())
+    keys = own
+  }
+  await app.register(authPlugin, { keys })
   await app.register(rateLimit, {
     // After authentication, so the limit is per key; unauthenticated requests count per address.
     hook: 'preHandler',
@@ -149,7 +159,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onClose', () => feed.stop())
   await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(feedRoutes, { feed })
-  await app.register(authRoutes, { db: deps.db })
+  await app.register(authRoutes, { db: deps.db, keys })
   await app.register(eidoRoutes, { calls, db: deps.db })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })

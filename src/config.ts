@@ -84,6 +84,14 @@ const configSchema = z.object({
   RETENTION_EVERY_MS: positiveInt.default(3600_000),
   /** How often each instance checks which rule set is active, behind LISTEN/NOTIFY (which switches at once). */
   RULE_SET_CHECK_MS: positiveInt.default(5000),
+  /**
+   * How long an API process trusts a key it looked up without asking Postgres again (0: it asks on
+   * every request). Revocation and other changes reach every process at once through NOTIFY; this
+   * bounds the delay only while a process's LISTEN connection is down.
+   */
+  AUTH_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5000),
+  /** At most this many keys held per process (least recently used go first). */
+  AUTH_CACHE_SIZE: positiveInt.max(1_000_000).default(1000),
   /** Requests per minute per API key (per address for requests without one). */
   RATE_LIMIT_PER_MINUTE: positiveInt.default(30_000),
   /** OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); off when unset. */

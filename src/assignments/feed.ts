@@ -431,7 +431,8 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
 
   // Our own wake-ups come back through Redis too; the instance already woke itself for them.
   const me = randomUUID()
-  const sub = deps.redis.duplicate({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null })
+  // (Subscriber mode: nothing to auto-pipeline, whatever the publishing connection does.)
+  const sub = deps.redis.duplicate({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null, enableAutoPipelining: false })
   sub.on('error', () => {})
   sub.on('message', (_channel: string, from: string) => {
     if (from !== me) onWake()

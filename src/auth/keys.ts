@@ -91,19 +91,39 @@ export async function revokeKey(db: Executor, id: string): Promise<KeyView | und
   return existing ? toView(existing) : undefined
 }
 
-/**
- * The principal behind a presented key, or undefined when it is unknown, expired or revoked.
- * Looked up on every request, so expiry and revocation take effect at once.
- */
-export async function authenticate(db: Executor, key: string, now: Date = new Date()): Promise<Principal | undefined> {
-  if (!key.startsWith(KEY_PREFIX) || key.length > 128) return undefined
+/** NOTIFY channel: a key changed (payload: its id; empty: any key). Sent by migration 0013's trigger. */
+export const API_KEY_CHANNEL = 'cad_router_api_keys'
+
+/** What authentication needs to know of a stored key. */
+export interface StoredKey {
+  principal: Principal
+  expiresAt: Date | null
+  revokedAt: Date | null
+}
+
+/** Whether a presented string can be a key at all (nothing else is looked up). */
+export const looksLikeKey = (key: string): boolean => key.startsWith(KEY_PREFIX) && key.length <= 128
+
+/** Checked at every use, cached or not: a key expires at its time, not at the next lookup. */
+export const isUsable = (k: StoredKey, now: Date): boolean => !k.revokedAt && !(k.expiresAt && k.expiresAt <= now)
+
+/** The stored key with this hash; the API asks through the key cache (key-cache.ts). */
+export async function findKeyByHash(db: Executor, keyHash: string): Promise<StoredKey | undefined> {
   const row = await db
     .selectFrom('api_keys')
     .select(['id', 'name', 'role', 'agencies', 'queues', 'expires_at', 'revoked_at'])
-    .where('key_hash', '=', hashKey(key))
+    .where('key_hash', '=', keyHash)
     .executeTakeFirst()
-  if (!row || row.revoked_at || (row.expires_at && row.expires_at <= now)) return undefined
-  return { keyId: row.id, name: row.name, role: row.role as ApiRole, agencies: row.agencies, queues: row.queues as QueueName[] | null }
+  if (!row) return undefined
+  // Frozen: a cached principal is shared by every request that presents the key.
+  const principal: Principal = Object.freeze({
+    keyId: row.id,
+    name: row.name,
+    role: row.role as ApiRole,
+    agencies: row.agencies ? Object.freeze([...row.agencies]) : null,
+    queues: row.queues ? Object.freeze([...(row.queues as QueueName[])]) : null,
+  })
+  return { principal, expiresAt: row.expires_at, revokedAt: row.revoked_at }
 }
 
 /** ADMIN_API_KEY at start: make sure that key exists as an admin key (the first key of a fresh install). */

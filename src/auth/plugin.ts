@@ -1,8 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Db } from '../db/connect.js'
 import { AppError } from '../http/errors.js'
-import { authenticate } from './keys.js'
+import type { KeyCache } from './key-cache.js'
 import type { ApiRole, Principal } from './principal.js'
 
 /** Who may call a route: 'public', or the roles allowed (admin may always). */
@@ -29,7 +28,7 @@ export function principalOf(req: FastifyRequest): Principal {
  * Every route needs a key unless it says `config.access: 'public'`; a route that says nothing is
  * admin-only, so a route added without thought is closed, not open.
  */
-export const authPlugin = fp<{ db: Db }>(async (app: FastifyInstance, { db }) => {
+export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { keys }) => {
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
@@ -41,7 +40,7 @@ export const authPlugin = fp<{ db: Db }>(async (app: FastifyInstance, { db }) =>
     if (access === 'public') return
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
-    const principal = key ? await authenticate(db, key) : undefined
+    const principal = key ? await keys.authenticate(key) : undefined
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="cad-router"')
       throw new AppError('unauthorized', header ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')

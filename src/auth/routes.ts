@@ -5,6 +5,7 @@ import { notFound, AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
+import type { KeyCache } from './key-cache.js'
 import { createKey, listKeys, revokeKey } from './keys.js'
 import { API_ROLES } from './principal.js'
 
@@ -40,7 +41,7 @@ const auditEntry = z.object({
   details: z.unknown(),
 })
 
-export const authRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, { db }) => {
+export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = async (app, { db, keys }) => {
   app.post(
     '/v1/keys',
     {
@@ -103,6 +104,8 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db }> = async (app, { db })
         return v
       })
       if (!view) throw notFound(`key ${req.params.id}`)
+      // Committed: this process stops honouring the key now; the others on the trigger's NOTIFY.
+      keys.invalidate(view.id)
       return view
     },
   )

@@ -36,15 +36,22 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
   // Read-only handles on the queues, made on first use: building the app (tests, the OpenAPI
   // script) touches no queue. Producers live in the relay and the workers.
   let handles: Queue[] | undefined
+  let own: Redis | undefined
   const queuesNow = (): Queue[] => {
     if (handles) return handles
-    handles = [...Object.values(createQueues(connection, bullmqPrefix)), createLifecycleQueue(connection, bullmqPrefix)]
+    // A connection of their own without the app's auto-pipelining: BullMQ is not known to work with
+    // it (taskforcesh/bullmq#457 reports "Job is not in the active list" errors with it on).
+    own = connection.duplicate({ enableAutoPipelining: false })
+    own.on('error', () => {})
+    handles = [...Object.values(createQueues(own, bullmqPrefix)), createLifecycleQueue(own, bullmqPrefix)]
     for (const q of handles) q.on('error', (err) => app.log.warn({ queue: q.name, err: { message: err.message } }, 'queue handle error'))
     board.replaceQueues(handles.map((q) => new BullMQAdapter(q)))
     return handles
   }
   app.addHook('onClose', async () => {
     if (handles) await Promise.all(handles.map((q) => q.close()))
+    // quit, not disconnect: replies still due to the handles arrive first (no 'Connection is closed').
+    await own?.quit().catch(() => own?.disconnect())
   })
 
   app.get(

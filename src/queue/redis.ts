@@ -3,13 +3,18 @@ import { Redis, type RedisOptions } from 'ioredis'
 /**
  * Producers fail fast: a command issued while Redis is down rejects at once instead of queueing in
  * memory, and the outbox keeps the row for the next attempt. Workers wait: BullMQ needs
- * maxRetriesPerRequest null for its blocking commands.
+ * maxRetriesPerRequest null for its blocking commands. 'probe' is the API's plain command
+ * connection (rate limiter, readiness, feed wake-ups); the queue dashboard's BullMQ handles use a
+ * duplicate of it without auto-pipelining (src/queue/admin-routes.ts).
  */
 export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe'): Redis {
   const opts: RedisOptions =
     kind === 'worker'
       ? { maxRetriesPerRequest: null, enableReadyCheck: true }
       : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2000 }
+  // The API's connection: concurrent requests' rate-limit scripts (and readiness pings, feed
+  // wake-ups) go out as one write per event-loop turn. Never on connections BullMQ uses.
+  if (kind === 'probe') opts.enableAutoPipelining = true
   // Reconnect attempts at most 1 s apart: a refused connect costs nothing, and the queues resume
   // within about a second of Redis returning.
   const redis = new Redis(url, { ...opts, lazyConnect: false, retryStrategy: (times) => Math.min(times * 200, 1000) })

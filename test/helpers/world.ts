@@ -62,7 +62,8 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
   const db = createDb(pool)
   await migrateToLatest(db)
   const ruleSets = await createRuleSetRegistry(db, { databaseUrl })
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
+  // As main.ts's API connection (createRedis 'probe'), auto-pipelining included.
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, enableAutoPipelining: true })
   redis.on('error', () => {})
   await redis.connect().catch(() => {})
 

@@ -1,0 +1,151 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Executor } from '../db/connect.js'
+import { listenToChannel, type ChannelListener } from '../db/listener.js'
+import { API_KEY_CHANNEL, findKeyByHash, hashKey, isUsable, looksLikeKey, type StoredKey } from './keys.js'
+import type { Principal } from './principal.js'
+
+export interface KeyCacheOptions {
+  db: Executor
+  /** How long a looked-up key is trusted without asking Postgres again; 0: never (every request asks). */
+  ttlMs: number
+  /** At most this many keys are held; the least recently used goes first. */
+  maxEntries: number
+  /** For the LISTEN connection that hears of key changes; without it only the TTL bounds a change's delay. */
+  databaseUrl?: string
+  log?: Pick<FastifyBaseLogger, 'info' | 'warn'>
+  /** Monotonic milliseconds (tests). */
+  clock?: () => number
+}
+
+export interface KeyCache {
+  /** The principal behind a presented key, or undefined when it is unknown, expired or revoked. */
+  authenticate(key: string, now?: Date): Promise<Principal | undefined>
+  /** Forgets a key (by id), or every key: call it once a change of a key has committed. */
+  invalidate(keyId?: string): void
+  /** Keys held now. */
+  size(): number
+  /** Whether the LISTEN connection is up (false when the cache is off or has not been used yet). */
+  listening(): boolean
+  close(): Promise<void>
+}
+
+interface Entry {
+  key: StoredKey
+  until: number
+}
+
+const silent = { info: () => {}, warn: () => {} }
+
+/**
+ * Every request presents a key; asking Postgres each time costs a round trip per request. Keys
+ * that were found are held for `ttlMs`, keyed by the key's hash (the key itself is never kept),
+ * in a Map used as an LRU (a Map iterates in insertion order; a hit moves its entry to the end).
+ *
+ * - Unknown keys are not held: they cost one indexed lookup each, as before, and cannot push
+ *   real keys out (only keys that exist ever enter, so the bound is reached only with that many
+ *   keys in use).
+ * - Expiry and revocation are checked at every use, against the held row and the clock.
+ * - A change of a key (revocation or any update) reaches every process through the NOTIFY of
+ *   migration 0013's trigger; the process that made it also calls `invalidate` at once. While the
+ *   LISTEN connection is down, the TTL bounds how long a change can go unseen, and a reconnect
+ *   drops everything held (notifications sent meanwhile are lost).
+ * - A lookup that was in flight when a key changed is not stored: it may have read the old row.
+ *
+ * The LISTEN connection opens on first use, so an app that serves no request opens none.
+ */
+export function createKeyCache(opts: KeyCacheOptions): KeyCache {
+  const { db, ttlMs } = opts
+  const log = opts.log ?? silent
+  const clock = opts.clock ?? (() => performance.now())
+  const maxEntries = Math.max(1, opts.maxEntries)
+  const entries = new Map<string, Entry>()
+  // Lookups in flight, shared by concurrent requests with the same key (when a busy key's entry
+  // lapses, its requests make one query, not one each).
+  const inflight = new Map<string, Promise<StoredKey | undefined>>()
+  // Bumped by every invalidation; a lookup started under an older generation is not stored.
+  let generation = 0
+  let listener: ChannelListener | undefined
+  let closed = false
+
+  function invalidate(keyId?: string): void {
+    generation++
+    inflight.clear()
+    if (keyId === undefined) {
+      entries.clear()
+      return
+    }
+    for (const [hash, e] of entries) if (e.key.principal.keyId === keyId) entries.delete(hash)
+  }
+
+  function store(hash: string, key: StoredKey): void {
+    entries.delete(hash)
+    entries.set(hash, { key, until: clock() + ttlMs })
+    while (entries.size > maxEntries) {
+      const oldest = entries.keys().next().value as string
+      entries.delete(oldest)
+    }
+  }
+
+  function startListening(): void {
+    if (listener || closed || !opts.databaseUrl) return
+    listener = listenToChannel({
+      databaseUrl: opts.databaseUrl,
+      channel: API_KEY_CHANNEL,
+      applicationName: 'cad-router-keys',
+      onNotify: (payload) => invalidate(payload === '' ? undefined : payload),
+      onListening: () => invalidate(),
+      log,
+    })
+  }
+
+  async function lookup(hash: string): Promise<StoredKey | undefined> {
+    const pending = inflight.get(hash)
+    if (pending) return pending
+    const startedIn = generation
+    const p = findKeyByHash(db, hash).then(
+      (found) => {
+        if (startedIn === generation) {
+          inflight.delete(hash)
+          if (found && isUsable(found, new Date())) store(hash, found)
+        }
+        return found
+      },
+      (err: unknown) => {
+        if (startedIn === generation) inflight.delete(hash)
+        throw err
+      },
+    )
+    inflight.set(hash, p)
+    return p
+  }
+
+  return {
+    async authenticate(key, now = new Date()) {
+      if (!looksLikeKey(key)) return undefined
+      const hash = hashKey(key)
+      if (ttlMs === 0) {
+        const found = await findKeyByHash(db, hash)
+        return found && isUsable(found, now) ? found.principal : undefined
+      }
+      startListening()
+      const held = entries.get(hash)
+      if (held && clock() < held.until) {
+        entries.delete(hash)
+        entries.set(hash, held)
+        return isUsable(held.key, now) ? held.key.principal : undefined
+      }
+      if (held) entries.delete(hash)
+      const found = await lookup(hash)
+      return found && isUsable(found, now) ? found.principal : undefined
+    },
+    invalidate,
+    size: () => entries.size,
+    listening: () => listener?.listening() ?? false,
+    async close() {
+      closed = true
+      invalidate()
+      await listener?.close()
+    },
+  }
+}

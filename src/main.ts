@@ -72,7 +72,16 @@ async function start(): Promise<void> {
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer')
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
-    const relay = createOutboxRelay({ db, databaseUrl: config.DATABASE_URL, queues, producer, log, pollMs: config.RELAY_POLL_MS, batchSize: config.RELAY_BATCH_SIZE })
+    const relay = createOutboxRelay({
+      db,
+      databaseUrl: config.DATABASE_URL,
+      queues,
+      producer,
+      log,
+      pollMs: config.RELAY_POLL_MS,
+      batchSize: config.RELAY_BATCH_SIZE,
+      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
+    })
     await relay.start()
     closers.unshift({ name: 'redis (relay)', close: () => producer.quit() })
     closers.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })

@@ -57,7 +57,18 @@ async function start(): Promise<void> {
       log,
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })
-    const lifecycle = await startLifecycleWorker({ db, connection, prefix: config.BULLMQ_PREFIX, queue: lifecycleQueue, ackDeadlines: config.ACK_DEADLINES, sweepEveryMs: config.LIFECYCLE_SWEEP_MS, drainMs: config.WORKER_DRAIN_MS, log })
+    const lifecycle = await startLifecycleWorker({
+      db,
+      connection,
+      prefix: config.BULLMQ_PREFIX,
+      queue: lifecycleQueue,
+      ackDeadlines: config.ACK_DEADLINES,
+      sweepEveryMs: config.LIFECYCLE_SWEEP_MS,
+      drainMs: config.WORKER_DRAIN_MS,
+      lockDurationMs: config.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
+      log,
+    })
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })

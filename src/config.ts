@@ -46,6 +46,13 @@ const configSchema = z.object({
     }),
   RELAY_POLL_MS: positiveInt.default(1000),
   RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
+  /**
+   * The relay re-sends an assignment still queued this long after its job went to Redis, once BullMQ
+   * no longer has that job to run (failed for good, or lost with Redis); twice as long after each re-send.
+   */
+  RELAY_RESEND_AFTER_MS: positiveInt.default(30_000),
+  /** How often the relay looks for such assignments. */
+  RELAY_RESEND_SWEEP_MS: positiveInt.default(10_000),
   WORKER_CONCURRENCY: positiveInt.default(8),
   /**
    * A worker holds a lock on each job it runs and renews it every half of this; a job whose lock

@@ -57,7 +57,18 @@ async function start(): Promise<void> {
       log,
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })
-    const lifecycle = await startLifecycleWorker({ db, connection, prefix: config.BULLMQ_PREFIX, queue: lifecycleQueue, ackDeadlines: config.ACK_DEADLINES, sweepEveryMs: config.LIFECYCLE_SWEEP_MS, drainMs: config.WORKER_DRAIN_MS, log })
+    const lifecycle = await startLifecycleWorker({
+      db,
+      connection,
+      prefix: config.BULLMQ_PREFIX,
+      queue: lifecycleQueue,
+      ackDeadlines: config.ACK_DEADLINES,
+      sweepEveryMs: config.LIFECYCLE_SWEEP_MS,
+      drainMs: config.WORKER_DRAIN_MS,
+      lockDurationMs: config.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
+      log,
+    })
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
@@ -72,7 +83,16 @@ async function start(): Promise<void> {
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer')
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
-    const relay = createOutboxRelay({ db, databaseUrl: config.DATABASE_URL, queues, producer, log, pollMs: config.RELAY_POLL_MS, batchSize: config.RELAY_BATCH_SIZE })
+    const relay = createOutboxRelay({
+      db,
+      databaseUrl: config.DATABASE_URL,
+      queues,
+      producer,
+      log,
+      pollMs: config.RELAY_POLL_MS,
+      batchSize: config.RELAY_BATCH_SIZE,
+      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
+    })
     await relay.start()
     closers.unshift({ name: 'redis (relay)', close: () => producer.quit() })
     closers.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })

@@ -122,6 +122,8 @@ export interface OutboxTable {
   last_error: string | null
   /** W3C trace context of the request that wrote the row (tracing on), for the relay to continue. */
   trace_context: ColumnType<string | null, string | null | undefined, string | null>
+  /** 0 for the first send; n for the n-th re-send of an assignment whose job was lost (src/queue/resend.ts). */
+  resend: ColumnType<number, number | undefined, number>
 }
 
 export interface CaseLinksTable {

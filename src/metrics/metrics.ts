@@ -44,6 +44,12 @@ export function createMetrics() {
       labelNames: ['queue', 'kind'] as const,
       registers,
     }),
+    outboxResends: new Counter({
+      name: 'cad_router_outbox_resends_total',
+      help: 'Assignments re-sent by the relay in this process because their job ended without offering them (failed for good, missing from Redis), by queue and reason',
+      labelNames: ['queue', 'reason'] as const,
+      registers,
+    }),
     scrapeErrors: new Counter({ name: 'cad_router_metrics_scrape_errors_total', help: 'Scrapes whose database read failed (the gauges keep their last values)', registers }),
   }
 }

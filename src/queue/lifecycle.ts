@@ -31,7 +31,12 @@ export const lifecycleJobOptions: JobsOptions = {
 export type LifecycleQueue = Queue<LifecycleJob, unknown, string>
 
 export function createLifecycleQueue(connection: ConnectionOptions, prefix: string): LifecycleQueue {
-  return new Queue<LifecycleJob, unknown, string>(LIFECYCLE_QUEUE, { connection, prefix, defaultJobOptions: lifecycleJobOptions })
+  const queue = new Queue<LifecycleJob, unknown, string>(LIFECYCLE_QUEUE, { connection, prefix, defaultJobOptions: lifecycleJobOptions })
+  // As the responder queues: an 'error' BullMQ emits with no listener ends up raw on stderr, outside
+  // the structured log; the workers on this connection report a Redis that is down, and a failed add
+  // fails its caller.
+  queue.on('error', () => {})
+  return queue
 }
 
 /** Adds (idempotently) the job that escalates an offered assignment not acknowledged by `deadline`. */

@@ -6,6 +6,7 @@ import type { Db } from '../db/connect.js'
 import { OUTBOX_CHANNEL } from '../calls/repository.js'
 import type { QueueName } from '../routing/index.js'
 import { ASSIGNMENT_JOB_NAME, type AssignmentJob, type AssignmentQueue } from './queues.js'
+import { resendLost, type Resent } from './resend.js'
 
 export interface OutboxRelayDeps {
   db: Db
@@ -17,6 +18,17 @@ export interface OutboxRelayDeps {
   batchSize: number
   /** The queues' connection: when given, the relay wakes the moment Redis is back. */
   producer?: Redis
+  /** Re-send assignments whose job ended without offering them (src/queue/resend.ts); off when not given. */
+  resend?: RelayResendOptions
+}
+
+export interface RelayResendOptions {
+  /** Still queued this long after the job was sent, and BullMQ no longer has the job to run: re-sent. */
+  afterMs: number
+  /** How often to look. */
+  everyMs: number
+  /** Called for each re-send (the metric). */
+  onResent?: (r: Resent) => void
 }
 
 const MAX_BACKOFF_MS = 5000
@@ -37,7 +49,8 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  * Moves outbox rows to their BullMQ queues. Wakes on NOTIFY from the committing transaction, polls
  * slowly as a safety net, and keeps rows (retrying with backoff) while Redis is down. Several
  * relays may run: SKIP LOCKED hands each row to one of them, and the job id derived from the
- * assignment id makes a re-sent row a no-op in BullMQ.
+ * assignment id makes a re-sent row a no-op in BullMQ. With `resend`, it also looks every
+ * `everyMs` for assignments whose job ended without offering them, and sends them again.
  */
 export function createOutboxRelay(deps: OutboxRelayDeps) {
   const { db, queues, log } = deps
@@ -48,6 +61,8 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   let wake: (() => void) | undefined
   let pendingWake = false
   let failures = 0
+  let resendDone: Promise<void> | undefined
+  let stopResendWait: (() => void) | undefined
 
   // A commit wakes the relay, except while it backs off from a Redis failure: then only the
   // timer, Redis coming back, or stop() does.
@@ -142,6 +157,31 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
     }
   }
 
+  async function resendLoop(opts: RelayResendOptions): Promise<void> {
+    while (running) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, opts.everyMs)
+        stopResendWait = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      stopResendWait = undefined
+      if (!running) break
+      // Redis is down (the send loop reports it): whether a job is lost cannot be told now.
+      if (failures || (deps.producer && deps.producer.status !== 'ready')) continue
+      try {
+        for (const r of await resendLost(db, queues, { afterMs: opts.afterMs, batchSize: deps.batchSize, redisWaitMs: REDIS_WAIT_MS })) {
+          // Ids only, like every relay line.
+          log.warn({ assignmentId: r.assignmentId, queue: r.queue, jobId: r.jobId, previousJobId: r.previousJobId, resend: r.resend, reason: r.reason }, 'assignment re-sent: its job ended without offering it')
+          opts.onResent?.(r)
+        }
+      } catch (err) {
+        log.warn({ err: { message: (err as Error).message } }, 'outbox re-send sweep failed; trying again at the next one')
+      }
+    }
+  }
+
   async function listen(): Promise<void> {
     if (!running) return
     const client = new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-relay' })
@@ -176,6 +216,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       deps.producer?.on('ready', onRedisReady)
       await listen()
       loopDone = loop()
+      resendDone = deps.resend ? resendLoop(deps.resend) : undefined
     },
     /** Stops after the batch in flight; safe to call twice (both calls wait for the same stop). */
     stop(): Promise<void> {
@@ -183,9 +224,11 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       if (!running) return Promise.resolve()
       running = false
       wake?.()
+      stopResendWait?.()
       deps.producer?.off('ready', onRedisReady)
       stopping = (async () => {
         await loopDone
+        await resendDone
         await listener?.end().catch(() => {})
         listener = undefined
       })()

@@ -19,6 +19,12 @@ export const ASSIGNMENT_JOB_NAME = 'assignment.offer'
 /** BullMQ job ids may not contain ':' nor be all digits; a prefixed uuid is neither. */
 export const jobIdFor = (assignmentId: string): string => `asg-${assignmentId}`
 
+/**
+ * The job id of the n-th re-send of an assignment whose job was lost (src/queue/resend.ts). A new id,
+ * because BullMQ refuses to add a job whose id it still holds, failed ones included.
+ */
+export const resendJobIdFor = (assignmentId: string, resend: number): string => (resend ? `${jobIdFor(assignmentId)}-r${resend}` : jobIdFor(assignmentId))
+
 export const defaultJobOptions: JobsOptions = {
   attempts: 10,
   backoff: { type: 'exponential', delay: 500 },

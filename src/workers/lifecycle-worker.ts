@@ -19,6 +19,9 @@ export interface LifecycleWorkerDeps {
   log: FastifyBaseLogger
   concurrency?: number
   drainMs?: number
+  /** As for the responder workers (WORKER_LOCK_DURATION_MS, WORKER_STALLED_INTERVAL_MS); BullMQ's 30 s when not given. */
+  lockDurationMs?: number
+  stalledIntervalMs?: number
 }
 
 const SWEEP_BATCH = 200
@@ -94,7 +97,16 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
         active.delete(job.id ?? '')
       }
     },
-    { connection: deps.connection, prefix: deps.prefix, concurrency: deps.concurrency ?? 4, autorun: false },
+    {
+      connection: deps.connection,
+      prefix: deps.prefix,
+      concurrency: deps.concurrency ?? 4,
+      autorun: false,
+      // As the responder workers: after a Redis connection error, fetch again within a second, not 15 s.
+      runRetryDelay: 1000,
+      ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
+      ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
+    },
   )
   worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))

@@ -2,7 +2,9 @@ import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { createQueues, jobIdFor, ASSIGNMENT_JOB_NAME } from '../../src/queue/queues.js'
+import { createLifecycleQueue } from '../../src/queue/lifecycle.js'
 import { createRedis } from '../../src/queue/redis.js'
+import { startLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { createWorld, eventually, quietLog, REDIS_URL } from '../helpers/world.js'
 import { helpers } from './fixtures/pipeline.js'
@@ -125,4 +127,19 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   await helpers(world).until(id, 'offered')
   await next.close()
   await conn2.quit()
+})
+
+t.test('the lifecycle worker is configured like the responder workers (retry delay after a Redis error, locks)', async (t) => {
+  const conn = createRedis(REDIS_URL, 'worker')
+  const lifecycleQueue = createLifecycleQueue(conn, prefix)
+  const opts = { lockDurationMs: 12_000, stalledIntervalMs: 7_000 }
+  const responders = createResponderWorkers({ db, connection: conn, prefix, concurrency: 1, log: quietLog, queues: ['police'], ...opts })
+  const lifecycle = await startLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 600_000, log: quietLog, ...opts })
+  const pick = (o: { runRetryDelay?: number; lockDuration?: number; stalledInterval?: number }) => ({ runRetryDelay: o.runRetryDelay, lockDuration: o.lockDuration, stalledInterval: o.stalledInterval })
+  t.same(pick(lifecycle.worker.opts), pick(responders.workers[0]!.opts), 'same retry delay after a Redis error, lock duration and stalled check')
+  t.same(pick(lifecycle.worker.opts), { runRetryDelay: 1000, lockDuration: 12_000, stalledInterval: 7_000 })
+  await lifecycle.close()
+  await responders.close()
+  await lifecycleQueue.close()
+  await conn.quit()
 })

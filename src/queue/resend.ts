@@ -1,0 +1,152 @@
+import { sql } from 'kysely'
+import type { Db } from '../db/connect.js'
+import type { QueueName } from '../routing/index.js'
+import { resendJobIdFor, type AssignmentJob, type AssignmentQueue } from './queues.js'
+
+/**
+ * Re-sending lost jobs. Once the relay has handed an assignment's job to Redis its outbox row is
+ * marked sent, and only the job can move the assignment from `queued` to `offered`. A job can still
+ * end without doing so: it fails for good (its worker died twice — BullMQ's maxStalledCount — or it
+ * ran out of attempts), or Redis loses it (restarted without an append-only file, flushed). Nothing
+ * else looks at a queued assignment — acknowledgement deadlines start at the offer — so it would wait
+ * forever. This sweep finds assignments still queued long after their latest outbox row was sent
+ * whose job BullMQ no longer has to run, and writes a new outbox row for each with a new job id
+ * (BullMQ keeps a failed job's id, and would ignore the same id again); the relay sends it as usual.
+ *
+ * Exactly one re-send per lost job, however many relays sweep at once: the assignment row is locked
+ * with SKIP LOCKED, the latest outbox row must still be the one found lost, and the job id is unique.
+ * Never a second offer: a job waiting, active (a worker on it right now, or dead with its lock not yet
+ * lapsed) or delayed (retrying) is left alone, a worker in the middle of the offer holds the row
+ * (skipped), and offering is idempotent anyway. Each re-send is recorded as a transition (ids only).
+ */
+
+export const RESEND_ACTOR = 'system:outbox-resend'
+
+/** BullMQ still has the job to run: nothing is lost, however long it takes. */
+const PENDING_STATES: ReadonlySet<string> = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children'])
+
+/** After each re-send of the same assignment the wait doubles, up to 2^6 times `afterMs`: a job that keeps failing does not churn. */
+const MAX_DOUBLINGS = 6
+const DEFAULT_BATCH = 100
+const DEFAULT_REDIS_WAIT_MS = 2000
+
+/** failed: failed for good; missing: not in Redis; completed: ran without offering (should not happen). */
+export type LostReason = 'failed' | 'missing' | 'completed'
+
+export interface Resent {
+  assignmentId: string
+  queue: QueueName
+  /** The new job's id. */
+  jobId: string
+  previousJobId: string
+  /** 1 for the first re-send of this assignment, 2 for the second… */
+  resend: number
+  reason: LostReason
+}
+
+export interface ResendOptions {
+  /** An assignment is looked at once its latest outbox row was sent this long ago (doubling after each re-send). */
+  afterMs: number
+  batchSize?: number
+  now?: Date
+  /** A Redis that does not answer within this fails the sweep (it holds no row lock while it asks). */
+  redisWaitMs?: number
+}
+
+const REASON_TEXT: Record<LostReason, string> = {
+  failed: 'failed for good',
+  missing: 'is no longer in Redis',
+  completed: 'completed without offering it',
+}
+
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`job states: no answer from Redis within ${ms} ms`)), ms)
+  })
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
+}
+
+export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQueue>, opts: ResendOptions): Promise<Resent[]> {
+  const now = opts.now ?? new Date()
+  // 1. Candidates, without locks: queued, and the latest outbox row sent long enough ago.
+  const candidates = await db
+    .selectFrom('assignments as a')
+    .innerJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('outbox')
+          .select(['outbox.id', 'outbox.job_id', 'outbox.queue', 'outbox.resend', 'outbox.sent_at'])
+          .whereRef('outbox.assignment_id', '=', 'a.id')
+          .orderBy('outbox.id', 'desc')
+          .limit(1)
+          .as('o'),
+      (join) => join.onTrue(),
+    )
+    .select(['a.id as assignmentId', 'o.id as outboxId', 'o.job_id as jobId', 'o.queue', 'o.resend'])
+    .where('a.status', '=', 'queued')
+    .where('o.sent_at', '<', sql<Date>`${now}::timestamptz - (${opts.afterMs}::float8 * power(2, least(o.resend, ${MAX_DOUBLINGS}))) * interval '1 millisecond'`)
+    .orderBy('o.sent_at')
+    .limit(opts.batchSize ?? DEFAULT_BATCH)
+    .execute()
+  if (!candidates.length) return []
+
+  // 2. Which of their jobs BullMQ will still run (asked outside any transaction).
+  const states = await within(
+    Promise.all(candidates.map((c) => queues[c.queue as QueueName].getJobState(c.jobId))),
+    opts.redisWaitMs ?? DEFAULT_REDIS_WAIT_MS,
+  )
+
+  // 3. One short transaction per lost job.
+  const resent: Resent[] = []
+  for (const [i, c] of candidates.entries()) {
+    const state = states[i]!
+    if (PENDING_STATES.has(state)) continue
+    const reason: LostReason = state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
+    const r = await db.transaction().execute(async (trx) => {
+      // Locked by a worker offering it, or by another sweep re-sending it: theirs to finish.
+      const a = await trx.selectFrom('assignments').select(['status', 'role']).where('id', '=', c.assignmentId).forUpdate().skipLocked().executeTakeFirst()
+      if (!a || a.status !== 'queued') return undefined
+      const latest = await trx
+        .selectFrom('outbox')
+        .select(['id', 'queue', 'job_id', 'payload', 'trace_context', 'resend'])
+        .where('assignment_id', '=', c.assignmentId)
+        .orderBy('id', 'desc')
+        .limit(1)
+        .executeTakeFirstOrThrow()
+      // Someone re-sent it since we looked.
+      if (latest.id !== c.outboxId) return undefined
+      const resend = latest.resend + 1
+      const jobId = resendJobIdFor(c.assignmentId, resend)
+      const inserted = await trx
+        .insertInto('outbox')
+        .values({
+          assignment_id: c.assignmentId,
+          queue: latest.queue,
+          job_id: jobId,
+          payload: JSON.stringify(latest.payload as AssignmentJob),
+          trace_context: latest.trace_context,
+          resend,
+        })
+        .onConflict((oc) => oc.column('job_id').doNothing())
+        .returning('id')
+        .executeTakeFirst()
+      if (!inserted) return undefined
+      await trx.updateTable('assignments').set({ updated_at: now }).where('id', '=', c.assignmentId).execute()
+      await trx
+        .insertInto('assignment_transitions')
+        .values({
+          assignment_id: c.assignmentId,
+          from_status: 'queued',
+          to_status: 'queued',
+          role: a.role,
+          actor: RESEND_ACTOR,
+          reason: `re-sent as job ${jobId}: job ${latest.job_id} ${REASON_TEXT[reason]}`,
+        })
+        .execute()
+      return { assignmentId: c.assignmentId, queue: latest.queue as QueueName, jobId, previousJobId: latest.job_id, resend, reason }
+    })
+    if (r) resent.push(r)
+  }
+  return resent
+}

@@ -18,6 +18,13 @@ export const SERVICE_DIR = process.env.BENCH_SERVICE_DIR ?? ROOT
 const MAIN = `${SERVICE_DIR.replace(/\/?$/, '/')}dist/src/main.js`
 /** BENCH_NODE_ARGS: extra node flags for the service processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
+/** Settings for the service processes, e.g. `INGEST_BATCH_CONCURRENCY=4,INGEST_BATCH_MAX=64`: to try a tuning. */
+const SERVICE_ENV = Object.fromEntries(
+  (process.env.BENCH_SERVICE_ENV ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+)
 export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
@@ -109,6 +116,7 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
     ADMIN_API_KEY: adminKey,
     RATE_LIMIT_PER_MINUTE: '100000000',
     ...opts.env,
+    ...SERVICE_ENV,
   }
 
   const start = (role: string, env: Record<string, string>): ServiceProcess => {

@@ -123,10 +123,16 @@ function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof
   return sql`insert into ${sql.table(table)} (${cols}) select ${cols} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json)`
 }
 
-/** `update table set columns from json_populate_recordset(...) where key matches`: each row updates its own target. */
+/**
+ * `update table set columns from json_populate_recordset(...) where key matches`: each row updates
+ * its own target. The keys are also given as an array: the planner cannot see how few rows the
+ * JSON holds (it guesses 100) and would scan a large table instead of using its primary key.
+ */
 function updateRows<T extends keyof Database>(table: T, key: keyof Database[T] & string, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[]) {
   const set = sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`))
-  return sql`update ${sql.table(table)} t set ${set} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) v where t.${sql.id(key)} = v.${sql.id(key)}`
+  const keys = rows.map((r) => r[key])
+  return sql`update ${sql.table(table)} t set ${set} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) v
+    where t.${sql.id(key)} = any(${keys}) and t.${sql.id(key)} = v.${sql.id(key)}`
 }
 
 export interface BatchWrite {

@@ -92,6 +92,39 @@ export interface MoveOptions {
   onMoved?: (trx: Transaction<Database>, view: AssignmentView) => Promise<void>
 }
 
+/**
+ * The responder worker's move, queued (or reserved) → offered, in one statement and no transaction
+ * of its own: it runs for every assignment, so it takes one round trip, not five. The row is locked
+ * and read as it was, moved only from a status the offer may leave, and the transition recorded in
+ * the same statement. `holdReservedUntilAfter`: a reserved follow-up whose time is later stays
+ * reserved. Undefined: no such assignment.
+ */
+export async function offerInOneStatement(
+  db: Db,
+  id: string,
+  input: { actor: string; reason: string; ackDeadlineAt: Date | null; holdReservedUntilAfter?: Date },
+): Promise<{ before: { status: AssignmentStatus; reservedUntil: Date | null; dueAt: Date | null }; view: AssignmentView; changed: boolean } | undefined> {
+  const hold = input.holdReservedUntilAfter ?? null
+  const { rows } = await sql<Selectable<AssignmentsTable> & { before_status: AssignmentStatus; before_reserved_until: Date | null; changed: boolean }>`
+    with old as (select id, status, reserved_until from assignments where id = ${id} for update),
+    moved as (
+      update assignments a set status = 'offered', updated_at = now(), ack_deadline_at = ${input.ackDeadlineAt}
+      from old
+      where a.id = old.id and old.status = any(${MOVES.offer.from as readonly string[]})
+        and not (old.status = 'reserved' and ${hold}::timestamptz is not null and old.reserved_until > ${hold}::timestamptz)
+      returning a.*),
+    t as (
+      insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)
+      select m.id, o.status, 'offered', m.role, ${input.actor}, ${input.reason}, m.agency, m.queue from moved m join old o using (id))
+    select m.*, o.status as before_status, o.reserved_until as before_reserved_until, true as changed from moved m join old o using (id)
+    union all
+    select a.*, o.status, o.reserved_until, false from assignments a join old o using (id) where not exists (select 1 from moved)`.execute(db)
+  const row = rows[0]
+  if (!row) return undefined
+  const { before_status, before_reserved_until, changed, ...assignment } = row
+  return { before: { status: before_status, reservedUntil: before_reserved_until, dueAt: assignment.due_at }, view: toAssignmentView(assignment), changed }
+}
+
 export async function moveAssignment(db: Db, id: string, action: keyof typeof MOVES, input: MoveInput, opts: MoveOptions = {}): Promise<{ view: AssignmentView; changed: boolean }> {
   const move = MOVES[action]
   return db.transaction().execute(async (trx) => {

@@ -2,8 +2,7 @@ import { DelayedError, UnrecoverableError, Worker, type Job, type Telemetry } fr
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
-import { AppError } from '../http/errors.js'
-import { moveAssignment } from '../assignments/repository.js'
+import { offerInOneStatement } from '../assignments/repository.js'
 import { isOpen } from '../assignments/state-machine.js'
 import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '../queue/lifecycle.js'
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
@@ -51,36 +50,37 @@ export interface NotYet {
  * retry (which finds the assignment offered) adds it.
  */
 export async function offerNow(db: Db, assignmentId: string, queue: QueueName, opts: OfferOptions = {}): Promise<'offered' | 'unchanged'> {
+  const out = await offer(db, assignmentId, queue, opts)
+  return out?.changed ? 'offered' : 'unchanged'
+}
+
+async function offer(db: Db, assignmentId: string, queue: QueueName, opts: OfferOptions, holdReservedUntilAfter?: Date) {
   const now = opts.now?.() ?? new Date()
   const seconds = opts.ackDeadlines?.[queue]
-  try {
-    const { view, changed } = await moveAssignment(
-      db,
-      assignmentId,
-      'offer',
-      { actor: `worker:${queue}`, reason: 'delivered to the responder pool', ackDeadlineAt: seconds ? new Date(now.getTime() + seconds * 1000) : null },
-      { ifAlready: 'ok' },
-    )
-    if (opts.lifecycle && view.status === 'offered' && view.ackDeadlineAt) await scheduleAckDeadline(opts.lifecycle, assignmentId, new Date(view.ackDeadlineAt), now.getTime())
-    return changed ? 'offered' : 'unchanged'
-  } catch (err) {
-    if (err instanceof AppError && err.code === 'illegal-transition') return 'unchanged'
-    throw err
-  }
+  const out = await offerInOneStatement(db, assignmentId, {
+    actor: `worker:${queue}`,
+    reason: 'delivered to the responder pool',
+    ackDeadlineAt: seconds ? new Date(now.getTime() + seconds * 1000) : null,
+    ...(holdReservedUntilAfter ? { holdReservedUntilAfter } : {}),
+  })
+  const view = out?.view
+  if (opts.lifecycle && view?.status === 'offered' && view.ackDeadlineAt) await scheduleAckDeadline(opts.lifecycle, assignmentId, new Date(view.ackDeadlineAt), now.getTime())
+  return out
 }
 
 export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'data'>, opts: OfferOptions = {}): Promise<'offered' | 'unchanged' | NotYet> {
   const parsed = assignmentJobSchema.safeParse(job.data)
   if (!parsed.success) throw new UnrecoverableError(`job ${job.id} has malformed data`)
   const data: AssignmentJob = parsed.data
-  const row = await db.selectFrom('assignments').select(['status', 'reserved_until', 'due_at']).where('id', '=', data.assignmentId).executeTakeFirst()
-  if (!row) throw new UnrecoverableError(`job ${job.id}: no such assignment`)
   const now = opts.now?.() ?? new Date()
+  // Anything thrown here is transient (Postgres down…): BullMQ retries with backoff.
+  const out = await offer(db, data.assignmentId, data.queue, { ...opts, now: () => now }, now)
+  if (!out) throw new UnrecoverableError(`job ${job.id}: no such assignment`)
+  const { before } = out
   // On first delivery, before any wait: a follow-up taken early is still checked at its due time.
-  if (opts.lifecycle && row.due_at && isOpen(row.status)) await scheduleOverdueCheck(opts.lifecycle, data.assignmentId, row.due_at, now.getTime())
-  if (row.status === 'reserved' && row.reserved_until && row.reserved_until.getTime() > now.getTime()) return { reservedUntil: row.reserved_until }
-  // Anything else thrown is transient (Postgres down…): BullMQ retries with backoff.
-  return offerNow(db, data.assignmentId, data.queue, opts)
+  if (opts.lifecycle && before.dueAt && isOpen(before.status)) await scheduleOverdueCheck(opts.lifecycle, data.assignmentId, before.dueAt, now.getTime())
+  if (!out.changed && before.status === 'reserved' && before.reservedUntil && before.reservedUntil.getTime() > now.getTime()) return { reservedUntil: before.reservedUntil }
+  return out.changed ? 'offered' : 'unchanged'
 }
 
 export function createResponderWorkers(deps: ResponderWorkerDeps) {

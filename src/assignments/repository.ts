@@ -105,24 +105,26 @@ export async function offerInOneStatement(
   input: { actor: string; reason: string; ackDeadlineAt: Date | null; holdReservedUntilAfter?: Date },
 ): Promise<{ before: { status: AssignmentStatus; reservedUntil: Date | null; dueAt: Date | null }; view: AssignmentView; changed: boolean } | undefined> {
   const hold = input.holdReservedUntilAfter ?? null
-  const { rows } = await sql<Selectable<AssignmentsTable> & { before_status: AssignmentStatus; before_reserved_until: Date | null; changed: boolean }>`
-    with old as (select id, status, reserved_until from assignments where id = ${id} for update),
+  // The locked row as it is, with what the move changed beside it (null when it did not move): a
+  // plain join plans in a fraction of the time a union would, and this runs for every assignment.
+  const { rows } = await sql<Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_ack_deadline_at: Date | null }>`
+    with old as (select * from assignments where id = ${id} for update),
     moved as (
       update assignments a set status = 'offered', updated_at = now(), ack_deadline_at = ${input.ackDeadlineAt}
       from old
       where a.id = old.id and old.status = any(${MOVES.offer.from as readonly string[]})
         and not (old.status = 'reserved' and ${hold}::timestamptz is not null and old.reserved_until > ${hold}::timestamptz)
-      returning a.*),
+      returning a.id, a.status, a.updated_at, a.ack_deadline_at, a.role, a.agency, a.queue, old.status as from_status),
     t as (
       insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)
-      select m.id, o.status, 'offered', m.role, ${input.actor}, ${input.reason}, m.agency, m.queue from moved m join old o using (id))
-    select m.*, o.status as before_status, o.reserved_until as before_reserved_until, true as changed from moved m join old o using (id)
-    union all
-    select a.*, o.status, o.reserved_until, false from assignments a join old o using (id) where not exists (select 1 from moved)`.execute(db)
+      select id, from_status, status, role, ${input.actor}, ${input.reason}, agency, queue from moved)
+    select o.*, m.status as moved_status, m.updated_at as moved_updated_at, m.ack_deadline_at as moved_ack_deadline_at
+    from old o left join moved m on m.id = o.id`.execute(db)
   const row = rows[0]
   if (!row) return undefined
-  const { before_status, before_reserved_until, changed, ...assignment } = row
-  return { before: { status: before_status, reservedUntil: before_reserved_until, dueAt: assignment.due_at }, view: toAssignmentView(assignment), changed }
+  const { moved_status, moved_updated_at, moved_ack_deadline_at, ...before } = row
+  const after = moved_status ? { ...before, status: moved_status, updated_at: moved_updated_at!, ack_deadline_at: moved_ack_deadline_at } : before
+  return { before: { status: before.status as AssignmentStatus, reservedUntil: before.reserved_until, dueAt: before.due_at }, view: toAssignmentView(after), changed: moved_status !== null }
 }
 
 export async function moveAssignment(db: Db, id: string, action: keyof typeof MOVES, input: MoveInput, opts: MoveOptions = {}): Promise<{ view: AssignmentView; changed: boolean }> {

@@ -108,7 +108,10 @@ export function createCallService(deps: CallServiceDeps) {
   function failed(err: unknown, size: number): Settlement<IngestOutcome> {
     // Another transaction stored one of these eventIds first (its decision's unique key tells, or
     // the count of events stored): run again, and the repeat is answered from what it stored.
-    if (err instanceof LostRace || (err as { code?: string }).code === UNIQUE_VIOLATION) return { retry: true, alone: size > 1 }
+    const code = (err as { code?: string }).code ?? ''
+    if (err instanceof LostRace || code === UNIQUE_VIOLATION) return { retry: true, alone: size > 1 }
+    // A deadlock or serialisation failure (SQLSTATE class 40) is Postgres asking for exactly this: again.
+    if (code.startsWith('40')) return { retry: true, alone: size > 1 }
     // Postgres is down or too slow: every event would fail the same way alone, so answer 503 now.
     if (isUnavailableError(err) || size === 1) return { error: err }
     // Anything else (a deadlock, a constraint one event broke): run each alone, so only the bad one fails.

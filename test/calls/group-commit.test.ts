@@ -182,6 +182,30 @@ t.test('CRU capacity is counted exactly inside a batch', async (t) => {
   t.match(out[2]!.result.decision.fallback?.reason, /CRU at capacity for lakeville-pd \(2 open CRU assignments, limit 2\)/)
 })
 
+t.test('a deadlock or serialisation failure is retried, not answered with an error', async (t) => {
+  // Fails the first decision insert with SQLSTATE 40001; a sequence, unlike a table, keeps counting through the rollback.
+  await sql`create sequence fail_once`.execute(db)
+  await sql`create function fail_once() returns trigger language plpgsql as $$
+    begin
+      if nextval('fail_once') = 1 then raise exception 'could not serialize access' using errcode = '40001'; end if;
+      return null;
+    end $$`.execute(db)
+  await sql`create trigger fail_once before insert on decisions for each statement execute function fail_once()`.execute(db)
+  t.teardown(async () => {
+    await sql`drop trigger fail_once on decisions`.execute(db)
+    await sql`drop function fail_once()`.execute(db)
+    await sql`drop sequence fail_once`.execute(db)
+  })
+  const { calls, sizes } = service()
+  const ev = callEvent()
+  const out = await calls.ingest(ev)
+  t.equal(out.created, true, 'stored on the second attempt')
+  t.equal((await decisionsOf(ev.eventId)).length, 1)
+  t.same(sizes, [1, 1], 'the batch ran twice')
+  const { rows } = await sql<{ last_value: number }>`select last_value from fail_once`.execute(db)
+  t.equal(Number(rows[0]!.last_value), 2, 'the first attempt failed')
+})
+
 t.test('a statement time-out fails the whole batch at once (503 for each), nothing half-written', async (t) => {
   const pool = createPool({ connectionString: world.config.DATABASE_URL, max: 4, statementTimeoutMs: 300 })
   const slowDb = createDb(pool)

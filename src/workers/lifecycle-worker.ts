@@ -110,14 +110,30 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   )
   worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
-  // One schedule however many workers run; it lives in Redis, so it survives restarts.
-  await deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
+  // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
+  const schedule = () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
+  await schedule()
+  // A Redis that comes back empty (no AOF, a failover) has lost the schedule with the deadline jobs
+  // it stands behind: put it back, so the sweep catches up on them. Upsert only when missing, so a
+  // check never moves the next sweep.
+  const watchdog = setInterval(() => {
+    deps.queue
+      .getJobScheduler(SWEEP_SCHEDULER_ID)
+      .then(async (found) => {
+        if (found) return
+        await schedule()
+        deps.log.warn({ queue: LIFECYCLE_QUEUE }, 'the lifecycle sweep schedule was missing from Redis; restored')
+      })
+      .catch(() => {}) // Redis down: the next check retries
+  }, deps.sweepEveryMs)
+  watchdog.unref()
   void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'lifecycle worker stopped'))
   let closing: Promise<void> | undefined
   return {
     worker,
     /** Bounded like the responder workers: what does not finish in time goes back to the queue. */
     close(): Promise<void> {
+      clearInterval(watchdog)
       closing ??= drainOrReturn([worker], active, deps.drainMs ?? 5_000, deps.log)
       return closing
     },

@@ -2,7 +2,7 @@ import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { createQueues, jobIdFor, ASSIGNMENT_JOB_NAME } from '../../src/queue/queues.js'
-import { createLifecycleQueue } from '../../src/queue/lifecycle.js'
+import { createLifecycleQueue, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecycle.js'
 import { createRedis } from '../../src/queue/redis.js'
 import { startLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
@@ -140,6 +140,24 @@ t.test('the lifecycle worker is configured like the responder workers (retry del
   t.same(pick(lifecycle.worker.opts), { runRetryDelay: 1000, lockDuration: 12_000, stalledInterval: 7_000 })
   await lifecycle.close()
   await responders.close()
+  await lifecycleQueue.close()
+  await conn.quit()
+})
+
+t.test('a sweep schedule that Redis lost (restarted empty) is put back by the lifecycle worker', async (t) => {
+  const conn = createRedis(REDIS_URL, 'worker')
+  const lifecycleQueue = createLifecycleQueue(conn, prefix)
+  const lifecycle = await startLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 200, log: quietLog })
+  t.ok(await lifecycleQueue.getJobScheduler(SWEEP_SCHEDULER_ID), 'scheduled at start')
+  await lifecycleQueue.removeJobScheduler(SWEEP_SCHEDULER_ID)
+  t.notOk(await lifecycleQueue.getJobScheduler(SWEEP_SCHEDULER_ID), 'gone, as after a Redis that came back empty')
+  let back = false
+  for (let i = 0; i < 50 && !back; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    back = (await lifecycleQueue.getJobScheduler(SWEEP_SCHEDULER_ID)) !== undefined
+  }
+  t.ok(back, 'restored within a few sweep intervals')
+  await lifecycle.close()
   await lifecycleQueue.close()
   await conn.quit()
 })

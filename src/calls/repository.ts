@@ -42,6 +42,20 @@ export async function upsertAndLockCalls(trx: Transaction<Database>, rows: Inser
 /** Open CRU assignments: the statuses that count against a team's capacity; matches the partial index assignments_open_cru_idx. */
 const OPEN_CRU = sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`
 
+/** The first key of the two-key advisory locks on CRU teams (the two-key space is apart from the one-key locks). */
+const CRU_TEAM_LOCK_SPACE = 7001
+
+/**
+ * Serialises, until commit, the ingests that count one CRU team's open assignments, so two calls
+ * on two API instances cannot both take the team's last place (DESIGN rule 7). Teams are locked in
+ * one order, so batches that share several never deadlock. Must run before the counts are read:
+ * each statement sees what committed before it started.
+ */
+export async function lockCruTeams(trx: Transaction<Database>, teams: readonly string[]): Promise<void> {
+  if (!teams.length) return
+  await sql`select pg_advisory_xact_lock(${CRU_TEAM_LOCK_SPACE}, hashtext(t)) from unnest(${[...teams].sort()}::text[]) t order by t`.execute(trx)
+}
+
 export interface ContextQuery {
   callId: string
   personId: string | null

@@ -13,7 +13,7 @@ import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
 import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import { findEvents, loadDecisionView, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type StoredEvent } from './repository.js'
+import { findEvents, loadDecisionView, lockCruTeams, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -194,6 +194,8 @@ export function createCallService(deps: CallServiceDeps) {
     })
 
     const capacities = live.map(({ p }) => cruCapacity(ruleSet.document, p.event.call.agency))
+    // A team with a limit: no other ingest may count it until this batch has committed its places.
+    await lockCruTeams(trx, [...new Set(capacities.flatMap((c) => (c ? [teamKey(c)] : [])))])
     const contexts = await readCallContexts(
       trx,
       live.map(({ k, p, isNew }, j) => ({

@@ -165,7 +165,7 @@ t.test('history inside a batch: a later event counts the calls the earlier ones 
 t.test('CRU capacity is counted exactly inside a batch', async (t) => {
   const doc = defaultDocument() as Omit<ReturnType<typeof defaultDocument>, 'cru'> & { cru: Record<string, unknown> }
   doc.version = 2
-  doc.cru = { '*': { schedule: 'always' }, 'lakeville-pd': { schedule: 'always', maxOpenAssignments: 2 } }
+  doc.cru = { '*': { schedule: 'always' }, 'lakeville-pd': { schedule: 'always', maxOpenAssignments: 2 }, 'farmington-pd': { schedule: 'always', maxOpenAssignments: 1 } }
   t.equal((await app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
   t.equal((await app.inject({ method: 'POST', url: '/v1/rule-sets/2/activate', payload: { reason: 'capacity in a batch' } })).statusCode, 200)
   t.teardown(async () => void (await app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
@@ -180,6 +180,15 @@ t.test('CRU capacity is counted exactly inside a batch', async (t) => {
     'the third and fourth see the places the first two took in the same transaction',
   )
   t.match(out[2]!.result.decision.fallback?.reason, /CRU at capacity for lakeville-pd \(2 open CRU assignments, limit 2\)/)
+
+  // Across transactions too: two instances, one place left, two calls at the same moment.
+  const one = service()
+  const two = service()
+  const [a, b] = await Promise.all([
+    one.calls.ingest(callEvent({ agency: 'farmington-pd', natureCode: 'EDP', flags: { mentalHealth: true } })),
+    two.calls.ingest(callEvent({ agency: 'farmington-pd', natureCode: 'EDP', flags: { mentalHealth: true } })),
+  ])
+  t.same([a.result.decision.route, b.result.decision.route].sort(), ['cru', 'police'], 'the last place goes to one call only')
 })
 
 t.test('a deadlock or serialisation failure is retried, not answered with an error', async (t) => {

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto'
 import type { Selectable, Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import type { AssignmentsTable, Database } from '../db/schema.js'
-import { lockCall } from '../calls/repository.js'
+import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js'
 import { AppError, notFound } from '../http/errors.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { DEFAULT_ESCALATION } from '../routing/rule-set.js'
-import type { AssignmentSpec, QueueName, Role, Route } from '../routing/index.js'
+import { cruAvailability, cruCapacity, cruTeamKey, type AssignmentSpec, type QueueName, type Role, type Route, type RuleSet } from '../routing/index.js'
 import { toAssignmentView } from './repository.js'
 import type { AssignmentView } from './schemas.js'
 import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
@@ -55,6 +55,8 @@ export interface EscalationOptions {
 interface Fallback {
   escalation: Partial<Record<QueueName, Route>>
   routes: Record<Route, AssignmentSpec[]>
+  /** The whole document, for CRU availability (schedules and capacity). */
+  document: RuleSet
 }
 
 // Rule-set versions are immutable, so their fallback can be cached for the process's life.
@@ -71,7 +73,7 @@ async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promi
   if (hit) return hit
   // Stored documents were validated when stored; a document without `escalation` predates it.
   const doc = row.document as { escalation?: Partial<Record<QueueName, Route>>; routes: Record<Route, AssignmentSpec[]> }
-  const fallback = { escalation: doc.escalation ?? DEFAULT_ESCALATION, routes: doc.routes }
+  const fallback = { escalation: doc.escalation ?? DEFAULT_ESCALATION, routes: doc.routes, document: row.document as RuleSet }
   fallbackCache.set(row.version, fallback)
   return fallback
 }
@@ -102,7 +104,22 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     const queue = a.queue as QueueName
     const role = a.role as Role
     const fb = await fallbackOf(trx, a.decision_id)
-    const target = fb.escalation[queue] ?? null
+    let target = fb.escalation[queue] ?? null
+    // DESIGN rule 7 holds for escalations too: a route that needs CRU, when CRU is off hours or at
+    // capacity, goes to police instead (counted as ingest counts, under the team's lock).
+    let cruNote = ''
+    if (target && target !== 'police' && role === 'primary' && fb.routes[target].some((s) => s.queue === 'cru')) {
+      const capacity = cruCapacity(fb.document, a.agency)
+      if (capacity) await lockCruTeams(trx, [cruTeamKey(capacity)])
+      const [context] = capacity
+        ? await readCallContexts(trx, [{ callId: a.call_id, personId: null, addressKey: null, since: new Date(0), exclude: [], capacity, assignments: false }])
+        : []
+      const cru = cruAvailability(fb.document, a.agency, now, context?.openCru)
+      if (!cru.available) {
+        cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`
+        target = 'police'
+      }
+    }
     const others = (await trx.selectFrom('assignments').selectAll().where('call_id', '=', a.call_id).where('id', '<>', a.id).forUpdate().execute()).filter(
       (o) => isOpen(o.status) && o.queue !== 'follow_up',
     )
@@ -118,7 +135,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         else if (have.role !== spec.role) roleChanges.push({ row: have, to: spec.role })
       }
       to = 'escalated'
-      outcome = `escalated to ${target}`
+      outcome = `escalated to ${target}${cruNote}`
     } else if (target) {
       to = 'escalated'
       outcome = `${queue} support dropped: the primary carries the call`

@@ -5,7 +5,7 @@ import type { CallRow, Database } from '../db/schema.js'
 import { AppError, isUnavailableError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import { cruCapacity, type CruCapacity, type RoutingDecision } from '../routing/index.js'
+import { cruCapacity, cruTeamKey, type RoutingDecision } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
 import { shadowDecisionRow, type ShadowSource } from '../rule-sets/shadow.js'
@@ -195,7 +195,7 @@ export function createCallService(deps: CallServiceDeps) {
 
     const capacities = live.map(({ p }) => cruCapacity(ruleSet.document, p.event.call.agency))
     // A team with a limit: no other ingest may count it until this batch has committed its places.
-    await lockCruTeams(trx, [...new Set(capacities.flatMap((c) => (c ? [teamKey(c)] : [])))])
+    await lockCruTeams(trx, [...new Set(capacities.flatMap((c) => (c ? [cruTeamKey(c)] : [])))])
     const contexts = await readCallContexts(
       trx,
       live.map(({ k, p, isNew }, j) => ({
@@ -215,7 +215,7 @@ export function createCallService(deps: CallServiceDeps) {
       const { call } = event
       const context = contexts[j]!
       const capacity = capacities[j]!
-      const team = capacity && teamKey(capacity)
+      const team = capacity && cruTeamKey(capacity)
       const openCru = team ? context.openCru! + (cruDelta.get(team) ?? 0) : undefined
       const { personId, addressKey: addrKey } = keys[k]!
       const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history: historyOf(context), openCru })
@@ -367,11 +367,6 @@ function eventRow(p: Pending, applied: boolean, decisionId: string | null): Batc
     applied,
     decision_id: decisionId,
   }
-}
-
-/** Agencies whose open CRU assignments count against the same limit (cruCapacity describes the team). */
-function teamKey(c: CruCapacity): string {
-  return c.except ? '*' : c.agencies.join(',')
 }
 
 async function settle<R>(f: () => Promise<R>): Promise<Settlement<R>> {

@@ -132,6 +132,11 @@ export function cruCapacity(ruleSet: RuleSet, agency: string): CruCapacity | nul
   return { limit: schedule.limit, agencies: [agency], except: false }
 }
 
+/** Agencies whose open CRU assignments count against the same limit share this key (one CRU team). */
+export function cruTeamKey(c: CruCapacity): string {
+  return c.except ? '*' : c.agencies.join(',')
+}
+
 /**
  * CRU availability for an agency at an instant (DESIGN rule 7). An agency without its own entry
  * uses the "*" entry (the county CRU line, 24/7 in the default rule set). `openCruAssignments`

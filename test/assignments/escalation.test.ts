@@ -122,3 +122,29 @@ t.test('the rule set’s escalation map is checked', async (t) => {
   const { escalation: _e, ...without } = doc
   t.ok(parseRuleSet(without), 'optional: older rule sets fall back to the default chain')
 })
+
+t.test('an escalation that needs CRU, while CRU is at capacity, goes to police and says why (DESIGN rule 7)', async (t) => {
+  const doc = structuredClone(loadDefaultRuleSet()) as Omit<ReturnType<typeof loadDefaultRuleSet>, 'cru'> & { cru: Record<string, unknown> }
+  doc.version = 2
+  doc.cru = { ...doc.cru, 'esc-full': { schedule: 'always', maxOpenAssignments: 1 } }
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/rule-sets/2/activate', payload: { reason: 'a CRU team with one place' } })).statusCode, 200)
+  t.teardown(async () => void (await world.app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
+
+  // The case manager's call, and another call that then takes the team's only place.
+  const cm = await post({ natureCode: 'EDP', agency: 'esc-full', dispatcherOverride: 'case_manager' })
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  const cruSupport = cm.decision.assignments.find((a) => a.queue === 'cru')!
+  await move(cruSupport.id, 'decline') // the support leaves; the team's place is free again
+  const other = await post({ natureCode: 'EDP', agency: 'esc-full' })
+  t.equal(other.decision.route, 'cru', 'the other call takes the last place')
+
+  await move(primary.id, 'decline')
+  const after = (await call(cm.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from case_management assignment ${primary.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['police:primary'], 'police, not an unstaffed CRU queue')
+  t.match(
+    byId(after, primary.id).transitions.at(-1)!.reason,
+    /escalated to police \(cru needs CRU, which is not available: CRU at capacity for esc-full \(1 open CRU assignments, limit 1\)\)/,
+  )
+})

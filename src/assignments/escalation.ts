@@ -55,7 +55,7 @@ export interface EscalationOptions {
 interface Fallback {
   escalation: Partial<Record<QueueName, Route>>
   routes: Record<Route, AssignmentSpec[]>
-  /** The whole document, for CRU availability (schedules and capacity). */
+  /** The whole document: CRU availability falls back on it when no version is active. */
   document: RuleSet
 }
 
@@ -76,6 +76,21 @@ async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promi
   const fallback = { escalation: doc.escalation ?? DEFAULT_ESCALATION, routes: doc.routes, document: row.document as RuleSet }
   fallbackCache.set(row.version, fallback)
   return fallback
+}
+
+const activeCache = new Map<number, RuleSet>()
+
+/**
+ * CRU availability is today's, as ingest sees it: the active rule set's schedules and limits, not
+ * those of the version that made the call's first decision (the fallback routes are that version's).
+ */
+async function activeDocument(trx: Transaction<Database>, fallback: RuleSet): Promise<RuleSet> {
+  const row = await trx.selectFrom('rule_sets').select(['version', 'document']).where('status', '=', 'active').executeTakeFirst()
+  if (!row) return fallback
+  const hit = activeCache.get(row.version)
+  if (hit) return hit
+  activeCache.set(row.version, row.document as RuleSet)
+  return row.document as RuleSet
 }
 
 export async function escalateAssignment(db: Db, id: string, cause: EscalationCause, opts: EscalationOptions = {}): Promise<EscalationResult> {
@@ -109,12 +124,13 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     // capacity, goes to police instead (counted as ingest counts, under the team's lock).
     let cruNote = ''
     if (target && target !== 'police' && role === 'primary' && fb.routes[target].some((s) => s.queue === 'cru')) {
-      const capacity = cruCapacity(fb.document, a.agency)
+      const today = await activeDocument(trx, fb.document)
+      const capacity = cruCapacity(today, a.agency)
       if (capacity) await lockCruTeams(trx, [cruTeamKey(capacity)])
       const [context] = capacity
         ? await readCallContexts(trx, [{ callId: a.call_id, personId: null, addressKey: null, since: new Date(0), exclude: [], capacity, assignments: false }])
         : []
-      const cru = cruAvailability(fb.document, a.agency, now, context?.openCru)
+      const cru = cruAvailability(today, a.agency, now, context?.openCru)
       if (!cru.available) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`
         target = 'police'

@@ -113,7 +113,7 @@ export async function offerInOneStatement(
       update assignments a set status = 'offered', updated_at = now(), ack_deadline_at = ${input.ackDeadlineAt}
       from old
       where a.id = old.id and old.status = any(${MOVES.offer.from as readonly string[]})
-        and not (old.status = 'reserved' and ${hold}::timestamptz is not null and old.reserved_until > ${hold}::timestamptz)
+        and not (old.status = 'reserved' and coalesce(old.reserved_until > ${hold}::timestamptz, false))
       returning a.id, a.status, a.updated_at, a.ack_deadline_at, a.role, a.agency, a.queue, old.status as from_status),
     t as (
       insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)

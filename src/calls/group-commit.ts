@@ -99,11 +99,12 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   }
 
   async function execute(batch: Entry<T, R>[]): Promise<void> {
-    opts.onBatch?.(batch.length)
     let settled: Settlement<R>[]
     try {
+      opts.onBatch?.(batch.length)
       settled = await opts.run(batch.map((e) => e.item))
-      if (settled.length !== batch.length) throw new Error(`group commit: ${settled.length} settlements for ${batch.length} items`)
+      // Every item must be settled, or its caller would wait forever.
+      if (settled.length !== batch.length || batch.some((_, i) => !settled[i])) throw new Error(`group commit: not every item of the batch was settled`)
     } catch (err) {
       settled = batch.map(() => ({ error: err }))
     }

@@ -1,22 +1,24 @@
-import { sql, type Insertable, type Transaction } from 'kysely'
+import { sql, type Insertable, type RawBuilder, type Transaction } from 'kysely'
 import type { Executor } from '../db/connect.js'
 import type { CallRow, Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { CruCapacity, RoutingDecision } from '../routing/index.js'
 import type { ExistingAssignment } from './plan.js'
 import type { DecisionView } from './schemas.js'
+import { OPEN_STATUSES } from '../assignments/state-machine.js'
 
 export type { Executor }
 
 // Also named in migrations/0011_outbox_notify.ts, whose trigger sends it.
 export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
-/** Events already stored, by id: what a repeat of one is answered from. */
+/** Events already stored, by id, with their call's agency now: what a repeat of one is answered from. */
 export async function findEvents(db: Executor, eventIds: readonly string[]) {
   const rows = await db
-    .selectFrom('call_events')
-    .select(['event_id', 'call_id', 'body_hash', 'decision_id', 'applied'])
-    .where('event_id', 'in', eventIds)
+    .selectFrom('call_events as e')
+    .innerJoin('calls as c', 'c.call_id', 'e.call_id')
+    .select(['e.event_id', 'e.call_id', 'e.body_hash', 'e.decision_id', 'e.applied', 'c.agency'])
+    .where('e.event_id', 'in', eventIds)
     .execute()
   return new Map(rows.map((r) => [r.event_id, r]))
 }
@@ -132,9 +134,9 @@ export function lockCall(trx: Transaction<Database>, callId: string) {
 type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
 
 /** `insert into table (columns) select columns from json_populate_recordset(...)`: any number of rows, one parameter. */
-function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[]) {
+function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[], where = sql``) {
   const cols = sql.join(columns.map((c) => sql.id(c)))
-  return sql`insert into ${sql.table(table)} (${cols}) select ${cols} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json)`
+  return sql`insert into ${sql.table(table)} (${cols}) select ${cols} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) ${where}`
 }
 
 /**
@@ -142,21 +144,33 @@ function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof
  * its own target. The keys are also given as an array: the planner cannot see how few rows the
  * JSON holds (it guesses 100) and would scan a large table instead of using its primary key.
  */
-function updateRows<T extends keyof Database>(table: T, key: keyof Database[T] & string, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[]) {
-  const set = sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`))
+function updateRows<T extends keyof Database>(
+  table: T,
+  key: keyof Database[T] & string,
+  columns: readonly (keyof Database[T] & string)[],
+  rows: readonly JsonRow<T>[],
+  extra: { set?: RawBuilder<unknown>; where?: RawBuilder<unknown> } = {},
+) {
+  const set = sql.join([...columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`), ...(extra.set ? [extra.set] : [])])
   const keys = rows.map((r) => r[key])
   return sql`update ${sql.table(table)} t set ${set} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) v
-    where t.${sql.id(key)} = any(${keys}) and t.${sql.id(key)} = v.${sql.id(key)}`
+    where t.${sql.id(key)} = any(${keys}) and t.${sql.id(key)} = v.${sql.id(key)} ${extra.where ? sql`and ${extra.where}` : sql``}`
 }
+
+const TRANSITION_COLUMNS = ['assignment_id', 'from_status', 'to_status', 'role', 'actor', 'reason', 'feed_agency', 'feed_queue'] as const
 
 export interface BatchWrite {
   events: JsonRow<'call_events'>[]
   decisions: JsonRow<'decisions'>[]
   assignments: JsonRow<'assignments'>[]
-  /** Existing assignments whose role or status changes (a role swap, a close cancelling them). */
-  assignmentUpdates: JsonRow<'assignments'>[]
+  /** Existing assignments whose role changes (id, role, updated_at): only the role is written. */
+  roleChanges: JsonRow<'assignments'>[]
+  /** Existing assignments a close cancels (id, updated_at): cancelled only if still open when written. */
+  cancellations: JsonRow<'assignments'>[]
   outbox: JsonRow<'outbox'>[]
   transitions: JsonRow<'assignment_transitions'>[]
+  /** The cancellations' transitions: written for the assignments the statement did cancel. */
+  cancellationTransitions: JsonRow<'assignment_transitions'>[]
   shadow: JsonRow<'shadow_decisions'>[]
   calls: JsonRow<'calls'>[]
 }
@@ -185,9 +199,14 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
   }
   add('d', insertRows('decisions', ['id', 'call_id', 'event_id', 'route', 'rule_set_version', 'rule_id', 'explanation', 'facts', 'outcome', 'created_at'], w.decisions), w.decisions)
   add('a', insertRows('assignments', ['id', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'due_at', 'reserved_until'], w.assignments), w.assignments)
-  add('u', updateRows('assignments', 'id', ['role', 'status', 'updated_at'], w.assignmentUpdates), w.assignmentUpdates)
+  add('r', updateRows('assignments', 'id', ['role', 'updated_at'], w.roleChanges), w.roleChanges)
+  // An assignment completed (or otherwise closed) since it was read stays as it is, without a transition.
+  if (w.cancellations.length) {
+    parts.push(sql`x as (${updateRows('assignments', 'id', ['updated_at'], w.cancellations, { set: sql`status = 'cancelled'`, where: sql`t.status = any(${OPEN_STATUSES as readonly string[]})` })} returning t.id)`)
+    parts.push(sql`xt as (${insertRows('assignment_transitions', TRANSITION_COLUMNS, w.cancellationTransitions, sql`where assignment_id in (select id from x)`)})`)
+  }
   add('o', insertRows('outbox', ['assignment_id', 'queue', 'job_id', 'payload', 'trace_context'], w.outbox), w.outbox)
-  add('t', insertRows('assignment_transitions', ['assignment_id', 'from_status', 'to_status', 'role', 'actor', 'reason', 'feed_agency', 'feed_queue'], w.transitions), w.transitions)
+  add('t', insertRows('assignment_transitions', TRANSITION_COLUMNS, w.transitions), w.transitions)
   add(
     's',
     insertRows(

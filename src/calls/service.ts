@@ -47,6 +47,8 @@ interface Pending {
 /** Another transaction stored one of the batch's eventIds first: roll back, and the repeat is answered from it. */
 class LostRace extends Error {}
 const UNIQUE_VIOLATION = '23505'
+// The unique keys that tell an eventId stored by another transaction: the event's own, its decision's.
+const EVENT_KEYS = new Set(['call_events_pkey', 'decisions_event_id_key'])
 
 // Open CRU assignments count against a team's capacity in these statuses (see OPEN_CRU in the repository).
 const CRU_COUNTED = new Set(['queued', 'offered', 'acknowledged', 'accepted'])
@@ -108,18 +110,20 @@ export function createCallService(deps: CallServiceDeps) {
   function failed(err: unknown, size: number): Settlement<IngestOutcome> {
     // Another transaction stored one of these eventIds first (its decision's unique key tells, or
     // the count of events stored): run again, and the repeat is answered from what it stored.
-    const code = (err as { code?: string }).code ?? ''
-    if (err instanceof LostRace || code === UNIQUE_VIOLATION) return { retry: true, alone: size > 1 }
+    const { code = '', constraint = '' } = err as { code?: string; constraint?: string }
+    if (err instanceof LostRace || (code === UNIQUE_VIOLATION && EVENT_KEYS.has(constraint))) return { retry: true, alone: size > 1 }
     // A deadlock or serialisation failure (SQLSTATE class 40) is Postgres asking for exactly this: again.
     if (code.startsWith('40')) return { retry: true, alone: size > 1 }
     // Postgres is down or too slow: every event would fail the same way alone, so answer 503 now.
     if (isUnavailableError(err) || size === 1) return { error: err }
-    // Anything else (a deadlock, a constraint one event broke): run each alone, so only the bad one fails.
+    // Anything else (a constraint one event broke, a bug): run each alone, so only the bad one fails.
     return { retry: true, alone: true }
   }
 
   async function answerRepeat(p: Pending, stored: StoredEvent): Promise<IngestOutcome> {
     const { eventId } = p.event
+    // The call may belong to another agency by now: its current assignments are not this key's to read.
+    if (p.mayTouchAgency && !p.mayTouchAgency(stored.agency)) throw new AppError('forbidden', `this key may not post events for call ${stored.call_id}`)
     if (stored.body_hash !== p.bodyHash) {
       throw new AppError('event-conflict', `event ${eventId} was already received with a different body`, { extra: { eventId } })
     }
@@ -135,16 +139,17 @@ export function createCallService(deps: CallServiceDeps) {
 
   /**
    * One transaction for the batch: lock its calls, read what routing needs about all of them, decide
-   * each event in arrival order, write everything in one statement. Each event is decided as if the
-   * batch's earlier events had been applied before it (its history counts their new calls, its CRU
-   * capacity their new CRU assignments), exactly as if they had come one by one.
+   * each event in arrival order, write everything in one statement. Each event sees what the batch's
+   * earlier events created: its history counts their new calls, its CRU capacity their new CRU
+   * assignments. (A subject or address that an earlier event changes on an existing call is seen
+   * from the next batch on: concurrent events, as before batching.)
    */
   async function apply(trx: Transaction<Database>, batch: Pending[]): Promise<(Settlement<IngestOutcome> | { stale: string })[]> {
     const now = clock()
     const ruleSet = deps.ruleSets.active()
     const shadow = deps.shadow?.current()
     const out = new Array<Settlement<IngestOutcome> | { stale: string }>(batch.length)
-    const w: BatchWrite = { events: [], decisions: [], assignments: [], assignmentUpdates: [], outbox: [], transitions: [], shadow: [], calls: [] }
+    const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [] }
 
     // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
     // rows come back as they were before this batch — one round trip.
@@ -268,17 +273,17 @@ export function createCallService(deps: CallServiceDeps) {
           feed_queue: a.queue,
         })
       }
-      // One update per changed assignment, whatever changed (a close cancels; an update swaps roles).
-      const updates = new Map<string, { role: string; status: string }>()
+      // Only what the plan changes: a worker or a console may move these assignments meanwhile (the
+      // call's lock does not cover them), and their status is theirs to keep.
       for (const c of plan.roleChanges) {
         const b = before(c.id)
-        updates.set(c.id, { role: c.to, status: b.status })
+        w.roleChanges.push({ id: c.id, role: c.to, updated_at: now })
         w.transitions.push({ assignment_id: c.id, from_status: b.status, to_status: b.status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}`, feed_agency: call.agency, feed_queue: b.queue })
       }
       for (const c of plan.cancellations) {
         const b = before(c.id)
-        updates.set(c.id, { role: updates.get(c.id)?.role ?? b.role, status: 'cancelled' })
-        w.transitions.push({
+        w.cancellations.push({ id: c.id, updated_at: now })
+        w.cancellationTransitions.push({
           assignment_id: c.id,
           from_status: c.from,
           to_status: 'cancelled',
@@ -289,7 +294,6 @@ export function createCallService(deps: CallServiceDeps) {
           feed_queue: b.queue,
         })
       }
-      for (const [id, u] of updates) w.assignmentUpdates.push({ id, ...u, updated_at: now })
       if (team) {
         const opened = fresh.filter((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status)).length
         const closed = plan.cancellations.filter((c) => before(c.id).queue === 'cru' && CRU_COUNTED.has(c.from)).length

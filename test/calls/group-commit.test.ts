@@ -26,7 +26,7 @@ function service(opts: { concurrency?: number; maxSize?: number } = {}) {
     batch: { concurrency: opts.concurrency ?? 1, maxSize: opts.maxSize ?? 32, onBatch: (n) => sizes.push(n) },
   })
   // As the route hands it over: parsed, defaults filled in.
-  return { calls: { ingest: (e: unknown) => calls.ingest(callEventSchema.parse(e)) }, sizes }
+  return { calls: { ingest: (e: unknown, scope: { mayTouchAgency?: (a: string) => boolean } = {}) => calls.ingest(callEventSchema.parse(e), scope) }, sizes }
 }
 
 const settled = (ps: Promise<IngestOutcome>[]) => Promise.allSettled(ps)
@@ -120,6 +120,21 @@ t.test('a batch mixes new, stale, closed-call and repeated events: each is answe
     ].sort((x, y) => x.event_id.localeCompare(y.event_id)),
     'the event refused for a closed call left nothing behind',
   )
+})
+
+t.test('a repeat is answered only to a key that may still touch the call', async (t) => {
+  const { calls } = service()
+  const hastingsOnly = { mayTouchAgency: (a: string) => a === 'hastings-pd' }
+  const first = callEvent({ agency: 'hastings-pd' })
+  t.equal((await calls.ingest(first, hastingsOnly)).created, true)
+  // The county hands the call to Rosemount (an unscoped key).
+  const handed = { ...first, eventId: `${first.eventId}-h`, type: 'call.updated' as const, occurredAt: new Date(Date.parse(first.occurredAt) + 1000).toISOString(), call: { ...first.call, agency: 'rosemount-pd' } }
+  t.equal((await calls.ingest(handed)).created, true)
+  const again = await calls.ingest(first, hastingsOnly).then(
+    () => 'answered',
+    (err: AppError) => err.code,
+  )
+  t.equal(again, 'forbidden', 'Hastings may no longer read the call through a repeat of its old event')
 })
 
 t.test('the same eventId from two instances at once: one decision, one 201', async (t) => {

@@ -6,7 +6,7 @@ import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/e
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { drainOrReturn, offerNow, type InFlight } from './responder-worker.js'
+import { drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
 
 export interface LifecycleWorkerDeps {
   db: Db
@@ -89,14 +89,7 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   const active = new Map<string, InFlight>()
   const worker = new Worker<LifecycleJob, unknown, string>(
     LIFECYCLE_QUEUE,
-    async (job, token) => {
-      active.set(job.id ?? '', { job, token })
-      try {
-        return await processLifecycleJob(deps, job, token)
-      } finally {
-        active.delete(job.id ?? '')
-      }
-    },
+    (job, token) => inFlight(active, job.id ?? '', job, token, () => processLifecycleJob(deps, job, token)),
     {
       connection: deps.connection,
       prefix: deps.prefix,

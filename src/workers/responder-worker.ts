@@ -89,10 +89,8 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
   const workers = (deps.queues ?? QUEUES).map((name) => {
     const worker = new Worker<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(
       name,
-      async (job, token) => {
-        const key = `${name}/${job.id}`
-        active.set(key, { job, token })
-        try {
+      (job, token) =>
+        inFlight(active, `${name}/${job.id}`, job, token, async () => {
           const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines })
           if (typeof outcome === 'object') {
             // Not due yet: the same job comes back when the follow-up's time comes (delays live in Redis).
@@ -100,10 +98,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
             throw new DelayedError()
           }
           deps.log.debug({ queue: name, jobId: job.id, outcome }, 'assignment job processed')
-        } finally {
-          active.delete(key)
-        }
-      },
+        }),
       {
         connection: deps.connection,
         prefix: deps.prefix,
@@ -141,15 +136,44 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
 export interface InFlight {
   job: { id?: string | undefined; moveToWait(token?: string): Promise<number> }
   token: string | undefined
+  /** Handed back to its queue by a shutdown that ran out of time: the job is no longer this worker's. */
+  handedBack?: boolean
+}
+
+// Never settles: what a handed-back job's processor gives BullMQ (see inFlight).
+const NEVER = new Promise<never>(() => {})
+
+/**
+ * Runs a job's work as one of the jobs in flight. A job handed back at shutdown (drainOrReturn)
+ * belongs to its queue again, and the force-closed worker's connection is gone: its processor,
+ * finishing later, reports nothing to BullMQ — an outcome reported then would fail on the closed
+ * connection with nobody to catch it. Its work is idempotent; the next worker redoes or skips it.
+ */
+export async function inFlight<T>(active: Map<string, InFlight>, key: string, job: InFlight['job'], token: string | undefined, work: () => Promise<T>): Promise<T> {
+  const entry: InFlight = { job, token }
+  active.set(key, entry)
+  let out: T
+  try {
+    out = await work()
+  } catch (err) {
+    if (!entry.handedBack) throw err
+  } finally {
+    active.delete(key)
+  }
+  if (entry.handedBack) return NEVER
+  return out!
 }
 
 /** Shared with the lifecycle worker: pause, let jobs in flight finish for `drainMs`, hand back the rest. */
 export async function drainOrReturn(
-  workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void> }>,
+  workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void>; waitUntilReady(): Promise<unknown> }>,
   active: Map<string, InFlight>,
   drainMs: number,
   log: FastifyBaseLogger,
 ): Promise<void> {
+  // A worker closed while its Redis connections are still starting leaves BullMQ's start-up check
+  // rejected with nobody listening (a stop right after a start): let them finish, for a second at most.
+  await Promise.race([Promise.all(workers.map((w) => w.waitUntilReady().catch(() => {}))), new Promise((r) => setTimeout(r, 1000).unref())])
   // Stop taking jobs, then give the ones in flight their time. (Not close(): a close in progress
   // cannot be turned into a forced one.)
   await Promise.all(workers.map((w) => w.pause(true)))
@@ -158,6 +182,7 @@ export async function drainOrReturn(
   const left = [...active.values()]
   if (left.length) {
     log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')
+    for (const entry of left) entry.handedBack = true
     await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
   }
   await Promise.all(workers.map((w) => w.close(left.length > 0)))

@@ -118,7 +118,6 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   t.equal(await queues.police.getJobState(jobIdFor(id)), 'waiting', 'the job is back in its queue for another worker')
   await holder.query('rollback')
   holder.release()
-  await conn.quit()
 
   // Another worker takes it and offers the assignment.
   const conn2 = createRedis(REDIS_URL, 'worker')
@@ -127,6 +126,10 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   await helpers(world).until(id, 'offered')
   await next.close()
   await conn2.quit()
+  // Only now: the handed-back job's processor was still waiting on the row and finishes after the
+  // rollback; BullMQ then reports its outcome on this connection (and is told the job is no longer
+  // its own). Closing the connection under it rejected that call with nobody listening.
+  await conn.quit()
 })
 
 t.test('the lifecycle worker is configured like the responder workers (retry delay after a Redis error, locks)', async (t) => {

@@ -19,6 +19,8 @@ export interface ChannelListenerOptions {
 export interface ChannelListener {
   /** Whether a connection listens right now. */
   listening(): boolean
+  /** Settles once the first attempt to listen has succeeded or failed (retries go on after). */
+  started(): Promise<void>
   close(): Promise<void>
 }
 
@@ -28,8 +30,8 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]*$/
 
 /**
  * LISTENs on a channel on a connection of its own and reconnects after errors: 1 s after a lost
- * connection, doubling to 10 s while Postgres stays away. (The rule-set registry and the outbox
- * relay hold their own copies of this loop.)
+ * connection, doubling to 10 s while Postgres stays away. (The outbox relay holds its own copy
+ * of this loop, with its polling tied in.)
  */
 export function listenToChannel(opts: ChannelListenerOptions): ChannelListener {
   if (!IDENTIFIER.test(opts.channel)) throw new Error(`not a channel name: ${opts.channel}`)
@@ -80,10 +82,11 @@ export function listenToChannel(opts: ChannelListenerOptions): ChannelListener {
     failures = 0
     opts.onListening()
   }
-  void listen()
+  const first = listen()
 
   return {
     listening: () => client !== undefined,
+    started: () => first,
     async close() {
       if (closed) return
       closed = true

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { sql } from 'kysely'
-import pg from 'pg'
 import type { Db } from '../db/connect.js'
+import { listenToChannel } from '../db/listener.js'
 import { compileRuleSet, loadDefaultRuleSet, type CompiledRuleSet, type RuleSet } from '../routing/index.js'
 import { activeVersion, loadDocument, RULE_SET_CHANNEL, RULE_SET_LOCK } from './repository.js'
 
@@ -29,8 +29,6 @@ export interface RuleSetRegistryOptions {
   defaultDocument?: RuleSet
 }
 
-const RECONNECT_MS = 1000
-const MAX_RECONNECT_MS = 10_000
 const silent = { info: () => {}, warn: () => {} }
 
 /**
@@ -83,47 +81,18 @@ export async function createRuleSetRegistry(db: Db, opts: RuleSetRegistryOptions
   const timer = setInterval(safeRefresh, opts.checkEveryMs ?? 5000)
   timer.unref()
 
-  let listener: pg.Client | undefined
-  let failures = 0
-  // 1 s after a lost connection, longer while Postgres stays away (the timer keeps checking meanwhile).
-  const retry = () => {
-    if (closed) return
-    const wait = Math.min(RECONNECT_MS * 2 ** failures++, MAX_RECONNECT_MS)
-    setTimeout(() => void listen().catch(() => {}), wait).unref()
-  }
-  async function listen(): Promise<void> {
-    if (closed || !opts.databaseUrl) return
-    const client = new pg.Client({ connectionString: opts.databaseUrl, application_name: 'cad-router-rule-sets' })
-    client.on('notification', safeRefresh)
-    // Each client schedules at most one reconnect, whether its error comes as an event or a rejection.
-    let gone = false
-    const drop = () => {
-      if (gone) return false
-      gone = true
-      if (listener === client) listener = undefined
-      client.end().catch(() => {})
-      retry()
-      return true
-    }
-    client.on('error', (err) => {
-      if (drop()) log.warn({ err: { message: err.message } }, 'rule-set listener lost its connection; reconnecting')
-    })
-    try {
-      await client.connect()
-      await client.query(`listen ${RULE_SET_CHANNEL}`)
-    } catch (err) {
-      if (drop() && !closed) log.warn({ err: { message: (err as Error).message }, failures }, 'rule-set listener could not connect; retrying')
-      return
-    }
-    if (closed) {
-      await client.end().catch(() => {})
-      return
-    }
-    listener = client
-    failures = 0
-    safeRefresh() // activations made while no listener was connected
-  }
-  await listen()
+  // NOTIFY from an activation switches at once; each (re)connect catches up on what it missed.
+  const listener = opts.databaseUrl
+    ? listenToChannel({
+        databaseUrl: opts.databaseUrl,
+        channel: RULE_SET_CHANNEL,
+        applicationName: 'cad-router-rule-sets',
+        onNotify: safeRefresh,
+        onListening: safeRefresh,
+        log,
+      })
+    : undefined
+  await listener?.started()
 
   return {
     active: () => current,
@@ -133,9 +102,7 @@ export async function createRuleSetRegistry(db: Db, opts: RuleSetRegistryOptions
       if (closed) return
       closed = true
       clearInterval(timer)
-      const l = listener
-      listener = undefined
-      await l?.end().catch(() => {})
+      await listener?.close()
     },
   }
 }

@@ -33,12 +33,16 @@ t.test('SIGTERM under load: requests and jobs in flight finish, exit 0 within th
     onAttempt: (p, at) => {
       sending.delete(p)
       if (ok(at) && ++answered === Math.round(EVENTS / 3)) {
-        signalledAt = Date.now()
-        inFlightAtSignal = [...sending].filter(([, s]) => s.target === a.url).map(([q]) => q)
         stopped = (async () => {
-          const ids = queues.activeIds()
+          // Answers come in bursts as group commits end, and their jobs reach the workers a moment
+          // later: signal once some are running (within 3 s), so the signal finds both in flight.
+          const until = Date.now() + 3000
+          let ids: string[] = []
+          while (!(ids = await queues.activeIds()).length && Date.now() < until) await new Promise((r) => setTimeout(r, 10))
+          signalledAt = Date.now()
+          inFlightAtSignal = [...sending].filter(([, s]) => s.target === a.url).map(([q]) => q)
+          jobsAtSignal = ids
           const exit = await a.kill('SIGTERM')
-          jobsAtSignal = await ids
           return { code: exit.code, ms: Date.now() - signalledAt }
         })()
       }

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import t from 'tap'
-import { createWorld, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, REDIS_URL } from '../helpers/world.js'
 import { helpers } from './fixtures/pipeline.js'
 
 // The deadline has to outlive the first worker process; the sweep is out of reach, so only the
@@ -52,6 +52,9 @@ t.test('an escalation survives kill -9 of the worker process while it waits', as
   const created = await post({ natureCode: 'EDP', agency: 'restart-pd' })
   const cru = created.decision.assignments[0]!
   const offered = await until(cru.id, 'offered', 30_000)
+  // The deadline job is added just after the offer commits: kill once it is in Redis. (A kill in
+  // between is the sweep's to catch, or the offer job's retry once its lock lapses — not this test.)
+  await eventually(async () => (await world.redis.exists(`${world.prefix}:lifecycle:ack-${cru.id}`)) === 1, 10_000, 5)
   first.kill('SIGKILL')
   await once(first, 'exit')
   t.ok(Date.now() < offered.ack_deadline_at!.getTime(), 'killed before the deadline')

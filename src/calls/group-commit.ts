@@ -49,7 +49,6 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   let running = 0
   let seq = 0
   let scheduled = false
-  let waiters: (() => void)[] = []
 
   function submit(item: T): Promise<R> {
     if (queue.length >= opts.maxQueued) return Promise.reject(opts.overloaded())
@@ -75,10 +74,6 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
       if (!batch.length) break
       running++
       void execute(batch)
-    }
-    if (!running && !queue.length && waiters.length) {
-      for (const w of waiters) w()
-      waiters = []
     }
   }
 
@@ -125,13 +120,5 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
     pump()
   }
 
-  return {
-    submit,
-    /** Resolves once nothing is queued or in flight (for shutdown and tests). */
-    drained(): Promise<void> {
-      if (!running && !queue.length) return Promise.resolve()
-      return new Promise((resolve) => waiters.push(resolve))
-    },
-    stats: () => ({ queued: queue.length, running }),
-  }
+  return { submit }
 }

@@ -6,6 +6,7 @@ import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js
 import { AppError, notFound } from '../http/errors.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { DEFAULT_ESCALATION } from '../routing/rule-set.js'
+import { activeVersion, loadDocument } from '../rule-sets/repository.js'
 import { cruAvailability, cruCapacity, cruTeamKey, type AssignmentSpec, type QueueName, type Role, type Route, type RuleSet } from '../routing/index.js'
 import { toAssignmentView } from './repository.js'
 import type { AssignmentView } from './schemas.js'
@@ -85,12 +86,13 @@ const activeCache = new Map<number, RuleSet>()
  * those of the version that made the call's first decision (the fallback routes are that version's).
  */
 async function activeDocument(trx: Transaction<Database>, fallback: RuleSet): Promise<RuleSet> {
-  const row = await trx.selectFrom('rule_sets').select(['version', 'document']).where('status', '=', 'active').executeTakeFirst()
-  if (!row) return fallback
-  const hit = activeCache.get(row.version)
+  const version = await activeVersion(trx)
+  if (version === undefined) return fallback
+  const hit = activeCache.get(version)
   if (hit) return hit
-  activeCache.set(row.version, row.document as RuleSet)
-  return row.document as RuleSet
+  const document = ((await loadDocument(trx, version)) as RuleSet | undefined) ?? fallback
+  activeCache.set(version, document)
+  return document
 }
 
 export async function escalateAssignment(db: Db, id: string, cause: EscalationCause, opts: EscalationOptions = {}): Promise<EscalationResult> {

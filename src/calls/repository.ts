@@ -1,5 +1,6 @@
-import { sql, type Insertable, type RawBuilder, type Transaction } from 'kysely'
+import { sql, type RawBuilder, type Transaction } from 'kysely'
 import type { Executor } from '../db/connect.js'
+import { prepared } from '../db/prepared.js'
 import type { CallRow, Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { CruCapacity, RoutingDecision } from '../routing/index.js'
@@ -14,15 +15,16 @@ export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
 /** Events already stored, by id, with their call's agency now: what a repeat of one is answered from. */
 export async function findEvents(db: Executor, eventIds: readonly string[]) {
-  const rows = await db
-    .selectFrom('call_events as e')
-    .innerJoin('calls as c', 'c.call_id', 'e.call_id')
-    .select(['e.event_id', 'e.call_id', 'e.body_hash', 'e.decision_id', 'e.applied', 'c.agency'])
-    .where('e.event_id', 'in', eventIds)
-    .execute()
+  const { rows } = await prepared(sql<{ event_id: string; call_id: string; body_hash: string; decision_id: string | null; applied: boolean; agency: string }>`
+    select e.event_id, e.call_id, e.body_hash, e.decision_id, e.applied, c.agency
+    from call_events e join calls c on c.call_id = e.call_id
+    where e.event_id = any(${eventIds}::text[])`).execute(db)
   return new Map(rows.map((r) => [r.event_id, r]))
 }
 export type StoredEvent = NonNullable<ReturnType<Awaited<ReturnType<typeof findEvents>>['get']>>
+
+/** What ingest needs of a call row as it was before the batch. */
+export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'>
 
 /**
  * Creates the call rows that are new and locks every one of them for the rest of the transaction,
@@ -30,14 +32,12 @@ export type StoredEvent = NonNullable<ReturnType<Awaited<ReturnType<typeof findE
  * RETURNING see an existing row). Rows are locked in call_id order, so two batches that share calls
  * (two API instances) queue behind each other instead of deadlocking.
  */
-export async function upsertAndLockCalls(trx: Transaction<Database>, rows: Insertable<Database['calls']>[]): Promise<Map<string, CallRow>> {
-  const sorted = [...rows].sort((a, b) => (a.call_id < b.call_id ? -1 : a.call_id > b.call_id ? 1 : 0))
-  const out = await trx
-    .insertInto('calls')
-    .values(sorted)
-    .onConflict((oc) => oc.column('call_id').doUpdateSet({ call_id: (eb) => eb.ref('excluded.call_id') }))
-    .returningAll()
-    .execute()
+export async function upsertAndLockCalls(trx: Transaction<Database>, rows: readonly JsonRow<'calls'>[]): Promise<Map<string, LockedCall>> {
+  const sorted = [...rows].sort((a, b) => (String(a.call_id) < String(b.call_id) ? -1 : String(a.call_id) > String(b.call_id) ? 1 : 0))
+  const { rows: out } = await prepared(sql<LockedCall>`
+    ${insertRows('calls', ['call_id', 'agency', 'status', 'nature_code', 'priority', 'flags', 'route', 'last_occurred_at', 'subject_person_id', 'address_key'], sorted)}
+    on conflict (call_id) do update set call_id = excluded.call_id
+    returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route`).execute(trx)
   return new Map(out.map((r) => [r.call_id, r]))
 }
 
@@ -100,7 +100,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
     cap_except: q.capacity?.except ?? null,
     with_assignments: q.assignments,
   }))
-  const { rows } = await sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: ExistingAssignment[] | null }>`
+  const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: ExistingAssignment[] | null }>`
     select u.i,
       case when u.person is null then 0 else
         (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as subject,
@@ -115,7 +115,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
            from assignments a where a.call_id = u.call_id) end as assignments
     from json_to_recordset(${JSON.stringify(input)}::json)
       as u(i int, call_id text, person text, addr text, since timestamptz, exclude text[], cap_agencies text[], cap_except boolean, with_assignments boolean)
-    order by u.i`.execute(db)
+    order by u.i`).execute(db)
   return rows.map((r) => ({
     priorSubject: Number(r.subject),
     priorAddress: Number(r.address),
@@ -217,7 +217,8 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
     w.shadow,
   )
   add('c', updateRows('calls', 'call_id', CALL_COLUMNS, w.calls), w.calls)
-  const { rows } = await sql<{ n: number }>`with ${sql.join(parts)} select count(*)::int as n from e`.execute(trx)
+  // Prepared: its text takes a few shapes (which parts a batch has), each planned once per connection.
+  const { rows } = await prepared(sql<{ n: number }>`with ${sql.join(parts)} select count(*)::int as n from e`).execute(trx)
   return rows[0]!.n
 }
 

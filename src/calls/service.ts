@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
-import type { CallRow, Database } from '../db/schema.js'
+import type { Database } from '../db/schema.js'
 import { AppError, isUnavailableError } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
@@ -13,7 +13,7 @@ import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
 import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import { findEvents, loadDecisionView, lockCruTeams, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type StoredEvent } from './repository.js'
+import { findEvents, loadDecisionView, lockCruTeams, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -162,7 +162,7 @@ export function createCallService(deps: CallServiceDeps) {
         status: 'open',
         nature_code: call.natureCode,
         priority: call.priority,
-        flags: JSON.stringify(call.flags),
+        flags: call.flags,
         route: 'police',
         last_occurred_at: new Date(occurredAt),
         // A new call is someone's prior call for the batch's later events already (DESIGN rule 6).
@@ -171,7 +171,7 @@ export function createCallService(deps: CallServiceDeps) {
       })),
     )
 
-    const live: { k: number; p: Pending; current: CallRow; isNew: boolean }[] = []
+    const live: { k: number; p: Pending; current: LockedCall; isNew: boolean }[] = []
     batch.forEach((p, k) => {
       const { event } = p
       const current = calls.get(event.call.callId)!

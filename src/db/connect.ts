@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect, type Transaction } from 'kysely'
 import pg from 'pg'
+import { prepareMarkedStatements } from './prepared.js'
 import type { Database } from './schema.js'
 
 // bigint (int8) ids and counts come back as strings by default; ours fit in a double comfortably.
@@ -35,6 +36,7 @@ export function createPool(opts: PoolOptions): pg.Pool {
   // broken client is not reused (the pool drops clients that are no longer queryable on release).
   pool.on('connect', (client) => {
     client.on('error', () => {})
+    prepareMarkedStatements(client)
   })
   return pool
 }

@@ -4,10 +4,11 @@ import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
+import { prepared } from '../db/prepared.js'
 import type { AssignmentRow } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
 import type { QueueName, Role } from '../routing/index.js'
-import { toAssignmentView } from './repository.js'
+import { assignmentColumns, toAssignmentView } from './repository.js'
 import type { AssignmentView } from './schemas.js'
 import type { AssignmentStatus } from './state-machine.js'
 
@@ -125,12 +126,13 @@ export async function readFeed(
     ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)`
     : sql`and t.feed_xid < ${String(below)}::xid8`
   const pending = upTo ? sql`false` : sql`exists (select 1 from assignment_transitions p where p.feed_xid >= ${String(below)}::xid8)`
-  const { rows } = await sql<FeedRow>`
+  // Prepared: a handful of shapes (scoped or not, bounded by a position or by the horizon).
+  const { rows } = await prepared(sql<FeedRow>`
     select ${pending} as pending, r.*
     from (select 1) one left join lateral (
       select t.feed_xid as t_feed_xid, t.feed_xid::text as t_xid, t.id as t_id, t.from_status as t_from, t.to_status as t_to,
              t.role as t_role, t.actor as t_actor, t.reason as t_reason, t.at as t_at,
-             t.feed_agency as t_agency, t.feed_queue as t_queue, a.*
+             t.feed_agency as t_agency, t.feed_queue as t_queue, ${assignmentColumns('a')}
       from assignment_transitions t join assignments a on a.id = t.assignment_id
       where (t.feed_xid, t.id) > (${after.xid.toString()}::xid8, ${after.id}::bigint)
         ${bound}
@@ -139,7 +141,7 @@ export async function readFeed(
       order by t.feed_xid, t.id
       limit ${limit}
     ) r on true
-    order by r.t_feed_xid, r.t_id`.execute(db)
+    order by r.t_feed_xid, r.t_id`).execute(db)
   const head = rows[0]
   if (!head) throw new Error('feed read returned no row')
   const events: FeedEvent[] = []
@@ -184,7 +186,7 @@ export async function readFeed(
  * cached per transaction). Prepared (two-phase) transactions are not listed: this service uses none.
  */
 export async function feedHorizon(db: Db): Promise<bigint> {
-  const { rows } = await sql<{ horizon: string }>`
+  const { rows } = await prepared(sql<{ horizon: string }>`
     with s as materialized (select pg_current_snapshot() as snap),
          ours as materialized (
            select backend_xid::text::bigint as x32 from pg_stat_get_activity(null)
@@ -193,7 +195,7 @@ export async function feedHorizon(db: Db): Promise<bigint> {
     select coalesce(
       (select min(x) from s, pg_snapshot_xip(s.snap) as x where (x::text::numeric % 4294967296)::bigint in (select x32 from ours)),
       (select pg_snapshot_xmax(snap) from s)
-    )::text as horizon`.execute(db)
+    )::text as horizon`).execute(db)
   return BigInt(rows[0]!.horizon)
 }
 

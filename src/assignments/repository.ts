@@ -1,5 +1,6 @@
 import { sql, type Selectable, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
+import { prepared } from '../db/prepared.js'
 import type { AssignmentsTable, Database } from '../db/schema.js'
 import { AppError, notFound } from '../http/errors.js'
 import type { QueueName, Role } from '../routing/index.js'
@@ -7,6 +8,19 @@ import type { AssignmentView } from './schemas.js'
 import { MOVES, OPEN_STATUSES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null)
+
+const ASSIGNMENT_COLUMNS = [
+  'id', 'seq', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'disposition',
+  'due_at', 'reserved_until', 'ack_deadline_at', 'escalated_from', 'created_at', 'updated_at',
+] as const satisfies readonly (keyof AssignmentsTable)[]
+
+/**
+ * Every column of an assignment row, named (`alias.id, alias.seq, …`): what toAssignmentView reads,
+ * for prepared statements, which must not use `*` (see src/db/prepared.ts).
+ */
+export function assignmentColumns(alias: string) {
+  return sql.join(ASSIGNMENT_COLUMNS.map((c) => sql.ref(`${alias}.${c}`)))
+}
 
 /** `now` decides the overdue flag: an open assignment past the time it must be done by. */
 export function toAssignmentView(a: Selectable<AssignmentsTable>, now: Date = new Date()): AssignmentView {
@@ -107,8 +121,8 @@ export async function offerInOneStatement(
   const hold = input.holdReservedUntilAfter ?? null
   // The locked row as it is, with what the move changed beside it (null when it did not move): a
   // plain join plans in a fraction of the time a union would, and this runs for every assignment.
-  const { rows } = await sql<Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_ack_deadline_at: Date | null }>`
-    with old as (select * from assignments where id = ${id} for update),
+  const { rows } = await prepared(sql<Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_ack_deadline_at: Date | null }>`
+    with old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} for update),
     moved as (
       update assignments a set status = 'offered', updated_at = now(), ack_deadline_at = ${input.ackDeadlineAt}
       from old
@@ -119,7 +133,7 @@ export async function offerInOneStatement(
       insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)
       select id, from_status, status, role, ${input.actor}, ${input.reason}, agency, queue from moved)
     select o.*, m.status as moved_status, m.updated_at as moved_updated_at, m.ack_deadline_at as moved_ack_deadline_at
-    from old o left join moved m on m.id = o.id`.execute(db)
+    from old o left join moved m on m.id = o.id`).execute(db)
   const row = rows[0]
   if (!row) return undefined
   const { moved_status, moved_updated_at, moved_ack_deadline_at, ...before } = row

@@ -3,6 +3,7 @@ import pg from 'pg'
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Db } from '../db/connect.js'
+import { prepared } from '../db/prepared.js'
 import { OUTBOX_CHANNEL } from '../calls/repository.js'
 import type { QueueName } from '../routing/index.js'
 import { ASSIGNMENT_JOB_NAME, type AssignmentJob, type AssignmentQueue } from './queues.js'
@@ -83,15 +84,9 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
     if (deps.producer && deps.producer.status !== 'ready') throw new RedisUnavailable(`Redis connection is ${deps.producer.status}`)
     await within(Promise.all(queueList.map((q) => q.waitUntilReady())), REDIS_WAIT_MS, 'queues not ready')
     return db.transaction().execute(async (trx) => {
-      const rows = await trx
-        .selectFrom('outbox')
-        .select(['id', 'queue', 'job_id', 'payload', 'trace_context'])
-        .where('sent_at', 'is', null)
-        .orderBy('id')
-        .limit(deps.batchSize)
-        .forUpdate()
-        .skipLocked()
-        .execute()
+      const { rows } = await prepared(sql<{ id: number; queue: string; job_id: string; payload: unknown; trace_context: string | null }>`
+        select id, queue, job_id, payload, trace_context from outbox where sent_at is null
+        order by id limit ${deps.batchSize} for update skip locked`).execute(trx)
       if (!rows.length) return 0
       const byQueue = new Map<QueueName, typeof rows>()
       for (const r of rows) {
@@ -116,11 +111,8 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
         REDIS_WAIT_MS,
         'addBulk',
       )
-      await trx
-        .updateTable('outbox')
-        .set({ sent_at: new Date(), attempts: sql`attempts + 1`, last_error: null })
-        .where('id', 'in', rows.map((r) => r.id))
-        .execute()
+      await prepared(sql`update outbox set sent_at = ${new Date()}, attempts = attempts + 1, last_error = null
+        where id = any(${rows.map((r) => r.id)}::bigint[])`).execute(trx)
       return rows.length
     })
   }

@@ -4,6 +4,7 @@
  * database: the same number of rows per event inserted by N clients in transactions (BEGIN, one
  * multi-row INSERT, COMMIT) — no HTTP, no validation, no routing.
  */
+import { availableParallelism } from 'node:os'
 import pg from 'pg'
 import { createCallService } from '../src/calls/service.js'
 import { callEventSchema } from '../src/calls/schemas.js'
@@ -12,7 +13,7 @@ import { createRuleSetRegistry } from '../src/rule-sets/registry.js'
 import { createEventStream } from './lib/events.js'
 import { hammer } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { deploy, scrapeMetric } from './lib/service.js'
+import { cpuSeconds, deploy, scrapeMetric } from './lib/service.js'
 
 export interface IngestOptions {
   seconds: number
@@ -105,21 +106,38 @@ export async function runIngest(opts: IngestOptions): Promise<Row[]> {
     const before = await countRows(d.pool)
     const batches = () => Promise.all(['cad_router_ingest_batch_events_sum', 'cad_router_ingest_batch_events_count'].map((m) => scrapeMetric(url, d.adminKey, m)))
     const [events0 = 0, tx0 = 0] = await batches()
+    const cpu0 = { ...cpuSeconds([d.apis[0]!.pid]), bench: process.cpuUsage() }
     const r = await hammer(url, d.adminKey, { connections: opts.connections, seconds: opts.seconds, seed: 12 })
+    const cpu1 = cpuSeconds([d.apis[0]!.pid])
+    const benchCpu = process.cpuUsage(cpu0.bench)
     const [events1 = 0, tx1 = 0] = await batches()
     const perTransaction = (events1 - events0) / Math.max(1, tx1 - tx0)
     const rowsPerEvent = (await countRows(d.pool) - before) / Math.max(1, r.ok)
     opts.log(`  ingest: ${Math.round(r.perSecond)}/s, ${r.non2xx + w.non2xx} non-2xx, ${r.errors + w.errors} errors; ${rowsPerEvent.toFixed(2)} rows per event`)
     opts.log(`  ingest: raw limit, ${Math.round(rowsPerEvent)}-row transactions at ${opts.connections} clients, ${opts.seconds} s`)
+    const rawCpu0 = cpuSeconds([]).postgres
     const raw = await rawLimit(d.databaseUrl, { seconds: opts.seconds, connections: opts.connections, rowsPerTx: rowsPerEvent })
+    const rawCpu1 = cpuSeconds([]).postgres
     const diag = await statementsPerIngest(d.databaseUrl)
     const ratio = r.perSecond / raw
+    // Per stored event: ms of CPU, and how busy the whole machine was (100 % = every core).
+    const perEvent = (seconds: number | null) => (seconds === null ? NaN : (seconds * 1000) / Math.max(1, r.ok))
+    const cpu = {
+      api: perEvent(cpu1.service - cpu0.service),
+      postgres: perEvent(cpu1.postgres === null || cpu0.postgres === null ? null : cpu1.postgres - cpu0.postgres),
+      load: perEvent((benchCpu.user + benchCpu.system) / 1e6),
+      raw: rawCpu0 === null || rawCpu1 === null ? NaN : ((rawCpu1 - rawCpu0) * 1000) / (raw * opts.seconds),
+    }
+    const busy = ((cpu.api + (Number.isNaN(cpu.postgres) ? 0 : cpu.postgres) + cpu.load) * r.perSecond) / 10 / availableParallelism()
     const errors = r.non2xx + r.errors + r.timeouts + w.non2xx + w.errors + w.timeouts
     return [
       { bench: 'ingest', metric: `POST /v1/call-events, ${opts.connections} clients`, value: r.perSecond, unit: 'ev/s', baseline: raw, ratio, target: '≥ 0.85× raw', pass: ratio >= 0.85 },
       { bench: 'ingest', metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
       { bench: 'ingest', metric: 'rows inserted per event', value: rowsPerEvent },
       { bench: 'ingest', metric: 'events per transaction under load (group commit)', value: perTransaction },
+      { bench: 'ingest', metric: 'CPU per event: API / Postgres / load generator', value: `${cpu.api.toFixed(2)} / ${Number.isNaN(cpu.postgres) ? 'n/a' : cpu.postgres.toFixed(2)} / ${cpu.load.toFixed(2)} ms` },
+      { bench: 'ingest', metric: 'machine CPU busy with these three (all cores = 100 %)', value: busy, unit: '%' },
+      { bench: 'ingest', metric: 'raw limit: Postgres CPU per transaction', value: cpu.raw, unit: 'ms' },
       { bench: 'ingest', metric: 'Postgres statements per event, one at a time (raw: 3)', value: diag.statements },
       { bench: 'ingest', metric: 'in-process ingest, one at a time, no HTTP', value: diag.msPerEvent, unit: 'ms' },
       { bench: 'ingest', metric: 'latency p50 / p99 under full load', value: `${r.latencyP50} / ${r.latencyP99} ms` },

@@ -104,9 +104,12 @@ for (const b of selected) {
       case 'latency':
         rows.push(...(await runLatency({ seconds: settings.seconds, rate: settings.rate, log })))
         break
-      case 'soak':
-        rows.push(...(await runSoak({ seconds: settings.soakSeconds, rate: settings.rate, log })))
+      case 'soak': {
+        const r = await runSoak({ seconds: settings.soakSeconds, rate: settings.rate, log })
+        raw.soak = { timeline: r.timeline }
+        rows.push(...r.rows)
         break
+      }
       case 'scaleout':
         rows.push(...(await runScaleOut({ seconds: settings.seconds, connections: settings.connections, log })))
         break

@@ -4,9 +4,9 @@
  * its /metrics) are compared between the start (10–25 % into the run, after warm-up) and the end
  * (the last 15 %); the outbox lag (age of the oldest unsent row) is sampled every second.
  */
-import { fixedRate } from './lib/load.js'
+import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { deploy, rssOf, scrapeMetric } from './lib/service.js'
+import { cpuSeconds, deploy, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
 
@@ -22,6 +22,23 @@ interface Sample {
   workerRss?: number
   loopP99?: number // ms
   outboxLag?: number // ms
+  /** CPU seconds used so far (taken with the /metrics scrape). */
+  cpu?: { api: number; worker: number; postgres: number | null }
+}
+
+/** One tenth of the soak: whether it drifts or only has bad moments shows here, not in start vs end. */
+export interface SoakWindow {
+  from: number // s
+  to: number // s
+  answeredPerSecond: number
+  ingestP50: number // ms, of the requests sent in the window
+  ingestP99: number
+  outboxLagMax: number // ms
+  apiRssMb: number
+  workerRssMb: number
+  apiLoopP99: number // ms
+  /** Cores busy on average: API, worker, Postgres (NaN where not measured). */
+  cores: { api: number; worker: number; postgres: number }
 }
 
 async function eventLoopP99(url: string, key: string): Promise<number | undefined> {
@@ -34,7 +51,7 @@ const mean = (xs: (number | undefined)[]): number => {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN
 }
 
-export async function runSoak(opts: SoakOptions): Promise<Row[]> {
+export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timeline: SoakWindow[] }> {
   const d = await deploy('soak', { apis: 1, workers: 1 })
   try {
     const api = d.apis[0]!
@@ -53,6 +70,8 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
       if (!scraping && t - lastScrape >= scrapeEvery) {
         scraping = true
         lastScrape = t
+        const cpu = cpuSeconds([api.pid])
+        s.cpu = { api: cpu.service, worker: cpuSeconds([worker.pid]).service, postgres: cpu.postgres }
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
     }
@@ -76,8 +95,16 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
     const errors = sent.length - ok.length
     const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
     const MB = 2 ** 20
+    const timeline = windows(T, samples, ok)
+    for (const w of timeline) {
+      opts.log(
+        `  soak ${w.from.toFixed(0).padStart(4)}–${w.to.toFixed(0).padEnd(4)} s: ${w.answeredPerSecond.toFixed(0)}/s answered, ingest p50/p99 ${w.ingestP50.toFixed(0)}/${w.ingestP99.toFixed(0)} ms, ` +
+          `lag max ${w.outboxLagMax.toFixed(0)} ms, RSS API/worker ${w.apiRssMb.toFixed(0)}/${w.workerRssMb.toFixed(0)} MB, loop p99 ${w.apiLoopP99.toFixed(1)} ms, ` +
+          `cores API/worker/Postgres ${w.cores.api.toFixed(2)}/${w.cores.worker.toFixed(2)}/${w.cores.postgres.toFixed(2)}`,
+      )
+    }
     const pct = (g: number): string => `${g >= 0 ? '+' : ''}${(100 * g).toFixed(1)}%`
-    return [
+    const rows: Row[] = [
       { bench: 'soak', metric: `${Math.round(T)} s at ${opts.rate}/s: events posted / errors`, value: `${sent.length} / ${errors}`, target: '0 errors', pass: errors === 0 },
       { bench: 'soak', metric: `API RSS start → end (${(apiStart / MB).toFixed(0)} → ${(apiEnd / MB).toFixed(0)} MB)`, value: pct(growth(apiStart, apiEnd)), target: '≤ +5%', pass: growth(apiStart, apiEnd) <= 0.05 },
       { bench: 'soak', metric: `worker RSS start → end (${(wStart / MB).toFixed(0)} → ${(wEnd / MB).toFixed(0)} MB)`, value: pct(growth(wStart, wEnd)), target: '≤ +5%', pass: growth(wStart, wEnd) <= 0.05 },
@@ -91,7 +118,43 @@ export async function runSoak(opts: SoakOptions): Promise<Row[]> {
       { bench: 'soak', metric: 'outbox lag, max of per-second samples', value: maxLag, unit: 'ms', target: '≤ 1000 ms', pass: maxLag <= 1000 },
       { bench: 'soak', metric: 'ingest p50 / p99 over the soak', value: `${ingest.p50.toFixed(1)} / ${ingest.p99.toFixed(1)} ms` },
     ]
+    return { rows, timeline }
   } finally {
     await d.stop()
   }
+}
+
+function windows(T: number, samples: Sample[], answered: Sent[]): SoakWindow[] {
+  const out: SoakWindow[] = []
+  const first = answered.reduce((m, s) => Math.min(m, s.sentAt), Infinity)
+  const step = T / 10
+  for (let from = 0; from < T - 1e-9; from += step) {
+    const to = from + step
+    const inWindow = samples.filter((s) => s.t >= from && s.t < to)
+    const sent = answered.filter((s) => (s.sentAt - first) / 1000 >= from && (s.sentAt - first) / 1000 < to)
+    const latency = summarise(sent.map((s) => s.answeredAt - s.sentAt))
+    // From the last CPU reading before the window (or its first) to the last one in it.
+    const withCpu = samples.filter((s) => s.cpu && s.t < to)
+    const a = withCpu.filter((s) => s.t <= from).at(-1) ?? withCpu.find((s) => s.t >= from)
+    const b = withCpu.at(-1)
+    const cores = (pick: (c: NonNullable<Sample['cpu']>) => number | null): number => {
+      if (!a?.cpu || !b?.cpu || b.t === a.t) return NaN
+      const x = pick(a.cpu)
+      const y = pick(b.cpu)
+      return x === null || y === null ? NaN : (y - x) / (b.t - a.t)
+    }
+    out.push({
+      from,
+      to,
+      answeredPerSecond: sent.length / step,
+      ingestP50: latency.p50,
+      ingestP99: latency.p99,
+      outboxLagMax: Math.max(0, ...inWindow.map((s) => s.outboxLag ?? 0)),
+      apiRssMb: mean(inWindow.map((s) => s.apiRss)) / 2 ** 20,
+      workerRssMb: mean(inWindow.map((s) => s.workerRss)) / 2 ** 20,
+      apiLoopP99: mean(inWindow.map((s) => s.loopP99)),
+      cores: { api: cores((c) => c.api), worker: cores((c) => c.worker), postgres: cores((c) => c.postgres) },
+    })
+  }
+  return out
 }

@@ -3,12 +3,19 @@
  * relay+worker process. RSS of both processes (from /proc) and the API's event-loop delay (p99 from
  * its /metrics) are compared between the start (10–25 % into the run, after warm-up) and the end
  * (the last 15 %); the outbox lag (age of the oldest unsent row) is sampled every second.
+ *
+ * A responder console acknowledges what is offered, as dispatch does: on the live feed, each
+ * `offered` assignment is acknowledged through the API after 1–5 s. Without it every police and EMS
+ * offer would expire at its deadline and be offered again, every 30 s until its call closes: a
+ * workload that grows for as long as the run lasts, which no service could hold flat.
  */
+import http from 'node:http'
 import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
 import { cpuSeconds, deploy, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
+import { subscribe } from './lib/sse.js'
 
 export interface SoakOptions {
   seconds: number
@@ -75,9 +82,12 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
     }
-    opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s`)
+    const responder = await respond(api.url!, d.adminKey)
+    opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s; responder on the live feed ${responder.available ? 'acknowledging offers' : 'not available'}`)
     const sent = await fixedRate([api.url!], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 31, onTick })
     await drain(d.pool)
+    responder.stop()
+    opts.log(`  soak: responder acknowledged ${responder.acknowledged()} offers (${responder.failed()} refused: moved on meanwhile, or errors)`)
     const T = opts.seconds // samples are taken while sending
     const start = samples.filter((s) => s.t >= 0.1 * T && s.t <= 0.25 * T)
     const end = samples.filter((s) => s.t >= 0.85 * T)
@@ -117,6 +127,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
       },
       { bench: 'soak', metric: 'outbox lag, max of per-second samples', value: maxLag, unit: 'ms', target: '≤ 1000 ms', pass: maxLag <= 1000 },
       { bench: 'soak', metric: 'ingest p50 / p99 over the soak', value: `${ingest.p50.toFixed(1)} / ${ingest.p99.toFixed(1)} ms` },
+      { bench: 'soak', metric: 'offers acknowledged by the responder console (1–5 s after the offer)', value: responder.acknowledged() },
     ]
     return { rows, timeline }
   } finally {
@@ -157,4 +168,54 @@ function windows(T: number, samples: Sample[], answered: Sent[]): SoakWindow[] {
     })
   }
   return out
+}
+
+/** A responder console: acknowledges each assignment the feed shows offered, 1–5 s later, through the API. */
+async function respond(url: string, key: string) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+  const timers = new Set<NodeJS.Timeout>()
+  let acknowledged = 0
+  let failed = 0
+  let stopped = false
+  const ack = (id: string) =>
+    new Promise<void>((resolve) => {
+      const req = http.request(`${url}/v1/assignments/${id}/acknowledge`, { method: 'POST', agent, headers: { authorization: `Bearer ${key}` } }, (res) => {
+        res.resume()
+        if (res.statusCode === 200) acknowledged++
+        else failed++
+        res.on('end', resolve)
+      })
+      req.on('error', () => {
+        failed++
+        resolve()
+      })
+      req.end()
+    })
+  const feed = await subscribe(url, key, 5000, (data) => {
+    if (stopped) return
+    let event: { assignmentId?: string; status?: string }
+    try {
+      event = JSON.parse(data) as typeof event
+    } catch {
+      return
+    }
+    if (event.status !== 'offered' || !event.assignmentId) return
+    const id = event.assignmentId
+    const timer = setTimeout(() => {
+      timers.delete(timer)
+      void ack(id)
+    }, 1000 + Math.random() * 4000)
+    timers.add(timer)
+  })
+  return {
+    available: feed.available,
+    acknowledged: () => acknowledged,
+    failed: () => failed,
+    stop() {
+      stopped = true
+      for (const t of timers) clearTimeout(t)
+      feed.close()
+      agent.destroy()
+    },
+  }
 }

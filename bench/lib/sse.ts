@@ -17,7 +17,8 @@ export interface Feed {
   close(): void
 }
 
-export function subscribe(url: string, key: string, timeoutMs = 5000): Promise<Feed> {
+/** `onData`: called with each event's data (JSON text), for a console that acts on what it sees. */
+export function subscribe(url: string, key: string, timeoutMs = 5000, onData?: (data: string) => void): Promise<Feed> {
   return new Promise((resolve) => {
     const seen = new Map<string, number>()
     let events = 0
@@ -45,6 +46,7 @@ export function subscribe(url: string, key: string, timeoutMs = 5000): Promise<F
             .join('\n')
           if (!data) continue
           events++
+          onData?.(data)
           for (const id of data.match(UUID) ?? []) if (!seen.has(id.toLowerCase())) seen.set(id.toLowerCase(), now)
         }
       })

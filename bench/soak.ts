@@ -37,6 +37,7 @@ interface Sample {
 export interface SoakWindow {
   from: number // s
   to: number // s
+  /** Requests sent in the window and answered with a 2xx (whenever the answer came), per second. */
   answeredPerSecond: number
   ingestP50: number // ms, of the requests sent in the window
   ingestP99: number
@@ -108,7 +109,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     const timeline = windows(T, samples, ok)
     for (const w of timeline) {
       opts.log(
-        `  soak ${w.from.toFixed(0).padStart(4)}–${w.to.toFixed(0).padEnd(4)} s: ${w.answeredPerSecond.toFixed(0)}/s answered, ingest p50/p99 ${w.ingestP50.toFixed(0)}/${w.ingestP99.toFixed(0)} ms, ` +
+        `  soak ${w.from.toFixed(0).padStart(4)}–${w.to.toFixed(0).padEnd(4)} s: ${w.answeredPerSecond.toFixed(0)}/s sent and answered, ingest p50/p99 of those ${w.ingestP50.toFixed(0)}/${w.ingestP99.toFixed(0)} ms, ` +
           `lag max ${w.outboxLagMax.toFixed(0)} ms, RSS API/worker ${w.apiRssMb.toFixed(0)}/${w.workerRssMb.toFixed(0)} MB, loop p99 ${w.apiLoopP99.toFixed(1)} ms, ` +
           `cores API/worker/Postgres ${w.cores.api.toFixed(2)}/${w.cores.worker.toFixed(2)}/${w.cores.postgres.toFixed(2)}`,
       )

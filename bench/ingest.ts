@@ -13,7 +13,7 @@ import { createRuleSetRegistry } from '../src/rule-sets/registry.js'
 import { createEventStream } from './lib/events.js'
 import { hammer } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { cpuSeconds, deploy, scrapeMetric } from './lib/service.js'
+import { cpuSecondsOf, deploy, postgresCpuSeconds, scrapeMetric } from './lib/service.js'
 
 export interface IngestOptions {
   seconds: number
@@ -106,24 +106,25 @@ export async function runIngest(opts: IngestOptions): Promise<Row[]> {
     const before = await countRows(d.pool)
     const batches = () => Promise.all(['cad_router_ingest_batch_events_sum', 'cad_router_ingest_batch_events_count'].map((m) => scrapeMetric(url, d.adminKey, m)))
     const [events0 = 0, tx0 = 0] = await batches()
-    const cpu0 = { ...cpuSeconds([d.apis[0]!.pid]), bench: process.cpuUsage() }
+    const apiPid = d.apis[0]!.pid
+    const cpu0 = { api: cpuSecondsOf([apiPid]), postgres: postgresCpuSeconds(), bench: process.cpuUsage() }
     const r = await hammer(url, d.adminKey, { connections: opts.connections, seconds: opts.seconds, seed: 12 })
-    const cpu1 = cpuSeconds([d.apis[0]!.pid])
+    const cpu1 = { api: cpuSecondsOf([apiPid]), postgres: postgresCpuSeconds() }
     const benchCpu = process.cpuUsage(cpu0.bench)
     const [events1 = 0, tx1 = 0] = await batches()
     const perTransaction = (events1 - events0) / Math.max(1, tx1 - tx0)
     const rowsPerEvent = (await countRows(d.pool) - before) / Math.max(1, r.ok)
     opts.log(`  ingest: ${Math.round(r.perSecond)}/s, ${r.non2xx + w.non2xx} non-2xx, ${r.errors + w.errors} errors; ${rowsPerEvent.toFixed(2)} rows per event`)
     opts.log(`  ingest: raw limit, ${Math.round(rowsPerEvent)}-row transactions at ${opts.connections} clients, ${opts.seconds} s`)
-    const rawCpu0 = cpuSeconds([]).postgres
+    const rawCpu0 = postgresCpuSeconds()
     const raw = await rawLimit(d.databaseUrl, { seconds: opts.seconds, connections: opts.connections, rowsPerTx: rowsPerEvent })
-    const rawCpu1 = cpuSeconds([]).postgres
+    const rawCpu1 = postgresCpuSeconds()
     const diag = await statementsPerIngest(d.databaseUrl)
     const ratio = r.perSecond / raw
     // Per stored event: ms of CPU, and how busy the whole machine was (100 % = every core).
     const perEvent = (seconds: number | null) => (seconds === null ? NaN : (seconds * 1000) / Math.max(1, r.ok))
     const cpu = {
-      api: perEvent(cpu1.service - cpu0.service),
+      api: perEvent(cpu1.api - cpu0.api),
       postgres: perEvent(cpu1.postgres === null || cpu0.postgres === null ? null : cpu1.postgres - cpu0.postgres),
       load: perEvent((benchCpu.user + benchCpu.system) / 1e6),
       raw: rawCpu0 === null || rawCpu1 === null ? NaN : ((rawCpu1 - rawCpu0) * 1000) / (raw * opts.seconds),

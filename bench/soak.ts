@@ -12,7 +12,7 @@
 import http from 'node:http'
 import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { cpuSeconds, deploy, rssOf, scrapeMetric } from './lib/service.js'
+import { cpuSecondsOf, deploy, postgresCpuSeconds, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
 import { subscribe } from './lib/sse.js'
@@ -78,8 +78,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
       if (!scraping && t - lastScrape >= scrapeEvery) {
         scraping = true
         lastScrape = t
-        const cpu = cpuSeconds([api.pid])
-        s.cpu = { api: cpu.service, worker: cpuSeconds([worker.pid]).service, postgres: cpu.postgres }
+        s.cpu = { api: cpuSecondsOf([api.pid]), worker: cpuSecondsOf([worker.pid]), postgres: postgresCpuSeconds() }
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
     }
@@ -178,20 +177,15 @@ async function respond(url: string, key: string) {
   let acknowledged = 0
   let failed = 0
   let stopped = false
-  const ack = (id: string) =>
-    new Promise<void>((resolve) => {
-      const req = http.request(`${url}/v1/assignments/${id}/acknowledge`, { method: 'POST', agent, headers: { authorization: `Bearer ${key}` } }, (res) => {
-        res.resume()
-        if (res.statusCode === 200) acknowledged++
-        else failed++
-        res.on('end', resolve)
-      })
-      req.on('error', () => {
-        failed++
-        resolve()
-      })
-      req.end()
+  const ack = (id: string): void => {
+    const req = http.request(`${url}/v1/assignments/${id}/acknowledge`, { method: 'POST', agent, headers: { authorization: `Bearer ${key}` } }, (res) => {
+      res.resume()
+      if (res.statusCode === 200) acknowledged++
+      else failed++
     })
+    req.on('error', () => failed++)
+    req.end()
+  }
   const feed = await subscribe(url, key, 5000, (data) => {
     if (stopped) return
     let event: { assignmentId?: string; status?: string }
@@ -204,7 +198,7 @@ async function respond(url: string, key: string) {
     const id = event.assignmentId
     const timer = setTimeout(() => {
       timers.delete(timer)
-      void ack(id)
+      ack(id)
     }, 1000 + Math.random() * 4000)
     timers.add(timer)
   })

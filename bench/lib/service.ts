@@ -66,38 +66,42 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** RSS of a process in bytes, read from /proc (Linux). */
-/**
- * CPU seconds (user + system) used so far by these processes, and by every local Postgres process
- * (null when Postgres is not on this machine): where a benchmark's CPU went, read from /proc.
- */
-export function cpuSeconds(pids: readonly number[]): { service: number; postgres: number | null } {
-  const ticks = (pid: number | string): number => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      return Number(f[11]) + Number(f[12])
-    } catch {
-      return 0 // the process has exited: its time is no longer counted anywhere
-    }
+/** CPU ticks (user + system) a process has used so far; 0 once it has exited. */
+function ticksOf(pid: number | string): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return Number(f[11]) + Number(f[12])
+  } catch {
+    return 0 // the process has exited: its time is no longer counted anywhere
   }
-  const HZ = 100 // USER_HZ: the unit of /proc/<pid>/stat times on Linux
-  const service = pids.reduce((s, pid) => s + ticks(pid), 0) / HZ
+}
+
+const USER_HZ = 100 // the unit of /proc/<pid>/stat times on Linux
+
+/** CPU seconds (user + system) these processes have used so far, read from /proc. */
+export function cpuSecondsOf(pids: readonly number[]): number {
+  return pids.reduce((s, pid) => s + ticksOf(pid), 0) / USER_HZ
+}
+
+/** CPU seconds used so far by every local Postgres process; null when Postgres is not on this machine. */
+export function postgresCpuSeconds(): number | null {
   const host = new URL(PG_ADMIN_URL).hostname
-  if (!['127.0.0.1', 'localhost', '::1', ''].includes(host)) return { service, postgres: null }
-  let postgres = 0
+  if (!['127.0.0.1', 'localhost', '::1', ''].includes(host)) return null
+  let ticks = 0
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue
     try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') postgres += ticks(pid)
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') ticks += ticksOf(pid)
     } catch {
       // gone between the listing and the read
     }
   }
-  return { service, postgres: postgres / HZ }
+  return ticks / USER_HZ
 }
 
+/** RSS of a process in bytes, read from /proc (Linux). */
 export function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) * 1024 : NaN

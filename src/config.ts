@@ -56,10 +56,13 @@ const configSchema = z.object({
   WORKER_CONCURRENCY: positiveInt.default(8),
   /**
    * A worker holds a lock on each job it runs and renews it every half of this; a job whose lock
-   * lapses (its worker died) is "stalled" and handed out again at the next stalled check.
+   * lapses is "stalled" and handed out again at the next stalled check. That happens when a worker
+   * dies, and when Redis dies after handing a job over but before its answer reached the worker:
+   * the job is then active under a lock nobody holds. Their sum bounds how late such a job runs
+   * (BullMQ's 30 s each made it a minute).
    */
-  WORKER_LOCK_DURATION_MS: positiveInt.default(30_000),
-  WORKER_STALLED_INTERVAL_MS: positiveInt.default(30_000),
+  WORKER_LOCK_DURATION_MS: positiveInt.default(10_000),
+  WORKER_STALLED_INTERVAL_MS: positiveInt.default(5_000),
   /**
    * Group commit: call events that arrive together are stored in one transaction, up to this many
    * (1 turns it off), with this many transactions at once (each holds a connection of the pool).

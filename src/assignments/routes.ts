@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
@@ -97,7 +98,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
       reply.header('cache-control', 'private, no-cache')
       // Listen before the first read, so a change committed just after it still wakes us.
       const waiter = wait && given ? feedWaiter(await feed.ready(), feedScope(p, filter), reply.raw) : undefined
-      const deadline = Date.now() + (wait ?? 0) * 1000
+      const deadline = performance.now() + (wait ?? 0) * 1000
       try {
         for (;;) {
           // The page and the feed position from one snapshot: a stream opened at that position
@@ -113,7 +114,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           reply.header('etag', etag)
           reply.header('feed-position', encodePosition(position))
           if (!given || !etagMatches(given, etag)) return page
-          const left = deadline - Date.now()
+          const left = deadline - performance.now()
           if (!waiter || left <= 0 || !(await waiter.next(left))) return reply.code(304).send()
         }
       } finally {

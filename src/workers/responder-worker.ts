@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { DelayedError, UnrecoverableError, Worker, type Job, type Telemetry } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -114,6 +115,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     )
     worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))
+    worker.on('stalled', (jobId) => deps.log.warn({ queue: name, jobId }, 'assignment job stalled (its lock lapsed): handed out again'))
     return worker
   })
   let closing: Promise<void> | undefined
@@ -177,8 +179,8 @@ export async function drainOrReturn(
   // Stop taking jobs, then give the ones in flight their time. (Not close(): a close in progress
   // cannot be turned into a forced one.)
   await Promise.all(workers.map((w) => w.pause(true)))
-  const until = Date.now() + drainMs
-  while (active.size && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
+  const until = performance.now() + drainMs
+  while (active.size && performance.now() < until) await new Promise((r) => setTimeout(r, 20))
   const left = [...active.values()]
   if (left.length) {
     log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')

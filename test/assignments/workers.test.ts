@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks'
+import { Worker } from 'bullmq'
 import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
@@ -130,6 +132,44 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   // rollback; BullMQ then reports its outcome on this connection (and is told the job is no longer
   // its own). Closing the connection under it rejected that call with nobody listening.
   await conn.quit()
+})
+
+t.test('a job Redis handed out while nobody heard the answer runs again within the default lock + stalled interval', async (t) => {
+  const config = loadConfig({})
+  const bound = config.WORKER_LOCK_DURATION_MS + config.WORKER_STALLED_INTERVAL_MS
+  t.ok(bound <= 15_000, `a lost hand-over waits at most ${bound} ms by default`)
+  const created = await post({ natureCode: 'NOISE', agency: 'lost-pd' })
+  const id = created.decision.assignments[0]!.id
+  // Queues of their own: the stalled check runs once per interval per queue, and the workers of
+  // the tests before left their 30 s one (BullMQ's default) on the file's queues.
+  const own = `${prefix}:lost`
+  const ownQueues = createQueues(producer, own)
+  const police = ownQueues.police
+  t.teardown(() => Promise.all(Object.values(ownQueues).map((q) => q.close())))
+  await police.add(ASSIGNMENT_JOB_NAME, { assignmentId: id, callId: created.callId, agency: 'lost-pd', queue: 'police', role: 'primary' }, { jobId: jobIdFor(id) })
+  // What Redis does when it dies after moving a job to active, before its answer reaches the
+  // worker: the job is active under a lock whose holder never learns it has it.
+  const thiefConn = createRedis(REDIS_URL, 'worker')
+  const thief = new Worker('police', undefined, { connection: thiefConn, prefix: own, autorun: false, lockDuration: config.WORKER_LOCK_DURATION_MS })
+  const taken = await thief.getNextJob('lost-token')
+  t.equal(taken?.id, jobIdFor(id))
+  await thief.close()
+  await thiefConn.quit()
+  const takenAt = performance.now()
+
+  const conn = createRedis(REDIS_URL, 'worker')
+  const lock = { lockDurationMs: config.WORKER_LOCK_DURATION_MS, stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS }
+  const workers = createResponderWorkers({ db, connection: conn, prefix: own, concurrency: 1, log: quietLog, queues: ['police'], ...lock })
+  workers.start()
+  t.teardown(async () => {
+    await workers.close()
+    await conn.quit()
+  })
+  t.equal(await police.getJobState(jobIdFor(id)), 'active', 'the job is active, and no worker runs it')
+  await helpers(world).until(id, 'offered', bound + 5_000)
+  const took = Math.round(performance.now() - takenAt)
+  t.ok(took <= bound + 1_000, `offered ${took} ms after the lost hand-over`)
+  t.equal((await police.getJob(jobIdFor(id)))?.stalledCounter, 1, 'as a stalled job')
 })
 
 t.test('the lifecycle worker is configured like the responder workers (retry delay after a Redis error, locks)', async (t) => {

@@ -1,6 +1,7 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { chromium, type Browser } from 'playwright-core'
 import t from 'tap'
 import { createWorld } from '../helpers/world.js'
@@ -30,9 +31,9 @@ t.teardown(() => browser.close())
  * service's Content-Security-Policy rightly forbids.)
  */
 async function waitInPage(page: import('playwright-core').Page, expr: string, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms
+  const until = performance.now() + ms
   while (!(await page.evaluate(expr))) {
-    if (Date.now() > until) throw new Error(`not true within ${ms} ms: ${expr}`)
+    if (performance.now() > until) throw new Error(`not true within ${ms} ms: ${expr}`)
     await new Promise((r) => setTimeout(r, 50))
   }
 }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { createFaultWorld, inspectQueues, ledgerLine, makeEvents, ok, postAll, slowDown, statusCounts, untilDelivered, type Posted } from './fixtures/harness.js'
 
@@ -36,9 +37,9 @@ t.test('SIGTERM under load: requests and jobs in flight finish, exit 0 within th
         stopped = (async () => {
           // Answers come in bursts as group commits end, and their jobs reach the workers a moment
           // later: signal once some are running (within 3 s), so the signal finds both in flight.
-          const until = Date.now() + 3000
+          const until = performance.now() + 3000
           let ids: string[] = []
-          while (!(ids = await queues.activeIds()).length && Date.now() < until) await new Promise((r) => setTimeout(r, 10))
+          while (!(ids = await queues.activeIds()).length && performance.now() < until) await new Promise((r) => setTimeout(r, 10))
           signalledAt = Date.now()
           inFlightAtSignal = [...sending].filter(([, s]) => s.target === a.url).map(([q]) => q)
           jobsAtSignal = ids

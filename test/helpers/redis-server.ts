@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { Redis } from 'ioredis'
 
 interface Tap {
@@ -89,11 +90,11 @@ export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): P
       throw err as Error
     })
     spawnFailed.catch(() => {})
-    const deadline = Date.now() + ms
+    const deadline = performance.now() + ms
     for (;;) {
       if (c.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${c.exitCode}: ${stderr.trim()}`)
       if (await Promise.race([answersPing(url), spawnFailed])) return
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${ms} ms`)
+      if (performance.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${ms} ms`)
       await new Promise((r) => setTimeout(r, 25))
     }
   }

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './redis-server.js'
 
@@ -144,11 +145,11 @@ export async function startService(t: Tap, opts: ServiceOptions): Promise<Servic
     ...(opts.roles.includes('worker') && !hasApi ? ['workers started'] : []),
     ...(opts.roles.includes('relay') && !hasApi ? ['outbox relay started'] : []),
   ]
-  const deadline = Date.now() + (opts.readyMs ?? 60_000)
+  const deadline = performance.now() + (opts.readyMs ?? 60_000)
   for (;;) {
     if (!alive()) throw new Error(`${opts.name} exited before it was ready:\n${proc.output()}`)
     if (hasApi ? await answersReady(proc.url) : wanted.every((w) => [...started].some((m) => m.includes(w)))) return proc
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       child.kill('SIGKILL')
       throw new Error(`${opts.name} not ready within ${opts.readyMs ?? 60_000} ms:\n${proc.output()}`)
     }

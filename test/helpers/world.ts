@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { Writable } from 'node:stream'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { createKey } from '../../src/auth/keys.js'
@@ -125,13 +126,16 @@ export async function dropRedisPrefix(redisUrl: string, prefix: string): Promise
   }
 }
 
-/** Polls a condition (for effects that cross processes); fails after `ms`. */
+/**
+ * Polls a condition (for effects that cross processes); fails after `ms`. The deadline is on the
+ * monotonic clock: CI's wall clock has been seen to jump seconds ahead mid-run.
+ */
 export async function eventually<T>(fn: () => Promise<T | undefined | false>, ms = 10_000, every = 20): Promise<T> {
-  const deadline = Date.now() + ms
+  const deadline = performance.now() + ms
   for (;;) {
     const v = await fn()
     if (v) return v
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
+    if (performance.now() > deadline) throw new Error(`condition not met within ${ms} ms`)
     await new Promise((r) => setTimeout(r, every))
   }
 }

@@ -7,6 +7,7 @@ import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-mac
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
 import { drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
+import { watchForOrphans } from './orphans.js'
 
 export interface LifecycleWorkerDeps {
   db: Db
@@ -103,6 +104,7 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   )
   worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
+  const orphans = watchForOrphans(worker, deps.connection, (jobId) => active.has(jobId), deps.log)
   // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
   const schedule = () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
   await schedule()
@@ -127,6 +129,7 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
     /** Bounded like the responder workers: what does not finish in time goes back to the queue. */
     close(): Promise<void> {
       clearInterval(watchdog)
+      orphans.stop()
       closing ??= drainOrReturn([worker], active, deps.drainMs ?? 5_000, deps.log)
       return closing
     },

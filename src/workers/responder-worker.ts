@@ -8,6 +8,7 @@ import { isOpen } from '../assignments/state-machine.js'
 import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '../queue/lifecycle.js'
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
+import { watchForOrphans, type OrphanWatch } from './orphans.js'
 
 export interface ResponderWorkerDeps {
   db: Db
@@ -87,6 +88,7 @@ export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'da
 export function createResponderWorkers(deps: ResponderWorkerDeps) {
   // Jobs in flight, so a close that runs out of time can hand them back at once.
   const active = new Map<string, InFlight>()
+  const watches: OrphanWatch[] = []
   const workers = (deps.queues ?? QUEUES).map((name) => {
     const worker = new Worker<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(
       name,
@@ -116,6 +118,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))
     worker.on('stalled', (jobId) => deps.log.warn({ queue: name, jobId }, 'assignment job stalled (its lock lapsed): handed out again'))
+    watches.push(watchForOrphans(worker, deps.connection, (jobId) => active.has(`${name}/${jobId}`), deps.log))
     return worker
   })
   let closing: Promise<void> | undefined
@@ -129,6 +132,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
      * back to their queue (another worker takes them; processing is idempotent). Safe to call twice.
      */
     close(): Promise<void> {
+      for (const w of watches) w.stop()
       closing ??= drainOrReturn(workers, active, deps.drainMs ?? 5_000, deps.log)
       return closing
     },

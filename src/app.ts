@@ -39,7 +39,7 @@ export const API_VERSION = '1.0.0'
 export interface AppDeps {
   config: Pick<
     Config,
-    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_HEARTBEAT_MS'
+    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS'
   > &
     Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_QUEUE_MAX'>>
   db: Db
@@ -154,6 +154,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     prefix: config.BULLMQ_PREFIX,
     log: app.log,
     pollMs: config.FEED_POLL_MS,
+    readGapMs: config.FEED_READ_GAP_MS,
     heartbeatMs: config.FEED_HEARTBEAT_MS,
   })
   app.addHook('onClose', () => feed.stop())

@@ -84,6 +84,8 @@ const configSchema = z.object({
   WORKER_DRAIN_MS: positiveInt.default(5_000),
   /** Assignment feed: the safety-net poll when no wake-up arrives (wake-ups come through Redis). */
   FEED_POLL_MS: positiveInt.default(1000),
+  /** Assignment feed: at most one read of Postgres per this many ms per API instance (0: one per wake-up). */
+  FEED_READ_GAP_MS: z.coerce.number().int().min(0).max(1000).default(10),
   /** Assignment feed: SSE comment lines this often, so proxies keep the stream open. */
   FEED_HEARTBEAT_MS: positiveInt.default(15_000),
   SHUTDOWN_GRACE_MS: positiveInt.default(10_000),

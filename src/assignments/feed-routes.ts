@@ -20,6 +20,8 @@ export interface AssignmentFeedDeps {
   prefix: string
   log: FastifyBaseLogger
   pollMs: number
+  /** See FEED_READ_GAP_MS. */
+  readGapMs?: number
   heartbeatMs: number
 }
 
@@ -33,7 +35,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   // The hub reads on a connection of its own: behind a pool busy with ingest, a wake-up would
   // wait for a free connection, and every console with it.
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
-  const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs })
+  const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
   let stopped = false

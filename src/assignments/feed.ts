@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
@@ -219,6 +220,12 @@ export interface FeedHubDeps {
   log: FastifyBaseLogger
   /** The safety-net poll when no wake-up comes. */
   pollMs: number
+  /**
+   * At most one read per this many milliseconds: wake-ups in between wait for the next read.
+   * Under load every committed transition wakes the hub, and a read per commit cost Postgres more
+   * than the ingest it reported on.
+   */
+  minGapMs?: number
   pageSize?: number
 }
 
@@ -228,12 +235,16 @@ const FIRST_RETRY_MS = 5
 export function createFeedHub(deps: FeedHubDeps) {
   const { db, log, pollMs } = deps
   const pageSize = deps.pageSize ?? 500
+  const minGapMs = deps.minGapMs ?? 0
   const listeners = new Set<(b: FeedBatch) => void>()
   let position: FeedPosition | undefined
   let running = false
   let reading = false
   let again = false
+  let woken = false
+  let lastRead = -Infinity
   let timer: NodeJS.Timeout | undefined
+  let gapTimer: NodeJS.Timeout | undefined
   let retryMs = FIRST_RETRY_MS
   let failures = 0
   let readyWaiters: Array<() => void> = []
@@ -246,10 +257,20 @@ export function createFeedHub(deps: FeedHubDeps) {
   async function pump(): Promise<void> {
     if (!running) return
     if (reading) {
-      again = true
+      woken = true
+      return
+    }
+    const wait = lastRead + minGapMs - performance.now()
+    if (wait > 0) {
+      gapTimer ??= setTimeout(() => {
+        gapTimer = undefined
+        void pump()
+      }, wait)
       return
     }
     reading = true
+    woken = false
+    lastRead = performance.now()
     let pending = false
     try {
       if (!position) {
@@ -286,6 +307,8 @@ export function createFeedHub(deps: FeedHubDeps) {
     }
     if (!running) return
     if (failures) return schedule(Math.min(100 * 2 ** failures, pollMs))
+    // Woken while reading: read again, once the gap since this read's start has passed.
+    if (woken) return void pump()
     if (pending) {
       // Committed changes wait behind an older transaction that may never notify: look again soon.
       schedule(retryMs)
@@ -304,6 +327,8 @@ export function createFeedHub(deps: FeedHubDeps) {
     stop(): void {
       running = false
       clearTimeout(timer)
+      clearTimeout(gapTimer)
+      gapTimer = undefined
       for (const w of readyWaiters) w()
       readyWaiters = []
     },

@@ -1,0 +1,73 @@
+/**
+ * The feed hub's read gap (FEED_READ_GAP_MS): under a stream of wake-ups it reads Postgres at most
+ * once per gap, and a change committed meanwhile still reaches its listeners within about a gap.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type pg from 'pg'
+import t, { type Test as Tap } from 'tap'
+import { createFeedHub, type FeedBatch } from '../../src/assignments/feed.js'
+import { createDb, createPool } from '../../src/db/connect.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld, eventually, quietLog } from '../helpers/world.js'
+
+const world = await createWorld(t)
+
+/** A hub on a pool of its own whose reads (one horizon per read) are counted. */
+function countedHub(minGapMs: number) {
+  const pool = createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 5000 })
+  let reads = 0
+  pool.on('connect', (client: pg.PoolClient) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown
+    ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
+      if (text?.includes('pg_snapshot_xip')) reads++
+      return query(...args)
+    }
+  })
+  const db = createDb(pool)
+  const hub = createFeedHub({ db, log: quietLog, pollMs: 60_000, minGapMs })
+  t.teardown(async () => {
+    hub.stop()
+    await db.destroy()
+  })
+  return { hub, reads: () => reads }
+}
+
+/** Wakes the hub every 2 ms for `ms`; the reads it made meanwhile. */
+async function wakeFor(t: Tap, h: ReturnType<typeof countedHub>, ms: number): Promise<number> {
+  h.hub.start()
+  t.ok(await h.hub.ready(5000), 'the hub has a position')
+  await sleep(50)
+  const before = h.reads()
+  const until = performance.now() + ms
+  while (performance.now() < until) {
+    h.hub.wake()
+    await sleep(2)
+  }
+  await sleep(100)
+  return h.reads() - before
+}
+
+t.test('a stream of wake-ups: one read per gap, not one per wake-up', async (t) => {
+  const gapped = await wakeFor(t, countedHub(100), 500)
+  const eager = await wakeFor(t, countedHub(0), 500)
+  t.comment(`500 ms of wake-ups every 2 ms: ${gapped} reads with a 100 ms gap, ${eager} without`)
+  t.ok(gapped <= 7, `at most one read per 100 ms (${gapped})`)
+  t.ok(eager >= 3 * gapped, `without the gap, a read per wake-up that finds the hub idle (${eager})`)
+})
+
+t.test('a change committed between reads reaches the listeners within about a gap', async (t) => {
+  const { hub } = countedHub(100)
+  hub.start()
+  t.ok(await hub.ready(5000))
+  const batches: FeedBatch[] = []
+  hub.listen((b) => batches.push(b))
+  hub.wake() // a read now: the next wake-up falls inside the gap
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'gap-pd', natureCode: 'NOISE' }) })
+  t.equal(res.statusCode, 201)
+  const woken = performance.now()
+  hub.wake()
+  await eventually(async () => batches.some((b) => b.events.some((e) => e.agency === 'gap-pd')), 2000, 5)
+  const took = Math.round(performance.now() - woken)
+  t.ok(took < 400, `delivered ${took} ms after its wake-up`)
+})

@@ -6,7 +6,7 @@ import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/e
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
+import { MAX_STALLED_COUNT, drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
 import { watchForOrphans } from './orphans.js'
 
 export interface LifecycleWorkerDeps {
@@ -98,12 +98,14 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
       autorun: false,
       // As the responder workers: after a Redis connection error, fetch again within a second, not 15 s.
       runRetryDelay: 1000,
+      maxStalledCount: MAX_STALLED_COUNT,
       ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
       ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
     },
   )
   worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
+  worker.on('stalled', (jobId) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId }, 'lifecycle job stalled (its lock lapsed): handed out again'))
   const orphans = watchForOrphans(worker, deps.connection, (jobId) => active.has(jobId), deps.log)
   // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
   const schedule = () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })

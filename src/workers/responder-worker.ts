@@ -110,6 +110,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         // After a Redis connection error BullMQ waits this long before fetching again (15 s by
         // default): every delivery would wait that long after Redis returns.
         runRetryDelay: 1000,
+        maxStalledCount: MAX_STALLED_COUNT,
         ...(deps.lockDurationMs ? { lockDuration: deps.lockDurationMs } : {}),
         ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
         ...(deps.telemetry ? { telemetry: deps.telemetry } : {}),
@@ -131,6 +132,12 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
      * Takes no new jobs, lets the jobs in flight finish for up to `drainMs`, then hands the rest
      * back to their queue (another worker takes them; processing is idempotent). Safe to call twice.
      */
+    /** Looks for jobs lost in a hand-over now (it runs by itself after each reconnect). */
+    async sweepOrphans(): Promise<number> {
+      let n = 0
+      for (const w of watches) n += await w.sweep()
+      return n
+    },
     close(): Promise<void> {
       for (const w of watches) w.stop()
       closing ??= drainOrReturn(workers, active, deps.drainMs ?? 5_000, deps.log)
@@ -138,6 +145,13 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     },
   }
 }
+
+/**
+ * A job whose lock lapsed (a stall) runs again; after this many stalls it fails for good (the
+ * relay's re-send then takes over). BullMQ's 1 would fail a job caught twice by Redis outages
+ * longer than the lock, which is short here (WORKER_LOCK_DURATION_MS).
+ */
+export const MAX_STALLED_COUNT = 3
 
 export interface InFlight {
   job: { id?: string | undefined; moveToWait(token?: string): Promise<number> }
@@ -164,7 +178,8 @@ export async function inFlight<T>(active: Map<string, InFlight>, key: string, jo
   } catch (err) {
     if (!entry.handedBack) throw err
   } finally {
-    active.delete(key)
+    // A job handed back and taken again by this worker has a new entry under the same key.
+    if (active.get(key) === entry) active.delete(key)
   }
   if (entry.handedBack) return NEVER
   return out!

@@ -126,7 +126,11 @@ export async function readFeed(
   const bound = upTo
     ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)`
     : sql`and t.feed_xid < ${String(below)}::xid8`
-  const pending = upTo ? sql`false` : sql`exists (select 1 from assignment_transitions p where p.feed_xid >= ${String(below)}::xid8)`
+  // Whether the newest change lies at or above the horizon: one step down the index from its end.
+  // (An exists() over "feed_xid >= below" was planned as a scan of the whole table, as nothing matches.)
+  const pending = upTo
+    ? sql`false`
+    : sql`coalesce((select p.feed_xid >= ${String(below)}::xid8 from assignment_transitions p order by p.feed_xid desc, p.id desc limit 1), false)`
   // Prepared: a handful of shapes (scoped or not, bounded by a position or by the horizon).
   const { rows } = await prepared(sql<FeedRow>`
     select ${pending} as pending, r.*

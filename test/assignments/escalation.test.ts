@@ -1,4 +1,6 @@
+import { performance } from 'node:perf_hooks'
 import t from 'tap'
+import { escalateAssignment } from '../../src/assignments/escalation.js'
 import { loadDefaultRuleSet } from '../../src/routing/index.js'
 import { parseRuleSet } from '../../src/routing/rule-set.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
@@ -96,6 +98,26 @@ t.test('a console acknowledging before the offer keeps the call from escalating'
   await move(cru.id, 'acknowledge')
   await new Promise((r) => setTimeout(r, (DEADLINE_S + 1) * 1000)) // nothing to wait on: the absence of an escalation
   t.equal((await call(created.callId)).assignments.length, 1)
+})
+
+t.test('a deadline that finds its offer acknowledged settles without waiting for the call, which ingest may hold', async (t) => {
+  const created = await post({ natureCode: 'NOISE', agency: 'esc-settled' })
+  const a = created.decision.assignments[0]!
+  await until(a.id, 'offered')
+  t.equal((await move(a.id, 'acknowledge')).statusCode, 200)
+  // A transaction holds the call's row, as an ingest of the call's next event would.
+  const holder = await world.pool.connect()
+  t.teardown(() => holder.release())
+  await holder.query('begin')
+  await holder.query('select 1 from calls where call_id = $1 for update', [created.callId])
+  const later = new Date(Date.now() + (DEADLINE_S + 5) * 1000)
+  const started = performance.now()
+  const r = await escalateAssignment(world.db, a.id, { kind: 'deadline', actor: 'test' }, { now: later })
+  const took = Math.round(performance.now() - started)
+  await holder.query('rollback')
+  t.equal(r.skipped, 'moved-on')
+  t.equal(r.changed, false)
+  t.ok(took < 500, `answered in ${took} ms while the call's row was held`)
 })
 
 t.test('the Postgres sweep escalates what Redis lost', async (t) => {

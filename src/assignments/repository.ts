@@ -100,10 +100,10 @@ export interface MoveInput {
  */
 export interface MoveOptions {
   ifAlready?: 'ok'
-  /** The caller's scope: an assignment it may not see is answered as unknown. */
-  visible?: (a: { agency: string; queue: string }) => boolean
-  /** Runs in the move's transaction (the audit record). */
-  onMoved?: (trx: Transaction<Database>, view: AssignmentView) => Promise<void>
+  /** The caller's scope (null: any): an assignment outside it is answered as unknown and not moved. */
+  scope?: { agencies: readonly string[] | null; queues: readonly string[] | null }
+  /** The audit record written with the move (as src/auth/audit.ts writes one); its details are the assignment's ids and new status. */
+  audit?: { actor: string; keyId: string | null; role: string | null; action: string; sourceIp: string | null; requestId: string | null }
 }
 
 /**
@@ -143,32 +143,44 @@ export async function offerInOneStatement(
 
 export async function moveAssignment(db: Db, id: string, action: keyof typeof MOVES, input: MoveInput, opts: MoveOptions = {}): Promise<{ view: AssignmentView; changed: boolean }> {
   const move = MOVES[action]
-  return db.transaction().execute(async (trx) => {
-    const row = await trx.selectFrom('assignments').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
-    if (!row || (opts.visible && !opts.visible(row))) throw notFound(`assignment ${id}`)
-    const status = row.status as AssignmentStatus
-    if (!canMove(action, status)) {
-      if (opts.ifAlready === 'ok' && status === move.to) return { view: toAssignmentView(row), changed: false }
-      throw new AppError('illegal-transition', `cannot ${action} an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: move.from } })
-    }
-    const now = new Date()
-    const updated = await trx
-      .updateTable('assignments')
-      .set({
-        status: move.to,
-        updated_at: now,
-        ...(input.disposition ? { disposition: input.disposition } : {}),
-        ...(input.ackDeadlineAt !== undefined ? { ack_deadline_at: input.ackDeadlineAt } : {}),
-      })
-      .where('id', '=', id)
-      .returningAll()
-      .executeTakeFirstOrThrow()
-    await trx
-      .insertInto('assignment_transitions')
-      .values({ assignment_id: id, from_status: status, to_status: move.to, role: row.role, actor: input.actor, reason: input.reason ?? null })
-      .execute()
-    const view = toAssignmentView(updated)
-    await opts.onMoved?.(trx, view)
-    return { view, changed: true }
-  })
+  const agencies = opts.scope?.agencies ?? null
+  const queues = opts.scope?.queues ?? null
+  const au = opts.audit
+  // One statement, as the offer: consoles move an assignment or two per call, and a transaction of
+  // lock, update, transition and audit record took six round trips. The row is locked and read as
+  // it was; it moves only from a status the action may leave and inside the caller's scope.
+  const { rows } = await prepared(sql<
+    Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_disposition: string | null; moved_ack_deadline_at: Date | null }
+  >`
+    with old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} for update),
+    moved as (
+      update assignments a
+      set status = ${move.to}, updated_at = now(),
+          disposition = coalesce(${input.disposition ?? null}::text, a.disposition),
+          ack_deadline_at = case when ${input.ackDeadlineAt !== undefined}::boolean then ${input.ackDeadlineAt ?? null}::timestamptz else a.ack_deadline_at end
+      from old
+      where a.id = old.id and old.status = any(${move.from as readonly string[]}::text[])
+        and (${agencies}::text[] is null or old.agency = any(${agencies}::text[]))
+        and (${queues}::text[] is null or old.queue = any(${queues}::text[]))
+      returning a.id, a.call_id, a.status, a.updated_at, a.disposition, a.ack_deadline_at, a.role, a.agency, a.queue, old.status as from_status),
+    t as (
+      insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)
+      select id, from_status, status, role, ${input.actor}, ${input.reason ?? null}, agency, queue from moved),
+    au as (
+      insert into audit_log (actor, key_id, role, action, target_type, target_id, agency, source_ip, request_id, details)
+      select ${au?.actor ?? null}, ${au?.keyId ?? null}::uuid, ${au?.role ?? null}, ${au?.action ?? null}, 'assignment', id::text, agency,
+             ${au?.sourceIp ?? null}, ${au?.requestId ?? null}, jsonb_build_object('callId', call_id, 'queue', queue, 'status', status)
+      from moved where ${au !== undefined}::boolean)
+    select o.*, m.status as moved_status, m.updated_at as moved_updated_at, m.disposition as moved_disposition, m.ack_deadline_at as moved_ack_deadline_at
+    from old o left join moved m on m.id = o.id`).execute(db)
+  const row = rows[0]
+  const inScope = (a: { agency: string; queue: string }) => (agencies === null || agencies.includes(a.agency)) && (queues === null || queues.includes(a.queue))
+  if (!row || !inScope(row)) throw notFound(`assignment ${id}`)
+  const { moved_status, moved_updated_at, moved_disposition, moved_ack_deadline_at, ...before } = row
+  if (moved_status !== null) {
+    return { view: toAssignmentView({ ...before, status: moved_status, updated_at: moved_updated_at!, disposition: moved_disposition, ack_deadline_at: moved_ack_deadline_at }), changed: true }
+  }
+  const status = before.status as AssignmentStatus
+  if (opts.ifAlready === 'ok' && status === move.to) return { view: toAssignmentView(before), changed: false }
+  throw new AppError('illegal-transition', `cannot ${action} an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: move.from } })
 }

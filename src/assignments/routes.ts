@@ -168,8 +168,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           action,
           { actor, reason: body.reason, disposition: body.disposition },
           {
-            visible,
-            onMoved: (trx, v) => audit(trx, req, { action: `assignment.${action}`, targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status } }),
+            scope: { agencies: p.agencies, queues: p.queues },
+            audit: { actor: p.name, keyId: p.keyId, role: p.role, action: `assignment.${action}`, sourceIp: req.ip, requestId: req.id },
           },
         )
         return view

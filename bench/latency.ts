@@ -31,11 +31,14 @@ export async function drain(pool: pg.Pool, timeoutMs = 15_000): Promise<number> 
 /**
  * Assignments each event created, with when a worker offered them (epoch ms; null: never). Only
  * queued → offered is a delivery: a role change writes a transition that keeps the status.
+ * Assignments an escalation created later carry the same decision; they are not the event's
+ * (nobody acknowledges in this benchmark, so every offer escalates at its deadline, 30 s for police).
  */
 export async function freshAssignments(pool: pg.Pool): Promise<{ eventId: string; id: string; status: string; offeredAt: number | null }[]> {
   const { rows } = await pool.query<{ event_id: string; id: string; status: string; offered_at: number | null }>(
     `select d.event_id, a.id, a.status, (select extract(epoch from min(t.at)) * 1000 from assignment_transitions t where t.assignment_id = a.id and t.from_status = 'queued' and t.to_status = 'offered')::float8 as offered_at
-       from assignments a join decisions d on d.id = a.decision_id`,
+       from assignments a join decisions d on d.id = a.decision_id
+      where a.escalated_from is null`,
   )
   return rows.map((r) => ({ eventId: r.event_id, id: r.id, status: r.status, offeredAt: r.offered_at === null ? null : Number(r.offered_at) }))
 }

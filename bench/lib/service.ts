@@ -67,12 +67,13 @@ export async function freePort(): Promise<number> {
 }
 
 /** CPU ticks (user + system) a process has used so far; 0 once it has exited. */
-function ticksOf(pid: number | string): number {
+function ticksOf(pid: number | string, withReapedChildren = false): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th,
+    // then cutime and cstime, the time of children the process has waited for.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return Number(f[11]) + Number(f[12])
+    return Number(f[11]) + Number(f[12]) + (withReapedChildren ? Number(f[13]) + Number(f[14]) : 0)
   } catch {
     return 0 // the process has exited: its time is no longer counted anywhere
   }
@@ -85,7 +86,11 @@ export function cpuSecondsOf(pids: readonly number[]): number {
   return pids.reduce((s, pid) => s + ticksOf(pid), 0) / USER_HZ
 }
 
-/** CPU seconds used so far by every local Postgres process; null when Postgres is not on this machine. */
+/**
+ * CPU seconds used so far by every local Postgres process; null when Postgres is not on this
+ * machine. A backend that exits takes its time out of /proc; the postmaster's reaped-children time
+ * holds it from then on, so a run whose connections close (the raw baseline's) is still counted.
+ */
 export function postgresCpuSeconds(): number | null {
   const host = new URL(PG_ADMIN_URL).hostname
   if (!['127.0.0.1', 'localhost', '::1', ''].includes(host)) return null
@@ -93,7 +98,7 @@ export function postgresCpuSeconds(): number | null {
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue
     try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') ticks += ticksOf(pid)
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') ticks += ticksOf(pid, true)
     } catch {
       // gone between the listing and the read
     }

@@ -107,9 +107,13 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
       case when u.addr is null then 0 else
         (select count(*) from calls c where c.address_key = u.addr and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as address,
       u.person is not null and exists (select 1 from case_links l where l.person_id = u.person and l.active) as cm,
-      case when u.cap_agencies is not null then
-        (select count(*) from assignments a where ${OPEN_CRU} and a.call_id <> u.call_id
-           and (case when u.cap_except then a.agency <> all(u.cap_agencies) else a.agency = any(u.cap_agencies) end)) end as open_cru,
+      -- Two counts, not one with the choice inside: a generic plan cannot use the index on agency
+      -- through a CASE, and read every open CRU assignment of the county for each call.
+      case when u.cap_agencies is null then null
+        when u.cap_except then
+          (select count(*) from assignments a where ${OPEN_CRU} and a.call_id <> u.call_id and a.agency <> all(u.cap_agencies))
+        else
+          (select count(*) from assignments a where ${OPEN_CRU} and a.call_id <> u.call_id and a.agency = any(u.cap_agencies)) end as open_cru,
       case when u.with_assignments then
         (select coalesce(json_agg(json_build_object('id', a.id, 'queue', a.queue, 'role', a.role, 'status', a.status) order by a.seq), '[]')
            from assignments a where a.call_id = u.call_id) end as assignments

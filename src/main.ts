@@ -10,7 +10,7 @@ import { createMetrics, observeWorkers } from './metrics/metrics.js'
 import { createOutboxRelay } from './queue/outbox-relay.js'
 import { createLifecycleQueue } from './queue/lifecycle.js'
 import { createQueues } from './queue/queues.js'
-import { createRedis } from './queue/redis.js'
+import { createRedis, whenReady } from './queue/redis.js'
 import { createRuleSetRegistry } from './rule-sets/registry.js'
 import { startLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
@@ -82,6 +82,8 @@ async function start(): Promise<void> {
 
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer')
+    // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
+    await whenReady(producer, 2000)
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
     const relay = createOutboxRelay({
       db,

@@ -22,3 +22,22 @@ export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe'):
   redis.on('error', () => {})
   return redis
 }
+
+/**
+ * Resolves true once the connection is ready, or false after `ms` (Redis down: callers go on, and
+ * their first commands fail as they would later). A producer without an offline queue refuses
+ * commands while it is still connecting, so a caller that sends at once waits for this first.
+ */
+export function whenReady(redis: Redis, ms: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      redis.off('ready', onReady)
+      resolve(ok)
+    }
+    const onReady = () => done(true)
+    const timer = setTimeout(() => done(false), ms)
+    redis.on('ready', onReady)
+  })
+}

@@ -13,6 +13,7 @@ const t1 = Date.now()
 const [api, relayWorker] = await Promise.all([world.service('api', 'api'), world.service('relay+worker', 'relay,worker')])
 const queues = inspectQueues(t, world)
 t.comment(`world ${t1 - t0} ms, processes ${Date.now() - t1} ms`)
+t.notMatch(relayWorker.output(), /could not send/, 'the relay starts without a failed send (it waits for its Redis connection)')
 
 t.test('Redis killed mid-load, back 5 s later: every event stored, every assignment delivered once within 5 s', async (t) => {
   const start = Date.now()

@@ -82,8 +82,10 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
         s.loopP99 = await eventLoopP99(api.url!, d.adminKey).finally(() => (scraping = false))
       }
     }
+    // Growth over a soak depends on it: without autovacuum, updated tables and partial indexes fill with dead rows.
+    const autovacuum = (await d.pool.query<{ autovacuum: string }>('show autovacuum')).rows[0]?.autovacuum
     const responder = await respond(api.url!, d.adminKey)
-    opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s; responder on the live feed ${responder.available ? 'acknowledging offers' : 'not available'}`)
+    opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s; responder on the live feed ${responder.available ? 'acknowledging offers' : 'not available'}; Postgres autovacuum ${autovacuum}`)
     const sent = await fixedRate([api.url!], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 31, onTick })
     await drain(d.pool)
     responder.stop()

@@ -105,6 +105,13 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     const maxLag = Math.max(0, ...samples.map((s) => s.outboxLag ?? 0))
     const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
     const errors = sent.length - ok.length
+    // What the errors were: a status (503 under overload) or 0 for no answer (socket, time-out).
+    const kinds = new Map<string, number>()
+    for (const e of sent) {
+      if (e.status >= 200 && e.status < 300) continue
+      const kind = e.status ? String(e.status) : (e.error ?? 'no answer')
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1)
+    }
     const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
     const MB = 2 ** 20
     const timeline = windows(T, samples, ok)
@@ -117,7 +124,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     }
     const pct = (g: number): string => `${g >= 0 ? '+' : ''}${(100 * g).toFixed(1)}%`
     const rows: Row[] = [
-      { bench: 'soak', metric: `${Math.round(T)} s at ${opts.rate}/s: events posted / errors`, value: `${sent.length} / ${errors}`, target: '0 errors', pass: errors === 0 },
+      { bench: 'soak', metric: `${Math.round(T)} s at ${opts.rate}/s: events posted / errors`, value: `${sent.length} / ${errors}${kinds.size ? ` (${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}`, target: '0 errors', pass: errors === 0 },
       { bench: 'soak', metric: `API RSS start → end (${(apiStart / MB).toFixed(0)} → ${(apiEnd / MB).toFixed(0)} MB)`, value: pct(growth(apiStart, apiEnd)), target: '≤ +5%', pass: growth(apiStart, apiEnd) <= 0.05 },
       { bench: 'soak', metric: `worker RSS start → end (${(wStart / MB).toFixed(0)} → ${(wEnd / MB).toFixed(0)} MB)`, value: pct(growth(wStart, wEnd)), target: '≤ +5%', pass: growth(wStart, wEnd) <= 0.05 },
       {

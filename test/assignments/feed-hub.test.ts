@@ -3,34 +3,25 @@
  * once per gap, and a change committed meanwhile still reaches its listeners within about a gap.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import type pg from 'pg'
 import t, { type Test as Tap } from 'tap'
 import { createFeedHub, type FeedBatch } from '../../src/assignments/feed.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, quietLog } from '../helpers/world.js'
+import { countStatements, createWorld, eventually, quietLog } from '../helpers/world.js'
 
 const world = await createWorld(t)
 
 /** A hub on a pool of its own whose reads (one horizon per read) are counted. */
 function countedHub(minGapMs: number) {
   const pool = createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 5000 })
-  let reads = 0
-  pool.on('connect', (client: pg.PoolClient) => {
-    const query = client.query.bind(client) as (...args: unknown[]) => unknown
-    ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
-      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
-      if (text?.includes('pg_snapshot_xip')) reads++
-      return query(...args)
-    }
-  })
+  const reads = countStatements(pool, 'pg_snapshot_xip')
   const db = createDb(pool)
   const hub = createFeedHub({ db, log: quietLog, pollMs: 60_000, minGapMs })
   t.teardown(async () => {
     hub.stop()
     await db.destroy()
   })
-  return { hub, reads: () => reads }
+  return { hub, reads }
 }
 
 /** Wakes the hub every 2 ms for `ms`; the reads it made meanwhile. */

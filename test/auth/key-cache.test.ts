@@ -9,13 +9,12 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
-import type pg from 'pg'
 import t from 'tap'
 import { buildApp } from '../../src/app.js'
 import { createKeyCache, type KeyCache } from '../../src/auth/key-cache.js'
 import { createKey, generateKey } from '../../src/auth/keys.js'
 import { createDb, createPool, type Db } from '../../src/db/connect.js'
-import { createWorld, eventually, quietLog } from '../helpers/world.js'
+import { countStatements, createWorld, eventually, quietLog } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const A = world.app
@@ -23,18 +22,10 @@ const A = world.app
 /** A pool on the world's database whose key lookups are counted (the SQL that reaches Postgres). */
 function countingDb(): { db: Db; lookups: () => number } {
   const pool = createPool({ connectionString: world.databaseUrl, max: 4, statementTimeoutMs: 10_000 })
-  let n = 0
-  pool.on('connect', (client: pg.PoolClient) => {
-    const query = client.query.bind(client) as (...args: unknown[]) => unknown
-    ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
-      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
-      if (text?.includes('from "api_keys" where "key_hash" =')) n++
-      return query(...args)
-    }
-  })
+  const lookups = countStatements(pool, 'from "api_keys" where "key_hash" =')
   const db = createDb(pool)
   t.teardown(() => db.destroy())
-  return { db, lookups: () => n }
+  return { db, lookups }
 }
 
 /** A cache on its own counting pool, closed at teardown. */

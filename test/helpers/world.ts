@@ -140,5 +140,22 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ms
   }
 }
 
+/**
+ * Counts the statements sent on the pool's connections whose text contains `needle`: what reaches
+ * Postgres, whatever caches sit in front of it. Install before the pool's first connection.
+ */
+export function countStatements(pool: pg.Pool, needle: string): () => number {
+  let n = 0
+  pool.on('connect', (client: pg.PoolClient) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown
+    ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
+      if (text?.includes(needle)) n++
+      return query(...args)
+    }
+  })
+  return () => n
+}
+
 /** A silent logger for relay/worker instances in tests. */
 export const quietLog = pino({ level: 'silent' })

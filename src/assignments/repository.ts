@@ -1,11 +1,12 @@
-import { sql, type Selectable, type Transaction } from 'kysely'
+import { sql, type Selectable } from 'kysely'
 import type { Db } from '../db/connect.js'
 import { prepared } from '../db/prepared.js'
-import type { AssignmentsTable, Database } from '../db/schema.js'
+import type { AssignmentsTable } from '../db/schema.js'
 import { AppError, notFound } from '../http/errors.js'
+import { canActForAgency, canSeeQueue } from '../auth/principal.js'
 import type { QueueName, Role } from '../routing/index.js'
 import type { AssignmentView } from './schemas.js'
-import { MOVES, OPEN_STATUSES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
+import { MOVES, OPEN_STATUSES, isOpen, type AssignmentStatus } from './state-machine.js'
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null)
 
@@ -174,8 +175,7 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
     select o.*, m.status as moved_status, m.updated_at as moved_updated_at, m.disposition as moved_disposition, m.ack_deadline_at as moved_ack_deadline_at
     from old o left join moved m on m.id = o.id`).execute(db)
   const row = rows[0]
-  const inScope = (a: { agency: string; queue: string }) => (agencies === null || agencies.includes(a.agency)) && (queues === null || queues.includes(a.queue))
-  if (!row || !inScope(row)) throw notFound(`assignment ${id}`)
+  if (!row || !canActForAgency({ agencies }, row.agency) || !canSeeQueue({ queues }, row.queue)) throw notFound(`assignment ${id}`)
   const { moved_status, moved_updated_at, moved_disposition, moved_ack_deadline_at, ...before } = row
   if (moved_status !== null) {
     return { view: toAssignmentView({ ...before, status: moved_status, updated_at: moved_updated_at!, disposition: moved_disposition, ack_deadline_at: moved_ack_deadline_at }), changed: true }

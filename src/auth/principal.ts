@@ -14,8 +14,8 @@ export interface Principal {
   queues: readonly QueueName[] | null
 }
 
-export const canActForAgency = (p: Principal, agency: string): boolean => p.agencies === null || p.agencies.includes(agency)
-export const canSeeQueue = (p: Principal, queue: string): boolean => p.queues === null || (p.queues as readonly string[]).includes(queue)
+export const canActForAgency = (p: Pick<Principal, 'agencies'>, agency: string): boolean => p.agencies === null || p.agencies.includes(agency)
+export const canSeeQueue = (p: { queues: readonly string[] | null }, queue: string): boolean => p.queues === null || p.queues.includes(queue)
 
 /**
  * Criminal-justice and health data stay apart: a console that works only police (or EMS) queues

@@ -13,7 +13,7 @@ import { createRuleSetRegistry } from '../src/rule-sets/registry.js'
 import { createEventStream } from './lib/events.js'
 import { hammer } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { cpuSecondsOf, deploy, postgresCpuSeconds, scrapeMetric } from './lib/service.js'
+import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, scrapeMetric } from './lib/service.js'
 
 export interface IngestOptions {
   seconds: number
@@ -102,6 +102,7 @@ export async function runIngest(opts: IngestOptions): Promise<Row[]> {
     const warm = Math.max(2, Math.round(opts.seconds / 5))
     opts.log(`  ingest: warm-up ${warm} s`)
     const w = await hammer(url, d.adminKey, { connections: opts.connections, seconds: warm, seed: 11 })
+    await analyzeAfterWarmUp(d.pool)
     opts.log(`  ingest: ${opts.seconds} s at ${opts.connections} connections`)
     const before = await countRows(d.pool)
     const batches = () => Promise.all(['cad_router_ingest_batch_events_sum', 'cad_router_ingest_batch_events_count'].map((m) => scrapeMetric(url, d.adminKey, m)))

@@ -3,11 +3,15 @@
  * relay+worker process: ingest p50/p99 as the client sees it; POST → worker pickup (the `offered`
  * transition the worker writes, against the moment the POST left the client); and, when the API
  * has the live feed, POST answered → a console on GET /v1/assignments/stream seeing the assignment.
+ * A responder console (lib/responder.ts) acknowledges the offers, as dispatch does; the cores each
+ * process kept busy are printed beside the figures, since on a small machine they explain them.
  */
+import { availableParallelism } from 'node:os'
 import type pg from 'pg'
 import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { deploy } from './lib/service.js'
+import { respond } from './lib/responder.js'
+import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, redisCpuSeconds } from './lib/service.js'
 import { subscribe } from './lib/sse.js'
 import { sleep, summarise } from './lib/stats.js'
 
@@ -32,7 +36,7 @@ export async function drain(pool: pg.Pool, timeoutMs = 15_000): Promise<number> 
  * Assignments each event created, with when a worker offered them (epoch ms; null: never). Only
  * queued → offered is a delivery: a role change writes a transition that keeps the status.
  * Assignments an escalation created later carry the same decision; they are not the event's
- * (nobody acknowledges in this benchmark, so every offer escalates at its deadline, 30 s for police).
+ * (an offer the responder did not acknowledge in time escalates at its deadline, 30 s for police).
  */
 export async function freshAssignments(pool: pg.Pool): Promise<{ eventId: string; id: string; status: string; offeredAt: number | null }[]> {
   const { rows } = await pool.query<{ event_id: string; id: string; status: string; offered_at: number | null }>(
@@ -100,16 +104,32 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
   try {
     const url = d.apis[0]!.url!
     const feed = await subscribe(url, d.adminKey)
-    opts.log(`  latency: live feed ${feed.available ? 'subscribed' : `not available (${feed.status || 'no answer'})`}`)
+    const responder = await respond(url, d.adminKey)
+    opts.log(`  latency: live feed ${feed.available ? 'subscribed' : `not available (${feed.status || 'no answer'})`}; responder ${responder.available ? 'acknowledging offers' : 'not available'}`)
     const warm = Math.max(2, Math.round(opts.seconds / 6))
     opts.log(`  latency: warm-up ${warm} s, then ${opts.seconds} s at ${opts.rate}/s`)
     await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: warm, seed: 21 })
+    await analyzeAfterWarmUp(d.pool)
+    const pids = { api: d.apis.map((p) => p.pid), worker: d.workers.map((p) => p.pid) }
+    const cpu = () => ({ api: cpuSecondsOf(pids.api), worker: cpuSecondsOf(pids.worker), postgres: postgresCpuSeconds(), redis: redisCpuSeconds(), bench: process.cpuUsage() })
+    const cpu0 = cpu()
+    const t0 = performance.now()
     const sent = await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 22 })
+    const cpu1 = cpu()
+    const seconds = (performance.now() - t0) / 1000
     const left = await drain(d.pool)
     if (left) opts.log(`  latency: ${left} assignments still queued after the drain`)
     await sleep(500) // the feed's last events
+    responder.stop()
     feed.close()
     const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate)
+    const cores = (a: number | null, b: number | null): string => (a === null || b === null ? 'n/a' : ((b - a) / seconds).toFixed(2))
+    const bench = process.cpuUsage(cpu0.bench)
+    const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), ((bench.user + bench.system) / 1e6 / seconds).toFixed(2)]
+    rows.push(
+      { bench: 'latency', metric: 'offers acknowledged by the responder console (1–5 s after the offer) / refused', value: `${responder.acknowledged()} / ${responder.failed()}` },
+      { bench: 'latency', metric: `cores busy: API / worker / Postgres / Redis / load generator (of ${availableParallelism()})`, value: busy.join(' / ') },
+    )
     for (const p of [...d.apis, ...d.workers]) if (p.output.length) opts.log(`  ${p.role} said: ${p.output.slice(-3).join(' | ')}`)
     return rows
   } finally {

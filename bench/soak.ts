@@ -4,18 +4,14 @@
  * its /metrics) are compared between the start (10–25 % into the run, after warm-up) and the end
  * (the last 15 %); the outbox lag (age of the oldest unsent row) is sampled every second.
  *
- * A responder console acknowledges what is offered, as dispatch does: on the live feed, each
- * `offered` assignment is acknowledged through the API after 1–5 s. Without it every police and EMS
- * offer would expire at its deadline and be offered again, every 30 s until its call closes: a
- * workload that grows for as long as the run lasts, which no service could hold flat.
+ * A responder console (lib/responder.ts) acknowledges what is offered, as dispatch does.
  */
-import http from 'node:http'
 import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { cpuSecondsOf, deploy, postgresCpuSeconds, rssOf, scrapeMetric } from './lib/service.js'
+import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
-import { subscribe } from './lib/sse.js'
+import { respond } from './lib/responder.js'
 
 export interface SoakOptions {
   seconds: number
@@ -70,7 +66,13 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     // /metrics runs queries of its own over growing tables: every 5 s on a long soak, so the probe
     // does not become the load (every second on a short run, to have samples at all).
     const scrapeEvery = opts.seconds >= 100 ? 5 : 1
+    let analyzed = false
     const onTick = async (t: number): Promise<void> => {
+      // The soak has no separate warm-up: its first seconds are one.
+      if (!analyzed && t >= 5) {
+        analyzed = true
+        void analyzeAfterWarmUp(d.pool)
+      }
       const s: Sample = { t, apiRss: rssOf(api.pid), workerRss: rssOf(worker.pid) }
       samples.push(s)
       const { rows } = await d.pool.query<{ lag: number | null }>('select (extract(epoch from now() - min(created_at)) * 1000)::float8 as lag from outbox where sent_at is null')
@@ -177,49 +179,4 @@ function windows(T: number, samples: Sample[], answered: Sent[]): SoakWindow[] {
     })
   }
   return out
-}
-
-/** A responder console: acknowledges each assignment the feed shows offered, 1–5 s later, through the API. */
-async function respond(url: string, key: string) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
-  const timers = new Set<NodeJS.Timeout>()
-  let acknowledged = 0
-  let failed = 0
-  let stopped = false
-  const ack = (id: string): void => {
-    const req = http.request(`${url}/v1/assignments/${id}/acknowledge`, { method: 'POST', agent, headers: { authorization: `Bearer ${key}` } }, (res) => {
-      res.resume()
-      if (res.statusCode === 200) acknowledged++
-      else failed++
-    })
-    req.on('error', () => failed++)
-    req.end()
-  }
-  const feed = await subscribe(url, key, 5000, (data) => {
-    if (stopped) return
-    let event: { assignmentId?: string; status?: string }
-    try {
-      event = JSON.parse(data) as typeof event
-    } catch {
-      return
-    }
-    if (event.status !== 'offered' || !event.assignmentId) return
-    const id = event.assignmentId
-    const timer = setTimeout(() => {
-      timers.delete(timer)
-      ack(id)
-    }, 1000 + Math.random() * 4000)
-    timers.add(timer)
-  })
-  return {
-    available: feed.available,
-    acknowledged: () => acknowledged,
-    failed: () => failed,
-    stop() {
-      stopped = true
-      for (const t of timers) clearTimeout(t)
-      feed.close()
-      agent.destroy()
-    },
-  }
 }

@@ -1,0 +1,47 @@
+/**
+ * The service's connections (src/db/connect.ts) run without JIT compilation. On a grown database
+ * the routing context read's generic plan cost more than jit_above_cost, and Postgres compiled it
+ * on every execution (45 ms for a 2 ms statement). Here `jit_above_cost = 0` stands in for the
+ * grown tables: every statement passes it.
+ */
+import { sql } from 'kysely'
+import pg from 'pg'
+import t from 'tap'
+import { createDb, createPool } from '../../src/db/connect.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const db = createDb(createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 10_000 }))
+t.teardown(() => db.destroy())
+
+const QUERY = `select count(*) from assignments a where a.queue = 'cru' and a.status in ('queued', 'offered') and a.agency = any($1::text[])`
+type Plan = [{ JIT?: { Functions: number } }]
+
+const jitAvailable = await (async () => {
+  const client = new pg.Client({ connectionString: world.databaseUrl })
+  await client.connect()
+  try {
+    return (await client.query<{ available: boolean }>('select pg_jit_available() as available')).rows[0]!.available
+  } finally {
+    await client.end()
+  }
+})()
+
+t.test('a statement past jit_above_cost is not compiled on a service connection', async (t) => {
+  const plan = await db.connection().execute(async (conn) => {
+    await sql`set jit_above_cost = 0`.execute(conn)
+    const { rows } = await sql<{ 'QUERY PLAN': Plan }>`explain (analyze, format json) ${sql.raw(QUERY.replace('$1', `'{dakota}'`))}`.execute(conn)
+    await sql`reset jit_above_cost`.execute(conn)
+    return rows[0]!['QUERY PLAN'][0]
+  })
+  t.equal(plan.JIT, undefined, 'no JIT section in the plan')
+})
+
+t.test('the same statement on a plain connection is compiled, when this server has JIT', { skip: !jitAvailable && 'this Postgres has no JIT (no LLVM): nothing to turn off' }, async (t) => {
+  const client = new pg.Client({ connectionString: world.databaseUrl })
+  await client.connect()
+  t.teardown(() => client.end())
+  await client.query('set jit_above_cost = 0')
+  const explained = await client.query<{ 'QUERY PLAN': Plan }>(`explain (analyze, format json) ${QUERY.replace('$1', `'{dakota}'`)}`)
+  t.ok((explained.rows[0]!['QUERY PLAN'][0].JIT?.Functions ?? 0) > 0, 'Postgres compiled it: the setting is what the first test sees')
+})

@@ -25,9 +25,26 @@ export interface PoolOptions {
  */
 export const SESSION_OPTIONS = '-c jit=off'
 
+/**
+ * The connection string with SESSION_OPTIONS ahead of the `options` it already gives (or
+ * PGOPTIONS): pg lets a URL's parameters win over its config, so ours travel in the URL too, and a
+ * setting of the operator's comes later and still wins.
+ */
+export function withSessionOptions(connectionString: string): string {
+  let url: URL
+  try {
+    url = new URL(connectionString)
+  } catch {
+    return connectionString // not a URL (config requires one): pg gets `options` from the pool config
+  }
+  const theirs = url.searchParams.get('options') ?? process.env.PGOPTIONS ?? ''
+  url.searchParams.set('options', [SESSION_OPTIONS, theirs].filter(Boolean).join(' '))
+  return url.toString()
+}
+
 export function createPool(opts: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: opts.connectionString,
+    connectionString: withSessionOptions(opts.connectionString),
     max: opts.max,
     // Fail fast when Postgres is unreachable so the API can answer 503 instead of hanging.
     connectionTimeoutMillis: 3000,

@@ -35,9 +35,20 @@ t.test('a statement past jit_above_cost is not compiled on a service connection'
     return rows[0]!['QUERY PLAN'][0]
   })
   t.equal(plan.JIT, undefined, 'no JIT section in the plan')
+  const { rows } = await sql<{ jit: string }>`show jit`.execute(db)
+  t.equal(rows[0]!.jit, 'off', 'the session says so too, whatever the server has')
 })
 
-t.test('the same statement on a plain connection is compiled, when this server has JIT', { skip: !jitAvailable && 'this Postgres has no JIT (no LLVM): nothing to turn off' }, async (t) => {
+t.test('options the connection string gives are kept, after ours', async (t) => {
+  const url = new URL(world.databaseUrl)
+  url.searchParams.set('options', '-c search_path=cadr_elsewhere,public')
+  const theirs = createDb(createPool({ connectionString: url.toString(), max: 1, statementTimeoutMs: 10_000 }))
+  t.teardown(() => theirs.destroy())
+  const { rows } = await sql<{ jit: string; path: string }>`select current_setting('jit') as jit, current_setting('search_path') as path`.execute(theirs)
+  t.same(rows[0], { jit: 'off', path: 'cadr_elsewhere,public' })
+})
+
+t.test('the same statement on a plain connection is compiled, when this server has JIT', { skip: !jitAvailable && 'JIT is not available on this Postgres (no LLVM, or jit off in its configuration)' }, async (t) => {
   const client = new pg.Client({ connectionString: world.databaseUrl })
   await client.connect()
   t.teardown(() => client.end())

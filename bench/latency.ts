@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os'
 import type pg from 'pg'
 import { fixedRate, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
-import { respond } from './lib/responder.js'
+import { respond, type Responder } from './lib/responder.js'
 import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, redisCpuSeconds } from './lib/service.js'
 import { subscribe } from './lib/sse.js'
 import { sleep, summarise } from './lib/stats.js'
@@ -101,10 +101,11 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnTy
 
 export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
   const d = await deploy('latency', { apis: 1, workers: 1 })
+  let responder: Responder | undefined
   try {
     const url = d.apis[0]!.url!
     const feed = await subscribe(url, d.adminKey)
-    const responder = await respond(url, d.adminKey)
+    responder = await respond(url, d.adminKey)
     opts.log(`  latency: live feed ${feed.available ? 'subscribed' : `not available (${feed.status || 'no answer'})`}; responder ${responder.available ? 'acknowledging offers' : 'not available'}`)
     const warm = Math.max(2, Math.round(opts.seconds / 6))
     opts.log(`  latency: warm-up ${warm} s, then ${opts.seconds} s at ${opts.rate}/s`)
@@ -117,6 +118,7 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     const sent = await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 22 })
     const cpu1 = cpu()
     const seconds = (performance.now() - t0) / 1000
+    const benchCpu = (cpu1.bench.user - cpu0.bench.user + cpu1.bench.system - cpu0.bench.system) / 1e6
     const left = await drain(d.pool)
     if (left) opts.log(`  latency: ${left} assignments still queued after the drain`)
     await sleep(500) // the feed's last events
@@ -124,15 +126,15 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     feed.close()
     const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate)
     const cores = (a: number | null, b: number | null): string => (a === null || b === null ? 'n/a' : ((b - a) / seconds).toFixed(2))
-    const bench = process.cpuUsage(cpu0.bench)
-    const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), ((bench.user + bench.system) / 1e6 / seconds).toFixed(2)]
+    const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), cores(0, benchCpu)]
     rows.push(
-      { bench: 'latency', metric: 'offers acknowledged by the responder console (1–5 s after the offer) / refused', value: `${responder.acknowledged()} / ${responder.failed()}` },
+      { bench: 'latency', metric: 'offers acknowledged / refused by the responder console, 1–5 s after the offer (warm-up included)', value: `${responder.acknowledged()} / ${responder.failed()}` },
       { bench: 'latency', metric: `cores busy: API / worker / Postgres / Redis / load generator (of ${availableParallelism()})`, value: busy.join(' / ') },
     )
     for (const p of [...d.apis, ...d.workers]) if (p.output.length) opts.log(`  ${p.role} said: ${p.output.slice(-3).join(' | ')}`)
     return rows
   } finally {
+    responder?.stop()
     await d.stop()
   }
 }

@@ -11,7 +11,7 @@ import type { Row } from './lib/report.js'
 import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, rssOf, scrapeMetric } from './lib/service.js'
 import { summarise } from './lib/stats.js'
 import { drain } from './latency.js'
-import { respond } from './lib/responder.js'
+import { respond, type Responder } from './lib/responder.js'
 
 export interface SoakOptions {
   seconds: number
@@ -57,6 +57,7 @@ const mean = (xs: (number | undefined)[]): number => {
 
 export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timeline: SoakWindow[] }> {
   const d = await deploy('soak', { apis: 1, workers: 1 })
+  let responder: Responder | undefined
   try {
     const api = d.apis[0]!
     const worker = d.workers[0]!
@@ -71,7 +72,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
       // The soak has no separate warm-up: its first seconds are one.
       if (!analyzed && t >= 5) {
         analyzed = true
-        void analyzeAfterWarmUp(d.pool)
+        analyzeAfterWarmUp(d.pool).catch((err: Error) => opts.log(`  soak: ANALYZE failed (${err.message}); plans stay as cached`))
       }
       const s: Sample = { t, apiRss: rssOf(api.pid), workerRss: rssOf(worker.pid) }
       samples.push(s)
@@ -86,7 +87,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     }
     // Growth over a soak depends on it: without autovacuum, updated tables and partial indexes fill with dead rows.
     const autovacuum = (await d.pool.query<{ autovacuum: string }>('show autovacuum')).rows[0]?.autovacuum
-    const responder = await respond(api.url!, d.adminKey)
+    responder = await respond(api.url!, d.adminKey)
     opts.log(`  soak: ${opts.seconds} s at ${opts.rate}/s; responder on the live feed ${responder.available ? 'acknowledging offers' : 'not available'}; Postgres autovacuum ${autovacuum}`)
     const sent = await fixedRate([api.url!], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 31, onTick })
     await drain(d.pool)
@@ -142,6 +143,7 @@ export async function runSoak(opts: SoakOptions): Promise<{ rows: Row[]; timelin
     ]
     return { rows, timeline }
   } finally {
+    responder?.stop()
     await d.stop()
   }
 }

@@ -10,6 +10,7 @@ import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import pg from 'pg'
+import { withSessionOptions } from '../../src/db/connect.js'
 import { sleep } from './stats.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -160,7 +161,8 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
   url.pathname = `/${dbName}`
   const databaseUrl = url.toString()
   const procs: ServiceProcess[] = []
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 })
+  // Without JIT, like the service's own connections (its per-second probes would be compiled otherwise).
+  const pool = new pg.Pool({ connectionString: withSessionOptions(databaseUrl), max: 4 })
 
   const baseEnv = {
     PATH: process.env.PATH ?? '',

@@ -112,13 +112,12 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: warm, seed: 21 })
     await analyzeAfterWarmUp(d.pool)
     const pids = { api: d.apis.map((p) => p.pid), worker: d.workers.map((p) => p.pid) }
-    const cpu = () => ({ api: cpuSecondsOf(pids.api), worker: cpuSecondsOf(pids.worker), postgres: postgresCpuSeconds(), redis: redisCpuSeconds(), bench: process.cpuUsage() })
+    const cpu = () => ({ api: cpuSecondsOf(pids.api), worker: cpuSecondsOf(pids.worker), postgres: postgresCpuSeconds(), redis: redisCpuSeconds(), bench: cpuSecondsOf([process.pid]) })
     const cpu0 = cpu()
     const t0 = performance.now()
     const sent = await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: opts.seconds, seed: 22 })
     const cpu1 = cpu()
     const seconds = (performance.now() - t0) / 1000
-    const benchCpu = (cpu1.bench.user - cpu0.bench.user + cpu1.bench.system - cpu0.bench.system) / 1e6
     const left = await drain(d.pool)
     if (left) opts.log(`  latency: ${left} assignments still queued after the drain`)
     await sleep(500) // the feed's last events
@@ -126,7 +125,7 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     feed.close()
     const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate)
     const cores = (a: number | null, b: number | null): string => (a === null || b === null ? 'n/a' : ((b - a) / seconds).toFixed(2))
-    const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), cores(0, benchCpu)]
+    const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), cores(cpu0.bench, cpu1.bench)]
     rows.push(
       { bench: 'latency', metric: 'offers acknowledged / refused by the responder console, 1–5 s after the offer (warm-up included)', value: `${responder.acknowledged()} / ${responder.failed()}` },
       { bench: 'latency', metric: `cores busy: API / worker / Postgres / Redis / load generator (of ${availableParallelism()})`, value: busy.join(' / ') },

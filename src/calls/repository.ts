@@ -13,32 +13,58 @@ export type { Executor }
 // Also named in migrations/0011_outbox_notify.ts, whose trigger sends it.
 export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
-/** Events already stored, by id, with their call's agency now: what a repeat of one is answered from. */
-export async function findEvents(db: Executor, eventIds: readonly string[]) {
-  const { rows } = await prepared(sql<{ event_id: string; call_id: string; body_hash: string; decision_id: string | null; applied: boolean; agency: string }>`
-    select e.event_id, e.call_id, e.body_hash, e.decision_id, e.applied, c.agency
-    from call_events e join calls c on c.call_id = e.call_id
-    where e.event_id = any(${eventIds}::text[])`).execute(db)
-  return new Map(rows.map((r) => [r.event_id, r]))
-}
-export type StoredEvent = NonNullable<ReturnType<Awaited<ReturnType<typeof findEvents>>['get']>>
-
 /** What ingest needs of a call row as it was before the batch. */
 export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'>
 
+/** An event already stored, with its call's agency now: what a repeat of it is answered from. */
+export interface StoredEvent {
+  event_id: string
+  call_id: string
+  body_hash: string
+  decision_id: string | null
+  applied: boolean
+  agency: string
+}
+
 /**
- * Creates the call rows that are new and locks every one of them for the rest of the transaction,
- * returning each as it was before this batch (the no-op update is what takes the lock and makes
- * RETURNING see an existing row). Rows are locked in call_id order, so two batches that share calls
- * (two API instances) queue behind each other instead of deadlocking.
+ * The first statement of an ingest batch, one round trip: finds the batch's events that are
+ * already stored (repeats), then creates the call rows of the others that are new and locks every
+ * one of them for the rest of the transaction, returning each as it was before this batch (the
+ * no-op update is what takes the lock and makes RETURNING see an existing row). A repeat neither
+ * creates nor locks a call: the call its body names may not exist (a conflicting repeat). Rows are
+ * locked in call_id order, so two batches that share calls (two API instances) queue behind each
+ * other instead of deadlocking. `rows[i]` is the call of `eventIds[i]`; no two rows share a call.
  */
-export async function upsertAndLockCalls(trx: Transaction<Database>, rows: readonly JsonRow<'calls'>[]): Promise<Map<string, LockedCall>> {
+export async function lockCallsOfNewEvents(
+  trx: Transaction<Database>,
+  eventIds: readonly string[],
+  rows: readonly JsonRow<'calls'>[],
+): Promise<{ calls: Map<string, LockedCall>; stored: Map<string, StoredEvent> }> {
   const sorted = [...rows].sort((a, b) => (String(a.call_id) < String(b.call_id) ? -1 : String(a.call_id) > String(b.call_id) ? 1 : 0))
-  const { rows: out } = await prepared(sql<LockedCall>`
-    ${insertRows('calls', ['call_id', 'agency', 'status', 'nature_code', 'priority', 'flags', 'route', 'last_occurred_at', 'subject_person_id', 'address_key'], sorted)}
-    on conflict (call_id) do update set call_id = excluded.call_id
-    returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route`).execute(trx)
-  return new Map(out.map((r) => [r.call_id, r]))
+  const { rows: out } = await prepared(sql<LockedCall & { stored: boolean; event_id: string | null; body_hash: string | null; applied: boolean | null }>`
+    with stored as (
+      select e.event_id, e.call_id, e.body_hash, e.decision_id, e.applied, c.agency, p.posted_call_id
+      from unnest(${eventIds}::text[], ${rows.map((r) => String(r.call_id))}::text[]) as p(event_id, posted_call_id)
+        join call_events e on e.event_id = p.event_id
+        join calls c on c.call_id = e.call_id
+    ), locked as (
+      ${insertRows('calls', ['call_id', 'agency', 'status', 'nature_code', 'priority', 'flags', 'route', 'last_occurred_at', 'subject_person_id', 'address_key'], sorted, sql`where call_id not in (select posted_call_id from stored)`)}
+      on conflict (call_id) do update set call_id = excluded.call_id
+      returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route
+    )
+    select false as stored, call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route,
+      null::text as event_id, null::text as body_hash, null::boolean as applied
+    from locked
+    union all
+    select true, call_id, agency, null, decision_id, null, null, null, null, null, event_id, body_hash, applied
+    from stored`).execute(trx)
+  const calls = new Map<string, LockedCall>()
+  const stored = new Map<string, StoredEvent>()
+  for (const { stored: isStored, event_id, body_hash, applied, ...call } of out) {
+    if (isStored) stored.set(event_id!, { event_id: event_id!, call_id: call.call_id, body_hash: body_hash!, decision_id: call.decision_id, applied: applied!, agency: call.agency })
+    else calls.set(call.call_id, call)
+  }
+  return { calls, stored }
 }
 
 /** Open CRU assignments: the statuses that count against a team's capacity; matches the partial index assignments_open_cru_idx. */

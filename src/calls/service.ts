@@ -13,7 +13,7 @@ import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
 import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import { findEvents, loadDecisionView, lockCruTeams, readCallContexts, toStoredOutcome, upsertAndLockCalls, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
+import { loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -43,6 +43,9 @@ interface Pending {
   /** The posting request's trace, captured before the event joins a batch that runs in another's context. */
   traceContext: string | null
 }
+
+/** What the batch's transaction did with one event; repeats and stale events are answered after the commit. */
+type Applied = Settlement<IngestOutcome> | { stale: string } | { repeat: StoredEvent }
 
 /** Another transaction stored one of the batch's eventIds first: roll back, and the repeat is answered from it. */
 class LostRace extends Error {}
@@ -79,32 +82,16 @@ export function createCallService(deps: CallServiceDeps) {
   }
 
   async function runBatch(items: Pending[]): Promise<Settlement<IngestOutcome>[]> {
-    const out = new Array<Settlement<IngestOutcome>>(items.length)
-    // Repeats of stored events are answered from what is stored, outside the transaction.
-    const stored = await findEvents(deps.db, items.map((p) => p.event.eventId))
-    const fresh: number[] = []
-    const repeats: Promise<void>[] = []
-    items.forEach((p, i) => {
-      const s = stored.get(p.event.eventId)
-      if (!s) fresh.push(i)
-      else repeats.push(settle(() => answerRepeat(p, s)).then((r) => void (out[i] = r)))
-    })
-    if (fresh.length) {
-      const batch = fresh.map((i) => items[i]!)
-      try {
-        const applied = await deps.db.transaction().execute((trx) => apply(trx, batch))
-        await Promise.all(
-          applied.map(async (a, k) => {
-            // A stale event's answer is the call's current decision, read once the batch has committed.
-            out[fresh[k]!] = 'stale' in a ? await settle(() => answerStale(batch[k]!, a.stale)) : a
-          }),
-        )
-      } catch (err) {
-        for (const i of fresh) out[i] = failed(err, fresh.length)
-      }
+    try {
+      const applied = await deps.db.transaction().execute((trx) => apply(trx, items))
+      // A repeat is answered from what is stored, a stale event from its call's current decision:
+      // both read once the batch has committed.
+      return await Promise.all(
+        applied.map((a, k) => ('repeat' in a ? settle(() => answerRepeat(items[k]!, a.repeat)) : 'stale' in a ? settle(() => answerStale(items[k]!, a.stale)) : a)),
+      )
+    } catch (err) {
+      return items.map(() => failed(err, items.length))
     }
-    await Promise.all(repeats)
-    return out
   }
 
   function failed(err: unknown, size: number): Settlement<IngestOutcome> {
@@ -138,24 +125,25 @@ export function createCallService(deps: CallServiceDeps) {
   }
 
   /**
-   * One transaction for the batch: lock its calls, read what routing needs about all of them, decide
-   * each event in arrival order, write everything in one statement. Each event sees what the batch's
-   * earlier events created: its history counts their new calls, its CRU capacity their new CRU
-   * assignments. (A subject or address that an earlier event changes on an existing call is seen
-   * from the next batch on: concurrent events, as before batching.)
+   * One transaction for the batch: find its repeats and lock the calls of the rest, read what routing
+   * needs about all of them, decide each event in arrival order, write everything in one statement.
+   * Each event sees what the batch's earlier events created: its history counts their new calls,
+   * its CRU capacity their new CRU assignments. (A subject or address that an earlier event changes
+   * on an existing call is seen from the next batch on: concurrent events, as before batching.)
    */
-  async function apply(trx: Transaction<Database>, batch: Pending[]): Promise<(Settlement<IngestOutcome> | { stale: string })[]> {
+  async function apply(trx: Transaction<Database>, batch: Pending[]): Promise<Applied[]> {
     const now = clock()
     const ruleSet = deps.ruleSets.active()
     const shadow = deps.shadow?.current()
-    const out = new Array<Settlement<IngestOutcome> | { stale: string }>(batch.length)
+    const out = new Array<Applied>(batch.length)
     const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [] }
 
     // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
-    // rows come back as they were before this batch — one round trip.
+    // rows come back as they were before this batch; repeats come back instead — one round trip.
     const keys = batch.map((p) => historyKeys(p.event.call, now))
-    const calls = await upsertAndLockCalls(
+    const { calls, stored } = await lockCallsOfNewEvents(
       trx,
+      batch.map((p) => p.event.eventId),
       batch.map(({ event: { call, occurredAt } }, k) => ({
         call_id: call.callId,
         agency: call.agency,
@@ -174,6 +162,11 @@ export function createCallService(deps: CallServiceDeps) {
     const live: { k: number; p: Pending; current: LockedCall; isNew: boolean }[] = []
     batch.forEach((p, k) => {
       const { event } = p
+      const repeat = stored.get(event.eventId)
+      if (repeat) {
+        out[k] = { repeat }
+        return
+      }
       const current = calls.get(event.call.callId)!
       const isNew = current.decision_id === null
       if (p.mayTouchAgency && !p.mayTouchAgency(current.agency)) {

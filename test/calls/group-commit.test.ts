@@ -122,6 +122,20 @@ t.test('a batch mixes new, stale, closed-call and repeated events: each is answe
   )
 })
 
+t.test('a repeat whose body names another call is a 409 and creates no call, in a batch with a new event', async (t) => {
+  const { calls, sizes } = service()
+  const first = callEvent({ natureCode: 'EDP' })
+  await calls.ingest(first)
+  const elsewhere = { ...first, call: { ...first.call, callId: `${first.call.callId}-elsewhere` } }
+  const fresh = callEvent({ natureCode: 'NOISE' })
+  const before = sizes.length
+  const answers = (await settled([calls.ingest(fresh), calls.ingest(elsewhere)])).map((o) => (o.status === 'fulfilled' ? o.value.created : (o.reason as AppError).code))
+  t.same(sizes.slice(before), [2], 'both ran in one batch')
+  t.same(answers, [true, 'event-conflict'], 'the new event is stored, the repeat with another body refused')
+  const rows = await db.selectFrom('calls').select('call_id').where('call_id', 'in', [elsewhere.call.callId, fresh.call.callId]).execute()
+  t.same(rows.map((r) => r.call_id), [fresh.call.callId], 'the call the repeat named was never created')
+})
+
 t.test('a repeat is answered only to a key that may still touch the call', async (t) => {
   const { calls } = service()
   const hastingsOnly = { mayTouchAgency: (a: string) => a === 'hastings-pd' }

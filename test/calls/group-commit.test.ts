@@ -265,3 +265,24 @@ t.test('a statement time-out fails the whole batch at once (503 for each), nothi
   const stored = await db.selectFrom('call_events').select('event_id').where('event_id', 'in', events.map((e) => e.eventId)).execute()
   t.same(stored, [], 'nothing stored')
 })
+
+t.test('with the shipped settings, a call whose row is locked elsewhere holds up only its own events', async (t) => {
+  const waiting = callEvent({ natureCode: 'EDP' })
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: waiting })).statusCode, 201)
+  const update = { ...waiting, eventId: `${waiting.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(waiting.occurredAt) + 1000).toISOString() }
+  // Another instance or a session left open holds the call's row.
+  const holder = await world.pool.connect()
+  t.teardown(() => holder.release())
+  await holder.query('begin')
+  await holder.query('select 1 from calls where call_id = $1 for update', [waiting.call.callId])
+  const held = app.inject({ method: 'POST', url: '/v1/call-events', payload: update })
+  // Once its batch waits on the lock, the next call must get the other transaction slot.
+  const lockWaits = async () => (await holder.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")).rows[0]!.n
+  for (let i = 0; i < 200 && (await lockWaits()) === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(await lockWaits(), 1, 'the update waits on the lock')
+  const other = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE' }) })
+  t.equal(other.statusCode, 201, 'another call is stored meanwhile')
+  t.equal(await lockWaits(), 1, 'while the update still waits')
+  await holder.query('rollback')
+  t.equal((await held).statusCode, 201, 'and it is stored once the lock is gone')
+})

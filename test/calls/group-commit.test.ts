@@ -266,18 +266,20 @@ t.test('a statement time-out fails the whole batch at once (503 for each), nothi
   t.same(stored, [], 'nothing stored')
 })
 
-t.test('with the shipped settings, a call whose row is locked elsewhere holds up only its own events', async (t) => {
+t.test('with the shipped settings, a call whose row is locked elsewhere does not hold up the calls that come after it', async (t) => {
   const waiting = callEvent({ natureCode: 'EDP' })
   t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: waiting })).statusCode, 201)
   const update = { ...waiting, eventId: `${waiting.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(waiting.occurredAt) + 1000).toISOString() }
   // Another instance or a session left open holds the call's row.
   const holder = await world.pool.connect()
-  t.teardown(() => holder.release())
+  // Never back into the pool with the transaction open, even if an assertion below throws.
+  t.teardown(() => holder.release(true))
   await holder.query('begin')
   await holder.query('select 1 from calls where call_id = $1 for update', [waiting.call.callId])
   const held = app.inject({ method: 'POST', url: '/v1/call-events', payload: update })
   // Once its batch waits on the lock, the next call must get the other transaction slot.
-  const lockWaits = async () => (await holder.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")).rows[0]!.n
+  // From another connection: inside its transaction, the holder would see pg_stat_activity as it was at its first read.
+  const lockWaits = async () => (await world.pool.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")).rows[0]!.n
   for (let i = 0; i < 200 && (await lockWaits()) === 0; i++) await new Promise((r) => setTimeout(r, 10))
   t.equal(await lockWaits(), 1, 'the update waits on the lock')
   const other = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE' }) })

@@ -41,6 +41,7 @@ export async function lockCallsOfNewEvents(
   rows: readonly JsonRow<'calls'>[],
 ): Promise<{ calls: Map<string, LockedCall>; stored: Map<string, StoredEvent> }> {
   const sorted = [...rows].sort((a, b) => (String(a.call_id) < String(b.call_id) ? -1 : String(a.call_id) > String(b.call_id) ? 1 : 0))
+  // A row per locked call (stored false), or per repeat (stored true: only call_id, agency and the event's decision_id are set).
   const { rows: out } = await prepared(sql<LockedCall & { stored: boolean; event_id: string | null; body_hash: string | null; applied: boolean | null }>`
     with stored as (
       select e.event_id, e.call_id, e.body_hash, e.decision_id, e.applied, c.agency, p.posted_call_id

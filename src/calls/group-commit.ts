@@ -23,6 +23,13 @@ export interface GroupCommitOptions<T, R> {
   maxBatch: number
   /** Batches in flight at once (each holds a database connection). */
   concurrency: number
+  /**
+   * Another batch starts beside running ones only once the batch started last has run this long,
+   * or when a full batch is waiting: until then arrivals gather into the next batch, which costs less
+   * per item than two small ones. The extra batches are for one that is stuck (a lock held
+   * elsewhere), not for spreading a light load. 0: start at once.
+   */
+  holdMs?: number
   /** Items waiting beyond this are refused at once with `overloaded()`: a bounded queue, not a growing one. */
   maxQueued: number
   overloaded(): Error
@@ -49,6 +56,10 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   let running = 0
   let seq = 0
   let scheduled = false
+  const holdMs = opts.holdMs ?? 0
+  /** When the last batch started (performance.now()). */
+  let lastStart = 0
+  let holdTimer: NodeJS.Timeout | undefined
 
   function submit(item: T): Promise<R> {
     if (queue.length >= opts.maxQueued) return Promise.reject(opts.overloaded())
@@ -69,10 +80,19 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   }
 
   function pump(): void {
-    while (running < opts.concurrency) {
+    clearTimeout(holdTimer)
+    holdTimer = undefined
+    while (running < opts.concurrency && queue.length) {
+      const wait = running && queue.length < opts.maxBatch ? lastStart + holdMs - performance.now() : 0
+      if (wait > 0) {
+        // Not unref'd: items are waiting for this, and shutdown waits for their answers.
+        holdTimer = setTimeout(pump, wait)
+        break
+      }
       const batch = take()
       if (!batch.length) break
       running++
+      lastStart = performance.now()
       void execute(batch)
     }
   }

@@ -27,7 +27,7 @@ export interface CallServiceDeps {
   /** Shadow mode: a candidate rule-set version that decides every call beside the active one. */
   shadow?: Pick<ShadowSource, 'current'>
   /** Group commit (src/calls/group-commit.ts): events per transaction, and transactions at once. */
-  batch?: { maxSize?: number; concurrency?: number; maxQueued?: number; onBatch?: (size: number) => void }
+  batch?: { maxSize?: number; concurrency?: number; holdMs?: number; maxQueued?: number; onBatch?: (size: number) => void }
 }
 
 export interface IngestOutcome {
@@ -63,6 +63,8 @@ export function createCallService(deps: CallServiceDeps) {
     run: runBatch,
     maxBatch: deps.batch?.maxSize ?? 32,
     concurrency: deps.batch?.concurrency ?? 2,
+    // The second transaction is for a batch that is stuck, not for a light load: see group-commit.ts.
+    holdMs: deps.batch?.holdMs ?? 10,
     maxQueued: deps.batch?.maxQueued ?? 2000,
     overloaded: () => new AppError('service-unavailable', 'too many call events waiting to be stored; retry'),
     gaveUp: () => new AppError('service-unavailable', 'the event could not be stored; retry'),

@@ -72,6 +72,47 @@ t.test('the batcher: one batch for what arrives together, keys serialised in ord
   t.equal(floodOut.filter((o) => o.status === 'rejected' && (o.reason as Error).message === 'overloaded').length, 4, 'beyond maxQueued: refused at once')
 })
 
+t.test('the batcher holds a second batch back until the first has run holdMs, or a full batch waits', async (t) => {
+  const started: { ids: string[]; at: number }[] = []
+  const release: (() => void)[] = []
+  const gc = createGroupCommit<{ key: string; id: string }, string>({
+    keys: (i) => [i.key],
+    maxBatch: 4,
+    concurrency: 2,
+    holdMs: 100,
+    maxQueued: 100,
+    overloaded: () => new Error('overloaded'),
+    run: async (items) => {
+      started.push({ ids: items.map((i) => i.id), at: performance.now() })
+      await new Promise<void>((r) => release.push(r))
+      return items.map((i): Settlement<string> => ({ value: i.id }))
+    },
+  })
+  const until = async (n: number) => {
+    while (started.length < n) await new Promise((r) => setTimeout(r, 5))
+  }
+  const all: Promise<string>[] = [gc.submit({ key: 'a', id: 'a' })]
+  await until(1)
+  all.push(gc.submit({ key: 'b', id: 'b' }), gc.submit({ key: 'c', id: 'c' }))
+  await new Promise((r) => setTimeout(r, 40))
+  t.equal(started.length, 1, 'arrivals gather while the first batch is young')
+  await until(2)
+  t.same(started[1]!.ids, ['b', 'c'], 'then start together in the second transaction')
+  t.ok(started[1]!.at - started[0]!.at >= 95, `not before the first had run holdMs (${Math.round(started[1]!.at - started[0]!.at)} ms)`)
+  release.shift()!()
+  release.shift()!()
+  // A full batch waiting does not wait for the hold.
+  all.push(gc.submit({ key: 'd', id: 'd' }))
+  await until(3)
+  const t1 = performance.now()
+  all.push(...['e', 'f', 'g', 'h'].map((id) => gc.submit({ key: id, id })))
+  await until(4)
+  t.same(started[3]!.ids, ['e', 'f', 'g', 'h'], 'four waiting (maxBatch) start at once')
+  t.ok(started[3]!.at - t1 < 50, 'without the hold')
+  while (release.length) release.shift()!()
+  t.same(await Promise.all(all), ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'], 'every item answered')
+})
+
 t.test('events posted together share a transaction and each gets its own stored decision', async (t) => {
   const { calls, sizes } = service()
   const events = Array.from({ length: 20 }, (_, i) => callEvent({ natureCode: i % 2 ? 'EDP' : 'NOISE' }))

@@ -41,7 +41,7 @@ export interface AppDeps {
     Config,
     'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS'
   > &
-    Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_QUEUE_MAX'>>
+    Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_BATCH_HOLD_MS' | 'INGEST_QUEUE_MAX'>>
   db: Db
   /**
    * Readiness, the rate limiter's counters and the assignment feed's wake-ups (it publishes on this
@@ -138,6 +138,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       batch: {
         ...(config.INGEST_BATCH_MAX ? { maxSize: config.INGEST_BATCH_MAX } : {}),
         ...(config.INGEST_BATCH_CONCURRENCY ? { concurrency: config.INGEST_BATCH_CONCURRENCY } : {}),
+        ...(config.INGEST_BATCH_HOLD_MS !== undefined ? { holdMs: config.INGEST_BATCH_HOLD_MS } : {}),
         ...(config.INGEST_QUEUE_MAX ? { maxQueued: config.INGEST_QUEUE_MAX } : {}),
         onBatch: (size) => metrics.ingestBatchSize.observe(size),
       },

@@ -69,6 +69,8 @@ const configSchema = z.object({
    */
   INGEST_BATCH_MAX: positiveInt.max(500).default(32),
   INGEST_BATCH_CONCURRENCY: positiveInt.default(2),
+  /** A further transaction starts only once the youngest in flight has run this long (or a full batch could start); 0: at once. */
+  INGEST_BATCH_HOLD_MS: z.coerce.number().int().min(0).max(1000).default(10),
   /** Call events waiting for a transaction beyond this are answered 503 with Retry-After at once. */
   INGEST_QUEUE_MAX: positiveInt.default(2000),
   FOLLOW_UP_DEADLINE_HOURS: positiveInt.default(72),

@@ -4,8 +4,9 @@
  * answer only after its own event has committed.
  *
  * Batches form by themselves: whatever arrived while the previous batch was in flight goes in the
- * next one, so a lone event waits for nothing. Items that share a key (the same call, the same
- * eventId) never run at the same time, and run in the order they arrived.
+ * next one, so a lone event on an idle service waits for nothing (with `holdMs`, one that arrives
+ * beside a young batch waits for it, at most `holdMs`). Items that share a key (the same call, the
+ * same eventId) never run at the same time, and run in the order they arrived.
  */
 
 /** What the batch did with one item. */
@@ -24,8 +25,8 @@ export interface GroupCommitOptions<T, R> {
   /** Batches in flight at once (each holds a database connection). */
   concurrency: number
   /**
-   * Another batch starts beside running ones only once the batch started last has run this long,
-   * or when a full batch is waiting: until then arrivals gather into the next batch, which costs less
+   * Another batch starts beside running ones only once the youngest of them has run this long, or
+   * when a full batch could start: until then arrivals gather into the next batch, which costs less
    * per item than two small ones. The extra batches are for one that is stuck (a lock held
    * elsewhere), not for spreading a light load. 0: start at once.
    */
@@ -57,8 +58,8 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   let seq = 0
   let scheduled = false
   const holdMs = opts.holdMs ?? 0
-  /** When the last batch started (performance.now()). */
-  let lastStart = 0
+  /** When each batch in flight started (performance.now()). */
+  const starts: number[] = []
   let holdTimer: NodeJS.Timeout | undefined
 
   function submit(item: T): Promise<R> {
@@ -82,38 +83,42 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   function pump(): void {
     clearTimeout(holdTimer)
     holdTimer = undefined
-    while (running < opts.concurrency && queue.length) {
-      const wait = running && queue.length < opts.maxBatch ? lastStart + holdMs - performance.now() : 0
+    while (running < opts.concurrency) {
+      const batch = next()
+      if (!batch.length) break
+      const wait = running && batch.length < opts.maxBatch ? Math.max(...starts) + holdMs - performance.now() : 0
       if (wait > 0) {
         // Not unref'd: items are waiting for this, and shutdown waits for their answers.
         holdTimer = setTimeout(pump, wait)
         break
       }
-      const batch = take()
-      if (!batch.length) break
+      take(batch)
       running++
-      lastStart = performance.now()
-      void execute(batch)
+      const start = performance.now()
+      starts.push(start)
+      void execute(batch, start)
     }
   }
 
-  /** The next batch: oldest first, skipping (and keeping in order behind) anything whose key is taken. */
-  function take(): Entry<T, R>[] {
-    const taken: Entry<T, R>[] = []
-    const rest: Entry<T, R>[] = []
+  /** The next batch, not yet taken: oldest first, skipping (and keeping in order behind) anything whose key is taken. */
+  function next(): Entry<T, R>[] {
+    const batch: Entry<T, R>[] = []
     const blocked = new Set<string>()
     for (const e of queue) {
-      const free = taken.length < opts.maxBatch && !e.keys.some((k) => busy.has(k) || blocked.has(k)) && (!e.alone || !taken.length) && !taken[0]?.alone
-      if (free) taken.push(e)
-      else rest.push(e)
+      const free = batch.length < opts.maxBatch && !e.keys.some((k) => busy.has(k) || blocked.has(k)) && (!e.alone || !batch.length) && !batch[0]?.alone
+      if (free) batch.push(e)
       for (const k of e.keys) blocked.add(k)
     }
-    queue = rest
-    for (const e of taken) for (const k of e.keys) busy.add(k)
-    return taken
+    return batch
   }
 
-  async function execute(batch: Entry<T, R>[]): Promise<void> {
+  function take(batch: Entry<T, R>[]): void {
+    const taken = new Set(batch)
+    queue = queue.filter((e) => !taken.has(e))
+    for (const e of batch) for (const k of e.keys) busy.add(k)
+  }
+
+  async function execute(batch: Entry<T, R>[], start: number): Promise<void> {
     let settled: Settlement<R>[]
     try {
       opts.onBatch?.(batch.length)
@@ -124,6 +129,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
       settled = batch.map(() => ({ error: err }))
     }
     for (const e of batch) for (const k of e.keys) busy.delete(k)
+    starts.splice(starts.indexOf(start), 1)
     running--
     const again: Entry<T, R>[] = []
     batch.forEach((e, i) => {

@@ -63,7 +63,7 @@ export function createCallService(deps: CallServiceDeps) {
     run: runBatch,
     maxBatch: deps.batch?.maxSize ?? 32,
     concurrency: deps.batch?.concurrency ?? 2,
-    // The second transaction is for a batch that is stuck, not for a light load: see group-commit.ts.
+    // A second transaction is for a batch that is stuck, not for a light load (INGEST_BATCH_HOLD_MS).
     holdMs: deps.batch?.holdMs ?? 10,
     maxQueued: deps.batch?.maxQueued ?? 2000,
     overloaded: () => new AppError('service-unavailable', 'too many call events waiting to be stored; retry'),

@@ -54,11 +54,10 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   const maxAttempts = opts.maxAttempts ?? 3
   let queue: Entry<T, R>[] = []
   const busy = new Set<string>()
-  let running = 0
   let seq = 0
   let scheduled = false
   const holdMs = opts.holdMs ?? 0
-  /** When each batch in flight started (performance.now()). */
+  /** When each batch in flight started (performance.now()): one entry per running batch. */
   const starts: number[] = []
   let holdTimer: NodeJS.Timeout | undefined
 
@@ -83,17 +82,16 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
   function pump(): void {
     clearTimeout(holdTimer)
     holdTimer = undefined
-    while (running < opts.concurrency) {
+    while (starts.length < opts.concurrency) {
       const batch = next()
       if (!batch.length) break
-      const wait = running && batch.length < opts.maxBatch ? Math.max(...starts) + holdMs - performance.now() : 0
+      const wait = starts.length && batch.length < opts.maxBatch ? Math.max(...starts) + holdMs - performance.now() : 0
       if (wait > 0) {
         // Not unref'd: items are waiting for this, and shutdown waits for their answers.
         holdTimer = setTimeout(pump, wait)
         break
       }
       take(batch)
-      running++
       const start = performance.now()
       starts.push(start)
       void execute(batch, start)
@@ -130,7 +128,6 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
     }
     for (const e of batch) for (const k of e.keys) busy.delete(k)
     starts.splice(starts.indexOf(start), 1)
-    running--
     const again: Entry<T, R>[] = []
     batch.forEach((e, i) => {
       const s = settled[i]!

@@ -22,13 +22,19 @@ const perQueue = (what: string, fallback: string) =>
     return Object.freeze(out)
   })
 
-const configSchema = z.object({
+const fields = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   // Loopback by default: until API keys exist nothing but the local machine should reach the API.
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z.string().url().default('postgres://postgres@127.0.0.1:5432/cad_router'),
   DATABASE_POOL_SIZE: positiveInt.default(20),
   DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
+  /**
+   * A statement waiting this long for a lock another transaction holds (a session left open on a
+   * call's row, say) fails instead of waiting out the statement timeout; 0: no limit of its own.
+   * Unset: 1000, or half the statement timeout when that is shorter.
+   */
+  DATABASE_LOCK_TIMEOUT_MS: z.coerce.number().int().min(0).optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -117,6 +123,16 @@ const configSchema = z.object({
     .regex(/^cadr_[A-Za-z0-9_-]{40,100}$/, 'must look like cadr_ followed by at least 40 random base64url characters (see README)')
     .optional(),
 })
+
+const configSchema = fields
+  .superRefine((c, ctx) => {
+    const lock = c.DATABASE_LOCK_TIMEOUT_MS
+    // Postgres would never get to use it: the statement timeout fires first.
+    if (lock && lock >= c.DATABASE_STATEMENT_TIMEOUT_MS) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_LOCK_TIMEOUT_MS'], message: `must be below DATABASE_STATEMENT_TIMEOUT_MS (${c.DATABASE_STATEMENT_TIMEOUT_MS}), or 0` })
+    }
+  })
+  .transform((c) => ({ ...c, DATABASE_LOCK_TIMEOUT_MS: c.DATABASE_LOCK_TIMEOUT_MS ?? Math.min(1000, Math.floor(c.DATABASE_STATEMENT_TIMEOUT_MS / 2)) }))
 
 export type Config = Readonly<z.infer<typeof configSchema>>
 

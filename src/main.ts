@@ -3,7 +3,7 @@ import pino from 'pino'
 import { buildApp } from './app.js'
 import { loadConfig } from './config.js'
 import { createDb, createPool } from './db/connect.js'
-import { ensureDatabase, migrateToLatest } from './db/migrate.js'
+import { createMigrationDb, ensureDatabase, migrateToLatest } from './db/migrate.js'
 import { loggerOptions } from './logger.js'
 import { ensureBootstrapKey } from './auth/keys.js'
 import { createMetrics, observeWorkers } from './metrics/metrics.js'
@@ -33,10 +33,16 @@ if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
-  const pool = createPool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_SIZE, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
+  const migrationDb = createMigrationDb(config.DATABASE_URL)
+  const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
+  const pool = createPool({
+    connectionString: config.DATABASE_URL,
+    max: config.DATABASE_POOL_SIZE,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs: config.DATABASE_LOCK_TIMEOUT_MS,
+  })
   const db = createDb(pool)
   closers.push({ name: 'postgres', close: () => db.destroy() })
-  const applied = await migrateToLatest(db)
   if (applied.length) log.info({ applied }, 'migrations applied')
   if (config.ADMIN_API_KEY && (await ensureBootstrapKey(db, config.ADMIN_API_KEY))) log.info('admin key from ADMIN_API_KEY stored')
 

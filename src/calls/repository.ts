@@ -161,6 +161,18 @@ export function lockCall(trx: Transaction<Database>, callId: string) {
   return trx.selectFrom('calls').selectAll().where('call_id', '=', callId).forUpdate().executeTakeFirst()
 }
 
+/**
+ * Of these calls, those whose row another transaction holds locked right now: what an ingest batch
+ * that timed out waiting for a lock asks before it answers. Takes the same lock as the batch's
+ * upsert (FOR UPDATE), skipping rows it cannot get, and lets go at once (its own statement).
+ */
+export async function callsLockedElsewhere(db: Executor, callIds: readonly string[]): Promise<Set<string>> {
+  const { rows } = await sql<{ call_id: string }>`
+    with free as (select call_id from calls where call_id = any(${callIds}::text[]) for update skip locked)
+    select call_id from calls where call_id = any(${callIds}::text[]) and call_id not in (select call_id from free)`.execute(db)
+  return new Set(rows.map((r) => r.call_id))
+}
+
 /** A row for json_populate_recordset: the table's column names, jsonb columns as objects rather than text. */
 type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
-import { AppError, isUnavailableError } from '../http/errors.js'
+import { AppError, isUnavailableError, LOCK_NOT_AVAILABLE } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { cruCapacity, cruTeamKey, type RoutingDecision } from '../routing/index.js'
@@ -13,7 +13,7 @@ import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
 import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import { loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
+import { callsLockedElsewhere, loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -92,8 +92,29 @@ export function createCallService(deps: CallServiceDeps) {
         applied.map((a, k) => ('repeat' in a ? settle(() => answerRepeat(items[k]!, a.repeat)) : 'stale' in a ? settle(() => answerStale(items[k]!, a.stale)) : a)),
       )
     } catch (err) {
+      if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return await afterLockTimeout(items, err)
       return items.map(() => failed(err, items.length))
     }
+  }
+
+  /**
+   * The batch waited past the lock timeout (DATABASE_LOCK_TIMEOUT_MS): for a call's row that another
+   * transaction holds (a session left open, a stuck instance), or for something every event needs
+   * (a table, a CRU team's places). The events of the calls locked right now answer 503 at once; the
+   * others go again in the next batch instead of failing with them. When none of the batch's calls
+   * is locked, every event goes again (at most maxAttempts times). When the question itself waits
+   * too long (the table is locked), every event answers 503.
+   */
+  async function afterLockTimeout(items: Pending[], err: unknown): Promise<Settlement<IngestOutcome>[]> {
+    const waited = (what: string) => ({ error: new AppError('service-unavailable', `${what} is locked by another transaction; retry`, { cause: err }) })
+    if (items.length === 1) return [waited('a row or table this event needs')]
+    let locked: Set<string>
+    try {
+      locked = await callsLockedElsewhere(deps.db, items.map((p) => p.event.call.callId))
+    } catch (probeErr) {
+      return items.map(() => ({ error: probeErr }))
+    }
+    return items.map(({ event }) => (locked.has(event.call.callId) ? waited(`call ${event.call.callId}`) : { retry: true }))
   }
 
   function failed(err: unknown, size: number): Settlement<IngestOutcome> {

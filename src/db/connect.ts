@@ -14,6 +14,8 @@ export interface PoolOptions {
   connectionString: string
   max: number
   statementTimeoutMs: number
+  /** A statement that waits longer for a lock fails with 55P03 (lock_not_available); 0 or unset: no limit of its own. */
+  lockTimeoutMs?: number
   applicationName?: string
 }
 
@@ -50,6 +52,8 @@ export function createPool(opts: PoolOptions): pg.Pool {
     connectionTimeoutMillis: 3000,
     idleTimeoutMillis: 30_000,
     statement_timeout: opts.statementTimeoutMs,
+    // pg leaves it out when 0: the server's own (none, by default) then applies.
+    lock_timeout: opts.lockTimeoutMs ?? 0,
     application_name: opts.applicationName ?? 'cad-router',
     options: SESSION_OPTIONS,
   })

@@ -1,13 +1,11 @@
 import pino from 'pino'
 import { loadConfig } from '../config.js'
 import { loggerOptions } from '../logger.js'
-import { createDb, createPool } from './connect.js'
-import { ensureDatabase, migrateToLatest } from './migrate.js'
+import { createMigrationDb, ensureDatabase, migrateToLatest } from './migrate.js'
 
 const config = loadConfig()
 const log = pino(loggerOptions(config.LOG_LEVEL))
-const pool = createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 60_000, applicationName: 'cad-router-migrate' })
-const db = createDb(pool)
+const db = createMigrationDb(config.DATABASE_URL)
 try {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
   const applied = await migrateToLatest(db)

@@ -1,6 +1,7 @@
 import { Migrator, type MigrationResultSet, type Kysely } from 'kysely'
 import pg from 'pg'
 import { migrations } from '../../migrations/index.js'
+import { createDb, createPool, type Db } from './connect.js'
 
 export class MigrationError extends Error {
   override name = 'MigrationError'
@@ -11,6 +12,15 @@ const provider = { getMigrations: async () => migrations }
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the migrator works on any schema
 function migrator(db: Kysely<any>): Migrator {
   return new Migrator({ db, provider })
+}
+
+/**
+ * A database handle for migrating, with a connection of its own: a migration may wait for another
+ * process's (the migrator's lock) and run longer than any request may, so neither the service's
+ * statement timeout nor its lock timeout applies. Destroy it when done.
+ */
+export function createMigrationDb(connectionString: string): Db {
+  return createDb(createPool({ connectionString, max: 1, statementTimeoutMs: 60_000, applicationName: 'cad-router-migrate' }))
 }
 
 /** Applies pending migrations; throws (so the process exits non-zero) when one fails. */

@@ -54,6 +54,8 @@ export class AppError extends Error {
 
 export const notFound = (what: string) => new AppError('not-found', `${what} not found`)
 
+export const LOCK_NOT_AVAILABLE = '55P03'
+
 /** Errors that mean Postgres or Redis cannot be reached or answered too late: the client should retry. */
 export function isUnavailableError(err: unknown): boolean {
   if (!(err instanceof Error)) return false
@@ -63,6 +65,8 @@ export function isUnavailableError(err: unknown): boolean {
   // Postgres SQLSTATE classes: 08 connection exception, 53 insufficient resources (disk full, out of
   // memory, too many connections), 57 operator intervention (admin shutdown, statement timeout 57014).
   if (/^(08|53|57)[0-9A-Z]{3}$/.test(code)) return true
+  // 55P03 lock_not_available: waited past the lock timeout for a row or table another transaction holds.
+  if (code === LOCK_NOT_AVAILABLE) return true
   if (/timeout exceeded when trying to connect|Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message)) return true
   return false
 }

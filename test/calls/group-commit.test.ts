@@ -321,6 +321,79 @@ t.test('a statement time-out fails the whole batch at once (503 for each), nothi
   t.same(stored, [], 'nothing stored')
 })
 
+type Tap = Pick<typeof t, 'teardown'>
+
+/** A service over a pool with a lock timeout of 300 ms, far below its statement timeout (10 s). */
+function lockTimeoutService(t: Tap) {
+  const lockDb = createDb(createPool({ connectionString: world.config.DATABASE_URL, max: 4, statementTimeoutMs: 10_000, lockTimeoutMs: 300 }))
+  t.teardown(() => lockDb.destroy())
+  const sizes: number[] = []
+  const svc = createCallService({ db: lockDb, ruleSets: world.ruleSets, followUpDeadlineHours: 72, batch: { concurrency: 1, onBatch: (n) => sizes.push(n) } })
+  return { ingest: (e: unknown) => svc.ingest(callEventSchema.parse(e)), sizes }
+}
+
+/** A session of its own with a transaction open; rolled back (and the connection dropped) at teardown. */
+async function holder(t: Tap) {
+  const client = await world.pool.connect()
+  t.teardown(() => client.release(true))
+  await client.query('begin')
+  return client
+}
+
+const storedEvents = (ids: string[]) => db.selectFrom('call_events').select('event_id').where('event_id', 'in', ids).execute()
+
+t.test('a call locked past the lock timeout: its event answers 503, the events that shared its batch are stored', async (t) => {
+  const { ingest, sizes } = lockTimeoutService(t)
+  const stuck = callEvent({ natureCode: 'EDP' })
+  t.equal((await ingest(stuck)).created, true)
+  sizes.length = 0
+  const update = { ...stuck, eventId: `${stuck.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(stuck.occurredAt) + 1000).toISOString() }
+  const others = [callEvent({ natureCode: 'NOISE' }), callEvent({ natureCode: 'SUICIDE' })]
+  const session = await holder(t)
+  await session.query('select 1 from calls where call_id = $1 for update', [stuck.call.callId])
+  const started = Date.now()
+  const out = await settled([update, ...others].map(ingest))
+  const ms = Date.now() - started
+  await session.query('rollback')
+
+  t.same(sizes, [3, 2], 'one batch of three, then the other two together: not each alone')
+  const first = out[0]!
+  t.ok(first.status === 'rejected' && (first.reason as AppError).code === 'service-unavailable', '503 with Retry-After for the locked call')
+  t.match(first.status === 'rejected' && (first.reason as Error).message, new RegExp(`call ${stuck.call.callId} is locked by another transaction`))
+  t.ok(ms < 10_000, `answered after the lock timeout, not the statement timeout (${ms} ms)`)
+  t.same(await storedEvents([update.eventId]), [], 'the locked call\'s event is not stored')
+  for (const [i, e] of others.entries()) {
+    t.equal(out[i + 1]!.status, 'fulfilled', `event ${i + 1} stored`)
+    t.equal((await decisionsOf(e.eventId)).length, 1, `event ${i + 1} decided once`)
+  }
+})
+
+t.test('a lock on something every event needs: each goes again, then 503; nothing half-written', async (t) => {
+  const { ingest, sizes } = lockTimeoutService(t)
+  const events = [callEvent(), callEvent()]
+  const session = await holder(t)
+  // No call row is locked: the batch waits on its decisions.
+  await session.query('lock table decisions in exclusive mode')
+  const out = await settled(events.map(ingest))
+  await session.query('rollback')
+  t.same(sizes, [2, 2, 2], 'the batch ran again together, three times in all')
+  for (const o of out) t.ok(o.status === 'rejected' && (o.reason as AppError).code === 'service-unavailable', '503 with Retry-After')
+  t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
+  t.same(await db.selectFrom('calls').select('call_id').where('call_id', 'in', events.map((e) => e.call.callId)).execute(), [], 'no call created')
+})
+
+t.test('a lock on the calls table: the question which call is locked waits too, and every event answers 503 at once', async (t) => {
+  const { ingest, sizes } = lockTimeoutService(t)
+  const events = [callEvent(), callEvent()]
+  const session = await holder(t)
+  await session.query('lock table calls in exclusive mode')
+  const out = await settled(events.map(ingest))
+  await session.query('rollback')
+  t.same(sizes, [2], 'one batch, not run again')
+  for (const o of out) t.ok(o.status === 'rejected' && isUnavailableError(o.reason), 'an error the API answers with 503 and Retry-After')
+  t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
+})
+
 t.test('with the shipped settings, a call whose row is locked elsewhere does not hold up the calls that come after it', async (t) => {
   const waiting = callEvent({ natureCode: 'EDP' })
   t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: waiting })).statusCode, 201)

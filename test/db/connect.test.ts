@@ -1,5 +1,7 @@
 /**
- * The service's connections (src/db/connect.ts) run without JIT compilation. On a grown database
+ * The service's connections (src/db/connect.ts): their lock timeout (last test), and JIT.
+ *
+ * They run without JIT compilation. On a grown database
  * the routing context read's generic plan cost more than jit_above_cost, and Postgres compiled it
  * on every execution (45 ms for a 2 ms statement). Here `jit_above_cost = 0` stands in for the
  * grown tables: every statement passes it.
@@ -7,7 +9,9 @@
 import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
+import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
+import { isUnavailableError } from '../../src/http/errors.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -55,4 +59,31 @@ t.test('the same statement on a plain connection is compiled, when this server h
   await client.query('set jit_above_cost = 0')
   const explained = await client.query<{ 'QUERY PLAN': Plan }>(`explain (analyze, format json) ${QUERY.replace('$1', `'{dakota}'`)}`)
   t.ok((explained.rows[0]!['QUERY PLAN'][0].JIT?.Functions ?? 0) > 0, 'Postgres compiled it: the setting is what the first test sees')
+})
+
+t.test('a lock timeout of its own: the pool sets it, a wait past it is a 503, the config derives it from the statement timeout', async (t) => {
+  const locking = createDb(createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 10_000, lockTimeoutMs: 200 }))
+  t.teardown(() => locking.destroy())
+  t.equal((await sql<{ lock_timeout: string }>`show lock_timeout`.execute(locking)).rows[0]!.lock_timeout, '200ms')
+  t.equal((await sql<{ lock_timeout: string }>`show lock_timeout`.execute(db)).rows[0]!.lock_timeout, '0', 'none unless asked for')
+
+  const holder = new pg.Client({ connectionString: world.databaseUrl })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  await holder.query('begin')
+  await holder.query('lock table assignments in exclusive mode')
+  const started = Date.now()
+  const err = await sql`select 1 from assignments for update`.execute(locking).then(
+    () => null,
+    (e: unknown) => e,
+  )
+  await holder.query('rollback')
+  t.equal((err as { code?: string } | null)?.code, '55P03', 'lock_not_available')
+  t.ok(Date.now() - started < 10_000, 'before the statement timeout')
+  t.ok(isUnavailableError(err), 'an error the API answers with 503 and Retry-After')
+
+  t.equal(loadConfig({}).DATABASE_LOCK_TIMEOUT_MS, 1000)
+  t.equal(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '1000' }).DATABASE_LOCK_TIMEOUT_MS, 500, 'half a short statement timeout')
+  t.equal(loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '0' }).DATABASE_LOCK_TIMEOUT_MS, 0, '0: none')
+  t.throws(() => loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '5000' }), /DATABASE_LOCK_TIMEOUT_MS: must be below DATABASE_STATEMENT_TIMEOUT_MS \(5000\)/)
 })

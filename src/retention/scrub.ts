@@ -1,5 +1,6 @@
-import { sql } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
+import type { Database } from '../db/schema.js'
 
 export interface ScrubResult {
   calls: number
@@ -11,31 +12,54 @@ export interface ScrubResult {
  * closed — or last touched — before `before`, in the call row and in the stored event bodies. What
  * the statistics need stays: agency, city, nature code, priority, flags, route, decisions,
  * assignments and times. Idempotent: a scrubbed call is not touched again.
+ *
+ * In batches of `batchSize` calls, each its own transaction: a large backlog (the first run, a
+ * shorter RETENTION_DAYS) neither outlasts the statement timeout nor holds many rows locked for
+ * long, and what a batch did stays done if a later one fails. A call another transaction holds
+ * locked right now (an event of it being stored) is left for the next run: the scrub waits for nobody.
  */
-export async function scrubPersonalData(db: Db, before: Date): Promise<ScrubResult> {
-  return db.transaction().execute(async (trx) => {
-    const calls = await trx
-      .updateTable('calls')
-      .set({
-        caller: null,
-        subject: null,
-        description: null,
-        subject_person_id: null,
-        // Keep the city (coarse, used by reports); drop the street address and coordinates.
-        location: sql`case when location ? 'city' then jsonb_build_object('city', location->'city') else null end`,
-      })
-      .where((eb) => eb.or([eb('closed_at', '<', before), eb.and([eb('closed_at', 'is', null), eb('updated_at', '<', before)])]))
-      .where((eb) => eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`]))
-      .returning('call_id')
-      .execute()
-    if (!calls.length) return { calls: 0, events: 0 }
-    const events = await trx
-      .updateTable('call_events')
-      .set({
-        body: sql`(body #- '{call,caller}' #- '{call,subject}' #- '{call,description}' #- '{call,location,address}' #- '{call,location,lat}' #- '{call,location,lon}')`,
-      })
-      .where('call_id', 'in', calls.map((c) => c.call_id))
-      .executeTakeFirst()
-    return { calls: calls.length, events: Number(events.numUpdatedRows) }
-  })
+export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?: number } = {}): Promise<ScrubResult> {
+  const batchSize = opts.batchSize ?? 500
+  const total: ScrubResult = { calls: 0, events: 0 }
+  for (;;) {
+    const done = await db.transaction().execute((trx) => scrubBatch(trx, before, batchSize))
+    total.calls += done.calls
+    total.events += done.events
+    // Each scrubbed call leaves the selection, so this ends; a short batch means nothing is left now.
+    if (done.calls < batchSize) return total
+  }
+}
+
+async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: number): Promise<ScrubResult> {
+  const due = trx
+    .selectFrom('calls')
+    .select('call_id')
+    .where((eb) => eb.or([eb('closed_at', '<', before), eb.and([eb('closed_at', 'is', null), eb('updated_at', '<', before)])]))
+    .where((eb) => eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`]))
+    .orderBy('call_id')
+    .limit(batchSize)
+    .forUpdate()
+    .skipLocked()
+  const calls = await trx
+    .updateTable('calls')
+    .set({
+      caller: null,
+      subject: null,
+      description: null,
+      subject_person_id: null,
+      // Keep the city (coarse, used by reports); drop the street address and coordinates.
+      location: sql`case when location ? 'city' then jsonb_build_object('city', location->'city') else null end`,
+    })
+    .where('call_id', 'in', due)
+    .returning('call_id')
+    .execute()
+  if (!calls.length) return { calls: 0, events: 0 }
+  const events = await trx
+    .updateTable('call_events')
+    .set({
+      body: sql`(body #- '{call,caller}' #- '{call,subject}' #- '{call,description}' #- '{call,location,address}' #- '{call,location,lat}' #- '{call,location,lon}')`,
+    })
+    .where(sql<boolean>`call_id = any(${calls.map((c) => c.call_id)}::text[])`)
+    .executeTakeFirst()
+  return { calls: calls.length, events: Number(events.numUpdatedRows) }
 }

@@ -62,3 +62,25 @@ t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
   await eventually(async () => (await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller === null, 10_000)
   t.pass('the first run of the schedule scrubbed the old call')
 })
+
+t.test('in batches; a call locked elsewhere is left for the next run, not waited for', async (t) => {
+  const before = new Date(Date.now() - 90 * 86_400_000)
+  const [a, b, locked] = [await closedCall('EDP', 100), await closedCall('WELFARE', 100), await closedCall('EDP', 100)]
+  const callerOf = async (id: string) => (await db.selectFrom('calls').select('caller').where('call_id', '=', id).executeTakeFirstOrThrow()).caller
+  const holder = await world.pool.connect()
+  // Never back into the pool with the transaction open, even if an assertion below throws.
+  t.teardown(() => holder.release(true))
+  await holder.query('begin')
+  await holder.query('select 1 from calls where call_id = $1 for update', [locked])
+
+  const started = Date.now()
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 2, events: 4 }, 'the two others, a batch each')
+  t.ok(Date.now() - started < 5_000, 'without waiting for the lock')
+  t.equal(await callerOf(a), null)
+  t.equal(await callerOf(b), null)
+  t.not(await callerOf(locked), null, 'the locked call is untouched')
+
+  await holder.query('rollback')
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 1, events: 2 }, 'the next run takes it')
+  t.equal(await callerOf(locked), null)
+})

@@ -33,7 +33,7 @@ if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
-  const migrationDb = createMigrationDb(config.DATABASE_URL)
+  const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS)
   const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
   const pool = createPool({
     connectionString: config.DATABASE_URL,

@@ -13,8 +13,12 @@
 export type Settlement<R> =
   | { value: R }
   | { error: unknown }
-  /** Run it again in a later batch; `alone`: in a batch of its own (to isolate a failure). */
-  | { retry: true; alone?: boolean }
+  /**
+   * Run it again in a later batch; `alone`: in a batch of its own (to isolate a failure);
+   * `uncounted`: the item did nothing wrong (it shared a batch with one that failed, which is
+   * answered), so this run does not count against maxAttempts.
+   */
+  | { retry: true; alone?: boolean; uncounted?: boolean }
 
 export interface GroupCommitOptions<T, R> {
   /** Items with a key in common are serialised, in arrival order. */
@@ -133,7 +137,7 @@ export function createGroupCommit<T, R>(opts: GroupCommitOptions<T, R>) {
       const s = settled[i]!
       if ('value' in s) e.resolve(s.value)
       else if ('error' in s) e.reject(s.error)
-      else if (++e.attempts >= maxAttempts) e.reject(opts.gaveUp?.() ?? new Error('group commit: gave up after retries'))
+      else if (!s.uncounted && ++e.attempts >= maxAttempts) e.reject(opts.gaveUp?.() ?? new Error('group commit: gave up after retries'))
       else {
         if (s.alone) e.alone = true
         again.push(e)

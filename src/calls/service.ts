@@ -99,11 +99,13 @@ export function createCallService(deps: CallServiceDeps) {
 
   /**
    * The batch waited past the lock timeout (DATABASE_LOCK_TIMEOUT_MS): for a call's row that another
-   * transaction holds (a session left open, a stuck instance), or for something every event needs
-   * (a table, a CRU team's places). The events of the calls locked right now answer 503 at once; the
-   * others go again in the next batch instead of failing with them. When none of the batch's calls
-   * is locked, every event goes again (at most maxAttempts times). When the question itself waits
-   * too long (the table is locked), every event answers 503.
+   * transaction holds (a session left open, a stuck instance), or for something else (a new call
+   * another instance is inserting, a CRU team's places, a table). The events of the calls locked
+   * right now answer 503 at once; the others go again in the next batch, and that run does not count
+   * against their attempts: more events of the locked call may be waiting, and each will share a
+   * batch with them in turn. When none of the batch's calls is locked, each event goes again alone,
+   * so only those that wait again fail. When the question itself waits too long (the calls table is
+   * locked), every event answers 503.
    */
   async function afterLockTimeout(items: Pending[], err: unknown): Promise<Settlement<IngestOutcome>[]> {
     const waited = (what: string) => ({ error: new AppError('service-unavailable', `${what} is locked by another transaction; retry`, { cause: err }) })
@@ -114,7 +116,8 @@ export function createCallService(deps: CallServiceDeps) {
     } catch (probeErr) {
       return items.map(() => ({ error: probeErr }))
     }
-    return items.map(({ event }) => (locked.has(event.call.callId) ? waited(`call ${event.call.callId}`) : { retry: true }))
+    if (!locked.size) return items.map(() => ({ retry: true, alone: true }))
+    return items.map(({ event }) => (locked.has(event.call.callId) ? waited(`call ${event.call.callId}`) : { retry: true, uncounted: true }))
   }
 
   function failed(err: unknown, size: number): Settlement<IngestOutcome> {

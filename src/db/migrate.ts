@@ -15,12 +15,14 @@ function migrator(db: Kysely<any>): Migrator {
 }
 
 /**
- * A database handle for migrating, with a connection of its own: a migration may wait for another
- * process's (the migrator's lock) and run longer than any request may, so neither the service's
- * statement timeout nor its lock timeout applies. Destroy it when done.
+ * A database handle for migrating, with a connection of its own and no lock timeout: a process that
+ * starts beside another waits for that one's migrations (the migrator's lock), which may take longer
+ * than the service's lock timeout. The statement timeout still bounds that wait, and how long a
+ * migration's DDL may queue for its table lock while every statement behind it waits too (the
+ * service at start: its statement timeout; `npm run migrate`: 60 s). Destroy it when done.
  */
-export function createMigrationDb(connectionString: string): Db {
-  return createDb(createPool({ connectionString, max: 1, statementTimeoutMs: 60_000, applicationName: 'cad-router-migrate' }))
+export function createMigrationDb(connectionString: string, statementTimeoutMs = 60_000): Db {
+  return createDb(createPool({ connectionString, max: 1, statementTimeoutMs, applicationName: 'cad-router-migrate' }))
 }
 
 /** Applies pending migrations; throws (so the process exits non-zero) when one fails. */

@@ -342,33 +342,53 @@ async function holder(t: Tap) {
 
 const storedEvents = (ids: string[]) => db.selectFrom('call_events').select('event_id').where('event_id', 'in', ids).execute()
 
-t.test('a call locked past the lock timeout: its event answers 503, the events that shared its batch are stored', async (t) => {
+t.test('a call locked past the lock timeout: its events answer 503, the events that shared their batches are stored', async (t) => {
   const { ingest, sizes } = lockTimeoutService(t)
   const stuck = callEvent({ natureCode: 'EDP' })
   t.equal((await ingest(stuck)).created, true)
   sizes.length = 0
-  const update = { ...stuck, eventId: `${stuck.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(stuck.occurredAt) + 1000).toISOString() }
+  // Three updates of the locked call wait in the queue: each shares a batch with the others in turn.
+  const updates = [1, 2, 3].map((n) => ({ ...stuck, eventId: `${stuck.eventId}-u${n}`, type: 'call.updated', occurredAt: new Date(Date.parse(stuck.occurredAt) + n * 1000).toISOString() }))
   const others = [callEvent({ natureCode: 'NOISE' }), callEvent({ natureCode: 'SUICIDE' })]
   const session = await holder(t)
   await session.query('select 1 from calls where call_id = $1 for update', [stuck.call.callId])
   const started = Date.now()
-  const out = await settled([update, ...others].map(ingest))
+  const out = await settled([...updates, ...others].map(ingest))
   const ms = Date.now() - started
   await session.query('rollback')
 
-  t.same(sizes, [3, 2], 'one batch of three, then the other two together: not each alone')
-  const first = out[0]!
-  t.ok(first.status === 'rejected' && (first.reason as AppError).code === 'service-unavailable', '503 with Retry-After for the locked call')
-  t.match(first.status === 'rejected' && (first.reason as Error).message, new RegExp(`call ${stuck.call.callId} is locked by another transaction`))
-  t.ok(ms < 10_000, `answered after the lock timeout, not the statement timeout (${ms} ms)`)
-  t.same(await storedEvents([update.eventId]), [], 'the locked call\'s event is not stored')
+  t.same(sizes, [3, 3, 3, 2], 'an update with the two others, three times, then the two others together: never each alone')
+  for (const [i, u] of updates.entries()) {
+    const o = out[i]!
+    t.ok(o.status === 'rejected' && (o.reason as AppError).code === 'service-unavailable', `update ${i + 1}: 503 with Retry-After`)
+    t.match(o.status === 'rejected' && (o.reason as Error).message, new RegExp(`call ${stuck.call.callId} is locked by another transaction`))
+    t.same(await storedEvents([u.eventId]), [], `update ${i + 1} is not stored`)
+  }
+  t.ok(ms < 10_000, `answered after lock timeouts, not the statement timeout (${ms} ms)`)
   for (const [i, e] of others.entries()) {
-    t.equal(out[i + 1]!.status, 'fulfilled', `event ${i + 1} stored`)
-    t.equal((await decisionsOf(e.eventId)).length, 1, `event ${i + 1} decided once`)
+    t.equal(out[updates.length + i]!.status, 'fulfilled', `other call ${i + 1} stored, though it waited with three failed batches`)
+    t.equal((await decisionsOf(e.eventId)).length, 1, `other call ${i + 1} decided once`)
   }
 })
 
-t.test('a lock on something every event needs: each goes again, then 503; nothing half-written', async (t) => {
+t.test('a lock the question cannot see (a new call another session is inserting): each event goes again alone, only that one fails', async (t) => {
+  const { ingest, sizes } = lockTimeoutService(t)
+  const [contested, other] = [callEvent(), callEvent()]
+  const session = await holder(t)
+  await session.query(
+    `insert into calls (call_id, agency, status, nature_code, priority, flags, route, last_occurred_at) values ($1, 'dakota', 'open', 'EDP', 2, '[]', 'cru', now())`,
+    [contested.call.callId],
+  )
+  const out = await settled([contested, other].map(ingest))
+  await session.query('rollback')
+  t.same(sizes, [2, 1, 1], 'the batch, then each alone')
+  t.ok(out[0]!.status === 'rejected' && (out[0]!.reason as AppError).code === 'service-unavailable', '503 with Retry-After for the contested call')
+  t.equal(out[1]!.status, 'fulfilled', 'the other is stored')
+  t.same(await storedEvents([contested.eventId]), [], 'nothing of the contested call stored')
+  t.equal((await decisionsOf(other.eventId)).length, 1)
+})
+
+t.test('a lock on something every event needs: each goes again alone, then 503; nothing half-written', async (t) => {
   const { ingest, sizes } = lockTimeoutService(t)
   const events = [callEvent(), callEvent()]
   const session = await holder(t)
@@ -376,7 +396,7 @@ t.test('a lock on something every event needs: each goes again, then 503; nothin
   await session.query('lock table decisions in exclusive mode')
   const out = await settled(events.map(ingest))
   await session.query('rollback')
-  t.same(sizes, [2, 2, 2], 'the batch ran again together, three times in all')
+  t.same(sizes, [2, 1, 1], 'the batch, then each alone')
   for (const o of out) t.ok(o.status === 'rejected' && (o.reason as AppError).code === 'service-unavailable', '503 with Retry-After')
   t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
   t.same(await db.selectFrom('calls').select('call_id').where('call_id', 'in', events.map((e) => e.call.callId)).execute(), [], 'no call created')
@@ -394,7 +414,7 @@ t.test('a lock on the calls table: the question which call is locked waits too, 
   t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
 })
 
-t.test('with the shipped settings, a call whose row is locked elsewhere does not hold up the calls that come after it', async (t) => {
+t.test('with the shipped batch settings, a call whose row is locked elsewhere does not hold up the calls that come after it', async (t) => {
   const waiting = callEvent({ natureCode: 'EDP' })
   t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: waiting })).statusCode, 201)
   const update = { ...waiting, eventId: `${waiting.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(waiting.occurredAt) + 1000).toISOString() }

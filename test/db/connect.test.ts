@@ -65,7 +65,11 @@ t.test('a lock timeout of its own: the pool sets it, a wait past it is a 503, th
   const locking = createDb(createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 10_000, lockTimeoutMs: 200 }))
   t.teardown(() => locking.destroy())
   t.equal((await sql<{ lock_timeout: string }>`show lock_timeout`.execute(locking)).rows[0]!.lock_timeout, '200ms')
-  t.equal((await sql<{ lock_timeout: string }>`show lock_timeout`.execute(db)).rows[0]!.lock_timeout, '0', 'none unless asked for')
+  const plain = new pg.Client({ connectionString: world.databaseUrl })
+  await plain.connect()
+  const serverDefault = (await plain.query<{ lock_timeout: string }>('show lock_timeout')).rows[0]!.lock_timeout
+  await plain.end()
+  t.equal((await sql<{ lock_timeout: string }>`show lock_timeout`.execute(db)).rows[0]!.lock_timeout, serverDefault, "the server's own unless asked for")
 
   const holder = new pg.Client({ connectionString: world.databaseUrl })
   await holder.connect()
@@ -85,5 +89,6 @@ t.test('a lock timeout of its own: the pool sets it, a wait past it is a 503, th
   t.equal(loadConfig({}).DATABASE_LOCK_TIMEOUT_MS, 1000)
   t.equal(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '1000' }).DATABASE_LOCK_TIMEOUT_MS, 500, 'half a short statement timeout')
   t.equal(loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '0' }).DATABASE_LOCK_TIMEOUT_MS, 0, '0: none')
+  t.equal(loadConfig({ DATABASE_LOCK_TIMEOUT_MS: ' ' }).DATABASE_LOCK_TIMEOUT_MS, 1000, 'blank: the default, not 0')
   t.throws(() => loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '5000' }), /DATABASE_LOCK_TIMEOUT_MS: must be below DATABASE_STATEMENT_TIMEOUT_MS \(5000\)/)
 })

@@ -59,6 +59,9 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
   const redisUrl = opts.redisUrl ?? REDIS_URL
   const config = loadConfig({ DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, BULLMQ_PREFIX: prefix, LOG_LEVEL: 'trace', ...opts.env })
 
+  // Roomier than the shipped settings, and no lock timeout: tests hold rows locked on purpose (a
+  // worker's offer blocked mid-job) for as long as a loaded CI machine makes them. The lock timeout's
+  // own tests (calls/group-commit, db/connect, faults/postgres-slow) use pools or processes of their own.
   const pool = createPool({ connectionString: databaseUrl, max: 10, statementTimeoutMs: 10_000 })
   const db = createDb(pool)
   await migrateToLatest(db)

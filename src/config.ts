@@ -32,9 +32,9 @@ const fields = z.object({
   /**
    * A statement waiting this long for a lock another transaction holds (a session left open on a
    * call's row, say) fails instead of waiting out the statement timeout; 0: no limit of its own.
-   * Unset: 1000, or half the statement timeout when that is shorter.
+   * Unset or blank (not 0, which would silently turn the limit off): 1000, or half the statement
+   * timeout when that is shorter.
    */
-  // Blank is unset (the default), not 0: 0 would silently turn the limit off.
   DATABASE_LOCK_TIMEOUT_MS: z.preprocess((v) => (typeof v === 'string' && !v.trim() ? undefined : v), z.coerce.number().int().min(0).optional()),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),

@@ -10,7 +10,7 @@ import { sql } from 'kysely'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { isUnavailableError, type AppError } from '../../src/http/errors.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld } from '../helpers/world.js'
+import { createWorld, openTransaction } from '../helpers/world.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
 const world = await createWorld(t)
@@ -332,32 +332,33 @@ function lockTimeoutService(t: Tap) {
   return { ingest: (e: unknown) => svc.ingest(callEventSchema.parse(e)), sizes }
 }
 
-/** A session of its own with a transaction open; rolled back (and the connection dropped) at teardown. */
-async function holder(t: Tap) {
-  const client = await world.pool.connect()
-  t.teardown(() => client.release(true))
-  await client.query('begin')
-  return client
+/**
+ * Ingests `events` at once on `svc` while another session holds what `hold` (a statement and its
+ * parameters) takes, then lets go. Answers in the order of `events`.
+ */
+async function ingestWhileHeld(t: Tap, svc: ReturnType<typeof lockTimeoutService>, hold: [string, unknown[]?], events: unknown[]) {
+  const session = await openTransaction(t, world.pool)
+  await session.query(...hold)
+  const out = await settled(events.map(svc.ingest))
+  await session.query('rollback')
+  return out
 }
 
 const storedEvents = (ids: string[]) => db.selectFrom('call_events').select('event_id').where('event_id', 'in', ids).execute()
 
 t.test('a call locked past the lock timeout: its events answer 503, the events that shared their batches are stored', async (t) => {
-  const { ingest, sizes } = lockTimeoutService(t)
+  const svc = lockTimeoutService(t)
   const stuck = callEvent({ natureCode: 'EDP' })
-  t.equal((await ingest(stuck)).created, true)
-  sizes.length = 0
+  t.equal((await svc.ingest(stuck)).created, true)
+  svc.sizes.length = 0
   // Three updates of the locked call wait in the queue: each shares a batch with the others in turn.
   const updates = [1, 2, 3].map((n) => ({ ...stuck, eventId: `${stuck.eventId}-u${n}`, type: 'call.updated', occurredAt: new Date(Date.parse(stuck.occurredAt) + n * 1000).toISOString() }))
   const others = [callEvent({ natureCode: 'NOISE' }), callEvent({ natureCode: 'SUICIDE' })]
-  const session = await holder(t)
-  await session.query('select 1 from calls where call_id = $1 for update', [stuck.call.callId])
   const started = Date.now()
-  const out = await settled([...updates, ...others].map(ingest))
+  const out = await ingestWhileHeld(t, svc, ['select 1 from calls where call_id = $1 for update', [stuck.call.callId]], [...updates, ...others])
   const ms = Date.now() - started
-  await session.query('rollback')
 
-  t.same(sizes, [3, 3, 3, 2], 'an update with the two others, three times, then the two others together: never each alone')
+  t.same(svc.sizes, [3, 3, 3, 2], 'an update with the two others, three times, then the two others together: never each alone')
   for (const [i, u] of updates.entries()) {
     const o = out[i]!
     t.ok(o.status === 'rejected' && (o.reason as AppError).code === 'service-unavailable', `update ${i + 1}: 503 with Retry-After`)
@@ -372,16 +373,11 @@ t.test('a call locked past the lock timeout: its events answer 503, the events t
 })
 
 t.test('a lock the question cannot see (a new call another session is inserting): each event goes again alone, only that one fails', async (t) => {
-  const { ingest, sizes } = lockTimeoutService(t)
+  const svc = lockTimeoutService(t)
   const [contested, other] = [callEvent(), callEvent()]
-  const session = await holder(t)
-  await session.query(
-    `insert into calls (call_id, agency, status, nature_code, priority, flags, route, last_occurred_at) values ($1, 'dakota', 'open', 'EDP', 2, '[]', 'cru', now())`,
-    [contested.call.callId],
-  )
-  const out = await settled([contested, other].map(ingest))
-  await session.query('rollback')
-  t.same(sizes, [2, 1, 1], 'the batch, then each alone')
+  const insert = `insert into calls (call_id, agency, status, nature_code, priority, flags, route, last_occurred_at) values ($1, 'dakota', 'open', 'EDP', 2, '[]', 'cru', now())`
+  const out = await ingestWhileHeld(t, svc, [insert, [contested.call.callId]], [contested, other])
+  t.same(svc.sizes, [2, 1, 1], 'the batch, then each alone')
   t.ok(out[0]!.status === 'rejected' && (out[0]!.reason as AppError).code === 'service-unavailable', '503 with Retry-After for the contested call')
   t.equal(out[1]!.status, 'fulfilled', 'the other is stored')
   t.same(await storedEvents([contested.eventId]), [], 'nothing of the contested call stored')
@@ -389,27 +385,21 @@ t.test('a lock the question cannot see (a new call another session is inserting)
 })
 
 t.test('a lock on something every event needs: each goes again alone, then 503; nothing half-written', async (t) => {
-  const { ingest, sizes } = lockTimeoutService(t)
+  const svc = lockTimeoutService(t)
   const events = [callEvent(), callEvent()]
-  const session = await holder(t)
   // No call row is locked: the batch waits on its decisions.
-  await session.query('lock table decisions in exclusive mode')
-  const out = await settled(events.map(ingest))
-  await session.query('rollback')
-  t.same(sizes, [2, 1, 1], 'the batch, then each alone')
+  const out = await ingestWhileHeld(t, svc, ['lock table decisions in exclusive mode'], events)
+  t.same(svc.sizes, [2, 1, 1], 'the batch, then each alone')
   for (const o of out) t.ok(o.status === 'rejected' && (o.reason as AppError).code === 'service-unavailable', '503 with Retry-After')
   t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
   t.same(await db.selectFrom('calls').select('call_id').where('call_id', 'in', events.map((e) => e.call.callId)).execute(), [], 'no call created')
 })
 
 t.test('a lock on the calls table: the question which call is locked waits too, and every event answers 503 at once', async (t) => {
-  const { ingest, sizes } = lockTimeoutService(t)
+  const svc = lockTimeoutService(t)
   const events = [callEvent(), callEvent()]
-  const session = await holder(t)
-  await session.query('lock table calls in exclusive mode')
-  const out = await settled(events.map(ingest))
-  await session.query('rollback')
-  t.same(sizes, [2], 'one batch, not run again')
+  const out = await ingestWhileHeld(t, svc, ['lock table calls in exclusive mode'], events)
+  t.same(svc.sizes, [2], 'one batch, not run again')
   for (const o of out) t.ok(o.status === 'rejected' && isUnavailableError(o.reason), 'an error the API answers with 503 and Retry-After')
   t.same(await storedEvents(events.map((e) => e.eventId)), [], 'nothing stored')
 })
@@ -419,10 +409,7 @@ t.test('with the shipped batch settings, a call whose row is locked elsewhere do
   t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: waiting })).statusCode, 201)
   const update = { ...waiting, eventId: `${waiting.eventId}-u`, type: 'call.updated', occurredAt: new Date(Date.parse(waiting.occurredAt) + 1000).toISOString() }
   // Another instance or a session left open holds the call's row.
-  const holder = await world.pool.connect()
-  // Never back into the pool with the transaction open, even if an assertion below throws.
-  t.teardown(() => holder.release(true))
-  await holder.query('begin')
+  const holder = await openTransaction(t, world.pool)
   await holder.query('select 1 from calls where call_id = $1 for update', [waiting.call.callId])
   const held = app.inject({ method: 'POST', url: '/v1/call-events', payload: update })
   // Once its batch waits on the lock, the next call must get the other transaction slot.

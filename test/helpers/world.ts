@@ -161,4 +161,16 @@ export function countStatements(pool: pg.Pool, needle: string): () => number {
 }
 
 /** A silent logger for relay/worker instances in tests. */
+/**
+ * A connection of its own from `pool` with a transaction open, to hold rows or tables locked as
+ * another instance or a session left open would. At teardown the connection is dropped, not put
+ * back: never into the pool with the transaction open, even when an assertion threw first.
+ */
+export async function openTransaction(t: Tap, pool: pg.Pool): Promise<pg.PoolClient> {
+  const client = await pool.connect()
+  t.teardown(() => client.release(true))
+  await client.query('begin')
+  return client
+}
+
 export const quietLog = pino({ level: 'silent' })

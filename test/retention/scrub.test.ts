@@ -3,7 +3,7 @@ import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
 import { scrubPersonalData } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, quietLog } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, quietLog } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const { app, db } = world
@@ -67,10 +67,7 @@ t.test('in batches; a call locked elsewhere is left for the next run, not waited
   const before = new Date(Date.now() - 90 * 86_400_000)
   const [a, b, locked] = [await closedCall('EDP', 100), await closedCall('WELFARE', 100), await closedCall('EDP', 100)]
   const callerOf = async (id: string) => (await db.selectFrom('calls').select('caller').where('call_id', '=', id).executeTakeFirstOrThrow()).caller
-  const holder = await world.pool.connect()
-  // Never back into the pool with the transaction open, even if an assertion below throws.
-  t.teardown(() => holder.release(true))
-  await holder.query('begin')
+  const holder = await openTransaction(t, world.pool)
   await holder.query('select 1 from calls where call_id = $1 for update', [locked])
 
   const started = Date.now()

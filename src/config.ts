@@ -6,10 +6,11 @@ export type RoleName = (typeof ROLE_NAMES)[number]
 
 const positiveInt = z.coerce.number().int().positive()
 
-/** `police=30,cru=60`: a number per responder queue; queues not named have none. */
+/** `police=30,cru=60`: a number per responder queue; queues not named have none, nor any with `none`. */
 const perQueue = (what: string, fallback: string) =>
   z.string().default(fallback).transform((s, ctx) => {
     const out: Partial<Record<QueueName, number>> = {}
+    if (s.trim() === 'none') return Object.freeze(out)
     for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
       const [queue, value, ...rest] = part.split('=').map((x) => x.trim())
       const n = Number(value)
@@ -32,10 +33,9 @@ const fields = z.object({
   /**
    * A statement waiting this long for a lock another transaction holds (a session left open on a
    * call's row, say) fails instead of waiting out the statement timeout; 0: no limit of its own.
-   * Unset or blank (not 0, which would silently turn the limit off): 1000, or half the statement
-   * timeout when that is shorter.
+   * Unset: 1000, or half the statement timeout when that is shorter.
    */
-  DATABASE_LOCK_TIMEOUT_MS: z.preprocess((v) => (typeof v === 'string' && !v.trim() ? undefined : v), z.coerce.number().int().min(0).optional()),
+  DATABASE_LOCK_TIMEOUT_MS: z.coerce.number().int().min(0).optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -141,9 +141,20 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/**
+ * A blank value (`FOO=`, or `FOO: ${FOO:-}` in a compose file) is read as unset, so it means the
+ * default. Read as a number it would be 0, which for several settings silently means "off" (the lock
+ * timeout, the key cache, the batch hold); read as a string it would stop the process.
+ */
+function withoutBlanks(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v.trim() !== '') out[k] = v
+  return out
+}
+
 /** Parsed once at start; nothing else reads process.env. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const parsed = configSchema.safeParse(env)
+  const parsed = configSchema.safeParse(withoutBlanks(env))
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`)
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)

@@ -1,0 +1,35 @@
+import t from 'tap'
+import { ConfigError, loadConfig } from '../src/config.js'
+
+t.test('a blank value is unset: the default applies', async (t) => {
+  const defaults = loadConfig({})
+  // Settings where 0 means "off": a blank read as a number would have silently turned them off.
+  for (const name of ['INGEST_BATCH_HOLD_MS', 'AUTH_CACHE_MS', 'FEED_READ_GAP_MS', 'DATABASE_LOCK_TIMEOUT_MS'] as const) {
+    t.not(defaults[name], 0, `${name} has a default other than 0`)
+    t.equal(loadConfig({ [name]: '' })[name], defaults[name], `${name}= is the default`)
+    t.equal(loadConfig({ [name]: '  ' })[name], defaults[name], `${name} of spaces is the default`)
+    t.equal(loadConfig({ [name]: '0' })[name], 0, `${name}=0 is still 0`)
+  }
+  // Blank strings a compose file's `${FOO:-}` passes: read as values, they stopped the process or
+  // emptied a list.
+  const blank = loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: '', ADMIN_API_KEY: '', DATABASE_URL: '', ROLE: '', ACK_DEADLINES: ' ', PORT: '' })
+  t.equal(blank.OTEL_EXPORTER_OTLP_ENDPOINT, undefined, 'no trace export')
+  t.equal(blank.ADMIN_API_KEY, undefined, 'no bootstrap key')
+  t.equal(blank.DATABASE_URL, defaults.DATABASE_URL)
+  t.same(blank.ROLE, ['api', 'relay', 'worker'])
+  t.same(blank.ACK_DEADLINES, defaults.ACK_DEADLINES, 'deadlines kept, not all removed')
+  t.ok(Object.keys(blank.ACK_DEADLINES).length > 0)
+  t.equal(blank.PORT, 3000)
+})
+
+t.test('ACK_DEADLINES=none: no queue escalates', async (t) => {
+  t.same(loadConfig({ ACK_DEADLINES: 'none' }).ACK_DEADLINES, {})
+  t.same(loadConfig({ ACK_DEADLINES: 'police=45' }).ACK_DEADLINES, { police: 45 })
+  t.throws(() => loadConfig({ ACK_DEADLINES: 'none,police=30' }), ConfigError, '"none" is the whole value or nothing')
+})
+
+t.test('a bad value still stops the process, naming the setting', async (t) => {
+  t.throws(() => loadConfig({ AUTH_CACHE_MS: 'soon' }), /AUTH_CACHE_MS/)
+  t.throws(() => loadConfig({ PORT: '-1' }), /PORT/)
+  t.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' }), /OTEL_EXPORTER_OTLP_ENDPOINT/)
+})

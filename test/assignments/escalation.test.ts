@@ -4,7 +4,7 @@ import { escalateAssignment } from '../../src/assignments/escalation.js'
 import { loadDefaultRuleSet } from '../../src/routing/index.js'
 import { parseRuleSet } from '../../src/routing/rule-set.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
-import { createWorld, eventually } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction } from '../helpers/world.js'
 import { helpers, startPipeline, type CallAssignment } from './fixtures/pipeline.js'
 
 // Short deadlines so escalations happen within the test; the sweep is far away, so what escalates
@@ -106,9 +106,7 @@ t.test('a deadline that finds its offer acknowledged settles without waiting for
   await until(a.id, 'offered')
   t.equal((await move(a.id, 'acknowledge')).statusCode, 200)
   // A transaction holds the call's row, as an ingest of the call's next event would.
-  const holder = await world.pool.connect()
-  t.teardown(() => holder.release())
-  await holder.query('begin')
+  const holder = await openTransaction(t, world.pool)
   await holder.query('select 1 from calls where call_id = $1 for update', [created.callId])
   const later = new Date(Date.now() + (DEADLINE_S + 5) * 1000)
   const started = performance.now()

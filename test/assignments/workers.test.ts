@@ -8,7 +8,7 @@ import { createLifecycleQueue, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecy
 import { createRedis } from '../../src/queue/redis.js'
 import { startLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
-import { createWorld, eventually, quietLog, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, quietLog, REDIS_URL } from '../helpers/world.js'
 import { helpers } from './fixtures/pipeline.js'
 
 const world = await createWorld(t)
@@ -116,8 +116,7 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   const created = await post({ natureCode: 'NOISE', agency: 'drain-pd' })
   const id = created.decision.assignments[0]!.id
   // Hold the assignment's row: the worker's offer blocks on it, as on a slow database.
-  const holder = await world.pool.connect()
-  await holder.query('begin')
+  const holder = await openTransaction(t, world.pool)
   await holder.query('select 1 from assignments where id = $1 for update', [id])
   const conn = createRedis(REDIS_URL, 'worker')
   const workers = createResponderWorkers({ db, connection: conn, prefix, concurrency: 1, log: quietLog, queues: ['police'], drainMs: 300 })
@@ -130,7 +129,6 @@ t.test('shutdown: a job stuck past the drain time is handed back to its queue, w
   t.ok(took < 3000, `closed in ${took} ms`)
   t.equal(await queues.police.getJobState(jobIdFor(id)), 'waiting', 'the job is back in its queue for another worker')
   await holder.query('rollback')
-  holder.release()
 
   // Another worker takes it and offers the assignment.
   const conn2 = createRedis(REDIS_URL, 'worker')
@@ -193,8 +191,7 @@ t.test('a job Redis handed a worker without the worker hearing of it goes back t
   // The token form the sweep relies on: a job this worker runs is locked with "<worker id>:<n>".
   const first = await post({ natureCode: 'NOISE', agency: 'orphan-pd' })
   const firstId = first.decision.assignments[0]!.id
-  const holder = await world.pool.connect()
-  await holder.query('begin')
+  const holder = await openTransaction(t, world.pool)
   await holder.query('select 1 from assignments where id = $1 for update', [firstId]) // holds the offer mid-job
   workers.start()
   await ownQueues.police.add(ASSIGNMENT_JOB_NAME, { assignmentId: firstId, callId: first.callId, agency: 'orphan-pd', queue: 'police', role: 'primary' }, { jobId: jobIdFor(firstId) })
@@ -204,7 +201,6 @@ t.test('a job Redis handed a worker without the worker hearing of it goes back t
   t.equal(await workers.sweepOrphans(), 0, 'a job the worker runs is not handed back')
   t.equal(await ownQueues.police.getJobState(jobIdFor(firstId)), 'active')
   await holder.query('rollback')
-  holder.release()
   await helpers(world).until(firstId, 'offered')
 
   // Redis ran the worker's fetch (the job is active under the worker's token) and went away before

@@ -160,7 +160,6 @@ export function countStatements(pool: pg.Pool, needle: string): () => number {
   return () => n
 }
 
-/** A silent logger for relay/worker instances in tests. */
 /**
  * A connection of its own from `pool` with a transaction open, to hold rows or tables locked as
  * another instance or a session left open would. At teardown the connection is dropped, not put
@@ -173,4 +172,5 @@ export async function openTransaction(t: Tap, pool: pg.Pool): Promise<pg.PoolCli
   return client
 }
 
+/** A silent logger for relay/worker instances in tests. */
 export const quietLog = pino({ level: 'silent' })

@@ -12,7 +12,7 @@ import { RESEND_ACTOR, resendLost, type Resent } from '../../src/queue/resend.js
 import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, quietLog, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, quietLog, REDIS_URL } from '../helpers/world.js'
 
 // resendLost is called with its own clock here (`now`), so nothing waits for AFTER_MS to pass.
 const AFTER_MS = 60_000
@@ -166,17 +166,12 @@ t.test('a job still waiting, or active, is not re-sent; nor an assignment a work
   const held = await post('resend-held')
   await sent(held)
   await queues.police.remove(jobIdFor(held))
-  const client = await world.pool.connect()
-  try {
-    await client.query('begin')
-    await client.query('select 1 from assignments where id = $1 for update', [held])
-    const started = Date.now()
-    t.same(mine(await sweepAt(farFuture), held), [], 'locked: skipped')
-    t.ok(Date.now() - started < 2000, 'without waiting for the lock')
-  } finally {
-    await client.query('rollback')
-    client.release()
-  }
+  const client = await openTransaction(t, world.pool)
+  await client.query('select 1 from assignments where id = $1 for update', [held])
+  const started = Date.now()
+  t.same(mine(await sweepAt(farFuture), held), [], 'locked: skipped')
+  t.ok(Date.now() - started < 2000, 'without waiting for the lock')
+  await client.query('rollback')
   t.equal(mine(await sweepAt(farFuture), held).length, 1, 're-sent once the row is free')
   startWorkers(t)
   await eventually(async () => (await statusOf(held)) === 'offered')

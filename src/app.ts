@@ -147,7 +147,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics,
   )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
-  await app.register(callRoutes, { calls, db: deps.db })
+  await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets })
   const feed = createAssignmentFeed({
     db: deps.db,
     databaseUrl: config.DATABASE_URL,
@@ -162,7 +162,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(feedRoutes, { feed })
   await app.register(authRoutes, { db: deps.db, keys })
-  await app.register(eidoRoutes, { calls, db: deps.db })
+  await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
   await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, ...(deps.now ? { now: deps.now } : {}) }) })

@@ -6,6 +6,7 @@ import { principalOf } from '../auth/plugin.js'
 import { canActForAgency, seesHealthHistory } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import type { Db } from '../db/connect.js'
+import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { callEventResultSchema, callEventSchema, callViewSchema } from './schemas.js'
 import type { CallService } from './service.js'
 import { loadCallView, withoutHealthHistory } from './view.js'
@@ -13,9 +14,11 @@ import { loadCallView, withoutHealthHistory } from './view.js'
 export interface CallRoutesOptions {
   calls: CallService
   db: Db
+  /** The decisions' rule sets: which trace conditions are history, for consoles that may not see it. */
+  ruleSets: Pick<RuleSetRegistry, 'version'>
 }
 
-export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, { calls, db }) => {
+export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, { calls, db, ruleSets }) => {
   app.post(
     '/v1/call-events',
     {
@@ -63,7 +66,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
       // Another agency's call does not exist for this key: same answer as an unknown id.
       if (!view || !canActForAgency(p, view.agency)) throw notFound(`call ${req.params.callId}`)
       await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency })
-      return seesHealthHistory(p) ? view : withoutHealthHistory(view)
+      return seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets)
     },
   )
 }

@@ -1,5 +1,6 @@
 import type { Db } from '../db/connect.js'
-import type { Route } from '../routing/index.js'
+import { historyConditionLabels, type Route } from '../routing/index.js'
+import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { loadDecisionView } from './repository.js'
 import type { callViewSchema } from './schemas.js'
 import type { z } from 'zod'
@@ -67,19 +68,41 @@ export async function loadCallView(db: Db, callId: string): Promise<CallView | u
   }
 }
 
-const HEALTH_FACTS = /caseManager|priorCalls|frequentCaller/
+/** A rule set's history-dependent trace labels; versions are immutable, so kept for the process's life. */
+const historyLabelsByVersion = new Map<number, ReadonlySet<string>>()
 
-/** The decision without the behavioral-health history behind it (criminal-justice consoles). */
-export function withoutHealthHistory(view: CallView): CallView {
+async function historyLabels(ruleSets: Pick<RuleSetRegistry, 'version'>, version: number): Promise<ReadonlySet<string> | undefined> {
+  let labels = historyLabelsByVersion.get(version)
+  if (!labels) {
+    const compiled = await ruleSets.version(version)
+    if (!compiled) return undefined
+    labels = historyConditionLabels(compiled.document)
+    historyLabelsByVersion.set(version, labels)
+  }
+  return labels
+}
+
+/**
+ * The decision without the behavioral-health history behind it (criminal-justice consoles): the
+ * history facts, and the value of every trace condition that depends on them. Which conditions
+ * those are comes from the decision's own rule set; when that cannot be read, every value goes.
+ */
+export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSetRegistry, 'version'>): Promise<CallView> {
   return {
     ...view,
-    decisions: view.decisions.map((d) => ({
-      ...d,
-      facts: d.facts && typeof d.facts === 'object' ? { ...(d.facts as Record<string, unknown>), history: '[withheld]' } : d.facts,
-      trace: d.trace.map((r) => ({
-        ...r,
-        conditions: r.conditions.map((c) => (HEALTH_FACTS.test(c.condition) ? { ...c, value: '[withheld]' } : c)),
-      })),
-    })),
+    decisions: await Promise.all(
+      view.decisions.map(async (d) => {
+        const labels = await historyLabels(ruleSets, d.ruleSetVersion)
+        const hidden = (condition: string) => !labels || labels.has(condition)
+        return {
+          ...d,
+          facts: d.facts && typeof d.facts === 'object' ? { ...(d.facts as Record<string, unknown>), history: '[withheld]' } : d.facts,
+          trace: d.trace.map((r) => ({
+            ...r,
+            conditions: r.conditions.map((c) => (hidden(c.condition) ? { ...c, value: '[withheld]' } : c)),
+          })),
+        }
+      }),
+    ),
   }
 }

@@ -7,6 +7,7 @@ import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { canActForAgency, seesHealthHistory } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
+import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { eidoEventId, eidoToCallEvent } from './map-in.js'
@@ -18,9 +19,11 @@ export interface EidoRoutesOptions {
   /** The same call service as POST /v1/call-events: one ingest path, one set of guarantees. */
   calls: CallService
   db: Db
+  /** The decisions' rule sets: which trace conditions are history, for consoles that may not see it. */
+  ruleSets: Pick<RuleSetRegistry, 'version'>
 }
 
-export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, { calls, db }) => {
+export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, { calls, db, ruleSets }) => {
   app.post(
     '/v1/eido',
     {
@@ -72,7 +75,7 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       const view = await loadCallView(db, req.params.callId)
       if (!view || !canActForAgency(p, view.agency)) throw notFound(`call ${req.params.callId}`)
       await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido' } })
-      return callToEido(seesHealthHistory(p) ? view : withoutHealthHistory(view))
+      return callToEido(seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets))
     },
   )
 }

@@ -13,6 +13,7 @@ import { parseRuleSet, RuleSetError, type Condition, type RuleSet } from './rule
 const DAY_LABELS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'] as const
 import {
   DEFAULT_FREQUENT_CALLER_MIN_CALLS,
+  HISTORY_FACTS,
   MENTAL_HEALTH_NATURE_CODES,
   OVERRIDE_RULE_ID,
   PRINCIPLES,
@@ -321,6 +322,29 @@ function compileFallbackReason(reason: string): CompiledAction['fallbackReason']
   const at = reason.indexOf(CRU_REASON)
   if (at < 0) return reason
   return [reason.slice(0, at), reason.slice(at + CRU_REASON.length)] as const
+}
+
+/**
+ * The trace labels of a rule set's top-level conditions that depend on a history fact, directly or
+ * through definitions: their values are behavioral-health data, which police and EMS consoles do
+ * not see. Decided from what a condition tests, never from its label, since a definition may be
+ * named anything.
+ */
+export function historyConditionLabels(doc: RuleSet): ReadonlySet<string> {
+  const definitions = doc.definitions ?? {}
+  const compiler = new ConditionCompiler(definitions, doc.frequentCaller?.minCalls ?? DEFAULT_FREQUENT_CALLER_MIN_CALLS, () => 'UTC')
+  const usesHistory = (c: Condition): boolean => {
+    if ('all' in c) return c.all.some(usesHistory)
+    if ('any' in c) return c.any.some(usesHistory)
+    if ('not' in c) return usesHistory(c.not)
+    if ('ref' in c) return definitions[c.ref] !== undefined && usesHistory(definitions[c.ref]!) // the schema rules out cycles
+    return 'fact' in c && HISTORY_FACTS.has(c.fact)
+  }
+  const labels = new Set<string>()
+  for (const rule of doc.rules) {
+    for (const c of 'all' in rule.when ? rule.when.all : [rule.when]) if (usesHistory(c)) labels.add(compiler.label(c))
+  }
+  return labels
 }
 
 /** Compile a rule-set document; throws RuleSetError when it fails validation. */

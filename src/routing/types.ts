@@ -47,6 +47,9 @@ export const DEFAULT_FREQUENT_CALLER_MIN_CALLS = 3
 export const NUMERIC_FACTS = ['priority', 'priorCallsForSubject30d', 'priorCallsAtAddress30d'] as const
 export type NumericFact = (typeof NUMERIC_FACTS)[number]
 
+/** The facts drawn from the subject's and the address's history: behavioral-health data. */
+export const HISTORY_FACTS: ReadonlySet<string> = new Set<BooleanFact | NumericFact>(['priorCallsForSubject30d', 'priorCallsAtAddress30d', 'caseManagerActive', 'frequentCaller'])
+
 /**
  * DESIGN.md: a mental-health indicator is flags.mentalHealth, flags.suicidalIdeation, or one of these
  * nature codes (after the agency map). Part of the contract, not of a rule set, so every rule set

@@ -137,6 +137,34 @@ t.test('a console that works only police queues does not see the health history 
   t.ok(list.json().items.every((a: { queue: string }) => a.queue === 'police'))
 })
 
+t.test('a police console sees no trace value that depends on the history, whatever the condition is called', async (t) => {
+  // A subject with a case manager and an earlier call: the default rule set's
+  // "repeatCallerWithCaseManager" holds, but a noise complaint about them still goes to police.
+  const personId = 'P-HIST-1'
+  t.equal((await app.inject({ method: 'PUT', url: `/v1/case-links/${personId}`, payload: { caseManager: 'cm-17' }, headers: as('admin') })).statusCode, 201)
+  const first = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'hastings-pd', natureCode: 'WELFARE', personId }), headers: as('cad') })
+  t.equal(first.statusCode, 201)
+  const noise = callEvent({ agency: 'hastings-pd', natureCode: 'NOISE', personId })
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: noise, headers: as('cad') })).statusCode, 201)
+  const read = async (queues: ('police' | 'cru')[]) => {
+    const key = await world.key('console', { agencies: ['hastings-pd'], queues })
+    const res = await app.inject({ method: 'GET', url: `/v1/calls/${noise.call.callId}`, headers: { authorization: `Bearer ${key}` } })
+    t.equal(res.statusCode, 200)
+    const d = res.json().decisions[0]
+    t.equal(d.route, 'police')
+    return d.trace.flatMap((r: { conditions: { condition: string; value: unknown }[] }) => r.conditions) as { condition: string; value: unknown }[]
+  }
+  const valueOf = (conditions: { condition: string; value: unknown }[], label: string) => conditions.find((c) => c.condition === label)?.value
+  const cru = await read(['cru'])
+  const police = await read(['police'])
+  t.equal(valueOf(cru, 'repeatCallerWithCaseManager'), true, 'the CRU console sees why the case-manager rule was considered')
+  t.equal(valueOf(police, 'repeatCallerWithCaseManager'), '[withheld]', 'the police console does not')
+  t.equal(police.length, cru.length, 'the same conditions, only values withheld')
+  const safety = cru.find((c) => c.condition === 'safety')
+  t.ok(safety, 'the trace tested a condition without history')
+  t.equal(valueOf(police, 'safety'), safety!.value, 'conditions without history keep their values')
+})
+
 t.test('a supervisor’s reports cover the agencies of the key only', async (t) => {
   const rosemount = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'rosemount-pd', natureCode: 'EDP' }), headers: as('otherCad') })
   t.equal(rosemount.statusCode, 201)

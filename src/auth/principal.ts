@@ -1,3 +1,4 @@
+import { AppError } from '../http/errors.js'
 import type { QueueName } from '../routing/index.js'
 
 export const API_ROLES = ['cad', 'console', 'supervisor', 'admin', 'auditor'] as const
@@ -23,3 +24,11 @@ export const canSeeQueue = (p: { queues: readonly string[] | null }, queue: stri
  */
 export const seesHealthHistory = (p: Principal): boolean =>
   p.role !== 'console' || p.queues === null || p.queues.some((q) => q === 'cru' || q === 'case_management' || q === 'follow_up')
+
+/**
+ * Rule sets, shadow mode and case links reach every agency's calls: a key limited to some agencies
+ * may not change them (nor read case links, which name county person ids). `what`: "rule sets are".
+ */
+export function requireCountyWide(p: Pick<Principal, 'agencies'>, what: string): void {
+  if (p.agencies !== null) throw new AppError('forbidden', `${what} county-wide: only a key without an agency scope may do this`)
+}

@@ -9,8 +9,8 @@ import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
-import type { Principal } from '../auth/principal.js'
-import { AppError, notFound } from '../http/errors.js'
+import { requireCountyWide } from '../auth/principal.js'
+import { notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { deleteCaseLink, findCaseLink, putCaseLink } from './repository.js'
 
@@ -27,10 +27,6 @@ const caseLinkSchema = z
   .object({ personId: z.string(), caseManager: z.string(), active: z.boolean(), updatedAt: z.string() })
   .meta({ id: 'CaseLink' })
 
-/** Person ids are county-wide: a key limited to some agencies may not read or change their links. */
-function requireCountyWide(p: Principal): void {
-  if (p.agencies !== null) throw new AppError('forbidden', 'case links are county-wide: use a key without an agency restriction')
-}
 
 export const caseLinkRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = async (app, { db, now }) => {
   app.put(
@@ -48,7 +44,7 @@ export const caseLinkRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> 
       },
     },
     async (req, reply) => {
-      requireCountyWide(principalOf(req))
+      requireCountyWide(principalOf(req), 'case links are')
       const { created, link } = await db.transaction().execute(async (trx) => {
         const out = await putCaseLink(trx, { personId: req.params.personId, ...req.body }, now())
         await audit(trx, req, { action: out.created ? 'case-link.create' : 'case-link.update', targetType: 'person', targetId: req.params.personId, details: { active: req.body.active } })
@@ -72,7 +68,7 @@ export const caseLinkRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> 
       },
     },
     async (req) => {
-      requireCountyWide(principalOf(req))
+      requireCountyWide(principalOf(req), 'case links are')
       const link = await findCaseLink(db, req.params.personId)
       await audit(db, req, { action: 'case-link.read', targetType: 'person', targetId: req.params.personId, details: { found: link !== undefined } })
       if (!link) throw notFound('case link')
@@ -94,7 +90,7 @@ export const caseLinkRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> 
       },
     },
     async (req, reply) => {
-      requireCountyWide(principalOf(req))
+      requireCountyWide(principalOf(req), 'case links are')
       const removed = await db.transaction().execute(async (trx) => {
         const gone = await deleteCaseLink(trx, req.params.personId)
         if (gone) await audit(trx, req, { action: 'case-link.delete', targetType: 'person', targetId: req.params.personId })

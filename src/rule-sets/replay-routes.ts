@@ -8,7 +8,7 @@ import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
-import type { Principal } from '../auth/principal.js'
+import { requireCountyWide, type Principal } from '../auth/principal.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { ROUTES } from '../routing/index.js'
@@ -172,6 +172,8 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
     },
     async (req) => {
       const p = principalOf(req)
+      // Shadow mode decides every agency's calls a second time.
+      requireCountyWide(p, 'shadow mode is')
       const { version } = req.params
       await ruleSetOrNotFound(ruleSets, version)
       if (ruleSets.active().version === version) {
@@ -202,6 +204,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       },
     },
     async (req, reply) => {
+      requireCountyWide(principalOf(req), 'shadow mode is')
       const { version } = req.params
       const cleared = await db.transaction().execute(async (trx) => {
         const done = await shadow.clear(trx, version)

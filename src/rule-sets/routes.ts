@@ -1,9 +1,9 @@
-import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
+import { requireCountyWide } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
-import { AppError, notFound } from '../http/errors.js'
+import { notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { FINDING_KINDS, FLAG_NAMES, formatReportWithCoverage, ROUTES, ruleSetSchema } from '../routing/index.js'
 import type { RuleSetLifecycle } from './lifecycle.js'
@@ -81,10 +81,6 @@ const summary = (r: RuleSetSummaryRow) => ({
   activatedAt: r.activated_at?.toISOString() ?? null,
 })
 
-/** Rule sets route every agency's calls: only a county-wide key may change them. */
-function requireCountyWide(req: FastifyRequest): void {
-  if (principalOf(req).agencies !== null) throw new AppError('forbidden', 'rule sets are county-wide: only a key without an agency scope may change them')
-}
 
 export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLifecycle }> = async (app, { db, lifecycle }) => {
   app.post(
@@ -108,7 +104,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
       },
     },
     async (req, reply) => {
-      requireCountyWide(req)
+      requireCountyWide(principalOf(req), 'rule sets are')
       const { row, report: r } = await lifecycle.createDraft(req, req.body)
       return reply.status(201).send({ ...summary(row), verification: r })
     },
@@ -204,7 +200,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
       },
     },
     async (req) => {
-      requireCountyWide(req)
+      requireCountyWide(principalOf(req), 'rule sets are')
       return toActivation(await lifecycle.activate(req, req.params.version, req.body.reason))
     },
   )
@@ -223,7 +219,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
       },
     },
     async (req) => {
-      requireCountyWide(req)
+      requireCountyWide(principalOf(req), 'rule sets are')
       return toActivation(await lifecycle.rollback(req, req.body.reason, req.body.toVersion))
     },
   )

@@ -105,6 +105,12 @@ t.test('refusals and permissions', async (t) => {
     t.equal((await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow/report', headers: bearer(key) })).statusCode, 403, `${role} may not read the report`)
   }
   const supervisor = await world.key('supervisor')
+  const citySupervisor = await world.key('supervisor', { agencies: ['hastings-pd'] })
+  const cityPut = await app.inject({ method: 'PUT', url: '/v1/rule-sets/2/shadow', headers: bearer(citySupervisor) })
+  t.equal(cityPut.statusCode, 403, "an agency's supervisor may not shadow every agency's calls")
+  t.match(cityPut.json().detail, /county-wide/)
   t.equal((await app.inject({ method: 'PUT', url: '/v1/rule-sets/2/shadow', headers: bearer(supervisor) })).statusCode, 200)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/rule-sets/2/shadow', headers: bearer(citySupervisor) })).statusCode, 403, 'nor end it')
+  t.match((await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow', headers: bearer(supervisor) })).json(), { version: 2, setBy: String }, 'still on')
   t.equal((await app.inject({ method: 'DELETE', url: '/v1/rule-sets/2/shadow', headers: bearer(supervisor) })).statusCode, 204)
 })

@@ -64,7 +64,7 @@ const moveBody = z
   .object({
     actor: z.string().min(1).max(128).optional().describe('Who acts: a console position or responder id'),
     reason: z.string().min(1).max(500).optional(),
-    disposition: z.enum(DISPOSITIONS).optional().describe('With complete: how the assignment ended'),
+    disposition: z.enum(DISPOSITIONS).optional().describe('With complete, and required there: how the assignment ended'),
   })
   .strict()
 
@@ -135,7 +135,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           description:
             action === 'decline'
               ? 'The assignment is declined and escalates at once along the rule set’s fallback (CRU → co-response → police; police and EMS are offered again); the new assignments are in the call’s history. Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot be declined from its status.'
-              : 'Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.',
+              : `${action === 'complete' ? 'Requires a `disposition` (400 without one): the reports and the EIDO view count on it. ' : ''}Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.`,
           params: z.object({ id: z.string().uuid() }),
           body: moveBody.nullish(),
           response: { 200: assignmentSchema, ...problemResponses(400, 401, 403, 404, 409, 429, 503) },
@@ -145,6 +145,10 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
         const body = req.body ?? {}
         if (body.disposition && action !== 'complete') {
           throw new AppError('validation-failed', 'a disposition goes with complete', { invalidParams: [{ name: 'disposition', reason: 'only with complete' }] })
+        }
+        // How a call ended is what the diversion and follow-up figures count: no completion without it.
+        if (action === 'complete' && !body.disposition) {
+          throw new AppError('validation-failed', 'complete needs a disposition', { invalidParams: [{ name: 'disposition', reason: 'required with complete' }] })
         }
         const p = principalOf(req)
         const actor = body.actor ? `${p.name}/${body.actor}` : p.name

@@ -18,8 +18,12 @@ t.test('acknowledge → accept → complete, each move recorded with who and why
   const a = await newAssignment('EDP')
   t.equal((await move(a.id, 'acknowledge', { actor: 'cru-desk-2' })).json().status, 'acknowledged')
   t.equal((await move(a.id, 'accept', { actor: 'cru-desk-2', reason: 'calling back' })).json().status, 'accepted')
+  const bare = await move(a.id, 'complete', { actor: 'cru-desk-2' })
+  t.equal(bare.statusCode, 400, 'no completion without a disposition')
+  t.equal(bare.headers['content-type'], 'application/problem+json; charset=utf-8')
+  t.same(bare.json().invalidParams, [{ name: 'disposition', reason: 'required with complete' }])
   const done = await move(a.id, 'complete', { actor: 'cru-desk-2', disposition: 'resolved_by_phone' })
-  t.equal(done.statusCode, 200)
+  t.equal(done.statusCode, 200, 'still accepted, and completed with one')
   t.equal(done.json().status, 'completed')
   t.equal(done.json().disposition, 'resolved_by_phone')
 
@@ -30,7 +34,7 @@ t.test('acknowledge → accept → complete, each move recorded with who and why
 
 t.test('illegal moves are refused with 409 and the current status', async (t) => {
   const a = await newAssignment('NOISE')
-  const early = await move(a.id, 'complete')
+  const early = await move(a.id, 'complete', { disposition: 'advised' })
   t.equal(early.statusCode, 409)
   t.equal(early.json().code, 'illegal-transition')
   t.equal(early.json().currentStatus, 'queued')

@@ -49,7 +49,7 @@ const probes: Probe[] = [
   },
   {
     name: 'POST /v1/assignments/{id}/decline (already acknowledged → 409 when allowed)',
-    run: req('POST', `/v1/assignments/${assignmentId}/complete`),
+    run: req('POST', `/v1/assignments/${assignmentId}/complete`, { disposition: 'advised' }),
     expect: { none: 401, cad: 403, console: 409, supervisor: 403, auditor: 403, admin: 409, otherCad: 403, otherConsole: 404, otherSupervisor: 403 },
   },
   {

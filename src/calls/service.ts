@@ -5,7 +5,7 @@ import type { Database } from '../db/schema.js'
 import { AppError, isUnavailableError, LOCK_NOT_AVAILABLE } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
-import { cruCapacity, cruTeamKey, type RoutingDecision } from '../routing/index.js'
+import { cruCapacity, cruTeamKey, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
 import { shadowDecisionRow, type ShadowSource } from '../rule-sets/shadow.js'
@@ -53,7 +53,8 @@ const UNIQUE_VIOLATION = '23505'
 // The unique keys that tell an eventId stored by another transaction: the event's own, its decision's.
 const EVENT_KEYS = new Set(['call_events_pkey', 'decisions_event_id_key'])
 
-// Open CRU assignments count against a team's capacity in these statuses (see OPEN_CRU in the repository).
+// Open CRU assignments count against a team's capacity in these statuses (see OPEN_CRU in the repository);
+// a call with one of its own in them is one CRU already holds.
 const CRU_COUNTED = new Set(['queued', 'offered', 'acknowledged', 'accepted'])
 
 export function createCallService(deps: CallServiceDeps) {
@@ -242,7 +243,9 @@ export function createCallService(deps: CallServiceDeps) {
       const team = capacity && cruTeamKey(capacity)
       const openCru = team ? context.openCru! + (cruDelta.get(team) ?? 0) : undefined
       const { personId, addressKey: addrKey } = keys[k]!
-      const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history: historyOf(context), openCru })
+      // CRU's hours and capacity are about taking on a new call: one it already holds stays its own.
+      const cruHoldsCall = context.assignments.some((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status))
+      const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history: historyOf(context), openCru, cruHoldsCall })
       const decision = ruleSet.decide(facts)
       const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator
       const existing = context.assignments
@@ -260,7 +263,7 @@ export function createCallService(deps: CallServiceDeps) {
       const ids = plan.assignments.map((a) => a.id ?? randomUUID())
       const fresh = plan.assignments.map((a, i) => ({ ...a, id: ids[i]! })).filter((_, i) => plan.assignments[i]!.id === undefined)
       const route = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : decision.route
-      const explanation = [decision.explanation, ...explainPlan(plan, event.type)].join(' ')
+      const explanation = [decision.explanation, ...explainHeldCru(facts, decision, event.type), ...explainPlan(plan, event.type)].join(' ')
       const before = (id: string) => existing.find((e) => e.id === id)!
 
       w.events.push(eventRow(p, true, decisionId))
@@ -409,6 +412,13 @@ function explainPlan(plan: ReturnType<typeof planAssignments>, type: CallEvent['
   }
   for (const n of plan.notes) out.push(`${n[0]!.toUpperCase()}${n.slice(1)}.`)
   return out
+}
+
+/** Why CRU counted as available for a call it already holds, when a new call would not get it (DESIGN rule 7). */
+function explainHeldCru(facts: RoutingFacts, decision: RoutingDecision, type: CallEvent['type']): string[] {
+  const waived = facts.cru.unavailableForNewCalls
+  if (!waived || type === 'call.closed' || !decision.assignments.some((a) => a.queue === 'cru')) return []
+  return [`CRU already holds this call, so it stays available for it (principle 7 governs new calls, which CRU would not take now: ${waived}).`]
 }
 
 function stripInternal<T extends { eventId?: string; facts?: unknown; trace?: unknown }>(view: T): Omit<T, 'eventId' | 'facts' | 'trace'> {

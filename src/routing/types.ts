@@ -80,7 +80,15 @@ export interface RoutingFacts {
   flags: Flags // all eleven present
   dispatcherOverride: Route | null
   at: string // ISO 8601 instant of the decision (the clock, as a fact)
-  cru: { available: boolean; reason: string | null }
+  cru: {
+    available: boolean
+    reason: string | null
+    /**
+     * Set when CRU is available only because the call already has an open CRU assignment: why CRU
+     * would take no new call now (outside its hours, at capacity). DESIGN rule 7 is about new calls.
+     */
+    unavailableForNewCalls?: string
+  }
   history: {
     priorCallsForSubject30d: number // other calls for the same subject personId in the last 30 days
     priorCallsAtAddress30d: number

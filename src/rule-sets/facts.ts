@@ -25,12 +25,20 @@ export async function openCruCount(db: Executor, ruleSet: CompiledRuleSet, call:
   return context!.openCru
 }
 
-/** Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's schedule unless given. */
+/**
+ * Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's
+ * schedule and capacity unless given. `cruHoldsCall`: the call already has an open CRU assignment.
+ */
 export function factsFor(
   ruleSet: CompiledRuleSet,
-  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru']; openCru?: number | undefined },
+  input: { eventType: EventType; call: CallEvent['call']; at: Date; history: History; cru?: RoutingFacts['cru']; openCru?: number | undefined; cruHoldsCall?: boolean },
 ): RoutingFacts {
   const { call } = input
+  let cru: RoutingFacts['cru'] = input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at, input.openCru)
+  // Hours and capacity decide whether CRU takes on a new call (DESIGN rule 7): a call CRU already
+  // holds stays available to it, as the capacity count already leaves the call's own assignment out.
+  // The reason a new call would get is kept in the facts: the decision says why, and replays as made.
+  if (input.cruHoldsCall && !cru.available) cru = { available: true, reason: null, unavailableForNewCalls: cru.reason ?? 'CRU unavailable' }
   return {
     eventType: input.eventType,
     agency: call.agency,
@@ -39,7 +47,7 @@ export function factsFor(
     flags: call.flags,
     dispatcherOverride: call.dispatcherOverride ?? null,
     at: input.at.toISOString(),
-    cru: input.cru ?? cruAvailability(ruleSet.document, call.agency, input.at, input.openCru),
+    cru,
     history: input.history,
   }
 }

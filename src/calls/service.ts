@@ -136,8 +136,11 @@ export function createCallService(deps: CallServiceDeps) {
 
   async function answerRepeat(p: Pending, stored: StoredEvent): Promise<IngestOutcome> {
     const { eventId } = p.event
-    // The call may belong to another agency by now: its current assignments are not this key's to read.
-    if (p.mayTouchAgency && !p.mayTouchAgency(stored.agency)) throw new AppError('forbidden', `this key may not post events for call ${stored.call_id}`)
+    // The call may belong to another agency (by now, or a CAD of another agency used the same
+    // eventId): its decision is not this key's to read, nor its call id to learn.
+    if (p.mayTouchAgency && !p.mayTouchAgency(stored.agency)) {
+      throw new AppError('forbidden', `event ${eventId} was already received for a call outside this key's agencies; eventIds are unique across every CAD of the service`)
+    }
     if (stored.body_hash !== p.bodyHash) {
       throw new AppError('event-conflict', `event ${eventId} was already received with a different body`, { extra: { eventId } })
     }

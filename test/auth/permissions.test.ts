@@ -123,6 +123,15 @@ t.test('a CAD cannot take over another agency’s call by its id', async (t) => 
   t.notOk(await db.selectFrom('call_events').where('event_id', '=', hijack.eventId).selectAll().executeTakeFirst(), 'nothing written')
 })
 
+t.test("an eventId another agency's CAD already used is refused without naming that agency's call", async (t) => {
+  const theirs = callEvent({ type: 'call.created', agency: 'rosemount-pd', natureCode: 'EDP', eventId: seed.eventId })
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: theirs, headers: as('otherCad') })
+  t.equal(res.statusCode, 403)
+  t.match(res.json().detail, /eventIds are unique/)
+  t.notMatch(res.body, seed.call.callId, "the other agency's call id is not given away")
+  t.notOk(await db.selectFrom('calls').where('call_id', '=', theirs.call.callId).selectAll().executeTakeFirst(), 'nothing written')
+})
+
 t.test('a console that works only police queues does not see the health history facts', async (t) => {
   const policeConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['police'] })
   const cruConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] })

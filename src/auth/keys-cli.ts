@@ -11,7 +11,7 @@ import { createDb, createPool } from '../db/connect.js'
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 import { audit } from './audit.js'
-import { createKey, listKeys, revokeKey } from './keys.js'
+import { AGENCY_ID, createKey, KEY_ID, listKeys, revokeKey } from './keys.js'
 import { API_ROLES, type ApiRole } from './principal.js'
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
@@ -43,6 +43,7 @@ try {
     if (!values.name) fail('--name <label> is required')
     const queues = values.queue ?? null
     for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
+    for (const a of values.agency ?? []) if (a.length > 64 || !AGENCY_ID.test(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
     const days = values['expires-days'] ? Number(values['expires-days']) : null
     if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
     const { key, view } = await createKey(db, {
@@ -64,6 +65,7 @@ try {
     }
   } else if (command === 'revoke') {
     if (!arg) fail('usage: npm run keys -- revoke <key id>')
+    if (!KEY_ID.test(arg!)) fail(`no key ${arg} (a key id looks like the first column of \`npm run keys -- list\`)`)
     const v = await revokeKey(db, arg!)
     if (!v) fail(`no key ${arg}`)
     await audit(db, null, { action: 'key.revoke', targetType: 'api_key', targetId: v!.id, details: { name: v!.name } }, 'cli')

@@ -6,7 +6,7 @@ import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
 import type { KeyCache } from './key-cache.js'
-import { createKey, listKeys, revokeKey } from './keys.js'
+import { AGENCY_ID, createKey, listKeys, revokeKey } from './keys.js'
 import { API_ROLES } from './principal.js'
 
 const keyView = z
@@ -24,7 +24,7 @@ const keyView = z
   })
   .meta({ id: 'ApiKey' })
 
-const agencyId = z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9._-]*$/)
+const agencyId = z.string().min(1).max(64).regex(AGENCY_ID)
 
 const auditEntry = z.object({
   id: z.number().int(),

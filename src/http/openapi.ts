@@ -23,6 +23,36 @@ export function problemResponses(...statuses: number[]) {
   return Object.fromEntries(statuses.map((s) => [s, problemSchema.describe(STATUS_TEXT[s] ?? 'Error')]))
 }
 
+interface Operation {
+  requestBody?: unknown
+  responses?: Record<string, { description?: string; content?: Record<string, unknown> }>
+}
+
+/**
+ * What the route schemas cannot say, said in the document: errors are sent as
+ * application/problem+json (a generated client must know that type to read them), and the answers
+ * that come from Fastify or its plugins rather than the handler (a body too large or not JSON, the
+ * rate limit) are listed on every operation they can come from.
+ */
+export function documentProblems<T extends { paths?: object }>(doc: T): T {
+  const problem = (status: number) => ({ description: STATUS_TEXT[status] ?? 'Error', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
+  for (const [path, methods] of Object.entries(doc.paths ?? {}) as [string, Record<string, Operation>][]) {
+    for (const op of Object.values(methods)) {
+      const responses = (op.responses ??= {})
+      if (op.requestBody) for (const s of [400, 413, 415]) responses[s] ??= problem(s)
+      if (path.startsWith('/v1/')) responses[429] ??= problem(429)
+      for (const [status, r] of Object.entries(responses)) {
+        const json = r.content?.['application/json']
+        if (Number(status) >= 400 && json && r.content) {
+          delete r.content['application/json']
+          r.content['application/problem+json'] = json
+        }
+      }
+    }
+  }
+  return doc
+}
+
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {
   await app.register(swagger, {
     openapi: {
@@ -53,7 +83,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       ],
     },
     transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
+    transformObject: (input) => documentProblems(jsonSchemaTransformObject(input)),
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 }

@@ -22,5 +22,18 @@ t.test('every operation has a summary, tags, an operationId and its error respon
   for (const { path, m, op } of api) {
     t.ok(Object.keys(op.responses).some((s) => s.startsWith('4')), `${m} ${path} documents its client errors`)
     t.ok(op.responses['503'], `${m} ${path} documents 503`)
+    t.ok(op.responses['429'], `${m} ${path} documents the rate limit`)
   }
+})
+
+t.test('errors are documented as application/problem+json, with the ones Fastify answers for a body', async (t) => {
+  type Op = { requestBody?: unknown; responses: Record<string, { content?: Record<string, unknown> }> }
+  const doc = JSON.parse(await generateOpenApi()) as { paths: Record<string, Record<string, Op>> }
+  const ops = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([m, op]) => ({ name: `${m} ${path}`, op })))
+  const errors = ops.flatMap(({ name, op }) => Object.entries(op.responses).filter(([s]) => Number(s) >= 400).map(([s, r]) => ({ name: `${name} ${s}`, types: Object.keys(r.content ?? {}) })))
+  t.ok(errors.length > 100)
+  t.same(errors.filter((e) => e.types.join() !== 'application/problem+json'), [], 'every error response is application/problem+json only')
+  const withBody = ops.filter(({ op }) => op.requestBody)
+  t.ok(withBody.length >= 10)
+  for (const { name, op } of withBody) t.ok(['400', '413', '415'].every((s) => op.responses[s]), `${name} documents 400, 413 and 415`)
 })

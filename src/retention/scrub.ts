@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely'
+import { sql, type Expression, type ExpressionBuilder, type SqlBool, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 
@@ -11,31 +11,56 @@ export interface ScrubResult {
  * Removes personal data (caller, subject, description, street address, county person id) from calls
  * closed — or last touched — before `before`, in the call row and in the stored event bodies. What
  * the statistics need stays: agency, city, nature code, priority, flags, route, decisions,
- * assignments and times. Idempotent: a scrubbed call is not touched again.
+ * assignments and times. Idempotent: a scrubbed call is not touched again, unless an event of it
+ * is stored later.
  *
  * In batches of `batchSize` calls, each its own transaction: a large backlog (the first run, a
  * shorter RETENTION_DAYS) neither outlasts the statement timeout nor holds many rows locked for
  * long, and what a batch did stays done if a later one fails. A call another transaction holds
  * locked right now (an event of it being stored) is left for the next run: the scrub waits for nobody.
+ *
+ * Two passes, each finding its calls cheaply: by the call row, then by the event bodies that still
+ * hold personal data (a partial index). The second finds what the row no longer shows: an event
+ * stored after its call was scrubbed (older than the call's last one, or a second close), or data a
+ * later event left out of the row. Neither pass reads an old body that is already scrubbed.
  */
 export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?: number } = {}): Promise<ScrubResult> {
   const batchSize = opts.batchSize ?? 500
   const total: ScrubResult = { calls: 0, events: 0 }
-  for (;;) {
-    const done = await db.transaction().execute((trx) => scrubBatch(trx, before, batchSize))
-    total.calls += done.calls
-    total.events += done.events
-    // Each scrubbed call leaves the selection, so this ends; a short batch means nothing is left now.
-    if (done.calls < batchSize) return total
+  for (const holding of [rowHoldsPersonalData, eventHoldsPersonalData]) {
+    for (;;) {
+      const done = await db.transaction().execute((trx) => scrubBatch(trx, before, batchSize, holding))
+      total.calls += done.calls
+      total.events += done.events
+      // Each scrubbed call leaves the selection, so this ends; a short batch means nothing is left now.
+      if (done.calls < batchSize) break
+    }
   }
+  return total
 }
 
-async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: number): Promise<ScrubResult> {
+/**
+ * An event body that still holds personal data: what the scrub removes from it, and the predicate of
+ * the partial index call_events_personal_idx (migration 0015). Change both together, or each run
+ * reads every old body instead of the index — and a key found here but not removed never ends a run.
+ */
+export const EVENT_HOLDS_PERSONAL_DATA = sql<boolean>`(body->'call' ?| array['caller', 'subject', 'description'] or body->'call'->'location' ?| array['address', 'lat', 'lon'])`
+
+type Holding = (eb: ExpressionBuilder<Database, 'calls'>) => Expression<SqlBool>
+
+const rowHoldsPersonalData: Holding = (eb) =>
+  eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`])
+
+// The call ids first (a scan of the small index), then the calls by key: a semi-join could instead
+// walk every call in the table to look each one up.
+const eventHoldsPersonalData: Holding = (eb) => sql<boolean>`call_id = any(array(${eb.selectFrom('call_events').select('call_id').distinct().where(EVENT_HOLDS_PERSONAL_DATA)}))`
+
+async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: number, holding: Holding): Promise<ScrubResult> {
   const due = trx
     .selectFrom('calls')
     .select('call_id')
     .where((eb) => eb.or([eb('closed_at', '<', before), eb.and([eb('closed_at', 'is', null), eb('updated_at', '<', before)])]))
-    .where((eb) => eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`]))
+    .where(holding)
     .orderBy('call_id')
     .limit(batchSize)
     .forUpdate()
@@ -60,6 +85,8 @@ async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: n
       body: sql`(body #- '{call,caller}' #- '{call,subject}' #- '{call,description}' #- '{call,location,address}' #- '{call,location,lat}' #- '{call,location,lon}')`,
     })
     .where(sql<boolean>`call_id = any(${calls.map((c) => c.call_id)}::text[])`)
+    // A body scrubbed before is not written again.
+    .where(EVENT_HOLDS_PERSONAL_DATA)
     .executeTakeFirst()
   return { calls: calls.length, events: Number(events.numUpdatedRows) }
 }

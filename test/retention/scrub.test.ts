@@ -1,7 +1,8 @@
+import { sql } from 'kysely'
 import t from 'tap'
 import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
-import { scrubPersonalData } from '../../src/retention/scrub.js'
+import { EVENT_HOLDS_PERSONAL_DATA, scrubPersonalData } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld, eventually, openTransaction, quietLog } from '../helpers/world.js'
 
@@ -80,4 +81,43 @@ t.test('in batches; a call locked elsewhere is left for the next run, not waited
   await holder.query('rollback')
   t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 1, events: 2 }, 'the next run takes it')
   t.equal(await callerOf(locked), null)
+})
+
+t.test('an event stored after its call was scrubbed is scrubbed at the next run', async (t) => {
+  const before = new Date(Date.now() - 90 * 86_400_000)
+  const old = await closedCall('EDP', 120)
+  t.same(await scrubPersonalData(db, before), { calls: 1, events: 2 })
+  // CAD sends the close again: kept for the record with its whole body, and the call row stays clean.
+  const late = callEvent({ type: 'call.closed', callId: old, occurredAt: '2026-01-01T11:05:00Z', disposition: 'resolved_by_phone' })
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: late })).json().applied, false)
+
+  t.same(await scrubPersonalData(db, before), { calls: 1, events: 1 })
+  const events = await db.selectFrom('call_events').select('body').where('call_id', '=', old).execute()
+  t.equal(events.length, 3)
+  for (const v of PERSONAL) t.notOk(JSON.stringify(events).includes(v), `"${v}" is gone from the late event`)
+  t.same(await scrubPersonalData(db, before), { calls: 0, events: 0 }, 'then nothing is left')
+})
+
+t.test('personal data a later event left out of the call row is scrubbed from the earlier event', async (t) => {
+  const created = callEvent({ occurredAt: '2026-01-01T10:00:00Z' })
+  await app.inject({ method: 'POST', url: '/v1/call-events', payload: created })
+  const { callId, agency, natureCode, priority } = created.call
+  // A close that repeats none of it: the row ends up clean, the created event's body does not.
+  const close = { ...callEvent({ type: 'call.closed' }), occurredAt: '2026-01-01T11:00:00Z', call: { callId, agency, natureCode, priority, location: { city: 'Hastings' }, disposition: 'resolved_by_phone' } }
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: close })).json().applied, true)
+  const closedAt = new Date(Date.now() - 120 * 86_400_000)
+  await db.updateTable('calls').set({ closed_at: closedAt, updated_at: closedAt }).where('call_id', '=', callId).execute()
+
+  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 1, events: 1 })
+  const events = await db.selectFrom('call_events').select('body').where('call_id', '=', callId).execute()
+  for (const v of PERSONAL) t.notOk(JSON.stringify(events).includes(v), `"${v}" is gone from the created event`)
+})
+
+t.test('event bodies that hold personal data are found through their partial index, not by reading every body', async (t) => {
+  // The scrub's condition must stay the index predicate of migration 0015, or each run reads every old body.
+  const plan = await db.transaction().execute(async (trx) => {
+    await sql`set local enable_seqscan = off`.execute(trx)
+    return (await sql<{ 'QUERY PLAN': string }>`explain select call_id from call_events where ${EVENT_HOLDS_PERSONAL_DATA}`.execute(trx)).rows
+  })
+  t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /call_events_personal_idx/)
 })

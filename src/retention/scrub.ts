@@ -8,7 +8,7 @@ export interface ScrubResult {
 }
 
 /**
- * Removes personal data (caller, subject, description, street address, county person id) from calls
+ * Removes personal data (caller, subject, description, street address and its hash, county person id) from calls
  * closed — or last touched — before `before`, in the call row and in the stored event bodies. What
  * the statistics need stays: agency, city, nature code, priority, flags, route, decisions,
  * assignments and times. Idempotent: a scrubbed call is not touched again, unless an event of it
@@ -49,7 +49,7 @@ export const EVENT_HOLDS_PERSONAL_DATA = sql<boolean>`(body->'call' ?| array['ca
 type Holding = (eb: ExpressionBuilder<Database, 'calls'>) => Expression<SqlBool>
 
 const rowHoldsPersonalData: Holding = (eb) =>
-  eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`])
+  eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), eb('address_key', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`])
 
 // The call ids first (a scan of the small index), then the calls by key: a semi-join could instead
 // walk every call in the table to look each one up.
@@ -72,6 +72,9 @@ async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: n
       subject: null,
       description: null,
       subject_person_id: null,
+      // An unsalted hash of the street address: anyone with a list of addresses reads it back. Only
+      // the 30-day history counts use it, and these calls are far older.
+      address_key: null,
       // Keep the city (coarse, used by reports); drop the street address and coordinates.
       location: sql`case when location ? 'city' then jsonb_build_object('city', location->'city') else null end`,
     })

@@ -29,8 +29,11 @@ t.test('calls older than the retention period lose their personal data and keep 
   const result = await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000))
   t.same(result, { calls: 1, events: 2 })
 
+  const before = await db.selectFrom('calls').select('address_key').where('call_id', '=', recent).executeTakeFirstOrThrow()
+  t.ok(before.address_key, 'a call within the period keeps its address key (history)')
   const row = await db.selectFrom('calls').selectAll().where('call_id', '=', old).executeTakeFirstOrThrow()
   t.equal(row.caller, null)
+  t.equal(row.address_key, null, 'the address key goes too: a hash of an address is found again from a list of addresses')
   t.equal(row.subject, null)
   t.equal(row.description, null)
   t.equal(row.subject_person_id, null)

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Selectable, Transaction } from 'kysely'
+import { sql, type Selectable, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import type { AssignmentsTable, Database } from '../db/schema.js'
 import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js'
@@ -7,7 +7,19 @@ import { AppError, notFound } from '../http/errors.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
 import { DEFAULT_ESCALATION } from '../routing/rule-set.js'
 import { activeVersion, loadDocument } from '../rule-sets/repository.js'
-import { cruAvailability, cruCapacity, cruTeamKey, type AssignmentSpec, type QueueName, type Role, type Route, type RuleSet } from '../routing/index.js'
+import {
+  cruAvailability,
+  cruCapacity,
+  cruTeamKey,
+  ROUTE_PRIMARY,
+  SAFETY_FLAGS,
+  SAFETY_NATURE_CODES,
+  type AssignmentSpec,
+  type QueueName,
+  type Role,
+  type Route,
+  type RuleSet,
+} from '../routing/index.js'
 import { toAssignmentView } from './repository.js'
 import type { AssignmentView } from './schemas.js'
 import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
@@ -22,7 +34,13 @@ import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
  * - a support whose queue has a fallback: nothing new — the call's primary carries the call (the
  *   last step, co-response → police);
  * - a queue without a fallback (police, EMS, follow-up): the same queue and role are offered again
- *   as a new assignment; the failed one is `expired` (deadline) or stays `declined`.
+ *   as a new assignment; the failed one is `expired` (deadline) or stays `declined`. A follow-up
+ *   offered again keeps the time it must be done by, and its reservation while that is still ahead.
+ *
+ * DESIGN rule 1 binds every step: on a call with safety facts (weapons, violence, a threat to
+ * others, a crime in progress — which a dispatcher may have routed elsewhere, rule 10) the chain
+ * skips routes without police as primary (case manager → CRU → co-response), and whatever is left
+ * open afterwards has police as primary: police are added, or promoted, and the others stand beside.
  *
  * New assignments go through the outbox in the same transaction (the same guarantee as a routing
  * decision), carry `escalated_from`, and every move is recorded in assignment_transitions with who,
@@ -79,7 +97,15 @@ async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promi
   return fallback
 }
 
-const activeCache = new Map<number, RuleSet>()
+const documentCache = new Map<number, RuleSet>()
+
+async function documentOf(trx: Transaction<Database>, version: number): Promise<RuleSet | undefined> {
+  const hit = documentCache.get(version)
+  if (hit) return hit
+  const document = (await loadDocument(trx, version)) as RuleSet | undefined
+  if (document) documentCache.set(version, document)
+  return document
+}
 
 /**
  * CRU availability is today's, as ingest sees it: the active rule set's schedules and limits, not
@@ -88,11 +114,51 @@ const activeCache = new Map<number, RuleSet>()
 async function activeDocument(trx: Transaction<Database>, fallback: RuleSet): Promise<RuleSet> {
   const version = await activeVersion(trx)
   if (version === undefined) return fallback
-  const hit = activeCache.get(version)
-  if (hit) return hit
-  const document = ((await loadDocument(trx, version)) as RuleSet | undefined) ?? fallback
-  activeCache.set(version, document)
-  return document
+  return (await documentOf(trx, version)) ?? fallback
+}
+
+/**
+ * The call's DESIGN rule 1 facts, as its latest decision saw them (the call as CAD last described it),
+ * in words for the record; null when there are none. The same definition the rule-set verifier
+ * proves every rule set against (SAFETY_FLAGS, SAFETY_NATURE_CODES on the mapped nature code), and
+ * — since a rule set may name more, as the default's `safety` does — a principle-1 rule that fired,
+ * or would have fired had a dispatcher not overridden it.
+ */
+async function safetyFacts(trx: Transaction<Database>, callId: string): Promise<string | null> {
+  const row = await trx
+    .selectFrom('calls')
+    .innerJoin('decisions', 'decisions.id', 'calls.decision_id')
+    .select([
+      'decisions.rule_set_version as version',
+      'decisions.rule_id as ruleId',
+      sql<Record<string, boolean> | null>`decisions.facts->'flags'`.as('flags'),
+      sql<string | null>`coalesce(decisions.outcome->'derived'->>'natureCode', decisions.facts->>'natureCode')`.as('natureCode'),
+      sql<string | null>`decisions.outcome->'override'->>'overriddenRuleId'`.as('overriddenRuleId'),
+    ])
+    .where('calls.call_id', '=', callId)
+    .executeTakeFirst()
+  if (!row) return null
+  const facts: string[] = SAFETY_FLAGS.filter((f) => row.flags?.[f] === true)
+  if (row.natureCode && SAFETY_NATURE_CODES.has(row.natureCode)) facts.push(`nature code ${row.natureCode}`)
+  if (facts.length) return `the call has ${facts.join(', ')}`
+  const ruleId = row.overriddenRuleId ?? row.ruleId
+  const rule = (await documentOf(trx, row.version))?.rules.find((r) => r.id === ruleId)
+  return rule?.principle === 1 ? `its rule ${rule.id} is a principle-1 rule` : null
+}
+
+/**
+ * The first route along the rule set's chain, from `route` on, that has police as primary; police
+ * itself when the chain ends (or turns back) before one.
+ */
+function policeLed(escalation: Partial<Record<QueueName, Route>>, route: Route): Route {
+  const seen = new Set<Route>()
+  let r: Route | undefined = route
+  while (r && !seen.has(r)) {
+    if (ROUTE_PRIMARY[r] === 'police') return r
+    seen.add(r)
+    r = escalation[ROUTE_PRIMARY[r]]
+  }
+  return 'police'
 }
 
 export async function escalateAssignment(db: Db, id: string, cause: EscalationCause, opts: EscalationOptions = {}): Promise<EscalationResult> {
@@ -129,7 +195,16 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     const queue = a.queue as QueueName
     const role = a.role as Role
     const fb = await fallbackOf(trx, a.decision_id)
+    // A follow-up comes after the call has closed: nobody is sent to the scene any more.
+    const safety = queue === 'follow_up' ? null : await safetyFacts(trx, a.call_id)
+    const rule1 = `DESIGN rule 1: ${safety}`
     let target = fb.escalation[queue] ?? null
+    let safetyNote = ''
+    if (target && role === 'primary' && safety && ROUTE_PRIMARY[target] !== 'police') {
+      const skipped = target
+      target = policeLed(fb.escalation, target)
+      safetyNote = ` (not ${skipped}, which has no police as primary — ${rule1})`
+    }
     // DESIGN rule 7 holds for escalations too: a route that needs CRU, when CRU is off hours or at
     // capacity, goes to police instead (counted as ingest counts, under the team's lock).
     let cruNote = ''
@@ -150,7 +225,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       (o) => isOpen(o.status) && o.queue !== 'follow_up',
     )
 
-    const fresh: { queue: QueueName; role: Role }[] = []
+    const fresh: { queue: QueueName; role: Role; note?: string }[] = []
     const roleChanges: { row: Selectable<AssignmentsTable>; to: Role }[] = []
     let outcome: string
     let to: AssignmentStatus
@@ -161,7 +236,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         else if (have.role !== spec.role) roleChanges.push({ row: have, to: spec.role })
       }
       to = 'escalated'
-      outcome = `escalated to ${target}${cruNote}`
+      outcome = `escalated to ${target}${safetyNote}${cruNote}`
     } else if (target) {
       to = 'escalated'
       outcome = `${queue} support dropped: the primary carries the call`
@@ -171,6 +246,30 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       outcome = `offered again to ${queue} (no fallback beyond ${queue})`
     }
     if (cause.kind === 'decline') to = 'declined'
+    if (safety) {
+      // Whatever the step (a support dropped, a responder offered again, a rule set's chain), a call
+      // with safety facts is never left without police as primary: no automated step sends it to
+      // CRU or a case manager alone.
+      const roleOf = (o: Selectable<AssignmentsTable>): Role => roleChanges.find((c) => c.row.id === o.id)?.to ?? (o.role as Role)
+      const setRole = (o: Selectable<AssignmentsTable>, r: Role) => {
+        const i = roleChanges.findIndex((c) => c.row.id === o.id)
+        if (i >= 0) roleChanges.splice(i, 1)
+        if (o.role !== r) roleChanges.push({ row: o, to: r })
+      }
+      const policeLeads = fresh.some((f) => f.queue === 'police' && f.role === 'primary') || others.some((o) => o.queue === 'police' && roleOf(o) === 'primary')
+      if (!policeLeads) {
+        for (const f of fresh) if (f.queue !== 'police') f.role = 'support'
+        for (const o of others) if (o.queue !== 'police' && roleOf(o) === 'primary') setRole(o, 'support')
+        const police = fresh.find((f) => f.queue === 'police')
+        const openPolice = others.find((o) => o.queue === 'police')
+        if (police) police.role = 'primary'
+        else if (openPolice) setRole(openPolice, 'primary')
+        else fresh.unshift({ queue: 'police', role: 'primary', note: `police added as primary (${rule1})` })
+        // A support dropped leaves a primary that may not carry such a call alone.
+        if (target && role === 'support') outcome = `${queue} support dropped`
+        outcome += `; police added as primary (${rule1})`
+      }
+    }
     if (fresh.length) outcome += `; new: ${fresh.map((f) => `${f.queue} ${f.role}`).join(', ')}`
     if (roleChanges.length) outcome += `; ${roleChanges.map((c) => `${c.row.queue} becomes ${c.to}`).join(', ')}`
 
@@ -180,29 +279,39 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     ]
     for (const c of roleChanges) {
       await trx.updateTable('assignments').set({ role: c.to, updated_at: now }).where('id', '=', c.row.id).execute()
-      transitions.push({ assignment_id: c.row.id, from_status: c.row.status, to_status: c.row.status, role: c.to, actor: cause.actor, reason: `role ${c.row.role} → ${c.to}: ${a.queue} ${why}` })
+      const because = safety && (c.to === 'support' || c.row.queue === 'police') ? ` (${rule1})` : ''
+      transitions.push({ assignment_id: c.row.id, from_status: c.row.status, to_status: c.row.status, role: c.to, actor: cause.actor, reason: `role ${c.row.role} → ${c.to}: ${a.queue} ${why}${because}` })
     }
 
     const created: AssignmentView[] = []
     if (fresh.length) {
+      // A follow-up offered again keeps the time it must be done by, and waits, reserved, for the
+      // time it was to be offered when that is still ahead (the worker holds its job until then).
+      const reservedUntil = a.reserved_until && a.reserved_until.getTime() > now.getTime() ? a.reserved_until : null
+      const notes = new Map<string, string | undefined>()
       const rows = await trx
         .insertInto('assignments')
         .values(
-          fresh.map((f) => ({
-            id: randomUUID(),
-            call_id: a.call_id,
-            // The decision that made the call's first assignments; the lineage is escalated_from.
-            decision_id: a.decision_id,
-            agency: a.agency,
-            queue: f.queue,
-            role: f.role,
-            status: 'queued',
-            // A follow-up offered again keeps the time it must be done by.
-            due_at: f.queue === a.queue ? a.due_at : null,
-            escalated_from: a.id,
-            created_at: now,
-            updated_at: now,
-          })),
+          fresh.map((f) => {
+            const same = f.queue === a.queue
+            const id = randomUUID()
+            notes.set(id, f.note)
+            return {
+              id,
+              call_id: a.call_id,
+              // The decision that made the call's first assignments; the lineage is escalated_from.
+              decision_id: a.decision_id,
+              agency: a.agency,
+              queue: f.queue,
+              role: f.role,
+              status: same && reservedUntil ? 'reserved' : 'queued',
+              due_at: same ? a.due_at : null,
+              reserved_until: same ? reservedUntil : null,
+              escalated_from: a.id,
+              created_at: now,
+              updated_at: now,
+            }
+          }),
         )
         .returningAll()
         .execute()
@@ -216,7 +325,9 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         )
         .execute()
       for (const r of rows) {
-        transitions.push({ assignment_id: r.id, from_status: null, to_status: 'queued', role: r.role, actor: cause.actor, reason: `escalated from ${a.queue} assignment ${a.id} (${why})` })
+        const reserved = r.status === 'reserved' && r.reserved_until ? `; reserved until ${r.reserved_until.toISOString()}` : ''
+        const note = notes.get(r.id)
+        transitions.push({ assignment_id: r.id, from_status: null, to_status: r.status, role: r.role, actor: cause.actor, reason: `escalated from ${a.queue} assignment ${a.id} (${why})${reserved}${note ? `; ${note}` : ''}` })
         created.push(toAssignmentView(r, now))
       }
     }

@@ -168,3 +168,61 @@ t.test('an escalation that needs CRU, while CRU is at capacity, goes to police a
     /escalated to police \(cru needs CRU, which is not available: CRU at capacity for esc-full \(1 open CRU assignments, limit 1\)\)/,
   )
 })
+
+// DESIGN rule 1: a dispatcher may send a call with weapons to a case manager or CRU (rule 10, a human
+// decision), but no automated step that follows may leave it with one of them alone.
+t.test('a call with weapons whose case manager declines escalates to police as primary, not to CRU alone (DESIGN rule 1)', async (t) => {
+  const cm = await post({ natureCode: 'WEAPON', flags: { weapons: true }, agency: 'esc-armed', dispatcherOverride: 'case_manager' })
+  t.same(cm.decision.assignments.map((a) => `${a.queue}:${a.role}`), ['case_management:primary', 'cru:support'], 'the dispatcher’s route')
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  const cruSupport = cm.decision.assignments.find((a) => a.queue === 'cru')!
+  t.equal((await move(primary.id, 'decline', { reason: 'not my client' })).statusCode, 200)
+
+  const after = (await call(cm.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from case_management assignment ${primary.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['police:primary'], 'police lead')
+  t.equal(byId(after, cruSupport.id).role, 'support', 'CRU stays beside police, not promoted to primary')
+  t.notOk(after.some((a) => a.queue === 'cru' && a.role === 'primary'), 'never CRU as primary')
+  t.match(byId(after, primary.id).transitions.at(-1)!.reason, /^declined: not my client; escalated to co_response \(not cru, which has no police as primary — DESIGN rule 1: the call has weapons, nature code WEAPON\); new: police primary$/)
+})
+
+t.test('the same when the case manager misses the deadline', async (t) => {
+  const cm = await post({ natureCode: 'WEAPON', flags: { weapons: true }, agency: 'esc-armed-late', dispatcherOverride: 'case_manager' })
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  // The CRU support is taken, so only the case manager's deadline passes.
+  t.equal((await move(cm.decision.assignments.find((a) => a.queue === 'cru')!.id, 'acknowledge')).statusCode, 200)
+  await until(primary.id, 'escalated')
+  const after = (await call(cm.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from case_management assignment ${primary.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['police:primary'])
+  t.match(byId(after, primary.id).transitions.at(-1)!.reason, /not acknowledged by .*; escalated to co_response \(not cru, which has no police as primary — DESIGN rule 1: the call has weapons/)
+})
+
+t.test('a nature code that is a safety matter by the rule set alone counts too (a DVNA call)', async (t) => {
+  // DVNA is in the default rule set's `safety` definition, with no flag set: the rule the override
+  // set aside (safety-police) is principle 1.
+  const cm = await post({ natureCode: 'DVNA', agency: 'esc-dvna', dispatcherOverride: 'case_manager' })
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  await move(primary.id, 'decline')
+  const after = (await call(cm.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from case_management assignment ${primary.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['police:primary'])
+  t.match(byId(after, primary.id).transitions.at(-1)!.reason, /escalated to co_response \(not cru, which has no police as primary — DESIGN rule 1: its rule safety-police is a principle-1 rule\)/)
+})
+
+t.test('a call with weapons whose CRU support declines is not left to the case manager alone', async (t) => {
+  const cm = await post({ natureCode: 'WEAPON', flags: { weapons: true }, agency: 'esc-armed-support', dispatcherOverride: 'case_manager' })
+  const primary = cm.decision.assignments.find((a) => a.queue === 'case_management')!
+  const cruSupport = cm.decision.assignments.find((a) => a.queue === 'cru')!
+  // The case manager takes the call, so no deadline of theirs adds to its history meanwhile.
+  t.equal((await move(primary.id, 'acknowledge')).statusCode, 200)
+  await move(cruSupport.id, 'decline')
+  const after = (await call(cm.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from cru assignment ${cruSupport.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['police:primary'], 'police added as primary')
+  t.match(fresh[0]!.transitions[0]!.reason, /police added as primary \(DESIGN rule 1: the call has weapons, nature code WEAPON\)/)
+  const manager = byId(after, primary.id)
+  t.equal(manager.role, 'support', 'the case manager stays, beside police')
+  t.match(manager.transitions.at(-1)!.reason, /^role primary → support: cru declined \(DESIGN rule 1: the call has weapons/)
+  t.match(byId(after, cruSupport.id).transitions.at(-1)!.reason, /^declined; cru support dropped; police added as primary \(DESIGN rule 1: the call has weapons, nature code WEAPON\); new: police primary; case_management becomes support/)
+})

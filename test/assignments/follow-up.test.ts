@@ -1,4 +1,5 @@
 import t from 'tap'
+import { escalateAssignment } from '../../src/assignments/escalation.js'
 import { planAssignments } from '../../src/calls/plan.js'
 import { loadConfig } from '../../src/config.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
@@ -10,7 +11,7 @@ let offsetMs = 0
 const DUE_HOURS = 2 / 3600 // offered 2 s after closing
 const world = await createWorld(t, { now: () => new Date(Date.now() + offsetMs), env: { FOLLOW_UP_DUE_HOURS: String(DUE_HOURS) } })
 const { lifecycleQueue } = await startPipeline(t, world)
-const { post, call, assignment, until } = helpers(world)
+const { post, move, call, assignment, until } = helpers(world)
 
 t.test('defaults: reserved until 24 h after closing, due 72 h after closing', async (t) => {
   const config = loadConfig({})
@@ -69,4 +70,41 @@ t.test('a closed mental-health call’s follow-up is reserved, offered when due,
   t.equal(again.overdue, 0, 'recorded once')
   const last = (await call(created.callId)).assignments.find((a) => a.id === fuId)!.transitions.at(-1)!
   t.match(last, { from: 'offered', to: 'offered', actor: 'system:follow-up-deadline', reason: /^overdue: not done by / })
+})
+
+t.test('a reserved follow-up that is declined is offered again when due, not at once', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'fu-decline' })
+  const closed = await post({ type: 'call.closed', callId: created.callId, natureCode: 'EDP', agency: 'fu-decline' })
+  const fuId = closed.decision.assignments.find((a) => a.queue === 'follow_up')!.id
+  const original = await assignment(fuId)
+  t.equal(original.status, 'reserved')
+  const res = await move(fuId, 'decline', { actor: 'sw-desk', reason: 'caseload full' })
+  t.equal(res.statusCode, 200, 'a reserved follow-up may be declined')
+  t.equal(res.json().status, 'declined')
+  const declinedAt = Date.now()
+  t.ok(new Date(original.reservedUntil!).getTime() > declinedAt, 'declined while its reservation was ahead')
+
+  const history = (await call(created.callId)).assignments
+  const next = history.find((a) => a.queue === 'follow_up' && a.id !== fuId)!
+  t.ok(next, 'a follow-up offered again')
+  const again = await assignment(next.id)
+  t.match(again, { status: 'reserved', role: 'primary', escalatedFrom: fuId, reservedUntil: original.reservedUntil, dueAt: original.dueAt }, 'its reservation and due time kept')
+  t.match(next.transitions[0], { from: null, to: 'reserved', reason: new RegExp(`^escalated from follow_up assignment ${fuId} \\(declined: caseload full\\); reserved until ${original.reservedUntil}`) })
+
+  // The worker holds its job until then, as for the first.
+  await until(next.id, 'offered')
+  const offered = (await call(created.callId)).assignments.find((a) => a.id === next.id)!.transitions.find((x) => x.to === 'offered')!
+  t.ok(new Date(offered.at).getTime() >= new Date(original.reservedUntil!).getTime(), 'not offered before it is due')
+})
+
+t.test('a follow-up declined after its reservation has passed is offered again at once, due as before', async (t) => {
+  const created = await post({ natureCode: 'EDP', agency: 'fu-decline-late' })
+  const closed = await post({ type: 'call.closed', callId: created.callId, natureCode: 'EDP', agency: 'fu-decline-late' })
+  const fuId = closed.decision.assignments.find((a) => a.queue === 'follow_up')!.id
+  const original = await assignment(fuId)
+  // Declined, as seen from a clock past the reservation (whether the worker offered it yet or not).
+  const later = new Date(new Date(original.reservedUntil!).getTime() + 60_000)
+  const r = await escalateAssignment(world.db, fuId, { kind: 'decline', actor: 'sw-desk' }, { now: later })
+  t.equal(r.view.status, 'declined')
+  t.match(r.created, [{ queue: 'follow_up', status: 'queued', reservedUntil: null, dueAt: original.dueAt }])
 })

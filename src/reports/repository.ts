@@ -1,5 +1,7 @@
 import { sql, type RawBuilder } from 'kysely'
 import type { Executor } from '../calls/repository.js'
+// A mental-health call with any of these flags is a safety call (DESIGN rule 1): police is primary by design.
+import { SAFETY_FLAGS } from '../routing/index.js'
 
 /**
  * Report queries. Each one groups by GROUPING SETS so one round trip yields every cell a report
@@ -23,8 +25,6 @@ export interface CellKey {
   bucket: Date | null
 }
 
-/** A mental-health call with any of these flags is a safety call (DESIGN rule 1): police is primary by design. */
-const SAFETY_FLAGS = ['weapons', 'violence', 'threatToOthers', 'crimeInProgress'] as const
 /** Statuses that mean a responder left the queue's hands: escalated or expired, whatever the reason. */
 export const ESCALATION_STATUSES = ['escalated', 'expired'] as const
 /** Waiting for a responder: counted as the queue's depth. */

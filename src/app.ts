@@ -13,6 +13,7 @@ import { authPlugin } from './auth/plugin.js'
 import { authRoutes } from './auth/routes.js'
 import { AppError } from './http/errors.js'
 import { callRoutes } from './calls/routes.js'
+import { CALL_ID_MAX_LENGTH } from './calls/schemas.js'
 import { createCallService } from './calls/service.js'
 import { eidoRoutes } from './eido/routes.js'
 import { healthRoutes } from './http/health.js'
@@ -23,6 +24,7 @@ import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
 import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
+import { refuseUnstorableText } from './http/storable.js'
 import { loggerOptions } from './logger.js'
 import { createRuleSetLifecycle } from './rule-sets/lifecycle.js'
 import type { RuleSetRegistry } from './rule-sets/registry.js'
@@ -84,6 +86,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     ajv: { customOptions: { removeAdditional: false } },
+    // The longest path parameter is a callId: every id POST accepts must read back (the default, 100,
+    // answered 414). The router measures the decoded value, so percent-encoding does not count.
+    routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
     frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS),
   }).withTypeProvider<ZodTypeProvider>()
 
@@ -99,6 +104,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.header('x-request-id', req.id)
   })
   registerProblemHandlers(app, config.RETRY_AFTER_SECONDS)
+  refuseUnstorableText(app)
   await app.register(helmet, {
     // Swagger UI and the dashboard load their own scripts and styles from this origin only.
     contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
@@ -147,7 +153,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics,
   )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
-  await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets })
+  await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
   const feed = createAssignmentFeed({
     db: deps.db,
     databaseUrl: config.DATABASE_URL,
@@ -162,7 +168,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(feedRoutes, { feed })
   await app.register(authRoutes, { db: deps.db, keys })
-  await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets })
+  await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
   await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
   await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
   await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, ...(deps.now ? { now: deps.now } : {}) }) })

@@ -7,7 +7,7 @@ import { canActForAgency, seesHealthHistory } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
-import { callEventResultSchema, callEventSchema, callViewSchema } from './schemas.js'
+import { callEventResultSchema, callEventSchema, callIdSchema, callViewSchema, refuseFarFutureEvent } from './schemas.js'
 import type { CallService } from './service.js'
 import { loadCallView, withoutHealthHistory } from './view.js'
 
@@ -16,9 +16,11 @@ export interface CallRoutesOptions {
   db: Db
   /** The decisions' rule sets: which trace conditions are history, for consoles that may not see it. */
   ruleSets: Pick<RuleSetRegistry, 'version'>
+  /** The service's clock (the call service's own): events dated too far past it are refused. */
+  now: () => Date
 }
 
-export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, { calls, db, ruleSets }) => {
+export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, { calls, db, ruleSets, now }) => {
   app.post(
     '/v1/call-events',
     {
@@ -40,6 +42,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
       },
     },
     async (req, reply) => {
+      refuseFarFutureEvent(req.body.occurredAt, now(), 'occurredAt')
       const p = principalOf(req)
       if (!canActForAgency(p, req.body.call.agency)) throw new AppError('forbidden', `this key may not post events for agency ${req.body.call.agency}`)
       const { created, result } = await calls.ingest(req.body, { mayTouchAgency: (a) => canActForAgency(p, a) })
@@ -55,7 +58,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         tags: ['calls'],
         operationId: 'getCall',
         summary: 'A call with its events, decisions (facts, explanation and trace) and assignments',
-        params: z.object({ callId: z.string().min(1).max(128) }),
+        params: z.object({ callId: callIdSchema }),
         description: 'Reading a call reads its personal data: every read is recorded in the audit log. Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
         response: { 200: callViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },

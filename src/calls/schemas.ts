@@ -1,6 +1,8 @@
 import { z } from 'zod'
 import { EVENT_TYPES, FLAG_NAMES, QUEUES, ROLES, ROUTES, type FlagName } from '../routing/index.js'
 import { assignmentSummarySchema } from '../assignments/schemas.js'
+import { AppError } from '../http/errors.js'
+import { instant } from '../http/storable.js'
 
 const flagShape = Object.fromEntries(FLAG_NAMES.map((f) => [f, z.boolean().default(false)])) as Record<FlagName, z.ZodDefault<z.ZodBoolean>>
 
@@ -9,9 +11,16 @@ export const flagsSchema = z.object(flagShape).strict().describe('Each flag defa
 
 const text = (max: number) => z.string().max(max)
 
+/**
+ * The longest callId (an EIDO's `$id` becomes one). GET /v1/calls/{callId} must read back every id
+ * POST accepts: the router's limit on a path parameter is this (counted once it is decoded).
+ */
+export const CALL_ID_MAX_LENGTH = 128
+export const callIdSchema = z.string().min(1).max(CALL_ID_MAX_LENGTH)
+
 export const callSchema = z
   .object({
-    callId: z.string().min(1).max(128).describe('The CAD incident number'),
+    callId: callIdSchema.describe('The CAD incident number'),
     agency: z
       .string()
       .min(1)
@@ -47,11 +56,28 @@ export const callSchema = z
   })
   .strict()
 
+/**
+ * How far ahead of the service's clock an event's occurredAt may be. A call's events apply in
+ * occurredAt order, so one dated in the far future would leave every later event stored unapplied
+ * and the call could never be closed. CAD clocks drift, and one sending local time as UTC is off by
+ * up to 14 hours: a day refuses only what no wrong clock explains, never a CAD that is a little fast.
+ */
+export const OCCURRED_AT_MAX_AHEAD_HOURS = 24
+
+/** Refuses (400 naming `field`) an event time too far ahead of `now`; the schema cannot see the service's clock. */
+export function refuseFarFutureEvent(occurredAt: string, now: Date, field: string): void {
+  if (Date.parse(occurredAt) - now.getTime() > OCCURRED_AT_MAX_AHEAD_HOURS * 3600_000) {
+    throw new AppError('validation-failed', `${field} is more than ${OCCURRED_AT_MAX_AHEAD_HOURS} hours ahead of the service's clock`, {
+      invalidParams: [{ name: field, reason: `must be at most ${OCCURRED_AT_MAX_AHEAD_HOURS} hours after the service's clock (${now.toISOString()})` }],
+    })
+  }
+}
+
 export const callEventSchema = z
   .object({
     eventId: z.string().min(1).max(128).describe('Unique per source: the idempotency key'),
     type: z.enum(EVENT_TYPES),
-    occurredAt: z.iso.datetime({ offset: true }).describe('When CAD recorded the event (RFC 3339)'),
+    occurredAt: instant.describe(`When CAD recorded the event (RFC 3339); at most ${OCCURRED_AT_MAX_AHEAD_HOURS} hours ahead of the service's clock`),
     call: callSchema,
   })
   .strict()

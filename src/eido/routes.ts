@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { CallService } from '../calls/service.js'
-import { callEventResultSchema } from '../calls/schemas.js'
+import { callEventResultSchema, callIdSchema, refuseFarFutureEvent } from '../calls/schemas.js'
 import { loadCallView, withoutHealthHistory } from '../calls/view.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
@@ -21,9 +21,11 @@ export interface EidoRoutesOptions {
   db: Db
   /** The decisions' rule sets: which trace conditions are history, for consoles that may not see it. */
   ruleSets: Pick<RuleSetRegistry, 'version'>
+  /** The service's clock (the call service's own): documents dated too far past it are refused. */
+  now: () => Date
 }
 
-export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, { calls, db, ruleSets }) => {
+export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, { calls, db, ruleSets, now }) => {
   app.post(
     '/v1/eido',
     {
@@ -46,6 +48,8 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       },
     },
     async (req, reply) => {
+      // lastUpdateTimeStamp becomes the event's occurredAt.
+      refuseFarFutureEvent(req.body.lastUpdateTimeStamp, now(), 'lastUpdateTimeStamp')
       const p = principalOf(req)
       const seen = await seenBefore(db, req.body.$id, eidoEventId(req.body))
       const event = eidoToCallEvent(req.body, seen)
@@ -66,7 +70,7 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
         description:
           'Assignments appear as emergencyResourceComponent entries (pool as registry type and resource attribute, assignment status as unit status), ' +
           'the decision as a dispatch component and additional data, and dispositions with APCO disposition codes where one fits.',
-        params: z.object({ callId: z.string().min(1).max(128) }),
+        params: z.object({ callId: callIdSchema }),
         response: { 200: eidoOutSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },

@@ -7,8 +7,10 @@
  * carries far more than a routing decision needs. Outbound schemas are what GET …/eido promises.
  */
 import { z } from 'zod'
+import { CALL_ID_MAX_LENGTH } from '../calls/schemas.js'
+import { instant } from '../http/storable.js'
 
-const INSTANT = z.iso.datetime({ offset: true })
+const INSTANT = instant
 
 export const referenceSchema = z.object({ $ref: z.string().min(1).max(512).describe('The $id of the referenced data component') }).meta({ id: 'EidoReference' })
 
@@ -125,7 +127,7 @@ export const additionalDataIn = z.looseObject({
 /** An EIDO as POST /v1/eido accepts it. */
 export const eidoInSchema = z
   .looseObject({
-    $id: z.string().min(1).max(128).describe('The incident tracking identifier: becomes the callId'),
+    $id: z.string().min(1).max(CALL_ID_MAX_LENGTH).describe('The incident tracking identifier: becomes the callId'),
     lastUpdateTimeStamp: INSTANT.describe('With $id, the idempotency key of this document'),
     updatedByAgencyReference: referenceSchema,
     eidoVersion: z.literal('1.0'),

@@ -5,6 +5,7 @@ import { canActForAgency, type Principal } from '../auth/principal.js'
 import { principalOf } from '../auth/plugin.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
+import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
 import { overdueFollowUps, queueDepths } from './repository.js'
 import { buildSummary, summaryCsv } from './summary.js'
@@ -14,8 +15,8 @@ const MAX_RANGE_DAYS = 400
 
 const summaryQuery = z
   .object({
-    from: z.iso.datetime({ offset: true }).optional().describe('Start of the range (inclusive); default: 30 days before `to`'),
-    to: z.iso.datetime({ offset: true }).optional().describe('End of the range (exclusive); default: now'),
+    from: instant.optional().describe('Start of the range (inclusive); default: 30 days before `to`'),
+    to: instant.optional().describe('End of the range (exclusive); default: now'),
     bucket: z.enum(['day', 'week']).default('day').describe('Series buckets, in UTC; weeks start on Monday'),
     agency: z.string().min(1).max(64).optional().describe('Only this agency'),
     repeatThreshold: z.coerce.number().int().min(2).max(100).default(3).describe('Repeat callers: subjects with at least this many calls in the 30 days before `to`'),
@@ -96,9 +97,9 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       const asOf = now()
       const to = req.query.to ? new Date(req.query.to) : asOf
       const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS)
-      if (from >= to) throw new AppError('validation-failed', '`from` must be before `to`', { invalidParams: [{ name: 'from', reason: 'must be before to' }] })
+      if (from >= to) throw new AppError('validation-failed', '`from` must be before `to`', { invalidParams: [{ name: 'querystring.from', reason: 'must be before to' }] })
       if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
-        throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
+        throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'querystring.from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
       }
       const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: agenciesFor(principalOf(req), req.query.agency) }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')

@@ -12,16 +12,18 @@ import { canActForAgency } from '../auth/principal.js'
 import { callSchema, decisionSchema, traceSchema } from '../calls/schemas.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
+import { instant } from '../http/storable.js'
 import { EVENT_TYPES, QUEUES, ROLES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
 import { factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
+import { ruleSetVersion } from './routes.js'
 
 const evaluateBody = z
   .object({
     call: callSchema,
     type: z.enum(EVENT_TYPES).default('call.created').describe('The event type to evaluate as'),
-    version: z.number().int().positive().optional().describe('A stored rule-set version; default: the active one'),
-    at: z.iso.datetime({ offset: true }).optional().describe('The instant to decide at (CRU schedules); default: now'),
+    version: ruleSetVersion.optional().describe('A stored rule-set version; default: the active one'),
+    at: instant.optional().describe('The instant to decide at (CRU schedules); default: now'),
     history: historySchema.optional().describe('History facts to use instead of looking them up (a what-if)'),
     cru: z.object({ available: z.boolean(), reason: z.string().max(500).nullable() }).strict().optional().describe('CRU availability to use instead of the schedule'),
   })

@@ -11,17 +11,19 @@ import { principalOf } from '../auth/plugin.js'
 import { requireCountyWide, type Principal } from '../auth/principal.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
+import { instant } from '../http/storable.js'
 import { ROUTES } from '../routing/index.js'
 import { ruleSetOrNotFound } from './evaluate-routes.js'
 import type { RuleSetRegistry } from './registry.js'
 import { createReplay } from './replay.js'
+import { ruleSetVersion, ruleSetVersionParam } from './routes.js'
 import { storedDecisions } from './replay-repository.js'
 import { shadowReport, type ShadowSource } from './shadow.js'
 
 const DAY_MS = 24 * 3600_000
 const MAX_RANGE_DAYS = 400
 
-const versionParams = z.object({ version: z.coerce.number().int().positive().describe('A stored rule-set version') }).strict()
+const versionParams = z.object({ version: ruleSetVersionParam.describe('A stored rule-set version') }).strict()
 const routeEnum = z.enum(ROUTES)
 const rateSchema = z.number().min(0).max(1).nullable()
 const mixSchema = z.object({ police: z.number().int(), cru: z.number().int(), co_response: z.number().int(), ems: z.number().int(), case_manager: z.number().int() })
@@ -62,9 +64,9 @@ const replayReportSchema = z
 
 const replayBody = z
   .object({
-    from: z.iso.datetime({ offset: true }).describe('Calls first seen from (inclusive)'),
-    to: z.iso.datetime({ offset: true }).describe('Calls first seen before (exclusive)'),
-    against: z.number().int().positive().optional().describe('A second version to compare with: the calls whose route changes, by nature code'),
+    from: instant.describe('Calls first seen from (inclusive)'),
+    to: instant.describe('Calls first seen before (exclusive)'),
+    against: ruleSetVersion.optional().describe('A second version to compare with: the calls whose route changes, by nature code'),
     agency: z.string().min(1).max(64).optional().describe('Only this agency'),
     changeLimit: z.number().int().min(0).max(1000).default(200).describe('How many changed calls to list (the counts cover them all)'),
   })
@@ -89,12 +91,14 @@ const shadowReportSchema = z
   })
   .meta({ id: 'ShadowReport' })
 
-function parseRange(fromText: string | undefined, toText: string | undefined, now: Date): { from: Date; to: Date } {
+/** `part`: where `from` and `to` were given, the prefix of their names in a problem (`querystring.from`); none for the body. */
+function parseRange(fromText: string | undefined, toText: string | undefined, now: Date, part: '' | 'querystring'): { from: Date; to: Date } {
   const to = toText ? new Date(toText) : now
   const from = fromText ? new Date(fromText) : new Date(to.getTime() - 30 * DAY_MS)
-  if (from >= to) throw new AppError('validation-failed', '`from` must be before `to`', { invalidParams: [{ name: 'from', reason: 'must be before to' }] })
+  const name = part ? `${part}.from` : 'from'
+  if (from >= to) throw new AppError('validation-failed', '`from` must be before `to`', { invalidParams: [{ name, reason: 'must be before to' }] })
   if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
-    throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
+    throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name, reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
   }
   return { from, to }
 }
@@ -128,7 +132,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const p = principalOf(req)
       const candidate = await ruleSetOrNotFound(ruleSets, req.params.version)
       const against = req.body.against === undefined ? null : await ruleSetOrNotFound(ruleSets, req.body.against)
-      const { from, to } = parseRange(req.body.from, req.body.to, now())
+      const { from, to } = parseRange(req.body.from, req.body.to, now(), '')
       const run = createReplay(candidate, against, { changeLimit: req.body.changeLimit })
       for await (const item of storedDecisions(db, { from, to, agencies: agenciesFor(p, req.body.agency) })) run.add(item)
       return { from: from.toISOString(), to: to.toISOString(), ...run.report() }
@@ -177,7 +181,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const { version } = req.params
       await ruleSetOrNotFound(ruleSets, version)
       if (ruleSets.active().version === version) {
-        throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'version', reason: 'is the active version' }] })
+        throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'params.version', reason: 'is the active version' }] })
       }
       const setting = await db.transaction().execute(async (trx) => {
         const reason = req.body?.reason ?? null
@@ -228,9 +232,9 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
         description: 'Live routing decisions made in the range (closing events excluded), the route mixes of both, and the route changes by nature code.',
         querystring: z
           .object({
-            from: z.iso.datetime({ offset: true }).optional().describe('Default: 30 days before `to`'),
-            to: z.iso.datetime({ offset: true }).optional().describe('Default: now'),
-            version: z.coerce.number().int().positive().optional().describe('Only this shadow version; default: the current one (or every one, when none is set)'),
+            from: instant.optional().describe('Default: 30 days before `to`'),
+            to: instant.optional().describe('Default: now'),
+            version: ruleSetVersionParam.optional().describe('Only this shadow version; default: the current one (or every one, when none is set)'),
             agency: z.string().min(1).max(64).optional(),
           })
           .strict(),
@@ -239,7 +243,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
     },
     async (req) => {
       const p = principalOf(req)
-      const { from, to } = parseRange(req.query.from, req.query.to, now())
+      const { from, to } = parseRange(req.query.from, req.query.to, now(), 'querystring')
       const version = req.query.version ?? (await shadow.setting())?.version ?? null
       return shadowReport(db, { from, to, agencies: agenciesFor(p, req.query.agency), version })
     },

@@ -5,6 +5,7 @@ import { requireCountyWide } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
 import { notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
+import { PG_INTEGER_MAX } from '../http/storable.js'
 import { FINDING_KINDS, FLAG_NAMES, formatReportWithCoverage, ROUTES, ruleSetSchema } from '../routing/index.js'
 import type { RuleSetLifecycle } from './lifecycle.js'
 import { findRuleSet, listActivations, listRuleSets, type RuleSetSummaryRow } from './repository.js'
@@ -70,7 +71,11 @@ const activationSchema = z.object({
 })
 
 const reasonBody = z.object({ reason: z.string().trim().min(3).max(1000).describe('Why: kept in the activation history and the audit log') }).strict()
-const versionParams = z.object({ version: z.coerce.number().int().positive().max(2_147_483_647) })
+/** A stored rule-set version, in a body: rule_sets.version is a Postgres integer, so a larger number is a 400, not a 500. */
+export const ruleSetVersion = z.number().int().positive().max(PG_INTEGER_MAX)
+/** The same, as a path or query parameter (text, coerced). */
+export const ruleSetVersionParam = z.coerce.number().int().positive().max(PG_INTEGER_MAX)
+const versionParams = z.object({ version: ruleSetVersionParam })
 
 const summary = (r: RuleSetSummaryRow) => ({
   version: r.version,
@@ -214,7 +219,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
         operationId: 'rollbackRuleSet',
         summary: 'Re-activate the version that was active before the current one (or `toVersion`)',
         description: 'Undoes the last activation (a second rollback undoes the first). Verified and recorded like an activation; 409 when there is nothing to roll back to.',
-        body: reasonBody.extend({ toVersion: z.number().int().positive().optional() }),
+        body: reasonBody.extend({ toVersion: ruleSetVersion.optional() }),
         response: { 200: activationResponse, ...problemResponses(400, 401, 403, 404, 409, 415, 422, 429, 503) },
       },
     },

@@ -1,0 +1,74 @@
+/**
+ * What Postgres can store, checked at the edge: a request carrying a value the database would
+ * refuse gets a 400 naming the field, never a 500 from the insert (or the lookup) it reaches.
+ */
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { AppError } from './errors.js'
+
+/** The largest value of a Postgres `integer` column (rule-set versions, for one). */
+export const PG_INTEGER_MAX = 2_147_483_647
+
+export const UNSTORABLE_TEXT = 'must not contain NUL characters or unpaired surrogates'
+
+// Postgres text and jsonb cannot hold NUL (U+0000); jsonb (and json, which the repositories use to
+// pass rows) refuses an unpaired UTF-16 surrogate, and text would silently turn it into U+FFFD.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
+export const isStorableText = (s: string): boolean => !UNSTORABLE.test(s)
+
+/**
+ * The names (dotted paths, as problem+json names fields: `call.description`, `params.callId`) of
+ * every string and every field name in `value` that Postgres cannot store, in document order.
+ */
+export function unstorableTextFields(value: unknown, prefix = ''): string[] {
+  const found: string[] = []
+  const join = (path: string, key: string) => (path ? `${path}.${key}` : key)
+  // Depth-first with a stack of our own, not recursion: a deeply nested body must not overflow the
+  // call stack. Each entry is a value, its path, and the field name that leads to it (to check too).
+  const stack: [unknown, string, string | undefined][] = [[value, prefix, undefined]]
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [v, path, key] = top
+    if (key !== undefined && !isStorableText(key)) found.push(path)
+    if (typeof v === 'string') {
+      if (!isStorableText(v)) found.push(path || '(body)')
+    } else if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], join(path, String(i)), undefined])
+    } else if (v !== null && typeof v === 'object') {
+      const entries = Object.entries(v)
+      for (let i = entries.length - 1; i >= 0; i--) stack.push([entries[i]![1], join(path, entries[i]![0]), entries[i]![0]])
+    }
+  }
+  return found
+}
+
+/**
+ * Refuses every request whose path parameters, query string or body hold text Postgres cannot
+ * store. One check for every route, field and field name — rather than a refinement repeated in
+ * each schema — so that a field or route added later cannot forget it, and documents stored whole
+ * (a rule set, the fields of an EIDO component) are covered too. It runs after schema validation
+ * (a request with other mistakes hears about those first) and before any handler touches the
+ * database.
+ */
+export function refuseUnstorableText(app: FastifyInstance): void {
+  app.addHook('preHandler', async (req) => {
+    const names = [...unstorableTextFields(req.params, 'params'), ...unstorableTextFields(req.query, 'querystring'), ...unstorableTextFields(req.body)]
+    if (names.length) {
+      throw new AppError('validation-failed', `${names.length} invalid field(s)`, { invalidParams: names.map((name) => ({ name, reason: UNSTORABLE_TEXT })) })
+    }
+  })
+}
+
+// Postgres's timestamptz reaches back to 4713 BC, but neither its input syntax nor JSON (which the
+// repositories use to pass rows) speak year 0, which RFC 3339 allows — and the service looks back
+// from a given instant (30 days of history, a report's default range), so an instant in year 1
+// would still lead to year 0. No call, decision or report predates 1900; RFC 3339 stops at 9999.
+const FIRST_INSTANT = Date.parse('1900-01-01T00:00:00Z')
+const LAST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z')
+
+/** An RFC 3339 date-time with an offset, from 1900 to 9999 once converted to UTC. */
+export const instant = z.iso.datetime({ offset: true }).refine((s) => {
+  const t = Date.parse(s)
+  // Not a date-time at all: the format check names it.
+  return Number.isNaN(t) || (t >= FIRST_INSTANT && t <= LAST_INSTANT)
+}, 'must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z')

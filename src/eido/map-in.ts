@@ -131,7 +131,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
 
   // Description: the incident's notes, else every note, as plain text.
   const notes = incident.notesReference ? resolveAll(doc.notesComponent, incident.notesReference, 'incidentComponent.notesReference') : (doc.notesComponent ?? [])
-  const description = notes.map((n) => stripHtml(n.notesActionComments)).filter(Boolean).join('\n').slice(0, 4000) || undefined
+  const description = cutAt(notes.map((n) => stripHtml(n.notesActionComments)).filter(Boolean).join('\n'), 4000) || undefined
 
   // Flags: raised by cautions and by the routing-facts additional data; a flag is never lowered.
   const flags = Object.fromEntries(FLAG_NAMES.map((f) => [f, false])) as Record<FlagName, boolean>
@@ -253,4 +253,11 @@ interface Origin {
   caller?: string
   callback?: string
   subject?: string
+}
+
+/** The first `max` UTF-16 units of `s`, without half of a character cut at the end (Postgres refuses a lone surrogate). */
+function cutAt(s: string, max: number): string {
+  if (s.length <= max) return s
+  const code = s.charCodeAt(max - 1)
+  return s.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max)
 }

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { AppError } from '../../src/http/errors.js'
+import { isStorableText } from '../../src/http/storable.js'
 import { eidoEventId, eidoToCallEvent } from '../../src/eido/map-in.js'
 import { readPidfLo, writePidfLo } from '../../src/eido/pidf-lo.js'
 import { eidoInSchema } from '../../src/eido/schemas.js'
@@ -94,4 +95,16 @@ t.test('PIDF-LO: what is written is read back', async (t) => {
   t.same(readPidfLo(writePidfLo('DC26-1', loc)), loc)
   t.same(readPidfLo(writePidfLo('DC26-1', { address: 'Behind the library' })), { address: 'Behind the library' })
   t.same(readPidfLo('<presence/>'), {})
+})
+
+t.test('a description cut at its 4,000 characters never keeps half of a character', async (t) => {
+  const doc = parse(eidoFixture('mental-health-crisis'))
+  // 3,999 units, then an emoji (two UTF-16 units): a plain cut at 4,000 would keep its first half.
+  const notes = [{ ...doc.notesComponent![0]!, notesActionComments: `${'x'.repeat(3999)}\u{1F600} and more` }]
+  const event = eidoToCallEvent({ ...doc, notesComponent: notes, incidentComponent: { ...doc.incidentComponent, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  const d = event.call.description!
+  t.equal(d, 'x'.repeat(3999))
+  t.ok(isStorableText(d), 'no lone surrogate for Postgres to refuse')
+  const short = eidoToCallEvent({ ...doc, notesComponent: [{ ...notes[0]!, notesActionComments: 'calm \u{1F600}' }], incidentComponent: { ...doc.incidentComponent, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  t.equal(short.call.description, 'calm \u{1F600}', 'a short one is kept whole')
 })

@@ -69,7 +69,11 @@ export const factsSchema = z
     flags: z.record(z.string(), z.boolean()),
     dispatcherOverride: z.enum(ROUTES).nullable(),
     at: z.string(),
-    cru: z.object({ available: z.boolean(), reason: z.string().nullable() }),
+    cru: z.object({
+      available: z.boolean(),
+      reason: z.string().nullable(),
+      unavailableForNewCalls: z.string().optional().describe('Set when CRU is available only because it already holds the call: why it would take no new call now'),
+    }),
     history: historySchema,
   })
   .meta({ id: 'RoutingFacts' })

@@ -57,6 +57,7 @@ async function replays(t: Test, decisionId: string, posted: Decision): Promise<R
   const row = await db.selectFrom('decisions').select(['facts', 'rule_set_version', 'outcome']).where('id', '=', decisionId).executeTakeFirstOrThrow()
   const facts = row.facts as RoutingFacts
   const ruleSet = (await world.ruleSets.version(row.rule_set_version))!
+  t.same(factsSchema.parse(facts).cru, facts.cru, 'the replay schema keeps every CRU fact, the waived reason included')
   for (const [how, f] of [['stored facts', facts], ['facts through the replay schema', factsSchema.parse(facts) as RoutingFacts]] as const) {
     const again = ruleSet.decide(f)
     t.equal(again.route, posted.route, `${how}: same route`)

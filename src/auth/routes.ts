@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { notFound, AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
+import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
 import type { KeyCache } from './key-cache.js'
@@ -56,7 +57,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
             role: z.enum(API_ROLES),
             agencies: z.array(agencyId).min(1).max(100).nullable().default(null),
             queues: z.array(z.enum(QUEUES)).min(1).max(QUEUES.length).nullable().default(null),
-            expiresAt: z.iso.datetime({ offset: true }).nullable().default(null),
+            expiresAt: instant.nullable().default(null),
           })
           .strict(),
         response: { 201: keyView.extend({ key: z.string().describe('The key itself: store it now, it is never shown again') }), ...problemResponses(400, 401, 403, 503) },
@@ -126,8 +127,8 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
             targetType: z.string().min(1).max(64).optional(),
             targetId: z.string().min(1).max(128).optional(),
             agency: agencyId.optional(),
-            from: z.iso.datetime({ offset: true }).optional(),
-            to: z.iso.datetime({ offset: true }).optional(),
+            from: instant.optional(),
+            to: instant.optional(),
             before: z.coerce.number().int().positive().optional().describe('nextBefore of the previous page'),
             limit: z.coerce.number().int().min(1).max(500).default(100),
           })

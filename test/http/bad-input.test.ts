@@ -116,6 +116,8 @@ t.test('3: instants outside years 1900-9999 (UTC) are a 400 naming the field', a
   refused(t, await postEido(doc), 'lastUpdateTimeStamp', 'EIDO lastUpdateTimeStamp in year 0')
   refused(t, await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '0000-01-01T00:00:00Z' } }), 'at', 'evaluate at in year 0')
   refused(t, await app.inject({ method: 'GET', url: '/v1/reports/summary?from=0000-01-01T00:00:00Z&to=0000-02-01T00:00:00Z' }), 'querystring.from', 'report range in year 0')
+  refused(t, await app.inject({ method: 'GET', url: '/v1/audit?from=0000-01-01T00:00:00Z' }), 'querystring.from', 'audit range in year 0')
+  refused(t, await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'desk', role: 'console', expiresAt: '0000-01-01T00:00:00Z' } }), 'expiresAt', 'key expiry in year 0')
   // Year 1 is storable, but the history lookup reaches 30 days before `at`, into year 0.
   refused(t, await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '0001-01-10T00:00:00Z' } }), 'at', 'evaluate at whose history window starts in year 0')
   t.same(await stored(), before, 'nothing stored')

@@ -10,7 +10,7 @@ import * as m0011 from './0011_outbox_notify.js'
 import * as m0012 from './0012_outbox_trace_context.js'
 import * as m0013 from './0013_api_key_notify.js'
 import * as m0014 from './0014_outbox_resend.js'
-import * as m0015 from './0015_event_personal_data.js'
+import * as m0015 from './0015_personal_data_indexes.js'
 
 /** Listed statically so the same code runs from TypeScript sources (tests) and from dist/ (production). */
 export const migrations: Record<string, Migration> = {
@@ -25,5 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0012_outbox_trace_context': m0012,
   '0013_api_key_notify': m0013,
   '0014_outbox_resend': m0014,
-  '0015_event_personal_data': m0015,
+  '0015_personal_data_indexes': m0015,
 }

@@ -46,10 +46,16 @@ export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?
  */
 export const EVENT_HOLDS_PERSONAL_DATA = sql<boolean>`(body->'call' ?| array['caller', 'subject', 'description'] or body->'call'->'location' ?| array['address', 'lat', 'lon'])`
 
+/**
+ * A call row that still holds personal data: what the scrub clears in it, and the predicate of the
+ * partial index calls_personal_idx (migration 0015). The same pact as above: a batch then reads the
+ * calls not yet scrubbed (the last RETENTION_DAYS), not every call the service ever stored.
+ */
+export const ROW_HOLDS_PERSONAL_DATA = sql<boolean>`(caller is not null or subject is not null or description is not null or subject_person_id is not null or address_key is not null or location ?| array['address', 'lat', 'lon'])`
+
 type Holding = (eb: ExpressionBuilder<Database, 'calls'>) => Expression<SqlBool>
 
-const rowHoldsPersonalData: Holding = (eb) =>
-  eb.or([eb('caller', 'is not', null), eb('subject', 'is not', null), eb('description', 'is not', null), eb('subject_person_id', 'is not', null), eb('address_key', 'is not', null), sql<boolean>`location ?| array['address', 'lat', 'lon']`])
+const rowHoldsPersonalData: Holding = () => ROW_HOLDS_PERSONAL_DATA
 
 // The call ids first (a scan of the small index), then the calls by key: a semi-join could instead
 // walk every call in the table to look each one up.

@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
-import { EVENT_HOLDS_PERSONAL_DATA, scrubPersonalData } from '../../src/retention/scrub.js'
+import { EVENT_HOLDS_PERSONAL_DATA, ROW_HOLDS_PERSONAL_DATA, scrubPersonalData } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld, eventually, openTransaction, quietLog } from '../helpers/world.js'
 
@@ -123,4 +123,13 @@ t.test('event bodies that hold personal data are found through their partial ind
     return (await sql<{ 'QUERY PLAN': string }>`explain select call_id from call_events where ${EVENT_HOLDS_PERSONAL_DATA}`.execute(trx)).rows
   })
   t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /call_events_personal_idx/)
+})
+
+t.test('call rows that hold personal data are found through their partial index, not by walking every call', async (t) => {
+  // A batch's selection, as scrubBatch orders and limits it: the index's predicate must stay the scrub's.
+  const plan = await db.transaction().execute(async (trx) => {
+    await sql`set local enable_seqscan = off`.execute(trx)
+    return (await sql<{ 'QUERY PLAN': string }>`explain select call_id from calls where ${ROW_HOLDS_PERSONAL_DATA} order by call_id limit 500`.execute(trx)).rows
+  })
+  t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /calls_personal_idx/)
 })

@@ -191,6 +191,9 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       }
       why = `declined${cause.reason ? `: ${cause.reason}` : ''}`
     }
+    // What the responder typed stays on their own assignment: the police or EMS assignments this
+    // creates or changes are read by criminal-justice consoles, and a CRU desk's reason is health data.
+    const whyElsewhere = cause.kind === 'decline' ? 'declined' : why
 
     const queue = a.queue as QueueName
     const role = a.role as Role
@@ -280,7 +283,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     for (const c of roleChanges) {
       await trx.updateTable('assignments').set({ role: c.to, updated_at: now }).where('id', '=', c.row.id).execute()
       const because = safety && (c.to === 'support' || c.row.queue === 'police') ? ` (${rule1})` : ''
-      transitions.push({ assignment_id: c.row.id, from_status: c.row.status, to_status: c.row.status, role: c.to, actor: cause.actor, reason: `role ${c.row.role} → ${c.to}: ${a.queue} ${why}${because}` })
+      transitions.push({ assignment_id: c.row.id, from_status: c.row.status, to_status: c.row.status, role: c.to, actor: cause.actor, reason: `role ${c.row.role} → ${c.to}: ${a.queue} ${whyElsewhere}${because}` })
     }
 
     const created: AssignmentView[] = []
@@ -327,7 +330,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       for (const r of rows) {
         const reserved = r.status === 'reserved' && r.reserved_until ? `; reserved until ${r.reserved_until.toISOString()}` : ''
         const note = notes.get(r.id)
-        transitions.push({ assignment_id: r.id, from_status: null, to_status: r.status, role: r.role, actor: cause.actor, reason: `escalated from ${a.queue} assignment ${a.id} (${why})${reserved}${note ? `; ${note}` : ''}` })
+        transitions.push({ assignment_id: r.id, from_status: null, to_status: r.status, role: r.role, actor: cause.actor, reason: `escalated from ${a.queue} assignment ${a.id} (${whyElsewhere})${reserved}${note ? `; ${note}` : ''}` })
         created.push(toAssignmentView(r, now))
       }
     }

@@ -22,8 +22,10 @@ export const canSeeQueue = (p: { queues: readonly string[] | null }, queue: stri
  * Criminal-justice and health data stay apart: a console that works only police (or EMS) queues
  * sees the decision, not the behavioral-health history behind it.
  */
-export const seesHealthHistory = (p: Principal): boolean =>
-  p.role !== 'console' || p.queues === null || p.queues.some((q) => q === 'cru' || q === 'case_management' || q === 'follow_up')
+export const seesHealthHistory = (p: Principal): boolean => p.role !== 'console' || p.queues === null || p.queues.some((q) => HEALTH_QUEUES.has(q))
+
+/** The behavioral-health queues: what their responders write is health data. */
+export const HEALTH_QUEUES: ReadonlySet<string> = new Set<QueueName>(['cru', 'case_management', 'follow_up'])
 
 /**
  * Rule sets, shadow mode and case links reach every agency's calls: a key limited to some agencies

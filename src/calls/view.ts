@@ -1,6 +1,7 @@
 import type { Db } from '../db/connect.js'
 import { historyConditionLabels, type Route } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
+import { HEALTH_QUEUES } from '../auth/principal.js'
 import { loadDecisionView } from './repository.js'
 import type { callViewSchema } from './schemas.js'
 import type { z } from 'zod'
@@ -86,10 +87,14 @@ async function historyLabels(ruleSets: Pick<RuleSetRegistry, 'version'>, version
  * The decision without the behavioral-health history behind it (criminal-justice consoles): the
  * history facts, and the value of every trace condition that depends on them. Which conditions
  * those are comes from the decision's own rule set; when that cannot be read, every value goes.
+ * The reasons on health-queue assignments go too: a CRU desk's words about the person.
  */
 export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSetRegistry, 'version'>): Promise<CallView> {
   return {
     ...view,
+    assignments: view.assignments.map((a) =>
+      HEALTH_QUEUES.has(a.queue) ? { ...a, transitions: a.transitions.map((x) => (x.reason === null ? x : { ...x, reason: '[withheld]' })) } : a,
+    ),
     decisions: await Promise.all(
       view.decisions.map(async (d) => {
         const labels = await historyLabels(ruleSets, d.ruleSetVersion)

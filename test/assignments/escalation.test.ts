@@ -69,6 +69,9 @@ t.test('decline: escalates at once, without waiting for a deadline', async (t) =
   t.equal(last.actor, 'test-admin/cru-desk-3')
   t.match(last.reason, /declined: no clinician free; escalated to co_response/)
   t.same(history.filter((a) => a.id !== cru.id).map((a) => `${a.queue}:${a.role}:${moves(a)[0]}`).sort(), ['cru:support:null>queued', 'police:primary:null>queued'])
+  const policeHistory = history.find((a) => a.queue === 'police')!.transitions
+  t.match(policeHistory[0]!.reason, `escalated from cru assignment ${cru.id} (declined)`)
+  t.notMatch(JSON.stringify(policeHistory), /clinician/, "the CRU desk's own words stay on the CRU assignment")
   const again = await move(cru.id, 'decline')
   t.equal(again.statusCode, 409, 'a second decline is refused')
   t.equal(again.json().currentStatus, 'declined')

@@ -174,6 +174,24 @@ t.test('a police console sees no trace value that depends on the history, whatev
   t.equal(valueOf(police, 'safety'), safety!.value, 'conditions without history keep their values')
 })
 
+t.test("a police console does not read what a CRU desk wrote on its assignment", async (t) => {
+  const ev = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+  const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: ev, headers: as('cad') })).json()
+  const cruId = created.decision.assignments.find((a: { queue: string }) => a.queue === 'cru').id
+  const moved = await app.inject({ method: 'POST', url: `/v1/assignments/${cruId}/acknowledge`, payload: { reason: 'her sister says she stopped her medication' }, headers: as('console') })
+  t.equal(moved.statusCode, 200)
+  const read = async (queues: ('police' | 'cru')[]) => {
+    const key = await world.key('console', { agencies: ['hastings-pd'], queues })
+    const view = (await app.inject({ method: 'GET', url: `/v1/calls/${ev.call.callId}`, headers: { authorization: `Bearer ${key}` } })).json()
+    return view.assignments.find((a: { id: string }) => a.id === cruId).transitions.map((x: { reason: string | null }) => x.reason)
+  }
+  t.ok((await read(['cru'])).includes('her sister says she stopped her medication'), 'the CRU console reads it')
+  const police = await read(['police'])
+  t.ok(police.length >= 2, 'the police console sees the moves')
+  t.notMatch(JSON.stringify(police), /medication/, 'not the words')
+  t.ok(police.includes('[withheld]'))
+})
+
 t.test('a supervisor’s reports cover the agencies of the key only', async (t) => {
   const rosemount = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'rosemount-pd', natureCode: 'EDP' }), headers: as('otherCad') })
   t.equal(rosemount.statusCode, 201)

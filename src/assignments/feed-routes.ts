@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import type { Redis } from 'ioredis'
@@ -9,7 +10,7 @@ import { createDb, createPool, type Db } from '../db/connect.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
-import { createFeedHub, createFeedSignals, decodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
+import { checkPositionIssued, createFeedHub, createFeedSignals, decodePosition, encodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
 import { assignmentSchema } from './schemas.js'
 
 export interface AssignmentFeedDeps {
@@ -161,9 +162,29 @@ const STREAM_DOC = [
 const MAX_BUFFERED_BYTES = 1024 * 1024
 const RECONNECT_MS = 2000
 
-async function keyStillValid(db: Db, keyId: string): Promise<boolean> {
-  const row = await db.selectFrom('api_keys').select(['revoked_at', 'expires_at']).where('id', '=', keyId).executeTakeFirst()
-  return !!row && !row.revoked_at && !(row.expires_at && row.expires_at <= new Date())
+/** The same agencies or queues, in any order (null: all). */
+function sameScope(a: readonly string[] | null, b: readonly string[] | null): boolean {
+  if (a === null || b === null) return a === b
+  const x = [...a].sort()
+  const y = [...b].sort()
+  return x.length === y.length && x.every((v, i) => v === y[i])
+}
+
+/**
+ * Whether the key's row still grants what the stream was opened with: not revoked, not expired, and
+ * the same role, agencies and queues (a stream filters with the scope it started with, so any
+ * change ends it; the console reconnects under the new one).
+ */
+async function keyUnchanged(db: Db, p: Principal): Promise<boolean> {
+  const row = await db.selectFrom('api_keys').select(['role', 'agencies', 'queues', 'revoked_at', 'expires_at']).where('id', '=', p.keyId).executeTakeFirst()
+  return (
+    !!row &&
+    !row.revoked_at &&
+    !(row.expires_at && row.expires_at <= new Date()) &&
+    row.role === p.role &&
+    sameScope(row.agencies, p.agencies) &&
+    sameScope(row.queues, p.queues)
+  )
 }
 
 const frame = (e: FeedEvent): string => `id: ${e.id}\nevent: assignment\ndata: ${JSON.stringify(e.data)}\n\n`
@@ -201,7 +222,12 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         : req.query.lastEventId
           ? decodePosition(req.query.lastEventId, 'querystring.lastEventId')
           : undefined
+      // Before the stream starts, so the refusal is an ordinary problem response.
+      if (from) await checkPositionIssued(feed.db, from, header ? 'headers.last-event-id' : 'querystring.lastEventId')
       const hub = await feed.ready()
+      // Where this stream starts, sent as the id of the connect block: a client that drops before
+      // its first event resumes from here (an id-only block sets the last event id) instead of "now".
+      const start = from ?? hub.position()!
 
       reply.hijack()
       const res = reply.raw
@@ -214,9 +240,24 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         'x-accel-buffering': 'no',
         'x-request-id': req.id,
       })
-      res.write(`retry: ${RECONNECT_MS}\n: connected\n\n`)
       open.add(res)
 
+      // Pending while the socket is full (resolves on drain or close): one wait, and one pair of
+      // listeners, per response however many writers find it full. `fullSince`: when it filled.
+      let full: Promise<void> | undefined
+      let fullSince = 0
+      const drained = (): Promise<void> =>
+        (full ??= new Promise<void>((resolve) => {
+          fullSince = performance.now()
+          const done = () => {
+            res.off('drain', done)
+            res.off('close', done)
+            full = undefined
+            resolve()
+          }
+          res.on('drain', done)
+          res.on('close', done)
+        }))
       /** Resolves when the socket can take more (catch-up waits for it; a live console falls back to catch-up). */
       const send = (text: string): void | Promise<void> => {
         if (res.writableEnded || res.destroyed) return
@@ -228,21 +269,24 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
           return
         }
         if (res.write(text)) return
-        return new Promise<void>((resolve) => {
-          const done = () => {
-            res.off('drain', done)
-            res.off('close', done)
-            resolve()
-          }
-          res.on('drain', done)
-          res.on('close', done)
-        })
+        return drained()
       }
-      const sub = subscribeFeed({ db: feed.db, hub, scope, from }, (events) => send(events.map(frame).join('')))
-      // A stream outlives the request that authenticated it: a key revoked or expired since ends it.
+      void send(`retry: ${RECONNECT_MS}\nid: ${encodePosition(start)}\n: connected\n\n`)
+      const sub = subscribeFeed({ db: feed.db, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
       const heartbeat = setInterval(() => {
-        void send(': keep-alive\n\n')
-        keyStillValid(feed.db, p.keyId).then(
+        if (full) {
+          // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would
+          // only queue behind them). A console that has not read it empty for two heartbeats has
+          // stopped reading: it is disconnected, and resumes by event id.
+          const stalledMs = performance.now() - fullSince
+          if (stalledMs >= 2 * feed.heartbeatMs) {
+            req.log.warn({ buffered: res.writableLength, stalledMs: Math.round(stalledMs) }, 'assignment stream not read; disconnected')
+            res.destroy()
+            return
+          }
+        } else void send(': keep-alive\n\n')
+        // A stream outlives the request that authenticated it: a key revoked, expired or changed since ends it.
+        keyUnchanged(feed.db, p).then(
           (ok) => {
             if (!ok) res.end()
           },

@@ -59,6 +59,22 @@ export function decodePosition(text: string, field: string): FeedPosition {
   return { xid, id }
 }
 
+/**
+ * Refuses a position this database cannot have issued: one past every transaction that has ended
+ * (`pg_snapshot_xmax`). After a restore from a backup, transaction ids start again lower than the
+ * ones consoles hold, and a bogus id can be anything; a stream opened there would drop every change
+ * at or below it, silent until the ids catch up. (xmax, 0) itself is a real position: a listing's
+ * Feed-Position or the start of a stream on a quiet database, where nothing is running.
+ */
+export async function checkPositionIssued(db: Db, p: FeedPosition, field: string): Promise<void> {
+  const { rows } = await sql<{ xmax: string }>`select pg_snapshot_xmax(pg_current_snapshot())::text as xmax`.execute(db)
+  if (comparePositions(p, { xid: BigInt(rows[0]!.xmax), id: 0 }) > 0) {
+    throw new AppError('validation-failed', 'this event id is ahead of the feed (from before a database restore, or not issued here); reconnect without it and reload the listing', {
+      invalidParams: [{ name: field, reason: 'ahead of the feed' }],
+    })
+  }
+}
+
 /** Which changes a console may see: null means any; an empty list means none. */
 export interface FeedScope {
   agencies: readonly string[] | null

@@ -155,8 +155,9 @@ const STREAM_DOC = [
   '```',
   '',
   'Lines starting with `:` are heartbeats (ignore them). A client that reconnects with `Last-Event-ID` (or `?lastEventId=`) receives every change after that event, once, in order — from any API instance.',
-  'Without one, the stream starts with changes from now on. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
-  'A slow client is sent changes as fast as it reads them; one that stops reading (over 1 MB unread) is disconnected and resumes with `Last-Event-ID`.',
+  'Without one, the stream starts with changes from now on; the opening `: connected` block carries its start position as `id:`, so a client that drops before its first event resumes without a gap. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
+  'An event id ahead of the database (kept from before a restore, or never issued) is refused with 400.',
+  'A slow client is sent changes as fast as it reads them; one that stops reading (its socket not drained for two heartbeats, or over 1 MB unread) is disconnected and resumes with `Last-Event-ID`. A change of the key’s role, agencies or queues ends the stream at the next heartbeat.',
 ].join('\n')
 
 const MAX_BUFFERED_BYTES = 1024 * 1024

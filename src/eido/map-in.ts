@@ -10,12 +10,13 @@ import { FLAG_NAMES, ROUTES, type EventType, type FlagName } from '../routing/in
 import { readPidfLo } from './pidf-lo.js'
 import type { EidoIn } from './schemas.js'
 import {
-  APCO_DISPOSITION_PREFIX,
   CALLER_ROLES,
   CAUTION_FLAGS,
   COUNTY_PERSON_ID_CATEGORY,
   DEFAULT_PRIORITY,
-  DISPOSITION_CODES,
+  dispositionOfCode,
+  lookUp,
+  OWN_DISPOSITION_PREFIX,
   PRIORITY_IDENTIFIERS,
   ROUTING_FACTS_PURPOSE,
   SUBJECT_ROLES,
@@ -29,9 +30,15 @@ export interface Seen {
   storedType?: EventType | undefined
 }
 
+/**
+ * A timestamp as the UTC instant it names. RFC 3339 lets `T` and `Z` be lower case; ECMAScript's date
+ * format does not (V8 reads them only by a lenient fallback), so they are raised first.
+ */
+const asInstant = (stamp: string): string => new Date(stamp.toUpperCase()).toISOString()
+
 /** The native eventId of an EIDO: its `$id` and `lastUpdateTimeStamp` (as an instant), hashed to fit. */
 export function eidoEventId(doc: Pick<EidoIn, '$id' | 'lastUpdateTimeStamp'>): string {
-  return `eido-${sha256(`${doc.$id}\n${new Date(doc.lastUpdateTimeStamp).toISOString()}`).slice(0, 40)}`
+  return `eido-${sha256(`${doc.$id}\n${asInstant(doc.lastUpdateTimeStamp)}`).slice(0, 40)}`
 }
 
 const routingFactsSchema = z
@@ -43,11 +50,26 @@ const routingFactsSchema = z
 
 type Component = { $id: string }
 
+/**
+ * `s` without its tags: each `<` up to the first `>` after it, as `.replace(/<[^>]*>/g, '')` would
+ * do — but in one pass. That regex retries from every `<` to the end of the text when no `>`
+ * follows, so a note of 60,000 `<` (one body's worth) held the event loop for seconds.
+ */
+function removeTags(s: string): string {
+  let out = ''
+  let from = 0
+  for (;;) {
+    const open = s.indexOf('<', from)
+    const close = open < 0 ? -1 : s.indexOf('>', open + 1)
+    // No `>` after this `<`: none after any later `<` either.
+    if (close < 0) return out + s.slice(from)
+    out += s.slice(from, open)
+    from = close + 1
+  }
+}
+
 const stripHtml = (html: string): string =>
-  html
-    .replace(/<br\s*\/?>/gi, '\n')
-    .replace(/<\/p>/gi, '\n')
-    .replace(/<[^>]*>/g, '')
+  removeTags(html.replace(/<br\s*\/?>/gi, '\n').replace(/<\/p>/gi, '\n'))
     .replace(/&nbsp;/g, ' ')
     .replace(/&lt;/g, '<')
     .replace(/&gt;/g, '>')
@@ -58,7 +80,16 @@ const stripHtml = (html: string): string =>
 
 export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const problems: InvalidParam[] = []
-  const incident = doc.incidentComponent
+  // NENA does not require an incident component (a call transfer has none yet), but only it carries
+  // the incident type, and no call is routed without one: refused, by name, whatever else is there.
+  if (!doc.incidentComponent) {
+    problems.push({
+      name: 'incidentComponent',
+      reason:
+        'cad-router routes a call on its incident type (incidentComponent.incidentTypeCommonRegistryText, an APCO code such as EDP), which no other component carries: send the document once the incident has a type',
+    })
+  }
+  const incident: Partial<NonNullable<EidoIn['incidentComponent']>> = doc.incidentComponent ?? {}
 
   /** Resolves references into a component list; a dangling one is named by where it was made. */
   function resolve<T extends Component>(list: readonly T[] | undefined, ref: { $ref: string }, at: string): T | undefined {
@@ -124,7 +155,10 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const subjectPerson = persons.find((p) => hasRole(p, SUBJECT_ROLES))
   if (subjectPerson) {
     const name = nameOf(subjectPerson)
-    const birthDate = subjectPerson.ncPersonComponent?.PersonBirthDate?.Date
+    // NIEM writes a date as a Date or a DateTime: a DateTime gives its date as written (a birth date
+    // is a calendar date, not an instant to move to UTC).
+    const born = subjectPerson.ncPersonComponent?.PersonBirthDate
+    const birthDate = born?.Date ?? born?.DateTime?.slice(0, 10)
     const personId = subjectPerson.ncPersonComponent?.PersonOtherIdentification?.find((o) => o.IdentificationCategoryText === COUNTY_PERSON_ID_CATEGORY)?.IdentificationID
     subject = { ...(personId ? { personId } : {}), ...(name ? { name } : {}), ...(birthDate ? { birthDate } : {}) }
   }
@@ -137,7 +171,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const flags = Object.fromEntries(FLAG_NAMES.map((f) => [f, false])) as Record<FlagName, boolean>
   for (const c of doc.cautionComponent ?? []) {
     for (const v of [c.cautionTypeCommonRegistryText, ...(c.cautionTypeCommonSubRegistryText ?? [])]) {
-      const flag = CAUTION_FLAGS[normalise(v)]
+      const flag = lookUp(CAUTION_FLAGS, normalise(v))
       if (flag) flags[flag] = true
     }
   }
@@ -169,15 +203,16 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const repeatType = seen.storedType === 'call.created' || seen.storedType === 'call.updated' ? seen.storedType : undefined
   const type: EventType = closed ? 'call.closed' : (repeatType ?? (seen.callKnown ? 'call.updated' : 'call.created'))
 
+  // The call's disposition is the incident's primary one. One that does not say may stand in for it
+  // (a CAD that never sets the indicator); one marked not primary never does: that is an assignment's
+  // or another agency's, and the call may have ended otherwise.
   let disposition: string | undefined
   const dispositions = incident.dispositionComponent ?? []
-  const chosen = dispositions.find((d) => d.dispositionPrimaryIndicator) ?? dispositions[0]
+  const chosen = dispositions.find((d) => d.dispositionPrimaryIndicator === true) ?? dispositions.find((d) => d.dispositionPrimaryIndicator === undefined)
+  const dispositionAt = `incidentComponent.dispositionComponent.${chosen ? dispositions.indexOf(chosen) : 0}.dispositionCommonRegistryCode`
   if (closed && chosen) {
-    const code = chosen.dispositionCommonRegistryCode
-    if (!/^[A-Za-z0-9]{1,8}$/.test(code)) {
-      problems.push({ name: `incidentComponent.dispositionComponent.${dispositions.indexOf(chosen)}.dispositionCommonRegistryCode`, reason: 'an APCO disposition code, e.g. 05' })
-    }
-    disposition = DISPOSITION_CODES[code] ?? `${APCO_DISPOSITION_PREFIX}${code}`
+    disposition = dispositionOfCode(chosen.dispositionCommonRegistryCode)
+    if (disposition === undefined) problems.push({ name: dispositionAt, reason: `an APCO disposition code (e.g. 05) or ${OWN_DISPOSITION_PREFIX} and a disposition` })
   }
 
   if (problems.length) throw invalid(problems)
@@ -186,11 +221,11 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     eventId: eidoEventId(doc),
     type,
     // As an instant, like the eventId: the same time written with another offset is the same document.
-    occurredAt: new Date(doc.lastUpdateTimeStamp).toISOString(),
+    occurredAt: asInstant(doc.lastUpdateTimeStamp),
     call: {
       callId: doc.$id,
       agency: agencyId,
-      natureCode: incident.incidentTypeCommonRegistryText,
+      natureCode: incident.incidentTypeCommonRegistryText!,
       priority,
       ...(location ? { location } : {}),
       // An empty person tells the routing nothing: leave it out, as a native event would.
@@ -212,6 +247,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
       ...opt('caller', at(doc.personComponent, callerPerson, 'personComponent')),
       ...opt('callback', at(doc.callbackComponent, callback, 'callbackComponent')),
       ...opt('subject', at(doc.personComponent, subjectPerson, 'personComponent')),
+      disposition: dispositionAt,
     }
     throw invalid(checked.error.issues.map((i) => ({ name: eidoNameOf(i.path.map(String), origin), reason: i.message })))
   }
@@ -242,6 +278,8 @@ function eidoNameOf(path: string[], origin: Origin): string {
     }
     case 'description':
       return 'notesComponent.notesActionComments'
+    case 'disposition':
+      return origin.disposition
     default:
       return path.join('.')
   }
@@ -249,6 +287,7 @@ function eidoNameOf(path: string[], origin: Origin): string {
 
 interface Origin {
   agency: string
+  disposition: string
   location?: string
   caller?: string
   callback?: string

@@ -10,9 +10,8 @@ import { FLAG_NAMES, type FlagName } from '../routing/index.js'
 import { writePidfLo, type PlainLocation } from './pidf-lo.js'
 import type { EidoOut } from './schemas.js'
 import {
-  APCO_DISPOSITION_PREFIX,
+  codeOfDisposition,
   COUNTY_PERSON_ID_CATEGORY,
-  DISPOSITION_TO_CODE,
   FLAG_CAUTIONS,
   POOL_RESOURCES,
   ROUTING_FACTS_PURPOSE,
@@ -25,12 +24,6 @@ export const ISSUING_ELEMENT = 'cad-router'
 export const DECISION_PURPOSE = 'urn:cad-router:decision'
 
 const SERIOUS: ReadonlySet<FlagName> = new Set(['weapons', 'violence', 'threatToOthers', 'crimeInProgress'])
-
-function dispositionCode(disposition: string | null): string | undefined {
-  if (!disposition) return undefined
-  if (disposition.startsWith(APCO_DISPOSITION_PREFIX)) return disposition.slice(APCO_DISPOSITION_PREFIX.length)
-  return DISPOSITION_TO_CODE[disposition]
-}
 
 export function callToEido(view: CallView): EidoOut {
   const id = view.callId
@@ -104,13 +97,20 @@ export function callToEido(view: CallView): EidoOut {
     }
   })
 
+  // The call's own disposition is the primary one, whatever it is: left out, a reader would take an
+  // assignment's for the call's. Each assignment's follows, marked not primary.
   const dispositionComponent: NonNullable<EidoOut['incidentComponent']['dispositionComponent']> = []
-  const callCode = dispositionCode(view.disposition)
-  if (callCode) dispositionComponent.push({ ...prologue('disposition'), dispositionCommonRegistryCode: callCode, dispositionPrimaryIndicator: true, dispositionDescriptionText: view.disposition! })
+  if (view.disposition) {
+    dispositionComponent.push({ ...prologue('disposition'), dispositionCommonRegistryCode: codeOfDisposition(view.disposition), dispositionPrimaryIndicator: true, dispositionDescriptionText: view.disposition })
+  }
   for (const a of view.assignments) {
-    const code = dispositionCode(a.disposition)
-    if (code) {
-      dispositionComponent.push({ ...prologue(`disposition-${a.id}`), dispositionCommonRegistryCode: code, dispositionPrimaryIndicator: false, dispositionDescriptionText: `${a.queue} (${a.role}): ${a.disposition!}` })
+    if (a.disposition) {
+      dispositionComponent.push({
+        ...prologue(`disposition-${a.id}`),
+        dispositionCommonRegistryCode: codeOfDisposition(a.disposition),
+        dispositionPrimaryIndicator: false,
+        dispositionDescriptionText: `${a.queue} (${a.role}): ${a.disposition}`,
+      })
     }
   }
 

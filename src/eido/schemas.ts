@@ -10,20 +10,43 @@ import { z } from 'zod'
 import { CALL_ID_MAX_LENGTH } from '../calls/schemas.js'
 import { instant } from '../http/storable.js'
 
-const INSTANT = instant
+/**
+ * An EIDO timestamp. RFC 3339 (and JSON Schema's date-time) let `T` and `Z` be lower case: they are
+ * accepted and raised, so what is stored and hashed is one spelling. The pattern is the documented
+ * form; `instant` then checks the calendar and the 1900–9999 range as for every other date.
+ */
+const INSTANT_IN = z
+  .string()
+  .overwrite((s) => s.toUpperCase())
+  .pipe(instant)
+  .meta({ format: 'date-time', pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?(?:[Zz]|[+-]\\d{2}:\\d{2})$' })
+
+/** A NIEM DateTime (xs:dateTime): unlike RFC 3339 the offset may be left out; `t` and `z` as above. */
+const NIEM_DATE_TIME = z
+  .string()
+  .overwrite((s) => s.toUpperCase())
+  .pipe(z.iso.datetime({ offset: true, local: true }))
+  .meta({ pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}(?::\\d{2}(?:\\.\\d+)?)?(?:[Zz]|[+-]\\d{2}:\\d{2})?$' })
+
+/**
+ * The longest note accepted: what a 64 KiB body (the default limit) can carry, so the limit that
+ * protects the service is the body's, and a long closing narrative is cut (at the description's
+ * 4,000 characters), never refused.
+ */
+const NOTE_MAX = 64 * 1024
 
 export const referenceSchema = z.object({ $ref: z.string().min(1).max(512).describe('The $id of the referenced data component') }).meta({ id: 'EidoReference' })
 
 /** The prologue every data component carries. Inbound, only `$id` is required on components. */
 const prologueIn = {
   $id: z.string().min(1).max(512),
-  lastUpdateTimeStamp: INSTANT.optional(),
+  lastUpdateTimeStamp: INSTANT_IN.optional(),
   updatedByAgencyReference: referenceSchema.optional(),
 }
 
 const prologueOut = {
   $id: z.string().min(1),
-  lastUpdateTimeStamp: INSTANT,
+  lastUpdateTimeStamp: instant,
   updatedByAgencyReference: referenceSchema,
 }
 
@@ -40,7 +63,8 @@ const ncPersonIn = z.looseObject({
       PersonSurName: z.string().max(100).optional(),
     })
     .optional(),
-  PersonBirthDate: z.looseObject({ Date: z.iso.date() }).optional(),
+  // NIEM's date is a choice: a Date or a DateTime (either read as the birth date) or a coarser form.
+  PersonBirthDate: z.looseObject({ Date: z.iso.date().optional(), DateTime: NIEM_DATE_TIME.optional() }).optional(),
   PersonOtherIdentification: z
     .array(z.looseObject({ IdentificationID: z.string().min(1).max(64), IdentificationCategoryText: z.string().max(100).optional() }))
     .optional(),
@@ -55,7 +79,8 @@ export const agencyIn = z.looseObject({
 
 export const dispositionIn = z.looseObject({
   ...prologueIn,
-  dispositionCommonRegistryCode: z.string().min(1).max(16),
+  // An APCO code, or urn:cad-router:disposition: and a disposition (at most 64): see vocabulary.ts.
+  dispositionCommonRegistryCode: z.string().min(1).max(128),
   dispositionPrimaryIndicator: z.boolean().optional(),
   dispositionCategoryText: z.string().optional(),
   dispositionDescriptionText: z.string().optional(),
@@ -100,14 +125,15 @@ export const locationIn = z.looseObject({
 
 export const personIn = z.looseObject({
   ...prologueIn,
-  personIncidentRoleRegistryText: z.array(z.string()).min(1),
+  // NENA allows an empty list: such a person is neither caller nor subject.
+  personIncidentRoleRegistryText: z.array(z.string()),
   ncPersonComponent: ncPersonIn.optional(),
   callBackReference: referenceSchema.optional(),
 })
 
 export const notesIn = z.looseObject({
   ...prologueIn,
-  notesActionComments: z.string().max(8000),
+  notesActionComments: z.string().max(NOTE_MAX),
 })
 
 export const cautionIn = z.looseObject({
@@ -128,12 +154,13 @@ export const additionalDataIn = z.looseObject({
 export const eidoInSchema = z
   .looseObject({
     $id: z.string().min(1).max(CALL_ID_MAX_LENGTH).describe('The incident tracking identifier: becomes the callId'),
-    lastUpdateTimeStamp: INSTANT.describe('With $id, the idempotency key of this document'),
+    lastUpdateTimeStamp: INSTANT_IN.describe('With $id, the idempotency key of this document'),
     updatedByAgencyReference: referenceSchema,
     eidoVersion: z.literal('1.0'),
     issuingElementIdentification: z.string().min(1),
     agencyComponent: z.array(agencyIn).min(1),
-    incidentComponent: incidentIn,
+    // Optional in NENA; without it the call cannot be routed, and the mapping says so by name.
+    incidentComponent: incidentIn.optional(),
     callComponent: z.array(callIn).optional(),
     callbackComponent: z.array(callbackIn).optional(),
     locationComponent: z.array(locationIn).optional(),

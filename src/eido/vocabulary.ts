@@ -5,6 +5,12 @@
 import type { AssignmentStatus } from '../assignments/state-machine.js'
 import type { FlagName, QueueName } from '../routing/index.js'
 
+/**
+ * `table[key]` if the table has that key itself. Keys come from documents: a plain `table[key]` would
+ * answer `toString` or `constructor` with Object.prototype's function.
+ */
+export const lookUp = <V>(table: Readonly<Record<string, V>>, key: string): V | undefined => (Object.hasOwn(table, key) ? table[key] : undefined)
+
 /** `personIncidentRoleRegistryText` values, normalised (lower case, letters only). */
 export const CALLER_ROLES: ReadonlySet<string> = new Set(['caller', 'reportingparty'])
 /** The subject of the call is the first person with one of these roles, in the incident's order. */
@@ -60,18 +66,39 @@ export const FLAG_CAUTIONS: Readonly<Record<FlagName, string>> = {
 export const PRIORITY_IDENTIFIERS = { highest: 1, high: 2, normal: 3, low: 4, lowest: 5 } as const
 export const DEFAULT_PRIORITY = 3
 
-/** APCO common disposition codes ↔ the service's dispositions. */
+/** APCO common disposition codes ↔ the service's dispositions: one to one, so each reads back as itself. */
 export const DISPOSITION_CODES: Readonly<Record<string, string>> = {
   '05': 'resolved_by_phone',
   '15': 'referred_crisis_center',
 }
-export const DISPOSITION_TO_CODE: Readonly<Record<string, string>> = {
-  resolved_by_phone: '05',
-  referred_crisis_center: '15',
-  referred_case_management: '15',
-}
+const DISPOSITION_TO_CODE: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(DISPOSITION_CODES).map(([code, d]) => [d, code]))
 /** Another APCO code is kept as `apco-<code>` so it survives the round trip. */
 export const APCO_DISPOSITION_PREFIX = 'apco-'
+/**
+ * A disposition with no APCO code of its own (`transported`, `referred_case_management`, a CAD's own
+ * word) is written as this URN followed by the disposition, verbatim. The registry has no code for
+ * it and the field is required; an APCO code (letters and digits) can never be mistaken for it.
+ */
+export const OWN_DISPOSITION_PREFIX = 'urn:cad-router:disposition:'
+/** What an APCO disposition code looks like: `05`, `15`, … */
+export const APCO_DISPOSITION_CODE = /^[A-Za-z0-9]{1,8}$/
+
+/** A `dispositionCommonRegistryCode` → the service's disposition; undefined when it is neither form. */
+export function dispositionOfCode(code: string): string | undefined {
+  if (code.startsWith(OWN_DISPOSITION_PREFIX)) return code.slice(OWN_DISPOSITION_PREFIX.length)
+  if (APCO_DISPOSITION_CODE.test(code)) return lookUp(DISPOSITION_CODES, code) ?? `${APCO_DISPOSITION_PREFIX}${code}`
+  return undefined
+}
+
+/**
+ * The service's disposition → its `dispositionCommonRegistryCode`: the APCO code where one reads back
+ * as this very disposition, else the disposition under OWN_DISPOSITION_PREFIX. (`apco-05` is not
+ * written as `05`: that reads back as `resolved_by_phone`.)
+ */
+export function codeOfDisposition(disposition: string): string {
+  const apco = lookUp(DISPOSITION_TO_CODE, disposition) ?? (disposition.startsWith(APCO_DISPOSITION_PREFIX) ? disposition.slice(APCO_DISPOSITION_PREFIX.length) : undefined)
+  return apco !== undefined && dispositionOfCode(apco) === disposition ? apco : `${OWN_DISPOSITION_PREFIX}${disposition}`
+}
 
 /** Responder pools as emergency resources: registry type and resource attribute. */
 export const POOL_RESOURCES: Readonly<Record<QueueName, { type: string; attribute: string; name: string }>> = {

@@ -115,6 +115,63 @@ t.test('concurrent posts of one document store one decision', async (t) => {
   t.equal(new Set(answers.map((a) => a.json().decision.id)).size, 1)
 })
 
+t.test('documents NENA allows are taken, not refused', async (t) => {
+  const callOf = async (callId: string) =>
+    (await app.inject({ method: 'GET', url: `/v1/calls/${encodeURIComponent(callId)}` })).json<{ status: string; description: string; subject: { birthDate?: string } | null }>()
+
+  t.test('a closing narrative longer than 8,000 characters closes the call, cut at 4,000', async (t) => {
+    const doc = fresh<{ notesComponent: { notesActionComments: string }[]; incidentComponent: Doc }>('mental-health-crisis')
+    t.equal((await postEido(doc)).statusCode, 201)
+    const close = structuredClone(doc)
+    close.lastUpdateTimeStamp = '2026-11-23T10:30:00-06:00'
+    close.incidentComponent.incidentStatusCommonRegistryText = ['Closed']
+    close.notesComponent[1]!.notesActionComments = 'Narrative. '.repeat(1500)
+    const res = await postEido(close)
+    t.equal(res.statusCode, 201, res.body.slice(0, 300))
+    const call = await callOf(doc.$id)
+    t.equal(call.status, 'closed')
+    t.equal(call.description.length, 4000)
+  })
+
+  t.test('a person with an empty role list', async (t) => {
+    const doc = fresh<{ personComponent: Doc[] }>('mental-health-crisis')
+    doc.personComponent.push({ $id: 'person-bystander', personIncidentRoleRegistryText: [] })
+    const res = await postEido(doc)
+    t.equal(res.statusCode, 201, res.body.slice(0, 300))
+  })
+
+  t.test('a birth date as a NIEM DateTime', async (t) => {
+    const doc = fresh<{ personComponent: { ncPersonComponent: Doc }[] }>('mental-health-crisis')
+    doc.personComponent[1]!.ncPersonComponent.PersonBirthDate = { DateTime: '1987-04-12T00:00:00-06:00' }
+    const res = await postEido(doc)
+    t.equal(res.statusCode, 201, res.body.slice(0, 300))
+    t.equal((await callOf(doc.$id)).subject?.birthDate, '1987-04-12')
+  })
+
+  t.test('lower-case t and z: accepted, and the same instant as any other spelling of it', async (t) => {
+    const doc = fresh<{ incidentComponent: Doc }>('mental-health-crisis')
+    doc.lastUpdateTimeStamp = '2026-11-23t15:14:05.120z'
+    doc.incidentComponent.lastUpdateTimeStamp = '2026-11-23t09:14:05.120-06:00'
+    const first = await postEido(doc)
+    t.equal(first.statusCode, 201, first.body.slice(0, 300))
+    const again = await postEido({ ...doc, lastUpdateTimeStamp: '2026-11-23T09:14:05.120-06:00' })
+    t.equal(again.statusCode, 200, 'a repeat, not another document')
+    t.equal(again.json().decision.id, first.json().decision.id)
+  })
+
+  t.test('no incident component: a 400 that says why, and nothing stored', async (t) => {
+    const doc = fresh('mental-health-crisis') as Doc
+    delete doc.incidentComponent
+    const before = await counts()
+    const res = await postEido(doc)
+    t.equal(res.statusCode, 400)
+    const problem = res.json<{ invalidParams: { name: string; reason: string }[] }>()
+    t.same(problem.invalidParams.map((p) => p.name), ['incidentComponent'])
+    t.match(problem.invalidParams[0]!.reason, /routes a call on its incident type/)
+    t.same(await counts(), before)
+  })
+})
+
 t.test('personal data from the EIDO never reaches a log line', async (t) => {
   const text = world.logs.join('')
   t.ok(text.length > 0, 'something was logged')

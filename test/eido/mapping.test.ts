@@ -1,7 +1,9 @@
+import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { AppError } from '../../src/http/errors.js'
 import { isStorableText } from '../../src/http/storable.js'
 import { eidoEventId, eidoToCallEvent } from '../../src/eido/map-in.js'
+import { callToEido } from '../../src/eido/map-out.js'
 import { readPidfLo, writePidfLo } from '../../src/eido/pidf-lo.js'
 import { eidoInSchema } from '../../src/eido/schemas.js'
 import { eidoFixture, TWINS } from './fixtures/index.js'
@@ -31,21 +33,21 @@ t.test('status: first document creates, later ones update, a closed incident clo
   // A repeat of a stored document keeps the type it was stored with, so its body hash matches.
   t.equal(eidoToCallEvent(doc, { callKnown: true, storedType: 'call.created' }).type, 'call.created')
   const closing = structuredClone(doc)
-  closing.incidentComponent.incidentStatusCommonRegistryText = ['Closed']
-  closing.incidentComponent.dispositionComponent = [
+  closing.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
+  closing.incidentComponent!.dispositionComponent = [
     { $id: 'd-1', dispositionCommonRegistryCode: '99' },
     { $id: 'd-2', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: true },
   ]
   const closed = eidoToCallEvent(closing, { callKnown: true })
   t.equal(closed.type, 'call.closed')
   t.equal(closed.call.disposition, 'resolved_by_phone')
-  closing.incidentComponent.dispositionComponent = [{ $id: 'd-3', dispositionCommonRegistryCode: '15' }]
+  closing.incidentComponent!.dispositionComponent = [{ $id: 'd-3', dispositionCommonRegistryCode: '15' }]
   t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'referred_crisis_center')
-  closing.incidentComponent.dispositionComponent = [{ $id: 'd-4', dispositionCommonRegistryCode: '42' }]
+  closing.incidentComponent!.dispositionComponent = [{ $id: 'd-4', dispositionCommonRegistryCode: '42' }]
   t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'apco-42', 'another APCO code survives the round trip')
   // A disposition on an active incident is not a close: the native contract refuses it, the mapping leaves it out.
   const active = structuredClone(closing)
-  active.incidentComponent.incidentStatusCommonRegistryText = ['Active']
+  active.incidentComponent!.incidentStatusCommonRegistryText = ['Active']
   t.equal(eidoToCallEvent(active, { callKnown: true }).call.disposition, undefined)
 })
 
@@ -101,10 +103,151 @@ t.test('a description cut at its 4,000 characters never keeps half of a characte
   const doc = parse(eidoFixture('mental-health-crisis'))
   // 3,999 units, then an emoji (two UTF-16 units): a plain cut at 4,000 would keep its first half.
   const notes = [{ ...doc.notesComponent![0]!, notesActionComments: `${'x'.repeat(3999)}\u{1F600} and more` }]
-  const event = eidoToCallEvent({ ...doc, notesComponent: notes, incidentComponent: { ...doc.incidentComponent, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  const event = eidoToCallEvent({ ...doc, notesComponent: notes, incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
   const d = event.call.description!
   t.equal(d, 'x'.repeat(3999))
   t.ok(isStorableText(d), 'no lone surrogate for Postgres to refuse')
-  const short = eidoToCallEvent({ ...doc, notesComponent: [{ ...notes[0]!, notesActionComments: 'calm \u{1F600}' }], incidentComponent: { ...doc.incidentComponent, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  const short = eidoToCallEvent({ ...doc, notesComponent: [{ ...notes[0]!, notesActionComments: 'calm \u{1F600}' }], incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
   t.equal(short.call.description, 'calm \u{1F600}', 'a short one is kept whole')
+})
+
+t.test('the call’s disposition is the primary one: a component marked not primary never stands in for it', async (t) => {
+  const closing = parse(eidoFixture('mental-health-crisis'))
+  closing.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
+  // An assignment's (or another agency's) disposition alone says nothing of how the call ended.
+  closing.incidentComponent!.dispositionComponent = [{ $id: 'd-cru', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: false }]
+  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, undefined)
+  // One that does not say is taken when none is marked primary, before any marked not primary.
+  closing.incidentComponent!.dispositionComponent = [
+    { $id: 'd-cru', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: false },
+    { $id: 'd-call', dispositionCommonRegistryCode: '15' },
+  ]
+  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'referred_crisis_center')
+  // The service's own words come back verbatim.
+  closing.incidentComponent!.dispositionComponent = [{ $id: 'd-own', dispositionCommonRegistryCode: 'urn:cad-router:disposition:transported', dispositionPrimaryIndicator: true }]
+  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'transported')
+  const names = (code: string) => {
+    closing.incidentComponent!.dispositionComponent = [{ $id: 'd-bad', dispositionCommonRegistryCode: code, dispositionPrimaryIndicator: true }]
+    try {
+      eidoToCallEvent(closing, { callKnown: true })
+    } catch (err) {
+      if (err instanceof AppError) return (err.invalidParams ?? []).map((p) => p.name)
+      throw err
+    }
+    return []
+  }
+  t.same(names('not a code'), ['incidentComponent.dispositionComponent.0.dispositionCommonRegistryCode'])
+  t.same(names(`urn:cad-router:disposition:${'x'.repeat(65)}`), ['incidentComponent.dispositionComponent.0.dispositionCommonRegistryCode'], 'longer than a call’s disposition may be')
+})
+
+t.test('every disposition the service writes reads back as itself, assignments’ beside the call’s', async (t) => {
+  const doc = parse(eidoFixture('mental-health-crisis'))
+  const view = (disposition: string, assignments: [string, string][]) => {
+    const at = '2026-11-23T15:00:00.000Z'
+    const mapped = eidoToCallEvent(doc, { callKnown: false }).call
+    return callToEido({
+      ...mapped,
+      location: mapped.location ?? null,
+      caller: mapped.caller ?? null,
+      subject: mapped.subject ?? null,
+      description: mapped.description ?? null,
+      dispatcherOverride: null,
+      status: 'closed',
+      route: 'cru',
+      mentalHealth: true,
+      disposition,
+      createdAt: at,
+      updatedAt: at,
+      closedAt: at,
+      events: [],
+      decisions: [],
+      assignments: assignments.map(([id, d]) => ({ id, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, createdAt: at, transitions: [] })),
+    })
+  }
+  for (const disposition of ['transported', 'resolved_by_phone', 'referred_crisis_center', 'referred_case_management', 'no_contact', 'apco-42', 'apco-05', 'apco-', 'Taken to St. Francis (EMS 12)', 'constructor', 'apco-toString']) {
+    const out = view(disposition, [['a-1', 'resolved_by_phone'], ['a-2', 'referred_case_management']])
+    const primary = out.incidentComponent.dispositionComponent!.filter((d) => d.dispositionPrimaryIndicator)
+    t.equal(primary.length, 1, `${disposition}: one primary disposition`)
+    const back = eidoToCallEvent(eidoInSchema.parse(out), { callKnown: true })
+    t.equal(back.call.disposition, disposition, `${disposition}: read back as itself (written as ${primary[0]!.dispositionCommonRegistryCode})`)
+  }
+  const codes = view('resolved_by_phone', [['a-1', 'referred_case_management']]).incidentComponent.dispositionComponent!.map((d) => d.dispositionCommonRegistryCode)
+  t.same(codes, ['05', 'urn:cad-router:disposition:referred_case_management'], 'an APCO code only where it reads back as the same disposition')
+})
+
+t.test('registry values that name an Object.prototype member are plain values', async (t) => {
+  const doc = parse(eidoFixture('mental-health-crisis'))
+  doc.cautionComponent![0]!.cautionTypeCommonRegistryText = 'constructor'
+  doc.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
+  doc.incidentComponent!.dispositionComponent = [{ $id: 'd-1', dispositionCommonRegistryCode: 'toString', dispositionPrimaryIndicator: true }]
+  const event = eidoToCallEvent(doc, { callKnown: true })
+  t.notOk(event.call.flags.mentalHealth, 'the caution raises no flag')
+  t.equal(event.call.disposition, 'apco-toString')
+})
+
+t.test('NENA-valid documents the service once refused', async (t) => {
+  t.test('a person with no role: neither caller nor subject', async (t) => {
+    const doc = eidoFixture<{ personComponent: { personIncidentRoleRegistryText: string[] }[] }>('mental-health-crisis')
+    doc.personComponent[1]!.personIncidentRoleRegistryText = []
+    const event = eidoToCallEvent(parse(doc), { callKnown: false })
+    t.equal(event.call.subject, undefined)
+    t.same(event.call.caller, TWINS['mental-health-crisis']!.call.caller)
+  })
+
+  t.test('a birth date given as a NIEM DateTime: its date as written', async (t) => {
+    const doc = eidoFixture<{ personComponent: { ncPersonComponent: { PersonBirthDate: object } }[] }>('mental-health-crisis')
+    const born = (b: object) => {
+      doc.personComponent[1]!.ncPersonComponent.PersonBirthDate = b
+      return eidoToCallEvent(parse(doc), { callKnown: false }).call.subject?.birthDate
+    }
+    t.equal(born({ DateTime: '1987-04-12T00:00:00-06:00' }), '1987-04-12')
+    t.equal(born({ DateTime: '1987-04-12t23:30:00' }), '1987-04-12', 'no offset (xs:dateTime allows it), lower-case t; not moved to UTC')
+    t.equal(born({ Date: '1987-04-12', DateTime: '1990-01-01T00:00:00Z' }), '1987-04-12', 'a Date wins')
+    t.equal(born({ Date: '1987-04-12' }), '1987-04-12')
+    t.notOk(eidoInSchema.safeParse({ ...doc, personComponent: [doc.personComponent[0], { ...doc.personComponent[1], ncPersonComponent: { PersonBirthDate: { DateTime: '1987-02-30T00:00:00Z' } } }] }).success, 'not a date')
+  })
+
+  t.test('lower-case t and z in timestamps: one instant, one eventId', async (t) => {
+    const doc = eidoFixture<{ notesComponent: { lastUpdateTimeStamp: string }[] }>('mental-health-crisis')
+    const upper = eidoToCallEvent(parse(doc), { callKnown: false })
+    doc.lastUpdateTimeStamp = '2026-11-23t15:14:05.120z'
+    doc.notesComponent[0]!.lastUpdateTimeStamp = '2026-11-23t09:13:10-06:00'
+    const parsed = parse(doc)
+    t.equal(parsed.lastUpdateTimeStamp, '2026-11-23T15:14:05.120Z', 'normalised when read')
+    const lower = eidoToCallEvent(parsed, { callKnown: false })
+    t.equal(lower.eventId, upper.eventId)
+    t.equal(lower.occurredAt, upper.occurredAt)
+    t.equal(eidoEventId({ $id: 'X-1', lastUpdateTimeStamp: '2026-11-23t15:14:05.120z' }), eidoEventId({ $id: 'X-1', lastUpdateTimeStamp: '2026-11-23T09:14:05.120-06:00' }))
+    t.notOk(eidoInSchema.safeParse({ ...doc, lastUpdateTimeStamp: '2026-11-23x15:14:05z' }).success, 'still a date-time')
+  })
+
+  t.test('no incident component: accepted by the schema, refused by the mapping that needs its incident type', async (t) => {
+    const doc = eidoFixture('mental-health-crisis') as Record<string, unknown>
+    delete doc.incidentComponent
+    const parsed = eidoInSchema.safeParse(doc)
+    t.ok(parsed.success, 'NENA does not require it')
+    try {
+      eidoToCallEvent(parsed.data!, { callKnown: false })
+      t.fail('mapped without an incident type')
+    } catch (err) {
+      t.ok(err instanceof AppError && err.code === 'validation-failed')
+      const problems = (err as AppError).invalidParams ?? []
+      t.same(problems.map((p) => p.name), ['incidentComponent'])
+      t.match(problems[0]!.reason, /incident type.*incidentTypeCommonRegistryText/)
+    }
+  })
+})
+
+t.test('a long note is cut, not refused, and no note holds the service up', async (t) => {
+  const doc = eidoFixture<{ notesComponent: { notesActionComments: string }[] }>('mental-health-crisis')
+  doc.notesComponent[0]!.notesActionComments = `<p>${'The subject is calm now. '.repeat(800)}</p>`
+  const event = eidoToCallEvent(parse(doc), { callKnown: false })
+  t.equal(event.call.description, 'The subject is calm now. '.repeat(800).slice(0, 4000))
+  // A body's worth of '<' with no '>': stripping tags must not retry from each one to the end.
+  doc.notesComponent[0]!.notesActionComments = '<'.repeat(60_000)
+  const started = performance.now()
+  const lts = eidoToCallEvent(parse(doc), { callKnown: false })
+  const took = performance.now() - started
+  t.ok(took < 500, `mapped in ${Math.round(took)} ms (a regex that retries from each '<' took seconds)`)
+  t.equal(lts.call.description, '<'.repeat(4000))
 })

@@ -43,9 +43,16 @@ const call = fc.record(
   { requiredKeys: ['callId', 'agency', 'natureCode', 'priority', 'flags'] },
 )
 
-const closing = fc.option(fc.constantFrom('resolved_by_phone', 'referred_crisis_center', 'apco-42', 'apco-07'), { nil: undefined })
+// The service's dispositions, APCO codes it keeps, and whatever else a CAD may close a call with.
+const disposition = fc.oneof(
+  fc.constantFrom('resolved_by_phone', 'referred_crisis_center', 'referred_case_management', 'transported', 'no_contact', 'apco-42', 'apco-07', 'apco-05', 'apco-'),
+  fc.string({ minLength: 1, maxLength: 64 }),
+)
+const closing = fc.option(disposition, { nil: undefined })
+/** Completed assignments' dispositions: never to be read as the call's. */
+const assignmentDispositions = fc.array(disposition, { maxLength: 3 })
 
-function viewOf(c: CallEvent['call'], disposition: string | undefined): CallView {
+function viewOf(c: CallEvent['call'], disposition: string | undefined, assignmentDispositions: string[] = []): CallView {
   const at = '2026-11-23T15:00:00.000Z'
   return {
     callId: c.callId,
@@ -67,14 +74,14 @@ function viewOf(c: CallEvent['call'], disposition: string | undefined): CallView
     closedAt: disposition ? at : null,
     events: [],
     decisions: [],
-    assignments: [],
+    assignments: assignmentDispositions.map((d, i) => ({ id: `a-${i}`, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, createdAt: at, transitions: [] })),
   }
 }
 
 t.test('any call written as an EIDO validates and maps back onto the same call', async (t) => {
   fc.assert(
-    fc.property(call, closing, (c, disposition) => {
-      const out = callToEido(viewOf(c, disposition))
+    fc.property(call, closing, assignmentDispositions, (c, disposition, assigned) => {
+      const out = callToEido(viewOf(c, disposition, assigned))
       if (!eidoOutSchema.safeParse(out).success) return false
       const back = eidoToCallEvent(eidoInSchema.parse(out), { callKnown: true })
       // Through JSON: fast-check's records have no prototype, the mapping's have Object's.

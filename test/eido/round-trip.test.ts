@@ -152,6 +152,39 @@ t.test('referred to a partner agency: APCO disposition 15', async (t) => {
   t.same(out.incidentComponent.dispositionComponent?.map((d) => d.dispositionCommonRegistryCode), ['15'])
 })
 
+t.test('a call that ended otherwise than its CRU assignment: the EIDO states the call’s disposition, and posting it back keeps it', async (t) => {
+  const base = eidoFixture('mental-health-crisis')
+  const callId = `${base.$id}-transported`
+  const created = await postEido({ ...base, $id: callId })
+  t.equal(created.statusCode, 201)
+  const cru = created.json<Result>().decision.assignments.find((a) => a.queue === 'cru')!
+  for (const [action, body] of [['acknowledge', {}], ['accept', {}], ['complete', { disposition: 'resolved_by_phone' }]] as const) {
+    const res = await app.inject({ method: 'POST', url: `/v1/assignments/${cru.id}/${action}`, payload: body })
+    t.equal(res.statusCode, 200, `${action}: ${res.body.slice(0, 200)}`)
+  }
+  // The CRU talked to the caller, then EMS took the subject to hospital: the call closes as transported.
+  const twin = TWINS['mental-health-crisis']!.call
+  const close = await postNative({ eventId: `close-${randomUUID()}`, type: 'call.closed', occurredAt: '2026-11-23T10:05:00-06:00', call: { ...twin, callId, disposition: 'transported' } })
+  t.equal(close.statusCode, 201, close.body.slice(0, 300))
+
+  const out = await getEido(callId)
+  t.ok(eidoOutSchema.safeParse(out).success)
+  const dispositions = out.incidentComponent.dispositionComponent ?? []
+  t.same(
+    dispositions.map((d) => `${d.dispositionCommonRegistryCode}:${d.dispositionPrimaryIndicator}`),
+    ['urn:cad-router:disposition:transported:true', '05:false'],
+    'the call’s own disposition is the primary one; the CRU assignment’s follows, not primary',
+  )
+
+  // Read back, it is still a transport, not a call handled by phone.
+  const again = eidoInSchema.parse({ ...out, $id: `${callId}-again` })
+  t.equal(eidoToCallEvent(again, { callKnown: false }).call.disposition, 'transported')
+  const back = await postEido({ ...out, $id: `${callId}-again` })
+  t.equal(back.statusCode, 201, back.body.slice(0, 300))
+  const view = (await app.inject({ method: 'GET', url: `/v1/calls/${encodeURIComponent(`${callId}-again`)}` })).json<{ status: string; disposition: string }>()
+  t.same({ status: view.status, disposition: view.disposition }, { status: 'closed', disposition: 'transported' })
+})
+
 t.test('GET of an unknown call is a 404 problem', async (t) => {
   const res = await app.inject({ method: 'GET', url: '/v1/calls/nope/eido' })
   t.equal(res.statusCode, 404)

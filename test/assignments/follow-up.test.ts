@@ -89,7 +89,7 @@ t.test('a reserved follow-up that is declined is offered again when due, not at 
   t.ok(next, 'a follow-up offered again')
   const again = await assignment(next.id)
   t.match(again, { status: 'reserved', role: 'primary', escalatedFrom: fuId, reservedUntil: original.reservedUntil, dueAt: original.dueAt }, 'its reservation and due time kept')
-  t.match(next.transitions[0], { from: null, to: 'reserved', reason: new RegExp(`^escalated from follow_up assignment ${fuId} \\(declined: caseload full\\); reserved until ${original.reservedUntil}`) })
+  t.match(next.transitions[0], { from: null, to: 'reserved', reason: new RegExp(`^escalated from follow_up assignment ${fuId} \\(declined\\); reserved until ${original.reservedUntil}`) })
 
   // The worker holds its job until then, as for the first.
   await until(next.id, 'offered')

@@ -21,7 +21,9 @@ const decode = (s: string): string =>
 const encode = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
 function element(xml: string, name: string): string | undefined {
-  const m = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${name}(?:\\s[^>]*)?>([^<]*)</(?:[A-Za-z_][\\w.-]*:)?${name}>`).exec(xml)
+  // Attributes stop at the next `<` as well as at `>`: a tag left open must not send every later
+  // attempt to the end of the text (a crafted location took 80 ms an element, quadratic in its length).
+  const m = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${name}(?:\\s[^<>]*)?>([^<]*)</(?:[A-Za-z_][\\w.-]*:)?${name}>`).exec(xml)
   const v = m?.[1] === undefined ? undefined : decode(m[1])
   return v ? v : undefined
 }

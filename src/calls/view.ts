@@ -85,8 +85,9 @@ async function historyLabels(ruleSets: Pick<RuleSetRegistry, 'version'>, version
 
 /**
  * The decision without the behavioral-health history behind it (criminal-justice consoles): the
- * history facts, and the value of every trace condition that depends on them. Which conditions
- * those are comes from the decision's own rule set; when that cannot be read, every value goes.
+ * history facts, and the conditions of every rule whose trace tested one that depends on them: a
+ * value, a result, even where the trace stops, each tells the answer. Which conditions those are
+ * comes from the decision's own rule set; when that cannot be read, no rule shows its conditions.
  * The reasons on health-queue assignments go too: a CRU desk's words about the person.
  */
 export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSetRegistry, 'version'>): Promise<CallView> {
@@ -102,10 +103,7 @@ export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSe
         return {
           ...d,
           facts: d.facts && typeof d.facts === 'object' ? { ...(d.facts as Record<string, unknown>), history: '[withheld]' } : d.facts,
-          trace: d.trace.map((r) => ({
-            ...r,
-            conditions: r.conditions.map((c) => (hidden(c.condition) ? { ...c, value: '[withheld]' } : c)),
-          })),
+          trace: d.trace.map((r) => (r.conditions.some((c) => hidden(c.condition)) ? { ...r, conditions: [] } : r)),
         }
       }),
     ),

@@ -97,17 +97,5 @@ async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: n
     // A body scrubbed before is not written again.
     .where(EVENT_HOLDS_PERSONAL_DATA)
     .executeTakeFirst()
-  // What a console typed on a move ("spoke with her sister…") is free text about people; the
-  // service's own reasons (routing, deadlines, escalations) stay, to explain the call's history.
-  await trx
-    .updateTable('assignment_transitions')
-    .set({ reason: null })
-    .where(sql<boolean>`assignment_id in (select id from assignments where call_id = any(${calls.map((c) => c.call_id)}::text[]))`)
-    .where('reason', 'is not', null)
-    .where(sql<boolean>`actor !~ ${SYSTEM_ACTOR.source}`)
-    .execute()
   return { calls: calls.length, events: Number(events.numUpdatedRows) }
 }
-
-/** The service's own actors on assignment transitions; any other is a console (its key's name). */
-export const SYSTEM_ACTOR = /^(router|cad|system|system:.+|worker:.+)$/

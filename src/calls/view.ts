@@ -1,5 +1,5 @@
 import type { Db } from '../db/connect.js'
-import { historyConditionLabels, type Route } from '../routing/index.js'
+import type { Route } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { HEALTH_QUEUES } from '../auth/principal.js'
 import { loadDecisionView } from './repository.js'
@@ -69,20 +69,6 @@ export async function loadCallView(db: Db, callId: string): Promise<CallView | u
   }
 }
 
-/** A rule set's history-dependent trace labels; versions are immutable, so kept for the process's life. */
-const historyLabelsByVersion = new Map<number, ReadonlySet<string>>()
-
-async function historyLabels(ruleSets: Pick<RuleSetRegistry, 'version'>, version: number): Promise<ReadonlySet<string> | undefined> {
-  let labels = historyLabelsByVersion.get(version)
-  if (!labels) {
-    const compiled = await ruleSets.version(version)
-    if (!compiled) return undefined
-    labels = historyConditionLabels(compiled.document)
-    historyLabelsByVersion.set(version, labels)
-  }
-  return labels
-}
-
 /**
  * The decision without the behavioral-health history behind it (criminal-justice consoles): the
  * history facts, and the conditions of every rule whose trace tested one that depends on them: a
@@ -98,7 +84,7 @@ export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSe
     ),
     decisions: await Promise.all(
       view.decisions.map(async (d) => {
-        const labels = await historyLabels(ruleSets, d.ruleSetVersion)
+        const labels = (await ruleSets.version(d.ruleSetVersion))?.historyLabels
         const hidden = (condition: string) => !labels || labels.has(condition)
         return {
           ...d,

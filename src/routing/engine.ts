@@ -325,14 +325,12 @@ function compileFallbackReason(reason: string): CompiledAction['fallbackReason']
 }
 
 /**
- * The trace labels of a rule set's top-level conditions that depend on a history fact, directly or
- * through definitions: their values are behavioral-health data, which police and EMS consoles do
- * not see. Decided from what a condition tests, never from its label, since a definition may be
+ * The labels of the rules' top-level conditions that depend on a history fact, directly or through
+ * definitions. Decided from what a condition tests, never from its label, since a definition may be
  * named anything.
  */
-export function historyConditionLabels(doc: RuleSet): ReadonlySet<string> {
-  const definitions = doc.definitions ?? {}
-  const compiler = new ConditionCompiler(definitions, doc.frequentCaller?.minCalls ?? DEFAULT_FREQUENT_CALLER_MIN_CALLS, () => 'UTC')
+function historyConditionLabels(document: RuleSet, compiler: ConditionCompiler): ReadonlySet<string> {
+  const definitions = document.definitions ?? {}
   const usesHistory = (c: Condition): boolean => {
     if ('all' in c) return c.all.some(usesHistory)
     if ('any' in c) return c.any.some(usesHistory)
@@ -341,7 +339,7 @@ export function historyConditionLabels(doc: RuleSet): ReadonlySet<string> {
     return 'fact' in c && HISTORY_FACTS.has(c.fact)
   }
   const labels = new Set<string>()
-  for (const rule of doc.rules) {
+  for (const rule of document.rules) {
     for (const c of 'all' in rule.when ? rule.when.all : [rule.when]) if (usesHistory(c)) labels.add(compiler.label(c))
   }
   return labels
@@ -496,5 +494,5 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
     }
   }
 
-  return { version: document.version, name: document.name, document, decide }
+  return { version: document.version, name: document.name, document, decide, historyLabels: historyConditionLabels(document, compiler) }
 }

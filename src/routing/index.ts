@@ -13,7 +13,7 @@ export {
   type Condition,
   type Day,
 } from './rule-set.js'
-export { compileRuleSet, historyConditionLabels } from './engine.js'
+export { compileRuleSet } from './engine.js'
 export { cruAvailability, cruCapacity, cruTeamKey, localTime, describeDays, type CruAvailability, type CruCapacity } from './availability.js'
 export { loadDefaultRuleSet } from './default-rule-set.js'
 export {

@@ -133,6 +133,11 @@ export interface CompiledRuleSet {
   name: string
   document: RuleSet
   decide(facts: RoutingFacts): RoutingDecision
+  /**
+   * The trace labels of top-level conditions that depend on a history fact, directly or through
+   * definitions: behavioral-health data, which police and EMS consoles do not see.
+   */
+  historyLabels: ReadonlySet<string>
 }
 
 /** The rule id a decision carries when a dispatcher override won (DESIGN rule 10). */

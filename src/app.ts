@@ -70,6 +70,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 /** Builds the HTTP API without listening; main.ts and the tests both use it. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps
+  const now = deps.now ?? (() => new Date())
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),
     bodyLimit: config.BODY_LIMIT_BYTES,
@@ -153,7 +154,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics,
   )
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
-  await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
+  await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now })
   const feed = createAssignmentFeed({
     db: deps.db,
     databaseUrl: config.DATABASE_URL,
@@ -168,14 +169,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
   await app.register(feedRoutes, { feed })
   await app.register(authRoutes, { db: deps.db, keys })
-  await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
-  await app.register(reportRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
-  await app.register(metricsRoutes, { db: deps.db, metrics, now: deps.now ?? (() => new Date()) })
+  await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now })
+  await app.register(reportRoutes, { db: deps.db, now })
+  await app.register(metricsRoutes, { db: deps.db, metrics, now })
   await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, ...(deps.now ? { now: deps.now } : {}) }) })
   await app.register(dashboardRoutes)
-  await app.register(caseLinkRoutes, { db: deps.db, now: deps.now ?? (() => new Date()) })
-  await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now: deps.now ?? (() => new Date()) })
-  await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now: deps.now ?? (() => new Date()) })
+  await app.register(caseLinkRoutes, { db: deps.db, now })
+  await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now })
+  await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now })
   await app.register(queueAdminRoutes, { connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
   return app
 }

@@ -78,25 +78,7 @@ interface Fallback {
   document: RuleSet
 }
 
-// Rule-set versions are immutable, so their fallback can be cached for the process's life.
-const fallbackCache = new Map<number, Fallback>()
-
-async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promise<Fallback> {
-  const row = await trx
-    .selectFrom('decisions')
-    .innerJoin('rule_sets', 'rule_sets.version', 'decisions.rule_set_version')
-    .select(['rule_sets.version', 'rule_sets.document'])
-    .where('decisions.id', '=', decisionId)
-    .executeTakeFirstOrThrow()
-  const hit = fallbackCache.get(row.version)
-  if (hit) return hit
-  // Stored documents were validated when stored; a document without `escalation` predates it.
-  const doc = row.document as { escalation?: Partial<Record<QueueName, Route>>; routes: Record<Route, AssignmentSpec[]> }
-  const fallback = { escalation: doc.escalation ?? DEFAULT_ESCALATION, routes: doc.routes, document: row.document as RuleSet }
-  fallbackCache.set(row.version, fallback)
-  return fallback
-}
-
+// Rule-set versions are immutable, so their documents are kept for the process's life.
 const documentCache = new Map<number, RuleSet>()
 
 async function documentOf(trx: Transaction<Database>, version: number): Promise<RuleSet | undefined> {
@@ -105,6 +87,14 @@ async function documentOf(trx: Transaction<Database>, version: number): Promise<
   const document = (await loadDocument(trx, version)) as RuleSet | undefined
   if (document) documentCache.set(version, document)
   return document
+}
+
+async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promise<Fallback> {
+  const { version } = await trx.selectFrom('decisions').select('rule_set_version as version').where('id', '=', decisionId).executeTakeFirstOrThrow()
+  const document = await documentOf(trx, version)
+  if (!document) throw new Error(`rule set ${version} of decision ${decisionId} is not stored`) // a foreign key rules it out
+  // Stored documents were validated when stored; a document without `escalation` predates it.
+  return { escalation: document.escalation ?? DEFAULT_ESCALATION, routes: document.routes, document }
 }
 
 /**

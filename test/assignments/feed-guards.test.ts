@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
-import { feedData, openSse, type SseClient } from '../helpers/sse.js'
+import { assignmentStreams, feedData, type SseClient } from '../helpers/sse.js'
 import { createWorld, eventually } from '../helpers/world.js'
 
 const HEARTBEAT_MS = 20
@@ -18,13 +18,7 @@ const base = await app.listen({ port: 0, host: '127.0.0.1' })
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 const admin = bearer(world.adminKey)
 
-const streams: SseClient[] = []
-t.teardown(() => streams.forEach((s) => s.close()))
-async function stream(headers: Record<string, string>, query = ''): Promise<SseClient & { body?: string }> {
-  const s = await openSse(`${base}/v1/assignments/stream${query}`, headers)
-  streams.push(s)
-  return s
-}
+const stream = assignmentStreams(t, base)
 
 /** The assignment ids of a new call. */
 async function post(agency: string): Promise<string[]> {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
-import { feedData, openSse, type SseClient, type SseEvent } from '../helpers/sse.js'
+import { assignmentStreams, feedData, openSse, type SseEvent } from '../helpers/sse.js'
 import { PG_ADMIN_URL, createWorld, eventually } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -10,13 +10,7 @@ const base = await app.listen({ port: 0, host: '127.0.0.1' })
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 const admin = bearer(world.adminKey)
 
-const streams: SseClient[] = []
-t.teardown(() => streams.forEach((s) => s.close()))
-async function stream(headers: Record<string, string>, query = ''): Promise<SseClient> {
-  const s = await openSse(`${base}/v1/assignments/stream${query}`, headers)
-  streams.push(s)
-  return s
-}
+const stream = assignmentStreams(t, base)
 
 async function post(agency = 'hastings-pd', natureCode = 'EDP') {
   const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency, natureCode }) })

@@ -19,6 +19,8 @@ export interface SseClient {
   pause(): void
   resume(): void
   close(): void
+  /** The answer's body, when it was not a stream (any status but 200). */
+  body?: string
 }
 
 /** A minimal EventSource over real HTTP (the stream must go through a socket, not inject). */
@@ -98,6 +100,20 @@ export function openSse(url: string, headers: Record<string, string>): Promise<S
     })
     req.on('error', (err) => reject(err))
   })
+}
+
+/**
+ * Opens `GET /v1/assignments/stream` on the app listening at `base`; every stream opened is closed
+ * when the test ends.
+ */
+export function assignmentStreams(t: { teardown(fn: () => void): void }, base: string) {
+  const streams: SseClient[] = []
+  t.teardown(() => streams.forEach((s) => s.close()))
+  return async (headers: Record<string, string>, query = ''): Promise<SseClient> => {
+    const s = await openSse(`${base}/v1/assignments/stream${query}`, headers)
+    streams.push(s)
+    return s
+  }
 }
 
 export const feedData = (e: SseEvent) =>

@@ -11,6 +11,7 @@ import * as m0012 from './0012_outbox_trace_context.js'
 import * as m0013 from './0013_api_key_notify.js'
 import * as m0014 from './0014_outbox_resend.js'
 import * as m0015 from './0015_personal_data_indexes.js'
+import * as m0016 from './0016_typed_reasons.js'
 
 /** Listed statically so the same code runs from TypeScript sources (tests) and from dist/ (production). */
 export const migrations: Record<string, Migration> = {
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0013_api_key_notify': m0013,
   '0014_outbox_resend': m0014,
   '0015_personal_data_indexes': m0015,
+  '0016_typed_reasons': m0016,
 }

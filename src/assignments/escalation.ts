@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { sql, type Selectable, type Transaction } from 'kysely'
+import { sql, type Insertable, type Selectable, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
-import type { AssignmentsTable, Database } from '../db/schema.js'
+import type { AssignmentTransitionsTable, AssignmentsTable, Database } from '../db/schema.js'
 import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js'
 import { AppError, notFound } from '../http/errors.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
@@ -47,6 +47,9 @@ import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
  * when and why. Runs the same in the API (a decline), the lifecycle worker (a deadline job) and the
  * sweep; it is idempotent: an assignment that has moved on is answered unchanged.
  */
+
+/** How a decline's reason begins when the responder gave one; the words after it are theirs. */
+const DECLINED_PREFIX = 'declined: '
 
 export type EscalationCause =
   | { kind: 'deadline'; actor: string }
@@ -179,8 +182,11 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       if (!canMove('decline', status)) {
         throw new AppError('illegal-transition', `cannot decline an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: ['reserved', 'queued', 'offered', 'acknowledged'] } })
       }
-      why = `declined${cause.reason ? `: ${cause.reason}` : ''}`
+      why = cause.reason ? `${DECLINED_PREFIX}${cause.reason}` : 'declined'
     }
+    // Where the responder's words lie in the reason, for the retention scrub: Postgres counts
+    // characters (code points), which a JavaScript string's length does not.
+    const typed = cause.kind === 'decline' && cause.reason ? { typed_from: DECLINED_PREFIX.length + 1, typed_length: [...cause.reason].length } : {}
     // What the responder typed stays on their own assignment: the police or EMS assignments this
     // creates or changes are read by criminal-justice consoles, and a CRU desk's reason is health data.
     const whyElsewhere = cause.kind === 'decline' ? 'declined' : why
@@ -267,8 +273,8 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     if (roleChanges.length) outcome += `; ${roleChanges.map((c) => `${c.row.queue} becomes ${c.to}`).join(', ')}`
 
     const updated = await trx.updateTable('assignments').set({ status: to, updated_at: now }).where('id', '=', a.id).returningAll().executeTakeFirstOrThrow()
-    const transitions: Array<{ assignment_id: string; from_status: string | null; to_status: string; role: string; actor: string; reason: string }> = [
-      { assignment_id: a.id, from_status: status, to_status: to, role: a.role, actor: cause.actor, reason: `${why}; ${outcome}` },
+    const transitions: Insertable<AssignmentTransitionsTable>[] = [
+      { assignment_id: a.id, from_status: status, to_status: to, role: a.role, actor: cause.actor, reason: `${why}; ${outcome}`, ...typed },
     ]
     for (const c of roleChanges) {
       await trx.updateTable('assignments').set({ role: c.to, updated_at: now }).where('id', '=', c.row.id).execute()

@@ -88,6 +88,7 @@ export async function listAssignments(db: Db, f: ListFilter): Promise<{ items: A
 
 export interface MoveInput {
   actor: string
+  /** What the console typed: free text about a person, which the retention scrub removes. */
   reason?: string | undefined
   disposition?: string | undefined
   /** With offer: when the offer escalates unless acknowledged (null: never). */
@@ -147,6 +148,7 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
   const agencies = opts.scope?.agencies ?? null
   const queues = opts.scope?.queues ?? null
   const au = opts.audit
+  const typed = input.reason ?? null
   // One statement, as the offer: consoles move an assignment or two per call, and a transaction of
   // lock, update, transition and audit record took six round trips. The row is locked and read as
   // it was; it moves only from a status the action may leave and inside the caller's scope.
@@ -165,8 +167,9 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
         and (${queues}::text[] is null or old.queue = any(${queues}::text[]))
       returning a.id, a.call_id, a.status, a.updated_at, a.disposition, a.ack_deadline_at, a.role, a.agency, a.queue, old.status as from_status),
     t as (
-      insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue)
-      select id, from_status, status, role, ${input.actor}, ${input.reason ?? null}, agency, queue from moved),
+      insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, typed_from, typed_length, feed_agency, feed_queue)
+      select id, from_status, status, role, ${input.actor}, ${typed}::text, case when ${typed}::text is null then null else 1 end, char_length(${typed}::text), agency, queue
+      from moved),
     au as (
       insert into audit_log (actor, key_id, role, action, target_type, target_id, agency, source_ip, request_id, details)
       select ${au?.actor ?? null}, ${au?.keyId ?? null}::uuid, ${au?.role ?? null}, ${au?.action ?? null}, 'assignment', id::text, agency,

@@ -63,7 +63,7 @@ function etagMatches(header: string, etag: string): boolean {
 const moveBody = z
   .object({
     actor: z.string().min(1).max(128).optional().describe('Who acts: a console position or responder id'),
-    reason: z.string().min(1).max(500).optional(),
+    reason: z.string().min(1).max(500).optional().describe("Why, in the console's words: shown in the call's history, and removed with the call's personal data at retention"),
     disposition: z.enum(DISPOSITIONS).optional().describe('With complete, and required there: how the assignment ended'),
   })
   .strict()

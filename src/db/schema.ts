@@ -104,6 +104,9 @@ export interface AssignmentTransitionsTable {
   role: string
   actor: string
   reason: string | null
+  /** Where in `reason` the text a console typed lies (migration 0016): its first character, from 1, and its length. Null: the service wrote it all. */
+  typed_from: number | null
+  typed_length: number | null
   at: CreatedAt
   /** Stamped by trigger (migration 0010); a writer that creates the assignment in the same statement gives them. */
   feed_agency: ColumnType<string | null, string | undefined, never>

@@ -5,33 +5,38 @@ import type { Database } from '../db/schema.js'
 export interface ScrubResult {
   calls: number
   events: number
+  /** Assignment transitions whose console-typed words were removed. */
+  reasons: number
 }
 
 /**
  * Removes personal data (caller, subject, description, street address and its hash, county person id) from calls
- * closed — or last touched — before `before`, in the call row and in the stored event bodies. What
+ * closed — or last touched — before `before`, in the call row and in the stored event bodies, and
+ * the words consoles typed on its assignment moves (the reason given with a decline, say). What
  * the statistics need stays: agency, city, nature code, priority, flags, route, decisions,
- * assignments and times. Idempotent: a scrubbed call is not touched again, unless an event of it
- * is stored later.
+ * assignments, the service's own reasons and times. Idempotent: a scrubbed call is not touched
+ * again, unless an event or a typed reason of it is stored later.
  *
  * In batches of `batchSize` calls, each its own transaction: a large backlog (the first run, a
  * shorter RETENTION_DAYS) neither outlasts the statement timeout nor holds many rows locked for
  * long, and what a batch did stays done if a later one fails. A call another transaction holds
  * locked right now (an event of it being stored) is left for the next run: the scrub waits for nobody.
  *
- * Two passes, each finding its calls cheaply: by the call row, then by the event bodies that still
- * hold personal data (a partial index). The second finds what the row no longer shows: an event
- * stored after its call was scrubbed (older than the call's last one, or a second close), or data a
- * later event left out of the row. Neither pass reads an old body that is already scrubbed.
+ * Three passes, each finding its calls cheaply: by the call row, then by the event bodies that still
+ * hold personal data, then by the transitions that still hold typed words (partial indexes). The
+ * later ones find what the row no longer shows: an event stored after its call was scrubbed (older
+ * than the call's last one, or a second close), data a later event left out of the row, a reason
+ * typed on a follow-up after the call was scrubbed. None reads an old body that is already scrubbed.
  */
 export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?: number } = {}): Promise<ScrubResult> {
   const batchSize = opts.batchSize ?? 500
-  const total: ScrubResult = { calls: 0, events: 0 }
-  for (const holding of [rowHoldsPersonalData, eventHoldsPersonalData]) {
+  const total: ScrubResult = { calls: 0, events: 0, reasons: 0 }
+  for (const holding of [rowHoldsPersonalData, eventHoldsPersonalData, transitionHoldsTypedText]) {
     for (;;) {
       const done = await db.transaction().execute((trx) => scrubBatch(trx, before, batchSize, holding))
       total.calls += done.calls
       total.events += done.events
+      total.reasons += done.reasons
       // Each scrubbed call leaves the selection, so this ends; a short batch means nothing is left now.
       if (done.calls < batchSize) break
     }
@@ -53,6 +58,12 @@ export const EVENT_HOLDS_PERSONAL_DATA = sql<boolean>`(body->'call' ?| array['ca
  */
 export const ROW_HOLDS_PERSONAL_DATA = sql<boolean>`(caller is not null or subject is not null or description is not null or subject_person_id is not null or address_key is not null or location ?| array['address', 'lat', 'lon'])`
 
+/**
+ * A transition whose reason still holds words a console typed: the predicate of the partial index
+ * assignment_transitions_typed_idx (migration 0016), under the same pact as the two above.
+ */
+export const TRANSITION_HOLDS_TYPED_TEXT = sql<boolean>`typed_from is not null`
+
 type Holding = (eb: ExpressionBuilder<Database, 'calls'>) => Expression<SqlBool>
 
 const rowHoldsPersonalData: Holding = () => ROW_HOLDS_PERSONAL_DATA
@@ -60,6 +71,14 @@ const rowHoldsPersonalData: Holding = () => ROW_HOLDS_PERSONAL_DATA
 // The call ids first (a scan of the small index), then the calls by key: a semi-join could instead
 // walk every call in the table to look each one up.
 const eventHoldsPersonalData: Holding = (eb) => sql<boolean>`call_id = any(array(${eb.selectFrom('call_events').select('call_id').distinct().where(EVENT_HOLDS_PERSONAL_DATA)}))`
+
+const transitionHoldsTypedText: Holding = (eb) =>
+  sql<boolean>`call_id = any(array(${eb
+    .selectFrom('assignment_transitions as t')
+    .innerJoin('assignments as a', 'a.id', 't.assignment_id')
+    .select('a.call_id')
+    .distinct()
+    .where(TRANSITION_HOLDS_TYPED_TEXT)}))`
 
 async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: number, holding: Holding): Promise<ScrubResult> {
   const due = trx
@@ -87,15 +106,25 @@ async function scrubBatch(trx: Transaction<Database>, before: Date, batchSize: n
     .where('call_id', 'in', due)
     .returning('call_id')
     .execute()
-  if (!calls.length) return { calls: 0, events: 0 }
+  if (!calls.length) return { calls: 0, events: 0, reasons: 0 }
+  const ids = calls.map((c) => c.call_id)
   const events = await trx
     .updateTable('call_events')
     .set({
       body: sql`(body #- '{call,caller}' #- '{call,subject}' #- '{call,description}' #- '{call,location,address}' #- '{call,location,lat}' #- '{call,location,lon}')`,
     })
-    .where(sql<boolean>`call_id = any(${calls.map((c) => c.call_id)}::text[])`)
+    .where(sql<boolean>`call_id = any(${ids}::text[])`)
     // A body scrubbed before is not written again.
     .where(EVENT_HOLDS_PERSONAL_DATA)
     .executeTakeFirst()
-  return { calls: calls.length, events: Number(events.numUpdatedRows) }
+  // Only the typed words go: 'declined: [removed]; escalated to co_response' still explains the history.
+  const reasons = await trx
+    .updateTable('assignment_transitions as t')
+    .from('assignments as a')
+    .set({ reason: sql`overlay(t.reason placing '[removed]' from t.typed_from for t.typed_length)`, typed_from: null, typed_length: null })
+    .whereRef('a.id', '=', 't.assignment_id')
+    .where(sql<boolean>`a.call_id = any(${ids}::text[])`)
+    .where(TRANSITION_HOLDS_TYPED_TEXT)
+    .executeTakeFirst()
+  return { calls: calls.length, events: Number(events.numUpdatedRows), reasons: Number(reasons.numUpdatedRows) }
 }

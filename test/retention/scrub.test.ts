@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
-import { EVENT_HOLDS_PERSONAL_DATA, ROW_HOLDS_PERSONAL_DATA, scrubPersonalData } from '../../src/retention/scrub.js'
+import { EVENT_HOLDS_PERSONAL_DATA, ROW_HOLDS_PERSONAL_DATA, scrubPersonalData, TRANSITION_HOLDS_TYPED_TEXT } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld, eventually, openTransaction, quietLog } from '../helpers/world.js'
 
@@ -27,7 +27,7 @@ t.test('calls older than the retention period lose their personal data and keep 
   await app.inject({ method: 'POST', url: '/v1/call-events', payload: open })
 
   const result = await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000))
-  t.same(result, { calls: 1, events: 2 })
+  t.same(result, { calls: 1, events: 2, reasons: 0 })
 
   const before = await db.selectFrom('calls').select('address_key').where('call_id', '=', recent).executeTakeFirstOrThrow()
   t.ok(before.address_key, 'a call within the period keeps its address key (history)')
@@ -51,7 +51,7 @@ t.test('calls older than the retention period lose their personal data and keep 
   const kept = JSON.stringify(await db.selectFrom('calls').selectAll().where('call_id', 'in', [recent, open.call.callId]).execute())
   t.ok(kept.includes('Marta Lindqvist'), 'recent and open calls keep their data')
 
-  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 0, events: 0 }, 'a second run changes nothing')
+  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 0, events: 0, reasons: 0 }, 'a second run changes nothing')
 })
 
 t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
@@ -75,30 +75,30 @@ t.test('in batches; a call locked elsewhere is left for the next run, not waited
   await holder.query('select 1 from calls where call_id = $1 for update', [locked])
 
   const started = Date.now()
-  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 2, events: 4 }, 'the two others, a batch each')
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 2, events: 4, reasons: 0 }, 'the two others, a batch each')
   t.ok(Date.now() - started < 5_000, 'without waiting for the lock')
   t.equal(await callerOf(a), null)
   t.equal(await callerOf(b), null)
   t.not(await callerOf(locked), null, 'the locked call is untouched')
 
   await holder.query('rollback')
-  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 1, events: 2 }, 'the next run takes it')
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 1, events: 2, reasons: 0 }, 'the next run takes it')
   t.equal(await callerOf(locked), null)
 })
 
 t.test('an event stored after its call was scrubbed is scrubbed at the next run', async (t) => {
   const before = new Date(Date.now() - 90 * 86_400_000)
   const old = await closedCall('EDP', 120)
-  t.same(await scrubPersonalData(db, before), { calls: 1, events: 2 })
+  t.same(await scrubPersonalData(db, before), { calls: 1, events: 2, reasons: 0 })
   // CAD sends the close again: kept for the record with its whole body, and the call row stays clean.
   const late = callEvent({ type: 'call.closed', callId: old, occurredAt: '2026-01-01T11:05:00Z', disposition: 'resolved_by_phone' })
   t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: late })).json().applied, false)
 
-  t.same(await scrubPersonalData(db, before), { calls: 1, events: 1 })
+  t.same(await scrubPersonalData(db, before), { calls: 1, events: 1, reasons: 0 })
   const events = await db.selectFrom('call_events').select('body').where('call_id', '=', old).execute()
   t.equal(events.length, 3)
   for (const v of PERSONAL) t.notOk(JSON.stringify(events).includes(v), `"${v}" is gone from the late event`)
-  t.same(await scrubPersonalData(db, before), { calls: 0, events: 0 }, 'then nothing is left')
+  t.same(await scrubPersonalData(db, before), { calls: 0, events: 0, reasons: 0 }, 'then nothing is left')
 })
 
 t.test('personal data a later event left out of the call row is scrubbed from the earlier event', async (t) => {
@@ -111,7 +111,7 @@ t.test('personal data a later event left out of the call row is scrubbed from th
   const closedAt = new Date(Date.now() - 120 * 86_400_000)
   await db.updateTable('calls').set({ closed_at: closedAt, updated_at: closedAt }).where('call_id', '=', callId).execute()
 
-  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 1, events: 1 })
+  t.same(await scrubPersonalData(db, new Date(Date.now() - 90 * 86_400_000)), { calls: 1, events: 1, reasons: 0 })
   const events = await db.selectFrom('call_events').select('body').where('call_id', '=', callId).execute()
   for (const v of PERSONAL) t.notOk(JSON.stringify(events).includes(v), `"${v}" is gone from the created event`)
 })
@@ -132,4 +132,78 @@ t.test('call rows that hold personal data are found through their partial index,
     return (await sql<{ 'QUERY PLAN': string }>`explain select call_id from calls where ${ROW_HOLDS_PERSONAL_DATA} order by call_id limit 500`.execute(trx)).rows
   })
   t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /calls_personal_idx/)
+})
+
+// A CRU desk declines with words about the person, and police acknowledge with some of their own.
+// Non-ASCII and an emoji, because Postgres counts characters where JavaScript counts UTF-16 units.
+const DECLINED = 'spoke with her sister Åsa 🙂 — she is with Jonas tonight'
+const ACKNOWLEDGED = 'on scene 🚓 with Marta'
+
+type Transition = { from: string | null; to: string; reason: string | null }
+type Assignment = { id: string; queue: string; role: string; transitions: Transition[] }
+
+async function callWithTypedReasons(daysAgo: number, close = true) {
+  const created = callEvent({ natureCode: 'EDP', occurredAt: '2026-01-01T10:00:00Z' })
+  const cru = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).json().decision.assignments[0].id as string
+  const callId = created.call.callId
+  await moved(cru, 'decline', DECLINED)
+  const police = (await assignmentsOf(callId)).find((a) => a.queue === 'police')!
+  await moved(police.id, 'acknowledge', ACKNOWLEDGED)
+  if (close) await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ type: 'call.closed', callId, natureCode: 'EDP', occurredAt: '2026-01-01T11:00:00Z', disposition: 'field_response' }) })
+  const at = new Date(Date.now() - daysAgo * 86_400_000)
+  await db.updateTable('calls').set({ closed_at: close ? at : null, updated_at: at }).where('call_id', '=', callId).execute()
+  return { callId, cru, police: police.id }
+}
+
+async function moved(id: string, action: string, reason: string) {
+  const res = await app.inject({ method: 'POST', url: `/v1/assignments/${id}/${action}`, payload: { reason } })
+  if (res.statusCode !== 200) throw new Error(`${action} answered ${res.statusCode}: ${res.body}`)
+}
+
+async function assignmentsOf(callId: string): Promise<Assignment[]> {
+  return (await app.inject({ method: 'GET', url: `/v1/calls/${callId}` })).json().assignments
+}
+
+t.test('the words consoles typed on moves go; the service’s own reasons stay', async (t) => {
+  const before = new Date(Date.now() - 90 * 86_400_000)
+  const old = await callWithTypedReasons(120)
+  const recent = await callWithTypedReasons(10)
+  const typedBefore = JSON.stringify(await assignmentsOf(old.callId))
+  t.ok(typedBefore.includes(DECLINED) && typedBefore.includes(ACKNOWLEDGED), 'the history shows both while the call is within the period')
+
+  t.match(await scrubPersonalData(db, before), { calls: 1, reasons: 2 })
+  const history = await assignmentsOf(old.callId)
+  const stored = JSON.stringify([history, await db.selectFrom('assignment_transitions').select('reason').execute()])
+  for (const v of ['Åsa', 'sister', 'Jonas', 'Marta', '🙂', '🚓']) t.notOk(JSON.stringify(history).includes(v), `"${v}" is gone from the old call's history`)
+  const declined = history.find((a) => a.id === old.cru)!.transitions.at(-1)!
+  t.match(declined.reason, /^declined: \[removed\]; escalated to co_response; new: police primary, cru support$/, 'exactly the typed words are replaced')
+  const police = history.find((a) => a.id === old.police)!.transitions
+  t.equal(police.find((x) => x.to === 'acknowledged')!.reason, '[removed]')
+  t.equal(police[0]!.reason, `escalated from cru assignment ${old.cru} (declined)`, 'the service’s explanation is untouched')
+
+  t.ok(stored.includes(DECLINED) && stored.includes(ACKNOWLEDGED), 'the recent call keeps its words')
+  const recentHistory = JSON.stringify(await assignmentsOf(recent.callId))
+  t.ok(recentHistory.includes(`declined: ${DECLINED}; escalated to co_response`) && recentHistory.includes(ACKNOWLEDGED))
+  t.same(await scrubPersonalData(db, before), { calls: 0, events: 0, reasons: 0 }, 'a second run changes nothing')
+})
+
+t.test('a reason typed after the call was scrubbed is removed at the next run', async (t) => {
+  const before = new Date(Date.now() - 90 * 86_400_000)
+  // An open call nobody has touched for the period: scrubbed, though its assignments are still open.
+  const { callId, police } = await callWithTypedReasons(100, false)
+  t.match(await scrubPersonalData(db, before), { calls: 1, reasons: 2 })
+  await moved(police, 'accept', 'Jonas let us in')
+
+  t.same(await scrubPersonalData(db, before), { calls: 1, events: 0, reasons: 1 }, 'found through the transitions, though the call row is clean')
+  const accepted = (await assignmentsOf(callId)).find((a) => a.id === police)!.transitions.find((x) => x.to === 'accepted')!
+  t.equal(accepted.reason, '[removed]')
+  t.same(await scrubPersonalData(db, before), { calls: 0, events: 0, reasons: 0 })
+})
+
+t.test('transitions that hold typed words are found through their partial index', async (t) => {
+  const plan = await db.transaction().execute(async (trx) => {
+    await sql`set local enable_seqscan = off`.execute(trx)
+    return (await sql<{ 'QUERY PLAN': string }>`explain select assignment_id from assignment_transitions where ${TRANSITION_HOLDS_TYPED_TEXT}`.execute(trx)).rows
+  })
+  t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /assignment_transitions_typed_idx/)
 })

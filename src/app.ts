@@ -23,7 +23,7 @@ import { metricsRoutes } from './metrics/routes.js'
 import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
-import { frameworkErrorHandler, registerProblemHandlers } from './http/problem.js'
+import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
 import { refuseUnstorableText } from './http/storable.js'
 import { loggerOptions } from './logger.js'
 import { createRuleSetLifecycle } from './rule-sets/lifecycle.js'
@@ -71,6 +71,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps
   const now = deps.now ?? (() => new Date())
+  // Filled by the onRoute hook below, read when the router answers 414 (to name the parameter).
+  const paths = routePaths()
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),
     bodyLimit: config.BODY_LIMIT_BYTES,
@@ -90,8 +92,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // The longest path parameter is a callId: every id POST accepts must read back (the default, 100,
     // answered 414). The router measures the decoded value, so percent-encoding does not count.
     routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
-    frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS),
+    frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH }),
   }).withTypeProvider<ZodTypeProvider>()
+  app.addHook('onRoute', (route) => paths.add(route.method, route.url))
 
   // Before any route or hook, so all of them are traced.
   if (deps.tracing) await app.register(deps.tracing.fastify.plugin())

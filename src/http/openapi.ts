@@ -12,6 +12,7 @@ const STATUS_TEXT: Record<number, string> = {
   404: 'Not found',
   409: 'Conflict with the stored state',
   413: 'Body larger than the limit',
+  414: 'A path parameter is longer than the router accepts (the longest id, 128 characters): `invalidParams` names it',
   415: 'Content type is not application/json',
   422: 'The rule set failed verification: `detail` is the readable report, `findings` lists each finding',
   429: 'Rate limit of the API key reached: retry after Retry-After seconds',
@@ -32,7 +33,8 @@ interface Operation {
  * What the route schemas cannot say, said in the document: errors are sent as
  * application/problem+json (a generated client must know that type to read them), and the answers
  * that come from Fastify or its plugins rather than the handler (a body too large or not JSON, the
- * rate limit) are listed on every operation they can come from.
+ * rate limit, a path parameter longer than the router's limit) are listed on every operation they
+ * can come from.
  */
 export function documentProblems<T extends { paths?: object }>(doc: T): T {
   const problem = (status: number) => ({ description: STATUS_TEXT[status] ?? 'Error', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
@@ -40,6 +42,8 @@ export function documentProblems<T extends { paths?: object }>(doc: T): T {
     for (const op of Object.values(methods)) {
       const responses = (op.responses ??= {})
       if (op.requestBody) for (const s of [400, 413, 415]) responses[s] ??= problem(s)
+      // The router refuses an over-long parameter before any route schema sees it (maxParamLength).
+      if (path.includes('{')) responses[414] ??= problem(414)
       if (path.startsWith('/v1/')) responses[429] ??= problem(429)
       for (const [status, r] of Object.entries(responses)) {
         const json = r.content?.['application/json']

@@ -96,12 +96,65 @@ export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds:
 }
 
 /**
- * Errors Fastify's router raises before a route is found (a malformed URL, an over-long path
- * segment): problem+json like every other error.
+ * The routes' paths as registered (`/v1/calls/:callId`), by method: the router's 414 says only that
+ * some path parameter was too long, and a client is owed its name, as any other problem gives.
  */
-export function frameworkErrorHandler(retryAfterSeconds: number) {
+export interface RoutePaths {
+  add(method: string | string[], url: string): void
+  /** The names (`params.callId`) of the parameters longer than `max` in the routes `path` can be. */
+  overlong(method: string, path: string, max: number): string[]
+}
+
+export function routePaths(): RoutePaths {
+  const byMethod = new Map<string, string[][]>()
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s)
+    } catch {
+      return s
+    }
+  }
+  return {
+    add(method, url) {
+      for (const m of Array.isArray(method) ? method : [method]) {
+        const list = byMethod.get(m) ?? []
+        list.push(url.split('/'))
+        byMethod.set(m, list)
+      }
+    },
+    overlong(method, path, max) {
+      const segments = path.split('/')
+      const names = new Set<string>()
+      for (const route of byMethod.get(method === 'HEAD' ? 'GET' : method) ?? []) {
+        if (route.length !== segments.length) continue
+        const found: string[] = []
+        // Each segment is either the same text, or a parameter (`:name`, no regex in our routes).
+        const fits = route.every((part, i) => {
+          const given = segments[i]!
+          if (!part.startsWith(':')) return part === given
+          if (decode(given).length > max) found.push(`params.${part.slice(1)}`)
+          return true
+        })
+        if (fits) for (const name of found) names.add(name)
+      }
+      return [...names]
+    },
+  }
+}
+
+/**
+ * Errors Fastify's router raises before a route is found (a malformed URL, an over-long path
+ * parameter): problem+json like every other error. A 414 names the parameter (never its value).
+ */
+export function frameworkErrorHandler(retryAfterSeconds: number, paths: { routes: RoutePaths; maxParamLength: number }) {
   return (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
-    const code: ErrorCode = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'uri-too-long' : err.code === 'FST_ERR_ASYNC_CONSTRAINT' ? 'internal' : 'validation-failed'
+    if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+      const reason = `must be at most ${paths.maxParamLength} characters`
+      const names = paths.routes.overlong(req.method, req.url.split('?')[0]!, paths.maxParamLength)
+      const detail = names.length ? `${names.join(', ')} ${reason}` : `a path parameter is longer than ${paths.maxParamLength} characters`
+      return sendProblem(reply, retryAfterSeconds, problem('uri-too-long', String(req.id), detail, names.map((name) => ({ name, reason }))))
+    }
+    const code: ErrorCode = err.code === 'FST_ERR_ASYNC_CONSTRAINT' ? 'internal' : 'validation-failed'
     return sendProblem(reply, retryAfterSeconds, problem(code, String(req.id), code === 'validation-failed' ? 'the URL is malformed' : undefined))
   }
 }

@@ -189,3 +189,29 @@ t.test('7: every callId POST accepts reads back, however it is percent-encoded',
   }
   refused(t, await postEvent(callEvent({ callId: 'C'.repeat(129) })), 'call.callId', 'a callId of 129')
 })
+
+t.test('8: a path parameter past 128 characters is a 414 problem naming it, on every route that has one', async (t) => {
+  const long = 'C'.repeat(129)
+  const cases: [method: 'GET' | 'HEAD' | 'POST' | 'DELETE', url: string, name: string][] = [
+    ['GET', `/v1/calls/${long}`, 'params.callId'],
+    ['GET', `/v1/calls/${long}/eido`, 'params.callId'],
+    ['POST', `/v1/assignments/${long}/acknowledge`, 'params.id'],
+    ['POST', `/v1/keys/${long}/revoke`, 'params.id'],
+    ['GET', `/v1/rule-sets/${'9'.repeat(129)}`, 'params.version'],
+    ['DELETE', `/v1/case-links/${long}?x=1`, 'params.personId'],
+    // Percent-encoding does not count: 129 characters once decoded.
+    ['HEAD', `/v1/calls/${encodeURIComponent('é'.repeat(129))}`, 'params.callId'],
+  ]
+  for (const [method, url, name] of cases) {
+    const res = await app.inject({ method, url })
+    const segment = /[^/?]{129,}/.exec(url)![0]
+    const label = `${method} ${url.replace(segment, '…')}`
+    t.equal(res.statusCode, 414, `${label}: 414`)
+    t.match(String(res.headers['content-type']), /^application\/problem\+json/, `${label}: problem+json`)
+    if (method === 'HEAD') continue
+    const problem = res.json<Problem & { type: string; status: number; title: string; instance: string }>()
+    t.match(problem, { type: 'https://cad-router.dev/problems/uri-too-long', status: 414, code: 'uri-too-long', title: String }, `${label}: RFC 9457 fields`)
+    t.same(problem.invalidParams, [{ name, reason: 'must be at most 128 characters' }], `${label}: names ${name}`)
+    t.notOk(res.body.includes(segment) || res.body.includes(decodeURIComponent(segment)), `${label}: the value is not echoed`)
+  }
+})

@@ -36,4 +36,9 @@ t.test('errors are documented as application/problem+json, with the ones Fastify
   const withBody = ops.filter(({ op }) => op.requestBody)
   t.ok(withBody.length >= 10)
   for (const { name, op } of withBody) t.ok(['400', '413', '415'].every((s) => op.responses[s]), `${name} documents 400, 413 and 415`)
+  // The router answers 414 for a path parameter past maxParamLength, before any route schema.
+  const withParams = ops.filter(({ name }) => name.includes('{'))
+  t.ok(withParams.length >= 15)
+  for (const { name, op } of withParams) t.ok(op.responses['414'], `${name} documents 414`)
+  t.notOk(ops.some(({ name, op }) => !name.includes('{') && op.responses['414']), 'only operations with a path parameter document 414')
 })

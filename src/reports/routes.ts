@@ -8,7 +8,7 @@ import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
 import { overdueFollowUps, queueDepths } from './repository.js'
-import { buildSummary, summaryCsv } from './summary.js'
+import { buildSummary, summaryCsv, summaryCsvExample } from './summary.js'
 
 const DAY_MS = 24 * 3600_000
 const MAX_RANGE_DAYS = 400
@@ -65,6 +65,15 @@ const summarySchema = z.object({
   seriesByAgency: z.array(cellSchema),
 })
 
+const summaryCsvSchema = z.string().meta({
+  description:
+    'The same cells as CSV (RFC 4180, CRLF line ends, UTF-8), a header line then one row per cell: overall, per agency, per bucket, per agency per bucket. ' +
+    '`agency` and `bucket_start` are "all" for the cells across agencies or the whole range; an empty field is a null (a share with nothing to divide by); ' +
+    '`escalations` is the total of the causes (which only JSON lists), and the repeat-caller columns are filled on whole-range rows only. ' +
+    'A text field that would start with =, +, - or @ is prefixed with an apostrophe, so a spreadsheet never runs it as a formula.',
+  examples: [summaryCsvExample()],
+})
+
 const queuesSchema = z.object({
   asOf: z.string(),
   queues: z.array(
@@ -90,7 +99,13 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
           'Send `Accept: text/csv` for one CSV row per cell (agency or "all" × bucket start or "all"). ' +
           'A key limited to some agencies sees those only ("all" then means all of them); an `agency` outside its scope is 403.',
         querystring: summaryQuery,
-        response: { 200: summarySchema, ...problemResponses(400, 401, 403, 429, 503) },
+        response: {
+          200: {
+            description: 'The report: JSON, or CSV with `Accept: text/csv`',
+            content: { 'application/json': { schema: summarySchema }, 'text/csv': { schema: summaryCsvSchema } },
+          },
+          ...problemResponses(400, 401, 403, 429, 503),
+        },
       },
     },
     async (req, reply) => {
@@ -103,10 +118,8 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       }
       const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: agenciesFor(principalOf(req), req.query.agency) }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
-      if (wantsCsv(req.headers.accept)) {
-        // The JSON schema's serializer does not apply to CSV text; the cast only satisfies the route's JSON reply type.
-        return reply.type('text/csv; charset=utf-8').serializer((x: unknown) => x as string).send(summaryCsv(summary) as unknown as typeof summary)
-      }
+      // Fastify sends a string under a non-JSON type as it is: the CSV text is never JSON-encoded.
+      if (wantsCsv(req.headers.accept)) return reply.type('text/csv; charset=utf-8').send(summaryCsv(summary))
       return summary
     },
   )

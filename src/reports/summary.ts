@@ -177,8 +177,34 @@ function csvField(v: string | number | null): string {
   return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe
 }
 
-export function summaryCsv(s: Summary): string {
-  const rows = [s.overall, ...s.byAgency, ...s.series, ...s.seriesByAgency]
+function csvLines(rows: Array<Cell & { repeatCallers?: RepeatCallerCounts }>): string {
   const lines = [COLUMNS.map(([h]) => h).join(','), ...rows.map((r) => COLUMNS.map(([, f]) => csvField(f(r))).join(','))]
   return `${lines.join('\r\n')}\r\n`
+}
+
+export function summaryCsv(s: Summary): string {
+  return csvLines([s.overall, ...s.byAgency, ...s.series, ...s.seriesByAgency])
+}
+
+/**
+ * For the OpenAPI document: the header and an overall row, written by the same columns as the
+ * answer, so the example cannot drift from it.
+ */
+export function summaryCsvExample(): string {
+  const overall: Cell & { repeatCallers: RepeatCallerCounts } = {
+    agency: null,
+    bucketStart: null,
+    calls: 8,
+    mentalHealthCalls: 6,
+    diversion: { closedMentalHealthCalls: 6, withoutPoliceFieldResponse: 2, rate: 0.3333 },
+    capture: { eligible: 5, captured: 2, rate: 0.4, toPolice: { fallback: 1, override: 1, escalation: 1 }, otherRoute: 0 },
+    routeMix: { police: 3, cru: 2, co_response: 1, ems: 1, case_manager: 1 },
+    coResponseShare: 0.125,
+    escalations: { total: 2, causes: [{ status: 'escalated', reason: 'not acknowledged in time', count: 2 }] },
+    timeToAcknowledge: Object.fromEntries(QUEUES.map((q) => [q, q === 'ems' ? { acknowledged: 0, p50Seconds: null, p90Seconds: null } : { acknowledged: 2, p50Seconds: 90, p90Seconds: 456 }])),
+    cruPhoneResolution: { closedCruCalls: 2, resolvedByPhone: 1, share: 0.5 },
+    followUps: { created: 3, completedOnTime: 1, overdue: 1 },
+    repeatCallers: { threshold: 3, windowDays: 30, subjects: 1, calls: 4 },
+  }
+  return csvLines([overall])
 }

@@ -42,3 +42,14 @@ t.test('errors are documented as application/problem+json, with the ones Fastify
   for (const { name, op } of withParams) t.ok(op.responses['414'], `${name} documents 414`)
   t.notOk(ops.some(({ name, op }) => !name.includes('{') && op.responses['414']), 'only operations with a path parameter document 414')
 })
+
+t.test('the summary report documents its CSV answer beside the JSON one', async (t) => {
+  type Media = { schema: { type?: string; $ref?: string; properties?: object; examples?: unknown[] } }
+  const doc = JSON.parse(await generateOpenApi()) as { paths: Record<string, Record<string, { responses: Record<string, { content: Record<string, Media> }> }>> }
+  const ok = doc.paths['/v1/reports/summary']!.get!.responses['200']!.content
+  t.same(Object.keys(ok), ['application/json', 'text/csv'])
+  t.ok(ok['application/json']!.schema.properties, 'JSON: the summary object')
+  t.equal(ok['text/csv']!.schema.type, 'string', 'CSV: text')
+  const [example] = ok['text/csv']!.schema.examples ?? []
+  t.match(example, /^agency,bucket_start,calls,.*\r\nall,all,\d/, 'CSV: an example with the header and a row')
+})

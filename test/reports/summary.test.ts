@@ -164,6 +164,11 @@ t.test('CSV: one row per cell, the same figures', async (t) => {
     ['calls', 'diversion_rate', 'capture_rate', 'to_police_fallback', 'to_police_override', 'to_police_escalation', 'route_co_response', 'escalations', 'ack_police_p90_s', 'ack_ems_p50_s', 'cru_phone_share', 'follow_ups_overdue', 'repeat_caller_subjects'].map((c) => col(all, c)),
     ['8', '0.3333', '0.4', '1', '1', '1', '1', '2', '456', '', '0.5', '1', '1'],
   )
+  // The OpenAPI document's CSV example has the answer's columns.
+  type Doc = { paths: Record<string, { get: { responses: Record<string, { content: Record<string, { schema: { examples?: string[] } }> }> } }> }
+  const example = (world.app.swagger() as unknown as Doc).paths['/v1/reports/summary']!.get.responses['200']!.content['text/csv']!.schema.examples![0]!
+  t.equal(example.split('\r\n')[0], header!.join(','), 'the documented example has the same header')
+  t.equal(res.body.split('\r\n')[0]!.split(',').length, example.split('\r\n')[1]!.split(',').length, 'and rows as wide')
   const json = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'application/json, text/csv' } })
   t.match(json.headers['content-type'], /application\/json/, 'JSON when it comes first')
 })

@@ -10,18 +10,7 @@ import { z } from 'zod'
 import { CALL_ID_MAX_LENGTH } from '../calls/schemas.js'
 import { instant } from '../http/storable.js'
 
-/**
- * An EIDO timestamp. RFC 3339 (and JSON Schema's date-time) let `T` and `Z` be lower case: they are
- * accepted and raised, so what is stored and hashed is one spelling. The pattern is the documented
- * form; `instant` then checks the calendar and the 1900–9999 range as for every other date.
- */
-const INSTANT_IN = z
-  .string()
-  .overwrite((s) => s.toUpperCase())
-  .pipe(instant)
-  .meta({ format: 'date-time', pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?(?:[Zz]|[+-]\\d{2}:\\d{2})$' })
-
-/** A NIEM DateTime (xs:dateTime): unlike RFC 3339 the offset may be left out; `t` and `z` as above. */
+/** A NIEM DateTime (xs:dateTime): unlike RFC 3339 the offset may be left out; `t` and `z` raised, as `instant` does. */
 const NIEM_DATE_TIME = z
   .string()
   .overwrite((s) => s.toUpperCase())
@@ -40,7 +29,7 @@ export const referenceSchema = z.object({ $ref: z.string().min(1).max(512).descr
 /** The prologue every data component carries. Inbound, only `$id` is required on components. */
 const prologueIn = {
   $id: z.string().min(1).max(512),
-  lastUpdateTimeStamp: INSTANT_IN.optional(),
+  lastUpdateTimeStamp: instant.optional(),
   updatedByAgencyReference: referenceSchema.optional(),
 }
 
@@ -154,7 +143,7 @@ export const additionalDataIn = z.looseObject({
 export const eidoInSchema = z
   .looseObject({
     $id: z.string().min(1).max(CALL_ID_MAX_LENGTH).describe('The incident tracking identifier: becomes the callId'),
-    lastUpdateTimeStamp: INSTANT_IN.describe('With $id, the idempotency key of this document'),
+    lastUpdateTimeStamp: instant.describe('With $id, the idempotency key of this document'),
     updatedByAgencyReference: referenceSchema,
     eidoVersion: z.literal('1.0'),
     issuingElementIdentification: z.string().min(1),

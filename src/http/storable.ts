@@ -66,9 +66,26 @@ export function refuseUnstorableText(app: FastifyInstance): void {
 const FIRST_INSTANT = Date.parse('1900-01-01T00:00:00Z')
 const LAST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z')
 
-/** An RFC 3339 date-time with an offset, from 1900 to 9999 once converted to UTC. */
-export const instant = z.iso.datetime({ offset: true }).refine((s) => {
-  const t = Date.parse(s)
-  // Not a date-time at all: the format check names it.
-  return Number.isNaN(t) || (t >= FIRST_INSTANT && t <= LAST_INSTANT)
-}, 'must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z')
+// RFC 3339 §5.6 (and JSON Schema's date-time) let the `T` separator and the `Z` zone be lower case;
+// zod's date-time check does not. The documented pattern is zod's own with both cases allowed.
+const RFC3339_PATTERN = (() => {
+  const upper = z.toJSONSchema(z.iso.datetime({ offset: true })).pattern
+  if (typeof upper !== 'string' || upper.split('T').length !== 2 || upper.split('Z').length !== 2) throw new Error('unexpected zod date-time pattern')
+  return upper.replace('T', '[Tt]').replace('Z', '[Zz]')
+})()
+
+/**
+ * An RFC 3339 date-time with an offset, from 1900 to 9999 once converted to UTC. A lower-case `t`
+ * or `z` is accepted and raised, so what handlers see, store and hash is one spelling.
+ */
+export const instant = z
+  .string()
+  .overwrite((s) => s.toUpperCase())
+  .pipe(
+    z.iso.datetime({ offset: true }).refine((s) => {
+      const t = Date.parse(s)
+      // Not a date-time at all: the format check names it.
+      return Number.isNaN(t) || (t >= FIRST_INSTANT && t <= LAST_INSTANT)
+    }, 'must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z'),
+  )
+  .meta({ format: 'date-time', pattern: RFC3339_PATTERN })

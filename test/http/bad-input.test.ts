@@ -7,6 +7,7 @@
 import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
+import { sql } from 'kysely'
 import { isStorableText, unstorableTextFields } from '../../src/http/storable.js'
 import { eidoFixture } from '../eido/fixtures/index.js'
 import { callEvent } from '../helpers/events.js'
@@ -214,4 +215,42 @@ t.test('8: a path parameter past 128 characters is a 414 problem naming it, on e
     t.same(problem.invalidParams, [{ name, reason: 'must be at most 128 characters' }], `${label}: names ${name}`)
     t.notOk(res.body.includes(segment) || res.body.includes(decodeURIComponent(segment)), `${label}: the value is not echoed`)
   }
+})
+
+t.test('9: RFC 3339 lets the T and Z be lower case: accepted on every route, stored raised, every other check kept', async (t) => {
+  const lower = (iso: string) => iso.replace('T', 't').replace(/Z$/, 'z')
+  // An event: accepted, stored and hashed as the upper-case spelling, so the same event sent either way is one event.
+  const at = '2026-11-24T08:30:00.000Z'
+  const ev = callEvent({ occurredAt: lower(at) })
+  const first = await postEvent(ev)
+  t.equal(first.statusCode, 201, `occurredAt ${lower(at)}: accepted`)
+  const row = await db.selectFrom('call_events').select(['occurred_at', sql<string>`body->>'occurredAt'`.as('given')]).where('event_id', '=', ev.eventId).executeTakeFirstOrThrow()
+  t.equal(row.occurred_at.toISOString(), at)
+  t.equal(row.given, at, 'stored raised')
+  t.equal((await postEvent({ ...ev, occurredAt: at })).statusCode, 200, 'the same event with T and Z is a repeat, not a conflict')
+  t.equal((await postEvent(callEvent({ occurredAt: '2026-11-24t09:30:00+01:00' }))).statusCode, 201, 'a lower-case t with an offset')
+
+  // Query and body instants on the other routes.
+  const ok = async (res: LightMyRequestResponse, label: string) => t.equal(res.statusCode, 200, `${label}: 200 (got ${res.statusCode} ${res.body.slice(0, 200)})`)
+  await ok(await app.inject({ method: 'GET', url: '/v1/reports/summary?from=2026-11-01t00:00:00z&to=2026-11-24t00:00:00Z' }), 'report range')
+  await ok(await app.inject({ method: 'GET', url: '/v1/audit?from=2026-11-01t00:00:00z&to=2026-11-25t00:00:00%2B00:00' }), 'audit range')
+  await ok(await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow/report?from=2026-11-01t00:00:00z&to=2026-11-24t00:00:00z' }), 'shadow report range')
+  await ok(await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '2026-11-24t03:00:00z' } }), 'evaluate at')
+  await ok(await app.inject({ method: 'POST', url: '/v1/rule-sets/1/replay', payload: { from: '2026-11-01t00:00:00z', to: '2026-11-24t00:00:00z' } }), 'replay range')
+  const key = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'lower-case expiry', role: 'console', expiresAt: '2027-01-01t00:00:00z' } })
+  t.equal(key.statusCode, 201, 'key expiry')
+  t.equal(key.json<{ expiresAt: string }>().expiresAt, '2027-01-01T00:00:00.000Z')
+  // The report reads the range as given: its answer names the same instants.
+  const report = await app.inject({ method: 'GET', url: '/v1/reports/summary?from=2026-11-01t00:00:00z&to=2026-11-24t00:00:00z' })
+  t.same([report.json<{ from: string }>().from, report.json<{ to: string }>().to], ['2026-11-01T00:00:00.000Z', '2026-11-24T00:00:00.000Z'])
+
+  // Every other check still holds in lower case.
+  const before = await stored()
+  refused(t, await postEvent(callEvent({ occurredAt: '0000-06-01t00:00:00z' })), 'occurredAt', 'lower case in year 0')
+  refused(t, await postEvent(callEvent({ occurredAt: lower(new Date(NOW.getTime() + 25 * HOUR).toISOString()) })), 'occurredAt', 'lower case 25 hours ahead')
+  refused(t, await postEvent(callEvent({ occurredAt: '2026-11-24x08:30:00z' })), 'occurredAt', 'another separator')
+  refused(t, await postEvent(callEvent({ occurredAt: '2026-11-24t08:30:00' })), 'occurredAt', 'no zone')
+  refused(t, await postEvent(callEvent({ occurredAt: '2026-02-30t08:30:00z' })), 'occurredAt', 'no such day')
+  refused(t, await app.inject({ method: 'GET', url: '/v1/reports/summary?from=1899-12-31t23:59:59z' }), 'querystring.from', 'report from before 1900')
+  t.same(await stored(), before, 'nothing stored')
 })

@@ -143,17 +143,39 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
   })
 }
 
+/**
+ * Why an assignment left its queue's hands, as a report groups it. The stored reasons are written
+ * for one assignment's history: `not acknowledged by 2026-03-10T10:05:00.000Z; escalated to
+ * co_response; new: police primary, cru support`, or a decline with the responder's own words.
+ * Grouped as they are, every row would be a cause of its own, and typed words would reach the
+ * report; so the report names the cause alone, one of these.
+ */
+export const ESCALATION_CAUSES = ['not acknowledged in time', 'declined', 'not recorded', 'other'] as const
+export type EscalationCauseName = (typeof ESCALATION_CAUSES)[number]
+
+/**
+ * The cause of a stored reason, in SQL so rows stored before this report existed group the same
+ * way. The prefixes are the ones src/assignments/escalation.ts writes (its `why`, before the
+ * outcome); test/reports/escalation-causes.test.ts drives real escalations to keep them in step.
+ */
+const causeOf = (reason: RawBuilder<unknown>) => sql<EscalationCauseName>`case
+  when ${reason} like 'not acknowledged %' then 'not acknowledged in time'
+  when ${reason} like 'declined%' then 'declined'
+  when coalesce(${reason}, '') = '' then 'not recorded'
+  else 'other'
+end`
+
 export interface EscalationCause {
-  status: string
-  reason: string
+  status: (typeof ESCALATION_STATUSES)[number]
+  reason: EscalationCauseName
   count: number
 }
 
-/** Escalation records (transitions to escalated or expired), placed in time by when they happened. */
+/** Escalation records (transitions to escalated or expired) by cause, placed in time by when they happened. */
 export async function escalationFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & EscalationCause>> {
   const { rows } = await sql<Keyed & EscalationCause>`
     with x as (
-      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, coalesce(t.reason, '') as reason
+      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, ${causeOf(sql`t.reason`)} as reason
       from assignment_transitions t join assignments a on a.id = t.assignment_id
       where t.to_status in (${list(ESCALATION_STATUSES)}) and t.at >= ${r.from} and t.at < ${r.to}
         and ${agencyFilter(sql`a.agency`, r.agencies)}

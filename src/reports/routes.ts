@@ -7,7 +7,7 @@ import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
-import { overdueFollowUps, queueDepths } from './repository.js'
+import { ESCALATION_CAUSES, ESCALATION_STATUSES, overdueFollowUps, queueDepths } from './repository.js'
 import { buildSummary, summaryCsv, summaryCsvExample } from './summary.js'
 
 const DAY_MS = 24 * 3600_000
@@ -43,7 +43,24 @@ const cellSchema = z.object({
     }),
   routeMix: z.object({ police: z.number().int(), cru: z.number().int(), co_response: z.number().int(), ems: z.number().int(), case_manager: z.number().int() }),
   coResponseShare: rateSchema,
-  escalations: z.object({ total: z.number().int(), causes: z.array(z.object({ status: z.string(), reason: z.string(), count: z.number().int() })) }),
+  escalations: z
+    .object({
+      total: z.number().int(),
+      causes: z.array(
+        z.object({
+          status: z.enum(ESCALATION_STATUSES).describe('escalated: handed along the fallback; expired: offered again in the same queue'),
+          reason: z
+            .enum(ESCALATION_CAUSES)
+            .describe(
+              'The cause, derived from the reason stored on the move (which also says when and what followed): not acknowledged in time (its deadline passed), ' +
+                'declined (the reason begins with a decline; the responder’s words are never shown), not recorded (no reason stored), other (a reason of another form). ' +
+                'A decline itself leaves its assignment `declined`, which this figure does not count.',
+            ),
+          count: z.number().int(),
+        }),
+      ),
+    })
+    .describe('Transitions to escalated or expired in the range, by status and cause'),
   timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range'),
   cruPhoneResolution: z.object({ closedCruCalls: z.number().int(), resolvedByPhone: z.number().int(), share: rateSchema }),
   followUps: z.object({

@@ -23,8 +23,9 @@ import type { Db } from '../../src/db/connect.js'
  *       follow_up created day 0 11h, due day 3 11h: accepted day 1 9h (+22 h), completed day 1 10h (on time).
  *   H2: police primary: ack +120 s, accepted, completed. follow_up created day 0 13h, due day 3 13h: still queued (overdue).
  *   H3: police primary: accepted +30 s (no acknowledge first), completed. cru support: ack +180 s, accepted.
- *   H4: police primary: queued; offer expired at +10 min ("offer expired"), queued again; still waiting.
- *   H5: cru primary: escalated at +5 min ("not acknowledged in time"), cancelled.
+ *   H4: police primary: queued; expired at +10 min (not acknowledged), queued again; still waiting.
+ *   H5: cru primary: escalated at +5 min (not acknowledged), cancelled.
+ *   Their reasons are written as the service writes them: the deadline, then what followed.
  *       police primary created day 8 10:05: ack +60 s, accepted, completed.
  *   R1: police primary: ack +600 s, accepted, completed.
  *   R2: case_management primary: ack +300 s, accepted. cru support: never acknowledged, cancelled.
@@ -91,12 +92,12 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
     },
     {
       id: 'H4', agency: 'hastings-pd', createdAt: at(8, 9), route: 'police', mh: false, closed: false, person: 'P2',
-      assignments: [{ queue: 'police', role: 'primary', status: 'queued', moves: [{ to: 'expired', at: at(8, 9, 10), reason: 'offer expired' }, { to: 'queued', at: at(8, 9, 10), reason: 'requeued' }] }],
+      assignments: [{ queue: 'police', role: 'primary', status: 'queued', moves: [{ to: 'expired', at: at(8, 9, 10), reason: `not acknowledged by ${at(8, 9, 9).toISOString()}; offered again to police (no fallback beyond police); new: police primary` }, { to: 'queued', at: at(8, 9, 10), reason: 'requeued' }] }],
     },
     {
       id: 'H5', agency: 'hastings-pd', createdAt: at(8, 10), route: 'cru', mh: true, flags: { mentalHealth: true }, closed: true, disposition: 'field_response',
       assignments: [
-        { queue: 'cru', role: 'primary', status: 'cancelled', moves: [{ to: 'escalated', at: at(8, 10, 5), reason: 'not acknowledged in time' }, { to: 'cancelled', at: at(8, 11) }] },
+        { queue: 'cru', role: 'primary', status: 'cancelled', moves: [{ to: 'escalated', at: at(8, 10, 5), reason: `not acknowledged by ${at(8, 10, 4).toISOString()}; escalated to police; new: police primary` }, { to: 'cancelled', at: at(8, 11) }] },
         { queue: 'police', role: 'primary', status: 'completed', createdAt: at(8, 10, 5), moves: [{ to: 'acknowledged', at: at(8, 10, 6) }, { to: 'accepted', at: at(8, 10, 6) }, { to: 'completed', at: at(8, 11) }] },
       ],
     },

@@ -34,12 +34,13 @@ t.test('overall figures, computed by hand', async (t) => {
   t.same(o.routeMix, { police: 3, cru: 2, co_response: 1, ems: 1, case_manager: 1 })
   // 1 co-response of 8 calls.
   t.equal(o.coResponseShare, 0.125)
-  // H5's CRU primary escalated; H4's police offer expired (both on day 8).
+  // H5's CRU primary escalated; H4's police offer expired (both on day 8), each not acknowledged by
+  // its own deadline: the cause, not the stored reason with its time and outcome.
   t.same(o.escalations, {
     total: 2,
     causes: [
       { status: 'escalated', reason: 'not acknowledged in time', count: 1 },
-      { status: 'expired', reason: 'offer expired', count: 1 },
+      { status: 'expired', reason: 'not acknowledged in time', count: 1 },
     ],
   })
   // Seconds from creation to first acknowledge (or accept):

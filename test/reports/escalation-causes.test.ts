@@ -1,0 +1,101 @@
+/**
+ * The summary report's escalation causes, from escalations the service itself made: the deadline
+ * job's processor and the sweep, on offers whose deadlines passed (the clock they were offered by
+ * is set back, so nothing waits). Each stored reason says when and what followed, so no two are
+ * alike; the report must still show one cause per kind, never the reasons themselves.
+ */
+import t from 'tap'
+import type { QueueName } from '../../src/routing/index.js'
+import { offerNow } from '../../src/workers/responder-worker.js'
+import { runAckDeadline, sweep } from '../../src/workers/lifecycle-worker.js'
+import { helpers } from '../assignments/fixtures/pipeline.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { post, move } = helpers(world)
+const MINUTE = 60_000
+const DEADLINES: Partial<Record<QueueName, number>> = { police: 60, cru: 60, ems: 60, case_management: 60 }
+
+/** Offers the assignment as a worker would have `minutesAgo` minutes ago: its deadline has passed. */
+const offerBack = (id: string, queue: QueueName, minutesAgo: number) => offerNow(world.db, id, queue, { ackDeadlines: DEADLINES, now: () => new Date(Date.now() - minutesAgo * MINUTE) })
+
+type Cause = { status: string; reason: string; count: number }
+const summary = async (agency: string) => {
+  const res = await world.app.inject({ url: `/v1/reports/summary?agency=${agency}` })
+  if (res.statusCode !== 200) throw new Error(`summary answered ${res.statusCode}: ${res.body}`)
+  return res
+}
+const storedReasons = async (agency: string) =>
+  (
+    await world.db
+      .selectFrom('assignment_transitions as t')
+      .innerJoin('assignments as a', 'a.id', 't.assignment_id')
+      .select(['t.to_status as status', 't.reason'])
+      .where('a.agency', '=', agency)
+      .where('t.to_status', 'in', ['escalated', 'expired'])
+      .execute()
+  ).map((r) => `${r.status}: ${r.reason}`)
+
+t.test('escalations by the deadline job and by the sweep: one cause, however the reasons read', async (t) => {
+  const agency = 'causes-real'
+  // A CRU call not acknowledged: the deadline job escalates it along the fallback.
+  const crisis = await post({ natureCode: 'EDP', agency })
+  const cru = crisis.decision.assignments.find((a) => a.queue === 'cru')!
+  t.equal(await offerBack(cru.id, 'cru', 10), 'offered')
+  t.equal(await runAckDeadline(world.db, { id: `ack-${cru.id}`, data: { assignmentId: cru.id } }), 'escalated')
+  // Two police calls not acknowledged, their deadlines minutes apart: the sweep offers each again.
+  for (const minutesAgo of [20, 30]) {
+    const noise = await post({ natureCode: 'NOISE', agency })
+    const police = noise.decision.assignments[0]!
+    t.equal(police.queue, 'police')
+    t.equal(await offerBack(police.id, 'police', minutesAgo), 'offered')
+  }
+  t.ok((await sweep(world.db, undefined, DEADLINES)).escalated >= 2)
+  // A decline is a move of its own (status declined), with the desk's words: never in this figure.
+  const declined = await post({ natureCode: 'EDP', agency })
+  t.equal((await move(declined.decision.assignments[0]!.id, 'decline', { reason: 'no clinician free; try 4 West' })).statusCode, 200)
+
+  const reasons = await storedReasons(agency)
+  t.equal(reasons.length, 3)
+  t.equal(new Set(reasons).size, 3, 'every stored reason is its own text (deadline, outcome)')
+  for (const r of reasons) t.match(r, /^(escalated|expired): not acknowledged by \d{4}-\d\d-\d\dT[\d:.]+Z; /)
+
+  const { overall, series } = (await summary(agency)).json<{ overall: { escalations: { total: number; causes: Cause[] } }; series: { escalations: { total: number } }[] }>()
+  t.same(overall.escalations, {
+    total: 3,
+    causes: [
+      { status: 'expired', reason: 'not acknowledged in time', count: 2 },
+      { status: 'escalated', reason: 'not acknowledged in time', count: 1 },
+    ],
+  })
+  t.equal(series.reduce((n, c) => n + c.escalations.total, 0), 3, 'the daily cells count the same moves')
+  const csv = await world.app.inject({ url: `/v1/reports/summary?agency=${agency}`, headers: { accept: 'text/csv' } })
+  const [header, all] = csv.body.split('\r\n').map((l) => l.split(','))
+  t.equal(all![header!.indexOf('escalations')], '3', 'CSV: the causes summed')
+})
+
+t.test('reasons of other forms, and rows stored before: a closed set of causes, never the words', async (t) => {
+  const agency = 'causes-stored'
+  const created = await post({ natureCode: 'NOISE', agency })
+  const id = created.decision.assignments[0]!.id
+  // As older rows, other writers or a hand-made repair could have left them.
+  const rows: [string, string | null][] = [
+    ['escalated', 'declined: Jonas is known to us; escalated to co_response'],
+    ['escalated', 'declined'],
+    ['expired', null],
+    ['expired', ''],
+    ['expired', 'moved by hand after an outage'],
+    ['escalated', 'not acknowledged by 2026-03-10T10:05:00.000Z'],
+  ]
+  for (const [to, reason] of rows) {
+    await world.db.insertInto('assignment_transitions').values({ assignment_id: id, from_status: 'offered', to_status: to, role: 'primary', actor: 'test', reason }).execute()
+  }
+  const res = await summary(agency)
+  t.same(res.json<{ overall: { escalations: { causes: Cause[] } } }>().overall.escalations.causes, [
+    { status: 'escalated', reason: 'declined', count: 2 },
+    { status: 'expired', reason: 'not recorded', count: 2 },
+    { status: 'escalated', reason: 'not acknowledged in time', count: 1 },
+    { status: 'expired', reason: 'other', count: 1 },
+  ])
+  t.notMatch(res.body, /Jonas|outage/, 'no stored words reach the report')
+})

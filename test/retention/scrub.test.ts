@@ -200,10 +200,33 @@ t.test('a reason typed after the call was scrubbed is removed at the next run', 
   t.same(await scrubPersonalData(db, before), { calls: 0, events: 0, reasons: 0 })
 })
 
+t.test('the typed words of scrubbed calls are walked in slices, past what is not due or locked', async (t) => {
+  const before = new Date(Date.now() - 90 * 86_400_000)
+  // First in the index: a recent call's words (not due) and a locked one's; after them, three old calls'.
+  const recent = await callWithTypedReasons(10, false)
+  const locked = await callWithTypedReasons(100, false)
+  const old = [await callWithTypedReasons(100, false), await callWithTypedReasons(100, false), await callWithTypedReasons(100, false)]
+  // Their rows clean already, as after an earlier run: only the transitions hold the words.
+  await db.updateTable('calls').set({ caller: null, subject: null, description: null, subject_person_id: null, address_key: null, location: null }).where('call_id', 'in', [locked, ...old].map((c) => c.callId)).execute()
+  await db.updateTable('call_events').set({ body: sql`body #- '{call,caller}' #- '{call,subject}' #- '{call,description}' #- '{call,location}'` }).where('call_id', 'in', [locked, ...old].map((c) => c.callId)).execute()
+  const holder = await openTransaction(t, world.pool)
+  await holder.query('select 1 from calls where call_id = $1 for update', [locked.callId])
+
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 3, events: 0, reasons: 6 }, 'the three old calls, one slice at a time')
+  const typed = async (c: { callId: string }) => JSON.stringify(await assignmentsOf(c.callId)).includes(ACKNOWLEDGED)
+  for (const c of old) t.notOk(await typed(c))
+  t.ok(await typed(recent), 'the recent call keeps its words')
+  t.ok(await typed(locked), 'the locked call is passed over…')
+  await holder.query('rollback')
+  t.same(await scrubPersonalData(db, before, { batchSize: 1 }), { calls: 1, events: 0, reasons: 2 }, '…and taken at the next run')
+  t.notOk(await typed(locked))
+})
+
 t.test('transitions that hold typed words are found through their partial index', async (t) => {
   const plan = await db.transaction().execute(async (trx) => {
     await sql`set local enable_seqscan = off`.execute(trx)
-    return (await sql<{ 'QUERY PLAN': string }>`explain select assignment_id from assignment_transitions where ${TRANSITION_HOLDS_TYPED_TEXT}`.execute(trx)).rows
+    // A slice, as the third pass walks them.
+    return (await sql<{ 'QUERY PLAN': string }>`explain select id from assignment_transitions where ${TRANSITION_HOLDS_TYPED_TEXT} and id > 0 order by id limit 500`.execute(trx)).rows
   })
   t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /assignment_transitions_typed_idx/)
 })

@@ -36,7 +36,7 @@ export function createMetrics() {
     outboxLag: new Gauge({ name: 'cad_router_outbox_lag_seconds', help: 'Age of the oldest outbox row not yet relayed (0 when none)', registers }),
     // Relay errors show here and in the lag, whichever process runs the relay: both are read from Postgres.
     outboxFailing: new Gauge({ name: 'cad_router_outbox_failing', help: 'Outbox rows whose last relay attempt failed (relay errors)', registers }),
-    escalations: new Gauge({ name: 'cad_router_escalation_records', help: 'Escalation records (transitions to escalated or expired), by queue and status', labelNames: ['queue', 'status'] as const, registers }),
+    escalations: new Gauge({ name: 'cad_router_escalation_records', help: 'Escalation records (transitions to escalated, expired or declined), by queue and status', labelNames: ['queue', 'status'] as const, registers }),
     followUpsOverdue: new Gauge({ name: 'cad_router_follow_ups_overdue', help: 'Follow-ups past their due time and still open', registers }),
     workerErrors: new Counter({
       name: 'cad_router_worker_errors_total',

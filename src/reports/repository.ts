@@ -25,8 +25,12 @@ export interface CellKey {
   bucket: Date | null
 }
 
-/** Statuses that mean a responder left the queue's hands: escalated or expired, whatever the reason. */
-export const ESCALATION_STATUSES = ['escalated', 'expired'] as const
+/**
+ * Statuses that mean a responder left the queue's hands: escalated or expired (a deadline passed),
+ * or declined — a decline is handed along the fallback (or offered again) at once, so a declined
+ * CRU call is no more captured than one CRU let expire.
+ */
+export const ESCALATION_STATUSES = ['escalated', 'expired', 'declined'] as const
 /** Waiting for a responder: counted as the queue's depth. */
 export const WAITING_STATUSES = ['queued', 'offered', 'reserved'] as const
 /** Finished one way or another: a follow-up in these is never overdue. */
@@ -171,7 +175,7 @@ export interface EscalationCause {
   count: number
 }
 
-/** Escalation records (transitions to escalated or expired) by cause, placed in time by when they happened. */
+/** Escalation records (transitions to escalated, expired or declined) by cause, placed in time by when they happened. */
 export async function escalationFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & EscalationCause>> {
   const { rows } = await sql<Keyed & EscalationCause>`
     with x as (

@@ -48,7 +48,7 @@ const cellSchema = z.object({
       total: z.number().int(),
       causes: z.array(
         z.object({
-          status: z.enum(ESCALATION_STATUSES).describe('escalated: handed along the fallback; expired: offered again in the same queue'),
+          status: z.enum(ESCALATION_STATUSES).describe('escalated: not acknowledged in time, handed along the fallback; expired: not acknowledged in time, offered again in the same queue; declined: by its responder, handed along or offered again at once'),
           reason: z
             .enum(ESCALATION_CAUSES)
             .describe(
@@ -60,7 +60,7 @@ const cellSchema = z.object({
         }),
       ),
     })
-    .describe('Transitions to escalated or expired in the range, by status and cause'),
+    .describe('Transitions to escalated, expired or declined in the range, by status and cause'),
   timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range'),
   cruPhoneResolution: z.object({ closedCruCalls: z.number().int(), resolvedByPhone: z.number().int(), share: rateSchema }),
   followUps: z.object({

@@ -32,7 +32,7 @@ const storedReasons = async (agency: string) =>
       .innerJoin('assignments as a', 'a.id', 't.assignment_id')
       .select(['t.to_status as status', 't.reason'])
       .where('a.agency', '=', agency)
-      .where('t.to_status', 'in', ['escalated', 'expired'])
+      .where('t.to_status', 'in', ['escalated', 'expired', 'declined'])
       .execute()
   ).map((r) => `${r.status}: ${r.reason}`)
 
@@ -51,27 +51,34 @@ t.test('escalations by the deadline job and by the sweep: one cause, however the
     t.equal(await offerBack(police.id, 'police', minutesAgo), 'offered')
   }
   t.ok((await sweep(world.db, undefined, DEADLINES)).escalated >= 2)
-  // A decline is a move of its own (status declined), with the desk's words: never in this figure.
+  // A decline is handed on at once: counted, with the desk's words never shown.
   const declined = await post({ natureCode: 'EDP', agency })
   t.equal((await move(declined.decision.assignments[0]!.id, 'decline', { reason: 'no clinician free; try 4 West' })).statusCode, 200)
 
   const reasons = await storedReasons(agency)
-  t.equal(reasons.length, 3)
-  t.equal(new Set(reasons).size, 3, 'every stored reason is its own text (deadline, outcome)')
-  for (const r of reasons) t.match(r, /^(escalated|expired): not acknowledged by \d{4}-\d\d-\d\dT[\d:.]+Z; /)
+  t.equal(reasons.length, 4)
+  t.equal(new Set(reasons).size, 4, 'every stored reason is its own text (deadline, outcome)')
+  for (const r of reasons.filter((r) => !r.startsWith('declined'))) t.match(r, /^(escalated|expired): not acknowledged by \d{4}-\d\d-\d\dT[\d:.]+Z; /)
+  t.match(reasons.filter((r) => r.startsWith('declined')), [/^declined: declined: no clinician free; try 4 West; escalated to co_response/])
 
-  const { overall, series } = (await summary(agency)).json<{ overall: { escalations: { total: number; causes: Cause[] } }; series: { escalations: { total: number } }[] }>()
+  const { overall, series } = (await summary(agency)).json<{
+    overall: { escalations: { total: number; causes: Cause[] }; capture: { eligible: number; captured: number; toPolice: { escalation: number } } }
+    series: { escalations: { total: number } }[]
+  }>()
+  t.match(overall.capture, { eligible: 2, captured: 0, toPolice: { escalation: 2 } }, 'neither CRU call was captured: one expired, the other declined')
   t.same(overall.escalations, {
-    total: 3,
+    total: 4,
     causes: [
       { status: 'expired', reason: 'not acknowledged in time', count: 2 },
+      { status: 'declined', reason: 'declined', count: 1 },
       { status: 'escalated', reason: 'not acknowledged in time', count: 1 },
     ],
   })
-  t.equal(series.reduce((n, c) => n + c.escalations.total, 0), 3, 'the daily cells count the same moves')
+  t.notMatch(JSON.stringify(overall), /clinician/, "the desk's words never reach the report")
+  t.equal(series.reduce((n, c) => n + c.escalations.total, 0), 4, 'the daily cells count the same moves')
   const csv = await world.app.inject({ url: `/v1/reports/summary?agency=${agency}`, headers: { accept: 'text/csv' } })
   const [header, all] = csv.body.split('\r\n').map((l) => l.split(','))
-  t.equal(all![header!.indexOf('escalations')], '3', 'CSV: the causes summed')
+  t.equal(all![header!.indexOf('escalations')], '4', 'CSV: the causes summed')
 })
 
 t.test('reasons of other forms, and rows stored before: a closed set of causes, never the words', async (t) => {

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { z } from 'zod'
 import { callEventSchema } from '../calls/schemas.js'
+import { instant } from '../http/storable.js'
 import { createDb, createPool, type Db } from '../db/connect.js'
 import { compileRuleSet, RuleSetError, type CompiledRuleSet, type RoutingFacts, type RuleSet } from '../routing/index.js'
 import { factsFor, factsSchema, historySchema, NO_HISTORY } from './facts.js'
@@ -52,6 +53,13 @@ async function* fileItems(path: string): AsyncGenerator<ReplayItem> {
   }
 }
 
+/** A range's end as the API takes it (RFC 3339 with an offset): not whatever `new Date` makes of it. */
+function instantArg(value: string, flag: string): Date {
+  const parsed = instant.safeParse(value)
+  if (!parsed.success) throw new UsageError(`${flag}: ${parsed.error.issues[0]?.message ?? 'not a date-time'} (RFC 3339 with an offset, e.g. 2026-11-01T00:00:00Z)`)
+  return new Date(parsed.data)
+}
+
 /** Runs the replay command; `databaseUrl` is only used when a version or a time range is asked for. */
 export async function runReplayCommand(argv: string[], write: (s: string) => void, databaseUrl: () => string): Promise<void> {
   const { values } = parseArgs({
@@ -68,6 +76,8 @@ export async function runReplayCommand(argv: string[], write: (s: string) => voi
   })
   if (!values.rules) throw new UsageError(USAGE)
   if (!values.calls === !(values.from && values.to)) throw new UsageError(`give --calls, or --from and --to\n${USAGE}`)
+  const range = values.from && values.to ? { from: instantArg(values.from, '--from'), to: instantArg(values.to, '--to') } : null
+  if (range && range.from >= range.to) throw new UsageError('--from must be before --to')
   const changeLimit = Number(values.changes)
   if (!Number.isInteger(changeLimit) || changeLimit < 0) throw new UsageError('--changes takes a whole number')
 
@@ -103,7 +113,7 @@ export async function runReplayCommand(argv: string[], write: (s: string) => voi
     const run = createReplay(candidate, against, { changeLimit })
     const items = values.calls
       ? fileItems(values.calls)
-      : storedDecisions(database(), { from: new Date(values.from!), to: new Date(values.to!), agencies: null })
+      : storedDecisions(database(), { ...range!, agencies: null })
     for await (const item of items) run.add(item)
     const report = run.report()
     write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatReplayReport(report))

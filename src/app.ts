@@ -4,7 +4,6 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fas
 import type { Redis } from 'ioredis'
 import type { Config } from './config.js'
 import type { Db } from './db/connect.js'
-import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import { createAssignmentFeed, feedRoutes } from './assignments/feed-routes.js'
 import { assignmentRoutes } from './assignments/routes.js'
@@ -24,6 +23,7 @@ import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
 import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
+import { registerSecurityHeaders } from './http/security-headers.js'
 import { refuseUnstorableText } from './http/storable.js'
 import { loggerOptions } from './logger.js'
 import { createRuleSetLifecycle } from './rule-sets/lifecycle.js'
@@ -109,7 +109,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
   registerProblemHandlers(app, config.RETRY_AFTER_SECONDS)
   refuseUnstorableText(app)
-  await app.register(helmet, {
+  registerSecurityHeaders(app, {
     // Swagger UI and the dashboard load their own scripts and styles from this origin only.
     contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
   })

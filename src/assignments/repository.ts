@@ -1,6 +1,6 @@
-import { sql, type Selectable } from 'kysely'
+import { sql, type RawBuilder, type Selectable } from 'kysely'
 import type { Db } from '../db/connect.js'
-import { prepared } from '../db/prepared.js'
+import { fixed, prepared } from '../db/prepared.js'
 import type { AssignmentsTable } from '../db/schema.js'
 import { AppError, notFound } from '../http/errors.js'
 import { canActForAgency, canSeeQueue } from '../auth/principal.js'
@@ -15,12 +15,20 @@ const ASSIGNMENT_COLUMNS = [
   'due_at', 'reserved_until', 'ack_deadline_at', 'escalated_from', 'created_at', 'updated_at',
 ] as const satisfies readonly (keyof AssignmentsTable)[]
 
+// By alias: the few the statements use, each compiled once (see fixed()).
+const columnLists = new Map<string, RawBuilder<unknown>>()
+
 /**
  * Every column of an assignment row, named (`alias.id, alias.seq, …`): what toAssignmentView reads,
  * for prepared statements, which must not use `*` (see src/db/prepared.ts).
  */
-export function assignmentColumns(alias: string) {
-  return sql.join(ASSIGNMENT_COLUMNS.map((c) => sql.ref(`${alias}.${c}`)))
+export function assignmentColumns(alias: string): RawBuilder<unknown> {
+  let columns = columnLists.get(alias)
+  if (!columns) {
+    columns = fixed(sql.join(ASSIGNMENT_COLUMNS.map((c) => sql.ref(`${alias}.${c}`))))
+    columnLists.set(alias, columns)
+  }
+  return columns
 }
 
 /** `now` decides the overdue flag: an open assignment past the time it must be done by. */

@@ -1,6 +1,6 @@
 import { sql, type RawBuilder, type Transaction } from 'kysely'
 import type { Executor } from '../db/connect.js'
-import { prepared } from '../db/prepared.js'
+import { fixed, prepared } from '../db/prepared.js'
 import type { CallRow, Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { CruCapacity, RoutingDecision } from '../routing/index.js'
@@ -176,10 +176,22 @@ export async function callsLockedElsewhere(db: Executor, callIds: readonly strin
 /** A row for json_populate_recordset: the table's column names, jsonb columns as objects rather than text. */
 type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
 
+// The batch statements' table names, column lists and SET lists, each compiled once (see fixed()).
+const fragments = new Map<string, RawBuilder<unknown>>()
+function once(key: string, make: () => RawBuilder<unknown>): RawBuilder<unknown> {
+  let fragment = fragments.get(key)
+  if (!fragment) {
+    fragment = fixed(make())
+    fragments.set(key, fragment)
+  }
+  return fragment
+}
+
 /** `insert into table (columns) select columns from json_populate_recordset(...)`: any number of rows, one parameter. */
 function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[], where = sql``) {
-  const cols = sql.join(columns.map((c) => sql.id(c)))
-  return sql`insert into ${sql.table(table)} (${cols}) select ${cols} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) ${where}`
+  const t = once(`table ${table}`, () => sql.table(table))
+  const cols = once(`columns ${columns.join()}`, () => sql.join(columns.map((c) => sql.id(c))))
+  return sql`insert into ${t} (${cols}) select ${cols} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) ${where}`
 }
 
 /**
@@ -194,10 +206,13 @@ function updateRows<T extends keyof Database>(
   rows: readonly JsonRow<T>[],
   extra: { set?: RawBuilder<unknown>; where?: RawBuilder<unknown> } = {},
 ) {
-  const set = sql.join([...columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`), ...(extra.set ? [extra.set] : [])])
+  const t = once(`table ${table}`, () => sql.table(table))
+  const fromRows = once(`set ${columns.join()}`, () => sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`)))
+  const set = extra.set ? sql.join([fromRows, extra.set]) : fromRows
+  const k = once(`column ${key}`, () => sql.id(key))
   const keys = rows.map((r) => r[key])
-  return sql`update ${sql.table(table)} t set ${set} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json) v
-    where t.${sql.id(key)} = any(${keys}) and t.${sql.id(key)} = v.${sql.id(key)} ${extra.where ? sql`and ${extra.where}` : sql``}`
+  return sql`update ${t} t set ${set} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) v
+    where t.${k} = any(${keys}) and t.${k} = v.${k} ${extra.where ? sql`and ${extra.where}` : sql``}`
 }
 
 const TRANSITION_COLUMNS = ['assignment_id', 'from_status', 'to_status', 'role', 'actor', 'reason', 'feed_agency', 'feed_queue'] as const

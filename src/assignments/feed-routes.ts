@@ -188,7 +188,18 @@ async function keyUnchanged(db: Db, p: Principal): Promise<boolean> {
   )
 }
 
-const frame = (e: FeedEvent): string => `id: ${e.id}\nevent: assignment\ndata: ${JSON.stringify(e.data)}\n\n`
+// One text per event however many consoles it goes to: the hub hands every live stream the same
+// event objects, and each console serialised its own copy of each before.
+const frames = new WeakMap<FeedEvent, string>()
+
+function frame(e: FeedEvent): string {
+  let text = frames.get(e)
+  if (text === undefined) {
+    text = `id: ${e.id}\nevent: assignment\ndata: ${JSON.stringify(e.data)}\n\n`
+    frames.set(e, text)
+  }
+  return text
+}
 
 export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async (app, { feed }) => {
   const open = new Set<ServerResponse>()

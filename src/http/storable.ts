@@ -18,10 +18,33 @@ const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
 export const isStorableText = (s: string): boolean => !UNSTORABLE.test(s)
 
 /**
+ * Whether every string and field name in `value` can be stored: the answer for nearly every
+ * request, found without building the path of each field (which cost more than the checks).
+ */
+function allStorable(value: unknown): boolean {
+  const stack: unknown[] = [value]
+  while (stack.length) {
+    const v = stack.pop()
+    if (typeof v === 'string') {
+      if (!isStorableText(v)) return false
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item)
+    } else if (v !== null && typeof v === 'object') {
+      for (const key of Object.keys(v)) {
+        if (!isStorableText(key)) return false
+        stack.push((v as Record<string, unknown>)[key])
+      }
+    }
+  }
+  return true
+}
+
+/**
  * The names (dotted paths, as problem+json names fields: `call.description`, `params.callId`) of
  * every string and every field name in `value` that Postgres cannot store, in document order.
  */
 export function unstorableTextFields(value: unknown, prefix = ''): string[] {
+  if (allStorable(value)) return []
   const found: string[] = []
   const join = (path: string, key: string) => (path ? `${path}.${key}` : key)
   // Depth-first with a stack of our own, not recursion: a deeply nested body must not overflow the

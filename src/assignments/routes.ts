@@ -159,6 +159,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
             req.params.id,
             { kind: 'decline', actor, reason: body.reason },
             {
+              // The app's clock: CRU's hours decide whether the fallback may hand the call to CRU again.
+              now: now(),
               visible,
               onMoved: (trx, v, created) =>
                 audit(trx, req, { action: 'assignment.decline', targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status, escalatedTo: created.map((c) => c.id) } }),

@@ -93,9 +93,11 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
           select 1 from decisions d
           where d.call_id = c.call_id and d.route = 'police' and jsonb_typeof(d.outcome->'fallback') = 'object'
         ) as fell_back,
+        -- The call left its primary's hands: a support that declines, or a follow-up declined days
+        -- after the call closed, takes nothing from the team that carried it.
         exists (
           select 1 from assignments a join assignment_transitions t on t.assignment_id = a.id
-          where a.call_id = c.call_id and t.to_status in (${list(ESCALATION_STATUSES)})
+          where a.call_id = c.call_id and t.to_status in (${list(ESCALATION_STATUSES)}) and t.role = 'primary' and a.queue <> 'follow_up'
         ) as escalated,
         exists (
           select 1 from assignments a
@@ -162,9 +164,10 @@ export type EscalationCauseName = (typeof ESCALATION_CAUSES)[number]
  * way. The prefixes are the ones src/assignments/escalation.ts writes (its `why`, before the
  * outcome); test/reports/escalation-causes.test.ts drives real escalations to keep them in step.
  */
-const causeOf = (reason: RawBuilder<unknown>) => sql<EscalationCauseName>`case
+const causeOf = (status: RawBuilder<unknown>, reason: RawBuilder<unknown>) => sql<EscalationCauseName>`case
+  -- A decline stored before migration 0008 holds the console's words alone.
+  when ${status} = 'declined' or ${reason} like 'declined%' then 'declined'
   when ${reason} like 'not acknowledged %' then 'not acknowledged in time'
-  when ${reason} like 'declined%' then 'declined'
   when coalesce(${reason}, '') = '' then 'not recorded'
   else 'other'
 end`
@@ -179,7 +182,7 @@ export interface EscalationCause {
 export async function escalationFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & EscalationCause>> {
   const { rows } = await sql<Keyed & EscalationCause>`
     with x as (
-      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, ${causeOf(sql`t.reason`)} as reason
+      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, ${causeOf(sql`t.to_status`, sql`t.reason`)} as reason
       from assignment_transitions t join assignments a on a.id = t.assignment_id
       where t.to_status in (${list(ESCALATION_STATUSES)}) and t.at >= ${r.from} and t.at < ${r.to}
         and ${agencyFilter(sql`a.agency`, r.agencies)}

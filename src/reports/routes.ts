@@ -36,7 +36,7 @@ const cellSchema = z.object({
   capture: z
     .object({
       eligible: z.number().int().describe('Mental-health calls with no safety facts (weapons, violence, threat to others, crime in progress)'),
-      captured: z.number().int().describe('Routed to CRU or a case manager and not escalated'),
+      captured: z.number().int().describe('Routed to CRU or a case manager, and its primary neither escalated, expired nor declined (a support or a follow-up that declines does not count)'),
       rate: rateSchema,
       toPolice: z.object({ fallback: z.number().int(), override: z.number().int(), escalation: z.number().int() }).describe('Eligible calls that went to police, by reason'),
       otherRoute: z.number().int().describe('Eligible calls routed otherwise (co-response, EMS, police by rule)'),
@@ -53,8 +53,7 @@ const cellSchema = z.object({
             .enum(ESCALATION_CAUSES)
             .describe(
               'The cause, derived from the reason stored on the move (which also says when and what followed): not acknowledged in time (its deadline passed), ' +
-                'declined (the reason begins with a decline; the responder’s words are never shown), not recorded (no reason stored), other (a reason of another form). ' +
-                'A decline itself leaves its assignment `declined`, which this figure does not count.',
+                'declined (by its responder; the responder’s words are never shown), not recorded (no reason stored), other (a reason of another form).',
             ),
           count: z.number().int(),
         }),

@@ -93,6 +93,8 @@ t.test('reasons of other forms, and rows stored before: a closed set of causes, 
     ['expired', ''],
     ['expired', 'moved by hand after an outage'],
     ['escalated', 'not acknowledged by 2026-03-10T10:05:00.000Z'],
+    // A decline before migration 0008: the console's words alone.
+    ['declined', 'Jonas is at his sister'],
   ]
   for (const [to, reason] of rows) {
     await world.db.insertInto('assignment_transitions').values({ assignment_id: id, from_status: 'offered', to_status: to, role: 'primary', actor: 'test', reason }).execute()
@@ -101,8 +103,28 @@ t.test('reasons of other forms, and rows stored before: a closed set of causes, 
   t.same(res.json<{ overall: { escalations: { causes: Cause[] } } }>().overall.escalations.causes, [
     { status: 'escalated', reason: 'declined', count: 2 },
     { status: 'expired', reason: 'not recorded', count: 2 },
+    { status: 'declined', reason: 'declined', count: 1 },
     { status: 'escalated', reason: 'not acknowledged in time', count: 1 },
     { status: 'expired', reason: 'other', count: 1 },
   ])
   t.notMatch(res.body, /Jonas|outage/, 'no stored words reach the report')
+})
+
+t.test('a CRU call stays captured when its follow-up declines; not when its primary does', async (t) => {
+  const agency = 'causes-capture'
+  const capture = async () => (await summary(agency)).json<{ overall: { capture: { eligible: number; captured: number; toPolice: { escalation: number } } } }>().overall.capture
+  const created = await post({ natureCode: 'EDP', agency })
+  const cru = created.decision.assignments.find((a) => a.queue === 'cru')!
+  for (const action of ['acknowledge', 'accept']) t.equal((await move(cru.id, action)).statusCode, 200)
+  t.equal((await move(cru.id, 'complete', { disposition: 'resolved_by_phone' })).statusCode, 200)
+  const closed = await post({ type: 'call.closed', callId: created.callId, natureCode: 'EDP', agency, disposition: 'resolved_by_phone' })
+  const followUp = closed.decision.assignments.find((a) => a.queue === 'follow_up')
+  t.ok(followUp, 'the close scheduled a follow-up')
+  t.match(await capture(), { eligible: 1, captured: 1 })
+  t.equal((await move(followUp!.id, 'decline', { reason: 'on leave, reassign' })).statusCode, 200)
+  t.match(await capture(), { eligible: 1, captured: 1, toPolice: { escalation: 0 } }, 'days later, a declined follow-up changes nothing of how the call was handled')
+
+  const other = await post({ natureCode: 'EDP', agency })
+  t.equal((await move(other.decision.assignments.find((a) => a.queue === 'cru')!.id, 'decline')).statusCode, 200)
+  t.match(await capture(), { eligible: 2, captured: 1, toPolice: { escalation: 1 } }, 'a CRU primary declined is not captured')
 })

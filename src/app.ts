@@ -23,7 +23,7 @@ import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
 import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
-import { registerSecurityHeaders } from './http/security-headers.js'
+import { registerSecurityHeaders, securityHeaders } from './http/security-headers.js'
 import { refuseUnstorableText } from './http/storable.js'
 import { loggerOptions } from './logger.js'
 import { createRuleSetLifecycle } from './rule-sets/lifecycle.js'
@@ -73,6 +73,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const now = deps.now ?? (() => new Date())
   // Filled by the onRoute hook below, read when the router answers 414 (to name the parameter).
   const paths = routePaths()
+  // Helmet's, worked out once. The router's own errors (414, a malformed URL) are answered before
+  // any hook runs, so its error handler sets them too.
+  const headers = securityHeaders({
+    // Swagger UI and the dashboard load their own scripts and styles from this origin only.
+    contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
+  })
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),
     bodyLimit: config.BODY_LIMIT_BYTES,
@@ -92,7 +98,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // The longest path parameter is a callId: every id POST accepts must read back (the default, 100,
     // answered 414). The router measures the decoded value, so percent-encoding does not count.
     routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
-    frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH }),
+    frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH, headers }),
   }).withTypeProvider<ZodTypeProvider>()
   app.addHook('onRoute', (route) => paths.add(route.method, route.url))
 
@@ -109,10 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
   registerProblemHandlers(app, config.RETRY_AFTER_SECONDS)
   refuseUnstorableText(app)
-  registerSecurityHeaders(app, {
-    // Swagger UI and the dashboard load their own scripts and styles from this origin only.
-    contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
-  })
+  registerSecurityHeaders(app, headers)
   await registerOpenApi(app, API_VERSION)
   // API keys as looked up recently (src/auth/key-cache.ts); its LISTEN connection opens on first use.
   let keys = deps.keys

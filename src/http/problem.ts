@@ -146,12 +146,13 @@ export function routePaths(): RoutePaths {
  * Errors Fastify's router raises before a route is found (a malformed URL, an over-long path
  * parameter): problem+json like every other error. A 414 names the parameter (never its value).
  */
-export function frameworkErrorHandler(retryAfterSeconds: number, paths: { routes: RoutePaths; maxParamLength: number }) {
+export function frameworkErrorHandler(retryAfterSeconds: number, opts: { routes: RoutePaths; maxParamLength: number; headers: Readonly<Record<string, string>> }) {
   return (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    reply.headers(opts.headers)
     if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
-      const reason = `must be at most ${paths.maxParamLength} characters`
-      const names = paths.routes.overlong(req.method, req.url.split('?')[0]!, paths.maxParamLength)
-      const detail = names.length ? `${names.join(', ')} ${reason}` : `a path parameter is longer than ${paths.maxParamLength} characters`
+      const reason = `must be at most ${opts.maxParamLength} characters`
+      const names = opts.routes.overlong(req.method, req.url.split('?')[0]!, opts.maxParamLength)
+      const detail = names.length ? `${names.join(', ')} ${reason}` : `a path parameter is longer than ${opts.maxParamLength} characters`
       return sendProblem(reply, retryAfterSeconds, problem('uri-too-long', String(req.id), detail, names.map((name) => ({ name, reason }))))
     }
     const code: ErrorCode = err.code === 'FST_ERR_ASYNC_CONSTRAINT' ? 'internal' : 'validation-failed'

@@ -36,9 +36,8 @@ export function securityHeaders(options: HelmetOptions): Record<string, string> 
   return headers
 }
 
-/** Sets helmet's headers on every response, as @fastify/helmet did, for options without per-request values. */
-export function registerSecurityHeaders(app: FastifyInstance, options: HelmetOptions): void {
-  const headers = securityHeaders(options)
+/** Sets helmet's headers (from securityHeaders) on every response that reaches the hooks, as @fastify/helmet did. */
+export function registerSecurityHeaders(app: FastifyInstance, headers: Readonly<Record<string, string>>): void {
   app.addHook('onRequest', (_req, reply, done) => {
     reply.headers(headers)
     done()

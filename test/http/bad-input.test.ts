@@ -209,12 +209,16 @@ t.test('8: a path parameter past 128 characters is a 414 problem naming it, on e
     const label = `${method} ${url.replace(segment, '…')}`
     t.equal(res.statusCode, 414, `${label}: 414`)
     t.match(String(res.headers['content-type']), /^application\/problem\+json/, `${label}: problem+json`)
+    // Answered by the router before any hook: the security headers are set there too.
+    t.match(res.headers, { 'content-security-policy': /default-src 'self'/, 'x-content-type-options': 'nosniff' }, `${label}: security headers`)
     if (method === 'HEAD') continue
     const problem = res.json<Problem & { type: string; status: number; title: string; instance: string }>()
     t.match(problem, { type: 'https://cad-router.dev/problems/uri-too-long', status: 414, code: 'uri-too-long', title: String }, `${label}: RFC 9457 fields`)
     t.same(problem.invalidParams, [{ name, reason: 'must be at most 128 characters' }], `${label}: names ${name}`)
     t.notOk(res.body.includes(segment) || res.body.includes(decodeURIComponent(segment)), `${label}: the value is not echoed`)
   }
+  const malformed = await app.inject({ url: '/v1/calls/%E0%A4%A' })
+  t.match({ status: malformed.statusCode, ...malformed.headers }, { status: 400, 'content-type': /^application\/problem\+json/, 'content-security-policy': /default-src 'self'/ }, 'a malformed URL: a problem, with the security headers')
 })
 
 t.test('9: RFC 3339 lets the T and Z be lower case: accepted on every route, stored raised, every other check kept', async (t) => {

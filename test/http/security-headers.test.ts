@@ -25,7 +25,7 @@ const perRequest = withRoutes((app) => {
   const middleware = helmet(OPTIONS)
   app.addHook('onRequest', (req, reply, done) => middleware(req.raw, reply.raw, (err?: unknown) => done(err as Error | undefined)))
 })
-const once = withRoutes((app) => registerSecurityHeaders(app, OPTIONS))
+const once = withRoutes((app) => registerSecurityHeaders(app, securityHeaders(OPTIONS)))
 t.teardown(() => Promise.all([perRequest.close(), once.close()]))
 
 const helmetNames = Object.keys(securityHeaders(OPTIONS))

@@ -44,14 +44,15 @@ export async function up(db: Kysely<any>): Promise<void> {
     $$`.execute(db)
   await sql`create function cad_router_typed_span() returns trigger language plpgsql as $$
     begin
-      if new.typed_from is null then
-        new.typed_from := cad_router_typed_from(new.from_status, new.to_status, new.reason);
-        new.typed_length := char_length(new.reason) - new.typed_from + 1;
-      end if;
+      new.typed_from := cad_router_typed_from(new.from_status, new.to_status, new.reason);
+      new.typed_length := char_length(new.reason) - new.typed_from + 1;
       return new;
     end $$`.execute(db)
+  // Every assignment's creation and offer inserts a transition: the WHEN clause keeps the function
+  // call off those, and off every row a writer gave its span.
   await sql`create trigger assignment_transitions_typed_span before insert on assignment_transitions
-    for each row execute function cad_router_typed_span()`.execute(db)
+    for each row when (new.typed_from is null and new.reason is not null and new.to_status in ('acknowledged', 'accepted', 'completed', 'declined'))
+    execute function cad_router_typed_span()`.execute(db)
 
   await sql`update assignment_transitions t set typed_from = s.f, typed_length = char_length(t.reason) - s.f + 1
     from (select id, cad_router_typed_from(from_status, to_status, reason) as f from assignment_transitions where reason is not null) s

@@ -15,20 +15,8 @@ const ASSIGNMENT_COLUMNS = [
   'due_at', 'reserved_until', 'ack_deadline_at', 'escalated_from', 'created_at', 'updated_at',
 ] as const satisfies readonly (keyof AssignmentsTable)[]
 
-// By alias: the few the statements use, each compiled once (see fixed()).
-const columnLists = new Map<string, RawBuilder<unknown>>()
-
-/**
- * Every column of an assignment row, named (`alias.id, alias.seq, …`): what toAssignmentView reads,
- * for prepared statements, which must not use `*` (see src/db/prepared.ts).
- */
 export function assignmentColumns(alias: string): RawBuilder<unknown> {
-  let columns = columnLists.get(alias)
-  if (!columns) {
-    columns = fixed(sql.join(ASSIGNMENT_COLUMNS.map((c) => sql.ref(`${alias}.${c}`))))
-    columnLists.set(alias, columns)
-  }
-  return columns
+  return fixed(`assignment columns ${alias}`, () => sql.join(ASSIGNMENT_COLUMNS.map((c) => sql.ref(`${alias}.${c}`))))
 }
 
 /** `now` decides the overdue flag: an open assignment past the time it must be done by. */

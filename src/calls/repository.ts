@@ -176,21 +176,10 @@ export async function callsLockedElsewhere(db: Executor, callIds: readonly strin
 /** A row for json_populate_recordset: the table's column names, jsonb columns as objects rather than text. */
 type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
 
-// The batch statements' table names, column lists and SET lists, each compiled once (see fixed()).
-const fragments = new Map<string, RawBuilder<unknown>>()
-function once(key: string, make: () => RawBuilder<unknown>): RawBuilder<unknown> {
-  let fragment = fragments.get(key)
-  if (!fragment) {
-    fragment = fixed(make())
-    fragments.set(key, fragment)
-  }
-  return fragment
-}
-
 /** `insert into table (columns) select columns from json_populate_recordset(...)`: any number of rows, one parameter. */
 function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[], where = sql``) {
-  const t = once(`table ${table}`, () => sql.table(table))
-  const cols = once(`columns ${columns.join()}`, () => sql.join(columns.map((c) => sql.id(c))))
+  const t = fixed(`table ${table}`, () => sql.table(table))
+  const cols = fixed(`columns ${columns.join()}`, () => sql.join(columns.map((c) => sql.id(c))))
   return sql`insert into ${t} (${cols}) select ${cols} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) ${where}`
 }
 
@@ -206,10 +195,10 @@ function updateRows<T extends keyof Database>(
   rows: readonly JsonRow<T>[],
   extra: { set?: RawBuilder<unknown>; where?: RawBuilder<unknown> } = {},
 ) {
-  const t = once(`table ${table}`, () => sql.table(table))
-  const fromRows = once(`set ${columns.join()}`, () => sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`)))
+  const t = fixed(`table ${table}`, () => sql.table(table))
+  const fromRows = fixed(`set ${columns.join()}`, () => sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`)))
   const set = extra.set ? sql.join([fromRows, extra.set]) : fromRows
-  const k = once(`column ${key}`, () => sql.id(key))
+  const k = fixed(`column ${key}`, () => sql.id(key))
   const keys = rows.map((r) => r[key])
   return sql`update ${t} t set ${set} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) v
     where t.${k} = any(${keys}) and t.${k} = v.${k} ${extra.where ? sql`and ${extra.where}` : sql``}`

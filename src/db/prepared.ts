@@ -60,14 +60,22 @@ const compiler = new Kysely<unknown>({
   },
 })
 
+const fragments = new Map<string, RawBuilder<unknown>>()
+
 /**
- * A fragment without parameters (a column list, a table name), compiled to its text once. Kysely
- * builds and compiles a statement on every execution, and a column list of `sql.ref`s costs a
- * parsed, frozen node tree per column each time: on the hot paths (every offer, console move and
- * ingest batch) that was most of Kysely's share of the CPU. The text is the same as before.
+ * A fragment without parameters (a column list, a table name), compiled to its text once, the first
+ * time `key` is asked for. Kysely builds and compiles a statement on every execution, and a column
+ * list of `sql.ref`s costs a parsed, frozen node tree per column each time: on the hot paths (every
+ * offer, console move and ingest batch) that was most of Kysely's share of the CPU. The text is the
+ * same as before.
  */
-export function fixed(fragment: RawBuilder<unknown>): RawBuilder<unknown> {
-  const { sql: text, parameters } = fragment.compile(compiler)
-  if (parameters.length) throw new Error('fixed(): the fragment has parameters')
-  return sql.raw(text)
+export function fixed(key: string, make: () => RawBuilder<unknown>): RawBuilder<unknown> {
+  let fragment = fragments.get(key)
+  if (!fragment) {
+    const { sql: text, parameters } = make().compile(compiler)
+    if (parameters.length) throw new Error(`fixed(): the fragment ${key} has parameters`)
+    fragment = sql.raw(text)
+    fragments.set(key, fragment)
+  }
+  return fragment
 }

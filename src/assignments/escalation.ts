@@ -20,7 +20,7 @@ import {
   type Route,
   type RuleSet,
 } from '../routing/index.js'
-import { toAssignmentView } from './repository.js'
+import { toAssignmentView, typedSpan } from './repository.js'
 import type { AssignmentView } from './schemas.js'
 import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
@@ -184,9 +184,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       }
       why = cause.reason ? `${DECLINED_PREFIX}${cause.reason}` : 'declined'
     }
-    // Where the responder's words lie in the reason, for the retention scrub: Postgres counts
-    // characters (code points), which a JavaScript string's length does not.
-    const typed = cause.kind === 'decline' && cause.reason ? { typed_from: DECLINED_PREFIX.length + 1, typed_length: [...cause.reason].length } : {}
+    const typed = typedSpan(cause.kind === 'decline' ? cause.reason : undefined, DECLINED_PREFIX.length + 1)
     // What the responder typed stays on their own assignment: the police or EMS assignments this
     // creates or changes are read by criminal-justice consoles, and a CRU desk's reason is health data.
     const whyElsewhere = cause.kind === 'decline' ? 'declined' : why

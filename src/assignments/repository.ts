@@ -82,6 +82,15 @@ export async function listAssignments(db: Db, f: ListFilter): Promise<{ items: A
   return { items: page.map((a) => toAssignmentView(a, now)), nextCursor: rows.length > f.limit && last ? encodeCursor(last.seq) : null }
 }
 
+/**
+ * Where a console's words lie in a transition's reason (migration 0016), for the retention scrub:
+ * from `from` (counted from 1) to the end. Postgres counts characters (code points), which a
+ * JavaScript string's length does not. No words: no span.
+ */
+export function typedSpan(words: string | undefined, from = 1): { typed_from: number | null; typed_length: number | null } {
+  return words ? { typed_from: from, typed_length: [...words].length } : { typed_from: null, typed_length: null }
+}
+
 export interface MoveInput {
   actor: string
   /** What the console typed: free text about a person, which the retention scrub removes. */
@@ -144,7 +153,7 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
   const agencies = opts.scope?.agencies ?? null
   const queues = opts.scope?.queues ?? null
   const au = opts.audit
-  const typed = input.reason ?? null
+  const span = typedSpan(input.reason)
   // One statement, as the offer: consoles move an assignment or two per call, and a transaction of
   // lock, update, transition and audit record took six round trips. The row is locked and read as
   // it was; it moves only from a status the action may leave and inside the caller's scope.
@@ -164,7 +173,7 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
       returning a.id, a.call_id, a.status, a.updated_at, a.disposition, a.ack_deadline_at, a.role, a.agency, a.queue, old.status as from_status),
     t as (
       insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, typed_from, typed_length, feed_agency, feed_queue)
-      select id, from_status, status, role, ${input.actor}, ${typed}::text, case when ${typed}::text is null then null else 1 end, char_length(${typed}::text), agency, queue
+      select id, from_status, status, role, ${input.actor}, ${input.reason ?? null}::text, ${span.typed_from}::int, ${span.typed_length}::int, agency, queue
       from moved),
     au as (
       insert into audit_log (actor, key_id, role, action, target_type, target_id, agency, source_ip, request_id, details)

@@ -27,7 +27,7 @@ export interface Figures {
   }
   routeMix: { police: number; cru: number; co_response: number; ems: number; case_manager: number }
   coResponseShare: number | null
-  escalations: { total: number; causes: Array<{ status: EscalationCause['status']; reason: EscalationCause['reason']; count: number }> }
+  escalations: { total: number; causes: EscalationCause[] }
   timeToAcknowledge: Record<string, { acknowledged: number; p50Seconds: number | null; p90Seconds: number | null }>
   cruPhoneResolution: { closedCruCalls: number; resolvedByPhone: number; share: number | null }
   followUps: { created: number; completedOnTime: number; overdue: number }

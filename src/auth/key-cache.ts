@@ -42,9 +42,10 @@ const silent = { info: () => {}, warn: () => {} }
  * that were found are held for `ttlMs`, keyed by the key's hash (the key itself is never kept),
  * in a Map used as an LRU (a Map iterates in insertion order; a hit moves its entry to the end).
  *
- * - Unknown keys are not held: they cost one indexed lookup each, as before, and cannot push
- *   real keys out (only keys that exist ever enter, so the bound is reached only with that many
- *   keys in use).
+ * - Refused keys (unknown, revoked or expired) are held apart, by hash, for `ttlMs` too, in a
+ *   map of their own with the same bound: a client that keeps retrying with a stale key costs one
+ *   lookup per `ttlMs`, not one per request, and guesses cannot push real keys out (only keys
+ *   that exist enter the other map). Any change of any key forgets every refusal.
  * - Expiry and revocation are checked at every use, against the held row and the clock.
  * - A change of a key (revocation or any update) reaches every process through the NOTIFY of
  *   migration 0013's trigger; the process that made it also calls `invalidate` at once. While the
@@ -60,6 +61,8 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   const clock = opts.clock ?? (() => performance.now())
   const maxEntries = Math.max(1, opts.maxEntries)
   const entries = new Map<string, Entry>()
+  // Refused hashes → until when (clock()), oldest first.
+  const refused = new Map<string, number>()
   // Lookups in flight, shared by concurrent requests with the same key (when a busy key's entry
   // lapses, its requests make one query, not one each).
   const inflight = new Map<string, Promise<StoredKey | undefined>>()
@@ -71,6 +74,9 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   function invalidate(keyId?: string): void {
     generation++
     inflight.clear()
+    // A change may make a refused key usable again (revocation undone, expiry moved), and a
+    // notification names the key's id, which refusals do not keep.
+    refused.clear()
     if (keyId === undefined) {
       entries.clear()
       return
@@ -85,6 +91,12 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       const oldest = entries.keys().next().value as string
       entries.delete(oldest)
     }
+  }
+
+  function refuse(hash: string): void {
+    refused.delete(hash)
+    refused.set(hash, clock() + ttlMs)
+    while (refused.size > maxEntries) refused.delete(refused.keys().next().value as string)
   }
 
   function startListening(): void {
@@ -108,6 +120,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
         if (startedIn === generation) {
           inflight.delete(hash)
           if (found && isUsable(found, new Date())) store(hash, found)
+          else refuse(hash)
         }
         return found
       },
@@ -136,6 +149,11 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
         return isUsable(held.key, now) ? held.key.principal : undefined
       }
       if (held) entries.delete(hash)
+      const refusedUntil = refused.get(hash)
+      if (refusedUntil !== undefined) {
+        if (clock() < refusedUntil) return undefined
+        refused.delete(hash)
+      }
       const found = await lookup(hash)
       return found && isUsable(found, now) ? found.principal : undefined
     },

@@ -172,6 +172,50 @@ t.test('the cache is bounded, holds known keys only, least recently used first o
   t.equal(lookups() - mid, 50, 'neither looked up')
 })
 
+t.test('a refused key retried costs one lookup per TTL; undoing a revocation anywhere lifts the refusal at once', async (t) => {
+  const { cache, lookups } = cacheFor({ ttlMs: 60_000 })
+  // Its LISTEN connection opens on first use and, once up, forgets everything held: wait for it.
+  t.notOk(await cache.authenticate(generateKey()))
+  await eventually(async () => cache.listening(), 5000)
+  const stale = generateKey() // a decommissioned console's key, deleted long ago
+  const start = lookups()
+  for (let i = 0; i < 10; i++) t.notOk(await cache.authenticate(stale))
+  t.equal(lookups() - start, 1, 'ten retries of an unknown key: one lookup')
+
+  const { key, view } = await createKey(world.db, { name: 'revoked-then-restored', role: 'console', agencies: null, queues: null, expiresAt: null, createdBy: 'test' })
+  t.ok(await cache.authenticate(key))
+  await world.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', view.id).execute()
+  await eventually(async () => !(await cache.authenticate(key)), 500, 5)
+  const before = lookups()
+  for (let i = 0; i < 10; i++) t.notOk(await cache.authenticate(key))
+  t.equal(lookups(), before, 'ten retries of a revoked key: no lookup')
+  t.equal(cache.size(), 0, 'refusals are not held among the keys')
+
+  await world.db.updateTable('api_keys').set({ revoked_at: null }).where('id', '=', view.id).execute()
+  await eventually(async () => cache.authenticate(key), 500, 5)
+  t.pass('the key works again within 500 ms, although refusals last a minute here')
+})
+
+t.test('refusals are bounded apart from the keys and lapse after the TTL', async (t) => {
+  let now = 0
+  const { cache, lookups } = cacheFor({ ttlMs: 5000, maxEntries: 2, clock: () => now, listen: false })
+  const real = await world.key('console')
+  t.ok(await cache.authenticate(real))
+  const [g1, g2, g3] = [generateKey(), generateKey(), generateKey()]
+  for (const g of [g1, g2, g3]) t.notOk(await cache.authenticate(g))
+  t.equal(lookups(), 4)
+  t.notOk(await cache.authenticate(g1))
+  t.equal(lookups(), 5, 'two refusals held: the third pushed out the oldest (g1), which was asked again')
+  t.ok(await cache.authenticate(real))
+  t.equal(lookups(), 5, 'the real key still held')
+  now += 4999
+  t.notOk(await cache.authenticate(g3))
+  t.equal(lookups(), 5, 'g3 refused from memory within the TTL')
+  now += 1
+  t.notOk(await cache.authenticate(g3))
+  t.equal(lookups(), 6, 'and asked again once it ran out')
+})
+
 t.test('AUTH_CACHE_MS=0 turns the cache off', async (t) => {
   const { cache, lookups } = cacheFor({ ttlMs: 0 })
   const key = await world.key('console')

@@ -68,6 +68,9 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   const inflight = new Map<string, Promise<StoredKey | undefined>>()
   // Bumped by every invalidation; a lookup started under an older generation is not stored.
   let generation = 0
+  // Bumped whenever refusals are forgotten (any change, or a new key); a refusal found by a lookup
+  // started before is not kept.
+  let refusals = 0
   let listener: ChannelListener | undefined
   let closed = false
 
@@ -76,7 +79,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     inflight.clear()
     // A change may make a refused key usable again (revocation undone, expiry moved), and a
     // notification names the key's id, which refusals do not keep.
-    refused.clear()
+    forgetRefusals()
     if (keyId === undefined) {
       entries.clear()
       return
@@ -93,6 +96,11 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     }
   }
 
+  function forgetRefusals(): void {
+    refusals++
+    refused.clear()
+  }
+
   function refuse(hash: string): void {
     refused.delete(hash)
     refused.set(hash, clock() + ttlMs)
@@ -105,7 +113,9 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       databaseUrl: opts.databaseUrl,
       channel: API_KEY_CHANNEL,
       applicationName: 'cad-router-keys',
-      onNotify: (payload) => invalidate(payload === '' ? undefined : payload),
+      // '+id': a key was stored (migration 0017). Nothing held can be it, but it may have been
+      // refused: ADMIN_API_KEY presented to this process before another one stored it.
+      onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : invalidate(payload === '' ? undefined : payload)),
       onListening: () => invalidate(),
       log,
     })
@@ -115,12 +125,13 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     const pending = inflight.get(hash)
     if (pending) return pending
     const startedIn = generation
+    const refusalsIn = refusals
     const p = findKeyByHash(db, hash).then(
       (found) => {
         if (startedIn === generation) {
           inflight.delete(hash)
           if (found && isUsable(found, new Date())) store(hash, found)
-          else refuse(hash)
+          else if (refusalsIn === refusals) refuse(hash)
         }
         return found
       },

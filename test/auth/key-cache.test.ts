@@ -181,6 +181,10 @@ t.test('a refused key retried costs one lookup per TTL; undoing a revocation any
   const start = lookups()
   for (let i = 0; i < 10; i++) t.notOk(await cache.authenticate(stale))
   t.equal(lookups() - start, 1, 'ten retries of an unknown key: one lookup')
+  // ADMIN_API_KEY presented to a process before another one stored it: the insert's NOTIFY lifts the refusal.
+  await createKey(world.db, { name: 'stored-after-refusal', role: 'console', agencies: null, queues: null, expiresAt: null, createdBy: 'test' }, stale)
+  await eventually(async () => cache.authenticate(stale), 500, 5)
+  t.pass('a refused key stored afterwards works within 500 ms, although refusals last a minute here')
 
   const { key, view } = await createKey(world.db, { name: 'revoked-then-restored', role: 'console', agencies: null, queues: null, expiresAt: null, createdBy: 'test' })
   t.ok(await cache.authenticate(key))
@@ -189,7 +193,7 @@ t.test('a refused key retried costs one lookup per TTL; undoing a revocation any
   const before = lookups()
   for (let i = 0; i < 10; i++) t.notOk(await cache.authenticate(key))
   t.equal(lookups(), before, 'ten retries of a revoked key: no lookup')
-  t.equal(cache.size(), 0, 'refusals are not held among the keys')
+  t.equal(cache.size(), 1, 'refusals are not held among the keys (the one held is the key stored above)')
 
   await world.db.updateTable('api_keys').set({ revoked_at: null }).where('id', '=', view.id).execute()
   await eventually(async () => cache.authenticate(key), 500, 5)

@@ -19,14 +19,19 @@ const [apiA, apiB] = await Promise.all([world.service('api A', 'api'), world.ser
 t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with one decision', async (t) => {
   const start = Date.now()
   let answered = 0
-  let killed: Promise<unknown> = Promise.resolve()
-  const killMidCommit = async () => {
-    await eventually(async () => {
+  let killed = Promise.resolve(false)
+  // Whether a commit was under way at the kill; A dies either way, so the load can end.
+  const killMidCommit = async (): Promise<boolean> => {
+    const found = await eventually(async () => {
       const { rows } = await sql`select 1 from pg_stat_activity where datname = current_database() and wait_event = 'PgSleep'
         and query ilike 'commit' and clock_timestamp() - query_start < interval '200 milliseconds'`.execute(world.db)
       return rows.length > 0
-    }, 10_000, 2)
-    return apiA.kill('SIGKILL')
+    }, 10_000, 2).then(
+      () => true,
+      () => false,
+    )
+    await apiA.kill('SIGKILL')
+    return found
   }
   const posted = await postAll(makeEvents(EVENTS), {
     // A load balancer's failover: everything to A while it lives, then to B.
@@ -38,7 +43,7 @@ t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with on
       if (ok(a) && ++answered === Math.round(EVENTS / 3)) killed = killMidCommit()
     },
   })
-  await killed
+  const midCommit = await killed
   const { ledger: l, ms } = await untilDelivered(world.db, posted, 20_000)
   const counts = statusCounts(posted)
   const noAnswer = Object.entries(counts)
@@ -47,6 +52,7 @@ t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with on
   const replays = posted.filter((p) => p.attempts.some((a) => a.status === 200)).length
   t.comment(ledgerLine('faults/api-kill', l, `${noAnswer} requests cut off by the kill; ${replays} of their retries answered 200 (committed without an answer); ${Date.now() - start} ms`))
 
+  t.ok(midCommit, "the kill came while one of A's commits was under way")
   t.ok(noAnswer > 0, 'the kill cut requests off')
   t.ok(replays > 0, 'some cut-off events had committed: their retries answered 200')
   t.same(

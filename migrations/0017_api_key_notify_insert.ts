@@ -25,16 +25,7 @@ export async function up(db: Kysely<any>): Promise<void> {
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see up()
 export async function down(db: Kysely<any>): Promise<void> {
+  // The function stays as up() left it: for 0013's update, delete and truncate triggers it sends
+  // what 0013's own did.
   await sql`drop trigger if exists api_key_notify_insert on api_keys`.execute(db)
-  // 0013's function again (it never sees an insert now).
-  await sql`
-    create or replace function cad_router_api_key_notify() returns trigger language plpgsql as $$
-    begin
-      if tg_level = 'ROW' then
-        perform pg_notify('cad_router_api_keys', old.id::text);
-      else
-        perform pg_notify('cad_router_api_keys', '');
-      end if;
-      return null;
-    end $$`.execute(db)
 }

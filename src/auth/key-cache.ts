@@ -45,7 +45,8 @@ const silent = { info: () => {}, warn: () => {} }
  * - Refused keys (unknown, revoked or expired) are held apart, by hash, for `ttlMs` too, in a
  *   map of their own with the same bound: a client that keeps retrying with a stale key costs one
  *   lookup per `ttlMs`, not one per request, and guesses cannot push real keys out (only keys
- *   that exist enter the other map). Any change of any key forgets every refusal.
+ *   that exist enter the other map). Any change of any key, and any new key (migration 0017's
+ *   NOTIFY on insert), forgets every refusal.
  * - Expiry and revocation are checked at every use, against the held row and the clock.
  * - A change of a key (revocation or any update) reaches every process through the NOTIFY of
  *   migration 0013's trigger; the process that made it also calls `invalidate` at once. While the

@@ -30,7 +30,7 @@ t.teardown(() => browser.close())
  * Polls an expression in the page. (Playwright's waitForFunction evaluates with eval, which the
  * service's Content-Security-Policy rightly forbids.)
  */
-async function waitInPage(page: import('playwright-core').Page, expr: string, ms = 15_000): Promise<void> {
+async function waitInPage(page: import('playwright-core').Page, expr: string, ms = 30_000): Promise<void> {
   const until = performance.now() + ms
   while (!(await page.evaluate(expr))) {
     if (performance.now() > until) throw new Error(`not true within ${ms} ms: ${expr}`)

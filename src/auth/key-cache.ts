@@ -88,13 +88,15 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     for (const [hash, e] of entries) if (e.key.principal.keyId === keyId) entries.delete(hash)
   }
 
+  /** Puts `value` last in `map` (the most recent), dropping the oldest beyond `maxEntries`. */
+  function putLast<V>(map: Map<string, V>, hash: string, value: V): void {
+    map.delete(hash)
+    map.set(hash, value)
+    while (map.size > maxEntries) map.delete(map.keys().next().value as string)
+  }
+
   function store(hash: string, key: StoredKey): void {
-    entries.delete(hash)
-    entries.set(hash, { key, until: clock() + ttlMs })
-    while (entries.size > maxEntries) {
-      const oldest = entries.keys().next().value as string
-      entries.delete(oldest)
-    }
+    putLast(entries, hash, { key, until: clock() + ttlMs })
   }
 
   function forgetRefusals(): void {
@@ -103,9 +105,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   }
 
   function refuse(hash: string): void {
-    refused.delete(hash)
-    refused.set(hash, clock() + ttlMs)
-    while (refused.size > maxEntries) refused.delete(refused.keys().next().value as string)
+    putLast(refused, hash, clock() + ttlMs)
   }
 
   function startListening(): void {
@@ -156,8 +156,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       startListening()
       const held = entries.get(hash)
       if (held && clock() < held.until) {
-        entries.delete(hash)
-        entries.set(hash, held)
+        putLast(entries, hash, held)
         return isUsable(held.key, now) ? held.key.principal : undefined
       }
       if (held) entries.delete(hash)

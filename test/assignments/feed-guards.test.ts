@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
 import { assignmentStreams, feedData, type SseClient } from '../helpers/sse.js'
-import { createWorld, eventually } from '../helpers/world.js'
+import { createWorld, eventually, say } from '../helpers/world.js'
 
 const HEARTBEAT_MS = 20
 const world = await createWorld(t, { env: { FEED_HEARTBEAT_MS: String(HEARTBEAT_MS) } })
@@ -144,7 +144,7 @@ t.test('a console that stops reading is disconnected, with at most one drain lis
     [a],
   )
   t.ok(await within(closed, 5000), 'the server closed the stream')
-  t.comment(`${socket?.bytesWritten ?? 'n/a'} bytes written; at most ${maxDrain} drain listener(s)`)
+  say(`${socket?.bytesWritten ?? 'n/a'} bytes written; at most ${maxDrain} drain listener(s)`)
   t.ok(maxDrain <= 1, `at most one drain listener (${maxDrain})`)
   t.notOk(warnings.includes('MaxListenersExceededWarning'), 'no listener leak warning')
 })

@@ -7,7 +7,7 @@ import t, { type Test as Tap } from 'tap'
 import { createFeedHub, type FeedBatch } from '../../src/assignments/feed.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { callEvent } from '../helpers/events.js'
-import { countStatements, createWorld, eventually, quietLog } from '../helpers/world.js'
+import { countStatements, createWorld, eventually, quietLog, say } from '../helpers/world.js'
 
 const world = await createWorld(t)
 
@@ -42,7 +42,7 @@ async function wakeFor(t: Tap, h: ReturnType<typeof countedHub>, ms: number): Pr
 t.test('a stream of wake-ups: one read per gap, not one per wake-up', async (t) => {
   const gapped = await wakeFor(t, countedHub(100), 500)
   const eager = await wakeFor(t, countedHub(0), 500)
-  t.comment(`500 ms of wake-ups every 2 ms: ${gapped} reads with a 100 ms gap, ${eager} without`)
+  say(`500 ms of wake-ups every 2 ms: ${gapped} reads with a 100 ms gap, ${eager} without`)
   t.ok(gapped <= 7, `at most one read per 100 ms (${gapped})`)
   t.ok(eager >= 3 * gapped, `without the gap, a read per wake-up that finds the hub idle (${eager})`)
 })

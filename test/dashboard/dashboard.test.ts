@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { chromium, type Browser } from 'playwright-core'
 import t from 'tap'
-import { createWorld } from '../helpers/world.js'
+import { createWorld, say } from '../helpers/world.js'
 import { seedReportWorld } from '../reports/fixture.js'
 
 // Debian's chromium (.ci/run installs it); no browser download, nothing from the network.
@@ -114,6 +114,6 @@ t.test('the dashboard shows the figures the reports API gives, and reads well', 
   const dir = mkdtempSync(join(tmpdir(), 'cad-router-dashboard-'))
   const file = join(dir, 'dashboard.png')
   await page.screenshot({ path: file, fullPage: true })
-  t.comment(`screenshot: ${file}`)
+  say(`screenshot: ${file}`)
   await page.close()
 })

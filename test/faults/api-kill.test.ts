@@ -1,6 +1,6 @@
 import t from 'tap'
 import { sql } from 'kysely'
-import { eventually } from '../helpers/world.js'
+import { eventually, say } from '../helpers/world.js'
 import { createFaultWorld, ledgerLine, makeEvents, ok, postAll, slowCommit, statusCounts, untilDelivered } from './fixtures/harness.js'
 
 // Fault 3: one of two API processes SIGKILLed in the middle of the load while the clients retry
@@ -50,7 +50,7 @@ t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with on
     .filter(([s]) => !/^\d+$/.test(s))
     .reduce((n, [, c]) => n + c, 0)
   const replays = posted.filter((p) => p.attempts.some((a) => a.status === 200)).length
-  t.comment(ledgerLine('faults/api-kill', l, `${noAnswer} requests cut off by the kill; ${replays} of their retries answered 200 (committed without an answer); ${Date.now() - start} ms`))
+  say(ledgerLine('faults/api-kill', l, `${noAnswer} requests cut off by the kill; ${replays} of their retries answered 200 (committed without an answer); ${Date.now() - start} ms`))
 
   t.ok(midCommit, "the kill came while one of A's commits was under way")
   t.ok(noAnswer > 0, 'the kill cut requests off')

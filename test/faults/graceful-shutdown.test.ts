@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { createFaultWorld, inspectQueues, ledgerLine, makeEvents, ok, postAll, slowDown, statusCounts, untilDelivered, type Posted } from './fixtures/harness.js'
+import { say } from '../helpers/world.js'
 
 // Fault 6: SIGTERM to one of two processes (each runs every role) in the middle of the load.
 // Each ingest and each delivery takes 200 ms longer in Postgres, so that the signal finds
@@ -56,7 +57,7 @@ t.test('SIGTERM under load: requests and jobs in flight finish, exit 0 within th
   // A 200 for an event posted once means an earlier attempt committed it and its answer was lost.
   const answersLost = posted.filter((p) => p.attempts.some((x) => x.status === 200)).map((p) => p.event.eventId)
   const finishedInFlight = inFlightAtSignal.filter((p) => p.attempts.some((x) => ok(x) && x.target === a.url && x.startedAt < signalledAt))
-  t.comment(
+  say(
     ledgerLine(
       'faults/graceful-shutdown',
       l,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import t from 'tap'
-import { PG_ADMIN_URL } from '../helpers/world.js'
+import { PG_ADMIN_URL, say } from '../helpers/world.js'
 import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, postAll, sleep, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
 import { startTcpProxy } from './fixtures/tcp-proxy.js'
 
@@ -72,7 +72,7 @@ t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itsel
   const attempts = posted.flatMap((p) => p.attempts)
   const counts = statusCounts(posted)
   const unavailable = attempts.filter((a) => a.status === 503)
-  t.comment(
+  say(
     ledgerLine(
       'faults/postgres-down',
       l,

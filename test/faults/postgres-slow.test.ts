@@ -2,6 +2,7 @@ import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
 import { createFaultWorld, dropTrigger, ledgerLine, makeEvents, postAll, sleep, slowDown, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
+import { say } from '../helpers/world.js'
 
 // Fault 5: Postgres that fails writes the way a full disk does (SQLSTATE 53100, at the outbox
 // insert or the very last statement of an ingest), then answers slowly (a statement sleeping past
@@ -90,7 +91,7 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
   const unavailable = posted.flatMap((p) => p.attempts).filter((a) => a.status === 503)
   const slowest = Math.max(...unavailable.map((a) => a.endedAt - a.startedAt))
   const n503 = (p: Phase) => during[p].filter((a) => a.status === 503).length
-  t.comment(
+  say(
     ledgerLine('faults/postgres-slow', l, `503s: ${n503('disk-full')} disk full, ${n503('slow')} slow, ${n503('lock')} locked (slowest ${slowest} ms); ${JSON.stringify(counts)}; ${Date.now() - start} ms`),
   )
 

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { backlogClearedAfter, createFaultWorld, inspectQueues, ledger, ledgerLine, makeEvents, postAll, sleep, statusCounts, untilDelivered } from './fixtures/harness.js'
+import { say } from '../helpers/world.js'
 
 // Fault 1: Redis killed (SIGKILL, no shutdown) in the middle of the load and started again 5 s
 // later. Ingest never needs Redis; the outbox keeps what the relay could not send; what Redis had
@@ -12,7 +13,7 @@ const world = await createFaultWorld(t)
 const t1 = Date.now()
 const [api, relayWorker] = await Promise.all([world.service('api', 'api'), world.service('relay+worker', 'relay,worker')])
 const queues = inspectQueues(t, world)
-t.comment(`world ${t1 - t0} ms, processes ${Date.now() - t1} ms`)
+say(`world ${t1 - t0} ms, processes ${Date.now() - t1} ms`)
 t.notMatch(relayWorker.output(), /could not send/, 'the relay starts without a failed send (it waits for its Redis connection)')
 
 t.test('Redis killed mid-load, back 5 s later: every event stored, every assignment delivered once within 5 s', async (t) => {
@@ -46,12 +47,12 @@ t.test('Redis killed mid-load, back 5 s later: every event stored, every assignm
       if (++answered === EVENTS / 4) midLoad()
     },
   })
-  t.comment(`load ${Date.now() - start} ms`)
+  say(`load ${Date.now() - start} ms`)
   await outage
   const during = posted.filter((p) => p.attempts[0]!.startedAt > killedAt && p.attempts[0]!.startedAt < backAt).length
   const { ledger: l } = await untilDelivered(world.db, posted, 10_000)
   const afterReturn = await backlogClearedAfter(world.db, backAt)
-  t.comment(ledgerLine('faults/redis-restart', l, `${during} posted while Redis was down; the backlog delivered ${afterReturn} ms after Redis returned; ${Date.now() - start} ms`))
+  say(ledgerLine('faults/redis-restart', l, `${during} posted while Redis was down; the backlog delivered ${afterReturn} ms after Redis returned; ${Date.now() - start} ms`))
 
   t.ok(atKill.assignments > 0 && atKill.delivered < l.assignments, `Redis died mid-load (${atKill.delivered} of ${atKill.assignments} delivered at the kill)`)
   t.ok(during > 0, 'events were posted while Redis was down')

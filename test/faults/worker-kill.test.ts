@@ -1,5 +1,5 @@
 import t from 'tap'
-import { eventually } from '../helpers/world.js'
+import { eventually, say } from '../helpers/world.js'
 import { createFaultWorld, inspectQueues, ledger, ledgerLine, makeEvents, postAll, slowDown, statusCounts, untilDelivered } from './fixtures/harness.js'
 
 // Fault 2: a worker process SIGKILLed while it runs jobs. Its transactions roll back with its
@@ -30,7 +30,7 @@ t.test('worker SIGKILLed mid-job: its jobs run again, each delivery recorded onc
   const { ledger: l, ms } = await untilDelivered(world.db, posted, 30_000)
   const counts = await queues.counts()
   const states = await Promise.all(inFlight.map((id) => queues.stateOf(id)))
-  t.comment(
+  say(
     ledgerLine('faults/worker-kill', l, `${inFlight.length} jobs in flight at the kill (${atKill.delivered} delivered before it); all delivered ${ms} ms after the load; ${Date.now() - start} ms`),
   )
 

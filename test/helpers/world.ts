@@ -174,3 +174,12 @@ export async function openTransaction(t: Tap, pool: pg.Pool): Promise<pg.PoolCli
 
 /** A silent logger for relay/worker instances in tests. */
 export const quietLog = pino({ level: 'silent' })
+
+/**
+ * Prints a figure a test measured (a fault ledger, a count): on stderr, which tap shows under every
+ * reporter, where a TAP comment shows under the tap reporter only (`.taprc` uses base, which keeps
+ * CI's failures at the end of its output).
+ */
+export function say(line: string): void {
+  process.stderr.write(`# ${line}\n`)
+}

@@ -9,7 +9,7 @@ import type { QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
 import { startRedisServer } from '../helpers/redis-server.js'
-import { createWorld, eventually, quietLog } from '../helpers/world.js'
+import { createWorld, eventually, quietLog, say } from '../helpers/world.js'
 import { closeQueues, deliveryReport, inspectQueues } from './fixtures/delivery.js'
 
 const POSTED = 30
@@ -196,8 +196,8 @@ t.test('when Redis is back: every assignment is delivered exactly once', async (
   const lost = r.missing.length + r.unsent + (eventIds.length - calls.size)
   const delivered = r.assignments - new Set([...r.missing, ...r.notOffered].map((s) => s.split(' ')[0])).size
   const line = `posted ${eventIds.length} / stored ${stored.length} / delivered ${callsDelivered} / duplicated ${duplicated} / lost ${lost}`
-  t.comment(line)
-  t.comment(`assignments ${r.assignments}: delivered ${delivered}, each exactly once`)
+  say(line)
+  say(`assignments ${r.assignments}: delivered ${delivered}, each exactly once`)
   console.log(line)
   t.equal(stored.length, eventIds.length, 'every posted call stored')
   t.equal(callsDelivered, eventIds.length, 'every posted call delivered')

@@ -10,7 +10,7 @@ import { createRedis } from '../../src/queue/redis.js'
 import { QUEUES, type QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, quietLog, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, quietLog, REDIS_URL, say } from '../helpers/world.js'
 import { closeQueues, deliveryReport, inspectQueues } from './fixtures/delivery.js'
 
 // Only a NOTIFY can explain a delivery within seconds: the safety-net poll is a minute away.
@@ -308,7 +308,7 @@ t.test('two relays at once never send a row twice', async (t) => {
   t.equal(new Set(a).size, a.length, 'relay A sent each job id once')
   t.equal(new Set(b).size, b.length, 'relay B sent each job id once')
   t.same(new Set([...a, ...b]), fresh, 'together they sent every new row')
-  t.comment(`relay A sent ${a.length}, relay B sent ${b.length}`)
+  say(`relay A sent ${a.length}, relay B sent ${b.length}`)
 
   const report = await deliveryReport(db, inspect, inspector)
   t.equal(report.unsent, 0)

@@ -12,7 +12,7 @@ import { RESEND_ACTOR, resendLost, type Resent } from '../../src/queue/resend.js
 import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, openTransaction, quietLog, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, quietLog, REDIS_URL, say } from '../helpers/world.js'
 
 // resendLost is called with its own clock here (`now`), so nothing waits for AFTER_MS to pass.
 const AFTER_MS = 60_000
@@ -209,7 +209,7 @@ t.test('two relays sweeping at once re-send each lost job once', async (t) => {
   const all = mine(results.flat(), ids)
   t.equal(all.length, ids.length, 'as many re-sends as lost jobs')
   t.same([...new Set(all.map((r) => r.assignmentId))].sort(), [...ids].sort(), 'one per assignment')
-  t.comment(`re-sends per sweep: ${results.map((r) => mine(r, ids).length).join(', ')}`)
+  say(`re-sends per sweep: ${results.map((r) => mine(r, ids).length).join(', ')}`)
   for (const id of ids) {
     t.equal((await outboxOf(id)).length, 2, 'two outbox rows')
     t.equal((await transitionsOf(id)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'one re-send recorded')

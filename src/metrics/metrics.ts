@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { sql } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { CallService } from '../calls/service.js'
 import type { Db } from '../db/connect.js'
@@ -36,7 +37,15 @@ export function createMetrics() {
     outboxLag: new Gauge({ name: 'cad_router_outbox_lag_seconds', help: 'Age of the oldest outbox row not yet relayed (0 when none)', registers }),
     // Relay errors show here and in the lag, whichever process runs the relay: both are read from Postgres.
     outboxFailing: new Gauge({ name: 'cad_router_outbox_failing', help: 'Outbox rows whose last relay attempt failed (relay errors)', registers }),
-    escalations: new Gauge({ name: 'cad_router_escalation_records', help: 'Escalation records (transitions to escalated, expired or declined), by queue and status', labelNames: ['queue', 'status'] as const, registers }),
+    escalations: new Gauge({
+      name: 'cad_router_escalation_records',
+      help: 'Escalation records (transitions to escalated, expired or declined) since the start of the data, by the queue the assignment was in and status; only grows',
+      labelNames: ['queue', 'status'] as const,
+      registers,
+    }),
+    // What the gauge above has counted so far: the counts of every record written by a transaction
+    // below `below` (see countEscalations).
+    escalationTally: { below: '0', counts: new Map<string, number>() },
     followUpsOverdue: new Gauge({ name: 'cad_router_follow_ups_overdue', help: 'Follow-ups past their due time and still open', registers }),
     workerErrors: new Counter({
       name: 'cad_router_worker_errors_total',
@@ -93,13 +102,7 @@ export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promis
     outboxLag(db),
     overdueFollowUps(db, now),
     db.selectFrom('outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sent_at', 'is', null).where('last_error', 'is not', null).executeTakeFirstOrThrow(),
-    db
-      .selectFrom('assignment_transitions as t')
-      .innerJoin('assignments as a', 'a.id', 't.assignment_id')
-      .select((eb) => ['a.queue', 't.to_status', eb.fn.countAll<number>().as('n')])
-      .where('t.to_status', 'in', ESCALATION_STATUSES)
-      .groupBy(['a.queue', 't.to_status'])
-      .execute(),
+    countEscalations(db, metrics.escalationTally),
   ])
   for (const queue of QUEUES) {
     const rows = depths.filter((d) => d.queue === queue)
@@ -107,11 +110,43 @@ export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promis
     const oldest = Math.min(...rows.map((r) => r.oldestCreatedAt?.getTime() ?? Infinity))
     metrics.queueAge.set({ queue }, Number.isFinite(oldest) ? Math.max(0, (now.getTime() - oldest) / 1000) : 0)
     for (const status of ESCALATION_STATUSES) {
-      metrics.escalations.set({ queue, status }, Number(escalations.find((e) => e.queue === queue && e.to_status === status)?.n ?? 0))
+      metrics.escalations.set({ queue, status }, escalations.get(`${queue}/${status}`) ?? 0)
     }
   }
   metrics.outboxPending.set(lag.pending)
   metrics.outboxLag.set(lag.oldestCreatedAt ? Math.max(0, (now.getTime() - lag.oldestCreatedAt.getTime()) / 1000) : 0)
   metrics.outboxFailing.set(Number(failing.n))
   metrics.followUpsOverdue.set(overdue.reduce((s, r) => s + r.overdue, 0))
+}
+
+/**
+ * Counts escalation records incrementally. They only grow (retention scrubs text, never deletes
+ * rows), and a count of them all on every scrape grew with the table: months of transitions read
+ * every 15 s by every API process. Each scrape now reads only the records written since the one
+ * before, by writing transaction (feed_xid, indexed), and below the oldest transaction still open,
+ * as the console feed reads: a record a long transaction commits late is counted when it commits,
+ * never skipped. The first scrape of a process counts everything once.
+ *
+ * The queue is the one the assignment was in when the record was written (feed_queue), so a count
+ * never moves to another label when an assignment moves later. Two scrapes at once both read from
+ * the same point; the one that ends second finds the tally moved on and adds nothing, so nothing
+ * is counted twice (its gauges read as of the first).
+ */
+export async function countEscalations(db: Db, tally: Metrics['escalationTally']): Promise<ReadonlyMap<string, number>> {
+  const from = tally.below
+  const { below } = (await sql<{ below: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as below`.execute(db)).rows[0]!
+  const rows = await db
+    .selectFrom('assignment_transitions')
+    .select((eb) => ['feed_queue', 'to_status', eb.fn.countAll<string>().as('n')])
+    .where(sql<boolean>`feed_xid >= ${from}::xid8 and feed_xid < ${below}::xid8`)
+    .where('to_status', 'in', ESCALATION_STATUSES)
+    .groupBy(['feed_queue', 'to_status'])
+    .execute()
+  if (tally.below !== from) return tally.counts
+  for (const r of rows) {
+    const key = `${r.feed_queue}/${r.to_status}`
+    tally.counts.set(key, (tally.counts.get(key) ?? 0) + Number(r.n))
+  }
+  tally.below = below
+  return tally.counts
 }

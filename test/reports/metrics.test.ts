@@ -1,9 +1,10 @@
+import { sql } from 'kysely'
 import t from 'tap'
 import { EventEmitter } from 'node:events'
 import { buildApp } from '../../src/app.js'
 import { createMetrics, observeWorkers } from '../../src/metrics/metrics.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld } from '../helpers/world.js'
+import { createWorld, openTransaction } from '../helpers/world.js'
 
 const world = await createWorld(t)
 
@@ -74,4 +75,52 @@ t.test('worker errors and failed jobs are counted per queue', async (t) => {
   const text = await metrics.registry.metrics()
   t.equal(sample(text, 'cad_router_worker_errors_total', { queue: 'cru', kind: 'job_failed' }), 2)
   t.equal(sample(text, 'cad_router_worker_errors_total', { queue: 'cru', kind: 'error' }), 1)
+})
+
+t.test('escalation records: counted as they commit, each once, however the scrapes fall', async (t) => {
+  const esc = (text: string, queue: string, status: string) => sample(text, 'cad_router_escalation_records', { queue, status })
+  // A CRU call declined at the console escalates along the fallback: one record, under cru.
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date().toISOString() }) })
+  t.equal(res.statusCode, 201, res.body)
+  const cru = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'cru')
+  t.ok(cru, 'routed to CRU')
+  const before = await scrape()
+  const declined = await world.app.inject({ method: 'POST', url: `/v1/assignments/${cru.id}/decline`, payload: { reason: 'unit busy' } })
+  t.equal(declined.statusCode, 200, declined.body)
+  t.equal(esc(await scrape(), 'cru', 'declined'), esc(before, 'cru', 'declined') + 1, 'the decline counted')
+
+  // Rows are numbered at insert and seen at commit, in another order. Transaction A writes a record
+  // first and stays open; B writes one after it and commits. A scrape now must not move past A's row,
+  // as counting by row id would (B's higher id seen, A's lower one never counted).
+  const record = (status: string) => sql`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason)
+    values (${cru.id}, 'offered', ${status}, 'primary', 'test', 'metrics test')`
+  const a = await openTransaction(t, world.pool)
+  const q = record('expired').compile(world.db)
+  await a.query(q.sql, [...q.parameters])
+  await record('expired').execute(world.db)
+  const whileOpen = await scrape()
+  t.equal(esc(whileOpen, 'cru', 'expired'), esc(before, 'cru', 'expired'), 'neither counted while A is open: B is written after A began')
+  await a.query('commit')
+  t.equal(esc(await scrape(), 'cru', 'expired'), esc(before, 'cru', 'expired') + 2, 'both counted once A committed')
+
+  // Scrapes at the same time count a new record once between them.
+  await record('escalated').execute(world.db)
+  const both = await Promise.all([scrape(), scrape(), scrape()])
+  const last = await scrape()
+  t.equal(esc(last, 'cru', 'escalated'), esc(before, 'cru', 'escalated') + 1, 'counted once by three scrapes at once')
+  for (const text of both) t.ok(esc(text, 'cru', 'escalated') <= esc(last, 'cru', 'escalated'), 'no scrape counted it twice')
+  t.equal(esc(await scrape(), 'cru', 'escalated'), esc(last, 'cru', 'escalated'), 'and no later scrape again')
+
+  // A process started now counts everything once, and agrees.
+  const other = await buildApp({ config: world.config, db: world.db, redis: world.redis, ruleSets: world.ruleSets, logger: world.app.log })
+  t.teardown(() => other.close())
+  const fresh = await scrape(other)
+  for (const status of ['declined', 'expired', 'escalated']) t.equal(esc(fresh, 'cru', status), esc(last, 'cru', status), `a new process reads the same ${status} count`)
+  const counted = await world.db
+    .selectFrom('assignment_transitions')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('feed_queue', '=', 'cru')
+    .where('to_status', '=', 'expired')
+    .executeTakeFirstOrThrow()
+  t.equal(esc(fresh, 'cru', 'expired'), Number(counted.n), 'the table agrees')
 })

@@ -1,4 +1,5 @@
 import { sql, type RawBuilder } from 'kysely'
+import { OPEN_STATUSES } from '../assignments/state-machine.js'
 import type { Executor } from '../calls/repository.js'
 // A mental-health call with any of these flags is a safety call (DESIGN rule 1): police is primary by design.
 import { SAFETY_FLAGS } from '../routing/index.js'
@@ -33,8 +34,6 @@ export interface CellKey {
 export const ESCALATION_STATUSES = ['escalated', 'expired', 'declined'] as const
 /** Waiting for a responder: counted as the queue's depth. */
 export const WAITING_STATUSES = ['queued', 'offered', 'reserved'] as const
-/** Finished one way or another: a follow-up in these is never overdue. */
-const CLOSED_STATUSES = ['completed', 'cancelled', 'declined', 'expired'] as const
 
 const list = (xs: readonly string[]) => sql.join(xs.map((x) => sql.lit(x)))
 const agencyFilter = (col: RawBuilder<unknown>, agencies: readonly string[] | undefined) => (agencies === undefined ? sql`true` : sql`${col} = any(${agencies})`)
@@ -246,7 +245,7 @@ export async function followUpFigures(db: Executor, r: ReportRange, asOf: Date):
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket,
       count(*)::int as created,
       (count(*) filter (where completed_at is not null and completed_at <= due_at))::int as "completedOnTime",
-      (count(*) filter (where status not in (${list(CLOSED_STATUSES)}) and due_at < ${asOf}))::int as overdue
+      (count(*) filter (where status in (${list(OPEN_STATUSES)}) and due_at < ${asOf}))::int as overdue
     from x
     group by ${GROUPING}
   `.execute(db)
@@ -303,7 +302,7 @@ export async function overdueFollowUps(db: Executor, asOf: Date): Promise<Array<
     .selectFrom('assignments')
     .select((eb) => ['agency', eb.fn.countAll<number>().as('overdue')])
     .where('queue', '=', 'follow_up')
-    .where('status', 'not in', CLOSED_STATUSES)
+    .where('status', 'in', OPEN_STATUSES)
     .where('due_at', '<', asOf)
     .groupBy('agency')
     .execute()

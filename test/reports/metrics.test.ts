@@ -124,3 +124,25 @@ t.test('escalation records: counted as they commit, each once, however the scrap
     .executeTakeFirstOrThrow()
   t.equal(esc(fresh, 'cru', 'expired'), Number(counted.n), 'the table agrees')
 })
+
+t.test('overdue follow-ups: an open one past due counts, one that ended never does', async (t) => {
+  const overdue = async () => sample(await scrape(), 'cad_router_follow_ups_overdue')
+  const base = await overdue()
+  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date(Date.now() - 60_000).toISOString() })
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
+  const closed = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'EDP', flags: { mentalHealth: true }, disposition: 'resolved', occurredAt: new Date().toISOString() })
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: closed })
+  t.equal(res.statusCode, 201, res.body)
+  const fu = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
+  t.ok(fu, 'the closed mental-health call has a follow-up')
+  t.equal(await overdue(), base, 'not due yet')
+
+  await world.db.updateTable('assignments').set({ due_at: new Date(Date.now() - 3600_000) }).where('id', '=', fu.id).execute()
+  t.equal(await overdue(), base + 1, 'open past its due time: overdue')
+  // Ended by escalation (a rule set may hand follow-ups on): the assignment that replaced it is
+  // the one to watch. The gauge once counted every status but four, this one included, for ever.
+  for (const status of ['escalated', 'expired', 'completed', 'cancelled', 'declined']) {
+    await world.db.updateTable('assignments').set({ status }).where('id', '=', fu.id).execute()
+    t.equal(await overdue(), base, `${status}: not overdue`)
+  }
+})

@@ -1,9 +1,9 @@
 /**
- * npm run bench [-- rules ingest latency soak scaleout]   (all when none is named)
+ * npm run bench [-- rules ingest latency soak scaleout history]   (all when none is named)
  *
  * Each benchmark measures its baseline in the same run and prints the ratio. Durations come from
  * the environment (see bench/README.md): BENCH_SECONDS, BENCH_SOAK_SECONDS, BENCH_RATE,
- * BENCH_CONNECTIONS, BENCH_RULES_SECONDS; BENCH_QUICK=1 shortens everything to a < 1 min run.
+ * BENCH_CONNECTIONS, BENCH_RULES_SECONDS, BENCH_HISTORY_CALLS; BENCH_QUICK=1 shortens everything to a < 1 min run.
  * Prints a table and writes bench/results.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -11,6 +11,7 @@ import { readdirSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { runHistory } from './history.js'
 import { runIngest } from './ingest.js'
 import { runLatency } from './latency.js'
 import { table, type Row } from './lib/report.js'
@@ -19,7 +20,7 @@ import { runScaleOut } from './scaleout.js'
 import { runSoak } from './soak.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BENCHES = ['rules', 'ingest', 'latency', 'soak', 'scaleout'] as const
+const BENCHES = ['rules', 'ingest', 'latency', 'soak', 'scaleout', 'history'] as const
 type Bench = (typeof BENCHES)[number]
 
 const env = (name: string, fallback: number): number => {
@@ -37,6 +38,7 @@ const settings = {
   rate: env('BENCH_RATE', 200),
   connections: env('BENCH_CONNECTIONS', 16),
   rulesSeconds: env('BENCH_RULES_SECONDS', quick ? 1 : 3),
+  historyCalls: env('BENCH_HISTORY_CALLS', quick ? 20_000 : 250_000),
 }
 
 const named = process.argv.slice(2).filter((a) => a !== '--')
@@ -71,7 +73,7 @@ const rows: Row[] = []
 const raw: Record<string, unknown> = {}
 const started = new Date()
 
-if (selected.some((b) => b !== 'rules') && !process.env.BENCH_SERVICE_DIR) buildIfStale()
+if (selected.some((b) => b !== 'rules' && b !== 'history') && !process.env.BENCH_SERVICE_DIR) buildIfStale()
 console.log(`cad-router benchmarks: ${selected.join(', ')} (${JSON.stringify(settings)}); ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
 
 for (const b of selected) {
@@ -112,6 +114,9 @@ for (const b of selected) {
       }
       case 'scaleout':
         rows.push(...(await runScaleOut({ seconds: settings.seconds, connections: settings.connections, log })))
+        break
+      case 'history':
+        rows.push(...(await runHistory({ calls: settings.historyCalls, log })))
         break
     }
   } catch (err) {

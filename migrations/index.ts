@@ -13,7 +13,7 @@ import * as m0014 from './0014_outbox_resend.js'
 import * as m0015 from './0015_personal_data_indexes.js'
 import * as m0016 from './0016_typed_reasons.js'
 import * as m0017 from './0017_api_key_notify_insert.js'
-import * as m0018 from './0018_open_follow_up_index.js'
+import * as m0018 from './0018_history_indexes.js'
 
 /** Listed statically so the same code runs from TypeScript sources (tests) and from dist/ (production). */
 export const migrations: Record<string, Migration> = {
@@ -31,5 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0015_personal_data_indexes': m0015,
   '0016_typed_reasons': m0016,
   '0017_api_key_notify_insert': m0017,
-  '0018_open_follow_up_index': m0018,
+  '0018_history_indexes': m0018,
 }

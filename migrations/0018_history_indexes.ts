@@ -1,0 +1,32 @@
+import { sql, type Kysely } from 'kysely'
+
+// Frozen in time: this file imports nothing from the application.
+// Two of 0006's partial indexes no longer matched the reads they were made for, which read more
+// rows every day the service ran (bench/history.ts measures a year).
+//
+// Overdue follow-ups are found every 15 s by the lifecycle sweep and at every metrics scrape. 0006's
+// index held every follow-up ever made (due_at where queue = 'follow_up'), so both read all the
+// past-due ones, the finished included: about 40,000 rows a year at one follow-up per
+// mental-health call, 60–135 ms a read. This one holds only the open ones (the state machine's
+// open statuses): a follow-up leaves it when it ends, so it stays small however long the service
+// runs.
+//
+// Escalation records: since declines count as escalations, the reports ask for three statuses and
+// 0006's index of two could not serve them; the report read every transition ever written.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- migrations must not depend on today's types
+export async function up(db: Kysely<any>): Promise<void> {
+  await sql`create index assignments_open_follow_up_due_idx on assignments (due_at)
+    where queue = 'follow_up' and status in ('reserved', 'queued', 'offered', 'acknowledged', 'accepted')`.execute(db)
+  await db.schema.dropIndex('assignments_follow_up_due_idx').execute()
+  await sql`create index assignment_transitions_escalations_at_idx on assignment_transitions (at)
+    where to_status in ('escalated', 'expired', 'declined')`.execute(db)
+  await db.schema.dropIndex('assignment_transitions_escalation_idx').execute()
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see up()
+export async function down(db: Kysely<any>): Promise<void> {
+  await sql`create index assignment_transitions_escalation_idx on assignment_transitions (at) where to_status in ('escalated', 'expired')`.execute(db)
+  await db.schema.dropIndex('assignment_transitions_escalations_at_idx').execute()
+  await sql`create index assignments_follow_up_due_idx on assignments (due_at) where queue = 'follow_up'`.execute(db)
+  await db.schema.dropIndex('assignments_open_follow_up_due_idx').execute()
+}

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { sql } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { feedHorizon } from '../assignments/feed.js'
 import type { CallService } from '../calls/service.js'
 import type { Db } from '../db/connect.js'
 import { ESCALATION_STATUSES, outboxLag, overdueFollowUps, queueDepths } from '../reports/repository.js'
@@ -123,18 +124,22 @@ export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promis
  * Counts escalation records incrementally. They only grow (retention scrubs text, never deletes
  * rows), and a count of them all on every scrape grew with the table: months of transitions read
  * every 15 s by every API process. Each scrape now reads only the records written since the one
- * before, by writing transaction (feed_xid, indexed), and below the oldest transaction still open,
- * as the console feed reads: a record a long transaction commits late is counted when it commits,
- * never skipped. The first scrape of a process counts everything once.
+ * before, by writing transaction (feed_xid, indexed), below the console feed's horizon (the oldest
+ * transaction of this database still open; feedHorizon): a record a long transaction commits late
+ * is counted once every older transaction here has ended, never skipped. The first scrape of a
+ * process counts everything once.
  *
  * The queue is the one the assignment was in when the record was written (feed_queue), so a count
  * never moves to another label when an assignment moves later. Two scrapes at once both read from
  * the same point; the one that ends second finds the tally moved on and adds nothing, so nothing
- * is counted twice (its gauges read as of the first).
+ * is counted twice (its gauges read as of the first). A horizon lower than the last one means
+ * transaction ids started again (a restore into another cluster): the count starts again from 0.
  */
 export async function countEscalations(db: Db, tally: Metrics['escalationTally']): Promise<ReadonlyMap<string, number>> {
-  const from = tally.below
-  const { below } = (await sql<{ below: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as below`.execute(db)).rows[0]!
+  const seen = tally.below
+  const below = String(await feedHorizon(db))
+  const restart = BigInt(below) < BigInt(seen)
+  const from = restart ? '0' : seen
   const rows = await db
     .selectFrom('assignment_transitions')
     .select((eb) => ['feed_queue', 'to_status', eb.fn.countAll<string>().as('n')])
@@ -142,7 +147,8 @@ export async function countEscalations(db: Db, tally: Metrics['escalationTally']
     .where('to_status', 'in', ESCALATION_STATUSES)
     .groupBy(['feed_queue', 'to_status'])
     .execute()
-  if (tally.below !== from) return tally.counts
+  if (tally.below !== seen) return tally.counts
+  if (restart) tally.counts.clear()
   for (const r of rows) {
     const key = `${r.feed_queue}/${r.to_status}`
     tally.counts.set(key, (tally.counts.get(key) ?? 0) + Number(r.n))

@@ -1,10 +1,11 @@
 import { sql } from 'kysely'
+import pg from 'pg'
 import t from 'tap'
 import { EventEmitter } from 'node:events'
 import { buildApp } from '../../src/app.js'
-import { createMetrics, observeWorkers } from '../../src/metrics/metrics.js'
+import { countEscalations, createMetrics, observeWorkers } from '../../src/metrics/metrics.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, openTransaction } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, PG_ADMIN_URL } from '../helpers/world.js'
 
 const world = await createWorld(t)
 
@@ -79,15 +80,30 @@ t.test('worker errors and failed jobs are counted per queue', async (t) => {
 
 t.test('escalation records: counted as they commit, each once, however the scrapes fall', async (t) => {
   const esc = (text: string, queue: string, status: string) => sample(text, 'cad_router_escalation_records', { queue, status })
+  // A scrape whose cru count for `status` is `n`, scraping again for up to 5 s: any other write
+  // transaction of this database open at that moment delays a count (never loses or doubles one).
+  const scrapeUntil = (status: string, n: number) =>
+    eventually(async () => {
+      const text = await scrape()
+      return esc(text, 'cru', status) === n && text
+    }, 5000).catch(async () => scrape())
   // A CRU call declined at the console escalates along the fallback: one record, under cru.
   const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date().toISOString() }) })
   t.equal(res.statusCode, 201, res.body)
   const cru = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'cru')
   t.ok(cru, 'routed to CRU')
   const before = await scrape()
+  // A write transaction open in another database of the server (another test file, another
+  // service), older than the decline, holds nothing back: the horizon is this database's.
+  const elsewhere = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await elsewhere.connect()
+  t.teardown(() => elsewhere.end())
+  await elsewhere.query('begin')
+  await elsewhere.query('select pg_current_xact_id()')
   const declined = await world.app.inject({ method: 'POST', url: `/v1/assignments/${cru.id}/decline`, payload: { reason: 'unit busy' } })
   t.equal(declined.statusCode, 200, declined.body)
-  t.equal(esc(await scrape(), 'cru', 'declined'), esc(before, 'cru', 'declined') + 1, 'the decline counted')
+  t.equal(esc(await scrapeUntil('declined', esc(before, 'cru', 'declined') + 1), 'cru', 'declined'), esc(before, 'cru', 'declined') + 1, 'the decline counted, with a write transaction open in another database')
+  await elsewhere.query('rollback')
 
   // Rows are numbered at insert and seen at commit, in another order. Transaction A writes a record
   // first and stays open; B writes one after it and commits. A scrape now must not move past A's row,
@@ -101,21 +117,41 @@ t.test('escalation records: counted as they commit, each once, however the scrap
   const whileOpen = await scrape()
   t.equal(esc(whileOpen, 'cru', 'expired'), esc(before, 'cru', 'expired'), 'neither counted while A is open: B is written after A began')
   await a.query('commit')
-  t.equal(esc(await scrape(), 'cru', 'expired'), esc(before, 'cru', 'expired') + 2, 'both counted once A committed')
+  t.equal(esc(await scrapeUntil('expired', esc(before, 'cru', 'expired') + 2), 'cru', 'expired'), esc(before, 'cru', 'expired') + 2, 'both counted once A committed')
 
   // Scrapes at the same time count a new record once between them.
   await record('escalated').execute(world.db)
   const both = await Promise.all([scrape(), scrape(), scrape()])
-  const last = await scrape()
+  const last = await scrapeUntil('escalated', esc(before, 'cru', 'escalated') + 1)
   t.equal(esc(last, 'cru', 'escalated'), esc(before, 'cru', 'escalated') + 1, 'counted once by three scrapes at once')
   for (const text of both) t.ok(esc(text, 'cru', 'escalated') <= esc(last, 'cru', 'escalated'), 'no scrape counted it twice')
   t.equal(esc(await scrape(), 'cru', 'escalated'), esc(last, 'cru', 'escalated'), 'and no later scrape again')
+
+  // A savepoint rolled back takes its record with it; the rest of the transaction counts.
+  const sp = await openTransaction(t, world.pool)
+  const ins = record('escalated').compile(world.db)
+  await sp.query('savepoint s')
+  await sp.query(ins.sql, [...ins.parameters])
+  await sp.query('rollback to savepoint s')
+  await sp.query(ins.sql, [...ins.parameters])
+  await sp.query('commit')
+  const afterSavepoint = await scrapeUntil('escalated', esc(last, 'cru', 'escalated') + 1)
+  t.equal(esc(afterSavepoint, 'cru', 'escalated'), esc(last, 'cru', 'escalated') + 1, 'one record from a transaction that rolled a savepoint back')
+
+  // Transaction ids lower than the last horizon (a restore into another cluster): counted again
+  // from the start, not added to what was counted before.
+  const tally = createMetrics().escalationTally
+  await countEscalations(world.db, tally)
+  const settled = new Map(tally.counts)
+  tally.below = '999999999999'
+  tally.counts.set('cru/expired', 1_000_000)
+  t.same(new Map(await countEscalations(world.db, tally)), settled, 'recounted from nothing')
 
   // A process started now counts everything once, and agrees.
   const other = await buildApp({ config: world.config, db: world.db, redis: world.redis, ruleSets: world.ruleSets, logger: world.app.log })
   t.teardown(() => other.close())
   const fresh = await scrape(other)
-  for (const status of ['declined', 'expired', 'escalated']) t.equal(esc(fresh, 'cru', status), esc(last, 'cru', status), `a new process reads the same ${status} count`)
+  for (const status of ['declined', 'expired', 'escalated']) t.equal(esc(fresh, 'cru', status), esc(afterSavepoint, 'cru', status), `a new process reads the same ${status} count`)
   const counted = await world.db
     .selectFrom('assignment_transitions')
     .select((eb) => eb.fn.countAll<string>().as('n'))
@@ -139,8 +175,8 @@ t.test('overdue follow-ups: an open one past due counts, one that ended never do
 
   await world.db.updateTable('assignments').set({ due_at: new Date(Date.now() - 3600_000) }).where('id', '=', fu.id).execute()
   t.equal(await overdue(), base + 1, 'open past its due time: overdue')
-  // Ended by escalation (a rule set may hand follow-ups on): the assignment that replaced it is
-  // the one to watch. The gauge once counted every status but four, this one included, for ever.
+  // Ended by escalation (a rule set may hand follow-ups on), it is no longer the one to watch. The
+  // gauge once counted every status but four, this one included, for ever.
   for (const status of ['escalated', 'expired', 'completed', 'cancelled', 'declined']) {
     await world.db.updateTable('assignments').set({ status }).where('id', '=', fu.id).execute()
     t.equal(await overdue(), base, `${status}: not overdue`)

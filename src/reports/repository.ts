@@ -74,6 +74,12 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
     SAFETY_FLAGS.map((f) => sql`coalesce((c.flags->>${f})::boolean, false)`),
     sql` or `,
   )
+  // Every assignment, transition and decision of a call is written at or after the call itself.
+  // Saying so bounds each subquery below to the range's days: Postgres hashes a subquery's whole
+  // result, and without the bound that was every row of its kind ever written (bench/history.ts).
+  // The day of margin covers clocks: now() is when each writing transaction began, and decisions
+  // carry the API's clock.
+  const since = sql`(${r.from}::timestamptz - interval '1 day')`
   const { rows } = await sql<Keyed & Record<string, number>>`
     with c as (
       select c.agency, c.route, c.status, c.mental_health, c.disposition,
@@ -83,28 +89,29 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
         -- a law-enforcement field response: a police assignment that was ever accepted
         exists (
           select 1 from assignments a
-          where a.call_id = c.call_id and a.queue = 'police'
+          where a.call_id = c.call_id and a.queue = 'police' and a.created_at >= ${since}
             and (a.status in ('accepted', 'completed')
                  or exists (select 1 from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'accepted'))
         ) as police_field,
         -- DESIGN rule 7: a decision that sent the call to police because CRU was not available
         exists (
           select 1 from decisions d
-          where d.call_id = c.call_id and d.route = 'police' and jsonb_typeof(d.outcome->'fallback') = 'object'
+          where d.call_id = c.call_id and d.route = 'police' and jsonb_typeof(d.outcome->'fallback') = 'object' and d.created_at >= ${since}
         ) as fell_back,
         -- The call left its primary's hands: a support that declines, or a follow-up declined days
         -- after the call closed, takes nothing from the team that carried it.
         exists (
           select 1 from assignments a join assignment_transitions t on t.assignment_id = a.id
           where a.call_id = c.call_id and t.to_status in (${list(ESCALATION_STATUSES)}) and t.role = 'primary' and a.queue <> 'follow_up'
+            and a.created_at >= ${since} and t.at >= ${since}
         ) as escalated,
         exists (
           select 1 from assignments a
-          where a.call_id = c.call_id and a.queue = 'cru' and a.role = 'primary'
+          where a.call_id = c.call_id and a.queue = 'cru' and a.role = 'primary' and a.created_at >= ${since}
         ) as cru_primary,
         exists (
           select 1 from assignments a
-          where a.call_id = c.call_id and a.queue = 'cru' and a.disposition = 'resolved_by_phone'
+          where a.call_id = c.call_id and a.queue = 'cru' and a.disposition = 'resolved_by_phone' and a.created_at >= ${since}
         ) as cru_phone
       from calls c
       where c.created_at >= ${r.from} and c.created_at < ${r.to} and ${agencyFilter(sql`c.agency`, r.agencies)}

@@ -6,11 +6,11 @@
  *
  * One database, measured twice in the same run: holding only the last 30 days of a year of
  * BENCH_HISTORY_CALLS calls (the baseline), then the whole year. Written straight in SQL: closed
- * calls, a third of them mental-health calls, routed in a fixed mix, one in twenty fell back to
- * police; each with one assignment through queued → offered → acknowledged → completed, one in
- * twenty escalated, declined or expired besides (250,000 calls: 1,012,500 transitions). Also
- * printed, for reference: the escalation count as the scrape made it before 98f9863 (every record,
- * joined to its assignment).
+ * calls, a third of them mental-health calls, routed in a fixed mix, one in sixty a police
+ * fallback; each with one assignment through queued → offered → acknowledged → accepted →
+ * completed (one police assignment in ten cancelled instead), one in twenty escalated, declined or
+ * expired besides (250,000 calls: 1,262,500 transitions). Also printed, for reference: the
+ * escalation count as the scrape made it before 98f9863 (every record, joined to its assignment).
  */
 import pg from 'pg'
 import { createDb, createPool } from '../src/db/connect.js'
@@ -53,19 +53,23 @@ const FILL = [
      from generate_series($1::int, $2::int) i`,
   `insert into call_events (event_id, call_id, type, occurred_at, body_hash, body, applied)
      select 'HE' || i, 'H' || i, 'call.created', now(), 'bench', '{}', true from generate_series($1::int, $2::int) i`,
-  `insert into decisions (id, call_id, event_id, route, rule_set_version, rule_id, explanation, facts, outcome)
+  `insert into decisions (id, call_id, event_id, route, rule_set_version, rule_id, explanation, facts, outcome, created_at)
      select gen_random_uuid(), 'H' || i, 'HE' || i, ${ROUTES}, 1, 'bench', 'bench', '{}',
-       case when i % 20 = 1 then '{"fallback": {"from": "cru"}}' else '{}' end::jsonb
+       case when i % 20 = 1 then '{"fallback": {"from": "cru"}}' else '{}' end::jsonb, now() - make_interval(secs => i * $3::float8)
      from generate_series($1::int, $2::int) i`,
+  // One police assignment in ten ends cancelled after it was accepted: the report finds its field
+  // response in the transitions, not in the status.
   `insert into assignments (id, call_id, decision_id, agency, queue, role, status, created_at, due_at)
-     select gen_random_uuid(), d.call_id, d.id, c.agency, q.queue, 'primary', 'completed', c.created_at,
+     select gen_random_uuid(), d.call_id, d.id, c.agency, q.queue, 'primary',
+       case when q.queue = 'police' and hashtext(d.call_id) % 10 = 0 then 'cancelled' else 'completed' end, c.created_at,
        case when q.queue = 'follow_up' then c.created_at + interval '72 hours' end
      from generate_series($1::int, $2::int) i join decisions d on d.call_id = 'H' || i join calls c on c.call_id = d.call_id
      cross join lateral (select (array['police', 'cru', 'ems', 'police', 'case_management', 'follow_up'])[1 + (hashtext(d.call_id) & 255) % 6] as queue) q`,
   `insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue, at)
-     select a.id, s.f, s.t, 'primary', 'bench', 'bench', a.agency, a.queue, a.created_at
+     select a.id, s.f, coalesce(nullif(s.t, 'completed'), a.status), 'primary', 'bench', 'bench', a.agency, a.queue, a.created_at + s.after
      from generate_series($1::int, $2::int) i join assignments a on a.call_id = 'H' || i
-     cross join (values (null, 'queued'), ('queued', 'offered'), ('offered', 'acknowledged'), ('acknowledged', 'completed')) s(f, t)`,
+     cross join (values (null, 'queued', interval '0'), ('queued', 'offered', interval '1 second'), ('offered', 'acknowledged', interval '1 minute'),
+       ('acknowledged', 'accepted', interval '2 minutes'), ('accepted', 'completed', interval '1 hour')) s(f, t, after)`,
   `insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason, feed_agency, feed_queue, at)
      select a.id, 'offered', (array['escalated', 'expired', 'declined'])[1 + a.seq % 3], 'primary', 'bench', 'bench', a.agency, a.queue, a.created_at
      from generate_series($1::int, $2::int) i join assignments a on a.call_id = 'H' || i where a.seq % 20 = 0`,

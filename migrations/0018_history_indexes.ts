@@ -14,9 +14,9 @@ import { sql, type Kysely } from 'kysely'
 // Escalation records: since declines count as escalations, the reports ask for three statuses and
 // 0006's index of two could not serve them; the report read every transition ever written.
 //
-// Police fallbacks (DESIGN rule 7: police because CRU was not available): the summary asks which
-// calls of its range had one. Only those decisions are in the index, so it costs nothing to the
-// others' inserts.
+// Police fallbacks (DESIGN rule 7: police because CRU was not available) and acceptances (a police
+// field response): the summary asks which calls of its range had one. Only those decisions and
+// transitions are in these indexes, so they cost nothing to the others' inserts.
 //
 // A plain create index holds writes to the table while it is built: well under a second a year of
 // history on a small machine (bench/history.ts), so no concurrent build (which cannot run in the
@@ -31,10 +31,12 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.dropIndex('assignment_transitions_escalation_idx').execute()
   await sql`create index decisions_police_fallback_idx on decisions (created_at)
     where route = 'police' and jsonb_typeof(outcome->'fallback') = 'object'`.execute(db)
+  await sql`create index assignment_transitions_accepted_at_idx on assignment_transitions (at) where to_status = 'accepted'`.execute(db)
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see up()
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropIndex('assignment_transitions_accepted_at_idx').execute()
   await db.schema.dropIndex('decisions_police_fallback_idx').execute()
   await sql`create index assignment_transitions_escalation_idx on assignment_transitions (at) where to_status in ('escalated', 'expired')`.execute(db)
   await db.schema.dropIndex('assignment_transitions_escalations_at_idx').execute()

@@ -91,7 +91,7 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
           select 1 from assignments a
           where a.call_id = c.call_id and a.queue = 'police' and a.created_at >= ${since}
             and (a.status in ('accepted', 'completed')
-                 or exists (select 1 from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'accepted'))
+                 or exists (select 1 from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'accepted' and t.at >= ${since}))
         ) as police_field,
         -- DESIGN rule 7: a decision that sent the call to police because CRU was not available
         exists (

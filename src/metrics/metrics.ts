@@ -96,28 +96,36 @@ export function instrumentCallService(calls: CallService, metrics: Metrics): Cal
   }
 }
 
-/** Reads the state-derived gauges from Postgres (the system of record) at scrape time. */
+/**
+ * Reads the state-derived gauges from Postgres (the system of record) at scrape time. The
+ * escalation count may fail alone (a process's first count reads every record, and on a large
+ * history can pass the statement timeout): the other gauges are still set, its own keep their
+ * values, and the error is thrown afterwards for the route to count and log.
+ */
 export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promise<void> {
+  let escalationError: unknown
   const [depths, lag, overdue, failing, escalations] = await Promise.all([
     queueDepths(db),
     outboxLag(db),
     overdueFollowUps(db, now),
     db.selectFrom('outbox').select((eb) => eb.fn.countAll<number>().as('n')).where('sent_at', 'is', null).where('last_error', 'is not', null).executeTakeFirstOrThrow(),
-    countEscalations(db, metrics.escalationTally),
+    countEscalations(db, metrics.escalationTally).catch((err: unknown) => {
+      escalationError = err
+      return undefined
+    }),
   ])
   for (const queue of QUEUES) {
     const rows = depths.filter((d) => d.queue === queue)
     metrics.queueDepth.set({ queue }, rows.reduce((s, r) => s + r.waiting, 0))
     const oldest = Math.min(...rows.map((r) => r.oldestCreatedAt?.getTime() ?? Infinity))
     metrics.queueAge.set({ queue }, Number.isFinite(oldest) ? Math.max(0, (now.getTime() - oldest) / 1000) : 0)
-    for (const status of ESCALATION_STATUSES) {
-      metrics.escalations.set({ queue, status }, escalations.get(`${queue}/${status}`) ?? 0)
-    }
+    if (escalations) for (const status of ESCALATION_STATUSES) metrics.escalations.set({ queue, status }, escalations.get(`${queue}/${status}`) ?? 0)
   }
   metrics.outboxPending.set(lag.pending)
   metrics.outboxLag.set(lag.oldestCreatedAt ? Math.max(0, (now.getTime() - lag.oldestCreatedAt.getTime()) / 1000) : 0)
   metrics.outboxFailing.set(Number(failing.n))
   metrics.followUpsOverdue.set(overdue.reduce((s, r) => s + r.overdue, 0))
+  if (escalationError !== undefined) throw escalationError
 }
 
 /**

@@ -189,3 +189,22 @@ t.test('overdue follow-ups: an open one past due counts, one that ended never do
     t.equal(await overdue(), base, `${status}: not overdue`)
   }
 })
+
+t.test('an escalation count that fails leaves the other gauges to the scrape, and is counted as a scrape error', async (t) => {
+  const metrics = createMetrics()
+  const app = await buildApp({ config: world.config, db: world.db, redis: world.redis, ruleSets: world.ruleSets, logger: world.app.log, metrics })
+  t.teardown(() => app.close())
+  const first = await scrape(app)
+  const declined = sample(first, 'cad_router_escalation_records', { queue: 'cru', status: 'declined' })
+  // The count's next query carries a transaction id Postgres refuses, as a first count past the
+  // statement timeout would fail.
+  metrics.escalationTally.below = 'not an id'
+  const event = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date().toISOString() })
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: event, headers: { authorization: `Bearer ${world.adminKey}` } })
+  t.equal(res.statusCode, 201, res.body)
+  const queue = res.json().decision.assignments.find((a: { role: string }) => a.role === 'primary').queue
+  const second = await scrape(app)
+  t.equal(sample(second, 'cad_router_metrics_scrape_errors_total'), 1, 'the failed count is a scrape error')
+  t.equal(sample(second, 'cad_router_queue_depth', { queue }), sample(first, 'cad_router_queue_depth', { queue }) + 1, 'the queue depth still moved')
+  t.equal(sample(second, 'cad_router_escalation_records', { queue: 'cru', status: 'declined' }), declined, 'the escalation gauges keep their values')
+})

@@ -13,7 +13,6 @@
  * expired besides (250,000 calls: 1,262,500 transitions). Also printed, for reference: the
  * escalation count as the scrape made it before 98f9863 (every record, joined to its assignment).
  */
-import pg from 'pg'
 import { listAssignments } from '../src/assignments/repository.js'
 import { OPEN_STATUSES } from '../src/assignments/state-machine.js'
 import { createDb, createPool } from '../src/db/connect.js'
@@ -22,8 +21,8 @@ import { createMetrics, refreshFromDb } from '../src/metrics/metrics.js'
 import { buildSummary } from '../src/reports/summary.js'
 import { sweep } from '../src/workers/lifecycle-worker.js'
 import type { Row } from './lib/report.js'
-import { PG_ADMIN_URL } from './lib/service.js'
-import { round } from './lib/stats.js'
+import { createBenchDatabase } from './lib/service.js'
+import { round, summarise } from './lib/stats.js'
 
 export interface HistoryOptions {
   calls: number
@@ -41,8 +40,7 @@ async function medianMs(fn: () => Promise<unknown>, runs = 101): Promise<number>
     await fn()
     times.push(performance.now() - t0)
   }
-  times.sort((a, b) => a - b)
-  return times[Math.floor(runs / 2)]!
+  return summarise(times).p50
 }
 
 // Calls $1..$2 of the year, call i placed i × $3 seconds ago: the reads under test look at
@@ -83,13 +81,8 @@ const FULL_ESCALATION_COUNT = `select a.queue, t.to_status, count(*) from assign
   where t.to_status in ('escalated', 'expired', 'declined') group by 1, 2`
 
 export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
-  const dbName = `bench_history_${process.pid}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  await admin.query(`create database ${dbName}`)
-  const url = new URL(PG_ADMIN_URL)
-  url.pathname = `/${dbName}`
-  const databaseUrl = url.toString()
+  const database = await createBenchDatabase(`history_${process.pid}`)
+  const { databaseUrl } = database
   const pool = createPool({ connectionString: databaseUrl, max: 4, statementTimeoutMs: 600_000 })
   const db = createDb(pool)
   try {
@@ -167,7 +160,6 @@ export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
     ]
   } finally {
     await db.destroy()
-    await admin.query(`drop database if exists ${dbName} with (force)`).catch(() => {})
-    await admin.end()
+    await database.drop()
   }
 }

@@ -147,19 +147,31 @@ export interface DeployOptions {
   env?: Record<string, string>
 }
 
+/** A fresh, empty database `bench_<id>` on the benchmarks' Postgres; drop() removes it, forcing its connections out. */
+export async function createBenchDatabase(id: string): Promise<{ databaseUrl: string; drop(): Promise<void> }> {
+  const dbName = `bench_${id}`.toLowerCase()
+  const admin = async (statement: string): Promise<void> => {
+    const a = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await a.connect()
+    try {
+      await a.query(statement)
+    } finally {
+      await a.end()
+    }
+  }
+  await admin(`create database ${dbName}`)
+  const url = new URL(PG_ADMIN_URL)
+  url.pathname = `/${dbName}`
+  return { databaseUrl: url.toString(), drop: () => admin(`drop database if exists ${dbName} with (force)`).catch(() => {}) }
+}
+
 /** Creates the database, starts the processes and waits until every one of them is ready. */
 export async function deploy(name: string, opts: DeployOptions = {}): Promise<Deployment> {
   const id = `${name}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`
-  const dbName = `bench_${id}`.toLowerCase()
   const prefix = `bench-${id}`
   const adminKey = `cadr_${randomBytes(32).toString('base64url')}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  await admin.query(`create database ${dbName}`)
-  await admin.end()
-  const url = new URL(PG_ADMIN_URL)
-  url.pathname = `/${dbName}`
-  const databaseUrl = url.toString()
+  const database = await createBenchDatabase(id)
+  const { databaseUrl } = database
   const procs: ServiceProcess[] = []
   // Without JIT, like the service's own connections (its per-second probes would be compiled otherwise).
   const pool = new pg.Pool({ connectionString: withSessionOptions(databaseUrl), max: 4 })
@@ -207,10 +219,7 @@ export async function deploy(name: string, opts: DeployOptions = {}): Promise<De
       ),
     )
     await pool.end().catch(() => {})
-    const a = new pg.Client({ connectionString: PG_ADMIN_URL })
-    await a.connect()
-    await a.query(`drop database if exists ${dbName} with (force)`).catch(() => {})
-    await a.end()
+    await database.drop()
     await deleteKeys(`${prefix}:*`)
   }
 

@@ -110,9 +110,13 @@ t.test('escalation records: counted as they commit, each once, however the scrap
   // as counting by row id would (B's higher id seen, A's lower one never counted).
   const record = (status: string) => sql`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor, reason)
     values (${cru.id}, 'offered', ${status}, 'primary', 'test', 'metrics test')`
+  /** The same record, written on a connection with a transaction of its own open. */
+  const recordOn = async (client: pg.PoolClient, status: string) => {
+    const q = record(status).compile(world.db)
+    await client.query(q.sql, [...q.parameters])
+  }
   const a = await openTransaction(t, world.pool)
-  const q = record('expired').compile(world.db)
-  await a.query(q.sql, [...q.parameters])
+  await recordOn(a, 'expired')
   await record('expired').execute(world.db)
   const whileOpen = await scrape()
   t.equal(esc(whileOpen, 'cru', 'expired'), esc(before, 'cru', 'expired'), 'neither counted while A is open: B is written after A began')
@@ -131,13 +135,12 @@ t.test('escalation records: counted as they commit, each once, however the scrap
   // transaction as a whole: one rolled back is gone, one released counts when the transaction
   // commits, and a record committed meanwhile by a later transaction waits for it too.
   const sp = await openTransaction(t, world.pool)
-  const ins = record('escalated').compile(world.db)
   await sp.query('select pg_current_xact_id()')
   await sp.query('savepoint s')
-  await sp.query(ins.sql, [...ins.parameters])
+  await recordOn(sp, 'escalated')
   await sp.query('rollback to savepoint s')
   await sp.query('savepoint s2')
-  await sp.query(ins.sql, [...ins.parameters])
+  await recordOn(sp, 'escalated')
   await sp.query('release savepoint s2')
   await record('escalated').execute(world.db)
   t.equal(esc(await scrape(), 'cru', 'escalated'), esc(last, 'cru', 'escalated'), 'nothing counted while the savepoints’ transaction is open')

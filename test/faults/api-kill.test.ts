@@ -10,7 +10,7 @@ import { createFaultWorld, ledgerLine, makeEvents, ok, postAll, slowCommit, stat
 // answered 200 with the decision already stored — never a second decision. A alone takes the load
 // until it dies, so every commit asleep is one of A's, and the kill waits for one that has just
 // begun: some cut-off events are then always committed (waiting on chance, 1 run in 5 had none).
-const EVENTS = 200
+const EVENTS = 480
 
 const world = await createFaultWorld(t)
 await slowCommit(world.db, 'slow_commit', 'decisions', 0.5)

@@ -8,7 +8,7 @@ import { startTcpProxy } from './fixtures/tcp-proxy.js'
 // cuts (every connection dropped, new ones refused) for 3 s; later the test kills the services'
 // backends with pg_terminate_backend. Ingest must answer 503 with Retry-After (never 500, never a
 // dropped connection), the processes must stay up, and everything must recover by itself.
-const EVENTS = 200
+const EVENTS = 700
 const CUT_MS = 3_000
 
 const world = await createFaultWorld(t)
@@ -52,7 +52,7 @@ t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itsel
     target: () => api.url,
     adminKey: world.adminKey,
     concurrency: 6,
-    paceMs: 30,
+    paceMs: 8,
     retryForMs: 30_000,
     retryDelayMs: 100,
     stopIf: () => !api.alive() || !relayWorker.alive(),

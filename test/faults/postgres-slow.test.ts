@@ -8,7 +8,7 @@ import { say } from '../helpers/world.js'
 // insert or the very last statement of an ingest), then answers slowly (a statement sleeping past
 // the 1 s statement timeout), then makes writers wait on a lock held by someone else. Every such
 // ingest must answer 503 with Retry-After and leave nothing behind; the retries then go through.
-const EVENTS = 300
+const EVENTS = 700
 const FAULT_MS = 2_000
 
 const world = await createFaultWorld(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '1000' } })
@@ -70,7 +70,7 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
     target: () => service.url,
     adminKey: world.adminKey,
     concurrency: 6,
-    paceMs: 20,
+    paceMs: 8,
     retryForMs: 30_000,
     retryDelayMs: 100,
     stopIf: () => !service.alive(),

@@ -5,7 +5,7 @@ import { say } from '../helpers/world.js'
 // Fault 1: Redis killed (SIGKILL, no shutdown) in the middle of the load and started again 5 s
 // later. Ingest never needs Redis; the outbox keeps what the relay could not send; what Redis had
 // already acknowledged survives in its append-only file (appendfsync always).
-const EVENTS = 300
+const EVENTS = 700
 const DOWN_MS = 5_000
 
 const t0 = Date.now()
@@ -36,12 +36,12 @@ t.test('Redis killed mid-load, back 5 s later: every event stored, every assignm
     backAt = Date.now()
   })()
 
-  // About 40 events/s for ~7.5 s: the load runs before, during and after the outage.
+  // About 100 events/s for ~7 s: the load runs before, during and after the outage.
   const posted = await postAll(makeEvents(EVENTS), {
     target: () => api.url,
     adminKey: world.adminKey,
     concurrency: 4,
-    paceMs: 90,
+    paceMs: 38,
     retryForMs: 20_000,
     onAttempt: () => {
       if (++answered === EVENTS / 4) midLoad()

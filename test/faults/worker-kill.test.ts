@@ -5,7 +5,7 @@ import { createFaultWorld, inspectQueues, ledger, ledgerLine, makeEvents, postAl
 // Fault 2: a worker process SIGKILLed while it runs jobs. Its transactions roll back with its
 // connections; its jobs stay "active" in Redis under locks nobody renews, and once the locks lapse
 // the next stalled-job check hands them out again.
-const EVENTS = 200
+const EVENTS = 210
 
 const world = await createFaultWorld(t, {
   env: { WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '3000', WORKER_STALLED_INTERVAL_MS: '1000' },

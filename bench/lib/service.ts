@@ -162,7 +162,13 @@ export async function createBenchDatabase(id: string): Promise<{ databaseUrl: st
   await admin(`create database ${dbName}`)
   const url = new URL(PG_ADMIN_URL)
   url.pathname = `/${dbName}`
-  return { databaseUrl: url.toString(), drop: () => admin(`drop database if exists ${dbName} with (force)`).catch(() => {}) }
+  // BENCH_KEEP_DATABASES=1 leaves them for a look afterwards (explain, pg_stat_statements); drop them by hand.
+  const keep = process.env.BENCH_KEEP_DATABASES === '1'
+  const drop = async (): Promise<void> => {
+    if (keep) console.error(`  kept database ${dbName}`)
+    else await admin(`drop database if exists ${dbName} with (force)`).catch(() => {})
+  }
+  return { databaseUrl: url.toString(), drop }
 }
 
 /** Creates the database, starts the processes and waits until every one of them is ready. */

@@ -1,4 +1,4 @@
-import type { AssignmentSpec, EventType, QueueName, Role, RoutingDecision } from '../routing/index.js'
+import type { AssignmentSpec, EventType, QueueName, Role, Route, RoutingDecision } from '../routing/index.js'
 import { isOpen, type AssignmentStatus } from '../assignments/state-machine.js'
 
 export interface ExistingAssignment {
@@ -24,11 +24,38 @@ export interface AssignmentPlan {
   assignments: PlannedAssignment[]
   roleChanges: { id: string; from: Role; to: Role; reason: string }[]
   cancellations: { id: string; from: AssignmentStatus }[]
+  /**
+   * The call's route after the plan (created/updated; null on close, where the call keeps its own):
+   * the rule's, unless the plan kept other responders than the rule asked for. Then it is the route
+   * the open assignments amount to, so that a call police still leads is never counted as CRU's.
+   */
+  route: Route | null
   notes: string[]
 }
 
 // When an update brings a new primary, the more protective responder stays in charge.
 const PRIMACY: Record<QueueName, number> = { police: 4, ems: 3, cru: 2, case_management: 1, follow_up: 0 }
+
+const LED_BY: Record<Exclude<QueueName, 'police' | 'follow_up'>, Route> = { ems: 'ems', cru: 'cru', case_management: 'case_manager' }
+
+/**
+ * The route a call's responders amount to, as the default rule set names them: police leading with
+ * CRU beside it is a co-response, police alone (EMS beside or not) is police, else the primary's.
+ */
+export function routeLedBy(assignments: readonly { queue: QueueName; role: Role }[]): Route | null {
+  const primary = assignments.find((a) => a.role === 'primary' && a.queue !== 'follow_up')
+  if (!primary || primary.queue === 'follow_up') return null
+  if (primary.queue === 'police') return assignments.some((a) => a.queue === 'cru') ? 'co_response' : 'police'
+  return LED_BY[primary.queue]
+}
+
+const ROUTE_WORDS: Record<Route, string> = {
+  police: 'police lead it',
+  co_response: 'police lead it with CRU beside them (a co-response)',
+  ems: 'EMS lead it',
+  cru: 'CRU leads it',
+  case_manager: 'the case manager leads it',
+}
 
 /**
  * What a routing decision changes in a call's assignments. Pure: the service applies the plan.
@@ -42,7 +69,7 @@ const PRIMACY: Record<QueueName, number> = { police: 4, ems: 3, cru: 2, case_man
  */
 export function planAssignments(input: {
   eventType: EventType
-  decision: Pick<RoutingDecision, 'assignments' | 'followUp' | 'override'>
+  decision: Pick<RoutingDecision, 'route' | 'assignments' | 'followUp' | 'override'>
   existing: readonly ExistingAssignment[]
   mentalHealthCall: boolean
   now: Date
@@ -58,6 +85,7 @@ export function planAssignments(input: {
       assignments: [],
       roleChanges: [],
       cancellations: open.map((a) => ({ id: a.id, from: a.status })),
+      route: null,
       notes: [],
     }
     const hours = decision.followUp?.dueWithinHours ?? (input.mentalHealthCall ? input.defaultFollowUpHours : null)
@@ -108,5 +136,12 @@ export function planAssignments(input: {
   const kept = [...openByQueue.keys()].filter((q) => !seen.has(q))
   for (const q of kept) place(q)
   if (kept.length) notes.push(`kept from earlier decisions: ${kept.join(', ')}`)
-  return { assignments, roleChanges, cancellations: [], notes }
+
+  // A dispatcher's route stands as given, whatever was kept beside it: it is recorded as theirs.
+  const asked = new Map(wanted.map((a) => [a.queue, a.role]))
+  const asRuled = assignments.length === asked.size && assignments.every((a) => asked.get(a.queue) === a.role)
+  const led = asRuled || decision.override ? null : routeLedBy(assignments)
+  const route = led ?? decision.route
+  if (route !== decision.route) notes.push(`so the call's route is ${route}, not ${decision.route}: ${ROUTE_WORDS[route]}`)
+  return { assignments, roleChanges, cancellations: [], route, notes }
 }

@@ -271,6 +271,12 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
 
 interface StoredOutcome {
   assignmentIds: string[]
+  /**
+   * The route the rule set gives these facts; the decision's own route differs when the call kept
+   * other responders (an update) or its route (a close), as the notes say. Absent in decisions
+   * stored before it was recorded, where the two differ only on a close.
+   */
+  ruleRoute?: RoutingDecision['route']
   fallback: RoutingDecision['fallback']
   override: RoutingDecision['override']
   review: string[]
@@ -283,6 +289,7 @@ interface StoredOutcome {
 export function toStoredOutcome(decision: RoutingDecision, assignmentIds: string[], notes: string[]): StoredOutcome {
   return {
     assignmentIds,
+    ruleRoute: decision.route,
     fallback: decision.fallback,
     override: decision.override,
     review: decision.review,

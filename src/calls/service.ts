@@ -265,8 +265,15 @@ export function createCallService(deps: CallServiceDeps) {
       const decisionId = randomUUID()
       const ids = plan.assignments.map((a) => a.id ?? randomUUID())
       const fresh = plan.assignments.map((a, i) => ({ ...a, id: ids[i]! })).filter((_, i) => plan.assignments[i]!.id === undefined)
-      const route = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : decision.route
-      const explanation = [decision.explanation, ...explainHeldCru(facts, decision, event.type), ...explainPlan(plan, event.type)].join(' ')
+      // A close keeps the route the call was handled under; the rule still decides its follow-up.
+      const keptRoute = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : null
+      const route = keptRoute ?? plan.route ?? decision.route
+      const explanation = [
+        ...(keptRoute && keptRoute !== decision.route ? [`Call closed under route ${keptRoute}, which it keeps; of its closing facts alone rule ${decision.ruleId} would make it ${decision.route}:`] : []),
+        decision.explanation,
+        ...explainHeldCru(facts, decision, event.type),
+        ...explainPlan(plan, event.type),
+      ].join(' ')
       const before = (id: string) => existing.find((e) => e.id === id)!
 
       w.events.push(eventRow(p, true, decisionId))

@@ -21,7 +21,7 @@ t.test('defaults: reserved until 24 h after closing, due 72 h after closing', as
   const now = new Date('2026-11-23T15:00:00Z')
   const plan = planAssignments({
     eventType: 'call.closed',
-    decision: { assignments: [], followUp: null, override: null },
+    decision: { route: 'police', assignments: [], followUp: null, override: null },
     existing: [],
     mentalHealthCall: true,
     now,

@@ -219,6 +219,37 @@ t.test('call.closed records the disposition, cancels what is open and creates th
   t.equal(noOpAgain.json<Result>().applied, false)
 })
 
+t.test("an update that keeps police in charge keeps the call's route theirs, and a close keeps it too", async (t) => {
+  const created = callEvent({ natureCode: 'WELFARE', flags: { mentalHealth: true, weapons: true }, occurredAt: '2026-11-23T18:00:00Z' })
+  const first = (await post(created)).json<Result>()
+  t.equal(first.decision.route, 'co_response')
+  // The weapon is no longer reported: alone, these facts would make it a CRU call.
+  const update = callEvent({ type: 'call.updated', callId: created.call.callId, natureCode: 'WELFARE', flags: { mentalHealth: true }, occurredAt: '2026-11-23T18:05:00Z' })
+  const updated = (await post(update)).json<Result>()
+  t.equal(updated.decision.ruleId, 'mental-health-cru')
+  t.same(roles(updated), ['cru:support', 'police:primary'])
+  t.equal(updated.decision.route, 'co_response', 'police lead it, with CRU beside')
+  t.match(updated.decision.explanation, /Police stays primary.*route is co_response, not cru/)
+
+  const close = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'WELFARE', flags: { mentalHealth: true }, disposition: 'field_response', occurredAt: '2026-11-23T18:30:00Z' })
+  const closed = (await post(close)).json<Result>()
+  t.equal(closed.decision.route, 'co_response')
+  t.equal(closed.decision.ruleId, 'mental-health-cru')
+  t.match(closed.decision.explanation, /^Call closed under route co_response, which it keeps; of its closing facts alone rule mental-health-cru would make it cru:/)
+
+  const call = (await app.inject({ method: 'GET', url: `/v1/calls/${created.call.callId}` })).json()
+  t.equal(call.route, 'co_response', 'the call is stored, and reported, under the route its responders amount to')
+  // Reproducible: the rule set gives the stored rule route from the stored facts; the plan did the rest.
+  const stored = await db.selectFrom('decisions').select(['id', 'route', 'facts', 'outcome', 'rule_set_version']).where('call_id', '=', created.call.callId).orderBy('created_at').execute()
+  t.same(stored.map((d) => d.route), ['co_response', 'co_response', 'co_response'])
+  for (const d of stored) {
+    const ruleSet = await world.ruleSets.version(d.rule_set_version)
+    const again = ruleSet!.decide(d.facts as Parameters<NonNullable<typeof ruleSet>['decide']>[0])
+    t.equal(again.route, (d.outcome as { ruleRoute: string }).ruleRoute, `decision ${d.id}: the rule route is the stored one`)
+  }
+  t.same(stored.map((d) => (d.outcome as { ruleRoute: string }).ruleRoute), ['co_response', 'cru', 'cru'])
+})
+
 t.test('a closed call without mental-health indicator gets no follow-up', async (t) => {
   const created = callEvent({ natureCode: 'NOISE', occurredAt: '2026-11-23T16:00:00Z' })
   await post(created)

@@ -1,9 +1,11 @@
 import t from 'tap'
-import { planAssignments, type ExistingAssignment } from '../../src/calls/plan.js'
+import { planAssignments, routeLedBy, type ExistingAssignment } from '../../src/calls/plan.js'
 import type { AssignmentSpec } from '../../src/routing/index.js'
 
 const now = new Date('2026-11-23T15:00:00Z')
+// The rule's route, as the default rule set names the responders it asks for.
 const decision = (assignments: AssignmentSpec[], extra: { override?: boolean; followUp?: boolean } = {}) => ({
+  route: routeLedBy(assignments)!,
   assignments,
   followUp: extra.followUp ? { queue: 'follow_up' as const, dueWithinHours: 72 } : null,
   override: extra.override ? { route: 'cru' as const, overriddenRuleId: 'x' } : null,
@@ -31,6 +33,50 @@ t.test('de-escalation keeps police as primary and keeps what was assigned', asyn
   t.same(summary(p), ['cru:support+', 'police:primary=p1'])
   t.match(p.notes.join(' '), /police stays primary/)
   t.match(p.notes.join(' '), /kept from earlier decisions: police/)
+  t.equal(p.route, 'co_response', 'police still leads, with CRU beside: not a CRU call')
+  t.match(p.notes.join(' '), /route is co_response, not cru/)
+})
+
+t.test("the plan's route is the rule's while the call has what the rule asked for", async (t) => {
+  const fresh = planAssignments({ ...base, eventType: 'call.created', existing: [], decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.equal(fresh.route, 'cru')
+  const escalated = planAssignments({
+    ...base,
+    eventType: 'call.updated',
+    existing: [{ id: 'a1', queue: 'cru', role: 'primary', status: 'acknowledged' }],
+    decision: decision([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }]),
+  })
+  t.equal(escalated.route, 'co_response')
+  t.notMatch(escalated.notes.join(' '), /route is/)
+  const closed = planAssignments({ ...base, eventType: 'call.closed', existing: [], decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.equal(closed.route, null, 'a close keeps the call its route: the service says which')
+})
+
+t.test('responders kept from earlier decisions count in the route', async (t) => {
+  // The mental-health flag came off: the rule asks for police alone, CRU stays on the call.
+  const existing: ExistingAssignment[] = [
+    { id: 'p1', queue: 'police', role: 'primary', status: 'accepted' },
+    { id: 'c1', queue: 'cru', role: 'support', status: 'acknowledged' },
+  ]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'police', role: 'primary' }]) })
+  t.same(summary(p), ['police:primary=p1', 'cru:support=c1'])
+  t.equal(p.route, 'co_response')
+  // CRU keeps a call a case manager would take, so it stays CRU's.
+  const held = planAssignments({
+    ...base,
+    eventType: 'call.updated',
+    existing: [{ id: 'c2', queue: 'cru', role: 'primary', status: 'offered' }],
+    decision: decision([{ queue: 'case_management', role: 'primary' }, { queue: 'cru', role: 'support' }]),
+  })
+  t.same(summary(held), ['case_management:support+', 'cru:primary=c2'])
+  t.equal(held.route, 'cru')
+})
+
+t.test("a dispatcher's route stands, whatever is kept beside it", async (t) => {
+  const existing: ExistingAssignment[] = [{ id: 'p1', queue: 'police', role: 'primary', status: 'offered' }]
+  const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: { ...decision([{ queue: 'cru', role: 'primary' }], { override: true }), route: 'cru' } })
+  t.same(summary(p), ['cru:primary+', 'police:support=p1'])
+  t.equal(p.route, 'cru')
 })
 
 t.test('a dispatcher override hands primacy over even to a less protective responder', async (t) => {

@@ -41,7 +41,7 @@ USER node
 
 EXPOSE 3000
 
-# Liveness only (/healthz); /readyz also checks Postgres/Redis and is for load balancers.
+# Liveness only (/healthz); /readyz (Postgres and migrations; Redis reported as "degraded") is for load balancers.
 # No curl in slim images, so use node's built-in fetch. Only the `api` role serves HTTP:
 # containers running ROLE=relay or ROLE=worker alone must disable this healthcheck.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

@@ -12,7 +12,12 @@ export interface HealthOptions {
 }
 
 const check = z.object({ ok: z.boolean(), detail: z.string().optional() })
-const readiness = z.object({ status: z.enum(['ready', 'not_ready']), checks: z.object({ postgres: check, migrations: check, redis: check }) })
+const readiness = z.object({
+  status: z
+    .enum(['ready', 'degraded', 'not_ready'])
+    .describe('degraded: Redis is unreachable. Call events are still taken and stored; their assignments wait in the outbox until it is back'),
+  checks: z.object({ postgres: check, migrations: check, redis: check }),
+})
 
 async function probe(fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> {
   try {
@@ -42,7 +47,11 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         tags: ['health'],
         security: [],
         operationId: 'getReadiness',
-        summary: 'Postgres and Redis reachable and migrations applied',
+        summary: 'Ready for traffic: Postgres reachable and migrations applied (Redis is reported, not required)',
+        description:
+          'For load balancers. 503 with Retry-After when Postgres is unreachable or migrations are pending. An instance without Redis stays ' +
+          'in service (200, `degraded`): ingest needs only Postgres, and taking every instance out of a load balancer during a Redis outage ' +
+          'would refuse the calls the outbox exists to keep.',
         response: { 200: readiness, 503: readiness },
       },
     },
@@ -61,9 +70,10 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
           return pong === 'PONG' ? undefined : `unexpected answer ${pong}`
         }),
       ])
-      const ok = postgres.ok && migrations.ok && redisCheck.ok
+      const ok = postgres.ok && migrations.ok
       if (!ok) reply.header('retry-after', String(retryAfterSeconds))
-      return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks: { postgres, migrations, redis: redisCheck } })
+      const status = !ok ? 'not_ready' : redisCheck.ok ? 'ready' : 'degraded'
+      return reply.status(ok ? 200 : 503).send({ status, checks: { postgres, migrations, redis: redisCheck } })
     },
   )
 }

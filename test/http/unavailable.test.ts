@@ -48,6 +48,7 @@ t.test('Postgres unreachable: ingest answers 503 with Retry-After, never 500; re
   t.equal(ready.headers['retry-after'], '7')
   t.equal(ready.json().checks.postgres.ok, false)
   t.equal(ready.json().checks.redis.ok, false)
+  t.equal(ready.json().status, 'not_ready')
 
   const alive = await app.inject({ method: 'GET', url: '/healthz' })
   t.equal(alive.statusCode, 200, 'liveness does not depend on the backing services')

@@ -137,6 +137,9 @@ const configSchema = fields
 
 export type Config = Readonly<z.infer<typeof configSchema>>
 
+/** Every setting's name (the README's Configuration table has a row for each). */
+export const SETTING_NAMES = Object.keys(fields.shape) as readonly (keyof typeof fields.shape)[]
+
 export class ConfigError extends Error {
   override name = 'ConfigError'
 }

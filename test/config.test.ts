@@ -1,5 +1,6 @@
 import t from 'tap'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { readFile } from 'node:fs/promises'
+import { ConfigError, loadConfig, SETTING_NAMES } from '../src/config.js'
 
 t.test('a blank value is unset: the default applies', async (t) => {
   const defaults = loadConfig({})
@@ -32,4 +33,14 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   t.throws(() => loadConfig({ AUTH_CACHE_MS: 'soon' }), /AUTH_CACHE_MS/)
   t.throws(() => loadConfig({ PORT: '-1' }), /PORT/)
   t.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' }), /OTEL_EXPORTER_OTLP_ENDPOINT/)
+})
+
+t.test("every setting is in the README's Configuration table", async (t) => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  t.ok(SETTING_NAMES.includes('ADMIN_API_KEY') && SETTING_NAMES.length > 40, `${SETTING_NAMES.length} settings, the optional ones included`)
+  t.same(
+    SETTING_NAMES.filter((n) => !readme.includes(`| \`${n}\` |`)),
+    [],
+    'each has its row',
+  )
 })

@@ -1,5 +1,5 @@
 /**
- * npm run keys -- create --role <role> --agency <id> [--agency …] [--queue <q> …] --name <label> [--expires-days N]
+ * npm run keys -- create --role <role> (--agency <id> [--agency …] | --all-agencies) [--queue <q> …] --name <label> [--expires-days N]
  * npm run keys -- list
  * npm run keys -- revoke <key id>
  *
@@ -20,16 +20,38 @@ const fail = (line: string): never => {
   process.exit(2)
 }
 
-const { positionals, values } = parseArgs({
-  allowPositionals: true,
-  options: {
-    role: { type: 'string' },
-    agency: { type: 'string', multiple: true },
-    queue: { type: 'string', multiple: true },
-    name: { type: 'string' },
-    'expires-days': { type: 'string' },
-  },
-})
+const USAGE = `usage:
+  npm run keys -- create --role <${API_ROLES.join('|')}> (--agency <id> [--agency <id> …] | --all-agencies)
+                         [--queue <${QUEUES.join('|')}> …] --name <label> [--expires-days <n>]
+  npm run keys -- list
+  npm run keys -- revoke <key id>
+A cad or console key names its agencies, or says --all-agencies: leaving them out is not a way to
+grant every agency. --queue narrows a console key to those queues (default: every queue).`
+
+const parsed = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        role: { type: 'string' },
+        agency: { type: 'string', multiple: true },
+        'all-agencies': { type: 'boolean', default: false },
+        queue: { type: 'string', multiple: true },
+        name: { type: 'string' },
+        'expires-days': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    })
+  } catch (err) {
+    // An unknown or malformed option: say which, and how it is used, without a stack trace.
+    return fail(`${(err as Error).message}\n${USAGE}`)
+  }
+})()
+const { positionals, values } = parsed
+if (values.help) {
+  out(USAGE)
+  process.exit(0)
+}
 const [command, arg] = positionals
 
 const config = loadConfig()
@@ -43,7 +65,11 @@ try {
     if (!values.name) fail('--name <label> is required')
     const queues = values.queue ?? null
     for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
+    if (queues && role !== 'console') fail(`--queue narrows a console key; a ${role} key has no queues`)
     for (const a of values.agency ?? []) if (a.length > 64 || !AGENCY_ID.test(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
+    if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
+    // A forgotten --agency must not make a CAD's or a console's key good for the whole county.
+    if ((role === 'cad' || role === 'console') && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
     const days = values['expires-days'] ? Number(values['expires-days']) : null
     if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
     const { key, view } = await createKey(db, {
@@ -55,7 +81,8 @@ try {
       createdBy: 'cli',
     })
     await audit(db, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'cli')
-    out(`created ${view.role} key "${view.name}" (${view.id}) for ${view.agencies?.join(', ') ?? 'every agency'}${view.expiresAt ? `, expires ${view.expiresAt}` : ''}`)
+    const scope = `${view.agencies?.join(', ') ?? 'every agency'}${view.role === 'console' ? `, ${view.queues ? `queues ${view.queues.join(', ')}` : 'every queue'}` : ''}`
+    out(`created ${view.role} key "${view.name}" (${view.id}) for ${scope}${view.expiresAt ? `, expires ${view.expiresAt}` : ''}`)
     out('the key (shown once, store it now):')
     out(key)
   } else if (command === 'list') {
@@ -66,12 +93,16 @@ try {
   } else if (command === 'revoke') {
     if (!arg) fail('usage: npm run keys -- revoke <key id>')
     if (!KEY_ID.test(arg!)) fail(`no key ${arg} (a key id looks like the first column of \`npm run keys -- list\`)`)
+    const before = await db.selectFrom('api_keys').select('revoked_at').where('id', '=', arg!).executeTakeFirst()
     const v = await revokeKey(db, arg!)
     if (!v) fail(`no key ${arg}`)
-    await audit(db, null, { action: 'key.revoke', targetType: 'api_key', targetId: v!.id, details: { name: v!.name } }, 'cli')
-    out(`revoked ${v!.id} (${v!.name})`)
+    if (before?.revoked_at) out(`${v!.id} (${v!.name}) was already revoked at ${v!.revokedAt}`)
+    else {
+      await audit(db, null, { action: 'key.revoke', targetType: 'api_key', targetId: v!.id, details: { name: v!.name } }, 'cli')
+      out(`revoked ${v!.id} (${v!.name})`)
+    }
   } else {
-    fail('usage: npm run keys -- create --role <role> --agency <id> --name <label> | list | revoke <id>')
+    fail(USAGE)
   }
 } finally {
   await db.destroy()

@@ -62,18 +62,26 @@ function instantArg(value: string, flag: string): Date {
 
 /** Runs the replay command; `databaseUrl` is only used when a version or a time range is asked for. */
 export async function runReplayCommand(argv: string[], write: (s: string) => void, databaseUrl: () => string): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      rules: { type: 'string' },
-      against: { type: 'string' },
-      calls: { type: 'string' },
-      from: { type: 'string' },
-      to: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      changes: { type: 'string', default: '50' },
-    },
-  })
+  const options = {
+    rules: { type: 'string' },
+    against: { type: 'string' },
+    calls: { type: 'string' },
+    from: { type: 'string' },
+    to: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    changes: { type: 'string', default: '50' },
+    help: { type: 'boolean', short: 'h', default: false },
+  } as const
+  let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values']
+  try {
+    values = parseArgs({ args: argv, options }).values
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${USAGE}`)
+  }
+  if (values.help) {
+    write(`${USAGE}\n`)
+    return
+  }
   if (!values.rules) throw new UsageError(USAGE)
   if (!values.calls === !(values.from && values.to)) throw new UsageError(`give --calls, or --from and --to\n${USAGE}`)
   const range = values.from && values.to ? { from: instantArg(values.from, '--from'), to: instantArg(values.to, '--to') } : null

@@ -40,3 +40,50 @@ t.test('a well-formed key is created and revoked', async (t) => {
   t.equal(gone.code, 0, gone.stderr)
   t.match(gone.stdout, `revoked ${id}`)
 })
+
+t.test('a cad or console key names its agencies, or says --all-agencies', async (t) => {
+  const forgot = await keys('create', '--role', 'cad', '--name', 'cad-forgot')
+  t.equal(forgot.code, 2)
+  t.match(forgot.stderr, /a cad key needs --agency <id> \(or --all-agencies/)
+  t.equal((await world.db.selectFrom('api_keys').select('id').where('name', '=', 'cad-forgot').execute()).length, 0, 'no key stored')
+
+  const county = await keys('create', '--role', 'console', '--all-agencies', '--queue', 'cru', '--name', 'county-cru')
+  t.equal(county.code, 0, county.stderr)
+  t.match(county.stdout, /for every agency, queues cru/)
+  const row = await world.db.selectFrom('api_keys').select(['agencies', 'queues']).where('name', '=', 'county-cru').executeTakeFirstOrThrow()
+  t.same(row, { agencies: null, queues: ['cru'] })
+
+  const both = await keys('create', '--role', 'cad', '--agency', 'hastings-pd', '--all-agencies', '--name', 'cad-both')
+  t.equal(both.code, 2)
+  t.match(both.stderr, /not both/)
+  // An admin's or a supervisor's key is the county's by nature.
+  const admin = await keys('create', '--role', 'supervisor', '--name', 'sup')
+  t.equal(admin.code, 0, admin.stderr)
+})
+
+t.test('--queue is for console keys only', async (t) => {
+  const r = await keys('create', '--role', 'cad', '--agency', 'hastings-pd', '--queue', 'cru', '--name', 'cad-queue')
+  t.equal(r.code, 2)
+  t.match(r.stderr, /--queue narrows a console key; a cad key has no queues/)
+})
+
+t.test('--help prints the usage; an unknown option names itself, without a stack trace', async (t) => {
+  const help = await keys('--help')
+  t.equal(help.code, 0, help.stderr)
+  t.match(help.stdout, /^usage:\n {2}npm run keys -- create --role/)
+  const bad = await keys('create', '--agencies', 'hastings-pd')
+  t.equal(bad.code, 2)
+  t.match(bad.stderr, /Unknown option '--agencies'[\s\S]*usage:/)
+  t.notMatch(bad.stderr, /at .*\.(js|ts):\d+/, 'no stack')
+})
+
+t.test('revoking a key twice says it was already revoked', async (t) => {
+  const made = await keys('create', '--role', 'cad', '--agency', 'hastings-pd', '--name', 'twice')
+  const id = /\(([0-9a-f-]{36})\)/.exec(made.stdout)![1]!
+  t.match((await keys('revoke', id)).stdout, `revoked ${id}`)
+  const again = await keys('revoke', id)
+  t.equal(again.code, 0)
+  t.match(again.stdout, new RegExp(`^${id} \\(twice\\) was already revoked at `))
+  const audits = await world.db.selectFrom('audit_log').select('id').where('action', '=', 'key.revoke').where('target_id', '=', id).execute()
+  t.equal(audits.length, 1, 'one revocation audited')
+})

@@ -78,6 +78,8 @@ t.test('the replay command: text, call events, mistakes', async (t) => {
   await writeFile(bad, JSON.stringify({ ...candidateV2(), rules: [] }))
   await t.rejects(cli(['--rules', bad, '--calls', REPLAY_CALLS_PATH]), { name: 'UsageError', message: /not a valid rule set/ })
   await t.rejects(cli(['--rules', '1']), { name: 'UsageError', message: /give --calls/ })
+  await t.rejects(cli(['--rule', '1']), { name: 'UsageError', message: /Unknown option '--rule'[\s\S]*usage: npm run replay/ }, 'an unknown option names itself and the usage')
+  t.match(await cli(['--help']), /^usage: npm run replay -- --rules/, '--help prints the usage')
   await t.rejects(cli(['--rules', '1', '--from', 'last tuesday', '--to', '2026-11-02T00:00:00Z']), { name: 'UsageError', message: /^--from: .*RFC 3339/ }, 'a range end that is not a date-time')
   await t.rejects(cli(['--rules', '1', '--from', '2026-11-01T00:00:00Z', '--to', '2026-11-01']), { name: 'UsageError', message: /^--to: / }, 'a date without a time')
   await t.rejects(cli(['--rules', '1', '--from', '2026-11-02T00:00:00Z', '--to', '2026-11-01T00:00:00z']), { name: 'UsageError', message: '--from must be before --to' })

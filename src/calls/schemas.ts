@@ -86,7 +86,28 @@ export const callEventSchema = z
       ctx.addIssue({ code: 'custom', path: ['call', 'disposition'], message: 'a disposition is only accepted on call.closed' })
     }
   })
-  .meta({ id: 'CallEvent' })
+  .meta({
+    id: 'CallEvent',
+    description: 'One CAD event. Each carries the whole call as CAD has it now: a flag left out is false, a field left out is empty.',
+    examples: [
+      {
+        eventId: 'hastings-cad-88412',
+        type: 'call.created',
+        occurredAt: '2026-11-23T15:04:05-06:00',
+        call: {
+          callId: 'DC26-000123',
+          agency: 'hastings-pd',
+          natureCode: 'WELFARE',
+          priority: 2,
+          location: { address: '1200 Vermillion St', city: 'Hastings', lat: 44.7433, lon: -92.8524 },
+          caller: { phone: '651-555-0142', name: 'Caller Name' },
+          subject: { personId: 'P-104233', name: 'Subject Name', birthDate: '1987-04-12' },
+          description: 'Brother pacing, talking about not wanting to live; no weapons seen.',
+          flags: { mentalHealth: true, suicidalIdeation: true },
+        },
+      },
+    ],
+  })
 
 export type CallEvent = z.infer<typeof callEventSchema>
 

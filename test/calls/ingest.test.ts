@@ -53,6 +53,15 @@ t.test('each routing principle, end to end through the API', async (t) => {
   }
 })
 
+t.test("the OpenAPI document's example event is accepted as it stands", async (t) => {
+  const doc = (await app.inject({ method: 'GET', url: '/docs/json' })).json<{ components: { schemas: Record<string, { examples?: unknown[] }> } }>()
+  const [example] = doc.components.schemas.CallEvent!.examples ?? []
+  t.ok(example, 'CallEvent has an example')
+  const res = await post(example)
+  t.equal(res.statusCode, 201, res.body)
+  t.equal(res.json<Result>().decision.route, 'cru', 'a welfare check with mental-health indicators and nothing of rule 1 goes to CRU')
+})
+
 t.test('an unknown nature code goes to police and is marked for review', async (t) => {
   const res = await post(callEvent({ natureCode: 'ZZ-WHAT' }))
   const body = res.json<Result>()

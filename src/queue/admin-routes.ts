@@ -6,7 +6,8 @@ import type { Redis } from 'ioredis'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { problemResponses } from '../http/openapi.js'
-import { createLifecycleQueue } from './lifecycle.js'
+import { QUEUES } from '../routing/index.js'
+import { createLifecycleQueue, LIFECYCLE_QUEUE } from './lifecycle.js'
 import { createQueues } from './queues.js'
 
 export const QUEUE_DASHBOARD_PATH = '/admin/queues'
@@ -62,7 +63,12 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
         tags: ['admin'],
         operationId: 'listFailedJobs',
         summary: 'Jobs that failed for good (retries used up, or unrecoverable), newest first',
-        querystring: z.object({ queue: z.string().min(1).max(64).optional(), limit: z.coerce.number().int().min(1).max(500).default(100) }).strict(),
+        querystring: z
+          .object({
+            queue: z.enum([...QUEUES, LIFECYCLE_QUEUE]).optional().describe('One queue; all of them when left out'),
+            limit: z.coerce.number().int().min(1).max(500).default(100),
+          })
+          .strict(),
         response: { 200: z.object({ items: z.array(failedJobSchema), counts: z.record(z.string(), z.number().int()) }), ...problemResponses(400, 401, 403, 429, 503) },
       },
     },

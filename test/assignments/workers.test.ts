@@ -70,6 +70,10 @@ t.test('a bad job fails for good at once (UnrecoverableError) and is listed for 
   const item = res.json().items.find((i: { jobId: string }) => i.jobId === 'asg-bad-job')
   t.match(item, { queue: 'police', name: ASSIGNMENT_JOB_NAME, failedReason: /malformed data/, attemptsMade: 1 })
   t.equal(res.json().counts.police, 1)
+  // A misspelt queue is a 400 naming it, as in the assignment listing, not an empty answer.
+  const bogus = await app.inject({ url: '/v1/admin/failed-jobs?queue=polise' })
+  t.equal(bogus.statusCode, 400)
+  t.match(bogus.json().invalidParams, [{ name: 'querystring.queue' }])
 })
 
 t.test('a transient error (Postgres unreachable) is retried with backoff, not failed', async (t) => {

@@ -164,3 +164,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return Object.freeze(parsed.data)
 }
+
+/** For the entry points: a bad setting is named on stderr (no stack trace) and the process exits with 2. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig()
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`${err.message}\n`)
+    return process.exit(2)
+  }
+}

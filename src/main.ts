@@ -1,7 +1,7 @@
 import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { buildApp } from './app.js'
-import { loadConfig } from './config.js'
+import { loadConfigOrExit } from './config.js'
 import { createDb, createPool } from './db/connect.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest } from './db/migrate.js'
 import { loggerOptions } from './logger.js'
@@ -21,7 +21,7 @@ import { startTracing } from './telemetry/tracing.js'
  * Entry point: runs the roles named in ROLE (api, relay, worker; all three by default) against
  * one Postgres and one Redis. Whoever creates a resource here closes it on shutdown.
  */
-const config = loadConfig()
+const config = loadConfigOrExit()
 const log = pino(loggerOptions(config.LOG_LEVEL))
 const roles = new Set(config.ROLE)
 const closers: Array<{ name: string; close: () => Promise<unknown> }> = []

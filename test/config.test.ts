@@ -44,3 +44,16 @@ t.test("every setting is in the README's Configuration table", async (t) => {
     'each has its row',
   )
 })
+
+t.test('the service started with a bad setting names it and exits with 2, without a stack trace', async (t) => {
+  const { spawnSync } = await import('node:child_process')
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: new URL('..', import.meta.url).pathname,
+    env: { ...process.env, PORT: 'abc', DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never-reached' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  t.equal(r.status, 2, r.stderr)
+  t.match(r.stderr, /^invalid configuration:\n {2}PORT: /)
+  t.notMatch(r.stderr, /at .*\.(js|ts):\d+/, 'no stack')
+})

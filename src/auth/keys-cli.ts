@@ -6,7 +6,7 @@
  * A command-line tool: it prints to stdout on purpose (the new key is shown once, here).
  */
 import { parseArgs } from 'node:util'
-import { loadConfig } from '../config.js'
+import { loadConfigOrExit } from '../config.js'
 import { createDb, createPool } from '../db/connect.js'
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
@@ -54,7 +54,7 @@ if (values.help) {
 }
 const [command, arg] = positionals
 
-const config = loadConfig()
+const config = loadConfigOrExit()
 await ensureDatabase(config.DATABASE_URL)
 const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 10_000, applicationName: 'cad-router-keys' }))
 try {

@@ -1,9 +1,9 @@
 import pino from 'pino'
-import { loadConfig } from '../config.js'
+import { loadConfigOrExit } from '../config.js'
 import { loggerOptions } from '../logger.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest } from './migrate.js'
 
-const config = loadConfig()
+const config = loadConfigOrExit()
 const log = pino(loggerOptions(config.LOG_LEVEL))
 const db = createMigrationDb(config.DATABASE_URL)
 try {

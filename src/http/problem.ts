@@ -54,7 +54,9 @@ export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds:
       const part = err.validationContext === 'body' ? '' : (err.validationContext ?? '')
       const invalidParams = err.validation.flatMap((v): InvalidParam[] => {
         const segments = v.instancePath.split('/').filter(Boolean)
-        const reason = v.message ?? 'invalid'
+        // zod says a missing field is of the wrong type ("expected number, received undefined").
+        const missing = v.keyword === 'invalid_type' ? /expected (\w+), received undefined$/.exec(v.message ?? '') : null
+        const reason = missing ? `required (${missing[1]})` : (v.message ?? 'invalid')
         // An unknown field is named itself, not by the object that holds it.
         const keys = v.keyword === 'unrecognized_keys' ? (v.params as { keys?: unknown }).keys : undefined
         if (Array.isArray(keys) && keys.length) {

@@ -134,6 +134,12 @@ t.test('validation errors name each bad field and write nothing', async (t) => {
   t.equal(unknownTop.statusCode, 400)
   t.match(JSON.stringify(unknownTop.json().invalidParams), /extra/)
 
+  // A field left out is named as required, not as one of the wrong type.
+  const { priority: _priority, ...withoutPriority } = callEvent().call
+  const missing = await post({ ...callEvent(), call: withoutPriority })
+  t.equal(missing.statusCode, 400)
+  t.same(missing.json().invalidParams, [{ name: 'call.priority', reason: 'required (number)' }])
+
   const dispositionOnCreate = await post(callEvent({ disposition: 'no_contact' }))
   t.equal(dispositionOnCreate.statusCode, 400)
   t.same(dispositionOnCreate.json().invalidParams.map((p: { name: string }) => p.name), ['call.disposition'])

@@ -25,18 +25,24 @@ export function principalOf(req: FastifyRequest): Principal {
 }
 
 /**
- * Every route needs a key unless it says `config.access: 'public'`; a route that says nothing is
- * admin-only, so a route added without thought is closed, not open.
+ * Who may call a route. The OpenAPI document, Swagger UI and the dashboard's static files (registered
+ * by plugins) stay open: they hold no data; the dashboard asks for a supervisor key to read the
+ * reports. Every other route needs a key unless it says `config.access: 'public'`; a route that says
+ * nothing is admin-only, so a route added without thought is closed, not open.
  */
+export function routeAccess(url: string, config: { access?: RouteAccess } | undefined): RouteAccess {
+  return url.startsWith('/docs') || url.startsWith('/dashboard') ? 'public' : (config?.access ?? ['admin'])
+}
+
+/** Admin keys may call every route. */
+export const rolesOf = (access: readonly ApiRole[]): ApiRole[] => [...new Set<ApiRole>([...access, 'admin'])]
+
 export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { keys }) => {
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
     if (req.is404) return
-    // The OpenAPI document, Swagger UI and the dashboard's static files (registered by plugins) stay
-    // open: they hold no data; the dashboard asks for a supervisor key to read the reports.
-    const url = req.routeOptions.url ?? ''
-    const access: RouteAccess = url.startsWith('/docs') || url.startsWith('/dashboard') ? 'public' : (req.routeOptions.config.access ?? ['admin'])
+    const access = routeAccess(req.routeOptions.url ?? '', req.routeOptions.config)
     if (access === 'public') return
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined

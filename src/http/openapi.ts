@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance } from 'fastify'
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod'
+import { rolesOf, routeAccess, type RouteAccess } from '../auth/plugin.js'
 import { ERRORS } from './errors.js'
 import { problemSchema } from './problem.js'
 
@@ -86,7 +87,19 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'case-links', description: 'County case-manager links behind DESIGN rule 6 (county case-management system)' },
       ],
     },
-    transform: jsonSchemaTransform,
+    // Each operation names the roles whose keys may call it (x-roles, and a line of its description),
+    // from the same rule the auth hook applies.
+    transform: (input) => {
+      const out = jsonSchemaTransform(input)
+      const access = routeAccess(input.url, (input.route as { config?: { access?: RouteAccess } }).config)
+      const roles = access === 'public' ? [] : rolesOf(access)
+      const line = access === 'public' ? 'No API key needed.' : `API key roles: ${roles.join(', ')}.`
+      const schema = out.schema as Record<string, unknown>
+      return {
+        ...out,
+        schema: { ...schema, description: schema.description ? `${String(schema.description)}\n\n${line}` : line, 'x-roles': roles },
+      }
+    },
     transformObject: (input) => documentProblems(jsonSchemaTransformObject(input)),
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })

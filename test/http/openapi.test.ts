@@ -53,3 +53,16 @@ t.test('the summary report documents its CSV answer beside the JSON one', async 
   const [example] = ok['text/csv']!.schema.examples ?? []
   t.match(example, /^agency,bucket_start,calls,.*\r\nall,all,\d/, 'CSV: an example with the header and a row')
 })
+
+t.test('each operation names the roles whose keys may call it, as the auth hook decides', async (t) => {
+  const doc = JSON.parse(await generateOpenApi()) as { paths: Record<string, Record<string, { description?: string; 'x-roles'?: string[] }>> }
+  const ops = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([m, op]) => ({ id: `${m.toUpperCase()} ${path}`, op })))
+  t.same(ops.filter((o) => !Array.isArray(o.op['x-roles'])).map((o) => o.id), [], 'every operation has x-roles')
+  const roles = (id: string) => ops.find((o) => o.id === id)?.op['x-roles']
+  t.same(roles('POST /v1/call-events'), ['cad', 'admin'])
+  t.same(roles('GET /v1/calls/{callId}'), ['console', 'supervisor', 'admin'], 'a CAD key reads its decision from the POST answer only')
+  t.same(roles('GET /v1/audit'), ['auditor', 'admin'])
+  t.same(roles('GET /v1/admin/failed-jobs'), ['admin'], 'a route that says nothing is admin-only')
+  t.same(roles('GET /readyz'), [])
+  t.match(ops.find((o) => o.id === 'POST /v1/call-events')!.op.description, /API key roles: cad, admin\.$/)
+})

@@ -97,6 +97,8 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
         exists (
           select 1 from decisions d
           where d.call_id = c.call_id and d.route = 'police' and jsonb_typeof(d.outcome->'fallback') = 'object' and d.created_at >= ${since}
+            -- the rule's own fallback was to police (not, say, to EMS on a call police already led)
+            and coalesce(d.outcome->>'ruleRoute', 'police') = 'police'
         ) as fell_back,
         -- The call left its primary's hands: a support that declines, or a follow-up declined days
         -- after the call closed, takes nothing from the team that carried it.

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { createWorld } from '../helpers/world.js'
 import { seedReportWorld } from './fixture.js'
@@ -204,4 +205,26 @@ t.test('CSV: a value a spreadsheet would run as a formula is defused', async (t)
   const lines = res.body.trimEnd().split('\r\n')
   t.ok(lines.some((l) => l.startsWith("'=1+1,all,1,")), 'the agency cell is prefixed with a quote')
   t.notOk(lines.some((l) => l.startsWith('=')), 'no line starts with =')
+})
+
+t.test('a fallback counts only when the rule itself fell back to police, not when police already led the call', async (t) => {
+  // Both police-led calls whose decision carries a CRU fallback: in F1 the rule fell back to police;
+  // in F2 it fell back to EMS, and the call stayed police's because police already led it.
+  const at = '2025-07-01T10:00:00Z'
+  for (const [id, ruleRoute] of [['F1', 'police'], ['F2', 'ems']] as const) {
+    const decisionId = randomUUID()
+    const eventId = `fallback-${id}-${randomUUID()}`
+    await world.db
+      .insertInto('calls')
+      .values({ call_id: id, agency: 'fallback-pd', status: 'closed', nature_code: 'EDP', priority: 2, flags: JSON.stringify({ mentalHealth: true }), mental_health: true, route: 'police', last_occurred_at: at, created_at: at, closed_at: at })
+      .execute()
+    await world.db.insertInto('call_events').values({ event_id: eventId, call_id: id, type: 'call.created', occurred_at: at, received_at: at, body_hash: 'seed', body: '{}', applied: true }).execute()
+    const outcome = { assignmentIds: [], ruleRoute, fallback: { fromRoute: 'cru', reason: 'CRU is outside its hours' }, override: null, review: [], followUp: null, trace: [], derived: {}, notes: [] }
+    await world.db
+      .insertInto('decisions')
+      .values({ id: decisionId, call_id: id, event_id: eventId, route: 'police', rule_set_version: 1, rule_id: 'seed', explanation: 'seeded', facts: '{}', outcome: JSON.stringify(outcome), created_at: at })
+      .execute()
+  }
+  const { overall } = await get('from=2025-07-01T00:00:00Z&to=2025-07-02T00:00:00Z&agency=fallback-pd')
+  t.same(overall.capture, { eligible: 2, captured: 0, rate: 0, toPolice: { fallback: 1, override: 0, escalation: 0 }, otherRoute: 1 })
 })

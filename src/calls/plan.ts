@@ -1,4 +1,4 @@
-import type { AssignmentSpec, EventType, QueueName, Role, Route, RoutingDecision } from '../routing/index.js'
+import { ROUTES, type AssignmentSpec, type EventType, type QueueName, type Role, type Route, type RoutingDecision } from '../routing/index.js'
 import { isOpen, type AssignmentStatus } from '../assignments/state-machine.js'
 
 export interface ExistingAssignment {
@@ -26,8 +26,9 @@ export interface AssignmentPlan {
   cancellations: { id: string; from: AssignmentStatus }[]
   /**
    * The call's route after the plan (created/updated; null on close, where the call keeps its own):
-   * the rule's, unless the plan kept other responders than the rule asked for. Then it is the route
-   * the open assignments amount to, so that a call police still leads is never counted as CRU's.
+   * the rule's, unless an earlier, more protective primary stays in charge. Then it is the route of
+   * the rule set's table that the call's responders amount to, so that a call police still lead is
+   * never counted as CRU's.
    */
   route: Route | null
   notes: string[]
@@ -36,17 +37,22 @@ export interface AssignmentPlan {
 // When an update brings a new primary, the more protective responder stays in charge.
 const PRIMACY: Record<QueueName, number> = { police: 4, ems: 3, cru: 2, case_management: 1, follow_up: 0 }
 
-const LED_BY: Record<Exclude<QueueName, 'police' | 'follow_up'>, Route> = { ems: 'ems', cru: 'cru', case_management: 'case_manager' }
+/** The route table of a rule set: the responders each route names. */
+export type RouteTable = Readonly<Record<Route, readonly AssignmentSpec[]>>
 
 /**
- * The route a call's responders amount to, as the default rule set names them: police leading with
- * CRU beside it is a co-response, police alone (EMS beside or not) is police, else the primary's.
+ * The route of the rule set's table that a call led by `assignments`' primary amounts to: among the
+ * routes with that primary, the one whose responders the call has the most of (all of them). A tie
+ * or no such route: null.
  */
-export function routeLedBy(assignments: readonly { queue: QueueName; role: Role }[]): Route | null {
+export function routeLedBy(assignments: readonly { queue: QueueName; role: Role }[], routes: RouteTable): Route | null {
   const primary = assignments.find((a) => a.role === 'primary' && a.queue !== 'follow_up')
-  if (!primary || primary.queue === 'follow_up') return null
-  if (primary.queue === 'police') return assignments.some((a) => a.queue === 'cru') ? 'co_response' : 'police'
-  return LED_BY[primary.queue]
+  if (!primary) return null
+  const has = new Set(assignments.map((a) => a.queue))
+  const fits = ROUTES.filter((r) => routes[r].some((s) => s.role === 'primary' && s.queue === primary.queue) && routes[r].every((s) => has.has(s.queue)))
+  const most = Math.max(...fits.map((r) => routes[r].length))
+  const best = fits.filter((r) => routes[r].length === most)
+  return best.length === 1 ? best[0]! : null
 }
 
 const ROUTE_WORDS: Record<Route, string> = {
@@ -76,6 +82,8 @@ export function planAssignments(input: {
   defaultFollowUpHours: number
   /** Hours after closing when the follow-up is offered; until then it is reserved (0 or absent: at once). */
   followUpOfferHours?: number
+  /** The rule set's route table, to name the route of a call whose primary the plan kept. */
+  routes: RouteTable
 }): AssignmentPlan {
   const { decision, existing, now } = input
   const open = existing.filter((a) => isOpen(a.status))
@@ -137,10 +145,9 @@ export function planAssignments(input: {
   for (const q of kept) place(q)
   if (kept.length) notes.push(`kept from earlier decisions: ${kept.join(', ')}`)
 
-  // A dispatcher's route stands as given, whatever was kept beside it: it is recorded as theirs.
-  const asked = new Map(wanted.map((a) => [a.queue, a.role]))
-  const asRuled = assignments.length === asked.size && assignments.every((a) => asked.get(a.queue) === a.role)
-  const led = asRuled || decision.override ? null : routeLedBy(assignments)
+  // Only a primary kept over the rule's changes the route: responders merely kept beside the rule's
+  // primary are listed above. (A dispatcher's override moves the primary itself.)
+  const led = wantedPrimary && primaryQueue !== wantedPrimary.queue ? routeLedBy(assignments, input.routes) : null
   const route = led ?? decision.route
   if (route !== decision.route) notes.push(`so the call's route is ${route}, not ${decision.route}: ${ROUTE_WORDS[route]}`)
   return { assignments, roleChanges, cancellations: [], route, notes }

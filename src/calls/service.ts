@@ -260,6 +260,7 @@ export function createCallService(deps: CallServiceDeps) {
         now,
         defaultFollowUpHours: deps.followUpDeadlineHours,
         followUpOfferHours: deps.followUpDueHours ?? 0,
+        routes: ruleSet.document.routes,
       })
 
       const decisionId = randomUUID()

@@ -1,3 +1,4 @@
+import { loadDefaultRuleSet } from '../../src/routing/default-rule-set.js'
 import t from 'tap'
 import { escalateAssignment } from '../../src/assignments/escalation.js'
 import { planAssignments } from '../../src/calls/plan.js'
@@ -27,6 +28,7 @@ t.test('defaults: reserved until 24 h after closing, due 72 h after closing', as
     now,
     defaultFollowUpHours: config.FOLLOW_UP_DEADLINE_HOURS,
     followUpOfferHours: config.FOLLOW_UP_DUE_HOURS,
+    routes: loadDefaultRuleSet().routes,
   })
   const fu = plan.assignments[0]!
   t.equal(fu.status, 'reserved')

@@ -1,16 +1,23 @@
 import t from 'tap'
 import { planAssignments, routeLedBy, type ExistingAssignment } from '../../src/calls/plan.js'
-import type { AssignmentSpec } from '../../src/routing/index.js'
+import { loadDefaultRuleSet } from '../../src/routing/default-rule-set.js'
+import { ROUTES, type AssignmentSpec, type Route } from '../../src/routing/index.js'
 
 const now = new Date('2026-11-23T15:00:00Z')
-// The rule's route, as the default rule set names the responders it asks for.
-const decision = (assignments: AssignmentSpec[], extra: { override?: boolean; followUp?: boolean } = {}) => ({
-  route: routeLedBy(assignments)!,
+// The shipped rule set's route table; a decision's route is the one whose responders it asks for.
+const routes = loadDefaultRuleSet().routes
+const named = (assignments: AssignmentSpec[]): Route => {
+  const same = ROUTES.filter((r) => JSON.stringify(routes[r]) === JSON.stringify(assignments))
+  if (same.length !== 1) throw new Error(`no route asks for exactly ${JSON.stringify(assignments)}`)
+  return same[0]!
+}
+const decision = (assignments: AssignmentSpec[], extra: { override?: boolean; followUp?: boolean; route?: Route } = {}) => ({
+  route: extra.route ?? named(assignments),
   assignments,
   followUp: extra.followUp ? { queue: 'follow_up' as const, dueWithinHours: 72 } : null,
   override: extra.override ? { route: 'cru' as const, overriddenRuleId: 'x' } : null,
 })
-const base = { mentalHealthCall: false, now, defaultFollowUpHours: 72 }
+const base = { mentalHealthCall: false, now, defaultFollowUpHours: 72, routes }
 const summary = (p: ReturnType<typeof planAssignments>) => p.assignments.map((a) => `${a.queue}:${a.role}${a.id ? `=${a.id}` : '+'}`)
 
 t.test('a new call creates every assignment of the decision', async (t) => {
@@ -52,15 +59,16 @@ t.test("the plan's route is the rule's while the call has what the rule asked fo
   t.equal(closed.route, null, 'a close keeps the call its route: the service says which')
 })
 
-t.test('responders kept from earlier decisions count in the route', async (t) => {
-  // The mental-health flag came off: the rule asks for police alone, CRU stays on the call.
+t.test('responders merely kept beside the rule\'s primary leave the rule\'s route; a kept primary names it', async (t) => {
+  // The mental-health flag came off: the rule asks for police alone, CRU stays on the call beside them.
   const existing: ExistingAssignment[] = [
     { id: 'p1', queue: 'police', role: 'primary', status: 'accepted' },
     { id: 'c1', queue: 'cru', role: 'support', status: 'acknowledged' },
   ]
   const p = planAssignments({ ...base, eventType: 'call.updated', existing, decision: decision([{ queue: 'police', role: 'primary' }]) })
   t.same(summary(p), ['police:primary=p1', 'cru:support=c1'])
-  t.equal(p.route, 'co_response')
+  t.equal(p.route, 'police', 'police lead it, as the rule says; CRU is listed as kept')
+  t.match(p.notes.join(' '), /kept from earlier decisions: cru/)
   // CRU keeps a call a case manager would take, so it stays CRU's.
   const held = planAssignments({
     ...base,
@@ -70,6 +78,19 @@ t.test('responders kept from earlier decisions count in the route', async (t) =>
   })
   t.same(summary(held), ['case_management:support+', 'cru:primary=c2'])
   t.equal(held.route, 'cru')
+})
+
+t.test("a kept primary's route comes from the rule set's own table", async (t) => {
+  // A county whose police route always brings CRU along: police kept over CRU is that route.
+  const custom = { ...routes, police: [{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }], co_response: [{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }, { queue: 'ems', role: 'support' }] } as typeof routes
+  const existing: ExistingAssignment[] = [{ id: 'p1', queue: 'police', role: 'primary', status: 'offered' }]
+  const p = planAssignments({ ...base, routes: custom, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }]) })
+  t.same(summary(p), ['cru:support+', 'police:primary=p1'])
+  t.equal(p.route, 'police', 'its table calls police with CRU beside them police')
+  t.equal(routeLedBy([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }], routes), 'co_response', 'the shipped table calls it a co-response')
+  // Two routes of the same responders: no name is chosen for the call; the rule's route stands.
+  const twins = { ...routes, co_response: routes.police } as typeof routes
+  t.equal(routeLedBy([{ queue: 'police', role: 'primary' }], twins), null)
 })
 
 t.test("a dispatcher's route stands, whatever is kept beside it", async (t) => {

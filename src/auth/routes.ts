@@ -55,8 +55,14 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
           .object({
             name: z.string().min(1).max(100),
             role: z.enum(API_ROLES),
-            agencies: z.array(agencyId).min(1).max(100).nullable().default(null),
-            queues: z.array(z.enum(QUEUES)).min(1).max(QUEUES.length).nullable().default(null),
+            agencies: z
+              .array(agencyId)
+              .min(1)
+              .max(100)
+              .nullable()
+              .optional()
+              .describe('The agencies the key may act for; null: every agency. Required for cad and console keys, so that a forgotten field never grants the whole county'),
+            queues: z.array(z.enum(QUEUES)).min(1).max(QUEUES.length).nullable().default(null).describe('Console keys only: the queues it may work; null: every queue'),
             expiresAt: instant.nullable().default(null),
           })
           .strict(),
@@ -68,9 +74,16 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       if (b.expiresAt && new Date(b.expiresAt) <= new Date()) {
         throw new AppError('validation-failed', 'the key would be expired already', { invalidParams: [{ name: 'expiresAt', reason: 'in the past' }] })
       }
+      if (b.agencies === undefined && (b.role === 'cad' || b.role === 'console')) {
+        throw new AppError('validation-failed', `a ${b.role} key names its agencies, or null for every agency`, { invalidParams: [{ name: 'agencies', reason: 'required for cad and console keys' }] })
+      }
+      if (b.queues && b.role !== 'console') {
+        throw new AppError('validation-failed', `queues narrow a console key; a ${b.role} key has none`, { invalidParams: [{ name: 'queues', reason: 'console keys only' }] })
+      }
+      const agencies = b.agencies ?? null
       const created = await db.transaction().execute(async (trx) => {
-        const out = await createKey(trx, { name: b.name, role: b.role, agencies: b.agencies, queues: b.queues, expiresAt: b.expiresAt ? new Date(b.expiresAt) : null, createdBy: req.principal?.name ?? 'admin' })
-        await audit(trx, req, { action: 'key.create', targetType: 'api_key', targetId: out.view.id, details: { name: b.name, role: b.role, agencies: b.agencies, queues: b.queues } })
+        const out = await createKey(trx, { name: b.name, role: b.role, agencies, queues: b.queues, expiresAt: b.expiresAt ? new Date(b.expiresAt) : null, createdBy: req.principal?.name ?? 'admin' })
+        await audit(trx, req, { action: 'key.create', targetType: 'api_key', targetId: out.view.id, details: { name: b.name, role: b.role, agencies, queues: b.queues } })
         return out
       })
       return reply.status(201).send({ ...created.view, key: created.key })

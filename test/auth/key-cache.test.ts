@@ -86,7 +86,7 @@ t.test('a cached key keeps working without a query to Postgres', async (t) => {
 })
 
 t.test('revoking through the API stops the key at once on the same instance', async (t) => {
-  const created = (await A.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'revoked-here', role: 'console' } })).json()
+  const created = (await A.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'revoked-here', role: 'console', agencies: null } })).json()
   t.equal(await status(A, created.key), 200)
   t.equal(await status(A, created.key), 200, 'served from the cache')
   t.equal((await A.inject({ method: 'POST', url: `/v1/keys/${created.id}/revoke` })).statusCode, 200)
@@ -94,7 +94,7 @@ t.test('revoking through the API stops the key at once on the same instance', as
 })
 
 t.test('revoking on instance A stops the key on instance B within a fraction of a second', async (t) => {
-  const created = (await A.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'revoked-there', role: 'console' } })).json()
+  const created = (await A.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'revoked-there', role: 'console', agencies: null } })).json()
   t.equal(await status(B, created.key), 200)
   const before = b.lookups()
   t.equal(await status(B, created.key), 200, 'B serves it from its cache')

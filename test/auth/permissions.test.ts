@@ -225,7 +225,7 @@ t.test('revocation and expiry take effect at once', async (t) => {
   t.equal(after.statusCode, 401)
   t.equal(after.headers['www-authenticate'], 'Bearer realm="cad-router"')
 
-  const soon = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'expiring', role: 'console', expiresAt: new Date(Date.now() + 60_000).toISOString() } })
+  const soon = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'expiring', role: 'console', agencies: null, expiresAt: new Date(Date.now() + 60_000).toISOString() } })
   const sh = { authorization: `Bearer ${soon.json().key}` }
   t.equal((await app.inject({ method: 'GET', url: '/v1/assignments', headers: sh })).statusCode, 200)
   // Changed behind the API's back (as an operator in psql would): the key is cached, so the change
@@ -233,7 +233,7 @@ t.test('revocation and expiry take effect at once', async (t) => {
   await db.updateTable('api_keys').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', soon.json().id).execute()
   await eventually(async () => (await app.inject({ method: 'GET', url: '/v1/assignments', headers: sh })).statusCode === 401, 1000, 10)
   t.pass('an expiry moved into the past in the database is honoured within a second')
-  const past = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'dead', role: 'console', expiresAt: '2020-01-01T00:00:00Z' } })
+  const past = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'dead', role: 'console', agencies: null, expiresAt: '2020-01-01T00:00:00Z' } })
   t.equal(past.statusCode, 400)
 })
 
@@ -266,4 +266,20 @@ t.test('security headers are set', async (t) => {
   t.equal(res.headers['x-content-type-options'], 'nosniff')
   t.ok(res.headers['content-security-policy'])
   t.ok(res.headers['strict-transport-security'])
+})
+
+t.test('POST /v1/keys: a cad or console key names its agencies (null for every agency); queues are for console keys', async (t) => {
+  const forgot = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'cad-forgot', role: 'cad' } })
+  t.equal(forgot.statusCode, 400)
+  t.same(forgot.json().invalidParams, [{ name: 'agencies', reason: 'required for cad and console keys' }])
+  const county = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'cad-county', role: 'cad', agencies: null } })
+  t.equal(county.statusCode, 201, 'an explicit null is every agency')
+  t.equal(county.json().agencies, null)
+  const queued = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'cad-queues', role: 'cad', agencies: ['hastings-pd'], queues: ['cru'] } })
+  t.equal(queued.statusCode, 400)
+  t.same(queued.json().invalidParams, [{ name: 'queues', reason: 'console keys only' }])
+  const supervisor = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'sup-county', role: 'supervisor' } })
+  t.equal(supervisor.statusCode, 201, "a supervisor's key is the county's unless narrowed")
+  const stored = await db.selectFrom('api_keys').select('name').where('name', 'in', ['cad-forgot', 'cad-queues']).execute()
+  t.same(stored, [], 'nothing stored for a refused key')
 })

@@ -31,7 +31,7 @@ t.test('no personal value reaches a log line, whatever the route and whatever th
   const eido = eidoFixture('mental-health-crisis')
   await app.inject({ method: 'POST', url: '/v1/eido', payload: eido })
   await app.inject({ method: 'POST', url: '/v1/eido', payload: { ...eido, incidentComponent: { ...eido.incidentComponent, incidentTypeCommonRegistryText: 7 } } })
-  await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'desk', role: 'console' } })
+  await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'desk', role: 'console', agencies: null } })
   await app.inject({ method: 'GET', url: '/v1/keys' })
   await app.inject({ method: 'GET', url: '/v1/audit' })
   await app.inject({ method: 'GET', url: '/readyz' })

@@ -118,7 +118,7 @@ t.test('3: instants outside years 1900-9999 (UTC) are a 400 naming the field', a
   refused(t, await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '0000-01-01T00:00:00Z' } }), 'at', 'evaluate at in year 0')
   refused(t, await app.inject({ method: 'GET', url: '/v1/reports/summary?from=0000-01-01T00:00:00Z&to=0000-02-01T00:00:00Z' }), 'querystring.from', 'report range in year 0')
   refused(t, await app.inject({ method: 'GET', url: '/v1/audit?from=0000-01-01T00:00:00Z' }), 'querystring.from', 'audit range in year 0')
-  refused(t, await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'desk', role: 'console', expiresAt: '0000-01-01T00:00:00Z' } }), 'expiresAt', 'key expiry in year 0')
+  refused(t, await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'desk', role: 'console', agencies: null, expiresAt: '0000-01-01T00:00:00Z' } }), 'expiresAt', 'key expiry in year 0')
   // Year 1 is storable, but the history lookup reaches 30 days before `at`, into year 0.
   refused(t, await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '0001-01-10T00:00:00Z' } }), 'at', 'evaluate at whose history window starts in year 0')
   t.same(await stored(), before, 'nothing stored')
@@ -241,7 +241,7 @@ t.test('9: RFC 3339 lets the T and Z be lower case: accepted on every route, sto
   await ok(await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow/report?from=2026-11-01t00:00:00z&to=2026-11-24t00:00:00z' }), 'shadow report range')
   await ok(await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: callEvent().call, at: '2026-11-24t03:00:00z' } }), 'evaluate at')
   await ok(await app.inject({ method: 'POST', url: '/v1/rule-sets/1/replay', payload: { from: '2026-11-01t00:00:00z', to: '2026-11-24t00:00:00z' } }), 'replay range')
-  const key = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'lower-case expiry', role: 'console', expiresAt: '2027-01-01t00:00:00z' } })
+  const key = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'lower-case expiry', role: 'console', agencies: null, expiresAt: '2027-01-01t00:00:00z' } })
   t.equal(key.statusCode, 201, 'key expiry')
   t.equal(key.json<{ expiresAt: string }>().expiresAt, '2027-01-01T00:00:00.000Z')
   // The report reads the range as given: its answer names the same instants.

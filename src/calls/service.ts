@@ -270,7 +270,9 @@ export function createCallService(deps: CallServiceDeps) {
       const keptRoute = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : null
       const route = keptRoute ?? plan.route ?? decision.route
       const explanation = [
-        ...(keptRoute && keptRoute !== decision.route ? [`Call closed under route ${keptRoute}, which it keeps; of its closing facts alone rule ${decision.ruleId} would make it ${decision.route}:`] : []),
+        ...(keptRoute && keptRoute !== decision.route
+          ? [`Call closed under route ${keptRoute}, which it keeps; ${decision.override ? 'the closing event\'s dispatcher override' : `of its closing facts alone rule ${decision.ruleId}`} would make it ${decision.route}:`]
+          : []),
         decision.explanation,
         ...explainHeldCru(facts, decision, event.type),
         ...explainPlan(plan, event.type),

@@ -13,12 +13,13 @@
  *
  * A command-line tool: it prints to stdout on purpose. It writes nothing anywhere.
  */
-import { loadConfig } from '../config.js'
+import { ConfigError, loadConfig } from '../config.js'
 import { runReplayCommand, UsageError } from './replay-command.js'
 
 try {
   await runReplayCommand(process.argv.slice(2), (s) => process.stdout.write(s), () => loadConfig().DATABASE_URL)
 } catch (err) {
-  process.stderr.write(`${err instanceof UsageError ? err.message : String(err)}\n`)
-  process.exitCode = err instanceof UsageError ? 2 : 1
+  const usage = err instanceof UsageError || err instanceof ConfigError
+  process.stderr.write(`${usage ? err.message : String(err)}\n`)
+  process.exitCode = usage ? 2 : 1
 }

@@ -57,8 +57,8 @@ t.test('a cad or console key names its agencies, or says --all-agencies', async 
   t.equal(both.code, 2)
   t.match(both.stderr, /not both/)
   // An admin's or a supervisor's key is the county's by nature.
-  const admin = await keys('create', '--role', 'supervisor', '--name', 'sup')
-  t.equal(admin.code, 0, admin.stderr)
+  const supervisor = await keys('create', '--role', 'supervisor', '--name', 'sup')
+  t.equal(supervisor.code, 0, supervisor.stderr)
 })
 
 t.test('--queue is for console keys only', async (t) => {

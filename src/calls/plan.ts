@@ -40,19 +40,30 @@ const PRIMACY: Record<QueueName, number> = { police: 4, ems: 3, cru: 2, case_man
 /** The route table of a rule set: the responders each route names. */
 export type RouteTable = Readonly<Record<Route, readonly AssignmentSpec[]>>
 
+const LED_BY: Record<Exclude<QueueName, 'police' | 'follow_up'>, Route> = { ems: 'ems', cru: 'cru', case_management: 'case_manager' }
+
 /**
- * The route of the rule set's table that a call led by `assignments`' primary amounts to: among the
- * routes with that primary, the one whose responders the call has the most of (all of them). A tie
- * or no such route: null.
+ * The route a call led by `assignments`' primary amounts to: of the rule set's routes with that
+ * primary, the largest whose responders the call all has, else the one it has the most of; when
+ * none or several tie, the shipped names (police with CRU beside them a co-response, police without
+ * CRU police, else the primary's own route). Never a route with another primary.
  */
 export function routeLedBy(assignments: readonly { queue: QueueName; role: Role }[], routes: RouteTable): Route | null {
   const primary = assignments.find((a) => a.role === 'primary' && a.queue !== 'follow_up')
-  if (!primary) return null
+  if (!primary || primary.queue === 'follow_up') return null
   const has = new Set(assignments.map((a) => a.queue))
-  const fits = ROUTES.filter((r) => routes[r].some((s) => s.role === 'primary' && s.queue === primary.queue) && routes[r].every((s) => has.has(s.queue)))
-  const most = Math.max(...fits.map((r) => routes[r].length))
-  const best = fits.filter((r) => routes[r].length === most)
-  return best.length === 1 ? best[0]! : null
+  const led = ROUTES.filter((r) => routes[r].some((s) => s.role === 'primary' && s.queue === primary.queue))
+  const overlap = (r: Route) => routes[r].filter((s) => has.has(s.queue)).length
+  const pick = (of: Route[]): Route | undefined => {
+    const most = Math.max(0, ...of.map(overlap))
+    const best = of.filter((r) => overlap(r) === most)
+    return best.length === 1 ? best[0] : undefined
+  }
+  // First the routes whose responders the call all has, then the one it has the most of.
+  const found = pick(led.filter((r) => overlap(r) === routes[r].length)) ?? pick(led)
+  if (found) return found
+  if (primary.queue === 'police') return has.has('cru') ? 'co_response' : 'police'
+  return LED_BY[primary.queue]
 }
 
 const ROUTE_WORDS: Record<Route, string> = {

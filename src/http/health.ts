@@ -33,10 +33,7 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, retryAfterSeconds }) => {
-  // Redis lost after this process reached it is an outage the outbox rides out; Redis never reached
-  // is more likely a wrong REDIS_URL or password, which must not pass a rolling deploy's check.
-  let reachedRedis = redis.status === 'ready'
-  redis.on('ready', () => (reachedRedis = true))
+
   app.get(
     '/healthz',
     { config: { access: 'public' }, schema: { tags: ['health'], security: [], operationId: 'getHealth', summary: 'The process is alive', response: { 200: z.object({ status: z.literal('ok') }) } } },
@@ -53,10 +50,10 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         operationId: 'getReadiness',
         summary: 'Ready for traffic: Postgres reachable and migrations applied (Redis is reported, not required)',
         description:
-          'For load balancers. 503 with Retry-After when Postgres is unreachable, migrations are pending, or Redis has not been reached ' +
-          'since the process started (a wrong REDIS_URL must fail a deploy). An instance that loses Redis later stays in service (200, ' +
-          '`degraded`): ingest needs only Postgres, and taking every instance out of a load balancer during a Redis outage would refuse ' +
-          'the calls the outbox exists to keep. Alert on `degraded` and on the outbox backlog (`cad_router_outbox_lag_seconds`).',
+          'For load balancers. 503 with Retry-After when Postgres is unreachable or migrations are pending. An instance without Redis ' +
+          'stays in service (200, `degraded`), even one started during a Redis outage: ingest needs only Postgres, and taking every ' +
+          'instance out of a load balancer would refuse the calls the outbox exists to keep. A deploy gate should also require ' +
+          '`checks.redis.ok` (a wrong REDIS_URL is `degraded` too); alert on `degraded` and on `cad_router_outbox_lag_seconds`.',
         response: { 200: readiness, 503: readiness },
       },
     },
@@ -75,8 +72,7 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
           return pong === 'PONG' ? undefined : `unexpected answer ${pong}`
         }),
       ])
-      if (redisCheck.ok) reachedRedis = true
-      const ok = postgres.ok && migrations.ok && (redisCheck.ok || reachedRedis)
+      const ok = postgres.ok && migrations.ok
       if (!ok) reply.header('retry-after', String(retryAfterSeconds))
       const status = !ok ? 'not_ready' : redisCheck.ok ? 'ready' : 'degraded'
       return reply.status(ok ? 200 : 503).send({ status, checks: { postgres, migrations, redis: redisCheck } })

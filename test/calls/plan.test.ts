@@ -88,9 +88,14 @@ t.test("a kept primary's route comes from the rule set's own table", async (t) =
   t.same(summary(p), ['cru:support+', 'police:primary=p1'])
   t.equal(p.route, 'police', 'its table calls police with CRU beside them police')
   t.equal(routeLedBy([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }], routes), 'co_response', 'the shipped table calls it a co-response')
-  // Two routes of the same responders: no name is chosen for the call; the rule's route stands.
+  // No route of the table, or two alike, for a police-led call: the shipped names, never the rule's
+  // CRU route.
   const twins = { ...routes, co_response: routes.police } as typeof routes
-  t.equal(routeLedBy([{ queue: 'police', role: 'primary' }], twins), null)
+  t.equal(routeLedBy([{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }], twins), 'co_response')
+  t.equal(routeLedBy([{ queue: 'police', role: 'primary' }], twins), 'police')
+  const noMatch = { ...routes, police: [{ queue: 'police', role: 'primary' }, { queue: 'ems', role: 'support' }], co_response: [{ queue: 'police', role: 'primary' }, { queue: 'cru', role: 'support' }, { queue: 'ems', role: 'support' }] } as typeof routes
+  const kept = planAssignments({ ...base, routes: noMatch, eventType: 'call.updated', existing, decision: decision([{ queue: 'cru', role: 'primary' }], { route: 'cru' }) })
+  t.equal(kept.route, 'co_response', 'police lead it with CRU beside them: never stored as cru')
 })
 
 t.test("a dispatcher's route stands, whatever is kept beside it", async (t) => {

@@ -25,10 +25,10 @@ t.test('Swagger UI and the JSON document are served', async (t) => {
   t.equal(ui.statusCode, 200)
 })
 
-t.test('readiness: a Redis this process never reached fails it (a wrong REDIS_URL must not pass a deploy)', async (t) => {
+t.test('readiness: without Redis, even from the start, the instance stays in service as degraded', async (t) => {
+  // Every instance restarted during a Redis outage must still take calls; a deploy gate reads checks.redis.
   const unreachable = await createWorld(t, { redisUrl: 'redis://127.0.0.1:1' })
   const res = await unreachable.app.inject({ method: 'GET', url: '/readyz' })
-  t.equal(res.statusCode, 503)
-  t.ok(Number(res.headers['retry-after']) > 0)
-  t.match(res.json(), { status: 'not_ready', checks: { postgres: { ok: true }, migrations: { ok: true }, redis: { ok: false } } })
+  t.equal(res.statusCode, 200)
+  t.match(res.json(), { status: 'degraded', checks: { postgres: { ok: true }, migrations: { ok: true }, redis: { ok: false } } })
 })

@@ -11,7 +11,7 @@ import { createDb, createPool } from '../db/connect.js'
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 import { audit } from './audit.js'
-import { AGENCY_ID, createKey, KEY_ID, listKeys, revokeKey } from './keys.js'
+import { AGENCY_ID, createKey, KEY_ID, listKeys, mustNameAgencies, revokeKey, takesQueues } from './keys.js'
 import { API_ROLES, type ApiRole } from './principal.js'
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
@@ -65,11 +65,10 @@ try {
     if (!values.name) fail('--name <label> is required')
     const queues = values.queue ?? null
     for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
-    if (queues && role !== 'console') fail(`--queue narrows a console key; a ${role} key has no queues`)
+    if (queues && !takesQueues(role!)) fail(`--queue narrows a console key; a ${role} key has no queues`)
     for (const a of values.agency ?? []) if (a.length > 64 || !AGENCY_ID.test(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
     if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
-    // A forgotten --agency must not make a CAD's or a console's key good for the whole county.
-    if ((role === 'cad' || role === 'console') && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
+    if (mustNameAgencies(role!) && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
     const days = values['expires-days'] ? Number(values['expires-days']) : null
     if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
     const { key, view } = await createKey(db, {
@@ -81,7 +80,7 @@ try {
       createdBy: 'cli',
     })
     await audit(db, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'cli')
-    const scope = `${view.agencies?.join(', ') ?? 'every agency'}${view.role === 'console' ? `, ${view.queues ? `queues ${view.queues.join(', ')}` : 'every queue'}` : ''}`
+    const scope = `${view.agencies?.join(', ') ?? 'every agency'}${takesQueues(view.role) ? `, ${view.queues ? `queues ${view.queues.join(', ')}` : 'every queue'}` : ''}`
     out(`created ${view.role} key "${view.name}" (${view.id}) for ${scope}${view.expiresAt ? `, expires ${view.expiresAt}` : ''}`)
     out('the key (shown once, store it now):')
     out(key)

@@ -9,6 +9,14 @@ export const AGENCY_ID = /^[a-z0-9][a-z0-9._-]*$/
 /** A key's id, as listed: anything else is no key, and Postgres would refuse to compare it. */
 export const KEY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
+/**
+ * The scope rules the CLI and POST /v1/keys both apply: a cad or console key names its agencies or
+ * says "every agency" explicitly (a forgotten one must not grant the whole county), and only a
+ * console key is narrowed to queues.
+ */
+export const mustNameAgencies = (role: ApiRole): boolean => role === 'cad' || role === 'console'
+export const takesQueues = (role: ApiRole): boolean => role === 'console'
+
 const KEY_PREFIX = 'cadr_'
 
 /** 256 random bits: a plain SHA-256 is enough to store it (no dictionary to guess from). */

@@ -7,7 +7,7 @@ import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
 import type { KeyCache } from './key-cache.js'
-import { AGENCY_ID, createKey, listKeys, revokeKey } from './keys.js'
+import { AGENCY_ID, createKey, listKeys, mustNameAgencies, revokeKey, takesQueues } from './keys.js'
 import { API_ROLES } from './principal.js'
 
 const keyView = z
@@ -74,10 +74,10 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       if (b.expiresAt && new Date(b.expiresAt) <= new Date()) {
         throw new AppError('validation-failed', 'the key would be expired already', { invalidParams: [{ name: 'expiresAt', reason: 'in the past' }] })
       }
-      if (b.agencies === undefined && (b.role === 'cad' || b.role === 'console')) {
+      if (b.agencies === undefined && mustNameAgencies(b.role)) {
         throw new AppError('validation-failed', `a ${b.role} key names its agencies, or null for every agency`, { invalidParams: [{ name: 'agencies', reason: 'required for cad and console keys' }] })
       }
-      if (b.queues && b.role !== 'console') {
+      if (b.queues && !takesQueues(b.role)) {
         throw new AppError('validation-failed', `queues narrow a console key; a ${b.role} key has none`, { invalidParams: [{ name: 'queues', reason: 'console keys only' }] })
       }
       const agencies = b.agencies ?? null

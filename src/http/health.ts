@@ -33,7 +33,6 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, retryAfterSeconds }) => {
-
   app.get(
     '/healthz',
     { config: { access: 'public' }, schema: { tags: ['health'], security: [], operationId: 'getHealth', summary: 'The process is alive', response: { 200: z.object({ status: z.literal('ok') }) } } },

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
@@ -8,7 +9,8 @@ import { QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
 import type { KeyCache } from './key-cache.js'
 import { AGENCY_ID, createKey, listKeys, mustNameAgencies, revokeKey, takesQueues } from './keys.js'
-import { API_ROLES } from './principal.js'
+import { principalOf } from './plugin.js'
+import { API_ROLES, requireCountyWide } from './principal.js'
 
 const keyView = z
   .object({
@@ -24,6 +26,12 @@ const keyView = z
     revokedAt: z.string().nullable(),
   })
   .meta({ id: 'ApiKey' })
+
+/**
+ * A key may act for any agency, so only a county-wide admin manages them: an admin narrowed to some
+ * agencies could otherwise mint a key for every agency, or revoke another agency's CAD key.
+ */
+const keysAreCountyWide = (req: FastifyRequest) => requireCountyWide(principalOf(req), 'API keys are managed')
 
 const agencyId = z.string().min(1).max(64).regex(AGENCY_ID)
 
@@ -70,6 +78,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       },
     },
     async (req, reply) => {
+      keysAreCountyWide(req)
       const b = req.body
       if (b.expiresAt && new Date(b.expiresAt) <= new Date()) {
         throw new AppError('validation-failed', 'the key would be expired already', { invalidParams: [{ name: 'expiresAt', reason: 'in the past' }] })
@@ -96,7 +105,10 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       config: { access: ['admin'] },
       schema: { tags: ['keys'], operationId: 'listKeys', summary: 'List API keys (never the keys themselves)', response: { 200: z.object({ items: z.array(keyView) }), ...problemResponses(401, 403, 503) } },
     },
-    async () => ({ items: await listKeys(db) }),
+    async (req) => {
+      keysAreCountyWide(req)
+      return { items: await listKeys(db) }
+    },
   )
 
   app.post(
@@ -112,6 +124,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       },
     },
     async (req) => {
+      keysAreCountyWide(req)
       const view = await db.transaction().execute(async (trx) => {
         const v = await revokeKey(trx, req.params.id)
         if (v) await audit(trx, req, { action: 'key.revoke', targetType: 'api_key', targetId: v.id, details: { name: v.name } })

@@ -13,6 +13,7 @@ const keys = {
   supervisor: await world.key('supervisor', { agencies: ['hastings-pd'] }),
   auditor: await world.key('auditor'),
   admin: world.adminKey,
+  hastingsAdmin: await world.key('admin', { agencies: ['hastings-pd'] }),
   otherCad: await world.key('cad', { agencies: ['rosemount-pd'] }),
   otherConsole: await world.key('console', { agencies: ['rosemount-pd'] }),
   otherSupervisor: await world.key('supervisor', { agencies: ['rosemount-pd'] }),
@@ -35,7 +36,7 @@ const probes: Probe[] = [
   {
     name: 'POST /v1/call-events (Hastings call)',
     run: (who) => req('POST', '/v1/call-events', callEvent({ agency: 'hastings-pd', natureCode: 'NOISE' }))(who),
-    expect: { none: 401, cad: 201, console: 403, supervisor: 403, auditor: 403, admin: 201, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+    expect: { none: 401, cad: 201, console: 403, supervisor: 403, auditor: 403, admin: 201, hastingsAdmin: 201, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
   },
   {
     name: 'GET /v1/calls/{id}',
@@ -55,7 +56,23 @@ const probes: Probe[] = [
   {
     name: 'GET /v1/keys',
     run: req('GET', '/v1/keys'),
-    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 403, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 403, admin: 200, hastingsAdmin: 403, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+  },
+  {
+    // An admin narrowed to one agency could otherwise mint a key for every agency.
+    name: 'POST /v1/keys (a county-wide cad key)',
+    run: req('POST', '/v1/keys', { name: 'probe', role: 'cad', agencies: null }),
+    expect: { none: 401, cad: 403, supervisor: 403, auditor: 403, admin: 201, hastingsAdmin: 403 },
+  },
+  {
+    name: 'POST /v1/keys (a Hastings cad key)',
+    run: req('POST', '/v1/keys', { name: 'probe', role: 'cad', agencies: ['hastings-pd'] }),
+    expect: { cad: 403, admin: 201, hastingsAdmin: 403 },
+  },
+  {
+    name: 'POST /v1/keys/{id}/revoke (an unknown key: 404 when allowed)',
+    run: req('POST', '/v1/keys/00000000-0000-4000-8000-000000000000/revoke'),
+    expect: { none: 401, cad: 403, console: 403, auditor: 403, admin: 404, hastingsAdmin: 403 },
   },
   {
     name: 'GET /v1/audit',

@@ -8,6 +8,7 @@ import rateLimit from '@fastify/rate-limit'
 import { createAssignmentFeed, feedRoutes } from './assignments/feed-routes.js'
 import { assignmentRoutes } from './assignments/routes.js'
 import { createKeyCache, type KeyCache } from './auth/key-cache.js'
+import { createNotifications, LISTEN_APPLICATION_NAME, type Notifications } from './db/listener.js'
 import { authPlugin } from './auth/plugin.js'
 import { authRoutes } from './auth/routes.js'
 import { AppError } from './http/errors.js'
@@ -63,6 +64,11 @@ export interface AppDeps {
   keys?: KeyCache
   /** Shadow mode's setting, kept in memory per instance; built from db and ruleSets when absent. */
   shadow?: ShadowSource
+  /**
+   * The process's one LISTEN connection (key changes, the feed bridge; main.ts shares it with the
+   * rule-set registry and the relay); one of the app's own when absent, closed with the app.
+   */
+  notifications?: Notifications
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -117,10 +123,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   refuseUnstorableText(app)
   registerSecurityHeaders(app, headers)
   await registerOpenApi(app, API_VERSION)
-  // API keys as looked up recently (src/auth/key-cache.ts); its LISTEN connection opens on first use.
+  let notifications = deps.notifications
+  if (!notifications) {
+    // In whichever order the hooks run, a subscription closed after its connection is a no-op.
+    const own = createNotifications({ databaseUrl: config.DATABASE_URL, applicationName: LISTEN_APPLICATION_NAME, log: app.log })
+    app.addHook('onClose', () => own.close())
+    notifications = own
+  }
+  // API keys as looked up recently (src/auth/key-cache.ts); it starts listening on first use.
   let keys = deps.keys
   if (!keys) {
-    const own = createKeyCache({ db: deps.db, ttlMs: config.AUTH_CACHE_MS, maxEntries: config.AUTH_CACHE_SIZE, databaseUrl: config.DATABASE_URL, log: app.log })
+    const own = createKeyCache({ db: deps.db, ttlMs: config.AUTH_CACHE_MS, maxEntries: config.AUTH_CACHE_SIZE, notifications, log: app.log })
     app.addHook('onClose', () => own.close())
     keys = own
   }
@@ -164,6 +177,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const feed = createAssignmentFeed({
     db: deps.db,
     databaseUrl: config.DATABASE_URL,
+    notifications,
     redis: deps.redis,
     prefix: config.BULLMQ_PREFIX,
     log: app.log,

@@ -3,6 +3,7 @@ import pino from 'pino'
 import { buildApp } from './app.js'
 import { loadConfigOrExit } from './config.js'
 import { createDb, createPool } from './db/connect.js'
+import { createNotifications, LISTEN_APPLICATION_NAME } from './db/listener.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest } from './db/migrate.js'
 import { loggerOptions } from './logger.js'
 import { ensureBootstrapKey } from './auth/keys.js'
@@ -44,6 +45,10 @@ async function start(): Promise<void> {
   const db = createDb(pool)
   closers.push({ name: 'postgres', close: () => db.destroy() })
   if (applied.length) log.info({ applied }, 'migrations applied')
+  // One LISTEN connection for the whole process: every listening connection costs Postgres at
+  // every notifying commit (src/db/listener.ts). It connects on the first subscription.
+  const notifications = createNotifications({ databaseUrl: config.DATABASE_URL, applicationName: LISTEN_APPLICATION_NAME, log })
+  closers.unshift({ name: 'postgres (listen)', close: () => notifications.close() })
   if (config.ADMIN_API_KEY && (await ensureBootstrapKey(db, config.ADMIN_API_KEY))) log.info('admin key from ADMIN_API_KEY stored')
 
   if (roles.has('worker')) {
@@ -93,7 +98,7 @@ async function start(): Promise<void> {
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
     const relay = createOutboxRelay({
       db,
-      databaseUrl: config.DATABASE_URL,
+      notifications,
       queues,
       producer,
       log,
@@ -110,9 +115,9 @@ async function start(): Promise<void> {
 
   if (roles.has('api')) {
     const probe = createRedis(config.REDIS_URL, 'probe')
-    const ruleSets = await createRuleSetRegistry(db, { databaseUrl: config.DATABASE_URL, checkEveryMs: config.RULE_SET_CHECK_MS, log })
+    const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
     closers.unshift({ name: 'rule sets', close: () => ruleSets.close() })
-    const app = await buildApp({ config, db, redis: probe, ruleSets, logger: log, metrics, ...(tracing ? { tracing } : {}) })
+    const app = await buildApp({ config, db, redis: probe, ruleSets, notifications, logger: log, metrics, ...(tracing ? { tracing } : {}) })
     await app.listen({ port: config.PORT, host: config.HOST })
     closers.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
     // The HTTP server closes first: in-flight requests finish, new ones are refused.

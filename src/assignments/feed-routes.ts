@@ -7,6 +7,7 @@ import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
 import type { Principal } from '../auth/principal.js'
 import { createDb, createPool, type Db } from '../db/connect.js'
+import type { Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
@@ -16,6 +17,8 @@ import { assignmentSchema } from './schemas.js'
 export interface AssignmentFeedDeps {
   db: Db
   databaseUrl: string
+  /** The process's LISTEN connection (the feed bridge listens there). */
+  notifications: Notifications
   redis: Redis
   /** Namespaces the Redis channel (the BullMQ prefix). */
   prefix: string
@@ -37,7 +40,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   // wait for a free connection, and every console with it.
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
-  const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
+  const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
   let stopped = false
   return {

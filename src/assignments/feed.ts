@@ -5,6 +5,7 @@ import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
+import type { ChannelListener, Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
 import type { AssignmentRow } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
@@ -450,7 +451,10 @@ export const FEED_CHANNEL = 'cad_router_feed'
 const BRIDGE_LOCK = 'cad-router:feed-bridge'
 
 export interface FeedSignalsDeps {
+  /** For the connection that holds the bridge's lock. */
   databaseUrl: string
+  /** The process's LISTEN connection: the bridge listens there while it holds the lock. */
+  notifications: Notifications
   /** Publishes wake-ups; a dedicated subscriber connection is duplicated from it. */
   redis: Redis
   /** Redis channel, namespaced like the queues so tests and deployments do not hear each other. */
@@ -463,8 +467,10 @@ export interface FeedSignalsDeps {
 
 /**
  * Wake-ups across API instances: every instance subscribes to a Redis channel; the instance that
- * holds a session advisory lock LISTENs for the commit-time NOTIFY and republishes it. The lock
- * goes with the LISTEN connection, so when that instance dies another one takes over.
+ * holds a session advisory lock LISTENs for the commit-time NOTIFY (on the process's LISTEN
+ * connection) and republishes it. The lock goes with its own connection, which listens to
+ * nothing (a listening connection costs every notifying commit): when that instance dies, or its
+ * lock connection does, another one takes over.
  */
 export function createFeedSignals(deps: FeedSignalsDeps) {
   const { log, onWake, channel } = deps
@@ -473,6 +479,11 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
   let client: pg.Client | undefined
   let timer: NodeJS.Timeout | undefined
   let bridging = false
+  let listener: ChannelListener | undefined
+  const unlisten = () => {
+    void listener?.close()
+    listener = undefined
+  }
   let publishing = false
   let publishAgain = false
 
@@ -515,11 +526,11 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
     const c = client ?? new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-feed' })
     if (!client) {
       client = c
-      c.on('notification', publish)
       const lost = (err?: Error) => {
         if (client !== c) return
         if (bridging && running) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
         bridging = false
+        unlisten()
         client = undefined
         c.end().catch(() => {})
         retry()
@@ -539,10 +550,10 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       const { rows } = await c.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [BRIDGE_LOCK])
       if (!running) return
       if (!rows[0]?.ok) return retry()
-      await c.query(`listen ${FEED_CHANNEL}`)
       bridging = true
+      // Each (re)connect of the LISTEN connection publishes: changes committed while nobody listened.
+      listener = deps.notifications.subscribe(FEED_CHANNEL, { onNotify: publish, onListening: publish })
       log.info('this instance relays assignment feed wake-ups to Redis')
-      publish() // changes committed while no bridge was listening
     } catch (err) {
       log.debug({ err: { message: (err as Error).message } }, 'feed bridge could not take the lock')
       retry()
@@ -563,6 +574,7 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       const c = client
       client = undefined
       bridging = false
+      unlisten()
       // Ending the session releases the advisory lock at once for the other instances.
       await c?.end().catch(() => {})
       sub.disconnect()

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Executor } from '../db/connect.js'
-import { listenToChannel, type ChannelListener } from '../db/listener.js'
+import { listenToChannel, type ChannelListener, type Notifications } from '../db/listener.js'
 import { API_KEY_CHANNEL, findKeyByHash, hashKey, isUsable, looksLikeKey, type StoredKey } from './keys.js'
 import type { Principal } from './principal.js'
 
@@ -11,7 +11,9 @@ export interface KeyCacheOptions {
   ttlMs: number
   /** At most this many keys are held; the least recently used goes first. */
   maxEntries: number
-  /** For the LISTEN connection that hears of key changes; without it only the TTL bounds a change's delay. */
+  /** The process's LISTEN connection, which hears of key changes. */
+  notifications?: Notifications
+  /** Else a LISTEN connection of the cache's own; without either only the TTL bounds a change's delay. */
   databaseUrl?: string
   log?: Pick<FastifyBaseLogger, 'info' | 'warn'>
   /** Monotonic milliseconds (tests). */
@@ -109,16 +111,12 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   }
 
   function startListening(): void {
-    if (listener || closed || !opts.databaseUrl) return
-    listener = listenToChannel({
-      databaseUrl: opts.databaseUrl,
-      channel: API_KEY_CHANNEL,
-      applicationName: 'cad-router-keys',
+    if (listener || closed) return
+    listener = listenToChannel({ notifications: opts.notifications, databaseUrl: opts.databaseUrl, applicationName: 'cad-router-keys', log }, API_KEY_CHANNEL, {
       // '+id': a key was stored (migration 0017). Nothing held can be it, but it may have been
       // refused: ADMIN_API_KEY presented to this process before another one stored it.
       onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : invalidate(payload === '' ? undefined : payload)),
       onListening: () => invalidate(),
-      log,
     })
   }
 

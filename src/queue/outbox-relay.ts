@@ -1,8 +1,8 @@
 import { sql } from 'kysely'
-import pg from 'pg'
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Db } from '../db/connect.js'
+import { listenToChannel, type ChannelListener, type Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
 import { OUTBOX_CHANNEL } from '../calls/repository.js'
 import type { QueueName } from '../routing/index.js'
@@ -11,8 +11,10 @@ import { resendLost, type Resent } from './resend.js'
 
 export interface OutboxRelayDeps {
   db: Db
-  /** For the LISTEN connection, which must not come from the pool. */
-  databaseUrl: string
+  /** The process's LISTEN connection. */
+  notifications?: Notifications
+  /** Else a LISTEN connection of the relay's own (not from the pool). */
+  databaseUrl?: string
   queues: Record<QueueName, AssignmentQueue>
   log: FastifyBaseLogger
   pollMs: number
@@ -58,7 +60,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   let running = false
   let loopDone: Promise<void> | undefined
   let stopping: Promise<void> | undefined
-  let listener: pg.Client | undefined
+  let listener: ChannelListener | undefined
   let wake: (() => void) | undefined
   let pendingWake = false
   let failures = 0
@@ -174,39 +176,15 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
     }
   }
 
-  async function listen(): Promise<void> {
-    if (!running) return
-    const client = new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-relay' })
-    client.on('notification', poke)
-    client.on('error', (err) => {
-      log.warn({ err: { message: err.message } }, 'outbox listener lost its connection; polling until it is back')
-      listener = undefined
-      client.end().catch(() => {})
-      if (running) setTimeout(() => void listen().catch(() => {}), 1000).unref()
-    })
-    try {
-      await client.connect()
-      if (!running) {
-        await client.end()
-        return
-      }
-      await client.query(`listen ${OUTBOX_CHANNEL}`)
-      listener = client
-      poke() // rows committed while we were not listening
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'outbox listener could not connect; retrying')
-      await client.end().catch(() => {})
-      if (running) setTimeout(() => void listen().catch(() => {}), 1000).unref()
-    }
-  }
-
   return {
     async start(): Promise<void> {
       if (running) return
       running = true
       stopping = undefined
       deps.producer?.on('ready', onRedisReady)
-      await listen()
+      // Each (re)connect pokes: rows committed while nobody listened. Until then the poll covers.
+      listener = listenToChannel({ notifications: deps.notifications, databaseUrl: deps.databaseUrl, applicationName: 'cad-router-relay', log }, OUTBOX_CHANNEL, { onNotify: poke, onListening: poke })
+      await listener?.started()
       loopDone = loop()
       resendDone = deps.resend ? resendLoop(deps.resend) : undefined
     },
@@ -221,7 +199,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       stopping = (async () => {
         await loopDone
         await resendDone
-        await listener?.end().catch(() => {})
+        await listener?.close()
         listener = undefined
       })()
       return stopping

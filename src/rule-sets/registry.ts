@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { sql } from 'kysely'
 import type { Db } from '../db/connect.js'
-import { listenToChannel } from '../db/listener.js'
+import { listenToChannel, type Notifications } from '../db/listener.js'
 import { compileRuleSet, loadDefaultRuleSet, type CompiledRuleSet, type RuleSet } from '../routing/index.js'
 import { activeVersion, loadDocument, RULE_SET_CHANNEL, RULE_SET_LOCK } from './repository.js'
 
@@ -20,7 +20,9 @@ export interface RuleSetRegistry {
 }
 
 export interface RuleSetRegistryOptions {
-  /** For the LISTEN connection, which must not come from the pool. Without it only the timer switches. */
+  /** The process's LISTEN connection. */
+  notifications?: Notifications
+  /** Else a LISTEN connection of the registry's own (not from the pool); without either only the timer switches. */
   databaseUrl?: string
   /** The safety net behind LISTEN/NOTIFY: how often to check which version is active. */
   checkEveryMs?: number
@@ -82,16 +84,10 @@ export async function createRuleSetRegistry(db: Db, opts: RuleSetRegistryOptions
   timer.unref()
 
   // NOTIFY from an activation switches at once; each (re)connect catches up on what it missed.
-  const listener = opts.databaseUrl
-    ? listenToChannel({
-        databaseUrl: opts.databaseUrl,
-        channel: RULE_SET_CHANNEL,
-        applicationName: 'cad-router-rule-sets',
-        onNotify: safeRefresh,
-        onListening: safeRefresh,
-        log,
-      })
-    : undefined
+  const listener = listenToChannel({ notifications: opts.notifications, databaseUrl: opts.databaseUrl, applicationName: 'cad-router-rule-sets', log }, RULE_SET_CHANNEL, {
+    onNotify: safeRefresh,
+    onListening: safeRefresh,
+  })
   await listener?.started()
 
   return {

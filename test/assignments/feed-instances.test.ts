@@ -2,6 +2,7 @@ import t from 'tap'
 import { Redis } from 'ioredis'
 import { buildApp } from '../../src/app.js'
 import { createDb, createPool } from '../../src/db/connect.js'
+import { LISTEN_APPLICATION_NAME } from '../../src/db/listener.js'
 import { createRuleSetRegistry } from '../../src/rule-sets/registry.js'
 import { callEvent } from '../helpers/events.js'
 import { startRedisServer } from '../helpers/redis-server.js'
@@ -100,6 +101,19 @@ t.test('the instance that relays wake-ups goes away: another takes over', async 
   // The bridge lock is retried every second; then the wake-up arrives (the poll is 10 minutes).
   await onB.waitFor(before + next.length, 5000)
   t.same(ids(onB).slice(before), next)
+})
+
+t.test("the bridge's LISTEN connection is lost: it listens again and the wake-ups resume", async (t) => {
+  const killed = await world.pool.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = $2', [world.name, LISTEN_APPLICATION_NAME])
+  t.equal(killed.rowCount, 1, "B's connection (A is gone)")
+  const before = onB.events.length
+  // Committed while nobody listens, most likely: the reconnect publishes a wake-up for them.
+  const next = await post(b.url)
+  await onB.waitFor(before + next.length, 5000)
+  t.same(ids(onB).slice(before), next)
+  const again = await post(b.url)
+  await onB.waitFor(before + next.length + again.length, 3000)
+  t.same(ids(onB).slice(before + next.length), again, 'and the ones after')
 })
 
 t.test('Redis down: wake-ups are lost, changes only delayed until it is back', async (t) => {

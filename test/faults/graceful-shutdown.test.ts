@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import { sql } from 'kysely'
 import t from 'tap'
 import { createFaultWorld, inspectQueues, ledgerLine, makeEvents, ok, postAll, slowDown, statusCounts, untilDelivered, type Posted } from './fixtures/harness.js'
 import { say } from '../helpers/world.js'
@@ -16,6 +17,21 @@ const queues = inspectQueues(t, world)
 await slowDown(world.db, 'slow_ingest', 'decisions', 0.2)
 await slowDown(world.db, 'slow_offer', 'assignment_transitions', 0.2, "new.to_status = 'offered'")
 const [a, b] = await Promise.all([world.service('A (all roles)', 'api,relay,worker'), world.service('B (all roles)', 'api,relay,worker')])
+
+t.test('each process listens for every NOTIFY channel on one connection', async (t) => {
+  // Every listening connection costs Postgres at each notifying commit (src/db/listener.ts): rule
+  // sets, the relay, and (from the first request) API keys share one per process.
+  const names = async () =>
+    (
+      await sql<{ name: string; n: number }>`select application_name as name, count(*)::int as n from pg_stat_activity
+        where datname = ${world.name} and application_name in ('cad-router-listen', 'cad-router-keys', 'cad-router-rule-sets', 'cad-router-relay')
+        group by 1`.execute(world.db)
+    ).rows
+  t.same(await names(), [{ name: 'cad-router-listen', n: 2 }], 'A and B: one each')
+  const res = await fetch(`${a.url}/v1/assignments`, { headers: { authorization: `Bearer ${world.adminKey}` } })
+  t.equal(res.status, 200, 'a request: the key cache subscribes')
+  t.same(await names(), [{ name: 'cad-router-listen', n: 2 }], 'still one each')
+})
 
 t.test('SIGTERM under load: requests and jobs in flight finish, exit 0 within the grace period, nothing lost', async (t) => {
   const start = Date.now()

@@ -54,31 +54,43 @@ if (values.help) {
 }
 const [command, arg] = positionals
 
+/** What `create` will store: every argument checked before anything touches the database. */
+function createInput() {
+  const role = values.role as ApiRole | undefined
+  if (!role || !API_ROLES.includes(role)) return fail(`--role is one of ${API_ROLES.join(', ')}`)
+  if (!values.name) return fail('--name <label> is required')
+  const queues = values.queue ?? null
+  for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
+  if (queues && !takesQueues(role)) fail(`--queue narrows a console key; a ${role} key has no queues`)
+  for (const a of values.agency ?? []) if (a.length > 64 || !AGENCY_ID.test(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
+  if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
+  if (mustNameAgencies(role) && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
+  const days = values['expires-days'] ? Number(values['expires-days']) : null
+  if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
+  return {
+    name: values.name,
+    role,
+    agencies: values.agency ?? null,
+    queues: queues as QueueName[] | null,
+    expiresAt: days ? new Date(Date.now() + days * 86_400_000) : null,
+  }
+}
+
+const create = command === 'create' ? createInput() : undefined
+if (command === 'revoke') {
+  if (!arg) fail('usage: npm run keys -- revoke <key id>')
+  if (!KEY_ID.test(arg!)) fail(`no key ${arg} (a key id looks like the first column of \`npm run keys -- list\`)`)
+} else if (command !== 'create' && command !== 'list') {
+  fail(USAGE)
+}
+
 const config = loadConfigOrExit()
 await ensureDatabase(config.DATABASE_URL)
 const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 10_000, applicationName: 'cad-router-keys' }))
 try {
   await migrateToLatest(db)
-  if (command === 'create') {
-    const role = values.role as ApiRole | undefined
-    if (!role || !API_ROLES.includes(role)) fail(`--role is one of ${API_ROLES.join(', ')}`)
-    if (!values.name) fail('--name <label> is required')
-    const queues = values.queue ?? null
-    for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
-    if (queues && !takesQueues(role!)) fail(`--queue narrows a console key; a ${role} key has no queues`)
-    for (const a of values.agency ?? []) if (a.length > 64 || !AGENCY_ID.test(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
-    if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
-    if (mustNameAgencies(role!) && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
-    const days = values['expires-days'] ? Number(values['expires-days']) : null
-    if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
-    const { key, view } = await createKey(db, {
-      name: values.name!,
-      role: role!,
-      agencies: values.agency ?? null,
-      queues: queues as QueueName[] | null,
-      expiresAt: days ? new Date(Date.now() + days * 86_400_000) : null,
-      createdBy: 'cli',
-    })
+  if (create) {
+    const { key, view } = await createKey(db, { ...create, createdBy: 'cli' })
     await audit(db, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'cli')
     const scope = `${view.agencies?.join(', ') ?? 'every agency'}${takesQueues(view.role) ? `, ${view.queues ? `queues ${view.queues.join(', ')}` : 'every queue'}` : ''}`
     out(`created ${view.role} key "${view.name}" (${view.id}) for ${scope}${view.expiresAt ? `, expires ${view.expiresAt}` : ''}`)
@@ -90,8 +102,6 @@ try {
       out(`${k.id}  ${k.keyPrefix}…  ${k.role.padEnd(10)} ${k.name}  agencies=${k.agencies?.join(',') ?? '*'}  queues=${k.queues?.join(',') ?? '*'}  ${state}`)
     }
   } else if (command === 'revoke') {
-    if (!arg) fail('usage: npm run keys -- revoke <key id>')
-    if (!KEY_ID.test(arg!)) fail(`no key ${arg} (a key id looks like the first column of \`npm run keys -- list\`)`)
     const before = await db.selectFrom('api_keys').select('revoked_at').where('id', '=', arg!).executeTakeFirst()
     const v = await revokeKey(db, arg!)
     if (!v) fail(`no key ${arg}`)
@@ -100,8 +110,6 @@ try {
       await audit(db, null, { action: 'key.revoke', targetType: 'api_key', targetId: v!.id, details: { name: v!.name } }, 'cli')
       out(`revoked ${v!.id} (${v!.name})`)
     }
-  } else {
-    fail(USAGE)
   }
 } finally {
   await db.destroy()

@@ -1,13 +1,18 @@
 import { spawn } from 'node:child_process'
 import t from 'tap'
+import { freePort } from '../helpers/redis-server.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
 
 /** `npm run keys -- …` from the sources, against this test's database. */
 function keys(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return keysAgainst(world.databaseUrl, ...args)
+}
+
+function keysAgainst(databaseUrl: string, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/auth/keys-cli.ts', ...args], {
-    env: { ...process.env, DATABASE_URL: world.databaseUrl, LOG_LEVEL: 'silent' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''
@@ -86,4 +91,20 @@ t.test('revoking a key twice says it was already revoked', async (t) => {
   t.match(again.stdout, new RegExp(`^${id} \\(twice\\) was already revoked at `))
   const audits = await world.db.selectFrom('audit_log').select('id').where('action', '=', 'key.revoke').where('target_id', '=', id).execute()
   t.equal(audits.length, 1, 'one revocation audited')
+})
+
+t.test('the arguments are checked before anything touches the database', async (t) => {
+  // Nothing listens on this port: a check made after connecting would fail on the connection instead.
+  const nowhere = `postgres://postgres@127.0.0.1:${await freePort()}/nowhere`
+  for (const [args, message] of [
+    [['create', '--role', 'cad', '--name', 'x'], /a cad key needs --agency/],
+    [['create', '--role', 'cad', '--agency', 'hastings-pd', '--queue', 'cru', '--name', 'x'], /--queue narrows a console key/],
+    [['revoke', 'abc'], /^no key abc/],
+    [['rotate'], /^usage:/],
+  ] as const) {
+    const r = await keysAgainst(nowhere, ...args)
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.stderr, message)
+    t.notMatch(r.stderr, /ECONNREFUSED|connect/, 'not a connection error')
+  }
 })

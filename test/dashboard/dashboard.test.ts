@@ -11,6 +11,10 @@ import { seedReportWorld } from '../reports/fixture.js'
 const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
+// Before the world: a browser that cannot start fails the file before a database exists to leave behind.
+const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 60_000 })
+t.teardown(() => browser.close())
+
 const world = await createWorld(t)
 // The fixture's day 0 is a UTC midnight 20 days ago, so the page's default "last 30 days" covers it.
 const today = new Date()
@@ -22,9 +26,6 @@ if (!address || typeof address === 'string') throw new Error('no port')
 const base = `http://127.0.0.1:${address.port}`
 const supervisorKey = await world.key('supervisor')
 const auth = { headers: { authorization: `Bearer ${supervisorKey}` } }
-
-const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 60_000 })
-t.teardown(() => browser.close())
 
 /**
  * Polls an expression in the page. (Playwright's waitForFunction evaluates with eval, which the

@@ -43,6 +43,16 @@ function pathOf(segments: ReadonlyArray<PropertyKey>, prefix: string): string {
   return prefix ? (tail ? `${prefix}.${tail}` : prefix) : tail || '(body)'
 }
 
+/** The value at a path of the request part zod validated (undefined when any step is missing). */
+function valueAt(source: unknown, segments: readonly string[]): unknown {
+  let at = source
+  for (const s of segments) {
+    if (at === null || typeof at !== 'object') return undefined
+    at = (at as Record<string, unknown>)[s]
+  }
+  return at
+}
+
 export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds: number): void {
   app.setNotFoundHandler((req: FastifyRequest, reply: FastifyReply) =>
     sendProblem(reply, retryAfterSeconds, problem('not-found', req.id, `no route for ${req.method} ${req.url.split('?')[0]}`)),
@@ -52,11 +62,18 @@ export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds:
     if (hasZodFastifySchemaValidationErrors(err)) {
       // The request part (body, querystring, params, headers) prefixes the field path, except for the body.
       const part = err.validationContext === 'body' ? '' : (err.validationContext ?? '')
+      const source: unknown = err.validationContext ? (req as unknown as Record<string, unknown>)[err.validationContext] : undefined
       const invalidParams = err.validation.flatMap((v): InvalidParam[] => {
         const segments = v.instancePath.split('/').filter(Boolean)
-        // zod says a missing field is of the wrong type ("expected number, received undefined").
+        // zod calls a missing field one of the wrong type ("expected number, received undefined") or a
+        // wrong option: say it is required, and what it takes.
         const missing = v.keyword === 'invalid_type' ? /expected (\w+), received undefined$/.exec(v.message ?? '') : null
-        const reason = missing ? `required (${missing[1]})` : (v.message ?? 'invalid')
+        const options = v.keyword === 'invalid_value' && valueAt(source, segments) === undefined ? (v.params as { values?: unknown }).values : undefined
+        const reason = missing
+          ? `required (${missing[1]})`
+          : Array.isArray(options)
+            ? `required (one of ${options.map((o) => JSON.stringify(o)).join(', ')})`
+            : (v.message ?? 'invalid')
         // An unknown field is named itself, not by the object that holds it.
         const keys = v.keyword === 'unrecognized_keys' ? (v.params as { keys?: unknown }).keys : undefined
         if (Array.isArray(keys) && keys.length) {

@@ -139,6 +139,12 @@ t.test('validation errors name each bad field and write nothing', async (t) => {
   const missing = await post({ ...callEvent(), call: withoutPriority })
   t.equal(missing.statusCode, 400)
   t.same(missing.json().invalidParams, [{ name: 'call.priority', reason: 'required (number)' }])
+  // The same for a field that takes one of a list; a wrong value keeps zod's own words.
+  const { type: _type, ...withoutType } = callEvent()
+  const noType = await post(withoutType)
+  t.same(noType.json().invalidParams, [{ name: 'type', reason: 'required (one of "call.created", "call.updated", "call.closed")' }])
+  const wrongType = await post({ ...callEvent(), type: 'call.exploded' })
+  t.match(wrongType.json().invalidParams, [{ name: 'type', reason: /^Invalid option/ }])
 
   const dispositionOnCreate = await post(callEvent({ disposition: 'no_contact' }))
   t.equal(dispositionOnCreate.statusCode, 400)

@@ -83,6 +83,7 @@ async function start(): Promise<void> {
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
+    observeWorkers([retention.worker], metrics)
     closers.unshift({ name: 'redis (workers)', close: () => connection.quit() })
     closers.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
     closers.unshift({ name: 'retention', close: () => retention.close() })

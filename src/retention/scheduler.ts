@@ -5,12 +5,23 @@ import { scrubPersonalData } from './scrub.js'
 
 const QUEUE = 'maintenance'
 const SCHEDULER_ID = 'retention-scrub'
+/** A run that fails (Postgres away, a statement time-out) goes again this many times in all before the next interval. */
+const ATTEMPTS = 3
 
 /**
  * Runs the retention scrub on a BullMQ job scheduler (every hour by default): one schedule however
  * many worker processes run, and it survives restarts because it lives in Redis.
  */
-export async function startRetention(deps: { db: Db; connection: ConnectionOptions; prefix: string; retentionDays: number; everyMs: number; log: FastifyBaseLogger }) {
+export async function startRetention(deps: {
+  db: Db
+  connection: ConnectionOptions
+  prefix: string
+  retentionDays: number
+  everyMs: number
+  /** The first retry's wait after a failed run (doubling after); 1 minute by default. */
+  retryMs?: number
+  log: FastifyBaseLogger
+}) {
   const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
   const worker = new Worker(
     QUEUE,
@@ -23,10 +34,19 @@ export async function startRetention(deps: { db: Db; connection: ConnectionOptio
     { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
   )
   worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
+  // Personal data kept past its time is a failure someone must see: each failed run is logged.
+  worker.on('failed', (job, err) => {
+    const attempt = job?.attemptsMade ?? 0
+    deps.log.warn({ attempt, attempts: ATTEMPTS, err: { message: err.message } }, attempt < ATTEMPTS ? 'retention scrub failed; it runs again shortly' : 'retention scrub failed; it runs again at the next interval')
+  })
   // Without a listener BullMQ writes the queue's connection errors raw to stderr; the worker above reports them.
   queue.on('error', () => {})
-  await queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, { name: 'scrub', opts: { removeOnComplete: 100, removeOnFail: 100 } })
+  await queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, {
+    name: 'scrub',
+    opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
+  })
   return {
+    worker,
     async close(): Promise<void> {
       await worker.close()
       await queue.close()

@@ -1,10 +1,13 @@
+import { Writable } from 'node:stream'
 import { sql } from 'kysely'
+import pino from 'pino'
 import t from 'tap'
+import { createDb, createPool } from '../../src/db/connect.js'
 import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
 import { EVENT_HOLDS_PERSONAL_DATA, ROW_HOLDS_PERSONAL_DATA, scrubPersonalData, TRANSITION_HOLDS_TYPED_TEXT } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, eventually, openTransaction, quietLog } from '../helpers/world.js'
+import { createWorld, dropRedisPrefix, eventually, openTransaction, quietLog } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const { app, db } = world
@@ -65,6 +68,31 @@ t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
   })
   await eventually(async () => (await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller === null, 10_000)
   t.pass('the first run of the schedule scrubbed the old call')
+})
+
+t.test('a failed run is logged and runs again within the interval', async (t) => {
+  const old = await closedCall('EDP', 150)
+  // Statements that give up after 300 ms, and the calls table locked: the first run fails.
+  const impatient = createDb(createPool({ connectionString: world.databaseUrl, max: 2, statementTimeoutMs: 300 }))
+  const holder = await openTransaction(t, world.pool)
+  await holder.query('lock table calls in access exclusive mode')
+  const lines: string[] = []
+  const log = pino({ level: 'warn' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
+  const prefix = `${world.prefix}-retry`
+  const connection = createRedis(world.config.REDIS_URL, 'worker')
+  // The interval is an hour: only the retry can scrub the call within this test.
+  const retention = await startRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log })
+  t.teardown(async () => {
+    await retention.close()
+    connection.disconnect()
+    await impatient.destroy()
+    await dropRedisPrefix(world.config.REDIS_URL, prefix)
+  })
+  await eventually(async () => lines.some((l) => l.includes('retention scrub failed; it runs again shortly')), 10_000)
+  t.match(JSON.parse(lines.find((l) => l.includes('retention scrub failed'))!), { attempt: 1, attempts: 3, err: { message: /statement timeout|canceling statement/ } })
+  await holder.query('rollback')
+  await eventually(async () => (await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller === null, 10_000)
+  t.pass('a retry scrubbed the call, an hour before the next interval')
 })
 
 t.test('in batches; a call locked elsewhere is left for the next run, not waited for', async (t) => {

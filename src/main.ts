@@ -29,7 +29,7 @@ const closers: Array<{ name: string; close: () => Promise<unknown> }> = []
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
 const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
-// Last to close, so the spans of the shutdown itself are exported.
+// Closed after everything but Postgres, so the spans of the shutdown itself are exported.
 if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {

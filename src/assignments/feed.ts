@@ -466,24 +466,23 @@ export interface FeedSignalsDeps {
 }
 
 /**
- * Wake-ups across API instances: every instance subscribes to a Redis channel; the instance that
- * holds a session advisory lock LISTENs for the commit-time NOTIFY (on the process's LISTEN
- * connection) and republishes it. The lock goes with its own connection, which listens to
- * nothing (a listening connection costs every notifying commit): when that instance dies, or its
- * lock connection does, another one takes over.
+ * Wake-ups across API instances: every instance subscribes to a Redis channel; one of them, the
+ * bridge, republishes the commit-time NOTIFY there. Every instance follows the NOTIFY channel on
+ * its process's LISTEN connection (which listens anyway, for keys and rule sets, so the channel
+ * costs Postgres nothing more); while that connection listens, the instance tries to take a
+ * session advisory lock, on a connection of its own, and the holder is the bridge. When its LISTEN
+ * connection is lost the bridge lets the lock go, so an instance that still hears takes over; when
+ * the bridge or its lock connection dies, the lock goes with it.
  */
 export function createFeedSignals(deps: FeedSignalsDeps) {
   const { log, onWake, channel } = deps
   const retryMs = deps.bridgeRetryMs ?? 1000
   let running = false
+  let hearing = false
   let client: pg.Client | undefined
   let timer: NodeJS.Timeout | undefined
   let bridging = false
   let listener: ChannelListener | undefined
-  const unlisten = () => {
-    void listener?.close()
-    listener = undefined
-  }
   let publishing = false
   let publishAgain = false
 
@@ -518,11 +517,20 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
 
   const retry = () => {
     clearTimeout(timer)
-    if (running) timer = setTimeout(() => void bridge(), retryMs)
+    if (running && hearing) timer = setTimeout(() => void bridge(), retryMs)
+  }
+
+  /** Ends the lock's session, which releases the lock at once for the other instances. */
+  const letGo = () => {
+    clearTimeout(timer)
+    bridging = false
+    const c = client
+    client = undefined
+    c?.end().catch(() => {})
   }
 
   async function bridge(): Promise<void> {
-    if (!running) return
+    if (!running || !hearing || bridging) return
     const c = client ?? new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-feed' })
     if (!client) {
       client = c
@@ -530,7 +538,6 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
         if (client !== c) return
         if (bridging && running) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
         bridging = false
-        unlisten()
         client = undefined
         c.end().catch(() => {})
         retry()
@@ -548,12 +555,13 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
     }
     try {
       const { rows } = await c.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [BRIDGE_LOCK])
-      if (!running) return
+      if (client !== c) return
       if (!rows[0]?.ok) return retry()
+      // Deaf or stopped while the lock was being taken: a bridge must hear.
+      if (!running || !hearing) return letGo()
       bridging = true
-      // Each (re)connect of the LISTEN connection publishes: changes committed while nobody listened.
-      listener = deps.notifications.subscribe(FEED_CHANNEL, { onNotify: publish, onListening: publish })
       log.info('this instance relays assignment feed wake-ups to Redis')
+      publish() // changes committed while no bridge was listening
     } catch (err) {
       log.debug({ err: { message: (err as Error).message } }, 'feed bridge could not take the lock')
       retry()
@@ -566,18 +574,34 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       running = true
       sub.connect().catch(() => {})
       sub.subscribe(channel).catch(() => {})
-      await bridge()
+      listener = deps.notifications.subscribe(FEED_CHANNEL, {
+        onNotify: () => {
+          if (bridging) publish()
+        },
+        // (Each loss let the lock go: the instance that takes it publishes for what went unheard.)
+        onListening: () => {
+          hearing = true
+          void bridge()
+        },
+        onLost: () => {
+          hearing = false
+          if (bridging) log.warn('feed bridge lost its LISTEN connection; it lets another instance take over')
+          letGo()
+        },
+      })
+      await listener.started()
     },
     async stop(): Promise<void> {
       running = false
+      hearing = false
+      await listener?.close()
+      listener = undefined
       clearTimeout(timer)
+      bridging = false
       const c = client
       client = undefined
-      bridging = false
-      unlisten()
       // Ending the session releases the advisory lock at once for the other instances.
       await c?.end().catch(() => {})
-      sub.disconnect()
     },
     isBridge: () => bridging,
   }

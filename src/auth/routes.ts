@@ -31,7 +31,8 @@ const keyView = z
  * A key may act for any agency, so only a county-wide admin manages them: an admin narrowed to some
  * agencies could otherwise mint a key for every agency, or revoke another agency's CAD key.
  */
-const keysAreCountyWide = (req: FastifyRequest) => requireCountyWide(principalOf(req), 'API keys are managed')
+// Before validation: such a key learns nothing from the body's errors either.
+const keysAreCountyWide = async (req: FastifyRequest) => requireCountyWide(principalOf(req), 'API keys are managed')
 
 const agencyId = z.string().min(1).max(64).regex(AGENCY_ID)
 
@@ -55,6 +56,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
     '/v1/keys',
     {
       config: { access: ['admin'] },
+      preValidation: keysAreCountyWide,
       schema: {
         tags: ['keys'],
         operationId: 'createKey',
@@ -78,7 +80,6 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       },
     },
     async (req, reply) => {
-      keysAreCountyWide(req)
       const b = req.body
       if (b.expiresAt && new Date(b.expiresAt) <= new Date()) {
         throw new AppError('validation-failed', 'the key would be expired already', { invalidParams: [{ name: 'expiresAt', reason: 'in the past' }] })
@@ -103,10 +104,10 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
     '/v1/keys',
     {
       config: { access: ['admin'] },
+      preValidation: keysAreCountyWide,
       schema: { tags: ['keys'], operationId: 'listKeys', summary: 'List API keys (never the keys themselves)', response: { 200: z.object({ items: z.array(keyView) }), ...problemResponses(401, 403, 503) } },
     },
     async (req) => {
-      keysAreCountyWide(req)
       return { items: await listKeys(db) }
     },
   )
@@ -115,6 +116,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
     '/v1/keys/:id/revoke',
     {
       config: { access: ['admin'] },
+      preValidation: keysAreCountyWide,
       schema: {
         tags: ['keys'],
         operationId: 'revokeKey',
@@ -124,7 +126,6 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       },
     },
     async (req) => {
-      keysAreCountyWide(req)
       const view = await db.transaction().execute(async (trx) => {
         const v = await revokeKey(trx, req.params.id)
         if (v) await audit(trx, req, { action: 'key.revoke', targetType: 'api_key', targetId: v.id, details: { name: v.name } })

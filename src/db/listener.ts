@@ -8,6 +8,8 @@ export interface ChannelHandlers {
    * sent while no connection listened are lost, so whoever relies on them catches up here.
    */
   onListening: () => void
+  /** The connection was lost (after onListening): nothing is heard until the next onListening. */
+  onLost?: () => void
 }
 
 export interface ChannelListener {
@@ -21,7 +23,7 @@ export interface ChannelListener {
 /**
  * One LISTEN connection for every channel a process follows. Postgres (15) signals every backend
  * that listens in the database at each commit that notifies, whatever the channel: each extra
- * listening connection costs every notifying commit about 38 µs of Postgres CPU (bench/README.md).
+ * listening connection costs every notifying commit 25–38 µs of Postgres CPU (bench/README.md).
  */
 export interface Notifications {
   subscribe(channel: string, handlers: ChannelHandlers): ChannelListener
@@ -89,7 +91,7 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
     retryPending = true
     timer = setTimeout(() => {
       retryPending = false
-      void connect()
+      start()
     }, wait)
     timer.unref()
   }
@@ -99,10 +101,20 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
     for (const s of subs) s.settle()
   }
 
+  // connect() reports its own failures; this catches what escapes it (a malformed URL throws in the constructor).
+  const start = () =>
+    void connect().catch((err: unknown) => {
+      connecting = false
+      log.warn({ err: { message: (err as Error).message } }, 'listener could not start; retrying')
+      settleAll()
+      retry()
+    })
+
   async function connect(): Promise<void> {
     if (closed || connecting || client || !subs.size) return
     connecting = true
-    const c = new pg.Client({ connectionString: opts.databaseUrl, application_name: opts.applicationName })
+    // keepAlive: a half-open connection would leave every subscriber deaf without an error.
+    const c = new pg.Client({ connectionString: opts.databaseUrl, application_name: opts.applicationName, keepAlive: true })
     c.on('notification', (n) => {
       for (const s of subs) if (s.up && s.channel === n.channel) guard(() => s.onNotify(n.payload ?? ''))
     })
@@ -114,7 +126,11 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
       if (client === c) {
         client = undefined
         listened = new Set()
-        for (const s of subs) s.up = false
+        for (const s of subs) {
+          if (!s.up) continue
+          s.up = false
+          if (s.onLost) guard(s.onLost)
+        }
       }
       c.end().catch(() => {})
       if (!closed) log.warn({ channels: [...channels()], failures, err: { message: err?.message ?? 'connection ended' } }, what)
@@ -138,34 +154,38 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
       return
     }
     client = c
-    failures = 0
-    await sync()
+    // Only a connection that LISTENs counts as back: one that fails its LISTEN keeps backing off.
+    if (await sync()) failures = 0
   }
 
-  /** Makes the connection's LISTENs match the subscriptions, and tells the new ones they listen. */
-  async function sync(): Promise<void> {
+  /**
+   * Makes the connection's LISTENs match the subscriptions, and tells the new ones they listen.
+   * False when the connection was lost or its LISTEN failed (the reconnect syncs again).
+   */
+  async function sync(): Promise<boolean> {
     if (syncing) {
       syncAgain = true
-      return
+      return true
     }
     syncing = true
     try {
       do {
         syncAgain = false
         const c = client
-        if (!c) return
+        if (!c) return false
         const wanted = channels()
         const add = [...wanted].filter((ch) => !listened.has(ch))
         const remove = [...listened].filter((ch) => !wanted.has(ch))
         if (add.length || remove.length) {
           try {
-            await c.query([...add.map((ch) => `listen ${ch}`), ...remove.map((ch) => `unlisten ${ch}`)].join('; '))
+            // Quoted: an identifier that is also a keyword (user) would not parse bare.
+            await c.query([...add.map((ch) => `listen "${ch}"`), ...remove.map((ch) => `unlisten "${ch}"`)].join('; '))
           } catch (err) {
             // The connection is broken (or about to be): the reconnect LISTENs again.
             if (client === c) dropCurrent?.(err as Error)
-            return
+            return false
           }
-          if (client !== c) return
+          if (client !== c) return false
           for (const ch of add) listened.add(ch)
           for (const ch of remove) listened.delete(ch)
         }
@@ -176,6 +196,7 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
           guard(() => s.onListening())
         }
       } while (syncAgain)
+      return true
     } finally {
       syncing = false
     }
@@ -210,8 +231,11 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
         },
       }
       subs.add(sub)
-      if (client) void sync()
-      else if (!retryPending) void connect()
+      // After the caller has its ChannelListener: onListening may run at once when the channel listens already.
+      if (client) queueMicrotask(() => void sync())
+      // A failure was just seen: the first wait ends now, rather than after the backoff.
+      else if (retryPending) sub.settle()
+      else start()
       return {
         listening: () => sub.up,
         started: () => first,

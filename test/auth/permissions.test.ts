@@ -65,6 +65,11 @@ const probes: Probe[] = [
     expect: { none: 401, cad: 403, supervisor: 403, auditor: 403, admin: 201, hastingsAdmin: 403 },
   },
   {
+    name: 'POST /v1/keys (a body that fails validation: 403 before 400)',
+    run: req('POST', '/v1/keys', { name: '', role: 'nobody' }),
+    expect: { admin: 400, hastingsAdmin: 403 },
+  },
+  {
     name: 'POST /v1/keys (a Hastings cad key)',
     run: req('POST', '/v1/keys', { name: 'probe', role: 'cad', agencies: ['hastings-pd'] }),
     expect: { cad: 403, admin: 201, hastingsAdmin: 403 },

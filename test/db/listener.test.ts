@@ -1,6 +1,7 @@
 import t from 'tap'
 import { createNotifications, type ChannelHandlers } from '../../src/db/listener.js'
 import { freePort } from '../helpers/redis-server.js'
+import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { createWorld, eventually, quietLog } from '../helpers/world.js'
 
 // One LISTEN connection per process, whatever the number of channels: Postgres signals every
@@ -22,6 +23,7 @@ function recorder(): ChannelHandlers & { payloads: string[]; listenings: number 
 const connections = async () =>
   Number((await world.pool.query<{ n: string }>('select count(*) as n from pg_stat_activity where datname = $1 and application_name = $2', [world.name, APP])).rows[0]!.n)
 const notify = (channel: string, payload: string) => world.pool.query('select pg_notify($1, $2)', [channel, payload])
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 t.test('several channels share one connection; each subscriber hears its own channel', async (t) => {
   const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
@@ -105,4 +107,81 @@ t.test('channel names are identifiers (they are written into LISTEN)', async (t)
   const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
   t.teardown(() => hub.close())
   t.throws(() => hub.subscribe('a; drop table calls', recorder()), /not a channel name/)
+})
+
+t.test('a channel named like a keyword listens too (names are quoted)', async (t) => {
+  const warnings: string[] = []
+  const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: { info: () => {}, warn: (_o: unknown, m?: string) => void warnings.push(String(m)) } })
+  t.teardown(() => hub.close())
+  const good = recorder()
+  const lg = hub.subscribe('t_listen_good', good)
+  await lg.started()
+  // "user" passes the identifier check but is a reserved word: bare, `listen user` does not parse,
+  // and the failed LISTEN took the whole connection down, for every channel, once a second.
+  const user = recorder()
+  const lu = hub.subscribe('user', user)
+  await lu.started()
+  t.ok(lu.listening() && lg.listening(), 'both listen')
+  await notify('user', 'x')
+  await eventually(async () => user.payloads.length === 1, 2000)
+  await sleep(1500)
+  t.same(warnings, [], 'no reconnects')
+  t.equal(good.listenings, 1)
+})
+
+t.test('closing and subscribing again while a LISTEN is in flight', async (t) => {
+  const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
+  t.teardown(() => hub.close())
+  const a = recorder()
+  const la = hub.subscribe('t_listen_x', a)
+  await la.started()
+  const closing = la.close()
+  const b = recorder()
+  const lb = hub.subscribe('t_listen_x', b)
+  await closing
+  await lb.started()
+  await notify('t_listen_x', 'one')
+  await eventually(async () => b.payloads.length === 1, 2000)
+  t.same([a.payloads, b.listenings], [[], 1], 'the closed one hears nothing; the new one listens once')
+
+  // Subscribed and closed before its LISTEN returned, with another subscriber right behind.
+  const c = recorder()
+  const lc = hub.subscribe('t_listen_y', c)
+  const cClosing = lc.close()
+  const d = recorder()
+  const ld = hub.subscribe('t_listen_y', d)
+  await Promise.all([cClosing, ld.started()])
+  await notify('t_listen_y', 'two')
+  await eventually(async () => d.payloads.length === 1, 2000)
+  t.same([c.payloads, c.listenings, d.listenings], [[], 0, 1])
+})
+
+t.test('closed while connecting: the waits end and no connection stays', async (t) => {
+  const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
+  const l = hub.subscribe('t_listen_z', recorder())
+  await hub.close()
+  await l.started()
+  await eventually(async () => (await connections()) === 0, 2000)
+  t.pass('no connection left')
+})
+
+t.test('while Postgres is away: a new subscriber does not wait out the backoff, and onLost is told', async (t) => {
+  const proxy = await startTcpProxy(t, { host: '127.0.0.1', port: 5432 })
+  const hub = createNotifications({ databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/${world.name}`, applicationName: APP, log: quietLog })
+  t.teardown(() => hub.close())
+  let lost = 0
+  const a = recorder()
+  const la = hub.subscribe('t_listen_p', { ...a, onLost: () => void lost++ })
+  await la.started()
+  await proxy.cut()
+  await eventually(async () => lost === 1, 2000)
+  t.notOk(la.listening())
+  await sleep(1500) // the first retry has failed: the next waits 2 s
+  const started = performance.now()
+  const lb = hub.subscribe('t_listen_q', recorder())
+  await lb.started()
+  t.ok(performance.now() - started < 1000, `the new subscriber's first wait ended at once (${Math.round(performance.now() - started)} ms)`)
+  await proxy.restore()
+  await eventually(async () => la.listening() && lb.listening(), 10_000)
+  t.equal(a.listenings, 2, 'back: the first subscriber is told again')
 })

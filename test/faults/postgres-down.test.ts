@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { PG_ADMIN_URL, say } from '../helpers/world.js'
 import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, postAll, sleep, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
-import { startTcpProxy } from './fixtures/tcp-proxy.js'
+import { startTcpProxy } from '../helpers/tcp-proxy.js'
 
 // Fault 4: Postgres unreachable. The services reach Postgres through a TCP proxy that the test
 // cuts (every connection dropped, new ones refused) for 3 s; later the test kills the services'

@@ -24,6 +24,14 @@ export const canSeeQueue = (p: { queues: readonly string[] | null }, queue: stri
  */
 export const seesHealthHistory = (p: Principal): boolean => p.role !== 'console' || p.queues === null || p.queues.some((q) => HEALTH_QUEUES.has(q))
 
+/**
+ * A call's personal data is read by its agency's supervisors and by the consoles that work it: a
+ * console narrowed to some queues reads a call only once it holds an assignment in one of them (a
+ * police desk has no business with a call CRU alone handles).
+ */
+export const mayReadCall = (p: Principal, call: { agency: string; assignments: ReadonlyArray<{ queue: string }> }): boolean =>
+  canActForAgency(p, call.agency) && (p.role !== 'console' || p.queues === null || call.assignments.some((a) => canSeeQueue(p, a.queue)))
+
 /** The behavioral-health queues: what their responders write is health data. */
 export const HEALTH_QUEUES: ReadonlySet<string> = new Set<QueueName>(['cru', 'case_management', 'follow_up'])
 

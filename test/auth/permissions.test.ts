@@ -157,7 +157,10 @@ t.test("an eventId another agency's CAD already used is refused without naming t
 t.test('a console that works only police queues does not see the health history facts', async (t) => {
   const policeConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['police'] })
   const cruConsole = await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] })
-  const url = `/v1/calls/${seed.call.callId}`
+  // Co-response (weapons): police and CRU both work the call, so both desks may read it.
+  const co = callEvent({ agency: 'hastings-pd', natureCode: 'EDP', flags: { weapons: true } })
+  t.same((await app.inject({ method: 'POST', url: '/v1/call-events', payload: co, headers: as('cad') })).json().decision.assignments.map((a: { queue: string }) => a.queue).sort(), ['cru', 'police'])
+  const url = `/v1/calls/${co.call.callId}`
   const police = (await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${policeConsole}` } })).json()
   const cru = (await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${cruConsole}` } })).json()
   t.equal(police.decisions[0].facts.history, '[withheld]')
@@ -166,6 +169,28 @@ t.test('a console that works only police queues does not see the health history 
   t.notMatch(JSON.stringify(police.decisions[0].trace), /"value":(true|false|\d+)[^}]*caseManager|caseManagerActive","value":(true|false)/)
   const list = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `Bearer ${policeConsole}` } })
   t.ok(list.json().items.every((a: { queue: string }) => a.queue === 'police'))
+})
+
+t.test('a console reads only the calls its queues work: a police desk never opens a call CRU alone handles', async (t) => {
+  const policeConsole = { authorization: `Bearer ${await world.key('console', { agencies: ['hastings-pd'], queues: ['police'] })}` }
+  const cruConsole = { authorization: `Bearer ${await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] })}` }
+  const cruOnly = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+  const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: cruOnly, headers: as('cad') })).json()
+  t.notOk(created.decision.assignments.some((a: { queue: string }) => a.queue === 'police'), 'no police assignment')
+  for (const url of [`/v1/calls/${cruOnly.call.callId}`, `/v1/calls/${cruOnly.call.callId}/eido`]) {
+    const police = await app.inject({ method: 'GET', url, headers: policeConsole })
+    const unknown = await app.inject({ method: 'GET', url: url.replace(cruOnly.call.callId, 'no-such-call'), headers: policeConsole })
+    t.equal(police.statusCode, 404, `${url}: the police desk gets 404`)
+    t.equal(police.json().title, unknown.json().title, 'as for an unknown id')
+    t.notMatch(police.body, /Lindqvist|not wanting to live/)
+    t.equal((await app.inject({ method: 'GET', url, headers: cruConsole })).statusCode, 200, `${url}: the CRU desk reads it`)
+    t.equal((await app.inject({ method: 'GET', url, headers: as('console') })).statusCode, 200, `${url}: a console of every queue reads it`)
+    t.equal((await app.inject({ method: 'GET', url, headers: as('supervisor') })).statusCode, 200, `${url}: so does a supervisor`)
+  }
+  // CRU declines: the call escalates to co-response, police now work it and may read it.
+  const cruId = created.decision.assignments.find((a: { queue: string }) => a.queue === 'cru').id
+  t.equal((await app.inject({ method: 'POST', url: `/v1/assignments/${cruId}/decline`, payload: { reason: 'needs police' }, headers: cruConsole })).statusCode, 200)
+  t.equal((await app.inject({ method: 'GET', url: `/v1/calls/${cruOnly.call.callId}`, headers: policeConsole })).statusCode, 200, 'after the escalation, the police desk reads it')
 })
 
 type Rule = { ruleId: string; matched: boolean; conditions: { condition: string; value: unknown; result: boolean }[] }
@@ -187,7 +212,8 @@ t.test('a police console sees nothing of the trace that depends on the history, 
     t.equal(d.route, 'police')
     return d.trace as Rule[]
   }
-  const cru = await read(['cru'])
+  // (A CRU-only desk does not open this police call at all: a desk that works police and CRU does.)
+  const cru = await read(['police', 'cru'])
   const police = await read(['police'])
   const caseManagerRule = (trace: Rule[]) => trace.find((r) => r.ruleId === 'repeat-caller-case-manager')!
   t.match(caseManagerRule(cru).conditions, [{ condition: 'repeatCallerWithCaseManager', value: true, result: true }], 'the CRU console sees why the case-manager rule was considered')
@@ -199,7 +225,8 @@ t.test('a police console sees nothing of the trace that depends on the history, 
 })
 
 t.test("a police console does not read what a CRU desk wrote on its assignment", async (t) => {
-  const ev = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+  // Co-response: the police desk works this call too, so it reads it, without the CRU desk's words.
+  const ev = callEvent({ agency: 'hastings-pd', natureCode: 'EDP', flags: { weapons: true } })
   const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: ev, headers: as('cad') })).json()
   const cruId = created.decision.assignments.find((a: { queue: string }) => a.queue === 'cru').id
   const moved = await app.inject({ method: 'POST', url: `/v1/assignments/${cruId}/acknowledge`, payload: { reason: 'her sister says she stopped her medication' }, headers: as('console') })

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Redis } from 'ioredis'
+import { z } from 'zod'
 import type { Config } from './config.js'
 import type { Db } from './db/connect.js'
 import rateLimit from '@fastify/rate-limit'
@@ -71,6 +72,8 @@ export interface AppDeps {
   notifications?: Notifications
 }
 
+const NO_QUERY = z.object({}).strict()
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** Builds the HTTP API without listening; main.ts and the tests both use it. */
@@ -106,7 +109,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
     frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH, headers }),
   }).withTypeProvider<ZodTypeProvider>()
-  app.addHook('onRoute', (route) => paths.add(route.method, route.url))
+  app.addHook('onRoute', (route) => {
+    paths.add(route.method, route.url)
+    // Unknown fields are refused, query parameters included: `?dryRun=true` on a move must not
+    // pass silently and move the assignment for real. (The dashboard, docs and bull-board are not ours.)
+    if (route.url.startsWith('/v1/') && !route.schema?.querystring) route.schema = { ...route.schema, querystring: NO_QUERY }
+  })
 
   // Before any route or hook, so all of them are traced.
   if (deps.tracing) await app.register(deps.tracing.fastify.plugin())

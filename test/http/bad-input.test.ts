@@ -258,3 +258,26 @@ t.test('9: RFC 3339 lets the T and Z be lower case: accepted on every route, sto
   refused(t, await app.inject({ method: 'GET', url: '/v1/reports/summary?from=1899-12-31t23:59:59z' }), 'querystring.from', 'report from before 1900')
   t.same(await stored(), before, 'nothing stored')
 })
+
+t.test('a query parameter a route does not take is refused, not ignored, and nothing happens', async (t) => {
+  const ev = callEvent({ natureCode: 'EDP' })
+  const posted = await app.inject({ method: 'POST', url: '/v1/call-events?dryRun=true', payload: ev })
+  refused(t, posted, 'querystring.dryRun', 'POST /v1/call-events?dryRun=true')
+  t.notOk(await db.selectFrom('call_events').select('event_id').where('event_id', '=', ev.eventId).executeTakeFirst(), 'the event is not stored')
+
+  const stored = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP' }) })).json()
+  const assignment = stored.decision.assignments[0].id
+  const declined = await app.inject({ method: 'POST', url: `/v1/assignments/${assignment}/decline?dryRun=true`, payload: {} })
+  refused(t, declined, 'querystring.dryRun', 'a move with ?dryRun=true')
+  t.not((await db.selectFrom('assignments').select('status').where('id', '=', assignment).executeTakeFirstOrThrow()).status, 'declined', 'the assignment did not move')
+
+  // Reads and other writes alike.
+  for (const [method, url] of [
+    ['GET', `/v1/calls/${stored.callId}?includePII=false`],
+    ['GET', `/v1/calls/${stored.callId}/eido?x=1`],
+    ['GET', '/v1/keys?role=console'],
+    ['POST', `/v1/keys/00000000-0000-4000-8000-000000000000/revoke?force=1`],
+  ] as const) {
+    refused(t, await app.inject({ method, url }), `querystring.${url.split('?')[1]!.split('=')[0]}`, `${method} ${url}`)
+  }
+})

@@ -30,6 +30,9 @@ export interface AssignmentFeedDeps {
 }
 
 const READY_MS = 5000
+/** Catch-up reads in flight at once per process; the others wait their turn, a page at a time. */
+const CATCH_UP_CONNECTIONS = 2
+export const CATCH_UP_APPLICATION_NAME = 'cad-router-feed-catchup'
 
 /**
  * The feed of one API instance. It starts on the first console that streams or long-polls, so an
@@ -39,12 +42,18 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   // The hub reads on a connection of its own: behind a pool busy with ingest, a wake-up would
   // wait for a free connection, and every console with it.
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
+  // Consoles catching up (a resume from an old position, many after a restart) read on a small
+  // pool of their own: on the service's pool they could take every connection ingest needs.
+  const catchUpDb = createDb(
+    createPool({ connectionString: deps.databaseUrl, max: CATCH_UP_CONNECTIONS, statementTimeoutMs: 5000, applicationName: CATCH_UP_APPLICATION_NAME }),
+  )
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
   let stopped = false
   return {
     db: deps.db,
+    catchUpDb,
     hub,
     signals,
     heartbeatMs: deps.heartbeatMs,
@@ -64,6 +73,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
       hub.stop()
       if (started) await signals.stop()
       await hubDb.destroy()
+      await catchUpDb.destroy()
     },
   }
 }
@@ -238,7 +248,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
           ? decodePosition(req.query.lastEventId, 'querystring.lastEventId')
           : undefined
       // Before the stream starts, so the refusal is an ordinary problem response.
-      if (from) await checkPositionIssued(feed.db, from, header ? 'headers.last-event-id' : 'querystring.lastEventId')
+      if (from) await checkPositionIssued(feed.catchUpDb, from, header ? 'headers.last-event-id' : 'querystring.lastEventId')
       const hub = await feed.ready()
       // Where this stream starts, sent as the id of the connect block: a client that drops before
       // its first event resumes from here (an id-only block sets the last event id) instead of "now".
@@ -287,7 +297,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         return drained()
       }
       void send(`retry: ${RECONNECT_MS}\nid: ${encodePosition(start)}\n: connected\n\n`)
-      const sub = subscribeFeed({ db: feed.db, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
+      const sub = subscribeFeed({ db: feed.catchUpDb, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
       const heartbeat = setInterval(() => {
         if (full) {
           // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would

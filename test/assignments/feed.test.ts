@@ -327,3 +327,19 @@ t.test('heartbeats keep the stream open', async (t) => {
   await s.ended
   t.pass('stream ended on shutdown')
 })
+
+t.test("consoles catching up read on connections of their own: they never take the service's pool from ingest", async (t) => {
+  await post()
+  await post()
+  const changes = await allChanges()
+  const warm = await stream(admin) // the hub is started and the key is cached
+  warm.close()
+  // Every connection of the service's pool taken, as a crowd of consoles resuming from an old
+  // position took them before: a resume from the start still reads to the end.
+  const held = await Promise.all(Array.from({ length: world.pool.options.max }, () => world.pool.connect()))
+  t.teardown(() => held.forEach((c) => c.release()))
+  const s = await stream({ ...admin, 'last-event-id': '0-0' })
+  t.equal(s.status, 200)
+  t.same((await s.waitFor(changes.length, 5000)).slice(0, changes.length).map(key), changes, 'every change from the start, in order')
+  s.close()
+})

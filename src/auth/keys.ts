@@ -75,8 +75,9 @@ export async function createKey(db: Executor, input: NewKey, key: string = gener
       id,
       name: input.name,
       role: input.role,
-      agencies: input.agencies,
-      queues: input.queues,
+      // A scope is a set: the same agency or queue named twice is stored once.
+      agencies: input.agencies && [...new Set(input.agencies)],
+      queues: input.queues && [...new Set(input.queues)],
       key_hash: hashKey(key),
       key_prefix: key.slice(0, KEY_PREFIX.length + 6),
       created_by: input.createdBy,

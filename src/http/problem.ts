@@ -62,7 +62,9 @@ export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds:
     if (hasZodFastifySchemaValidationErrors(err)) {
       // The request part (body, querystring, params, headers) prefixes the field path, except for the body.
       const part = err.validationContext === 'body' ? '' : (err.validationContext ?? '')
-      const source: unknown = err.validationContext ? (req as unknown as Record<string, unknown>)[err.validationContext] : undefined
+      // (Fastify validates the querystring, and keeps it as req.query.)
+      const parts: Record<string, unknown> = { body: req.body, querystring: req.query, params: req.params, headers: req.headers }
+      const source = parts[err.validationContext ?? 'body']
       const invalidParams = err.validation.flatMap((v): InvalidParam[] => {
         const segments = v.instancePath.split('/').filter(Boolean)
         // zod calls a missing field one of the wrong type ("expected number, received undefined") or a

@@ -284,6 +284,9 @@ t.test('revocation and expiry take effect at once', async (t) => {
   t.pass('an expiry moved into the past in the database is honoured within a second')
   const past = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'dead', role: 'console', agencies: null, expiresAt: '2020-01-01T00:00:00Z' } })
   t.equal(past.statusCode, 400)
+
+  const twice = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'twice', role: 'console', agencies: ['hastings-pd', 'hastings-pd'], queues: ['cru', 'cru'] } })
+  t.same([twice.json().agencies, twice.json().queues], [['hastings-pd'], ['cru']], 'a scope named twice is stored once')
 })
 
 t.test('the audit log records reads of personal data, assignment moves and key changes', async (t) => {

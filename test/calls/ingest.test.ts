@@ -145,6 +145,10 @@ t.test('validation errors name each bad field and write nothing', async (t) => {
   t.same(noType.json().invalidParams, [{ name: 'type', reason: 'required (one of "call.created", "call.updated", "call.closed")' }])
   const wrongType = await post({ ...callEvent(), type: 'call.exploded' })
   t.match(wrongType.json().invalidParams, [{ name: 'type', reason: /^Invalid option/ }])
+  // In a query too: a parameter given twice is there, not missing.
+  const twice = await app.inject({ method: 'GET', url: '/v1/admin/failed-jobs?queue=cru&queue=police' })
+  t.equal(twice.statusCode, 400)
+  t.notMatch(twice.json().invalidParams[0].reason, /required/)
 
   const dispositionOnCreate = await post(callEvent({ disposition: 'no_contact' }))
   t.equal(dispositionOnCreate.statusCode, 400)

@@ -113,7 +113,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     paths.add(route.method, route.url)
     // Unknown fields are refused, query parameters included: `?dryRun=true` on a move must not
     // pass silently and move the assignment for real. (The dashboard, docs and bull-board are not ours.)
-    if (route.url.startsWith('/v1/') && !route.schema?.querystring) route.schema = { ...route.schema, querystring: NO_QUERY }
+    // (`query` is Fastify's other name for it.)
+    const declared = route.schema?.querystring ?? (route.schema as { query?: unknown } | undefined)?.query
+    if (route.url.startsWith('/v1/') && !declared) route.schema = { ...route.schema, querystring: NO_QUERY }
   })
 
   // Before any route or hook, so all of them are traced.

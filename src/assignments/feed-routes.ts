@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import type { Redis } from 'ioredis'
+import pLimit from 'p-limit'
 import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
 import type { Principal } from '../auth/principal.js'
@@ -44,9 +45,12 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
   // Consoles catching up (a resume from an old position, many after a restart) read on a small
   // pool of their own: on the service's pool they could take every connection ingest needs.
+  // The readers wait their turn in catchUpLimit, never in the pool (whose wait for a connection
+  // times out at 3 s, as every pool's does, so that an unreachable Postgres answers 503 quickly).
   const catchUpDb = createDb(
     createPool({ connectionString: deps.databaseUrl, max: CATCH_UP_CONNECTIONS, statementTimeoutMs: 5000, applicationName: CATCH_UP_APPLICATION_NAME }),
   )
+  const catchUpLimit = pLimit(CATCH_UP_CONNECTIONS)
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
@@ -54,6 +58,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   return {
     db: deps.db,
     catchUpDb,
+    catchUpLimit,
     hub,
     signals,
     heartbeatMs: deps.heartbeatMs,
@@ -248,7 +253,8 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
           ? decodePosition(req.query.lastEventId, 'querystring.lastEventId')
           : undefined
       // Before the stream starts, so the refusal is an ordinary problem response.
-      if (from) await checkPositionIssued(feed.catchUpDb, from, header ? 'headers.last-event-id' : 'querystring.lastEventId')
+      // Resuming consoles queue together for the catch-up connections, checked position included.
+      if (from) await feed.catchUpLimit(() => checkPositionIssued(feed.catchUpDb, from, header ? 'headers.last-event-id' : 'querystring.lastEventId'))
       const hub = await feed.ready()
       // Where this stream starts, sent as the id of the connect block: a client that drops before
       // its first event resumes from here (an id-only block sets the last event id) instead of "now".
@@ -297,7 +303,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         return drained()
       }
       void send(`retry: ${RECONNECT_MS}\nid: ${encodePosition(start)}\n: connected\n\n`)
-      const sub = subscribeFeed({ db: feed.catchUpDb, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
+      const sub = subscribeFeed({ db: feed.catchUpDb, limit: feed.catchUpLimit, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
       const heartbeat = setInterval(() => {
         if (full) {
           // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would

@@ -388,7 +388,15 @@ export type FeedHub = ReturnType<typeof createFeedHub>
  * only when nothing lies between them.
  */
 export function subscribeFeed(
-  o: { db: Db; hub: FeedHub; scope: FeedScope; from: FeedPosition | undefined; pageSize?: number },
+  o: {
+    db: Db
+    hub: FeedHub
+    scope: FeedScope
+    from: FeedPosition | undefined
+    pageSize?: number
+    /** Runs each catch-up read: a limit shared by every console waits there (p-limit), not in the pool. */
+    limit?: <T>(read: () => Promise<T>) => Promise<T>
+  },
   /**
    * A returned promise says the socket is full and resolves when it can take more: during catch-up
    * it holds the next page back; live, the console stops taking the hub's batches and catches up
@@ -426,7 +434,9 @@ export function subscribeFeed(
         live = true
         return
       }
-      const r = await readFeed(db, { after: at!, upTo: target, scope, limit: pageSize })
+      const from = at!
+      const read = () => readFeed(db, { after: from, upTo: target, scope, limit: pageSize })
+      const r = await (o.limit ? o.limit(read) : read())
       if (closed) return
       at = r.next
       if (r.events.length) await deliver(r.events)
@@ -602,6 +612,7 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       client = undefined
       // Ending the session releases the advisory lock at once for the other instances.
       await c?.end().catch(() => {})
+      sub.disconnect()
     },
     isBridge: () => bridging,
   }

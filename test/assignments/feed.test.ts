@@ -2,7 +2,7 @@ import t from 'tap'
 import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
 import { assignmentStreams, feedData, openSse, type SseEvent } from '../helpers/sse.js'
-import { PG_ADMIN_URL, createWorld, eventually } from '../helpers/world.js'
+import { PG_ADMIN_URL, createWorld, eventually, openTransaction } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const { app } = world
@@ -342,4 +342,19 @@ t.test("consoles catching up read on connections of their own: they never take t
   t.equal(s.status, 200)
   t.same((await s.waitFor(changes.length, 5000)).slice(0, changes.length).map(key), changes, 'every change from the start, in order')
   s.close()
+})
+
+t.test('more consoles catching up than connections for it: they wait their turn, none is refused', async (t) => {
+  const changes = await allChanges()
+  // Slow reads: the feed's table locked for 3.5 s, longer than a pool's 3 s wait for a connection.
+  const holder = await openTransaction(t, world.pool)
+  await holder.query('lock table assignment_transitions in access exclusive mode')
+  const opening = [1, 2, 3, 4, 5].map(() => stream({ ...admin, 'last-event-id': '0-0' }))
+  await new Promise((r) => setTimeout(r, 3500))
+  await holder.query('rollback')
+  for (const s of await Promise.all(opening)) {
+    t.equal(s.status, 200)
+    t.same((await s.waitFor(changes.length, 10_000)).slice(0, changes.length).map(key), changes, 'every change from the start')
+    s.close()
+  }
 })

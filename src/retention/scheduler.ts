@@ -36,8 +36,10 @@ export async function startRetention(deps: {
   worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
   // Personal data kept past its time is a failure someone must see: each failed run is logged.
   worker.on('failed', (job, err) => {
-    const attempt = job?.attemptsMade ?? 0
-    deps.log.warn({ attempt, attempts: ATTEMPTS, err: { message: err.message } }, attempt < ATTEMPTS ? 'retention scrub failed; it runs again shortly' : 'retention scrub failed; it runs again at the next interval')
+    // BullMQ may report a failure without its job: then which attempt it was is unknown.
+    const attempt = job?.attemptsMade
+    const next = attempt === undefined ? '' : attempt < ATTEMPTS ? '; it runs again shortly' : '; it runs again at the next interval'
+    deps.log.warn({ attempt, attempts: ATTEMPTS, err: { message: err.message } }, `retention scrub failed${next}`)
   })
   // Without a listener BullMQ writes the queue's connection errors raw to stderr; the worker above reports them.
   queue.on('error', () => {})

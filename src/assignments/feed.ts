@@ -478,8 +478,8 @@ export interface FeedSignalsDeps {
 /**
  * Wake-ups across API instances: every instance subscribes to a Redis channel; one of them, the
  * bridge, republishes the commit-time NOTIFY there. Every instance follows the NOTIFY channel on
- * its process's LISTEN connection (which listens anyway, for keys and rule sets, so the channel
- * costs Postgres nothing more); while that connection listens, the instance tries to take a
+ * its process's LISTEN connection (which listens anyway, for keys and rule sets: Postgres signals it
+ * at every notifying commit whatever its channels, so this one adds only the messages); while that connection listens, the instance tries to take a
  * session advisory lock, on a connection of its own, and the holder is the bridge. When its LISTEN
  * connection is lost the bridge lets the lock go, so an instance that still hears takes over; when
  * the bridge or its lock connection dies, the lock goes with it.

@@ -207,6 +207,7 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
     closed = true
     clearTimeout(timer)
     settleAll()
+    for (const s of subs) s.up = false
     subs.clear()
     const c = client
     client = undefined

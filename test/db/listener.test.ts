@@ -59,6 +59,8 @@ t.test('several channels share one connection; each subscriber hears its own cha
   await notify('t_listen_a', 'four')
   await eventually(async () => c.payloads.length === 2, 2000)
   t.same(a.payloads, ['one', 'three'], 'nothing after close')
+  await hub.close()
+  t.notOk(lc.listening() || lb.listening(), 'nobody listens once the connection is closed')
 })
 
 t.test('a lost connection is replaced: every channel listens again and every subscriber is told', async (t) => {

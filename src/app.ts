@@ -112,8 +112,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRoute', (route) => {
     paths.add(route.method, route.url)
     // Unknown fields are refused, query parameters included: `?dryRun=true` on a move must not
-    // pass silently and move the assignment for real. (The dashboard, docs and bull-board are not ours.)
-    // (`query` is Fastify's other name for it.)
+    // pass silently and move the assignment for real. Only /v1: the dashboard, docs and bull-board
+    // are not ours. (`query` is Fastify's other name for `querystring`.)
     const declared = route.schema?.querystring ?? (route.schema as { query?: unknown } | undefined)?.query
     if (route.url.startsWith('/v1/') && !declared) route.schema = { ...route.schema, querystring: NO_QUERY }
   })

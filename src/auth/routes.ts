@@ -29,9 +29,9 @@ const keyView = z
 
 /**
  * A key may act for any agency, so only a county-wide admin manages them: an admin narrowed to some
- * agencies could otherwise mint a key for every agency, or revoke another agency's CAD key.
+ * agencies could otherwise mint a key for every agency, or revoke another agency's CAD key. Run
+ * before validation, so such a key learns nothing from the body's errors either.
  */
-// Before validation: such a key learns nothing from the body's errors either.
 const keysAreCountyWide = async (req: FastifyRequest) => requireCountyWide(principalOf(req), 'API keys are managed')
 
 const agencyId = z.string().min(1).max(64).regex(AGENCY_ID)
@@ -107,9 +107,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       preValidation: keysAreCountyWide,
       schema: { tags: ['keys'], operationId: 'listKeys', summary: 'List API keys (never the keys themselves)', response: { 200: z.object({ items: z.array(keyView) }), ...problemResponses(401, 403, 503) } },
     },
-    async (req) => {
-      return { items: await listKeys(db) }
-    },
+    async () => ({ items: await listKeys(db) }),
   )
 
   app.post(

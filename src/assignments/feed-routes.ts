@@ -12,7 +12,7 @@ import type { Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
-import { checkPositionIssued, createFeedHub, createFeedSignals, decodePosition, encodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
+import { checkPositionIssued, createFeedHub, type CatchUp, createFeedSignals, decodePosition, encodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
 import { assignmentSchema } from './schemas.js'
 
 export interface AssignmentFeedDeps {
@@ -45,20 +45,20 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
   // Consoles catching up (a resume from an old position, many after a restart) read on a small
   // pool of their own: on the service's pool they could take every connection ingest needs.
-  // The readers wait their turn in catchUpLimit, never in the pool (whose wait for a connection
+  // The readers wait their turn in `turns`, never in the pool (whose wait for a connection
   // times out at 3 s, as every pool's does, so that an unreachable Postgres answers 503 quickly).
   const catchUpDb = createDb(
     createPool({ connectionString: deps.databaseUrl, max: CATCH_UP_CONNECTIONS, statementTimeoutMs: 5000, applicationName: CATCH_UP_APPLICATION_NAME }),
   )
-  const catchUpLimit = pLimit(CATCH_UP_CONNECTIONS)
+  const turns = pLimit(CATCH_UP_CONNECTIONS)
+  const catchUp: CatchUp = (read) => turns(() => read(catchUpDb))
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
   let started: Promise<void> | undefined
   let stopped = false
   return {
     db: deps.db,
-    catchUpDb,
-    catchUpLimit,
+    catchUp,
     hub,
     signals,
     heartbeatMs: deps.heartbeatMs,
@@ -254,7 +254,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
           : undefined
       // Before the stream starts, so the refusal is an ordinary problem response.
       // Resuming consoles queue together for the catch-up connections, checked position included.
-      if (from) await feed.catchUpLimit(() => checkPositionIssued(feed.catchUpDb, from, header ? 'headers.last-event-id' : 'querystring.lastEventId'))
+      if (from) await feed.catchUp((db) => checkPositionIssued(db, from, header ? 'headers.last-event-id' : 'querystring.lastEventId'))
       const hub = await feed.ready()
       // Where this stream starts, sent as the id of the connect block: a client that drops before
       // its first event resumes from here (an id-only block sets the last event id) instead of "now".
@@ -303,7 +303,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
         return drained()
       }
       void send(`retry: ${RECONNECT_MS}\nid: ${encodePosition(start)}\n: connected\n\n`)
-      const sub = subscribeFeed({ db: feed.catchUpDb, limit: feed.catchUpLimit, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
+      const sub = subscribeFeed({ catchUp: feed.catchUp, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
       const heartbeat = setInterval(() => {
         if (full) {
           // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would

@@ -381,6 +381,9 @@ export function createFeedHub(deps: FeedHubDeps) {
 
 export type FeedHub = ReturnType<typeof createFeedHub>
 
+/** Runs a read of a console catching up, on the database for it, when its turn comes. */
+export type CatchUp = <T>(read: (db: Db) => Promise<T>) => Promise<T>
+
 /**
  * A console's own view of the feed: starts at `from` (or at the hub's position), catches up from
  * Postgres with its scope until it reaches the hub, then takes the hub's batches. Never hands out
@@ -389,13 +392,12 @@ export type FeedHub = ReturnType<typeof createFeedHub>
  */
 export function subscribeFeed(
   o: {
-    db: Db
+    /** Runs each catch-up read on its database, when its turn comes (consoles share the connections for it). */
+    catchUp: CatchUp
     hub: FeedHub
     scope: FeedScope
     from: FeedPosition | undefined
     pageSize?: number
-    /** Runs each catch-up read: a limit shared by every console waits there (p-limit), not in the pool. */
-    limit?: <T>(read: () => Promise<T>) => Promise<T>
   },
   /**
    * A returned promise says the socket is full and resolves when it can take more: during catch-up
@@ -408,7 +410,7 @@ export function subscribeFeed(
   failed: Promise<never>
   close: () => void
 } {
-  const { db, hub, scope } = o
+  const { catchUp: inTurn, hub, scope } = o
   const pageSize = o.pageSize ?? 500
   let closed = false
   let live = false
@@ -435,8 +437,7 @@ export function subscribeFeed(
         return
       }
       const from = at!
-      const read = () => readFeed(db, { after: from, upTo: target, scope, limit: pageSize })
-      const r = await (o.limit ? o.limit(read) : read())
+      const r = await inTurn((db) => readFeed(db, { after: from, upTo: target, scope, limit: pageSize }))
       if (closed) return
       at = r.next
       if (r.events.length) await deliver(r.events)

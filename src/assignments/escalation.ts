@@ -22,7 +22,7 @@ import {
 } from '../routing/index.js'
 import { toAssignmentView, typedSpan } from './repository.js'
 import type { AssignmentView } from './schemas.js'
-import { canMove, isOpen, type AssignmentStatus } from './state-machine.js'
+import { MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
 /**
  * Escalation: an assignment declined by its responder, or not acknowledged by its deadline, is
@@ -180,7 +180,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       why = `not acknowledged by ${a.ack_deadline_at.toISOString()}`
     } else {
       if (!canMove('decline', status)) {
-        throw new AppError('illegal-transition', `cannot decline an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: ['reserved', 'queued', 'offered', 'acknowledged'] } })
+        throw new AppError('illegal-transition', `cannot decline an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: MOVES.decline.from } })
       }
       why = cause.reason ? `${DECLINED_PREFIX}${cause.reason}` : 'declined'
     }

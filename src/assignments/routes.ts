@@ -7,13 +7,13 @@ import { AppError } from '../http/errors.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { canActForAgency, canSeeQueue } from '../auth/principal.js'
-import { problemResponses } from '../http/openapi.js'
+import { problemResponses, type HeaderDoc } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { escalateAssignment } from './escalation.js'
 import { encodePosition, feedHead } from './feed.js'
 import { feedScope, feedWaiter, type AssignmentFeed } from './feed-routes.js'
 import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
-import { DISPOSITIONS, assignmentSchema } from './schemas.js'
+import { DISPOSITIONS, assignmentSchema, illegalTransitionSchema } from './schemas.js'
 import { ASSIGNMENT_STATUSES, CONSOLE_ACTIONS, type AssignmentStatus } from './state-machine.js'
 
 const listQuery = z
@@ -60,6 +60,12 @@ function etagMatches(header: string, etag: string): boolean {
   })
 }
 
+const PAGE_HEADERS: Record<string, HeaderDoc> = {
+  ETag: { description: 'The page’s entity tag: send it back as If-None-Match (with `wait` to long-poll)', schema: { type: 'string' } },
+  'Feed-Position': { description: 'Where the assignment stream continues from this page: GET /v1/assignments/stream?lastEventId=<Feed-Position>', schema: { type: 'string' } },
+  'Cache-Control': { description: '`private, no-cache`: a page is the key’s own, and changes', schema: { type: 'string', example: 'private, no-cache' } },
+}
+
 const moveBody = z
   .object({
     actor: z.string().min(1).max(128).optional().describe('Who acts: a console position or responder id'),
@@ -72,7 +78,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
   app.get(
     '/v1/assignments',
     {
-      config: { access: ['console', 'supervisor'] },
+      config: { access: ['console', 'supervisor'], responseHeaders: { 200: PAGE_HEADERS, 304: PAGE_HEADERS } },
       schema: {
         tags: ['assignments'],
         operationId: 'listAssignments',
@@ -138,7 +144,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
               : `${action === 'complete' ? 'Requires a `disposition` (400 without one): the reports and the EIDO view count on it. ' : ''}Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.`,
           params: z.object({ id: z.string().uuid() }),
           body: moveBody.nullish(),
-          response: { 200: assignmentSchema, ...problemResponses(400, 401, 403, 404, 409, 429, 503) },
+          response: { 200: assignmentSchema, ...problemResponses(400, 401, 403, 404, 429, 503), 409: illegalTransitionSchema.describe('The move cannot be made from the assignment’s status (illegal-transition)') },
         },
       },
       async (req) => {

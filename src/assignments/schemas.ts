@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { problemSchema } from '../http/problem.js'
 import { QUEUES, ROLES } from '../routing/index.js'
 import { ASSIGNMENT_STATUSES } from './state-machine.js'
 
@@ -58,3 +59,11 @@ export const APCO_DISPOSITIONS = [
 ] as const
 export const DISPOSITIONS = [...SERVICE_DISPOSITIONS, ...APCO_DISPOSITIONS] as const
 export type Disposition = (typeof DISPOSITIONS)[number]
+
+/** A move refused from the assignment's status: what the status is now, and where the move starts from. */
+export const illegalTransitionSchema = problemSchema
+  .extend({
+    currentStatus: z.enum(ASSIGNMENT_STATUSES).describe('The assignment’s status when the move was refused'),
+    allowedFrom: z.array(z.enum(ASSIGNMENT_STATUSES)).describe('The statuses this move can be made from'),
+  })
+  .meta({ id: 'IllegalTransitionProblem' })

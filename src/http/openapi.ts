@@ -25,19 +25,57 @@ export function problemResponses(...statuses: number[]) {
   return Object.fromEntries(statuses.map((s) => [s, problemSchema.describe(STATUS_TEXT[s] ?? 'Error')]))
 }
 
+/** A header an answer carries, as the OpenAPI document shows it. */
+export interface HeaderDoc {
+  description: string
+  schema: { type: 'string' | 'integer'; minimum?: number; example?: string }
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Headers this route's answers carry besides the common ones, by status: for the OpenAPI document. */
+    responseHeaders?: Record<number, Record<string, HeaderDoc>>
+  }
+}
+
+/** Headers that many answers carry: defined once, under components.headers. */
+export const COMMON_HEADERS = {
+  'X-Request-Id': { description: 'The request id: a problem answer repeats it in `instance`, and the service’s log lines carry it', schema: { type: 'string' } },
+  'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer', minimum: 0 } },
+  'WWW-Authenticate': { description: 'How to authenticate: `Bearer realm="cad-router"`', schema: { type: 'string' } },
+  'X-RateLimit-Limit': { description: 'Requests a minute the API key may make. The rate-limit headers are absent while Redis is unreachable: no limit applies then', schema: { type: 'integer', minimum: 0 } },
+  'X-RateLimit-Remaining': { description: 'Requests the API key has left in the current minute', schema: { type: 'integer', minimum: 0 } },
+  'X-RateLimit-Reset': { description: 'Seconds until the current minute’s count starts again', schema: { type: 'integer', minimum: 0 } },
+} satisfies Record<string, HeaderDoc>
+type CommonHeader = keyof typeof COMMON_HEADERS
+
+const RATE_LIMIT_HEADERS: readonly CommonHeader[] = ['X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset']
+
+/** The common headers an answer of this status carries (`limited`: the route counts against the key's rate limit). */
+function commonHeadersOf(status: number, limited: boolean): CommonHeader[] {
+  const names: CommonHeader[] = ['X-Request-Id']
+  if (status === 401) names.push('WWW-Authenticate')
+  if (status === 429 || status === 503) names.push('Retry-After')
+  // The limit is counted after authentication and validation: successes and 429s carry the count.
+  if (limited && (status < 400 || status === 429)) names.push(...RATE_LIMIT_HEADERS)
+  return names
+}
+
 interface Operation {
   requestBody?: unknown
-  responses?: Record<string, { description?: string; content?: Record<string, unknown> }>
+  responses?: Record<string, { description?: string; content?: Record<string, unknown>; headers?: Record<string, unknown> }>
+  'x-roles'?: string[]
+  'x-response-headers'?: Record<string, Record<string, HeaderDoc>>
 }
 
 /**
  * What the route schemas cannot say, said in the document: errors are sent as
- * application/problem+json (a generated client must know that type to read them), and the answers
+ * application/problem+json (a generated client must know that type to read them); the answers
  * that come from Fastify or its plugins rather than the handler (a body too large or not JSON, the
  * rate limit, a path parameter longer than the router's limit) are listed on every operation they
- * can come from.
+ * can come from; and each answer's headers, common and the route's own, are listed on it.
  */
-export function documentProblems<T extends { paths?: object }>(doc: T): T {
+export function documentResponses<T extends { paths?: object; components?: object }>(doc: T): T {
   const problem = (status: number) => ({ description: STATUS_TEXT[status] ?? 'Error', content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } })
   for (const [path, methods] of Object.entries(doc.paths ?? {}) as [string, Record<string, Operation>][]) {
     for (const op of Object.values(methods)) {
@@ -46,15 +84,26 @@ export function documentProblems<T extends { paths?: object }>(doc: T): T {
       // The router refuses an over-long parameter before any route schema sees it (maxParamLength).
       if (path.includes('{')) responses[414] ??= problem(414)
       if (path.startsWith('/v1/')) responses[429] ??= problem(429)
+      const own = op['x-response-headers'] ?? {}
+      delete op['x-response-headers']
+      const limited = (op['x-roles']?.length ?? 0) > 0
       for (const [status, r] of Object.entries(responses)) {
         const json = r.content?.['application/json']
         if (Number(status) >= 400 && json && r.content) {
           delete r.content['application/json']
           r.content['application/problem+json'] = json
         }
+        // A 304 has no body (the route schema's void would otherwise show as a JSON one).
+        if (status === '304') delete r.content
+        r.headers = {
+          ...Object.fromEntries(commonHeadersOf(Number(status), limited).map((h) => [h, { $ref: `#/components/headers/${h}` }])),
+          ...Object.fromEntries(Object.entries(own[status] ?? {}).map(([h, d]) => [h, { description: d.description, schema: d.schema }])),
+        }
       }
     }
   }
+  const components = ((doc as { components?: Record<string, unknown> }).components ??= {})
+  components.headers = Object.fromEntries(Object.entries(COMMON_HEADERS).map(([h, d]) => [h, { description: d.description, schema: d.schema }]))
   return doc
 }
 
@@ -95,12 +144,19 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
       const roles = access === 'public' ? [] : rolesOf(access)
       const line = access === 'public' ? 'No API key needed.' : `API key roles: ${roles.join(', ')}.`
       const schema = out.schema as Record<string, unknown>
+      // Carried to documentResponses, which moves it onto the responses.
+      const headers = (input.route as { config?: { responseHeaders?: unknown } }).config?.responseHeaders
       return {
         ...out,
-        schema: { ...schema, description: schema.description ? `${String(schema.description)}\n\n${line}` : line, 'x-roles': roles },
+        schema: {
+          ...schema,
+          description: schema.description ? `${String(schema.description)}\n\n${line}` : line,
+          'x-roles': roles,
+          ...(headers ? { 'x-response-headers': headers } : {}),
+        },
       }
     },
-    transformObject: (input) => documentProblems(jsonSchemaTransformObject(input)),
+    transformObject: (input) => documentResponses(jsonSchemaTransformObject(input)),
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 }

@@ -1,0 +1,75 @@
+import t, { type Test } from 'tap'
+import { MOVES } from '../../src/assignments/state-machine.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+// A small limit, so a 429 is a few requests away; each case below uses keys of its own.
+const world = await createWorld(t, { env: { RATE_LIMIT_PER_MINUTE: '6' } })
+
+interface Doc {
+  paths: Record<string, Record<string, { responses: Record<string, { headers?: Record<string, { $ref?: string }>; content?: Record<string, { schema: { $ref?: string } }> }> }>>
+  components: { headers: Record<string, unknown>; schemas: Record<string, { properties?: Record<string, unknown>; required?: string[] }> }
+}
+await world.app.ready()
+const doc = world.app.swagger() as unknown as Doc
+
+/** The headers the document lists for one answer, by their names (a $ref'd one must exist under components). */
+function documented(method: string, path: string, status: number): string[] {
+  const headers = doc.paths[path]?.[method]?.responses[String(status)]?.headers ?? {}
+  for (const h of Object.values(headers)) if (h.$ref) t.ok(doc.components.headers[h.$ref.split('/').pop()!], `${h.$ref} is defined`)
+  return Object.keys(headers)
+}
+
+/** Every header the document lists for the answer is on the answer. */
+function carries(t: Test, method: string, path: string, res: { statusCode: number; headers: Record<string, unknown> }, expected: string[]) {
+  const names = documented(method, path, res.statusCode)
+  t.same(expected.filter((h) => !names.includes(h)), [], `${method.toUpperCase()} ${path} ${res.statusCode} documents ${expected.join(', ')}`)
+  t.same(names.filter((h) => res.headers[h.toLowerCase()] === undefined), [], `${method.toUpperCase()} ${path} ${res.statusCode} carries every header it documents`)
+}
+
+t.test('the listing: ETag, Feed-Position and Cache-Control on 200 and 304, with the common ones', async (t) => {
+  const headers = { authorization: `Bearer ${await world.key('console', { agencies: ['hdr-list'] })}` }
+  const page = await world.app.inject({ method: 'GET', url: '/v1/assignments', headers })
+  t.equal(page.statusCode, 200)
+  carries(t, 'get', '/v1/assignments', page, ['ETag', 'Feed-Position', 'Cache-Control', 'X-Request-Id', 'X-RateLimit-Remaining'])
+  const same = await world.app.inject({ method: 'GET', url: '/v1/assignments', headers: { ...headers, 'if-none-match': String(page.headers.etag) } })
+  t.equal(same.statusCode, 304)
+  carries(t, 'get', '/v1/assignments', same, ['ETag', 'Feed-Position', 'X-Request-Id'])
+  t.notOk(doc.paths['/v1/assignments']!.get!.responses['304']!.content, 'a 304 documents no body')
+})
+
+t.test('a refused move: 409 with currentStatus and allowedFrom, as its schema says', async (t) => {
+  const created = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', agency: 'hdr-move' }) })
+  t.equal(created.statusCode, 201)
+  carries(t, 'post', '/v1/call-events', created, ['X-Request-Id'])
+  const id = (created.json() as { decision: { assignments: { id: string }[] } }).decision.assignments[0]!.id
+  const headers = { authorization: `Bearer ${await world.key('console', { agencies: ['hdr-move'] })}` }
+  const move = (action: string) => world.app.inject({ method: 'POST', url: `/v1/assignments/${id}/${action}`, headers })
+  t.equal((await move('accept')).statusCode, 200)
+
+  const schema = doc.components.schemas.IllegalTransitionProblem!
+  t.ok(['currentStatus', 'allowedFrom'].every((f) => schema.required?.includes(f)), 'the schema requires currentStatus and allowedFrom')
+  for (const action of ['acknowledge', 'decline'] as const) {
+    const refused = await move(action)
+    t.equal(refused.statusCode, 409)
+    const ref = doc.paths['/v1/assignments/{id}/' + action]!.post!.responses['409']!.content!['application/problem+json']!.schema.$ref
+    t.equal(ref, '#/components/schemas/IllegalTransitionProblem', `${action}: the 409 names its schema`)
+    const body = refused.json() as Record<string, unknown>
+    t.same(Object.keys(body).filter((k) => !(k in schema.properties!)), [], `${action}: every field of the answer is in the schema`)
+    t.equal(body.currentStatus, 'accepted')
+    t.same(body.allowedFrom, MOVES[action].from)
+    carries(t, 'post', `/v1/assignments/{id}/${action}`, refused, ['X-Request-Id'])
+  }
+})
+
+t.test('401 says how to authenticate; 429 says when to come back', async (t) => {
+  const anonymous = await world.app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: '' } })
+  t.equal(anonymous.statusCode, 401)
+  carries(t, 'get', '/v1/assignments', anonymous, ['WWW-Authenticate', 'X-Request-Id'])
+
+  const headers = { authorization: `Bearer ${await world.key('supervisor')}` }
+  let limited
+  for (let i = 0; i < 10 && limited?.statusCode !== 429; i++) limited = await world.app.inject({ method: 'GET', url: '/v1/reports/queues', headers })
+  t.equal(limited?.statusCode, 429)
+  carries(t, 'get', '/v1/reports/queues', limited!, ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'X-Request-Id'])
+})

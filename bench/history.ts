@@ -13,6 +13,7 @@
  * expired besides (250,000 calls: 1,262,500 transitions). Also printed, for reference: the
  * escalation count as the scrape made it before 98f9863 (every record, joined to its assignment).
  */
+import { comparePositions, feedHorizon, readFeed, type FeedPosition } from '../src/assignments/feed.js'
 import { listAssignments } from '../src/assignments/repository.js'
 import { OPEN_STATUSES } from '../src/assignments/state-machine.js'
 import { createDb, createPool } from '../src/db/connect.js'
@@ -113,12 +114,34 @@ export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
       listing: () => listAssignments(db, { agencies: ['hastings-pd'], status: [...OPEN_STATUSES], limit: 50 }),
       fullCount: () => pool.query(FULL_ESCALATION_COUNT),
     }
+    // A console whose scope nothing in the history matches (a newly added agency) resuming from
+    // the feed's start, a page of 500 at a time as subscribeFeed reads: its longest statement, and
+    // the whole catch-up.
+    const resume = async () => {
+      const upTo = { xid: await feedHorizon(db), id: 0 }
+      let at: FeedPosition = { xid: 0n, id: 0 }
+      let longest = 0
+      const t0 = performance.now()
+      while (comparePositions(at, upTo) < 0) {
+        const t1 = performance.now()
+        at = (await readFeed(db, { after: at, upTo, scope: { agencies: ['lakeville-pd'], queues: null }, limit: 500 })).next
+        longest = Math.max(longest, performance.now() - t1)
+      }
+      return { longest, total: performance.now() - t0 }
+    }
+    const resumes = async () => {
+      const runs = []
+      for (let i = 0; i < 6; i++) runs.push(await resume())
+      const kept = runs.slice(1)
+      return { longest: summarise(kept.map((r) => r.longest)).p50, total: summarise(kept.map((r) => r.total)).p50 }
+    }
     const measure = async () => ({
       scrape: await medianMs(reads.scrape),
       sweep: await medianMs(reads.sweep),
       summary: await medianMs(reads.summary, 11),
       listing: await medianMs(reads.listing),
       fullCount: await medianMs(reads.fullCount, 11),
+      resume: await resumes(),
     })
 
     let t0 = performance.now()
@@ -128,7 +151,9 @@ export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
     // prepared statements), which would otherwise flatter the year's ratio.
     await measure()
     const month = await measure()
-    opts.log(`  30 days: scrape ${round(month.scrape, 2)} ms, sweep ${round(month.sweep, 2)} ms, 30-day summary ${round(month.summary)} ms, open-work listing ${round(month.listing, 2)} ms`)
+    opts.log(
+      `  30 days: scrape ${round(month.scrape, 2)} ms, sweep ${round(month.sweep, 2)} ms, 30-day summary ${round(month.summary)} ms, open-work listing ${round(month.listing, 2)} ms, quiet-scope resume ${round(month.resume.total)} ms (longest statement ${round(month.resume.longest, 2)} ms)`,
+    )
 
     t0 = performance.now()
     await fill(recent + 1, opts.calls)
@@ -142,7 +167,7 @@ export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
     const firstScrape = performance.now() - t1
     const year = await measure()
     opts.log(
-      `  a year: scrape ${round(year.scrape, 2)} ms (a new process's first: ${round(firstScrape)} ms), sweep ${round(year.sweep, 2)} ms, 30-day summary ${round(year.summary)} ms, open-work listing ${round(year.listing, 2)} ms; the old escalation count ${round(year.fullCount)} ms`,
+      `  a year: scrape ${round(year.scrape, 2)} ms (a new process's first: ${round(firstScrape)} ms), sweep ${round(year.sweep, 2)} ms, 30-day summary ${round(year.summary)} ms, open-work listing ${round(year.listing, 2)} ms, quiet-scope resume ${round(year.resume.total)} ms (longest statement ${round(year.resume.longest, 2)} ms); the old escalation count ${round(year.fullCount)} ms`,
     )
 
     const size = `${opts.calls.toLocaleString('en-US')} calls, ${transitions.toLocaleString('en-US')} transitions`
@@ -155,6 +180,17 @@ export async function runHistory(opts: HistoryOptions): Promise<Row[]> {
       row('lifecycle sweep', 'sweep'),
       row("dashboard's 30-day summary", 'summary'),
       row("a console's open work (GET /v1/assignments, open statuses, one agency)", 'listing'),
+      {
+        bench: 'history',
+        metric: `a console of a scope nothing matches, resuming from the feed's start: its longest statement, a year (${size}); baseline: its last 30 days`,
+        value: round(year.resume.longest, 2),
+        unit: 'ms',
+        baseline: round(month.resume.longest, 2),
+        ratio: year.resume.longest / month.resume.longest,
+        target: '≤ 2×',
+        pass: year.resume.longest / month.resume.longest <= 2,
+      },
+      { bench: 'history', metric: 'the same resume, the whole catch-up: a year, against its last 30 days', value: round(year.resume.total), unit: 'ms', baseline: round(month.resume.total), ratio: year.resume.total / month.resume.total },
       { bench: 'history', metric: "a new process's first scrape (counts every escalation once)", value: round(firstScrape), unit: 'ms' },
       { bench: 'history', metric: 'the escalation count before 98f9863, every scrape', value: round(year.fullCount), unit: 'ms', baseline: round(month.fullCount, 2), ratio: year.fullCount / month.fullCount },
     ]

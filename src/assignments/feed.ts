@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { sql } from 'kysely'
+import { sql, type RawBuilder } from 'kysely'
 import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -130,24 +130,41 @@ type FeedRow = AssignmentRow & {
   t_queue: string | null
 }
 
+/** Changes a scoped read looks at, at most, in one statement (see readFeed). */
+export const FEED_SCAN_WINDOW = 20_000
+
+const TRANSITION_FEED_COLUMNS = ['feed_xid', 'id', 'assignment_id', 'from_status', 'to_status', 'role', 'actor', 'reason', 'at', 'feed_agency', 'feed_queue'] as const
+
 /**
  * Changes after `after` in the scope, oldest first: up to `upTo` (a position already known to be
  * final), or else below the xid `below` (from feedHorizon).
+ *
+ * A scoped read looks at the next `scanWindow` changes at most, whatever their scope, and when it
+ * finds fewer than `limit` of its own there it stands at the last change it looked at: a console
+ * of a quiet queue resuming from far back catches up in statements of bounded length, rather than
+ * one that reads the whole history in between (a scope that nothing matches read a year, 1.26
+ * million changes, in one 270 ms statement; the statement timeout is 5 s).
  */
 export async function readFeed(
   db: Db,
-  o: { after: FeedPosition; upTo?: FeedPosition | undefined; below?: bigint | undefined; scope?: FeedScope | undefined; limit: number },
+  o: { after: FeedPosition; upTo?: FeedPosition | undefined; below?: bigint | undefined; scope?: FeedScope | undefined; limit: number; scanWindow?: number },
 ): Promise<FeedRead> {
   const { after, upTo, below, scope, limit } = o
   if (!upTo && below === undefined) throw new Error('readFeed needs upTo or below')
-  const bound = upTo
-    ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)`
-    : sql`and t.feed_xid < ${String(below)}::xid8`
+  const window = scope && (scope.agencies !== null || scope.queues !== null) ? (o.scanWindow ?? FEED_SCAN_WINDOW) : undefined
+  const range = sql`(feed_xid, id) > (${after.xid.toString()}::xid8, ${after.id}::bigint) and ${
+    upTo ? sql`(feed_xid, id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql`feed_xid < ${String(below)}::xid8`
+  }`
   // Whether the newest change lies at or above the horizon: one step down the index from its end.
   // (An exists() over "feed_xid >= below" was planned as a scan of the whole table, as nothing matches.)
   const pending = upTo
     ? sql`false`
     : sql`coalesce((select p.feed_xid >= ${String(below)}::xid8 from assignment_transitions p order by p.feed_xid desc, p.id desc limit 1), false)`
+  // The window is a subquery with its own limit: read lazily, it costs nothing more when the
+  // scope's page fills early.
+  const changes = window
+    ? sql`(select ${sql.join(TRANSITION_FEED_COLUMNS.map((c) => sql.ref(c)))} from assignment_transitions where ${range} order by feed_xid, id limit ${window})`
+    : sql`assignment_transitions`
   // Prepared: a handful of shapes (scoped or not, bounded by a position or by the horizon).
   const { rows } = await prepared(sql<FeedRow>`
     select ${pending} as pending, r.*
@@ -155,9 +172,9 @@ export async function readFeed(
       select t.feed_xid as t_feed_xid, t.feed_xid::text as t_xid, t.id as t_id, t.from_status as t_from, t.to_status as t_to,
              t.role as t_role, t.actor as t_actor, t.reason as t_reason, t.at as t_at,
              t.feed_agency as t_agency, t.feed_queue as t_queue, ${assignmentColumns('a')}
-      from assignment_transitions t join assignments a on a.id = t.assignment_id
+      from ${changes} t join assignments a on a.id = t.assignment_id
       where (t.feed_xid, t.id) > (${after.xid.toString()}::xid8, ${after.id}::bigint)
-        ${bound}
+        ${upTo ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql`and t.feed_xid < ${String(below)}::xid8`}
         ${scope?.agencies ? sql`and t.feed_agency = any(${[...scope.agencies]}::text[])` : sql``}
         ${scope?.queues ? sql`and t.feed_queue = any(${[...scope.queues]}::text[])` : sql``}
       order by t.feed_xid, t.id
@@ -190,9 +207,20 @@ export async function readFeed(
     })
   }
   const last = events[events.length - 1]
-  // A full page may have more behind it; otherwise everything below the xmin (and up to upTo) is seen.
-  const next = events.length === limit && last ? last.position : (upTo ?? { xid: below!, id: 0 })
+  // A full page may have more behind it; a short one of a window that was full stands at the
+  // window's end (a second statement, but the range is final and its rows are never deleted: it
+  // finds the same rows); otherwise everything below the xmin (and up to upTo) is seen.
+  const end = events.length < limit && window ? await windowEnd(db, range, window) : undefined
+  const next = events.length === limit && last ? last.position : (end ?? upTo ?? { xid: below!, id: 0 })
   return { events, next: comparePositions(next, after) > 0 ? next : after, pending: head.pending }
+}
+
+/** The position of the `window`-th change of the range, or undefined when fewer lie there (the index alone answers). */
+async function windowEnd(db: Db, range: RawBuilder<unknown>, window: number): Promise<FeedPosition | undefined> {
+  const { rows } = await prepared(sql<{ xid: string; id: number }>`
+    select feed_xid::text as xid, id from assignment_transitions where ${range} order by feed_xid, id offset ${window - 1} limit 1`).execute(db)
+  const row = rows[0]
+  return row ? { xid: BigInt(row.xid), id: Number(row.id) } : undefined
 }
 
 /**

@@ -3,6 +3,7 @@ import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
 import { assignmentStreams, feedData, openSse, type SseEvent } from '../helpers/sse.js'
 import { PG_ADMIN_URL, createWorld, eventually, openTransaction } from '../helpers/world.js'
+import { comparePositions, feedHead, feedHorizon, readFeed } from '../../src/assignments/feed.js'
 
 const world = await createWorld(t)
 const { app } = world
@@ -246,6 +247,36 @@ t.test('agency and queue scope: a Hastings console never sees Rosemount', async 
     t.same(fromFeed, item, `assignment ${id}: the feed shows what the listing shows`)
   }
   t.equal(sAll.events.length, allH.length, 'nothing else arrived')
+})
+
+t.test('a quiet scope read from far back: short reads of a bounded window, each moving on, that miss nothing', async (t) => {
+  const start = await feedHead(world.db)
+  const mine: string[] = []
+  for (let i = 0; i < 24; i++) {
+    const call = await post(i % 8 === 5 ? 'window-mine' : 'window-other', 'NOISE')
+    if (i % 8 === 5) mine.push(...call.assignments.map((a) => a.id))
+  }
+  t.equal(mine.length, 3)
+  const upTo = { xid: await feedHorizon(world.db), id: 0 }
+  const total = Number((await world.pool.query<{ n: string }>('select count(*) as n from assignment_transitions where (feed_xid, id) > ($1::xid8, $2::bigint)', [String(start.xid), start.id])).rows[0]!.n)
+  const scope = { agencies: ['window-mine'], queues: null }
+  let at = start
+  let reads = 0
+  let empty = 0
+  const seen: string[] = []
+  while (comparePositions(at, upTo) < 0) {
+    const r = await readFeed(world.db, { after: at, upTo, scope, limit: 500, scanWindow: 5 })
+    t.ok(comparePositions(r.next, at) > 0, 'every read moves on')
+    if (!r.events.length) empty++
+    seen.push(...r.events.map((e) => e.data.assignmentId))
+    at = r.next
+    if (++reads > total) break
+  }
+  t.equal(reads, Math.ceil(total / 5), `${total} changes in reads of 5: the window bounds each read`)
+  t.ok(empty > 0, 'a window without a change of the scope still moves the reader on')
+  t.same(seen, mine, "every change of the scope, in order, and no one else's")
+  const whole = await readFeed(world.db, { after: start, upTo, scope: { agencies: null, queues: null }, limit: 500, scanWindow: 5 })
+  t.equal(whole.events.length, total, 'an unscoped read is not windowed: its page limit bounds it')
 })
 
 t.test('a console far behind (4 MB of changes, a slow reader) catches up page by page, in order', async (t) => {

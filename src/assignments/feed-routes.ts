@@ -43,8 +43,9 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   // The hub reads on a connection of its own: behind a pool busy with ingest, a wake-up would
   // wait for a free connection, and every console with it.
   const hubDb = createDb(createPool({ connectionString: deps.databaseUrl, max: 1, statementTimeoutMs: 5000, applicationName: 'cad-router-feed' }))
-  // Consoles catching up (a resume from an old position, many after a restart) read on a small
-  // pool of their own: on the service's pool they could take every connection ingest needs.
+  // Consoles catching up (a resume from an old position, many after a restart) and long-polling
+  // consoles woken by a change read on a small pool of their own: on the service's pool they could
+  // take every connection ingest needs.
   // The readers wait their turn in `turns`, never in the pool (whose wait for a connection
   // times out at 3 s, as every pool's does, so that an unreachable Postgres answers 503 quickly).
   const catchUpDb = createDb(

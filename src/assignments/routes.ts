@@ -105,23 +105,29 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
       // Listen before the first read, so a change committed just after it still wakes us.
       const waiter = wait && given ? feedWaiter(await feed.ready(), feedScope(p, filter), reply.raw) : undefined
       const deadline = performance.now() + (wait ?? 0) * 1000
+      // The page and the feed position from one snapshot: a stream opened at that position
+      // brings every change the page does not show.
+      const read = (on: Db) =>
+        on
+          .transaction()
+          .setIsolationLevel('repeatable read')
+          .execute(async (trx) => ({
+            position: await feedHead(trx),
+            page: await listAssignments(trx, { ...filter, agencies: p.agencies, queues: p.queues, after, now: now() }),
+          }))
+      let woken = false
       try {
         for (;;) {
-          // The page and the feed position from one snapshot: a stream opened at that position
-          // brings every change the page does not show.
-          const { page, position } = await db
-            .transaction()
-            .setIsolationLevel('repeatable read')
-            .execute(async (trx) => ({
-              position: await feedHead(trx),
-              page: await listAssignments(trx, { ...filter, agencies: p.agencies, queues: p.queues, after, now: now() }),
-            }))
+          // A change wakes every long-polling console of its scope at once: their reads take turns
+          // on the feed's connections, not the service's pool that ingest needs.
+          const { page, position } = woken ? await feed.catchUp(read) : await read(db)
           const etag = etagOf(page)
           reply.header('etag', etag)
           reply.header('feed-position', encodePosition(position))
           if (!given || !etagMatches(given, etag)) return page
           const left = deadline - performance.now()
           if (!waiter || left <= 0 || !(await waiter.next(left))) return reply.code(304).send()
+          woken = true
         }
       } finally {
         waiter?.close()

@@ -1,4 +1,5 @@
 import t from 'tap'
+import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
 import { createWorld } from '../helpers/world.js'
 
@@ -81,4 +82,25 @@ t.test('wait is bounded', async (t) => {
   const res = await list({ 'if-none-match': '"x"' }, '?wait=31')
   t.equal(res.statusCode, 400)
   t.equal(res.json().invalidParams[0].name, 'querystring.wait')
+})
+
+t.test("a woken long-poll reads on the feed's connections: it answers while ingest holds every connection of the service's pool", async (t) => {
+  const [id] = await post('hastings-pd')
+  const first = await list({})
+  const etag = first.headers.etag as string
+  const waiting = list({ 'if-none-match': etag }, '?wait=20')
+  await new Promise((r) => setTimeout(r, 300))
+  const held = await Promise.all(Array.from({ length: world.pool.options.max }, () => world.pool.connect()))
+  t.teardown(() => held.forEach((c) => c.release()))
+  // The change comes from elsewhere (another API instance, a worker): a connection of its own.
+  const other = new pg.Client({ connectionString: world.databaseUrl })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('begin')
+  await other.query(`update assignments set status = 'acknowledged', updated_at = now() where id = $1`, [id])
+  await other.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'acknowledged', 'primary', 'desk-9')`, [id])
+  await other.query('commit')
+  const res = await waiting
+  t.equal(res.statusCode, 200, 'the new page, not a 503 after waiting for the pool')
+  t.equal((res.json() as { items: { id: string; status: string }[] }).items.find((a) => a.id === id)?.status, 'acknowledged')
 })

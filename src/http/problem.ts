@@ -169,7 +169,8 @@ export function routePaths(): RoutePaths {
  */
 export function frameworkErrorHandler(retryAfterSeconds: number, opts: { routes: RoutePaths; maxParamLength: number; headers: Readonly<Record<string, string>> }) {
   return (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
-    reply.headers(opts.headers)
+    // No hook runs for these answers: the headers every other answer gets from one are set here.
+    reply.headers({ ...opts.headers, 'x-request-id': String(req.id) })
     if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
       const reason = `must be at most ${opts.maxParamLength} characters`
       const names = opts.routes.overlong(req.method, req.url.split('?')[0]!, opts.maxParamLength)

@@ -258,7 +258,9 @@ t.test('a quiet scope read from far back: short reads of a bounded window, each 
   }
   t.equal(mine.length, 3)
   const upTo = { xid: await feedHorizon(world.db), id: 0 }
-  const total = Number((await world.pool.query<{ n: string }>('select count(*) as n from assignment_transitions where (feed_xid, id) > ($1::xid8, $2::bigint)', [String(start.xid), start.id])).rows[0]!.n)
+  const total = Number(
+    (await world.pool.query<{ n: string }>('select count(*) as n from assignment_transitions where (feed_xid, id) > ($1::xid8, $2::bigint) and feed_xid < $3::xid8', [String(start.xid), start.id, String(upTo.xid)])).rows[0]!.n,
+  )
   const scope = { agencies: ['window-mine'], queues: null }
   let at = start
   let reads = 0
@@ -272,7 +274,8 @@ t.test('a quiet scope read from far back: short reads of a bounded window, each 
     at = r.next
     if (++reads > total) break
   }
-  t.equal(reads, Math.ceil(total / 5), `${total} changes in reads of 5: the window bounds each read`)
+  // (When the last window is exactly full, one more read finds the range empty.)
+  t.ok(reads >= Math.ceil(total / 5) && reads <= Math.floor(total / 5) + 1, `${total} changes in ${reads} reads of 5: the window bounds each read`)
   t.ok(empty > 0, 'a window without a change of the scope still moves the reader on')
   t.same(seen, mine, "every change of the scope, in order, and no one else's")
   const whole = await readFeed(world.db, { after: start, upTo, scope: { agencies: null, queues: null }, limit: 500, scanWindow: 5 })

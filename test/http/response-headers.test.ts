@@ -73,3 +73,13 @@ t.test('401 says how to authenticate; 429 says when to come back', async (t) => 
   t.equal(limited?.statusCode, 429)
   carries(t, 'get', '/v1/reports/queues', limited!, ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'X-Request-Id'])
 })
+
+t.test("the router's own answers (a path parameter too long, a malformed URL) carry the request id too", async (t) => {
+  const long = await world.app.inject({ method: 'GET', url: `/v1/calls/${'x'.repeat(300)}` })
+  t.equal(long.statusCode, 414)
+  carries(t, 'get', '/v1/calls/{callId}', long, ['X-Request-Id'])
+  const malformed = await world.app.inject({ method: 'GET', url: '/v1/calls/%E0%A4%A' })
+  t.equal(malformed.statusCode, 400)
+  carries(t, 'get', '/v1/calls/{callId}', malformed, ['X-Request-Id'])
+  t.equal(malformed.headers['x-request-id'], (malformed.json() as { instance: string }).instance.replace('urn:request:', ''), 'the id the problem names')
+})

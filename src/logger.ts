@@ -20,9 +20,30 @@ export function loggerOptions(level: string): LoggerOptions {
 
 // Paths whose segment is a county person id (personal data, like call.subject).
 const PERSON_PATH = /^(\/v1\/case-links\/)[^/?#]+/
+// Query parameters that may hold one: the audit log's `targetId` is a person id when targetType=person.
+const PERSON_QUERY = new Set(['targetId'])
 
-// Query strings are ours (queue, agency, cursor…), but cap them so nothing unbounded lands in a log.
-function redactUrl(url: string): string {
-  const safe = url.replace(PERSON_PATH, '$1[redacted]')
+/**
+ * A request URL as it may be written to a log line or a trace span: person ids redacted, and capped
+ * so nothing unbounded lands there. The rest of a query string is ours (queue, agency, cursor…).
+ */
+export function redactUrl(url: string): string {
+  const q = url.indexOf('?')
+  const path = (q < 0 ? url : url.slice(0, q)).replace(PERSON_PATH, '$1[redacted]')
+  const query = q < 0 ? '' : `?${url.slice(q + 1).split('&').map(redactParam).join('&')}`
+  const safe = path + query
   return safe.length > 512 ? `${safe.slice(0, 512)}…` : safe
+}
+
+// Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`).
+function redactParam(pair: string): string {
+  const eq = pair.indexOf('=')
+  const name = eq < 0 ? pair : pair.slice(0, eq)
+  let decoded = name
+  try {
+    decoded = decodeURIComponent(name.replace(/\+/g, ' '))
+  } catch {
+    // Not `targetId` to the query parser either, which keeps a malformed escape as written.
+  }
+  return PERSON_QUERY.has(decoded) && eq >= 0 ? `${name}=[redacted]` : pair
 }

@@ -1,10 +1,11 @@
-import { context, propagation, trace } from '@opentelemetry/api'
+import { context, propagation, trace, type Context } from '@opentelemetry/api'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { resourceFromAttributes } from '@opentelemetry/resources'
-import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base'
+import { BatchSpanProcessor, type ReadableSpan, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import { FastifyOtelInstrumentation } from '@fastify/otel'
 import { BullMQOtel } from 'bullmq-otel'
+import { redactUrl } from '../logger.js'
 
 /**
  * OpenTelemetry traces across API → outbox → relay → worker, off unless an OTLP endpoint is
@@ -26,7 +27,7 @@ export const TRACER_NAME = 'cad-router'
 export function startTracingWith(processor: SpanProcessor, serviceName: string): Tracing {
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': serviceName }),
-    spanProcessors: [processor],
+    spanProcessors: [redactingUrls(processor)],
   })
   // Sets the global provider, the W3C propagator and the AsyncLocalStorage context manager.
   provider.register()
@@ -41,6 +42,24 @@ export function startTracingWith(processor: SpanProcessor, serviceName: string):
       propagation.disable()
       context.disable()
     },
+  }
+}
+
+/**
+ * The request span's `url.path` is the URL as sent, query included, so it may hold a county person
+ * id (`/v1/case-links/P-…`, `?targetId=P-…`). A span leaves for a collector we don't run; it gets
+ * what a log line gets. Set when the span starts, so this is the last moment it can change.
+ */
+function redactingUrls(next: SpanProcessor): SpanProcessor {
+  return {
+    onStart(span: Span, parent: Context) {
+      const url = span.attributes['url.path']
+      if (typeof url === 'string') span.setAttribute('url.path', redactUrl(url))
+      next.onStart(span, parent)
+    },
+    onEnd: (span: ReadableSpan) => next.onEnd(span),
+    forceFlush: () => next.forceFlush(),
+    shutdown: () => next.shutdown(),
   }
 }
 

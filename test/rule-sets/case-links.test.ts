@@ -71,4 +71,16 @@ t.test('changes and reads are audited; the person id never reaches a log line', 
   t.ok(rows.every((r) => r.actor === 'test-admin'), 'who did it')
   t.notOk(world.logs.join('').includes(personId), 'no log line carries the person id')
   t.ok(world.logs.join('').includes('/v1/case-links/[redacted]'), 'the path is logged redacted')
+
+  // Reading the audit trail of that person names them in the query string.
+  const before = world.logs.length
+  for (const query of [`targetType=person&targetId=${personId}`, `targetId=${personId}&limit=5`, `target%49d=${personId}`]) {
+    const res = await app.inject({ method: 'GET', url: `/v1/audit?${query}` })
+    t.equal(res.statusCode, 200, query)
+    t.equal(res.json().items.length, 4, 'the audit read found the person')
+  }
+  const lines = world.logs.slice(before).join('')
+  t.notOk(lines.includes(personId), 'no log line of an audit read carries the person id')
+  t.ok(lines.includes('/v1/audit?targetType=person&targetId=[redacted]'), 'the rest of the query is logged')
+  t.ok(lines.includes('target%49d=[redacted]'), 'a name written with an escape is redacted too')
 })

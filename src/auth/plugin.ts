@@ -16,7 +16,9 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9_-]{1,128})$/
+// The scheme name is case-insensitive and may be followed by more than one space (RFC 9110 §11.1,
+// §11.4); the key is ours, so its alphabet is narrower than token68.
+const BEARER = /^Bearer +([A-Za-z0-9_-]{1,128})$/i
 
 /** The caller, for handlers of routes that require a key (the hook guarantees one). */
 export function principalOf(req: FastifyRequest): Principal {
@@ -49,7 +51,7 @@ export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { 
     const principal = key ? await keys.authenticate(key) : undefined
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="cad-router"')
-      throw new AppError('unauthorized', header ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')
+      throw new AppError('unauthorized', key ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')
     }
     req.principal = principal
     if (principal.role !== 'admin' && !access.includes(principal.role)) {

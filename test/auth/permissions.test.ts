@@ -258,6 +258,22 @@ t.test('a supervisor’s reports cover the agencies of the key only', async (t) 
   t.same([...seen], ['hastings-pd'], 'queue depths of the own agency only')
 })
 
+t.test('the Authorization scheme name is case-insensitive; a header that is not Bearer <key> is told so', async (t) => {
+  const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'any-case', role: 'console', agencies: null } })
+  const { key } = created.json()
+  for (const authorization of [`Bearer ${key}`, `bearer ${key}`, `BEARER ${key}`, `Bearer   ${key}`]) {
+    t.equal((await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization } })).statusCode, 200, authorization.replace(key, '<key>'))
+  }
+  const unknown = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `bearer ${key}x` } })
+  t.equal(unknown.statusCode, 401)
+  t.match(unknown.json().detail, /unknown, expired or revoked/)
+  for (const authorization of [`Basic ${key}`, key, `Bearer ${key} extra`, `Bearer${key}`]) {
+    const res = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization } })
+    t.equal(res.statusCode, 401, authorization.replace(key, '<key>'))
+    t.match(res.json().detail, /Authorization: Bearer <key>/, 'names the form expected')
+  }
+})
+
 t.test('revocation and expiry take effect at once', async (t) => {
   const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'short-lived', role: 'console', agencies: ['hastings-pd'] } })
   t.equal(created.statusCode, 201)

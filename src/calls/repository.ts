@@ -331,3 +331,16 @@ export async function loadDecisionView(db: Executor, decisionId: string): Promis
     trace: outcome.trace,
   }
 }
+
+/**
+ * Whether a repeat whose body hash differs is still the stored event: its occurredAt written another
+ * way (an offset for Z, `.000` added) names the same instant. The hash is of the text as received
+ * and must never change, so the instant is compared here, on the rare mismatch, and not in it.
+ */
+export async function sameAsStoredEvent(db: Executor, event: { eventId: string; occurredAt: string }): Promise<boolean> {
+  const { rows } = await sql<{ same: boolean }>`
+    select body - 'occurredAt' = ${JSON.stringify(event)}::jsonb - 'occurredAt'
+       and occurred_at = ${event.occurredAt}::timestamptz as same
+      from call_events where event_id = ${event.eventId}`.execute(db)
+  return rows[0]?.same === true
+}

@@ -31,7 +31,8 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         summary: 'Post a call event from CAD and get the routing decision',
         description:
           'Stores the event, routes the call and queues its assignments in one transaction. ' +
-          'The first post of an eventId answers 201; a repeat with the same body answers 200 with the same decision and writes nothing; ' +
+          'The first post of an eventId answers 201; a repeat with the same body answers 200 with the same decision and writes nothing ' +
+          '(keys in any order; occurredAt compared as an instant, so `-06:00` and `Z` spellings of one time are the same body); ' +
           'the same eventId with a different body is a 409.',
         body: callEventSchema,
         response: {

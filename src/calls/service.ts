@@ -13,7 +13,7 @@ import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
 import { historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
-import { callsLockedElsewhere, loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
+import { callsLockedElsewhere, loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, sameAsStoredEvent, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
 
 export interface CallServiceDeps {
@@ -141,7 +141,7 @@ export function createCallService(deps: CallServiceDeps) {
     if (p.mayTouchAgency && !p.mayTouchAgency(stored.agency)) {
       throw new AppError('forbidden', `event ${eventId} was already received for a call outside this key's agencies; eventIds are unique across every CAD of the service`)
     }
-    if (stored.body_hash !== p.bodyHash) {
+    if (stored.body_hash !== p.bodyHash && !(await sameAsStoredEvent(deps.db, p.event))) {
       throw new AppError('event-conflict', `event ${eventId} was already received with a different body`, { extra: { eventId } })
     }
     if (!stored.decision_id) throw new Error(`event ${eventId} has no decision`) // cannot happen: written in one transaction

@@ -100,6 +100,21 @@ t.test('idempotency: the same event twice gives 201 then 200 with the same decis
   t.same(b.json<Result>().decision, a.json<Result>().decision)
   t.same(await counts(), before)
 
+  // The same instant written another way is the same event; another instant is not.
+  const at = new Date(ev.occurredAt)
+  const central = new Date(at.getTime() - 6 * 3600_000).toISOString().replace(/\.(\d{3})Z$/, '.$1000-06:00')
+  for (const occurredAt of [ev.occurredAt.replace('.000Z', 'Z'), central, ev.occurredAt.replace('Z', '+00:00')]) {
+    t.not(occurredAt, ev.occurredAt)
+    const r = await post({ ...ev, occurredAt })
+    t.equal(r.statusCode, 200, `occurredAt ${occurredAt} is a repeat`)
+    t.same(r.json<Result>().decision, a.json<Result>().decision)
+  }
+  t.same(await counts(), before)
+  const later = await post({ ...ev, occurredAt: new Date(at.getTime() + 1).toISOString() })
+  t.equal(later.statusCode, 409, 'a millisecond later is another body')
+  const laterStill = await post({ ...ev, occurredAt: central.replace('.000000-06:00', '.000001-06:00') })
+  t.equal(laterStill.statusCode, 409, 'so is a microsecond')
+
   const changed = { ...ev, call: { ...ev.call, priority: 1 } }
   const c = await post(changed)
   t.equal(c.statusCode, 409)

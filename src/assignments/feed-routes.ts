@@ -10,7 +10,7 @@ import type { Principal } from '../auth/principal.js'
 import { createDb, createPool, type Db } from '../db/connect.js'
 import type { Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
-import { problemResponses } from '../http/openapi.js'
+import { problemResponses, type HeaderDoc } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { checkPositionIssued, createFeedHub, type CatchUp, createFeedSignals, decodePosition, encodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
 import { assignmentSchema } from './schemas.js'
@@ -163,6 +163,11 @@ const streamQuery = z
   })
   .strict()
 
+const STREAM_HEADERS: Record<string, HeaderDoc> = {
+  'Cache-Control': { description: '`no-cache, no-transform`: no cache or proxy keeps or rewrites the stream', schema: { type: 'string', example: 'no-cache, no-transform' } },
+  'X-Accel-Buffering': { description: '`no`: nginx passes each event on at once instead of buffering the response', schema: { type: 'string', example: 'no' } },
+}
+
 const STREAM_DOC = [
   'Server-Sent Events (`text/event-stream`): every change of an assignment this key may see (its agencies and queues, narrowed by `queue` and `agency`), oldest first.',
   'Each change is one event:',
@@ -230,7 +235,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
   app.get(
     '/v1/assignments/stream',
     {
-      config: { access: ['console', 'supervisor'] },
+      config: { access: ['console', 'supervisor'], responseHeaders: { 200: STREAM_HEADERS } },
       schema: {
         tags: ['assignments'],
         operationId: 'streamAssignments',

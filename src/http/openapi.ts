@@ -38,6 +38,11 @@ declare module 'fastify' {
   }
 }
 
+/** For a route that answers another type when asked by Accept: caches keep the answers apart. */
+export const VARY_ACCEPT: Record<string, HeaderDoc> = {
+  Vary: { description: '`accept`: the answer’s type follows the Accept header', schema: { type: 'string', example: 'accept' } },
+}
+
 /** Headers that many answers carry: defined once, under components.headers. */
 export const COMMON_HEADERS = {
   'X-Request-Id': { description: 'The request id: a problem answer repeats it in `instance`, and the service’s log lines carry it', schema: { type: 'string' } },

@@ -4,7 +4,7 @@ import type { Db } from '../db/connect.js'
 import { canActForAgency, type Principal } from '../auth/principal.js'
 import { principalOf } from '../auth/plugin.js'
 import { AppError } from '../http/errors.js'
-import { problemResponses } from '../http/openapi.js'
+import { problemResponses, VARY_ACCEPT } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
 import { ESCALATION_CAUSES, ESCALATION_STATUSES, overdueFollowUps, queueDepths } from './repository.js'
@@ -105,7 +105,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
   app.get(
     '/v1/reports/summary',
     {
-      config: { access: ['supervisor'] },
+      config: { access: ['supervisor'], responseHeaders: { 200: VARY_ACCEPT } },
       schema: {
         tags: ['reports'],
         operationId: 'getReportSummary',

@@ -4,7 +4,7 @@ import { principalOf } from '../auth/plugin.js'
 import { requireCountyWide } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
 import { notFound } from '../http/errors.js'
-import { problemResponses } from '../http/openapi.js'
+import { problemResponses, VARY_ACCEPT } from '../http/openapi.js'
 import { PG_INTEGER_MAX } from '../http/storable.js'
 import { FINDING_KINDS, FLAG_NAMES, formatReportWithCoverage, ROUTES, ruleSetSchema } from '../routing/index.js'
 import type { RuleSetLifecycle } from './lifecycle.js'
@@ -163,14 +163,20 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
   app.get(
     '/v1/rule-sets/:version/verification',
     {
-      config: { access: ['supervisor'] },
+      config: { access: ['supervisor'], responseHeaders: { 200: VARY_ACCEPT } },
       schema: {
         tags: ['rule-sets'],
         operationId: 'getRuleSetVerification',
         summary: 'The verification report of a stored version, with its coverage (which nature codes and flags reach each route)',
         description: 'Send `Accept: text/plain` for the report and its coverage as readable text.',
         params: versionParams,
-        response: { 200: reportSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
+        response: {
+          200: {
+            description: 'The report: JSON, or text with `Accept: text/plain`',
+            content: { 'application/json': { schema: reportSchema }, 'text/plain': { schema: z.string().describe('The report and its coverage, as readable text') } },
+          },
+          ...problemResponses(400, 401, 403, 404, 429, 503),
+        },
       },
     },
     async (req, reply) => {

@@ -1,3 +1,4 @@
+import http from 'node:http'
 import t, { type Test } from 'tap'
 import { MOVES } from '../../src/assignments/state-machine.js'
 import { callEvent } from '../helpers/events.js'
@@ -82,4 +83,40 @@ t.test("the router's own answers (a path parameter too long, a malformed URL) ca
   t.equal(malformed.statusCode, 400)
   carries(t, 'get', '/v1/calls/{callId}', malformed, ['X-Request-Id'])
   t.equal(malformed.headers['x-request-id'], (malformed.json() as { instance: string }).instance.replace('urn:request:', ''), 'the id the problem names')
+})
+
+t.test('answers whose type follows Accept say Vary: accept, and document each type', async (t) => {
+  const headers = { authorization: `Bearer ${await world.key('supervisor')}` }
+  const cases = [
+    { path: '/v1/rule-sets/{version}/verification', url: '/v1/rule-sets/1/verification', other: 'text/plain' },
+    { path: '/v1/reports/summary', url: '/v1/reports/summary', other: 'text/csv' },
+  ]
+  for (const { path, url, other } of cases) {
+    const content = doc.paths[path]!.get!.responses['200']!.content!
+    t.same(Object.keys(content).sort(), ['application/json', other], `${path}: both types documented`)
+    for (const accept of ['application/json', other]) {
+      const res = await world.app.inject({ method: 'GET', url, headers: { ...headers, accept } })
+      t.equal(res.statusCode, 200)
+      t.match(res.headers['content-type'], accept, `${url} answers ${accept}`)
+      t.equal(res.headers.vary, 'accept')
+      carries(t, 'get', path, res, ['Vary', 'X-Request-Id'])
+    }
+  }
+})
+
+t.test('the stream documents the headers that keep proxies from holding it', async (t) => {
+  const base = await world.app.listen({ port: 0, host: '127.0.0.1' })
+  const authorization = `Bearer ${await world.key('console', { agencies: ['hdr-stream'] })}`
+  // The head of the stream, then the connection is dropped (a kept-alive one would hold up close).
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.get(`${base}/v1/assignments/stream`, { headers: { authorization } }, (r) => {
+      req.destroy()
+      resolve(r)
+    })
+    req.on('error', reject)
+  })
+  t.equal(res.statusCode, 200)
+  const received = res.headers
+  carries(t, 'get', '/v1/assignments/stream', { statusCode: res.statusCode!, headers: received }, ['Cache-Control', 'X-Accel-Buffering', 'X-Request-Id', 'X-RateLimit-Remaining'])
+  t.equal(received['x-accel-buffering'], 'no')
 })

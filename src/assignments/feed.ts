@@ -152,9 +152,14 @@ export async function readFeed(
   const { after, upTo, below, scope, limit } = o
   if (!upTo && below === undefined) throw new Error('readFeed needs upTo or below')
   const window = scope && (scope.agencies !== null || scope.queues !== null) ? (o.scanWindow ?? FEED_SCAN_WINDOW) : undefined
-  const range = sql`(feed_xid, id) > (${after.xid.toString()}::xid8, ${after.id}::bigint) and ${
-    upTo ? sql`(feed_xid, id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql`feed_xid < ${String(below)}::xid8`
-  }`
+  // The changes this read covers: on the table itself (the window, its end) and on the outer alias.
+  const rangeOn = (column: (name: 'feed_xid' | 'id') => RawBuilder<unknown>) => {
+    const key = sql`(${column('feed_xid')}, ${column('id')})`
+    return sql`${key} > (${after.xid.toString()}::xid8, ${after.id}::bigint) and ${
+      upTo ? sql`${key} <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql`${column('feed_xid')} < ${String(below)}::xid8`
+    }`
+  }
+  const range = rangeOn((name) => sql.ref(name))
   // Whether the newest change lies at or above the horizon: one step down the index from its end.
   // (An exists() over "feed_xid >= below" was planned as a scan of the whole table, as nothing matches.)
   const pending = upTo
@@ -173,8 +178,7 @@ export async function readFeed(
              t.role as t_role, t.actor as t_actor, t.reason as t_reason, t.at as t_at,
              t.feed_agency as t_agency, t.feed_queue as t_queue, ${assignmentColumns('a')}
       from ${changes} t join assignments a on a.id = t.assignment_id
-      where (t.feed_xid, t.id) > (${after.xid.toString()}::xid8, ${after.id}::bigint)
-        ${upTo ? sql`and (t.feed_xid, t.id) <= (${upTo.xid.toString()}::xid8, ${upTo.id}::bigint)` : sql`and t.feed_xid < ${String(below)}::xid8`}
+      where ${rangeOn((name) => sql.ref(`t.${name}`))}
         ${scope?.agencies ? sql`and t.feed_agency = any(${[...scope.agencies]}::text[])` : sql``}
         ${scope?.queues ? sql`and t.feed_queue = any(${[...scope.queues]}::text[])` : sql``}
       order by t.feed_xid, t.id

@@ -44,7 +44,7 @@ export const VARY_ACCEPT: Record<string, HeaderDoc> = {
 }
 
 /** Headers that many answers carry: defined once, under components.headers. */
-export const COMMON_HEADERS = {
+const COMMON_HEADERS = {
   'X-Request-Id': { description: 'The request id: a problem answer repeats it in `instance`, and the service’s log lines carry it', schema: { type: 'string' } },
   'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer', minimum: 0 } },
   'WWW-Authenticate': { description: 'How to authenticate: `Bearer realm="cad-router"`', schema: { type: 'string' } },

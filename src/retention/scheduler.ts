@@ -1,6 +1,7 @@
 import { Queue, Worker, type ConnectionOptions } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Db } from '../db/connect.js'
+import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
 
 const QUEUE = 'maintenance'
@@ -9,8 +10,9 @@ const SCHEDULER_ID = 'retention-scrub'
 const ATTEMPTS = 3
 
 /**
- * Runs the retention scrub on a BullMQ job scheduler (every hour by default): one schedule however
- * many worker processes run, and it survives restarts because it lives in Redis.
+ * Runs the retention scrub, and the pruning of sent outbox rows, on a BullMQ job scheduler (every
+ * hour by default): one schedule however many worker processes run, and it survives restarts because
+ * it lives in Redis.
  */
 export async function startRetention(deps: {
   db: Db
@@ -29,7 +31,9 @@ export async function startRetention(deps: {
       const before = new Date(Date.now() - deps.retentionDays * 86_400_000)
       const result = await scrubPersonalData(deps.db, before)
       if (result.calls) deps.log.info({ ...result, retentionDays: deps.retentionDays }, 'personal data removed from old calls')
-      return result
+      const outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000))
+      if (outboxRows) deps.log.info({ outboxRows, keepDays: OUTBOX_KEEP_DAYS }, 'sent outbox rows of finished assignments deleted')
+      return { ...result, outboxRows }
     },
     { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
   )

@@ -17,6 +17,7 @@ const keys = {
   otherCad: await world.key('cad', { agencies: ['rosemount-pd'] }),
   otherConsole: await world.key('console', { agencies: ['rosemount-pd'] }),
   otherSupervisor: await world.key('supervisor', { agencies: ['rosemount-pd'] }),
+  countySupervisor: await world.key('supervisor'),
 }
 type Who = keyof typeof keys | 'none'
 const as = (who: Who) => ({ authorization: who === 'none' ? '' : `Bearer ${keys[who]}` })
@@ -109,7 +110,8 @@ const probes: Probe[] = [
     run: req('GET', '/v1/reports/queues'),
     expect: { none: 401, cad: 403, console: 403, supervisor: 200, auditor: 403, admin: 200, otherSupervisor: 200 },
   },
-  { name: 'GET /metrics', run: req('GET', '/metrics'), expect: { none: 401, cad: 403, console: 403, supervisor: 200, auditor: 403, admin: 200 } },
+  // County-wide figures: an agency's supervisor (or admin) reads its own in the reports.
+  { name: 'GET /metrics', run: req('GET', '/metrics'), expect: { none: 401, cad: 403, console: 403, supervisor: 403, countySupervisor: 200, auditor: 403, admin: 200, hastingsAdmin: 403 } },
   { name: 'GET /dashboard/ (the page; its data needs a key)', run: req('GET', '/dashboard/'), expect: { none: 200 } },
   { name: 'GET /healthz', run: req('GET', '/healthz'), expect: { none: 200, cad: 200, auditor: 200 } },
   { name: 'GET /readyz', run: req('GET', '/readyz'), expect: { none: 200, console: 200 } },

@@ -14,18 +14,49 @@ export function loggerOptions(level: string): LoggerOptions {
     serializers: {
       req: (req: { method: string; url: string; id: string }) => ({ method: req.method, url: redactUrl(req.url), id: req.id }),
       res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+      err: serializeError,
     },
   }
 }
 
-// Paths whose segment is a county person id (personal data, like call.subject).
-const PERSON_PATH = /^(\/v1\/case-links\/)[^/?#]+/
-// Query parameters that may hold one: the audit log's `targetId` is a person id when targetType=person.
-const PERSON_QUERY = new Set(['targetId'])
+// The names (never values) a Postgres error adds that help an operator find what failed.
+const PG_ERROR_NAMES = ['constraint', 'table', 'column', 'schema', 'routine'] as const
 
 /**
- * A request URL as it may be written to a log line or a trace span: person ids redacted, and capped
- * so nothing unbounded lands there. The rest of a query string is ours (queue, agency, cursor…).
+ * An error as a log line may hold it: its type, message, code and stack, and a Postgres error's
+ * constraint, table and column names. Nothing else: Node's HTTP parse error carries the raw
+ * request (`rawPacket`: body and Authorization header included), a Postgres error quotes values in
+ * `detail` and `where`, and a `cause` may carry anything. (A Buffer also made the redaction throw.)
+ */
+export function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err
+  const e = err as Error & Record<string, unknown>
+  const out: Record<string, unknown> = { type: e.constructor.name, message: e.message, stack: e.stack }
+  if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code
+  for (const k of PG_ERROR_NAMES) if (typeof e[k] === 'string') out[k] = e[k]
+  return out
+}
+
+// A path segment that is a county person id (personal data, like call.subject): /v1/case-links/<id>,
+// however the rest of the path is written (`//v1/case-links/…` reaches the not-found handler, and its
+// request is logged too).
+const PERSON_PATH = /(\/case-links\/)[^/?#]*/gi
+
+/**
+ * Query parameters whose values are logged as sent: our routes' own, which name queues, agencies,
+ * statuses, cursors and times. Not `targetId` (a person id when targetType=person), nor any name our
+ * routes do not read: what a client sends under it is unknown, so its value is redacted.
+ * (test/auth/privacy.test.ts checks this against the OpenAPI document.)
+ */
+export const LOGGED_QUERY_PARAMETERS: ReadonlySet<string> = new Set([
+  'action', 'actor', 'agency', 'before', 'bucket', 'cursor', 'from', 'keyId', 'lastEventId', 'limit', 'overdue', 'queue', 'repeatThreshold', 'status', 'targetType', 'to', 'version', 'wait',
+])
+// A logged value is one of ours in shape too: `targetType=person;targetId=P-…` is one value to the parser.
+const PLAIN_VALUE = /^[A-Za-z0-9_.:,+-]*$/
+
+/**
+ * A request URL as it may be written to a log line or a trace span: person ids and unknown query
+ * values redacted, and capped so nothing unbounded lands there.
  */
 export function redactUrl(url: string): string {
   const q = url.indexOf('?')
@@ -35,15 +66,22 @@ export function redactUrl(url: string): string {
   return safe.length > 512 ? `${safe.slice(0, 512)}…` : safe
 }
 
-// Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`).
+// Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`). A name
+// our routes do not read may itself be anything (`?P-104233`): it goes with its value.
 function redactParam(pair: string): string {
   const eq = pair.indexOf('=')
-  const name = eq < 0 ? pair : pair.slice(0, eq)
-  let decoded = name
+  const name = decoded(eq < 0 ? pair : pair.slice(0, eq))
+  if (!pair.length) return pair
+  if (!LOGGED_QUERY_PARAMETERS.has(name) && name !== 'targetId') return '[redacted]'
+  if (eq < 0) return pair
+  return LOGGED_QUERY_PARAMETERS.has(name) && PLAIN_VALUE.test(decoded(pair.slice(eq + 1))) ? pair : `${pair.slice(0, eq)}=[redacted]`
+}
+
+function decoded(text: string): string {
   try {
-    decoded = decodeURIComponent(name.replace(/\+/g, ' '))
+    return decodeURIComponent(text.replace(/\+/g, ' '))
   } catch {
-    // Not `targetId` to the query parser either, which keeps a malformed escape as written.
+    // A malformed escape: the query parser keeps it as written, and so do we.
+    return text
   }
-  return PERSON_QUERY.has(decoded) && eq >= 0 ? `${name}=[redacted]` : pair
 }

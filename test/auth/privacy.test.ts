@@ -1,4 +1,7 @@
+import { readFile } from 'node:fs/promises'
+import net from 'node:net'
 import t from 'tap'
+import { LOGGED_QUERY_PARAMETERS } from '../../src/logger.js'
 import { documentedOperations } from '../helpers/operations.js'
 import { eidoFixture } from '../eido/fixtures/index.js'
 import { callEvent } from '../helpers/events.js'
@@ -47,4 +50,58 @@ t.test('no personal value reaches a log line, whatever the route and whatever th
   t.ok(logs.includes('"level":10') || logs.includes('"level":20') || logs.includes('"level":30'), 'logging was on')
   for (const v of PERSONAL) t.notOk(logs.includes(v), `"${v}" never logged`)
   t.notOk(logs.includes(world.adminKey), 'nor an API key')
+})
+
+t.test('a request the HTTP parser refuses is logged without its bytes, and the service stays up', async (t) => {
+  const base = new URL(await app.listen({ port: 0, host: '127.0.0.1' }))
+  const body = JSON.stringify({ caller: { name: 'Marta Lindqvist', phone: '651-555-0142' } })
+  const raw = [
+    'HELLO\r\n\r\n',
+    `POST /v1/call-events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${world.adminKey}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n${body}\r\n0\r\n\r\n`,
+  ]
+  const before = world.logs.length
+  for (const request of raw) {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(base.port), base.hostname, () => socket.end(request))
+      let text = ''
+      socket.on('data', (d) => (text += String(d)))
+      socket.on('close', () => resolve(text))
+      socket.on('error', reject)
+    })
+    t.match(answer, /^HTTP\/1\.1 400/, 'the parser refuses it')
+  }
+  const health = await fetch(new URL('/healthz', base))
+  t.equal(health.status, 200, 'the service is still up')
+  const lines = world.logs.slice(before).join('')
+  t.match(lines, /client error/, 'the refusal is logged (at trace)')
+  for (const v of [...PERSONAL, world.adminKey, 'rawPacket']) t.notOk(lines.includes(v), `no "${v === world.adminKey ? 'API key' : v}" in the log`)
+})
+
+t.test('request URLs are logged with person ids and unknown query values redacted', async (t) => {
+  const secret = 'P-URL-SECRET-5'
+  const before = world.logs.length
+  for (const url of [
+    `//v1/case-links/${secret}`,
+    `/v1/audit?targetType=person&targetId[]=${secret}`,
+    `/v1/audit?targetType=person&targetid=${secret}`,
+    `/v1/audit?targetType=person;targetId=${secret}`,
+    `/v1/audit?${secret}`,
+    `/v1/assignments?agency=${secret}%20x`,
+  ]) {
+    await app.inject({ method: 'GET', url })
+  }
+  const res = await app.inject({ method: 'GET', url: '/v1/assignments?agency=hastings-pd&queue=cru&limit=5' })
+  t.equal(res.statusCode, 200)
+  const lines = world.logs.slice(before).join('')
+  t.notOk(lines.includes(secret), 'no person id in any request log line')
+  t.ok(lines.includes('/v1/assignments?agency=hastings-pd&queue=cru&limit=5'), 'our own parameters are logged as sent')
+
+  // Every query parameter the API documents is logged, except targetId: a parameter added later
+  // must be added to the list (or is redacted, which is safe but hides it from operators).
+  const doc = JSON.parse(await readFile(new URL('../../openapi/openapi.json', import.meta.url), 'utf8')) as {
+    paths: Record<string, Record<string, { parameters?: { in: string; name: string }[] }>>
+  }
+  const documented = new Set(Object.values(doc.paths).flatMap((m) => Object.values(m).flatMap((op) => (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name))))
+  t.same([...documented].filter((n) => n !== 'targetId' && !LOGGED_QUERY_PARAMETERS.has(n)), [], 'every documented parameter but targetId is logged')
+  t.same([...LOGGED_QUERY_PARAMETERS].filter((n) => !documented.has(n)), [], 'and the list names nothing else')
 })

@@ -25,7 +25,16 @@ import { startTracing } from './telemetry/tracing.js'
 const config = loadConfigOrExit()
 const log = pino(loggerOptions(config.LOG_LEVEL))
 const roles = new Set(config.ROLE)
-const closers: Array<{ name: string; close: () => Promise<unknown> }> = []
+interface Closer {
+  name: string
+  close: () => Promise<unknown>
+}
+// Closed role by role: the HTTP server first (in-flight requests finish, new ones are refused),
+// then the relay, then the workers (their jobs finish), then what they all share. Within a role,
+// the last thing started is closed first.
+const closing: Record<'api' | 'relay' | 'worker' | 'shared', Closer[]> = { api: [], relay: [], worker: [], shared: [] }
+const closers = closing.shared
+const inClosingOrder = (): Closer[] => [...closing.api, ...closing.relay, ...closing.worker, ...closing.shared]
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
 const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
@@ -50,6 +59,41 @@ async function start(): Promise<void> {
   const notifications = createNotifications({ databaseUrl: config.DATABASE_URL, applicationName: LISTEN_APPLICATION_NAME, log })
   closers.unshift({ name: 'postgres (listen)', close: () => notifications.close() })
   if (config.ADMIN_API_KEY && (await ensureBootstrapKey(db, config.ADMIN_API_KEY))) log.info('admin key from ADMIN_API_KEY stored')
+
+  // The API first: ingest needs only Postgres, so it serves while the workers below still wait for
+  // a Redis that is down (their schedules are written to it before they start).
+  if (roles.has('api')) {
+    const probe = createRedis(config.REDIS_URL, 'probe')
+    const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
+    closing.api.unshift({ name: 'rule sets', close: () => ruleSets.close() })
+    const app = await buildApp({ config, db, redis: probe, ruleSets, notifications, logger: log, metrics, ...(tracing ? { tracing } : {}) })
+    await app.listen({ port: config.PORT, host: config.HOST })
+    closing.api.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
+    closing.api.unshift({ name: 'http', close: () => app.close() })
+    log.info({ ruleSetVersion: ruleSets.active().version }, 'api ready')
+  }
+
+  if (roles.has('relay')) {
+    const producer = createRedis(config.REDIS_URL, 'producer')
+    // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
+    await whenReady(producer, 2000)
+    const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
+    const relay = createOutboxRelay({
+      db,
+      notifications,
+      queues,
+      producer,
+      log,
+      pollMs: config.RELAY_POLL_MS,
+      batchSize: config.RELAY_BATCH_SIZE,
+      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
+    })
+    await relay.start()
+    closing.relay.unshift({ name: 'redis (relay)', close: () => producer.quit() })
+    closing.relay.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
+    closing.relay.unshift({ name: 'outbox relay', close: () => relay.stop() })
+    log.info('outbox relay started')
+  }
 
   if (roles.has('worker')) {
     const connection = createRedis(config.REDIS_URL, 'worker')
@@ -84,53 +128,19 @@ async function start(): Promise<void> {
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
     observeWorkers([retention.worker], metrics)
-    closers.unshift({ name: 'redis (workers)', close: () => connection.quit() })
-    closers.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
-    closers.unshift({ name: 'retention', close: () => retention.close() })
-    closers.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
-    closers.unshift({ name: 'workers', close: () => workers.close() })
+    closing.worker.unshift({ name: 'redis (workers)', close: () => connection.quit() })
+    closing.worker.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
+    closing.worker.unshift({ name: 'retention', close: () => retention.close() })
+    closing.worker.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
+    closing.worker.unshift({ name: 'workers', close: () => workers.close() })
     log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
-  }
-
-  if (roles.has('relay')) {
-    const producer = createRedis(config.REDIS_URL, 'producer')
-    // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
-    await whenReady(producer, 2000)
-    const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
-    const relay = createOutboxRelay({
-      db,
-      notifications,
-      queues,
-      producer,
-      log,
-      pollMs: config.RELAY_POLL_MS,
-      batchSize: config.RELAY_BATCH_SIZE,
-      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
-    })
-    await relay.start()
-    closers.unshift({ name: 'redis (relay)', close: () => producer.quit() })
-    closers.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
-    closers.unshift({ name: 'outbox relay', close: () => relay.stop() })
-    log.info('outbox relay started')
-  }
-
-  if (roles.has('api')) {
-    const probe = createRedis(config.REDIS_URL, 'probe')
-    const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
-    closers.unshift({ name: 'rule sets', close: () => ruleSets.close() })
-    const app = await buildApp({ config, db, redis: probe, ruleSets, notifications, logger: log, metrics, ...(tracing ? { tracing } : {}) })
-    await app.listen({ port: config.PORT, host: config.HOST })
-    closers.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
-    // The HTTP server closes first: in-flight requests finish, new ones are refused.
-    closers.unshift({ name: 'http', close: () => app.close() })
-    log.info({ ruleSetVersion: ruleSets.active().version }, 'api ready')
   }
 }
 
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
   if (err) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down')
-  for (const c of closers) {
+  for (const c of inClosingOrder()) {
     try {
       await c.close()
     } catch (e) {
@@ -144,6 +154,6 @@ try {
   await start()
 } catch (err) {
   log.fatal({ err }, 'start failed')
-  for (const c of closers) await c.close().catch(() => {})
+  for (const c of inClosingOrder()) await c.close().catch(() => {})
   process.exit(1)
 }

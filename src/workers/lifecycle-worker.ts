@@ -6,7 +6,8 @@ import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/e
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { MAX_STALLED_COUNT, drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
+import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
+import { throttledWarn } from '../lib/log-throttle.js'
 import { watchForOrphans } from './orphans.js'
 
 export interface LifecycleWorkerDeps {
@@ -103,7 +104,8 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
       ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
     },
   )
-  worker.on('error', (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
+  const errorWarn = throttledWarn(deps.log, WORKER_ERROR_LOG_EVERY_MS)
+  worker.on('error', (err) => errorWarn(err.message, { queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
   worker.on('stalled', (jobId) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId }, 'lifecycle job stalled (its lock lapsed): handed out again'))
   const orphans = watchForOrphans(worker, deps.connection, (jobId) => active.has(jobId), deps.log)

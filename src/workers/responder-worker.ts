@@ -8,6 +8,7 @@ import { isOpen } from '../assignments/state-machine.js'
 import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '../queue/lifecycle.js'
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
+import { throttledWarn } from '../lib/log-throttle.js'
 import { watchForOrphans, type OrphanWatch } from './orphans.js'
 
 export interface ResponderWorkerDeps {
@@ -89,6 +90,8 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
   // Jobs in flight, so a close that runs out of time can hand them back at once.
   const active = new Map<string, InFlight>()
   const watches: OrphanWatch[] = []
+  // One line per 30 s for an error every queue's worker repeats (Redis refusing connections).
+  const errorWarn = throttledWarn(deps.log, WORKER_ERROR_LOG_EVERY_MS)
   const workers = (deps.queues ?? QUEUES).map((name) => {
     const worker = new Worker<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(
       name,
@@ -116,7 +119,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
         ...(deps.telemetry ? { telemetry: deps.telemetry } : {}),
       },
     )
-    worker.on('error', (err) => deps.log.warn({ queue: name, err: { message: err.message } }, 'worker error'))
+    worker.on('error', (err) => errorWarn(err.message, { queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))
     worker.on('stalled', (jobId) => deps.log.warn({ queue: name, jobId }, 'assignment job stalled (its lock lapsed): handed out again'))
     watches.push(watchForOrphans(worker, deps.connection, (jobId) => active.has(`${name}/${jobId}`), deps.log))
@@ -145,6 +148,9 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     },
   }
 }
+
+/** How often a repeating worker error is logged (each is still counted in the metrics). */
+export const WORKER_ERROR_LOG_EVERY_MS = 30_000
 
 /**
  * A job whose lock lapsed (a stall) runs again; after this many stalls it fails for good (the

@@ -68,3 +68,29 @@ t.test('Redis killed mid-load, back 5 s later: every event stored, every assignm
   t.equal(l.halfWritten, 0, 'no half-written call or event')
   t.ok(api.alive() && relayWorker.alive(), `the processes rode it out\n${relayWorker.output()}`)
 })
+
+t.test('a process with every role started while Redis is down takes calls at once; its workers start when Redis returns', async (t) => {
+  await world.redis.kill()
+  let redisUp = false
+  t.teardown(async () => {
+    if (!redisUp) await world.redis.start()
+  })
+  // Ready means /readyz answers 200: "degraded" while Redis is away.
+  const late = await world.service('late (all roles)', 'api,relay,worker', { env: { LOG_LEVEL: 'info' } })
+  const ready = await fetch(`${late.url}/readyz`)
+  t.equal(ready.status, 200)
+  t.equal(((await ready.json()) as { status: string }).status, 'degraded', 'ready, degraded')
+  const posted = await postAll(makeEvents(30), { target: () => late.url, adminKey: world.adminKey, concurrency: 4, retryForMs: 5_000 })
+  t.same(statusCounts(posted), { 201: 30 }, 'every call taken while Redis is down')
+  t.notMatch(late.output(), /workers started/, 'the workers are still waiting for Redis')
+
+  await world.redis.start()
+  redisUp = true
+  const { ledger: l } = await untilDelivered(world.db, posted, 15_000)
+  t.equal(l.delivered, l.assignments, 'every assignment delivered once Redis is back')
+  t.equal(l.duplicated, 0)
+  const started = Date.now()
+  while (!/workers started/.test(late.output()) && Date.now() - started < 15_000) await sleep(100)
+  t.match(late.output(), /workers started/, 'and the process started its workers')
+  t.ok(late.alive())
+})

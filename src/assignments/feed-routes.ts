@@ -98,11 +98,11 @@ export function feedScope(p: Principal, q: { queue?: string | undefined; agency?
  * never missed; `next(ms)` resolves true on a change in scope since the previous call, false on
  * timeout or when the client goes away.
  */
-export function feedWaiter(hub: FeedHub, scope: FeedScope, gone: ServerResponse) {
+export function feedWaiter(hub: FeedHub, scope: FeedScope, gone: ServerResponse, stopping?: AbortSignal) {
   let changes = 0
   let seen = 0
   let wakeUp: (() => void) | undefined
-  let closed = false
+  let closed = stopping?.aborted === true
   const unlisten = hub.listen((b) => {
     if (b.events.some((e) => inScope(scope, e.agency, e.queue))) {
       changes++
@@ -114,6 +114,8 @@ export function feedWaiter(hub: FeedHub, scope: FeedScope, gone: ServerResponse)
     wakeUp?.()
   }
   gone.once('close', onGone)
+  // The service is shutting down: the wait ends now (the console gets its 304 and asks another instance).
+  stopping?.addEventListener('abort', onGone, { once: true })
   return {
     async next(ms: number): Promise<boolean> {
       if (changes === seen && !closed) {
@@ -132,6 +134,7 @@ export function feedWaiter(hub: FeedHub, scope: FeedScope, gone: ServerResponse)
     close(): void {
       unlisten()
       gone.off('close', onGone)
+      stopping?.removeEventListener('abort', onGone)
     },
   }
 }

@@ -75,6 +75,10 @@ const moveBody = z
   .strict()
 
 export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentFeed; now?: () => Date }> = async (app, { db, feed, now = () => new Date() }) => {
+  // A long-poll waits up to 30 s: on close it answers at once, or the server would wait for it
+  // past the shutdown grace period.
+  const stopping = new AbortController()
+  app.addHook('preClose', async () => stopping.abort())
   app.get(
     '/v1/assignments',
     {
@@ -103,7 +107,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
       const given = req.headers['if-none-match']
       reply.header('cache-control', 'private, no-cache')
       // Listen before the first read, so a change committed just after it still wakes us.
-      const waiter = wait && given ? feedWaiter(await feed.ready(), feedScope(p, filter), reply.raw) : undefined
+      const waiter = wait && given ? feedWaiter(await feed.ready(), feedScope(p, filter), reply.raw, stopping.signal) : undefined
       const deadline = performance.now() + (wait ?? 0) * 1000
       // The page and the feed position from one snapshot: a stream opened at that position
       // brings every change the page does not show.

@@ -104,3 +104,17 @@ t.test("a woken long-poll reads on the feed's connections: it answers while inge
   t.equal(res.statusCode, 200, 'the new page, not a 503 after waiting for the pool')
   t.equal((res.json() as { items: { id: string; status: string }[] }).items.find((a) => a.id === id)?.status, 'acknowledged')
 })
+
+// Last: it closes the app.
+t.test('closing the service answers a waiting long-poll at once (304), so shutdown does not wait out the 30 s', async (t) => {
+  const base = await app.listen({ port: 0, host: '127.0.0.1' })
+  const { headers } = await list({})
+  const waiting = fetch(`${base}/v1/assignments?wait=30`, { headers: { authorization: hastings, 'if-none-match': headers.etag as string } })
+  await new Promise((r) => setTimeout(r, 300))
+  const started = Date.now()
+  await world.close()
+  const closeMs = Date.now() - started
+  const res = await waiting
+  t.equal(res.status, 304, 'the console is told nothing changed, and asks again (another instance)')
+  t.ok(closeMs < 5000, `the app closed in ${closeMs} ms`)
+})

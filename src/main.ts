@@ -63,7 +63,7 @@ async function start(): Promise<void> {
   // The API first: ingest needs only Postgres, so it serves while the workers below still wait for
   // a Redis that is down (their schedules are written to it before they start).
   if (roles.has('api')) {
-    const probe = createRedis(config.REDIS_URL, 'probe')
+    const probe = createRedis(config.REDIS_URL, 'probe', log)
     const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
     closing.api.unshift({ name: 'rule sets', close: () => ruleSets.close() })
     const app = await buildApp({ config, db, redis: probe, ruleSets, notifications, logger: log, metrics, ...(tracing ? { tracing } : {}) })
@@ -74,7 +74,7 @@ async function start(): Promise<void> {
   }
 
   if (roles.has('relay')) {
-    const producer = createRedis(config.REDIS_URL, 'producer')
+    const producer = createRedis(config.REDIS_URL, 'producer', log)
     // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
     await whenReady(producer, 2000)
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
@@ -96,7 +96,7 @@ async function start(): Promise<void> {
   }
 
   if (roles.has('worker')) {
-    const connection = createRedis(config.REDIS_URL, 'worker')
+    const connection = createRedis(config.REDIS_URL, 'worker', log)
     const lifecycleQueue = createLifecycleQueue(connection, config.BULLMQ_PREFIX)
     const workers = createResponderWorkers({
       db,

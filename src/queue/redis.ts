@@ -7,7 +7,7 @@ import { Redis, type RedisOptions } from 'ioredis'
  * connection (rate limiter, readiness, feed wake-ups); the queue dashboard's BullMQ handles use a
  * duplicate of it without auto-pipelining (src/queue/admin-routes.ts).
  */
-export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe'): Redis {
+export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe', log?: { warn: (obj: object, msg: string) => void; info: (obj: object, msg: string) => void }): Redis {
   const opts: RedisOptions =
     kind === 'worker'
       ? { maxRetriesPerRequest: null, enableReadyCheck: true }
@@ -18,9 +18,29 @@ export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe'):
   // Reconnect attempts at most 1 s apart: a refused connect costs nothing, and the queues resume
   // within about a second of Redis returning.
   const redis = new Redis(url, { ...opts, lazyConnect: false, retryStrategy: (times) => Math.min(times * 200, 1000) })
-  // Connection errors are reported through readiness and the relay; an unhandled 'error' would crash.
-  redis.on('error', () => {})
+  // An unhandled 'error' would crash. Readiness and the metrics tell how long Redis has been away;
+  // the log says once that it went, where to (never the URL: it may hold a password), and when it is back.
+  const at = redisAddress(url)
+  let down = false
+  redis.on('error', (err: Error) => {
+    if (down || !log) return
+    down = true
+    log.warn({ redis: at, connection: kind, err: { message: err.message } }, 'Redis unreachable; reconnecting every second')
+  })
+  redis.on('ready', () => {
+    if (down) log?.info({ redis: at, connection: kind }, 'Redis connection back')
+    down = false
+  })
   return redis
+}
+
+function redisAddress(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname}:${u.port || '6379'}`
+  } catch {
+    return 'the address in REDIS_URL'
+  }
 }
 
 /**

@@ -36,7 +36,7 @@ const producers: Redis[] = []
 const relays: OutboxRelay[] = []
 const producerQueues: Record<QueueName, AssignmentQueue>[] = []
 function newRelay(name: string): OutboxRelay {
-  const producer = createRedis(server.url, 'producer')
+  const producer = createRedis(server.url, 'producer', log.child({ relay: name }))
   const queues = createQueues(producer, prefix)
   producers.push(producer)
   producerQueues.push(queues)
@@ -120,6 +120,9 @@ t.test('while Redis is down: every call is stored, nothing is sent, the relay ke
   const queued = await db.selectFrom('assignments').select('status').where('status', '!=', 'queued').execute()
   t.same(queued, [], 'every assignment is still queued')
   t.equal((await readyz()).json().status, 'degraded', 'still degraded, still in service')
+  const unreachable = relayLog.filter((l) => l.relay === 'A' && l.msg.startsWith('Redis unreachable'))
+  t.equal(unreachable.length, 1, 'the connection says once that Redis is away, however many reconnects fail')
+  t.match(unreachable[0], { level: 40, redis: `127.0.0.1:${server.port}`, connection: 'producer' }, 'and where it was')
 })
 
 /** Unsent outbox rows that some transaction holds locked right now (a relay in the middle of a batch). */
@@ -158,6 +161,7 @@ t.test('when Redis is back: every assignment is delivered exactly once', async (
     return unsent.length === 0 && queued.length === 0
   }, 10_000)
   t.pass(`every outbox row sent and every assignment offered ${Date.now() - backAt} ms after Redis came back`)
+  t.equal(relayLog.filter((l) => l.relay === 'A' && l.msg === 'Redis connection back').length, 1, 'and says once that it is back')
 
   const ready = await eventually(async () => {
     const res = await readyz()

@@ -23,6 +23,12 @@ export interface KeyCacheOptions {
 export interface KeyCache {
   /** The principal behind a presented key, or undefined when it is unknown, expired or revoked. */
   authenticate(key: string, now?: Date): Promise<Principal | undefined>
+  /**
+   * Whether this process knows the key: held or refused right now, or found valid at some time
+   * (by hash, at most AUTH_CACHE_SIZE). The guess limiter (src/auth/guesses.ts) never stops a known
+   * key: a CAD's key whose entry has lapsed is looked up again however busy its address is.
+   */
+  knows(key: string): boolean
   /** Forgets a key (by id), or every key: call it once a change of a key has committed. */
   invalidate(keyId?: string): void
   /** Keys held now. */
@@ -66,6 +72,8 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   const entries = new Map<string, Entry>()
   // Refused hashes → until when (clock()), oldest first.
   const refused = new Map<string, number>()
+  // Hashes of keys found valid at some time, least recently found first (see knows()).
+  const everValid = new Map<string, true>()
   // Lookups in flight, shared by concurrent requests with the same key (when a busy key's entry
   // lapses, its requests make one query, not one each).
   const inflight = new Map<string, Promise<StoredKey | undefined>>()
@@ -99,6 +107,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
 
   function store(hash: string, key: StoredKey): void {
     putLast(entries, hash, { key, until: clock() + ttlMs })
+    putLast(everValid, hash, true)
   }
 
   function forgetRefusals(): void {
@@ -149,6 +158,7 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       const hash = hashKey(key)
       if (ttlMs === 0) {
         const found = await findKeyByHash(db, hash)
+        if (found && isUsable(found, now)) putLast(everValid, hash, true)
         return found && isUsable(found, now) ? found.principal : undefined
       }
       startListening()
@@ -165,6 +175,13 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       }
       const found = await lookup(hash)
       return found && isUsable(found, now) ? found.principal : undefined
+    },
+    knows(key) {
+      // Not a key at all: refused without a lookup.
+      if (!looksLikeKey(key)) return true
+      const hash = hashKey(key)
+      const refusedUntil = refused.get(hash)
+      return entries.has(hash) || everValid.has(hash) || (refusedUntil !== undefined && clock() < refusedUntil)
     },
     invalidate,
     size: () => entries.size,

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../http/errors.js'
+import type { GuessLimiter } from './guesses.js'
 import type { KeyCache } from './key-cache.js'
 import type { ApiRole, Principal } from './principal.js'
 
@@ -39,7 +40,7 @@ export function routeAccess(url: string, config: { access?: RouteAccess } | unde
 /** Admin keys may call every route. */
 export const rolesOf = (access: readonly ApiRole[]): ApiRole[] => [...new Set<ApiRole>([...access, 'admin'])]
 
-export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { keys }) => {
+export const authPlugin = fp<{ keys: KeyCache; guesses?: GuessLimiter }>(async (app: FastifyInstance, { keys, guesses }) => {
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
@@ -48,7 +49,13 @@ export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { 
     if (access === 'public') return
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
+    const blocked = key && guesses && !keys.knows(key) ? guesses.blockedFor(req.ip) : 0
+    if (blocked) {
+      reply.header('retry-after', String(Math.ceil(blocked / 1000)))
+      throw new AppError('rate-limited', 'too many unknown API keys from this address; keys are not looked up again until the Retry-After has passed')
+    }
     const principal = key ? await keys.authenticate(key) : undefined
+    if (key && !principal) guesses?.refused(req.ip)
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="cad-router"')
       throw new AppError('unauthorized', key ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')

@@ -199,11 +199,11 @@ function sameScope(a: readonly string[] | null, b: readonly string[] | null): bo
 }
 
 /**
- * Whether the key's row still grants what the stream was opened with: not revoked, not expired, and
- * the same role, agencies and queues (a stream filters with the scope it started with, so any
- * change ends it; the console reconnects under the new one).
+ * Whether the key's row still grants what the stream (or a waiting long-poll) was opened with: not
+ * revoked, not expired, and the same role, agencies and queues (a stream filters with the scope it
+ * started with, so any change ends it; the console reconnects under the new one).
  */
-async function keyUnchanged(db: Db, p: Principal): Promise<boolean> {
+export async function keyUnchanged(db: Db, p: Principal): Promise<boolean> {
   const row = await db.selectFrom('api_keys').select(['role', 'agencies', 'queues', 'revoked_at', 'expires_at']).where('id', '=', p.keyId).executeTakeFirst()
   return (
     !!row &&

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
+import type { FastifyReply } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
@@ -11,7 +12,7 @@ import { problemResponses, type HeaderDoc } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { escalateAssignment } from './escalation.js'
 import { encodePosition, feedHead } from './feed.js'
-import { feedScope, feedWaiter, type AssignmentFeed } from './feed-routes.js'
+import { feedScope, feedWaiter, keyUnchanged, type AssignmentFeed } from './feed-routes.js'
 import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
 import { DISPOSITIONS, assignmentSchema, illegalTransitionSchema } from './schemas.js'
 import { ASSIGNMENT_STATUSES, CONSOLE_ACTIONS, type AssignmentStatus } from './state-machine.js'
@@ -51,6 +52,10 @@ const listQuery = z
   .strict()
 
 /** A strong validator of the page as sent: equal pages, equal tags. */
+const keyChanged = (reply: FastifyReply): never => {
+  reply.header('www-authenticate', 'Bearer realm="cad-router"')
+  throw new AppError('unauthorized', 'the API key was revoked, expired or changed while the request waited; send it again')
+}
 const etagOf = (page: unknown): string => `"${createHash('sha256').update(JSON.stringify(page)).digest('base64url').slice(0, 27)}"`
 
 function etagMatches(header: string, etag: string): boolean {
@@ -124,7 +129,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
         for (;;) {
           // A change wakes every long-polling console of its scope at once: their reads take turns
           // on the feed's connections, not the service's pool that ingest needs.
-          const { page, position } = woken ? await feed.catchUp(read) : await read(db)
+          // A wait outlives the authentication it began with: a key revoked or changed meanwhile gets no new page.
+          const { page, position } = woken ? await feed.catchUp(async (on) => ((await keyUnchanged(on, p)) ? read(on) : keyChanged(reply))) : await read(db)
           const etag = etagOf(page)
           reply.header('etag', etag)
           reply.header('feed-position', encodePosition(position))

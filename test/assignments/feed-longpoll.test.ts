@@ -105,6 +105,25 @@ t.test("a woken long-poll reads on the feed's connections: it answers while inge
   t.equal((res.json() as { items: { id: string; status: string }[] }).items.find((a) => a.id === id)?.status, 'acknowledged')
 })
 
+t.test('a key revoked or narrowed while its long-poll waits gets no new page: 401', async (t) => {
+  for (const change of ['revoke', 'narrow'] as const) {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: `waiting-${change}`, role: 'console', agencies: ['hastings-pd'] } })
+    const { id, key } = created.json() as { id: string; key: string }
+    const authorization = `Bearer ${key}`
+    const first = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization } })
+    t.equal(first.statusCode, 200)
+    const waiting = app.inject({ method: 'GET', url: '/v1/assignments?wait=20', headers: { authorization, 'if-none-match': first.headers.etag as string } })
+    await new Promise((r) => setTimeout(r, 300))
+    if (change === 'revoke') t.equal((await app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke` })).statusCode, 200)
+    else await world.db.updateTable('api_keys').set({ queues: ['police'] }).where('id', '=', id).execute()
+    const ids = await post('hastings-pd')
+    const res = await waiting
+    t.equal(res.statusCode, 401, `${change}: the waiting request is refused`)
+    t.notOk(ids.some((a) => res.body.includes(a)), `${change}: and carries nothing of the new call`)
+    t.equal(res.headers['www-authenticate'], 'Bearer realm="cad-router"')
+  }
+})
+
 // Last: it closes the app.
 t.test('closing the service answers a waiting long-poll at once (304), so shutdown does not wait out the 30 s', async (t) => {
   const base = await app.listen({ port: 0, host: '127.0.0.1' })

@@ -154,7 +154,7 @@ const feedEventSchema = z
       reason: z.string().nullable(),
       at: z.string(),
     }),
-    assignment: assignmentSchema.describe('The assignment as the listing shows it, with the status and role of this change'),
+    assignment: assignmentSchema.describe('The assignment as the listing shows it when the event is sent (its other fields may be newer than this change, on a replay especially), with the status and role of this change: take those two from here'),
   })
   .meta({ id: 'AssignmentFeedEvent' })
 

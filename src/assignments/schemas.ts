@@ -23,7 +23,7 @@ export const assignmentSchema = assignmentSummarySchema
     dueAt: z.string().nullable().describe('For follow-ups: when the follow-up must be done'),
     overdue: z.boolean().describe('Still open past dueAt'),
     reservedUntil: z.string().nullable().describe('A reserved follow-up is offered at this time'),
-    ackDeadlineAt: z.string().nullable().describe('Set when offered: not acknowledged by then, the assignment escalates'),
+    ackDeadlineAt: z.string().nullable().describe('Set when offered: not acknowledged by then, the assignment escalates. It stays set afterwards; it applies only while the status is queued or offered'),
     escalatedFrom: z.string().uuid().nullable().describe('The assignment whose decline or missed deadline created this one'),
     createdAt: z.string(),
     updatedAt: z.string(),

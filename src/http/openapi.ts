@@ -67,7 +67,7 @@ function commonHeadersOf(status: number, limited: boolean): CommonHeader[] {
 }
 
 interface Operation {
-  requestBody?: unknown
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: { anyOf?: { type?: string }[] } }> }
   responses?: Record<string, { description?: string; content?: Record<string, unknown>; headers?: Record<string, unknown> }>
   'x-roles'?: string[]
   'x-response-headers'?: Record<string, Record<string, HeaderDoc>>
@@ -86,6 +86,8 @@ export function documentResponses<T extends { paths?: object; components?: objec
     for (const op of Object.values(methods)) {
       const responses = (op.responses ??= {})
       if (op.requestBody) for (const s of [400, 413, 415]) responses[s] ??= problem(s)
+      // A body the route takes as nullish (a console move) may be left out altogether.
+      if (op.requestBody?.content?.['application/json']?.schema?.anyOf?.some((s) => s.type === 'null')) op.requestBody.required = false
       // The router refuses an over-long parameter before any route schema sees it (maxParamLength).
       if (path.includes('{')) responses[414] ??= problem(414)
       if (path.startsWith('/v1/')) responses[429] ??= problem(429)

@@ -10,7 +10,7 @@ export const problemSchema = z
     title: z.string(),
     status: z.number().int(),
     detail: z.string().optional(),
-    instance: z.string().optional().describe('The request id, to find the matching log lines'),
+    instance: z.string().optional().describe('`urn:request:` and the request id (the X-Request-Id header), to find the matching log lines'),
     code: z.string().describe('The stable error code, e.g. validation-failed'),
     invalidParams: z.array(z.object({ name: z.string(), reason: z.string() })).optional(),
   })

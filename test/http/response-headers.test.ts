@@ -120,3 +120,14 @@ t.test('the stream documents the headers that keep proxies from holding it', asy
   carries(t, 'get', '/v1/assignments/stream', { statusCode: res.statusCode!, headers: received }, ['Cache-Control', 'X-Accel-Buffering', 'X-Request-Id', 'X-RateLimit-Remaining'])
   t.equal(received['x-accel-buffering'], 'no')
 })
+
+t.test("a move's body may be left out, as the document says; an event's may not", async (t) => {
+  const body = (path: string) => (doc.paths[path]!.post as unknown as { requestBody: { required: boolean } }).requestBody.required
+  t.equal(body('/v1/assignments/{id}/acknowledge'), false)
+  t.equal(body('/v1/call-events'), true)
+  const created = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', agency: 'hdr-bodiless' }) })
+  const id = (created.json() as { decision: { assignments: { id: string }[] } }).decision.assignments[0]!.id
+  const headers = { authorization: `Bearer ${await world.key('console', { agencies: ['hdr-bodiless'] })}` }
+  const moved = await world.app.inject({ method: 'POST', url: `/v1/assignments/${id}/acknowledge`, headers })
+  t.equal(moved.statusCode, 200, 'no body, no content type: the move is made')
+})

@@ -10,7 +10,6 @@ import { createAssignmentFeed, feedRoutes } from './assignments/feed-routes.js'
 import { assignmentRoutes } from './assignments/routes.js'
 import { createKeyCache, type KeyCache } from './auth/key-cache.js'
 import { createNotifications, LISTEN_APPLICATION_NAME, type Notifications } from './db/listener.js'
-import { createGuessLimiter } from './auth/guesses.js'
 import { authPlugin } from './auth/plugin.js'
 import { authRoutes } from './auth/routes.js'
 import { AppError } from './http/errors.js'
@@ -44,7 +43,7 @@ export const API_VERSION = '1.0.0'
 export interface AppDeps {
   config: Pick<
     Config,
-    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'AUTH_UNKNOWN_KEYS_PER_MINUTE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS'
+    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS'
   > &
     Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_BATCH_HOLD_MS' | 'INGEST_QUEUE_MAX'>>
   db: Db
@@ -148,8 +147,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     app.addHook('onClose', () => own.close())
     keys = own
   }
-  const guesses = config.AUTH_UNKNOWN_KEYS_PER_MINUTE ? createGuessLimiter({ limit: config.AUTH_UNKNOWN_KEYS_PER_MINUTE }) : undefined
-  await app.register(authPlugin, { keys, ...(guesses ? { guesses } : {}) })
+  await app.register(authPlugin, { keys })
   await app.register(rateLimit, {
     // After authentication, so the limit is per key; unauthenticated requests count per address.
     hook: 'preHandler',

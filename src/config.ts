@@ -113,12 +113,6 @@ const fields = z.object({
   AUTH_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5000),
   /** At most this many keys held per process (least recently used go first). */
   AUTH_CACHE_SIZE: positiveInt.max(1_000_000).default(1000),
-  /**
-   * Unknown API keys an address may present in a minute (each costs a Postgres lookup); past it,
-   * keys this process does not know are refused with 429, unlooked-up, until the minute is over
-   * (src/auth/guesses.ts). 0: no limit.
-   */
-  AUTH_UNKNOWN_KEYS_PER_MINUTE: z.coerce.number().int().min(0).default(60),
   /** Requests per minute per API key (per address for requests without one). */
   RATE_LIMIT_PER_MINUTE: positiveInt.default(30_000),
   /** OpenTelemetry traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); off when unset. */

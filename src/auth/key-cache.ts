@@ -25,8 +25,8 @@ export interface KeyCache {
   authenticate(key: string, now?: Date): Promise<Principal | undefined>
   /**
    * Whether this process knows the key: held or refused right now, or found valid at some time
-   * (by hash, at most AUTH_CACHE_SIZE). The guess limiter (src/auth/guesses.ts) never stops a known
-   * key: a CAD's key whose entry has lapsed is looked up again however busy its address is.
+   * (by hash, at most AUTH_CACHE_SIZE). A known key never waits behind unknown ones
+   * (src/auth/plugin.ts): a CAD's key whose entry has lapsed is looked up again at once.
    */
   knows(key: string): boolean
   /** Forgets a key (by id), or every key: call it once a change of a key has committed. */

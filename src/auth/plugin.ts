@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import pLimit from 'p-limit'
 import { AppError } from '../http/errors.js'
-import type { GuessLimiter } from './guesses.js'
 import type { KeyCache } from './key-cache.js'
 import type { ApiRole, Principal } from './principal.js'
 
@@ -40,7 +40,20 @@ export function routeAccess(url: string, config: { access?: RouteAccess } | unde
 /** Admin keys may call every route. */
 export const rolesOf = (access: readonly ApiRole[]): ApiRole[] => [...new Set<ApiRole>([...access, 'admin'])]
 
-export const authPlugin = fp<{ keys: KeyCache; guesses?: GuessLimiter }>(async (app: FastifyInstance, { keys, guesses }) => {
+/**
+ * Keys this process does not know (never found valid, no answer held) cost a Postgres lookup each,
+ * on the pool ingest needs: a client presenting one unknown key after another (guessing, or a
+ * misconfigured one in a loop) must not be able to fill it. At most this many such lookups run at
+ * once; the next ones wait, and with UNKNOWN_KEYS_HELD running or waiting the rest answer 503 with
+ * Retry-After at once.
+ * Keys the process knows never wait here, so a CAD's key is looked up again however many guesses
+ * arrive; by address would not do, since behind a load balancer every client shares one.
+ */
+const UNKNOWN_KEY_LOOKUPS = 2
+const UNKNOWN_KEYS_HELD = 100
+
+export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { keys }) => {
+  const unknownLookups = pLimit(UNKNOWN_KEY_LOOKUPS)
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
@@ -49,13 +62,11 @@ export const authPlugin = fp<{ keys: KeyCache; guesses?: GuessLimiter }>(async (
     if (access === 'public') return
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
-    const blocked = key && guesses && !keys.knows(key) ? guesses.blockedFor(req.ip) : 0
-    if (blocked) {
-      reply.header('retry-after', String(Math.ceil(blocked / 1000)))
-      throw new AppError('rate-limited', 'too many unknown API keys from this address; keys are not looked up again until the Retry-After has passed')
-    }
-    const principal = key ? await keys.authenticate(key) : undefined
-    if (key && !principal) guesses?.refused(req.ip)
+    let principal: Principal | undefined
+    if (key && !keys.knows(key)) {
+      if (unknownLookups.activeCount + unknownLookups.pendingCount >= UNKNOWN_KEYS_HELD) throw new AppError('service-unavailable', 'too many unknown API keys are waiting to be checked; retry')
+      principal = await unknownLookups(() => keys.authenticate(key))
+    } else if (key) principal = await keys.authenticate(key)
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="cad-router"')
       throw new AppError('unauthorized', key ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')

@@ -39,7 +39,8 @@ export function serializeError(err: unknown): unknown {
 
 // A path segment that is a county person id (personal data, like call.subject): /v1/case-links/<id>,
 // however the rest of the path is written (`//v1/case-links/…` reaches the not-found handler, and its
-// request is logged too).
+// request is logged too). Matched on the path as the router reads it: `/v1/case%2Dlinks/<id>` is
+// the same route.
 const PERSON_PATH = /(\/case-links\/)[^/?#]*/gi
 
 /**
@@ -60,10 +61,22 @@ const PLAIN_VALUE = /^[A-Za-z0-9_.:,+-]*$/
  */
 export function redactUrl(url: string): string {
   const q = url.indexOf('?')
-  const path = (q < 0 ? url : url.slice(0, q)).replace(PERSON_PATH, '$1[redacted]')
+  const path = redactPath(q < 0 ? url : url.slice(0, q))
   const query = q < 0 ? '' : `?${url.slice(q + 1).split('&').map(redactParam).join('&')}`
   const safe = path + query
   return safe.length > 512 ? `${safe.slice(0, 512)}…` : safe
+}
+
+// As sent, unless it names a person once decoded: then decoded, with the id redacted.
+function redactPath(raw: string): string {
+  let readable = raw
+  try {
+    readable = decodeURIComponent(raw)
+  } catch {
+    // A malformed escape, which the router refuses: the path as written is all there is to redact.
+  }
+  const redacted = readable.replace(PERSON_PATH, '$1[redacted]')
+  return redacted === readable ? raw : redacted
 }
 
 // Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`). A name

@@ -82,6 +82,10 @@ t.test('request URLs are logged with person ids and unknown query values redacte
   const before = world.logs.length
   for (const url of [
     `//v1/case-links/${secret}`,
+    `/v1/case%2Dlinks/${secret}`,
+    `/v1/%63ase-links/${secret}`,
+    `/v1/case-links%2F${secret}`,
+    `/v1/case-links/${secret.replace('-', '%2D')}`,
     `/v1/audit?targetType=person&targetId[]=${secret}`,
     `/v1/audit?targetType=person&targetid=${secret}`,
     `/v1/audit?targetType=person;targetId=${secret}`,

@@ -26,14 +26,17 @@ const PG_ERROR_NAMES = ['constraint', 'table', 'column', 'schema', 'routine'] as
  * An error as a log line may hold it: its type, message, code and stack, and a Postgres error's
  * constraint, table and column names. Nothing else: Node's HTTP parse error carries the raw
  * request (`rawPacket`: body and Authorization header included), a Postgres error quotes values in
- * `detail` and `where`, and a `cause` may carry anything. (A Buffer also made the redaction throw.)
+ * `detail` and `where`. A `cause` that is an Error is logged the same way. (A Buffer also made the
+ * redaction throw.)
  */
-export function serializeError(err: unknown): unknown {
+export function serializeError(err: unknown, depth = 0): unknown {
   if (!(err instanceof Error)) return err
   const e = err as Error & Record<string, unknown>
   const out: Record<string, unknown> = { type: e.constructor.name, message: e.message, stack: e.stack }
   if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code
   for (const k of PG_ERROR_NAMES) if (typeof e[k] === 'string') out[k] = e[k]
+  // A migration's error wraps Postgres's: its cause, under the same rule (a few levels, a cycle ends).
+  if (e.cause instanceof Error && depth < 3) out.cause = serializeError(e.cause, depth + 1)
   return out
 }
 

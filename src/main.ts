@@ -96,8 +96,12 @@ async function start(): Promise<void> {
   }
 
   if (roles.has('worker')) {
+    // Each closer is registered as soon as its resource exists: a SIGTERM while a later step waits
+    // (for a Redis that is down, say) still drains what already runs. The last one made closes first.
     const connection = createRedis(config.REDIS_URL, 'worker', log)
+    closing.worker.unshift({ name: 'redis (workers)', close: () => connection.quit() })
     const lifecycleQueue = createLifecycleQueue(connection, config.BULLMQ_PREFIX)
+    closing.worker.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
     const workers = createResponderWorkers({
       db,
       connection,
@@ -112,6 +116,7 @@ async function start(): Promise<void> {
       log,
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })
+    closing.worker.unshift({ name: 'workers', close: () => workers.close() })
     const lifecycle = await startLifecycleWorker({
       db,
       connection,
@@ -124,15 +129,12 @@ async function start(): Promise<void> {
       stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
       log,
     })
+    closing.worker.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
-    observeWorkers([retention.worker], metrics)
-    closing.worker.unshift({ name: 'redis (workers)', close: () => connection.quit() })
-    closing.worker.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
     closing.worker.unshift({ name: 'retention', close: () => retention.close() })
-    closing.worker.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
-    closing.worker.unshift({ name: 'workers', close: () => workers.close() })
+    observeWorkers([retention.worker], metrics)
     log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
   }
 }

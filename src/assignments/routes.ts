@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import type { FastifyReply } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
@@ -83,6 +84,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
   // A long-poll waits up to 30 s: on close it answers at once, or the server would wait for it
   // past the shutdown grace period.
   const stopping = new AbortController()
+  // One listener per waiting long-poll, removed when it answers: many at once is not a leak.
+  setMaxListeners(0, stopping.signal)
   app.addHook('preClose', async () => stopping.abort())
   app.get(
     '/v1/assignments',

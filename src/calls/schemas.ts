@@ -27,7 +27,7 @@ export const callSchema = z
       .max(64)
       .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"')
       .describe('The responsible agency, e.g. hastings-pd'),
-    natureCode: z.string().min(1).max(32).describe('CAD nature code: an APCO code or the agency’s own, mapped by the rule set. Compared exactly, case included (`edp` is not `EDP`): a code the rule set does not list or map is unknown, routed to police and marked for review'),
+    natureCode: z.string().min(1).max(32).describe('CAD nature code: an APCO code or the agency’s own, mapped by the rule set. Compared exactly, case included (`edp` is not `EDP`): a code the rule set does not list or map is unknown and marked for review; the flags still decide the route, and without one that does it goes to police'),
     priority: z.number().int().min(1).max(5).describe('1 is most urgent'),
     location: z
       .object({

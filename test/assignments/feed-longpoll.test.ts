@@ -124,6 +124,18 @@ t.test('a key revoked or narrowed while its long-poll waits gets no new page: 40
   }
 })
 
+t.test('many long-polls waiting at once raise no listener-leak warning', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (w: Error) => warnings.push(w.name)
+  process.on('warning', onWarning)
+  t.teardown(() => void process.off('warning', onWarning))
+  const { headers } = await list({})
+  const answers = await Promise.all(Array.from({ length: 15 }, () => list({ 'if-none-match': headers.etag as string }, '?wait=1')))
+  t.same([...new Set(answers.map((a) => a.statusCode))], [304])
+  await new Promise((r) => setImmediate(r))
+  t.same(warnings, [], 'no MaxListenersExceededWarning')
+})
+
 // Last: it closes the app.
 t.test('closing the service answers a waiting long-poll at once (304), so shutdown does not wait out the 30 s', async (t) => {
   const base = await app.listen({ port: 0, host: '127.0.0.1' })

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import net from 'node:net'
 import t from 'tap'
-import { LOGGED_QUERY_PARAMETERS } from '../../src/logger.js'
+import { LOGGED_QUERY_PARAMETERS, serializeError } from '../../src/logger.js'
 import { documentedOperations } from '../helpers/operations.js'
 import { eidoFixture } from '../eido/fixtures/index.js'
 import { callEvent } from '../helpers/events.js'
@@ -108,4 +108,21 @@ t.test('request URLs are logged with person ids and unknown query values redacte
   const documented = new Set(Object.values(doc.paths).flatMap((m) => Object.values(m).flatMap((op) => (op.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name))))
   t.same([...documented].filter((n) => n !== 'targetId' && !LOGGED_QUERY_PARAMETERS.has(n)), [], 'every documented parameter but targetId is logged')
   t.same([...LOGGED_QUERY_PARAMETERS].filter((n) => !documented.has(n)), [], 'and the list names nothing else')
+})
+
+t.test('an error is logged with its code, names and cause, never the values Postgres quotes', async (t) => {
+  const pgError = Object.assign(new Error('duplicate key value violates unique constraint "case_links_pkey"'), {
+    code: '23505',
+    constraint: 'case_links_pkey',
+    table: 'case_links',
+    detail: 'Key (person_id)=(P-DETAIL-1) already exists.',
+    where: 'SQL statement "insert … P-DETAIL-1"',
+  })
+  const wrapped = new Error('migration 0019 failed', { cause: pgError })
+  const out = serializeError(wrapped) as Record<string, unknown>
+  t.match(out, { type: 'Error', message: 'migration 0019 failed', cause: { code: '23505', constraint: 'case_links_pkey', table: 'case_links' } })
+  t.notOk(JSON.stringify(out).includes('P-DETAIL-1'), 'neither detail nor where')
+  const loop = new Error('a') as Error & { cause?: unknown }
+  loop.cause = loop
+  t.ok(JSON.stringify(serializeError(loop)).length < 10_000, 'a cause that loops ends')
 })

@@ -5,7 +5,10 @@ import { assignmentStreams, feedData, openSse, type SseEvent } from '../helpers/
 import { PG_ADMIN_URL, createWorld, eventually, openTransaction } from '../helpers/world.js'
 import { comparePositions, feedHead, feedHorizon, readFeed } from '../../src/assignments/feed.js'
 
-const world = await createWorld(t)
+// Keys cached for the longest time the config allows: a test that holds every connection of the
+// service's pool must find its key cached, however slow a loaded machine makes the steps before
+// (changes of keys still arrive at once, by NOTIFY).
+const world = await createWorld(t, { env: { AUTH_CACHE_MS: '60000' } })
 const { app } = world
 const base = await app.listen({ port: 0, host: '127.0.0.1' })
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })

@@ -95,6 +95,30 @@ t.test('a failed run is logged and runs again within the interval', async (t) =>
   t.pass('a retry scrubbed the call, an hour before the next interval')
 })
 
+t.test('an outbox prune that fails is logged as its own; the scrub is done and not run again', async (t) => {
+  const old = await closedCall('EDP', 160)
+  const impatient = createDb(createPool({ connectionString: world.databaseUrl, max: 2, statementTimeoutMs: 300 }))
+  const holder = await openTransaction(t, world.pool)
+  await holder.query('lock table outbox in access exclusive mode')
+  const lines: string[] = []
+  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
+  const prefix = `${world.prefix}-prune`
+  const connection = createRedis(world.config.REDIS_URL, 'worker')
+  const retention = await startRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log })
+  t.teardown(async () => {
+    await retention.close()
+    connection.disconnect()
+    await impatient.destroy()
+    await dropRedisPrefix(world.config.REDIS_URL, prefix)
+  })
+  await eventually(async () => lines.some((l) => l.includes('outbox prune failed')), 10_000)
+  t.equal((await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller, null, 'the scrub was done')
+  await holder.query('rollback')
+  await new Promise((r) => setTimeout(r, 500))
+  t.notOk(lines.some((l) => l.includes('retention scrub failed')), 'the job did not fail: no scrub runs again for the prune')
+  t.equal(lines.filter((l) => l.includes('personal data removed')).length, 1, 'one scrub')
+})
+
 t.test('in batches; a call locked elsewhere is left for the next run, not waited for', async (t) => {
   const before = new Date(Date.now() - 90 * 86_400_000)
   const [a, b, locked] = [await closedCall('EDP', 100), await closedCall('WELFARE', 100), await closedCall('EDP', 100)]

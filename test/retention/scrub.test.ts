@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { sql } from 'kysely'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { createRedis } from '../../src/queue/redis.js'
 import { startRetention } from '../../src/retention/scheduler.js'
@@ -70,17 +70,19 @@ t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
   t.pass('the first run of the schedule scrubbed the old call')
 })
 
-t.test('a failed run is logged and runs again within the interval', async (t) => {
-  const old = await closedCall('EDP', 150)
-  // Statements that give up after 300 ms, and the calls table locked: the first run fails.
+/**
+ * The retention schedule on a pool whose statements give up after 300 ms, with `table` locked by an
+ * open transaction (rolled back by the caller, or at teardown), and its log lines (info and up).
+ * The interval is an hour: within a test, only a retry runs again.
+ */
+async function retentionBehindLock(t: Test, table: 'calls' | 'outbox', name: string) {
   const impatient = createDb(createPool({ connectionString: world.databaseUrl, max: 2, statementTimeoutMs: 300 }))
   const holder = await openTransaction(t, world.pool)
-  await holder.query('lock table calls in access exclusive mode')
+  await holder.query(`lock table ${table} in access exclusive mode`)
   const lines: string[] = []
-  const log = pino({ level: 'warn' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
-  const prefix = `${world.prefix}-retry`
+  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
+  const prefix = `${world.prefix}-${name}`
   const connection = createRedis(world.config.REDIS_URL, 'worker')
-  // The interval is an hour: only the retry can scrub the call within this test.
   const retention = await startRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log })
   t.teardown(async () => {
     await retention.close()
@@ -88,6 +90,13 @@ t.test('a failed run is logged and runs again within the interval', async (t) =>
     await impatient.destroy()
     await dropRedisPrefix(world.config.REDIS_URL, prefix)
   })
+  return { holder, lines }
+}
+
+t.test('a failed run is logged and runs again within the interval', async (t) => {
+  const old = await closedCall('EDP', 150)
+  // Statements that give up after 300 ms, and the calls table locked: the first run fails.
+  const { holder, lines } = await retentionBehindLock(t, 'calls', 'retry')
   await eventually(async () => lines.some((l) => l.includes('retention scrub failed; it runs again shortly')), 10_000)
   t.match(JSON.parse(lines.find((l) => l.includes('retention scrub failed'))!), { attempt: 1, attempts: 3, err: { message: /statement timeout|canceling statement/ } })
   await holder.query('rollback')
@@ -97,20 +106,7 @@ t.test('a failed run is logged and runs again within the interval', async (t) =>
 
 t.test('an outbox prune that fails is logged as its own; the scrub is done and not run again', async (t) => {
   const old = await closedCall('EDP', 160)
-  const impatient = createDb(createPool({ connectionString: world.databaseUrl, max: 2, statementTimeoutMs: 300 }))
-  const holder = await openTransaction(t, world.pool)
-  await holder.query('lock table outbox in access exclusive mode')
-  const lines: string[] = []
-  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
-  const prefix = `${world.prefix}-prune`
-  const connection = createRedis(world.config.REDIS_URL, 'worker')
-  const retention = await startRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log })
-  t.teardown(async () => {
-    await retention.close()
-    connection.disconnect()
-    await impatient.destroy()
-    await dropRedisPrefix(world.config.REDIS_URL, prefix)
-  })
+  const { holder, lines } = await retentionBehindLock(t, 'outbox', 'prune')
   await eventually(async () => lines.some((l) => l.includes('outbox prune failed')), 10_000)
   t.equal((await db.selectFrom('calls').select('caller').where('call_id', '=', old).executeTakeFirstOrThrow()).caller, null, 'the scrub was done')
   await holder.query('rollback')

@@ -192,3 +192,18 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
   if (opts.ifAlready === 'ok' && status === move.to) return { view: toAssignmentView(before), changed: false }
   throw new AppError('illegal-transition', `cannot ${action} an assignment that is ${status}`, { extra: { currentStatus: status, allowedFrom: move.from } })
 }
+
+/**
+ * The assignments that took over from this one (an escalation, a re-offer), oldest first: those
+ * `scope` may see. Found through the call (its index), as a replacement is always on the same call.
+ */
+export async function replacementsOf(db: Db, id: string, scope: { agencies: readonly string[] | null; queues: readonly string[] | null }): Promise<string[]> {
+  const rows = await db
+    .selectFrom('assignments')
+    .select(['id', 'agency', 'queue'])
+    .where('call_id', '=', (eb) => eb.selectFrom('assignments').select('call_id').where('id', '=', id))
+    .where('escalated_from', '=', id)
+    .orderBy('seq')
+    .execute()
+  return rows.filter((r) => canActForAgency(scope, r.agency) && canSeeQueue(scope, r.queue)).map((r) => r.id)
+}

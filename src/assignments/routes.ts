@@ -14,7 +14,7 @@ import { QUEUES } from '../routing/index.js'
 import { escalateAssignment } from './escalation.js'
 import { encodePosition, feedHead } from './feed.js'
 import { feedScope, feedWaiter, keyUnchanged, type AssignmentFeed } from './feed-routes.js'
-import { decodeCursor, listAssignments, moveAssignment } from './repository.js'
+import { decodeCursor, listAssignments, moveAssignment, replacementsOf } from './repository.js'
 import { DISPOSITIONS, assignmentSchema, illegalTransitionSchema } from './schemas.js'
 import { ASSIGNMENT_STATUSES, CONSOLE_ACTIONS, type AssignmentStatus } from './state-machine.js'
 
@@ -167,43 +167,51 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
         },
       },
       async (req) => {
-        const body = req.body ?? {}
-        if (body.disposition && action !== 'complete') {
-          throw new AppError('validation-failed', 'a disposition goes with complete', { invalidParams: [{ name: 'disposition', reason: 'only with complete' }] })
-        }
-        // How a call ended is what the diversion and follow-up figures count: no completion without it.
-        if (action === 'complete' && !body.disposition) {
-          throw new AppError('validation-failed', 'complete needs a disposition', { invalidParams: [{ name: 'disposition', reason: 'required with complete' }] })
-        }
-        const p = principalOf(req)
-        const actor = body.actor ? `${p.name}/${body.actor}` : p.name
-        const visible = (a: { agency: string; queue: string }) => canActForAgency(p, a.agency) && canSeeQueue(p, a.queue)
-        if (action === 'decline') {
-          const { view } = await escalateAssignment(
+        try {
+          const body = req.body ?? {}
+          if (body.disposition && action !== 'complete') {
+            throw new AppError('validation-failed', 'a disposition goes with complete', { invalidParams: [{ name: 'disposition', reason: 'only with complete' }] })
+          }
+          // How a call ended is what the diversion and follow-up figures count: no completion without it.
+          if (action === 'complete' && !body.disposition) {
+            throw new AppError('validation-failed', 'complete needs a disposition', { invalidParams: [{ name: 'disposition', reason: 'required with complete' }] })
+          }
+          const p = principalOf(req)
+          const actor = body.actor ? `${p.name}/${body.actor}` : p.name
+          const visible = (a: { agency: string; queue: string }) => canActForAgency(p, a.agency) && canSeeQueue(p, a.queue)
+          if (action === 'decline') {
+            const { view } = await escalateAssignment(
+              db,
+              req.params.id,
+              { kind: 'decline', actor, reason: body.reason },
+              {
+                // The app's clock: CRU's hours decide whether the fallback may hand the call to CRU again.
+                now: now(),
+                visible,
+                onMoved: (trx, v, created) =>
+                  audit(trx, req, { action: 'assignment.decline', targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status, escalatedTo: created.map((c) => c.id) } }),
+              },
+            )
+            return view
+          }
+          const { view } = await moveAssignment(
             db,
             req.params.id,
-            { kind: 'decline', actor, reason: body.reason },
+            action,
+            { actor, reason: body.reason, disposition: body.disposition },
             {
-              // The app's clock: CRU's hours decide whether the fallback may hand the call to CRU again.
-              now: now(),
-              visible,
-              onMoved: (trx, v, created) =>
-                audit(trx, req, { action: 'assignment.decline', targetType: 'assignment', targetId: v.id, agency: v.agency, details: { callId: v.callId, queue: v.queue, status: v.status, escalatedTo: created.map((c) => c.id) } }),
+              scope: { agencies: p.agencies, queues: p.queues },
+              audit: { actor: p.name, keyId: p.keyId, role: p.role, action: `assignment.${action}`, sourceIp: req.ip, requestId: req.id },
             },
           )
           return view
+        } catch (err) {
+          // A console with a stale screen acts on an assignment that was escalated or re-offered
+          // meanwhile: the refusal names what took over (what the key may see), so it can act on that.
+          if (!(err instanceof AppError) || err.code !== 'illegal-transition') throw err
+          const replacedBy = await replacementsOf(db, req.params.id, principalOf(req))
+          throw replacedBy.length ? new AppError(err.code, err.detail, { extra: { ...err.extra, replacedBy } }) : err
         }
-        const { view } = await moveAssignment(
-          db,
-          req.params.id,
-          action,
-          { actor, reason: body.reason, disposition: body.disposition },
-          {
-            scope: { agencies: p.agencies, queues: p.queues },
-            audit: { actor: p.name, keyId: p.keyId, role: p.role, action: `assignment.${action}`, sourceIp: req.ip, requestId: req.id },
-          },
-        )
-        return view
       },
     )
   }

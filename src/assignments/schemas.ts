@@ -65,5 +65,9 @@ export const illegalTransitionSchema = problemSchema
   .extend({
     currentStatus: z.enum(ASSIGNMENT_STATUSES).describe('The assignment’s status when the move was refused'),
     allowedFrom: z.array(z.enum(ASSIGNMENT_STATUSES)).describe('The statuses this move can be made from'),
+    replacedBy: z
+      .array(z.string().uuid())
+      .optional()
+      .describe('The assignments that took over from this one (escalated or offered again after a missed deadline, or a decline), oldest first: those this key may see. Absent when none did'),
   })
   .meta({ id: 'IllegalTransitionProblem' })

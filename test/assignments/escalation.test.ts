@@ -95,6 +95,32 @@ t.test('decline of police: offered again to police; of a case manager: CRU takes
   t.ok(cru.transitions.some((x) => /role support → primary: case_management declined/.test(x.reason ?? '')))
 })
 
+t.test("a move refused because the assignment was replaced names what took over, as far as the key may see", async (t) => {
+  const noise = await post({ natureCode: 'NOISE', agency: 'esc-replaced' })
+  const first = noise.decision.assignments[0]!.id
+  t.equal((await move(first, 'decline', { reason: 'unit busy' })).statusCode, 200)
+  const second = (await call(noise.callId)).assignments.find((a) => a.id !== first)!.id
+  const stale = await move(first, 'acknowledge')
+  t.equal(stale.statusCode, 409)
+  t.match(stale.json(), { code: 'illegal-transition', currentStatus: 'declined', replacedBy: [second] })
+  // A CRU decline hands the call to co-response: police primary and a new CRU support.
+  const edp = await post({ natureCode: 'EDP', agency: 'esc-replaced' })
+  const cruFirst = edp.decision.assignments[0]!.id
+  t.equal((await move(cruFirst, 'decline')).statusCode, 200)
+  const took = (await call(edp.callId)).assignments.filter((a) => a.id !== cruFirst)
+  const cruDesk = `Bearer ${await world.key('console', { agencies: ['esc-replaced'], queues: ['cru'] })}`
+  const seenByCru = await move(cruFirst, 'acknowledge', undefined, { authorization: cruDesk })
+  t.equal(seenByCru.statusCode, 409)
+  t.same(seenByCru.json().replacedBy, took.filter((a) => a.queue === 'cru').map((a) => a.id), 'a CRU desk is named the CRU support, not the police assignment')
+  t.same((await move(cruFirst, 'acknowledge')).json().replacedBy.length, 2, 'a county-wide key both')
+  const untouched = await post({ natureCode: 'NOISE', agency: 'esc-replaced' })
+  const done = untouched.decision.assignments[0]!.id
+  await move(done, 'accept')
+  const twice = await move(done, 'accept')
+  t.equal(twice.statusCode, 409)
+  t.notOk('replacedBy' in twice.json(), 'absent when nothing took over')
+})
+
 t.test('a console acknowledging before the offer keeps the call from escalating', async (t) => {
   const created = await post({ natureCode: 'EDP', agency: 'esc-early' })
   const cru = created.decision.assignments[0]!

@@ -52,11 +52,13 @@ const listQuery = z
   })
   .strict()
 
-/** A strong validator of the page as sent: equal pages, equal tags. */
+/** A waiting long-poll whose key was revoked, expired or changed meanwhile: refused as a request with it would be. */
 const keyChanged = (reply: FastifyReply): never => {
   reply.header('www-authenticate', 'Bearer realm="cad-router"')
   throw new AppError('unauthorized', 'the API key was revoked, expired or changed while the request waited; send it again')
 }
+
+/** A strong validator of the page as sent: equal pages, equal tags. */
 const etagOf = (page: unknown): string => `"${createHash('sha256').update(JSON.stringify(page)).digest('base64url').slice(0, 27)}"`
 
 function etagMatches(header: string, etag: string): boolean {

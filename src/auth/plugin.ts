@@ -43,11 +43,11 @@ export const rolesOf = (access: readonly ApiRole[]): ApiRole[] => [...new Set<Ap
 /**
  * Keys this process does not know (never found valid, no answer held) cost a Postgres lookup each,
  * on the pool ingest needs: a client presenting one unknown key after another (guessing, or a
- * misconfigured one in a loop) must not be able to fill it. At most this many such lookups run at
- * once; the next ones wait, and with UNKNOWN_KEYS_HELD running or waiting the rest answer 503 with
- * Retry-After at once.
- * Keys the process knows never wait here, so a CAD's key is looked up again however many guesses
- * arrive; by address would not do, since behind a load balancer every client shares one.
+ * misconfigured one in a loop) must not be able to fill it. At most UNKNOWN_KEY_LOOKUPS such lookups
+ * run at once; the next ones wait, and with UNKNOWN_KEYS_HELD running or waiting the rest answer 503
+ * with Retry-After at once. Keys the process knows never wait here, so a CAD's key is looked up
+ * again however many guesses arrive. (Not per client address: behind a load balancer every client
+ * shares one.)
  */
 const UNKNOWN_KEY_LOOKUPS = 2
 const UNKNOWN_KEYS_HELD = 100

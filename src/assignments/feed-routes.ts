@@ -6,9 +6,10 @@ import type { Redis } from 'ioredis'
 import pLimit from 'p-limit'
 import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
+import { API_KEY_CHANNEL } from '../auth/keys.js'
 import type { Principal } from '../auth/principal.js'
 import { createDb, createPool, type Db } from '../db/connect.js'
-import type { Notifications } from '../db/listener.js'
+import type { ChannelListener, Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses, type HeaderDoc } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
@@ -55,6 +56,14 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   const catchUp: CatchUp = (read) => turns(() => read(catchUpDb))
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
+  // Streams by key id, told when their key changes (revoked, expired early, narrowed): each checks
+  // its key at once instead of at its next heartbeat. The NOTIFY is migration 0013's; '' is any key,
+  // '+id' a new one (nothing open can be it). After a reconnect every stream checks: some may be lost.
+  const keyWatchers = new Map<string, Set<() => void>>()
+  const tell = (keyId?: string) => {
+    for (const [id, fns] of keyWatchers) if (keyId === undefined || id === keyId) for (const fn of fns) fn()
+  }
+  let keyChanges: ChannelListener | undefined
   let started: Promise<void> | undefined
   let stopped = false
   return {
@@ -63,6 +72,20 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
     hub,
     signals,
     heartbeatMs: deps.heartbeatMs,
+    /** Calls `fn` when the key may have changed; returns the function that stops it. */
+    onKeyChange(keyId: string, fn: () => void): () => void {
+      keyChanges ??= deps.notifications.subscribe(API_KEY_CHANNEL, {
+        onNotify: (payload) => (payload.startsWith('+') ? undefined : tell(payload === '' ? undefined : payload)),
+        onListening: () => tell(),
+      })
+      const fns = keyWatchers.get(keyId) ?? new Set<() => void>()
+      fns.add(fn)
+      keyWatchers.set(keyId, fns)
+      return () => {
+        fns.delete(fn)
+        if (!fns.size) keyWatchers.delete(keyId)
+      }
+    },
     /** Starts the feed once; throws 503 when it cannot learn its position from Postgres. */
     async ready(): Promise<FeedHub> {
       if (stopped) throw new AppError('service-unavailable', 'the server is shutting down')
@@ -77,6 +100,7 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
     async stop(): Promise<void> {
       stopped = true
       hub.stop()
+      await keyChanges?.close()
       if (started) await signals.stop()
       await hubDb.destroy()
       await catchUpDb.destroy()
@@ -313,6 +337,16 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
       }
       void send(`retry: ${RECONNECT_MS}\nid: ${encodePosition(start)}\n: connected\n\n`)
       const sub = subscribeFeed({ catchUp: feed.catchUp, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
+      // A stream outlives the request that authenticated it: a key revoked, expired or changed since
+      // ends it, as soon as the change is heard (and at each heartbeat, should a notification be lost).
+      const checkKey = () =>
+        keyUnchanged(feed.db, p).then(
+          (ok) => {
+            if (!ok) res.end()
+          },
+          () => {},
+        )
+      const stopWatching = feed.onKeyChange(p.keyId, () => void checkKey())
       const heartbeat = setInterval(() => {
         if (full) {
           // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would
@@ -325,16 +359,11 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
             return
           }
         } else void send(': keep-alive\n\n')
-        // A stream outlives the request that authenticated it: a key revoked, expired or changed since ends it.
-        keyUnchanged(feed.db, p).then(
-          (ok) => {
-            if (!ok) res.end()
-          },
-          () => {},
-        )
+        void checkKey()
       }, feed.heartbeatMs)
       res.on('close', () => {
         clearInterval(heartbeat)
+        stopWatching()
         sub.close()
         open.delete(res)
       })

@@ -344,6 +344,21 @@ t.test('refusals: bad event id, no key, wrong role', async (t) => {
   t.equal((await app.inject({ method: 'GET', url: '/v1/assignments/stream', headers: auditor })).statusCode, 403)
 })
 
+t.test('a key revoked or narrowed while its stream is open ends the stream as soon as the change is heard, not at the next heartbeat', async (t) => {
+  // This world's heartbeat is the default 15 s: an end within 3 s is the notification's doing.
+  for (const change of ['revoke', 'narrow'] as const) {
+    const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: `streaming-${change}`, role: 'console', agencies: ['hastings-pd'] } })
+    const { id, key } = created.json() as { id: string; key: string }
+    const s = await openSse(`${base}/v1/assignments/stream`, bearer(key))
+    t.equal(s.status, 200)
+    const started = Date.now()
+    if (change === 'revoke') t.equal((await app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke` })).statusCode, 200)
+    else await world.db.updateTable('api_keys').set({ queues: ['police'] }).where('id', '=', id).execute()
+    const ended = await Promise.race([s.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))])
+    t.ok(ended, `${change}: the stream ended in ${Date.now() - started} ms`)
+  }
+})
+
 t.test('heartbeats keep the stream open', async (t) => {
   const w = await createWorld(t, { env: { FEED_HEARTBEAT_MS: '50' } })
   const url = await w.app.listen({ port: 0, host: '127.0.0.1' })

@@ -125,8 +125,30 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       // '+id': a key was stored (migration 0017). Nothing held can be it, but it may have been
       // refused: ADMIN_API_KEY presented to this process before another one stored it.
       onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : invalidate(payload === '' ? undefined : payload)),
-      onListening: () => invalidate(),
+      onListening: () => {
+        invalidate()
+        void learnValidKeys()
+      },
     })
+  }
+
+  // The hashes of the keys usable now, so that a process that has just started (a restart, a
+  // deploy) knows its CADs' and consoles' keys before their first request: they never wait behind
+  // unknown keys (src/auth/plugin.ts). Read on each (re)connect of the listener; a small table.
+  async function learnValidKeys(): Promise<void> {
+    try {
+      const rows = await db
+        .selectFrom('api_keys')
+        .select('key_hash')
+        .where('revoked_at', 'is', null)
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date())]))
+        .orderBy('created_at', 'desc')
+        .limit(maxEntries)
+        .execute()
+      for (const r of rows.reverse()) putLast(everValid, r.key_hash, true)
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'API keys: could not read the valid keys; each is learned at its first use')
+    }
   }
 
   async function lookup(hash: string): Promise<StoredKey | undefined> {
@@ -179,9 +201,11 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     knows(key) {
       // Not a key at all: refused without a lookup.
       if (!looksLikeKey(key)) return true
+      if (ttlMs !== 0) startListening()
       const hash = hashKey(key)
       const refusedUntil = refused.get(hash)
-      return entries.has(hash) || everValid.has(hash) || (refusedUntil !== undefined && clock() < refusedUntil)
+      // A lookup of it in flight is shared: a second request with the key costs nothing more.
+      return entries.has(hash) || everValid.has(hash) || inflight.has(hash) || (refusedUntil !== undefined && clock() < refusedUntil)
     },
     invalidate,
     size: () => entries.size,

@@ -44,10 +44,10 @@ export const rolesOf = (access: readonly ApiRole[]): ApiRole[] => [...new Set<Ap
  * Keys this process does not know (never found valid, no answer held) cost a Postgres lookup each,
  * on the pool ingest needs: a client presenting one unknown key after another (guessing, or a
  * misconfigured one in a loop) must not be able to fill it. At most UNKNOWN_KEY_LOOKUPS such lookups
- * run at once; the next ones wait, and with UNKNOWN_KEYS_HELD running or waiting the rest answer 503
- * with Retry-After at once. Keys the process knows never wait here, so a CAD's key is looked up
- * again however many guesses arrive. (Not per client address: behind a load balancer every client
- * shares one.)
+ * run at once; the next ones wait, and with UNKNOWN_KEYS_HELD running or waiting the rest answer 429
+ * with Retry-After at once. Keys the process knows never wait here: those valid when it started
+ * or reconnected its listener, those found valid since, and one being looked up right now. (Not
+ * per client address: behind a load balancer every client shares one.)
  */
 const UNKNOWN_KEY_LOOKUPS = 2
 const UNKNOWN_KEYS_HELD = 100
@@ -64,7 +64,9 @@ export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { 
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
     let principal: Principal | undefined
     if (key && !keys.knows(key)) {
-      if (unknownLookups.activeCount + unknownLookups.pendingCount >= UNKNOWN_KEYS_HELD) throw new AppError('service-unavailable', 'too many unknown API keys are waiting to be checked; retry')
+      // 429, not 503: the service is fine, the clients are sending keys it does not know (and a
+      // flood of them must not write a warning per request, as a 5xx does).
+      if (unknownLookups.activeCount + unknownLookups.pendingCount >= UNKNOWN_KEYS_HELD) throw new AppError('rate-limited', 'too many unknown API keys are waiting to be checked; retry')
       principal = await unknownLookups(() => keys.authenticate(key))
     } else if (key) principal = await keys.authenticate(key)
     if (!principal) {

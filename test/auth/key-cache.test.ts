@@ -241,6 +241,18 @@ t.test('AUTH_CACHE_MS=0 turns the cache off', async (t) => {
   t.notOk(cache.listening(), 'and opens no LISTEN connection')
 })
 
+t.test('a cache that has just started knows the valid keys before their first use; not revoked or unknown ones', async (t) => {
+  const valid = await world.key('cad', { name: 'known-at-start' })
+  const revoked = await world.key('cad', { name: 'revoked-before-start' })
+  await world.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('name', '=', 'revoked-before-start').execute()
+  const { cache, lookups } = cacheFor({ ttlMs: 60_000 })
+  t.notOk(cache.knows(valid), 'not before its listener has connected (this call starts it)')
+  await eventually(async () => cache.knows(valid), 5_000)
+  t.equal(lookups(), 0, 'learnt in one read of the valid keys, not by a lookup of this one')
+  t.notOk(cache.knows(revoked), 'a revoked key is not known')
+  t.notOk(cache.knows(`cadr_${randomBytes(32).toString('base64url')}`), 'nor a made-up one')
+})
+
 t.test('closing the cache twice is harmless', async (t) => {
   const { cache } = cacheFor({ ttlMs: 1000 })
   await cache.authenticate(await world.key('console'))

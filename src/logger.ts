@@ -40,11 +40,11 @@ export function serializeError(err: unknown, depth = 0): unknown {
   return out
 }
 
-// A path segment that is a county person id (personal data, like call.subject): /v1/case-links/<id>,
-// however the rest of the path is written (`//v1/case-links/…` reaches the not-found handler, and its
-// request is logged too). Matched on the path as the router reads it: `/v1/case%2Dlinks/<id>` is
-// the same route.
-const PERSON_PATH = /(\/case-links\/)[^/?#]*/gi
+// The path segment after `case-links` is a county person id (personal data, like call.subject):
+// /v1/case-links/<id>, however the rest of the path is written (`//v1/…` reaches the not-found
+// handler, and is logged too), and however `case-links` is escaped (`case%2Dlinks`: the router
+// decodes it). A person id may itself hold an escaped `/`, `?` or `#`: the whole raw segment goes.
+const PERSON_SEGMENT = 'case-links'
 
 /**
  * Query parameters whose values are logged as sent: our routes' own, which name queues, agencies,
@@ -70,16 +70,25 @@ export function redactUrl(url: string): string {
   return safe.length > 512 ? `${safe.slice(0, 512)}…` : safe
 }
 
-// As sent, unless it names a person once decoded: then decoded, with the id redacted.
+// As sent, but the raw segment after one that reads `case-links` once decoded is `[redacted]`.
+// Each segment is decoded on its own: a malformed escape in one leaves the others readable.
 function redactPath(raw: string): string {
-  let readable = raw
-  try {
-    readable = decodeURIComponent(raw)
-  } catch {
-    // A malformed escape, which the router refuses: the path as written is all there is to redact.
+  const segments = raw.split('/')
+  for (let i = 0; i < segments.length; i++) {
+    const readable = decodedSegment(segments[i]!).toLowerCase()
+    if (readable === PERSON_SEGMENT && i + 1 < segments.length) segments[i + 1] = '[redacted]'
+    // `case-links%2F<id>` is one raw segment (a 404, but logged): it goes whole.
+    else if (readable.includes(`${PERSON_SEGMENT}/`)) segments[i] = '[redacted]'
   }
-  const redacted = readable.replace(PERSON_PATH, '$1[redacted]')
-  return redacted === readable ? raw : redacted
+  return segments.join('/')
+}
+
+function decodedSegment(text: string): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 // Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`). A name

@@ -86,6 +86,8 @@ t.test('request URLs are logged with person ids and unknown query values redacte
     `/v1/%63ase-links/${secret}`,
     `/v1/case-links%2F${secret}`,
     `/v1/case-links/${secret.replace('-', '%2D')}`,
+    `/v1/case-links/2024%2F${secret}`,
+    `/v1/case%2Dlinks/${secret}%zz`,
     `/v1/audit?targetType=person&targetId[]=${secret}`,
     `/v1/audit?targetType=person&targetid=${secret}`,
     `/v1/audit?targetType=person;targetId=${secret}`,

@@ -208,7 +208,7 @@ const STREAM_DOC = [
   'Lines starting with `:` are heartbeats (ignore them). A client that reconnects with `Last-Event-ID` (or `?lastEventId=`) receives every change after that event, once, in order — from any API instance.',
   'Without one, the stream starts with changes from now on; the opening `: connected` block carries its start position as `id:`, so a client that drops before its first event resumes without a gap. To follow on from a listing without a gap, pass the listing’s `Feed-Position` header as `lastEventId`, and apply events by assignment id.',
   'An event id ahead of the database (kept from before a restore, or never issued) is refused with 400.',
-  'A slow client is sent changes as fast as it reads them; one that stops reading (its socket not drained for two heartbeats, or over 1 MB unread) is disconnected and resumes with `Last-Event-ID`. A change of the key’s role, agencies or queues ends the stream at the next heartbeat.',
+  'A slow client is sent changes as fast as it reads them; one that stops reading (its socket not drained for two heartbeats, or over 1 MB unread) is disconnected and resumes with `Last-Event-ID`. A change of the key’s role, agencies or queues, or its revocation, ends the stream as soon as the change is heard (milliseconds), at the next heartbeat at the latest.',
 ].join('\n')
 
 const MAX_BUFFERED_BYTES = 1024 * 1024
@@ -295,6 +295,9 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
 
       reply.hijack()
       const res = reply.raw
+      // The console went away while the stream waited to start (its catch-up turn, the feed's
+      // start): its 'close' has fired already, and nothing set up below would ever be taken down.
+      if (res.destroyed || req.raw.destroyed) return
       const headers: Record<string, string> = {}
       for (const [k, v] of Object.entries(reply.getHeaders())) if (typeof v === 'string' || typeof v === 'number') headers[k] = String(v)
       res.writeHead(200, {
@@ -339,14 +342,23 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
       const sub = subscribeFeed({ catchUp: feed.catchUp, hub, scope, from: start }, (events) => send(events.map(frame).join('')))
       // A stream outlives the request that authenticated it: a key revoked, expired or changed since
       // ends it, as soon as the change is heard (and at each heartbeat, should a notification be lost).
-      const checkKey = () =>
-        keyUnchanged(feed.db, p).then(
-          (ok) => {
-            if (!ok) res.end()
-          },
-          () => {},
-        )
+      // On the catch-up connections, one check at a time per stream: a listener that reconnects
+      // makes every open stream check at once, and the service's pool is ingest's.
+      let checking = false
+      const checkKey = async () => {
+        if (checking || res.writableEnded) return
+        checking = true
+        try {
+          if (!(await feed.catchUp((on) => keyUnchanged(on, p)))) res.end()
+        } catch {
+          // Postgres away: the next heartbeat checks again.
+        } finally {
+          checking = false
+        }
+      }
       const stopWatching = feed.onKeyChange(p.keyId, () => void checkKey())
+      // A change made between the request's authentication and now was heard by nobody.
+      void checkKey()
       const heartbeat = setInterval(() => {
         if (full) {
           // Nothing is written to a full socket (pages and batches wait for drain; a heartbeat would

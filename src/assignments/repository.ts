@@ -194,16 +194,18 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
 }
 
 /**
- * The assignments that took over from this one (an escalation, a re-offer), oldest first: those
- * `scope` may see. Found through the call (its index), as a replacement is always on the same call.
+ * The assignments that took over from this one and are still open, oldest first: those `scope` may
+ * see. Followed down the chain (declined, its replacement escalated, and so on), through
+ * assignments the key may not see, within the call (its index): a replacement is on the same call.
  */
 export async function replacementsOf(db: Db, id: string, scope: { agencies: readonly string[] | null; queues: readonly string[] | null }): Promise<string[]> {
-  const rows = await db
-    .selectFrom('assignments')
-    .select(['id', 'agency', 'queue'])
-    .where('call_id', '=', (eb) => eb.selectFrom('assignments').select('call_id').where('id', '=', id))
-    .where('escalated_from', '=', id)
-    .orderBy('seq')
-    .execute()
-  return rows.filter((r) => canActForAgency(scope, r.agency) && canSeeQueue(scope, r.queue)).map((r) => r.id)
+  const { rows } = await sql<{ id: string; agency: string; queue: string; status: AssignmentStatus }>`
+    with recursive chain as (
+      select a.id, a.agency, a.queue, a.status, a.seq from assignments a
+       where a.call_id = (select call_id from assignments where id = ${id}) and a.escalated_from = ${id}
+      union
+      select a.id, a.agency, a.queue, a.status, a.seq from assignments a join chain c on a.escalated_from = c.id
+       where a.call_id = (select call_id from assignments where id = ${id}))
+    select id, agency, queue, status from chain order by seq`.execute(db)
+  return rows.filter((r) => isOpen(r.status) && canActForAgency(scope, r.agency) && canSeeQueue(scope, r.queue)).map((r) => r.id)
 }

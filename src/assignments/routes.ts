@@ -54,6 +54,8 @@ const listQuery = z
 
 /** A waiting long-poll whose key was revoked, expired or changed meanwhile: refused as a request with it would be. */
 const keyChanged = (reply: FastifyReply): never => {
+  reply.removeHeader('etag')
+  reply.removeHeader('feed-position')
   reply.header('www-authenticate', 'Bearer realm="cad-router"')
   throw new AppError('unauthorized', 'the API key was revoked, expired or changed while the request waited; send it again')
 }
@@ -211,7 +213,8 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           // A console with a stale screen acts on an assignment that was escalated or re-offered
           // meanwhile: the refusal names what took over (what the key may see), so it can act on that.
           if (!(err instanceof AppError) || err.code !== 'illegal-transition') throw err
-          const replacedBy = await replacementsOf(db, req.params.id, principalOf(req))
+          // A failed lookup must not turn the refusal into a 503: the 409 goes without the names.
+          const replacedBy = await replacementsOf(db, req.params.id, principalOf(req)).catch(() => [])
           throw replacedBy.length ? new AppError(err.code, err.detail, { extra: { ...err.extra, replacedBy } }) : err
         }
       },

@@ -68,6 +68,6 @@ export const illegalTransitionSchema = problemSchema
     replacedBy: z
       .array(z.string().uuid())
       .optional()
-      .describe('The assignments that took over from this one (escalated or offered again after a missed deadline, or a decline), oldest first: those this key may see. Absent when none did'),
+      .describe('The open assignments that took over from this one (escalated or offered again after a missed deadline or a decline, followed down the chain), oldest first: those this key may see. Absent when there are none'),
   })
   .meta({ id: 'IllegalTransitionProblem' })

@@ -19,7 +19,8 @@ export function throttledWarn(
     log.warn(seen?.suppressed ? { ...obj, suppressed: seen.suppressed } : obj, msg)
     last.set(key, { at: now, suppressed: 0 })
     // Keys that carry ids (BullMQ's "could not renew lock for job <id>") never repeat: forget what
-    // is past its interval, so the map stays as small as the errors of the last interval.
-    if (last.size > 100) for (const [k, v] of last) if (now - v.at >= everyMs) last.delete(k)
+    // is past its interval with nothing left to report, so the map stays about as small as the
+    // errors of the last interval.
+    if (last.size > 100) for (const [k, v] of last) if (now - v.at >= everyMs && !v.suppressed) last.delete(k)
   }
 }

@@ -38,7 +38,8 @@ export async function startRetention(deps: {
         outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000))
         if (outboxRows) deps.log.info({ outboxRows, keepDays: OUTBOX_KEEP_DAYS }, 'sent outbox rows of finished assignments deleted')
       } catch (err) {
-        deps.log.warn({ err: { message: (err as Error).message } }, 'outbox prune failed; it runs again at the next interval')
+        // The Error itself: the logger keeps its message, code and cause (src/logger.ts), no values.
+        deps.log.warn({ err }, 'outbox prune failed; it runs again at the next interval')
       }
       return { ...result, outboxRows }
     },

@@ -103,6 +103,10 @@ t.test("a move refused because the assignment was replaced names what took over,
   const stale = await move(first, 'acknowledge')
   t.equal(stale.statusCode, 409)
   t.match(stale.json(), { code: 'illegal-transition', currentStatus: 'declined', replacedBy: [second] })
+  // Declined again: the chain is followed to what is open now.
+  t.equal((await move(second, 'decline')).statusCode, 200)
+  const third = (await call(noise.callId)).assignments.find((a) => a.id !== first && a.id !== second)!.id
+  t.same((await move(first, 'acknowledge')).json().replacedBy, [third], 'the open end of the chain, not the declined middle')
   // A CRU decline hands the call to co-response: police primary and a new CRU support.
   const edp = await post({ natureCode: 'EDP', agency: 'esc-replaced' })
   const cruFirst = edp.decision.assignments[0]!.id

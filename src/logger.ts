@@ -75,7 +75,7 @@ export function redactUrl(url: string): string {
 function redactPath(raw: string): string {
   const segments = raw.split('/')
   for (let i = 0; i < segments.length; i++) {
-    const readable = decodedSegment(segments[i]!).toLowerCase()
+    const readable = decoded(segments[i]!, { plusIsSpace: false }).toLowerCase()
     if (readable === PERSON_SEGMENT && i + 1 < segments.length) segments[i + 1] = '[redacted]'
     // `case-links%2F<id>` is one raw segment (a 404, but logged): it goes whole.
     else if (readable.includes(`${PERSON_SEGMENT}/`)) segments[i] = '[redacted]'
@@ -83,30 +83,24 @@ function redactPath(raw: string): string {
   return segments.join('/')
 }
 
-function decodedSegment(text: string): string {
-  try {
-    return decodeURIComponent(text)
-  } catch {
-    return text
-  }
-}
-
 // Names are compared decoded, as the query parser reads them (`target%49d` is `targetId`). A name
 // our routes do not read may itself be anything (`?P-104233`): it goes with its value.
 function redactParam(pair: string): string {
+  if (!pair.length) return pair
   const eq = pair.indexOf('=')
   const name = decoded(eq < 0 ? pair : pair.slice(0, eq))
-  if (!pair.length) return pair
-  if (!LOGGED_QUERY_PARAMETERS.has(name) && name !== 'targetId') return '[redacted]'
+  const logged = LOGGED_QUERY_PARAMETERS.has(name)
+  if (!logged && name !== 'targetId') return '[redacted]'
   if (eq < 0) return pair
-  return LOGGED_QUERY_PARAMETERS.has(name) && PLAIN_VALUE.test(decoded(pair.slice(eq + 1))) ? pair : `${pair.slice(0, eq)}=[redacted]`
+  return logged && PLAIN_VALUE.test(decoded(pair.slice(eq + 1))) ? pair : `${pair.slice(0, eq)}=[redacted]`
 }
 
-function decoded(text: string): string {
+// A query string reads `+` as a space; a path does not.
+function decoded(text: string, o: { plusIsSpace: boolean } = { plusIsSpace: true }): string {
   try {
-    return decodeURIComponent(text.replace(/\+/g, ' '))
+    return decodeURIComponent(o.plusIsSpace ? text.replace(/\+/g, ' ') : text)
   } catch {
-    // A malformed escape: the query parser keeps it as written, and so do we.
+    // A malformed escape: the parsers keep it as written, and so do we.
     return text
   }
 }

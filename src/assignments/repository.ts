@@ -200,12 +200,13 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
  */
 export async function replacementsOf(db: Db, id: string, scope: { agencies: readonly string[] | null; queues: readonly string[] | null }): Promise<string[]> {
   const { rows } = await sql<{ id: string; agency: string; queue: string; status: AssignmentStatus }>`
-    with recursive chain as (
-      select a.id, a.agency, a.queue, a.status, a.seq from assignments a
-       where a.call_id = (select call_id from assignments where id = ${id}) and a.escalated_from = ${id}
+    with recursive of_call as (
+      select a.id, a.agency, a.queue, a.status, a.seq, a.escalated_from from assignments a
+       where a.call_id = (select call_id from assignments where id = ${id})),
+    chain as (
+      select * from of_call where escalated_from = ${id}
       union
-      select a.id, a.agency, a.queue, a.status, a.seq from assignments a join chain c on a.escalated_from = c.id
-       where a.call_id = (select call_id from assignments where id = ${id}))
+      select o.* from of_call o join chain c on o.escalated_from = c.id)
     select id, agency, queue, status from chain order by seq`.execute(db)
   return rows.filter((r) => isOpen(r.status) && canActForAgency(scope, r.agency) && canSeeQueue(scope, r.queue)).map((r) => r.id)
 }

@@ -180,8 +180,9 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       const hash = hashKey(key)
       if (ttlMs === 0) {
         const found = await findKeyByHash(db, hash)
-        if (found && isUsable(found, now)) putLast(everValid, hash, true)
-        return found && isUsable(found, now) ? found.principal : undefined
+        if (!found || !isUsable(found, now)) return undefined
+        putLast(everValid, hash, true)
+        return found.principal
       }
       startListening()
       const held = entries.get(hash)

@@ -197,7 +197,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
   app.addHook('onClose', () => feed.stop())
   await app.register(assignmentRoutes, { db: deps.db, feed, ...(deps.now ? { now: deps.now } : {}) })
-  await app.register(feedRoutes, { feed })
+  await app.register(feedRoutes, { feed, keys })
   await app.register(authRoutes, { db: deps.db, keys })
   await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now })
   await app.register(reportRoutes, { db: deps.db, now })

@@ -6,10 +6,10 @@ import type { Redis } from 'ioredis'
 import pLimit from 'p-limit'
 import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
-import { API_KEY_CHANNEL } from '../auth/keys.js'
+import type { KeyCache } from '../auth/key-cache.js'
 import type { Principal } from '../auth/principal.js'
 import { createDb, createPool, type Db } from '../db/connect.js'
-import type { ChannelListener, Notifications } from '../db/listener.js'
+import type { Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses, type HeaderDoc } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
@@ -56,14 +56,6 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
   const catchUp: CatchUp = (read) => turns(() => read(catchUpDb))
   const hub = createFeedHub({ db: hubDb, log: deps.log, pollMs: deps.pollMs, ...(deps.readGapMs !== undefined ? { minGapMs: deps.readGapMs } : {}) })
   const signals = createFeedSignals({ databaseUrl: deps.databaseUrl, notifications: deps.notifications, redis: deps.redis, channel: `${deps.prefix}:feed`, log: deps.log, onWake: hub.wake })
-  // Streams by key id, told when their key changes (revoked, expired early, narrowed): each checks
-  // its key at once instead of at its next heartbeat. The NOTIFY is migration 0013's; '' is any key,
-  // '+id' a new one (nothing open can be it). After a reconnect every stream checks: some may be lost.
-  const keyWatchers = new Map<string, Set<() => void>>()
-  const tell = (keyId?: string) => {
-    for (const [id, fns] of keyWatchers) if (keyId === undefined || id === keyId) for (const fn of fns) fn()
-  }
-  let keyChanges: ChannelListener | undefined
   let started: Promise<void> | undefined
   let stopped = false
   return {
@@ -72,20 +64,6 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
     hub,
     signals,
     heartbeatMs: deps.heartbeatMs,
-    /** Calls `fn` when the key may have changed; returns the function that stops it. */
-    onKeyChange(keyId: string, fn: () => void): () => void {
-      keyChanges ??= deps.notifications.subscribe(API_KEY_CHANNEL, {
-        onNotify: (payload) => (payload.startsWith('+') ? undefined : tell(payload === '' ? undefined : payload)),
-        onListening: () => tell(),
-      })
-      const fns = keyWatchers.get(keyId) ?? new Set<() => void>()
-      fns.add(fn)
-      keyWatchers.set(keyId, fns)
-      return () => {
-        fns.delete(fn)
-        if (!fns.size) keyWatchers.delete(keyId)
-      }
-    },
     /** Starts the feed once; throws 503 when it cannot learn its position from Postgres. */
     async ready(): Promise<FeedHub> {
       if (stopped) throw new AppError('service-unavailable', 'the server is shutting down')
@@ -100,7 +78,6 @@ export function createAssignmentFeed(deps: AssignmentFeedDeps) {
     async stop(): Promise<void> {
       stopped = true
       hub.stop()
-      await keyChanges?.close()
       if (started) await signals.stop()
       await hubDb.destroy()
       await catchUpDb.destroy()
@@ -252,7 +229,7 @@ function frame(e: FeedEvent): string {
   return text
 }
 
-export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async (app, { feed }) => {
+export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed; keys: Pick<KeyCache, 'onChange'> }> = async (app, { feed, keys }) => {
   const open = new Set<ServerResponse>()
   // Streams never end on their own: end them before the server waits for its connections to close.
   app.addHook('preClose', async () => {
@@ -356,7 +333,9 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed }> = async
           checking = false
         }
       }
-      const stopWatching = feed.onKeyChange(p.keyId, () => void checkKey())
+      const stopWatching = keys.onChange((keyId) => {
+        if (keyId === undefined || keyId === p.keyId) void checkKey()
+      })
       // A change made between the request's authentication and now was heard by nobody.
       void checkKey()
       const heartbeat = setInterval(() => {

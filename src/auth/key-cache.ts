@@ -20,20 +20,28 @@ export interface KeyCacheOptions {
   clock?: () => number
 }
 
+/** Runs the lookup of a key the process does not know (see `authenticate`). */
+export type UnknownKeyGate = <T>(lookup: () => Promise<T>) => Promise<T>
+
 export interface KeyCache {
-  /** The principal behind a presented key, or undefined when it is unknown, expired or revoked. */
-  authenticate(key: string, now?: Date): Promise<Principal | undefined>
   /**
-   * Whether this process knows the key: held or refused right now, or found valid at some time
-   * (by hash, at most AUTH_CACHE_SIZE). A known key never waits behind unknown ones
-   * (src/auth/plugin.ts): a CAD's key whose entry has lapsed is looked up again at once.
+   * The principal behind a presented key, or undefined when it is unknown, expired or revoked.
+   * A key this process does not know (never found valid, no answer held, no lookup of it in flight)
+   * is looked up through `whenUnknown`, which may hold or refuse it (src/auth/plugin.ts): a CAD's key
+   * whose entry has lapsed is looked up again at once, never behind guesses.
    */
-  knows(key: string): boolean
+  authenticate(key: string, whenUnknown?: UnknownKeyGate): Promise<Principal | undefined>
   /** Forgets a key (by id), or every key: call it once a change of a key has committed. */
   invalidate(keyId?: string): void
+  /**
+   * Calls `fn` when a key may have changed (revoked, expired early, narrowed): with its id, or
+   * with undefined for any key (a change of every key, or the LISTEN connection (re)connected, so
+   * notifications may have been lost). New keys are not changes. Returns the function that stops it.
+   */
+  onChange(fn: (keyId: string | undefined) => void): () => void
   /** Keys held now. */
   size(): number
-  /** Whether the LISTEN connection is up (false when the cache is off or has not been used yet). */
+  /** Whether the LISTEN connection is up (false when nothing has needed it yet). */
   listening(): boolean
   close(): Promise<void>
 }
@@ -62,7 +70,8 @@ const silent = { info: () => {}, warn: () => {} }
  *   drops everything held (notifications sent meanwhile are lost).
  * - A lookup that was in flight when a key changed is not stored: it may have read the old row.
  *
- * The LISTEN connection opens on first use, so an app that serves no request opens none.
+ * The LISTEN connection opens on first use (or first `onChange`), so an app that serves no request
+ * opens none. With `ttlMs` 0 nothing is held and only `onChange` needs it.
  */
 export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   const { db, ttlMs } = opts
@@ -83,7 +92,13 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
   // started before is not kept.
   let refusals = 0
   let listener: ChannelListener | undefined
+  const watchers = new Set<(keyId: string | undefined) => void>()
   let closed = false
+
+  function changed(keyId?: string): void {
+    invalidate(keyId)
+    for (const fn of watchers) fn(keyId)
+  }
 
   function invalidate(keyId?: string): void {
     generation++
@@ -124,9 +139,9 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     listener = listenToChannel({ notifications: opts.notifications, databaseUrl: opts.databaseUrl, applicationName: 'cad-router-keys', log }, API_KEY_CHANNEL, {
       // '+id': a key was stored (migration 0017). Nothing held can be it, but it may have been
       // refused: ADMIN_API_KEY presented to this process before another one stored it.
-      onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : invalidate(payload === '' ? undefined : payload)),
+      onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : changed(payload === '' ? undefined : payload)),
       onListening: () => {
-        invalidate()
+        changed()
         void learnValidKeys()
       },
     })
@@ -174,45 +189,54 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     return p
   }
 
+  /** Whether this process knows the key by its hash (see KeyCache.authenticate). */
+  function knows(hash: string): boolean {
+    const refusedUntil = refused.get(hash)
+    return entries.has(hash) || everValid.has(hash) || inflight.has(hash) || (refusedUntil !== undefined && clock() < refusedUntil)
+  }
+
+  /** authenticate's answer, by the key's hash. */
+  async function principalOf(hash: string): Promise<Principal | undefined> {
+    if (ttlMs === 0) {
+      const found = await findKeyByHash(db, hash)
+      if (!found || !isUsable(found, new Date())) return undefined
+      putLast(everValid, hash, true)
+      return found.principal
+    }
+    const held = entries.get(hash)
+    if (held && clock() < held.until) {
+      putLast(entries, hash, held)
+      return isUsable(held.key, new Date()) ? held.key.principal : undefined
+    }
+    if (held) entries.delete(hash)
+    const refusedUntil = refused.get(hash)
+    if (refusedUntil !== undefined) {
+      if (clock() < refusedUntil) return undefined
+      refused.delete(hash)
+    }
+    const found = await lookup(hash)
+    return found && isUsable(found, new Date()) ? found.principal : undefined
+  }
+
   return {
-    async authenticate(key, now = new Date()) {
+    async authenticate(key, whenUnknown) {
       if (!looksLikeKey(key)) return undefined
       const hash = hashKey(key)
-      if (ttlMs === 0) {
-        const found = await findKeyByHash(db, hash)
-        if (!found || !isUsable(found, now)) return undefined
-        putLast(everValid, hash, true)
-        return found.principal
-      }
-      startListening()
-      const held = entries.get(hash)
-      if (held && clock() < held.until) {
-        putLast(entries, hash, held)
-        return isUsable(held.key, now) ? held.key.principal : undefined
-      }
-      if (held) entries.delete(hash)
-      const refusedUntil = refused.get(hash)
-      if (refusedUntil !== undefined) {
-        if (clock() < refusedUntil) return undefined
-        refused.delete(hash)
-      }
-      const found = await lookup(hash)
-      return found && isUsable(found, now) ? found.principal : undefined
-    },
-    knows(key) {
-      // Not a key at all: refused without a lookup.
-      if (!looksLikeKey(key)) return true
       if (ttlMs !== 0) startListening()
-      const hash = hashKey(key)
-      const refusedUntil = refused.get(hash)
-      // A lookup of it in flight is shared: a second request with the key costs nothing more.
-      return entries.has(hash) || everValid.has(hash) || inflight.has(hash) || (refusedUntil !== undefined && clock() < refusedUntil)
+      // Once through the gate, held entries are read again: the key may have been found meanwhile.
+      return whenUnknown && !knows(hash) ? whenUnknown(() => principalOf(hash)) : principalOf(hash)
     },
     invalidate,
+    onChange(fn) {
+      startListening()
+      watchers.add(fn)
+      return () => void watchers.delete(fn)
+    },
     size: () => entries.size,
     listening: () => listener?.listening() ?? false,
     async close() {
       closed = true
+      watchers.clear()
       invalidate()
       await listener?.close()
     },

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import pLimit from 'p-limit'
 import { AppError } from '../http/errors.js'
-import type { KeyCache } from './key-cache.js'
+import type { KeyCache, UnknownKeyGate } from './key-cache.js'
 import type { ApiRole, Principal } from './principal.js'
 
 /** Who may call a route: 'public', or the roles allowed (admin may always). */
@@ -54,6 +54,12 @@ const UNKNOWN_KEYS_HELD = 100
 
 export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { keys }) => {
   const unknownLookups = pLimit(UNKNOWN_KEY_LOOKUPS)
+  const whenUnknown: UnknownKeyGate = (lookup) => {
+    // 429, not 503: the service is fine, the clients are sending keys it does not know (and a
+    // flood of them must not write a warning per request, as a 5xx does).
+    if (unknownLookups.activeCount + unknownLookups.pendingCount >= UNKNOWN_KEYS_HELD) throw new AppError('rate-limited', 'too many unknown API keys are waiting to be checked; retry')
+    return unknownLookups(lookup)
+  }
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Unmatched routes answer 404 through the not-found handler; nothing to protect there.
@@ -62,13 +68,7 @@ export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { 
     if (access === 'public') return
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
-    let principal: Principal | undefined
-    if (key && !keys.knows(key)) {
-      // 429, not 503: the service is fine, the clients are sending keys it does not know (and a
-      // flood of them must not write a warning per request, as a 5xx does).
-      if (unknownLookups.activeCount + unknownLookups.pendingCount >= UNKNOWN_KEYS_HELD) throw new AppError('rate-limited', 'too many unknown API keys are waiting to be checked; retry')
-      principal = await unknownLookups(() => keys.authenticate(key))
-    } else if (key) principal = await keys.authenticate(key)
+    const principal = key ? await keys.authenticate(key, whenUnknown) : undefined
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="cad-router"')
       throw new AppError('unauthorized', key ? 'the API key is unknown, expired or revoked' : 'send an API key as Authorization: Bearer <key>')

@@ -13,16 +13,19 @@ function slowCache() {
   const release: (() => void)[] = []
   const principal: Principal = { keyId: 'k1', name: 'cad', role: 'cad', agencies: null, queues: null }
   const cache: KeyCache = {
-    knows: (key) => key.startsWith('known'),
-    async authenticate(key) {
+    async authenticate(key, whenUnknown) {
       if (key.startsWith('known')) return principal
-      running++
-      most = Math.max(most, running)
-      await new Promise<void>((r) => release.push(r))
-      running--
-      return undefined
+      const lookup = async () => {
+        running++
+        most = Math.max(most, running)
+        await new Promise<void>((r) => release.push(r))
+        running--
+        return undefined
+      }
+      return whenUnknown ? whenUnknown(lookup) : lookup()
     },
     invalidate: () => {},
+    onChange: () => () => {},
     size: () => 0,
     listening: () => false,
     close: async () => {},

@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import t from 'tap'
 import { buildApp } from '../../src/app.js'
-import { createKeyCache, type KeyCache } from '../../src/auth/key-cache.js'
+import { createKeyCache, type KeyCache, type UnknownKeyGate } from '../../src/auth/key-cache.js'
 import { createKey, generateKey } from '../../src/auth/keys.js'
 import { createDb, createPool, type Db } from '../../src/db/connect.js'
 import { countStatements, createWorld, eventually, quietLog, say } from '../helpers/world.js'
@@ -246,11 +246,35 @@ t.test('a cache that has just started knows the valid keys before their first us
   const revoked = await world.key('cad', { name: 'revoked-before-start' })
   await world.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('name', '=', 'revoked-before-start').execute()
   const { cache, lookups } = cacheFor({ ttlMs: 60_000 })
-  t.notOk(cache.knows(valid), 'not before its listener has connected (this call starts it)')
-  await eventually(async () => cache.knows(valid), 5_000)
-  t.equal(lookups(), 0, 'learnt in one read of the valid keys, not by a lookup of this one')
-  t.notOk(cache.knows(revoked), 'a revoked key is not known')
-  t.notOk(cache.knows(`cadr_${randomBytes(32).toString('base64url')}`), 'nor a made-up one')
+  // The gate an unknown key's lookup goes through (the plugin's bound); this one refuses them all.
+  const refuseUnknown: UnknownKeyGate = () => Promise.reject(new Error('unknown key'))
+  const known = (key: string) => cache.authenticate(key, refuseUnknown).then(() => true, () => false)
+  t.notOk(await known(valid), 'not before its listener has connected (this call starts it)')
+  await eventually(() => known(valid), 5_000)
+  t.equal(lookups(), 1, 'learnt in one read of the valid keys; its first use then looked it up without the gate')
+  t.notOk(await known(revoked), 'a revoked key is not known')
+  t.notOk(await known(`cadr_${randomBytes(32).toString('base64url')}`), 'nor a made-up one')
+})
+
+t.test('onChange tells of a change of a key by its id, also with no TTL; not of a new key', async (t) => {
+  for (const ttlMs of [60_000, 0]) {
+    const { cache } = cacheFor({ ttlMs })
+    const heard: (string | undefined)[] = []
+    const stop = cache.onChange((id) => heard.push(id))
+    await eventually(async () => cache.listening(), 5_000)
+    t.same(heard, [undefined], `ttl ${ttlMs}: told once the listener is up, for every key (changes may have been missed before)`)
+    await world.key('console', { name: `new-${ttlMs}` })
+    const changing = await world.key('console', { name: `changing-${ttlMs}` })
+    const id = (await world.db.selectFrom('api_keys').select('id').where('name', '=', `changing-${ttlMs}`).executeTakeFirstOrThrow()).id
+    t.ok(await cache.authenticate(changing))
+    await world.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', id).execute()
+    await eventually(async () => heard.length === 2, 5_000)
+    t.same(heard, [undefined, id], `ttl ${ttlMs}: the revoked key's id; nothing for the key created`)
+    stop()
+    await world.db.updateTable('api_keys').set({ name: `changed-${ttlMs}` }).where('id', '=', id).execute()
+    await new Promise((r) => setTimeout(r, 200))
+    t.equal(heard.length, 2, `ttl ${ttlMs}: nothing once stopped`)
+  }
 })
 
 t.test('closing the cache twice is harmless', async (t) => {

@@ -38,6 +38,7 @@ export const FINDING_KINDS = [
   'police-invariant',
   'ems-invariant',
   'one-primary-invariant',
+  'cru-availability-invariant',
   'fact-space-too-large',
 ] as const
 export type FindingKind = (typeof FINDING_KINDS)[number]
@@ -524,7 +525,7 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   }
 
   const fired = new Map<string, number>(doc.rules.map((r) => [r.id, 0]))
-  const violations = { police: new Map<string, string[]>(), ems: new Map<string, string[]>(), primary: new Map<string, string[]>() }
+  const violations = { police: new Map<string, string[]>(), ems: new Map<string, string[]>(), primary: new Map<string, string[]>(), cru: new Map<string, string[]>() }
   const note = (m: Map<string, string[]>, ruleId: string, example: () => string) => {
     const list = m.get(ruleId) ?? []
     if (list.length < MAX_EXAMPLES) list.push(example())
@@ -546,7 +547,7 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   }
   const coverage = new Map<string, [Reach | null, Reach | null]>()
 
-  yield* enumerate(doc, space, ({ decision: d, code, mask, describe }) => {
+  yield* enumerate(doc, space, ({ facts, decision: d, code, mask, describe }) => {
     fired.set(d.ruleId, (fired.get(d.ruleId) ?? 0) + 1)
     const safety = (mask & safetyMask) !== 0 || code.safety
     const medical = (mask & medicalMask) !== 0 || code.medical
@@ -561,6 +562,7 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
     if (safety && !(primaries === 1 && primaryQueue === 'police')) note(violations.police, d.ruleId, describe)
     if (medical && !hasQueue(d, 'ems')) note(violations.ems, d.ruleId, describe)
     if (primaries !== 1) note(violations.primary, d.ruleId, describe)
+    if (!facts.cru.available && hasQueue(d, 'cru')) note(violations.cru, d.ruleId, describe)
 
     const fallback = d.fallback !== null
     // A rule and whether its fallback applied determine the route: no key strings on this hot path.
@@ -594,6 +596,7 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   report('police-invariant', violations.police, (id) => `rule ${id} can decide a call with weapons, violence, a threat to others, a crime in progress or a violent nature code without police as primary (DESIGN rule 1)`)
   report('ems-invariant', violations.ems, (id) => `rule ${id} can decide a call with a medical emergency, an injury or a medical nature code without EMS (DESIGN rule 2)`)
   report('one-primary-invariant', violations.primary, (id) => `rule ${id} can give a decision without exactly one primary assignment`)
+  report('cru-availability-invariant', violations.cru, (id) => `rule ${id} can assign CRU while CRU is not available for the agency (outside its hours or at capacity); give it a fallback (DESIGN rule 7)`)
 
   for (const [i, rule] of doc.rules.entries()) {
     if (fired.get(rule.id)) continue

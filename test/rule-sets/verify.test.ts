@@ -118,6 +118,13 @@ const bad: Bad[] = [
     ruleId: 'safety-mental-health-co-response',
   },
   {
+    kind: 'cru-availability-invariant',
+    name: 'a CRU rule without its fallback (crisis calls queued to CRU after hours)',
+    mutate: (d) => delete d.rules[ruleIndex('mental-health-cru')].action.fallback,
+    message: /rule mental-health-cru can assign CRU while CRU is not available/,
+    ruleId: 'mental-health-cru',
+  },
+  {
     kind: 'ems-invariant',
     name: 'an overdose routed to police only',
     mutate: (d) => d.rules.unshift({ id: 'overdose-police', principle: 9, description: 'Overdose: police.', when: { all: [{ natureCode: ['OD'] }] }, action: { route: 'police' } }),

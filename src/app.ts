@@ -24,6 +24,7 @@ import { metricsRoutes } from './metrics/routes.js'
 import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
+import { registerJsonBodyParser } from './http/json-body.js'
 import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
 import { registerSecurityHeaders, securityHeaders } from './http/security-headers.js'
 import { refuseUnstorableText } from './http/storable.js'
@@ -124,6 +125,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // The API speaks JSON only; without this, a text/plain body would be parsed and fail validation
   // with a misleading 400 instead of a 415.
   app.removeContentTypeParser('text/plain')
+  registerJsonBodyParser(app)
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
   app.addHook('onSend', async (req, reply) => {

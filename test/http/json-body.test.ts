@@ -1,0 +1,85 @@
+/**
+ * JSON bodies (src/http/json-body.ts): a member given twice is a 400 naming it (the default parser
+ * kept the last: `"weapons": true, "weapons": false` sent an armed person's call to CRU alone); a
+ * charset other than UTF-8 is a 415 and bytes that are not UTF-8 a 400 (they were stored as U+FFFD
+ * and answered 201). Either way nothing is stored. A byte order mark, escapes and valid bodies pass.
+ */
+import t, { type Test } from 'tap'
+import type { LightMyRequestResponse } from 'fastify'
+import { charsetOf, duplicateMember } from '../../src/http/json-body.js'
+import { callEvent } from '../helpers/events.js'
+import { createWorld } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { app, db } = world
+
+type Problem = { code: string; detail?: string; invalidParams?: { name: string; reason: string }[] }
+
+const post = (body: string | Buffer, contentType = 'application/json') =>
+  app.inject({ method: 'POST', url: '/v1/call-events', payload: body, headers: { 'content-type': contentType } })
+
+const stored = async () => Number((await db.selectFrom('call_events').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
+
+function problem(t: Test, res: LightMyRequestResponse, status: number, code: string, label: string): Problem {
+  t.equal(res.statusCode, status, `${label}: ${status} (got ${res.statusCode} ${res.body.slice(0, 200)})`)
+  t.match(String(res.headers['content-type']), /^application\/problem\+json/, `${label}: problem+json`)
+  const p = res.json<Problem>()
+  t.equal(p.code, code, `${label}: ${code}`)
+  return p
+}
+
+t.test('a flag given twice is refused, naming it; nothing is stored', async (t) => {
+  const before = await stored()
+  const ev = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true } })
+  const text = JSON.stringify(ev).replace('"flags":{', '"flags":{"weapons":true,"weapons":false,')
+  const p = problem(t, await post(text), 400, 'validation-failed', 'weapons twice')
+  t.same(p.invalidParams?.map((x) => x.name), ['call.flags.weapons'])
+  t.match(p.detail, /call\.flags\.weapons is given twice/)
+
+  // The same name spelled with an escape is the same member.
+  const escaped = JSON.stringify(callEvent({ flags: { mentalHealth: true } })).replace('"flags":{', '"flags":{"weapons":true,"weap\\u006fns":false,')
+  t.same(problem(t, await post(escaped), 400, 'validation-failed', 'escaped twin').invalidParams?.map((x) => x.name), ['call.flags.weapons'])
+  t.equal(await stored(), before, 'nothing stored')
+
+  const ok = await post(JSON.stringify(ev))
+  t.equal(ok.statusCode, 201, 'the same event with the flag once is taken')
+})
+
+t.test('a charset other than UTF-8 is 415; bytes that are not UTF-8 are 400; nothing is stored', async (t) => {
+  const before = await stored()
+  const text = JSON.stringify(callEvent()).replace('Marta Lindqvist', 'René García')
+  const latin1 = Buffer.from(text, 'latin1')
+  const p = problem(t, await post(latin1, 'application/json; charset=iso-8859-1'), 415, 'unsupported-media-type', 'latin-1 declared')
+  t.match(p.detail, /UTF-8.*iso-8859-1/)
+  t.same(problem(t, await post(latin1), 400, 'validation-failed', 'latin-1 undeclared').invalidParams?.map((x) => x.name), ['(body)'])
+  t.equal(await stored(), before, 'nothing stored')
+
+  const res = await post(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text, 'utf8')]), 'application/json; charset="UTF-8"')
+  t.equal(res.statusCode, 201, `UTF-8 with a byte order mark and a quoted charset is taken (${res.body.slice(0, 200)})`)
+  const row = await db.selectFrom('call_events').select('body').where('event_id', '=', (JSON.parse(text) as { eventId: string }).eventId).executeTakeFirstOrThrow()
+  t.equal((row.body as { call: { caller: { name: string } } }).call.caller.name, 'René García', 'the name as sent')
+})
+
+t.test('what the default parser refused is still refused', async (t) => {
+  problem(t, await post('{"eventId":'), 400, 'validation-failed', 'truncated')
+  problem(t, await post(''), 400, 'validation-failed', 'empty')
+  problem(t, await post('{"__proto__":{"admin":true}}'), 400, 'validation-failed', 'prototype poisoning')
+})
+
+t.test('duplicateMember: paths through objects and arrays; strings that look like structure are text', async (t) => {
+  t.equal(duplicateMember('{"a":1,"b":{"c":[1,{"d":1,"d":2}]}}'), 'b.c.1.d')
+  t.equal(duplicateMember('[{"x":1},{"x":1,"y":[{"z":1}],"x":2}]'), '1.x')
+  t.equal(duplicateMember('{"a":"{\\"a\\":1,","b":"\\\\","c":{"a":1},"d":[{"a":1},{"a":1}]}'), undefined, 'same names in different objects; quotes and backslashes in strings')
+  t.equal(duplicateMember('{"a":{"b":1},"a":2}'), 'a')
+  t.equal(duplicateMember('{"":1,"":2}'), '', 'even the empty name')
+  t.equal(duplicateMember('"just a string"'), undefined)
+  const deep = 100_000
+  t.equal(duplicateMember(`${'['.repeat(deep)}{"k":1,"k":2}${']'.repeat(deep)}`), `${'0.'.repeat(deep)}k`, 'deep nesting: no stack to overflow')
+})
+
+t.test('charsetOf', async (t) => {
+  t.equal(charsetOf('application/json'), undefined)
+  t.equal(charsetOf('application/json; charset=UTF-8'), 'utf-8')
+  t.equal(charsetOf('application/json;charset="utf-8"'), 'utf-8')
+  t.equal(charsetOf('application/json; foo=bar; Charset=Windows-1252'), 'windows-1252')
+})

@@ -598,20 +598,21 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
   report('one-primary-invariant', violations.primary, (id) => `rule ${id} can give a decision without exactly one primary assignment`)
   report('cru-availability-invariant', violations.cru, (id) => `rule ${id} can assign CRU while CRU is not available for the agency (outside its hours or at capacity); give it a fallback (DESIGN rule 7)`)
 
-  for (const [i, rule] of doc.rules.entries()) {
-    if (fired.get(rule.id)) continue
-    const shadowers = yield* shadowedBy(doc, space, i)
-    if (shadowers.length === 0) {
+  const unfired = doc.rules.flatMap((rule, i) => (fired.get(rule.id) ? [] : [i]))
+  const shadowers = yield* shadowedBy(doc, space, unfired)
+  unfired.forEach((i, k) => {
+    const rule = doc.rules[i]!
+    if (shadowers[k]!.length === 0) {
       findings.push({ kind: 'unsatisfiable-rule', ruleId: rule.id, path: `rules[${i}].when`, message: `rule ${rule.id} can never fire: no call satisfies its conditions` })
     } else {
       findings.push({
         kind: 'shadowed-rule',
         ruleId: rule.id,
         path: `rules[${i}].when`,
-        message: `rule ${rule.id} can never fire: every call it matches is decided earlier, by ${shadowers.join(', ')}`,
+        message: `rule ${rule.id} can never fire: every call it matches is decided earlier, by ${shadowers[k]!.join(', ')}`,
       })
     }
-  }
+  })
 
   const routes: RouteCoverage[] = ROUTES.map((route) => {
     const entries = [...coverage.values()].flat().filter((c): c is Reach => c !== null && c.route === route)
@@ -641,23 +642,22 @@ function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
 const maskOf = (flags: readonly FlagName[], of: readonly FlagName[]): number => flags.reduce((m, f, i) => (of.includes(f) ? m | (1 << i) : m), 0)
 
 /**
- * The earlier rules that take every call rule i matches; empty when no call matches rule i at all.
- * Rule i is tried alone (before the default) to find the calls it matches.
+ * For each rule of `indexes` (rules that never fired): the earlier rules that take every call it
+ * matches, empty when no call matches it at all. Each is tried alone (before the default) to find
+ * the calls it matches; all of them in one more pass over the space, however many there are (a
+ * pass per rule made a draft with many duplicate rules cost seconds each, in the API process).
  */
-function* shadowedBy(doc: RuleSet, space: Space, i: number): Generator<undefined, string[]> {
-  const rule = doc.rules[i]!
+function* shadowedBy(doc: RuleSet, space: Space, indexes: readonly number[]): Generator<undefined, string[][]> {
+  if (!indexes.length) return []
   const last = doc.rules[doc.rules.length - 1]!
-  const alone: RuleSet = { ...doc, rules: i === doc.rules.length - 1 ? [rule] : [rule, last] }
-  const matched = new Set<string>()
-  yield* enumerate(alone, space, ({ decision, describe }) => {
-    if (decision.ruleId === rule.id) matched.add(describe())
+  const alone = indexes.map((i) => {
+    const rule = doc.rules[i]!
+    return { id: rule.id, compiled: compileRuleSet({ ...doc, rules: i === doc.rules.length - 1 ? [rule] : [rule, last] }), by: new Set<string>() }
   })
-  if (matched.size === 0) return []
-  const by = new Set<string>()
-  yield* enumerate(doc, space, ({ decision, describe }) => {
-    if (matched.has(describe())) by.add(decision.ruleId)
+  yield* enumerate(doc, space, ({ facts, decision }) => {
+    for (const a of alone) if (a.compiled.decide(facts).ruleId === a.id) a.by.add(decision.ruleId)
   })
-  return doc.rules.map((r) => r.id).filter((id) => by.has(id))
+  return alone.map((a) => doc.rules.map((r) => r.id).filter((id) => a.by.has(id)))
 }
 
 /** The report as text: one line per finding, examples indented. */

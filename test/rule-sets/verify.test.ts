@@ -152,6 +152,19 @@ for (const b of bad) {
   })
 }
 
+t.test('several rules that never fire are each told apart, shadowed or unsatisfiable, in one more pass', async (t) => {
+  const report = verify((d) => {
+    const first = d.rules[0]
+    for (let k = 0; k < 12; k++) d.rules.splice(1, 0, { ...structuredClone(first), id: `copy-${k}` })
+    d.rules.splice(-1, 0, { id: 'never', principle: 9, description: 'Contradiction.', when: { all: [{ flag: 'injury' }, { not: { flag: 'injury' } }] }, action: { route: 'police' } })
+  })
+  t.same(
+    report.findings.map((f) => [f.kind, f.ruleId]),
+    [...Array.from({ length: 12 }, (_, k) => ['shadowed-rule', `copy-${11 - k}`]), ['unsatisfiable-rule', 'never']],
+  )
+  for (const f of report.findings.slice(0, 12)) t.match(f.message, new RegExp(`decided earlier, by ${defaultDocument().rules[0]!.id}$`))
+})
+
 t.test('a rule set whose fact space is too large to prove is refused, not run for minutes', async (t) => {
   const report = verify((d) => {
     // Every code its own class and forty distinct agency lists: far beyond the limit.

@@ -24,6 +24,8 @@ export function verificationFailed(report: VerificationReport): AppError {
   return new AppError('verification-failed', formatReport(report), { extra: { version: report.version, findings: report.findings } })
 }
 
+const MAX_VERSION_STEP = 1000
+
 export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry; now?: () => Date }) {
   const { db, registry } = deps
   const clock = deps.now ?? (() => new Date())
@@ -41,7 +43,11 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
     return report
   }
 
-  /** Stores a verified draft. The document's version must be above every stored one. */
+  /**
+   * Stores a verified draft. The document's version must be above every stored one, and at most
+   * MAX_VERSION_STEP above: drafts are never deleted, so one mistyped 2147483647 would otherwise
+   * leave no version to publish under.
+   */
   async function createDraft(req: FastifyRequest, body: unknown) {
     const report = await verifyRuleSetAsync(body)
     if (!report.ok) throw verificationFailed(report)
@@ -51,6 +57,11 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
       const latest = await latestVersion(trx)
       if (doc.version <= latest) {
         throw new AppError('rule-set-conflict', `version ${doc.version} is taken or older than the latest (${latest}): give the new rule set version ${latest + 1}`, {
+          extra: { nextVersion: latest + 1 },
+        })
+      }
+      if (doc.version > latest + MAX_VERSION_STEP) {
+        throw new AppError('rule-set-conflict', `version ${doc.version} is more than ${MAX_VERSION_STEP} above the latest (${latest}): give the new rule set version ${latest + 1}`, {
           extra: { nextVersion: latest + 1 },
         })
       }

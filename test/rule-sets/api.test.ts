@@ -74,6 +74,10 @@ t.test('store a verified draft; versions only go up', async (t) => {
   t.match(again.json(), { code: 'rule-set-conflict', nextVersion: 3 })
   const older = await post('/v1/rule-sets', version(1))
   t.equal(older.statusCode, 409)
+  // Drafts are never deleted: a typo far ahead would leave no version to publish under.
+  const typo = await post('/v1/rule-sets', version(2_147_483_647))
+  t.equal(typo.statusCode, 409, 'more than 1000 above the latest')
+  t.match(typo.json(), { code: 'rule-set-conflict', nextVersion: 3, detail: /more than 1000 above the latest \(2\)/ })
   const report = await get('/v1/rule-sets/2/verification')
   t.equal(report.statusCode, 200)
   t.match(report.json(), { ok: true, version: 2, coverage: [{ route: 'police' }, { route: 'cru' }, { route: 'co_response' }, { route: 'ems' }, { route: 'case_manager' }] })

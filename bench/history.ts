@@ -59,6 +59,8 @@ const FILL = [
      select gen_random_uuid(), 'H' || i, 'HE' || i, ${ROUTES}, 1, 'bench', 'bench', '{}',
        case when i % 20 = 1 then '{"fallback": {"from": "cru"}}' else '{}' end::jsonb, now() - make_interval(secs => i * $3::float8)
      from generate_series($1::int, $2::int) i`,
+  // Each call names its decision, as ingest leaves it: the report reads DESIGN rule 1 from it.
+  `update calls c set decision_id = d.id from generate_series($1::int, $2::int) i join decisions d on d.call_id = 'H' || i where c.call_id = d.call_id`,
   // The newest 60 are still open (accepted); one police assignment in ten ends cancelled after it
   // was accepted: the report finds its field response in the transitions, not in the status.
   `insert into assignments (id, call_id, decision_id, agency, queue, role, status, created_at, due_at)

@@ -1,8 +1,8 @@
 import { sql, type RawBuilder } from 'kysely'
 import { OPEN_STATUSES } from '../assignments/state-machine.js'
 import type { Executor } from '../calls/repository.js'
-// A mental-health call with any of these flags is a safety call (DESIGN rule 1): police is primary by design.
-import { SAFETY_FLAGS } from '../routing/index.js'
+// A mental-health call with DESIGN rule 1 facts is a safety call: police is primary by design.
+import { SAFETY_FLAGS, SAFETY_NATURE_CODES } from '../routing/index.js'
 
 /**
  * Report queries. Each one groups by GROUPING SETS so one round trip yields every cell a report
@@ -70,10 +70,26 @@ export interface CallCounts {
 
 /** Call-level figures: diversion, capture (with why eligible calls went elsewhere), route mix, phone resolution. */
 export async function callFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & CallCounts>> {
-  const safety = sql.join(
+  const safetyFlags = sql.join(
     SAFETY_FLAGS.map((f) => sql`coalesce((c.flags->>${f})::boolean, false)`),
     sql` or `,
   )
+  const safetyCodes = list([...SAFETY_NATURE_CODES])
+  // DESIGN rule 1 applies to a call as escalation decides it (safetyFacts in
+  // src/assignments/escalation.ts), from the call's latest decision: a safety flag (the call's flags
+  // are that decision's), a safety nature code after the agency's map, or a principle-1 rule that
+  // fired — or would have, had a dispatcher not overridden it — since a rule set may name more
+  // (the default's `safety` holds DVNA, BOMB…). Asked of mental-health calls alone, the only ones
+  // capture counts; a call without a decision (none is, once ingested) is judged by its own code.
+  const safety = sql`case
+    when not c.mental_health then false
+    when ${safetyFlags} then true
+    else coalesce((
+      select (d.rule_set_version, coalesce(d.outcome->'override'->>'overriddenRuleId', d.rule_id)) in (select version, rule_id from p1)
+        or coalesce(d.outcome->'derived'->>'natureCode', d.facts->>'natureCode') in (${safetyCodes})
+      from decisions d where d.id = c.decision_id
+    ), c.nature_code in (${safetyCodes}))
+  end`
   // Every assignment, transition and decision of a call is written at or after the call itself.
   // Saying so bounds each subquery below to the range's days: Postgres hashes a subquery's whole
   // result, and without the bound that was every row of its kind ever written (bench/history.ts).
@@ -81,7 +97,12 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
   // carry the API's clock.
   const since = sql`(${r.from}::timestamptz - interval '1 day')`
   const { rows } = await sql<Keyed & Record<string, number>>`
-    with c as (
+    with p1 as materialized (
+      -- The principle-1 rules of every stored rule set version (versions are immutable): a few per version.
+      select rs.version, rule->>'id' as rule_id
+      from rule_sets rs cross join lateral jsonb_array_elements(case when jsonb_typeof(rs.document->'rules') = 'array' then rs.document->'rules' else '[]' end) rule
+      where rule->>'principle' = '1'
+    ), c as (
       select c.agency, c.route, c.status, c.mental_health, c.disposition,
         ${bucketOf(sql`c.created_at`, r.bucket)} as bucket,
         (${safety}) as safety,
@@ -118,7 +139,7 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
       from calls c
       where c.created_at >= ${r.from} and c.created_at < ${r.to} and ${agencyFilter(sql`c.agency`, r.agencies)}
     ), e as (
-      -- Each eligible call (mental-health indicator, no safety facts) gets exactly one outcome, first match wins.
+      -- Each eligible call (mental-health indicator, DESIGN rule 1 does not apply) gets exactly one outcome, first match wins.
       select *,
         case
           when not mental_health or safety then null

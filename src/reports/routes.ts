@@ -35,7 +35,7 @@ const cellSchema = z.object({
     .describe('Closed mental-health calls with no police assignment ever accepted'),
   capture: z
     .object({
-      eligible: z.number().int().describe('Mental-health calls with no safety facts (weapons, violence, threat to others, crime in progress)'),
+      eligible: z.number().int().describe('Mental-health calls DESIGN rule 1 does not govern: no safety flag (weapons, violence, threat to others, crime in progress), no safety nature code after the agency\'s map, and neither the rule that fired nor one a dispatcher overrode is a principle-1 rule'),
       captured: z.number().int().describe('Routed to CRU or a case manager, and its primary neither escalated, expired nor declined (a support or a follow-up that declines does not count)'),
       rate: rateSchema,
       toPolice: z.object({ fallback: z.number().int(), override: z.number().int(), escalation: z.number().int() }).describe('Eligible calls that went to police, by reason'),

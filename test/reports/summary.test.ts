@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
+import { callEvent, type EventInput } from '../helpers/events.js'
 import { createWorld } from '../helpers/world.js'
 import { seedReportWorld } from './fixture.js'
 
@@ -227,4 +228,53 @@ t.test('a fallback counts only when the rule itself fell back to police, not whe
   }
   const { overall } = await get('from=2025-07-01T00:00:00Z&to=2025-07-02T00:00:00Z&agency=fallback-pd')
   t.same(overall.capture, { eligible: 2, captured: 0, rate: 0, toPolice: { fallback: 1, override: 0, escalation: 0 }, otherRoute: 1 })
+})
+
+t.test('capture: a call DESIGN rule 1 governs is not eligible, whether a flag, its nature code or its rule says so', async (t) => {
+  // Ingested as CAD sends them, routed by the default rule set (CRU always available). Each of the
+  // first four is a principle-1 call: police lead by design, so none of them is a missed capture.
+  const agency = 'rule1-pd'
+  const post = async (natureCode: string, flags: EventInput['flags'], dispatcherOverride?: 'cru') => {
+    const payload = callEvent({ agency, natureCode, flags, dispatcherOverride, occurredAt: new Date(NOW.getTime() - 60_000).toISOString() })
+    const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload })
+    if (res.statusCode !== 201) throw new Error(`ingest answered ${res.statusCode}: ${res.body}`)
+    return res.json().decision as { route: string; ruleId: string }
+  }
+  const routes = [
+    await post('ASSAULT', { mentalHealth: true }), // a violent nature code: the verifier's and escalation's safety fact
+    await post('EDP', { violence: true }), // a safety flag
+    await post('DVNA', { mentalHealth: true }), // in the default rule set's `safety`, not among the invariant codes: its rule's principle says so
+    await post('ASSAULT', { mentalHealth: true }, 'cru'), // a dispatcher sent it to CRU; the rule overridden was a principle-1 rule
+    await post('EDP', { mentalHealth: true }), // the one eligible call: CRU's
+  ].map((d) => [d.route, d.ruleId])
+  t.same(routes, [
+    ['co_response', 'safety-mental-health-co-response'],
+    ['co_response', 'safety-mental-health-co-response'],
+    ['co_response', 'safety-mental-health-co-response'],
+    ['cru', 'dispatcher-override'],
+    ['cru', 'mental-health-cru'],
+  ])
+
+  // A decision another rule set made: a rule that is not a principle-1 rule fired on a code the
+  // agency's map made ASSAULT. The code after the map is the fact, as escalation reads it.
+  const at = new Date().toISOString()
+  const { version } = await world.db.selectFrom('rule_sets').select('version').orderBy('version', 'desc').executeTakeFirstOrThrow()
+  const decisionId = randomUUID()
+  const eventId = `rule1-mapped-${randomUUID()}`
+  await world.db
+    .insertInto('calls')
+    .values({ call_id: 'M1', agency, status: 'open', nature_code: 'X-ASLT', priority: 2, flags: JSON.stringify({ mentalHealth: true }), mental_health: true, route: 'co_response', last_occurred_at: at })
+    .execute()
+  await world.db.insertInto('call_events').values({ event_id: eventId, call_id: 'M1', type: 'call.created', occurred_at: at, received_at: at, body_hash: 'seed', body: '{}', applied: true }).execute()
+  const outcome = { assignmentIds: [], ruleRoute: 'co_response', fallback: null, override: null, review: [], followUp: null, trace: [], derived: { natureCode: 'ASSAULT', unknownNatureCode: false, mentalHealthIndicator: true, frequentCaller: false }, notes: [] }
+  await world.db
+    .insertInto('decisions')
+    .values({ id: decisionId, call_id: 'M1', event_id: eventId, route: 'co_response', rule_set_version: version, rule_id: 'co-response-requested', explanation: 'seeded', facts: JSON.stringify({ natureCode: 'X-ASLT', flags: { mentalHealth: true } }), outcome: JSON.stringify(outcome), created_at: at })
+    .execute()
+  await world.db.updateTable('calls').set({ decision_id: decisionId }).where('call_id', '=', 'M1').execute()
+
+  const day = 86_400_000
+  const { overall } = await get(`from=${new Date(Date.now() - day).toISOString()}&to=${new Date(Date.now() + day).toISOString()}&agency=${agency}`)
+  t.equal(overall.mentalHealthCalls, 6)
+  t.same(overall.capture, { eligible: 1, captured: 1, rate: 1, toPolice: { fallback: 0, override: 0, escalation: 0 }, otherRoute: 0 })
 })

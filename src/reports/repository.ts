@@ -263,19 +263,34 @@ export interface FollowUpCounts {
   overdue: number
 }
 
-/** Follow-ups created in the range; on time = completed by the due time; overdue = still open past it at `asOf`. */
+/**
+ * Follow-ups made in the range, each counted once: a follow-up declined (or not acknowledged) is
+ * offered again as a new assignment, escalated_from the one before it, due when the first was due
+ * (src/assignments/escalation.ts). So a follow-up is its first offer (escalated_from null), placed
+ * in time by when that was made; on time = some offer in its chain completed by the due time;
+ * overdue = an offer in its chain still open past it at `asOf`. The chain is followed within the
+ * call (its index): the offers made again are the same call's, and may be made after the range.
+ */
 export async function followUpFigures(db: Executor, r: ReportRange, asOf: Date): Promise<Array<CellKey & FollowUpCounts>> {
   const { rows } = await sql<Keyed & FollowUpCounts>`
-    with x as (
-      select a.agency, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket, a.status, a.due_at,
-        (select min(t.at) from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'completed') as completed_at
+    with recursive chain as (
+      select a.id as first_id, a.agency, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket, a.due_at, a.id, a.call_id, a.status
       from assignments a
-      where a.queue = 'follow_up' and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
+      where a.queue = 'follow_up' and a.escalated_from is null and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
+      union all
+      select c.first_id, c.agency, c.bucket, c.due_at, a.id, a.call_id, a.status
+      from chain c join assignments a on a.call_id = c.call_id and a.escalated_from = c.id and a.queue = 'follow_up'
+    ), x as (
+      select first_id, agency, bucket,
+        bool_or(exists (select 1 from assignment_transitions t where t.assignment_id = chain.id and t.to_status = 'completed' and t.at <= chain.due_at)) as on_time,
+        bool_or(status in (${list(OPEN_STATUSES)}) and due_at < ${asOf}) as overdue
+      from chain
+      group by first_id, agency, bucket
     )
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket,
       count(*)::int as created,
-      (count(*) filter (where completed_at is not null and completed_at <= due_at))::int as "completedOnTime",
-      (count(*) filter (where status in (${list(OPEN_STATUSES)}) and due_at < ${asOf}))::int as overdue
+      (count(*) filter (where on_time))::int as "completedOnTime",
+      (count(*) filter (where overdue))::int as overdue
     from x
     group by ${GROUPING}
   `.execute(db)

@@ -63,9 +63,9 @@ const cellSchema = z.object({
   timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range'),
   cruPhoneResolution: z.object({ closedCruCalls: z.number().int(), resolvedByPhone: z.number().int(), share: rateSchema }),
   followUps: z.object({
-    created: z.number().int(),
-    completedOnTime: z.number().int().describe('Completed by the due time (72 h after the call closed, by default)'),
-    overdue: z.number().int().describe('Still open past the due time, now'),
+    created: z.number().int().describe('Follow-ups first offered in the range, each counted once: one declined or not acknowledged is offered again as a new assignment, and stays one follow-up'),
+    completedOnTime: z.number().int().describe('Completed by the due time (72 h after the call closed, by default), by any of its offers'),
+    overdue: z.number().int().describe('Still open past the due time, now, whichever of its offers holds it'),
   }),
 })
 const repeatSchema = z.object({ threshold: z.number().int(), windowDays: z.literal(30), subjects: z.number().int(), calls: z.number().int() })

@@ -278,3 +278,63 @@ t.test('capture: a call DESIGN rule 1 governs is not eligible, whether a flag, i
   t.equal(overall.mentalHealthCalls, 6)
   t.same(overall.capture, { eligible: 1, captured: 1, rate: 1, toPolice: { fallback: 0, override: 0, escalation: 0 }, otherRoute: 0 })
 })
+
+t.test('follow-ups: one declined and offered again is one follow-up, done on time or overdue by its chain', async (t) => {
+  // Stored as escalation stores them (src/assignments/escalation.ts): a follow-up declined is offered
+  // again as a new assignment, escalated_from the one declined, due when the first was due.
+  const agency = 'chain-pd'
+  const at = (day: number, hour: number) => new Date(Date.UTC(2025, 7, 1 + day, hour))
+  interface Offer {
+    createdAt: Date
+    status: string
+    moves: Array<{ to: string; at: Date }>
+  }
+  const followUp = async (callId: string, dueAt: Date, offers: Offer[]) => {
+    const decisionId = randomUUID()
+    const eventId = `chain-${callId}-${randomUUID()}`
+    const closed = offers[0]!.createdAt
+    await world.db
+      .insertInto('calls')
+      .values({ call_id: callId, agency, status: 'closed', nature_code: 'EDP', priority: 2, flags: JSON.stringify({ mentalHealth: true }), mental_health: true, route: 'cru', last_occurred_at: closed, created_at: closed, closed_at: closed })
+      .execute()
+    await world.db.insertInto('call_events').values({ event_id: eventId, call_id: callId, type: 'call.closed', occurred_at: closed, received_at: closed, body_hash: 'seed', body: '{}', applied: true }).execute()
+    const outcome = { assignmentIds: [], fallback: null, override: null, review: [], followUp: null, trace: [], derived: { natureCode: 'EDP' }, notes: [] }
+    await world.db
+      .insertInto('decisions')
+      .values({ id: decisionId, call_id: callId, event_id: eventId, route: 'cru', rule_set_version: 1, rule_id: 'seed', explanation: 'seeded', facts: '{}', outcome: JSON.stringify(outcome), created_at: closed })
+      .execute()
+    let before: string | null = null
+    for (const o of offers) {
+      const id = randomUUID()
+      await world.db
+        .insertInto('assignments')
+        .values({ id, call_id: callId, decision_id: decisionId, agency, queue: 'follow_up', role: 'primary', status: o.status, due_at: dueAt, escalated_from: before, created_at: o.createdAt, updated_at: o.createdAt })
+        .execute()
+      let from: string | null = null
+      for (const m of [{ to: 'queued', at: o.createdAt }, ...o.moves]) {
+        await world.db.insertInto('assignment_transitions').values({ assignment_id: id, from_status: from, to_status: m.to, role: 'primary', actor: 'seed', reason: null, at: m.at }).execute()
+        from = m.to
+      }
+      before = id
+    }
+  }
+  // Declined twice, then done on time by its third offer, made after the range ends.
+  await followUp('FU1', at(3, 10), [
+    { createdAt: at(0, 10), status: 'declined', moves: [{ to: 'declined', at: at(0, 11) }] },
+    { createdAt: at(0, 11), status: 'declined', moves: [{ to: 'declined', at: at(1, 9) }] },
+    { createdAt: at(1, 9), status: 'completed', moves: [{ to: 'accepted', at: at(2, 9) }, { to: 'completed', at: at(2, 10) }] },
+  ])
+  // Declined, offered again after the range ends, and still open long past its due time: overdue.
+  await followUp('FU2', at(3, 12), [
+    { createdAt: at(0, 12), status: 'declined', moves: [{ to: 'declined', at: at(1, 13) }] },
+    { createdAt: at(1, 13), status: 'queued', moves: [] },
+  ])
+  // Declined, offered again within the range, and done a day late.
+  await followUp('FU3', at(3, 14), [
+    { createdAt: at(0, 14), status: 'declined', moves: [{ to: 'declined', at: at(0, 15) }] },
+    { createdAt: at(0, 15), status: 'completed', moves: [{ to: 'accepted', at: at(4, 9) }, { to: 'completed', at: at(4, 14) }] },
+  ])
+  const { overall, series } = await get(`from=2025-08-01T00:00:00Z&to=2025-08-02T00:00:00Z&agency=${agency}`)
+  t.same(overall.followUps, { created: 3, completedOnTime: 1, overdue: 1 })
+  t.same(series.map((c: { followUps: unknown }) => c.followUps), [{ created: 3, completedOnTime: 1, overdue: 1 }], 'placed on the day the first offer was made')
+})

@@ -145,7 +145,8 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     ? `personComponent.${doc.personComponent!.indexOf(callerPerson)}.callBackReference`
     : 'callComponent.0.callBackReference'
   const callback = callbackRef ? resolve(doc.callbackComponent, callbackRef, callbackAt) : undefined
-  const tel = callback?.callBackInformationUri?.find((u) => u.startsWith('tel:'))
+  // A URI scheme is case-insensitive (RFC 3986 §3.1): `TEL:` is a phone number too.
+  const tel = callback?.callBackInformationUri?.find((u) => /^tel:/i.test(u))
   if (callerPerson || tel) {
     const name = callerPerson ? nameOf(callerPerson) : undefined
     caller = { ...(tel ? { phone: tel.slice(4) } : {}), ...(name ? { name } : {}) }

@@ -9,6 +9,7 @@ import { sha256 } from '../lib/canonical-json.js'
 import { FLAG_NAMES, ROUTES, type EventType, type FlagName } from '../routing/index.js'
 import { readPidfLo } from './pidf-lo.js'
 import type { EidoIn } from './schemas.js'
+import { htmlText } from './text.js'
 import {
   CALLER_ROLES,
   CAUTION_FLAGS,
@@ -49,34 +50,6 @@ const routingFactsSchema = z
   .strict()
 
 type Component = { $id: string }
-
-/**
- * `s` without its tags: each `<` up to the first `>` after it, as `.replace(/<[^>]*>/g, '')` would
- * do — but in one pass. That regex retries from every `<` to the end of the text when no `>`
- * follows, so a note of 60,000 `<` (one body's worth) held the event loop for seconds.
- */
-function removeTags(s: string): string {
-  let out = ''
-  let from = 0
-  for (;;) {
-    const open = s.indexOf('<', from)
-    const close = open < 0 ? -1 : s.indexOf('>', open + 1)
-    // No `>` after this `<`: none after any later `<` either.
-    if (close < 0) return out + s.slice(from)
-    out += s.slice(from, open)
-    from = close + 1
-  }
-}
-
-const stripHtml = (html: string): string =>
-  removeTags(html.replace(/<br\s*\/?>/gi, '\n').replace(/<\/p>/gi, '\n'))
-    .replace(/&nbsp;/g, ' ')
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&amp;/g, '&')
-    .trim()
 
 export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const problems: InvalidParam[] = []
@@ -166,7 +139,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
 
   // Description: the incident's notes, else every note, as plain text.
   const notes = incident.notesReference ? resolveAll(doc.notesComponent, incident.notesReference, 'incidentComponent.notesReference') : (doc.notesComponent ?? [])
-  const description = cutAt(notes.map((n) => stripHtml(n.notesActionComments)).filter(Boolean).join('\n'), 4000) || undefined
+  const description = cutAt(notes.map((n) => htmlText(n.notesActionComments)).filter(Boolean).join('\n'), 4000) || undefined
 
   // Flags: raised by cautions and by the routing-facts additional data; a flag is never lowered.
   const flags = Object.fromEntries(FLAG_NAMES.map((f) => [f, false])) as Record<FlagName, boolean>

@@ -2,6 +2,8 @@
  * Just enough PIDF-LO (RFC 4119 / RFC 5139 civic address, GML point) to carry the service's location:
  * the civic address elements and the geodetic point, read by element name whatever the namespace prefix.
  */
+import { xmlText } from './text.js'
+
 export interface PlainLocation {
   address?: string
   city?: string
@@ -9,22 +11,13 @@ export interface PlainLocation {
   lon?: number
 }
 
-const decode = (s: string): string =>
-  s
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&apos;/g, "'")
-    .replace(/&amp;/g, '&')
-    .trim()
-
 const encode = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
 function element(xml: string, name: string): string | undefined {
   // Attributes stop at the next `<` as well as at `>`: a tag left open must not send every later
   // attempt to the end of the text (a crafted location took 80 ms an element, quadratic in its length).
   const m = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${name}(?:\\s[^<>]*)?>([^<]*)</(?:[A-Za-z_][\\w.-]*:)?${name}>`).exec(xml)
-  const v = m?.[1] === undefined ? undefined : decode(m[1])
+  const v = m?.[1] === undefined ? undefined : xmlText(m[1])
   return v ? v : undefined
 }
 

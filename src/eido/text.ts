@@ -1,0 +1,42 @@
+/**
+ * Text inside an EIDO as plain text: the notes (HTML) and the PIDF-LO's elements (XML). Character
+ * references, named and numeric (`&#233;`, `&#xE9;`), are decoded by `entities`, which gives U+FFFD
+ * for a code point no text may hold (0, a surrogate, past U+10FFFF), as the HTML standard does.
+ */
+import { decodeHTML, decodeXML } from 'entities'
+
+/** A no-break space (`&nbsp;`, `&#160;`) is a space in an address or a narrative. */
+const plain = (s: string): string => s.replace(/\u00a0/g, ' ').trim()
+
+/** The text of an XML element: its character references decoded. */
+export const xmlText = (s: string): string => plain(decodeXML(s))
+
+/** A tag begins with `<` and a letter, `/`, `!` or `?`; any other `<` is text (`<->`, `<- confirmed`, `x < 3`). */
+const isTagStart = (c: string | undefined): boolean => c !== undefined && /[A-Za-z/!?]/.test(c)
+
+/**
+ * `s` without its tags: each tag up to the first `>` after it, in one pass. A regex that retries
+ * from every `<` to the end of the text when no `>` follows held the event loop for seconds on a
+ * note of 60,000 `<` (one body's worth).
+ */
+function removeTags(s: string): string {
+  let out = ''
+  let from = 0
+  let at = 0
+  for (;;) {
+    const open = s.indexOf('<', at)
+    if (open < 0) return out + s.slice(from)
+    if (!isTagStart(s[open + 1])) {
+      at = open + 1
+      continue
+    }
+    const close = s.indexOf('>', open + 1)
+    // No `>` after this tag's start: none after any later one either, so the rest is text.
+    if (close < 0) return out + s.slice(from)
+    out += s.slice(from, open)
+    from = at = close + 1
+  }
+}
+
+/** A note's HTML as plain text: line breaks kept, tags removed, then character references decoded. */
+export const htmlText = (html: string): string => plain(decodeHTML(removeTags(html.replace(/<br\s*\/?>/gi, '\n').replace(/<\/p>/gi, '\n'))))

@@ -51,8 +51,33 @@ const routingFactsSchema = z
 
 type Component = { $id: string }
 
+/**
+ * cad-router's own limits on the values a call takes from an EIDO (NENA sets none). They are checked
+ * on what is read, when it is read: a component or field the service ignores is never refused over
+ * them. A note may be as long as a 64 KiB body (the default limit) can carry, so the limit that
+ * protects the service is the body's, and a long closing narrative is cut at the description's
+ * 4,000 characters, never refused.
+ */
+const READ_LIMITS = {
+  locationByValue: 16_000,
+  locationDescriptionText: 500,
+  routingFacts: 16_000,
+  note: 64 * 1024,
+  PersonFullName: 200,
+  PersonGivenName: 100,
+  PersonMiddleName: 100,
+  PersonSurName: 100,
+  countyPersonId: 64,
+} as const
+
 export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const problems: InvalidParam[] = []
+  /** Whether `value`, read from the EIDO field `name`, is within its limit; if not, the problem names it. */
+  const within = (value: string | undefined, max: number, name: string): boolean => {
+    if (value === undefined || value.length <= max) return true
+    problems.push({ name, reason: `too long: at most ${max} characters` })
+    return false
+  }
   // NENA does not require an incident component (a call transfer has none yet), but only it carries
   // the incident type, and no call is routed without one: refused, by name, whatever else is there.
   if (!doc.incidentComponent) {
@@ -93,10 +118,13 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   let location: CallEvent['call']['location']
   if (locationComp) {
     const index = doc.locationComponent!.indexOf(locationComp)
-    const read = locationComp.locationByValue ? readPidfLo(locationComp.locationByValue) : {}
+    const pidfLo = within(locationComp.locationByValue, READ_LIMITS.locationByValue, `locationComponent.${index}.locationByValue`) ? locationComp.locationByValue : undefined
+    const read = pidfLo ? readPidfLo(pidfLo) : {}
     if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'the gml:pos is not "latitude longitude"' })
     const { badPoint: _b, ...plain } = read
-    const address = plain.address ?? locationComp.locationDescriptionText
+    // The description stands in for a civic address only where there is none: only then is it read.
+    const described = plain.address === undefined && within(locationComp.locationDescriptionText, READ_LIMITS.locationDescriptionText, `locationComponent.${index}.locationDescriptionText`)
+    const address = plain.address ?? (described ? locationComp.locationDescriptionText : undefined)
     location = { ...plain, ...(address ? { address } : {}) }
     if (!Object.keys(location).length) location = undefined
   }
@@ -105,18 +133,20 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   const referenced = resolveAll(doc.personComponent, incident.personReference, 'incidentComponent.personReference')
   const persons = [...referenced, ...(doc.personComponent ?? []).filter((p) => !referenced.includes(p))]
   const hasRole = (p: (typeof persons)[number], roles: ReadonlySet<string>) => p.personIncidentRoleRegistryText.some((r) => roles.has(normalise(r)))
+  const personAt = (p: (typeof persons)[number]) => `personComponent.${doc.personComponent!.indexOf(p)}`
+  /** The person's name: the full name, else the parts; only the parts used are held to their limits. */
   const nameOf = (p: (typeof persons)[number]): string | undefined => {
     const n = p.ncPersonComponent?.PersonName
     if (!n) return undefined
-    return n.PersonFullName ?? ([n.PersonGivenName, n.PersonMiddleName, n.PersonSurName].filter(Boolean).join(' ') || undefined)
+    const parts = n.PersonFullName !== undefined ? (['PersonFullName'] as const) : (['PersonGivenName', 'PersonMiddleName', 'PersonSurName'] as const)
+    for (const k of parts) within(n[k], READ_LIMITS[k], `${personAt(p)}.ncPersonComponent.PersonName.${k}`)
+    return n.PersonFullName ?? (parts.map((k) => n[k]).filter(Boolean).join(' ') || undefined)
   }
 
   let caller: CallEvent['call']['caller']
   const callerPerson = persons.find((p) => hasRole(p, CALLER_ROLES))
   const callbackRef = callerPerson?.callBackReference ?? call?.callBackReference
-  const callbackAt = callerPerson?.callBackReference
-    ? `personComponent.${doc.personComponent!.indexOf(callerPerson)}.callBackReference`
-    : 'callComponent.0.callBackReference'
+  const callbackAt = callerPerson?.callBackReference ? `${personAt(callerPerson)}.callBackReference` : 'callComponent.0.callBackReference'
   const callback = callbackRef ? resolve(doc.callbackComponent, callbackRef, callbackAt) : undefined
   // A URI scheme is case-insensitive (RFC 3986 §3.1): `TEL:` is a phone number too.
   const tel = callback?.callBackInformationUri?.find((u) => /^tel:/i.test(u))
@@ -133,12 +163,19 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     // is a calendar date, not an instant to move to UTC).
     const born = subjectPerson.ncPersonComponent?.PersonBirthDate
     const birthDate = born?.Date ?? born?.DateTime?.slice(0, 10)
-    const personId = subjectPerson.ncPersonComponent?.PersonOtherIdentification?.find((o) => o.IdentificationCategoryText === COUNTY_PERSON_ID_CATEGORY)?.IdentificationID
+    // Of the person's identifications only the county's is read, and it must say something.
+    const ids = subjectPerson.ncPersonComponent?.PersonOtherIdentification ?? []
+    const county = ids.findIndex((o) => o.IdentificationCategoryText === COUNTY_PERSON_ID_CATEGORY)
+    const countyAt = `${personAt(subjectPerson)}.ncPersonComponent.PersonOtherIdentification.${county}.IdentificationID`
+    const personId = county < 0 ? undefined : ids[county]!.IdentificationID
+    if (personId === '') problems.push({ name: countyAt, reason: `an empty ${COUNTY_PERSON_ID_CATEGORY}: leave the identification out when there is none` })
+    else within(personId, READ_LIMITS.countyPersonId, countyAt)
     subject = { ...(personId ? { personId } : {}), ...(name ? { name } : {}), ...(birthDate ? { birthDate } : {}) }
   }
 
   // Description: the incident's notes, else every note, as plain text.
   const notes = incident.notesReference ? resolveAll(doc.notesComponent, incident.notesReference, 'incidentComponent.notesReference') : (doc.notesComponent ?? [])
+  for (const n of notes) within(n.notesActionComments, READ_LIMITS.note, `notesComponent.${doc.notesComponent!.indexOf(n)}.notesActionComments`)
   const description = cutAt(notes.map((n) => htmlText(n.notesActionComments)).filter(Boolean).join('\n'), 4000) || undefined
 
   // Flags: raised by cautions and by the routing-facts additional data; a flag is never lowered.
@@ -153,6 +190,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
   doc.additionalDataComponent?.forEach((a, i) => {
     if (a.urlPurpose !== ROUTING_FACTS_PURPOSE) return
     const at = `additionalDataComponent.${i}.additionalDataByValue`
+    if (!within(a.additionalDataByValue, READ_LIMITS.routingFacts, at)) return
     let value: unknown
     try {
       value = JSON.parse(a.additionalDataByValue ?? '')
@@ -189,7 +227,11 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     if (disposition === undefined) problems.push({ name: dispositionAt, reason: `an APCO disposition code (e.g. 05) or ${OWN_DISPOSITION_PREFIX} and a disposition` })
   }
 
-  if (problems.length) throw invalid(problems)
+  if (problems.length) {
+    // One person may be both caller and subject: each field it breaks is named once.
+    const seenProblems = new Set<string>()
+    throw invalid(problems.filter((p) => !seenProblems.has(`${p.name}\n${p.reason}`) && seenProblems.add(`${p.name}\n${p.reason}`)))
+  }
 
   const event = {
     eventId: eidoEventId(doc),

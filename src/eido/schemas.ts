@@ -4,7 +4,10 @@
  * names are the current ones (NENA's older sample uses outdated names).
  *
  * Inbound schemas are loose: unknown fields and unknown components pass untouched, because an EIDO
- * carries far more than a routing decision needs. Outbound schemas are what GET …/eido promises.
+ * carries far more than a routing decision needs. They check the shape NENA gives every component
+ * (types, enumerations, date formats); cad-router's own limits (lengths, non-empty ids) apply only to
+ * the values a call takes, when the mapping reads them (map-in.ts), so a component the service does
+ * not read is never refused over them. Outbound schemas are what GET …/eido promises.
  */
 import { z } from 'zod'
 import { CALL_ID_MAX_LENGTH } from '../calls/schemas.js'
@@ -18,11 +21,14 @@ const NIEM_DATE_TIME = z
   .meta({ pattern: '^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}(?::\\d{2}(?:\\.\\d+)?)?(?:[Zz]|[+-]\\d{2}:\\d{2})?$' })
 
 /**
- * The longest note accepted: what a 64 KiB body (the default limit) can carry, so the limit that
- * protects the service is the body's, and a long closing narrative is cut (at the description's
- * 4,000 characters), never refused.
+ * A NIEM Date (xs:date), which may carry a time zone: the zone is dropped (a birth date is a calendar
+ * date, as a DateTime's is read as written); `z` raised, as for a DateTime.
  */
-const NOTE_MAX = 64 * 1024
+const NIEM_DATE = z
+  .string()
+  .overwrite((s) => s.toUpperCase().replace(/(?:Z|[+-]\d{2}:\d{2})$/, ''))
+  .pipe(z.iso.date())
+  .meta({ pattern: '^\\d{4}-\\d{2}-\\d{2}(?:[Zz]|[+-]\\d{2}:\\d{2})?$' })
 
 export const referenceSchema = z.object({ $ref: z.string().min(1).max(512).describe('The $id of the referenced data component') }).meta({ id: 'EidoReference' })
 
@@ -42,20 +48,20 @@ const prologueOut = {
 const refs = z.array(referenceSchema)
 const severity = z.enum(['highest', 'high', 'normal', 'low', 'lowest'])
 
-/** NIEM nc:PersonType, only the elements the service maps. */
+/** NIEM nc:PersonType, only the elements the service maps. Their lengths are checked where read (the caller and the subject). */
 const ncPersonIn = z.looseObject({
   PersonName: z
     .looseObject({
-      PersonFullName: z.string().max(200).optional(),
-      PersonGivenName: z.string().max(100).optional(),
-      PersonMiddleName: z.string().max(100).optional(),
-      PersonSurName: z.string().max(100).optional(),
+      PersonFullName: z.string().optional().describe('Of the caller and the subject: at most 200 characters'),
+      PersonGivenName: z.string().optional().describe('Of the caller and the subject when there is no full name: at most 100 characters, as are the middle name and surname'),
+      PersonMiddleName: z.string().optional(),
+      PersonSurName: z.string().optional(),
     })
     .optional(),
   // NIEM's date is a choice: a Date or a DateTime (either read as the birth date) or a coarser form.
-  PersonBirthDate: z.looseObject({ Date: z.iso.date().optional(), DateTime: NIEM_DATE_TIME.optional() }).optional(),
+  PersonBirthDate: z.looseObject({ Date: NIEM_DATE.optional().describe('An xs:date; a time zone is dropped'), DateTime: NIEM_DATE_TIME.optional() }).optional(),
   PersonOtherIdentification: z
-    .array(z.looseObject({ IdentificationID: z.string().min(1).max(64), IdentificationCategoryText: z.string().max(100).optional() }))
+    .array(z.looseObject({ IdentificationID: z.string().describe('The subject’s CountyPersonId: 1 to 64 characters'), IdentificationCategoryText: z.string().optional() }))
     .optional(),
 })
 
@@ -68,8 +74,9 @@ export const agencyIn = z.looseObject({
 
 export const dispositionIn = z.looseObject({
   ...prologueIn,
-  // An APCO code, or urn:cad-router:disposition: and a disposition (at most 64): see vocabulary.ts.
-  dispositionCommonRegistryCode: z.string().min(1).max(128),
+  // An APCO code, or urn:cad-router:disposition: and a disposition (at most 64): see vocabulary.ts;
+  // checked on the one disposition read, the call's.
+  dispositionCommonRegistryCode: z.string().describe('The call’s: an APCO code or urn:cad-router:disposition: and a disposition (at most 64 characters)'),
   dispositionPrimaryIndicator: z.boolean().optional(),
   dispositionCategoryText: z.string().optional(),
   dispositionDescriptionText: z.string().optional(),
@@ -108,8 +115,8 @@ export const callbackIn = z.looseObject({
 export const locationIn = z.looseObject({
   ...prologueIn,
   locationTypeDescriptionRegistryText: z.string(),
-  locationByValue: z.string().max(16_000).optional(),
-  locationDescriptionText: z.string().max(500).optional(),
+  locationByValue: z.string().optional().describe('PIDF-LO; in the location the call takes, at most 16,000 characters'),
+  locationDescriptionText: z.string().optional().describe('Read when the location has no civic address: then at most 500 characters'),
 })
 
 export const personIn = z.looseObject({
@@ -122,7 +129,7 @@ export const personIn = z.looseObject({
 
 export const notesIn = z.looseObject({
   ...prologueIn,
-  notesActionComments: z.string().max(NOTE_MAX),
+  notesActionComments: z.string().describe('HTML; in a note the call takes, at most 64 KiB'),
 })
 
 export const cautionIn = z.looseObject({
@@ -135,7 +142,7 @@ export const cautionIn = z.looseObject({
 
 export const additionalDataIn = z.looseObject({
   ...prologueIn,
-  additionalDataByValue: z.string().max(16_000).optional(),
+  additionalDataByValue: z.string().optional().describe('Read only in the routing facts (urn:cad-router:routing-facts): JSON, at most 16,000 characters'),
   urlPurpose: z.string().optional(),
 })
 

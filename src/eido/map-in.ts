@@ -17,6 +17,7 @@ import {
   DEFAULT_PRIORITY,
   dispositionOfCode,
   lookUp,
+  natureCodeOfIncidentType,
   OWN_DISPOSITION_PREFIX,
   PRIORITY_IDENTIFIERS,
   ROUTING_FACTS_PURPOSE,
@@ -241,7 +242,7 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     call: {
       callId: doc.$id,
       agency: agencyId,
-      natureCode: incident.incidentTypeCommonRegistryText!,
+      natureCode: natureCodeOfIncidentType(incident.incidentTypeCommonRegistryText!),
       priority,
       ...(location ? { location } : {}),
       // An empty person tells the routing nothing: leave it out, as a native event would.

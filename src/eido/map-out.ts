@@ -13,6 +13,7 @@ import {
   codeOfDisposition,
   COUNTY_PERSON_ID_CATEGORY,
   FLAG_CAUTIONS,
+  incidentTypeOf,
   POOL_RESOURCES,
   ROUTING_FACTS_PURPOSE,
   UNIT_STATUS,
@@ -25,13 +26,19 @@ export const DECISION_PURPOSE = 'urn:cad-router:decision'
 
 const SERIOUS: ReadonlySet<FlagName> = new Set(['weapons', 'violence', 'threatToOthers', 'crimeInProgress'])
 
-export function callToEido(view: CallView): EidoOut {
+/**
+ * `routed` is what the rule set of the call's latest decision makes of its nature code
+ * (CompiledRuleSet.natureCodeOf): the incident type is that APCO code. Without it the call's own
+ * code is written under OWN_NATURE_CODE_PREFIX, which reads back as itself.
+ */
+export function callToEido(view: CallView, routed?: { code: string; known: boolean }): EidoOut {
   const id = view.callId
   const stamp = view.updatedAt
   const prologue = (suffix: string, at = stamp) => ({ $id: `${id}#${suffix}`, lastUpdateTimeStamp: at, updatedByAgencyReference: { $ref: view.agency } })
   const agentId = `${ISSUING_ELEMENT}@${view.agency}`
   const latest = view.decisions.at(-1)
 
+  const incidentType = incidentTypeOf(view.natureCode, routed)
   const location = view.location as PlainLocation | null
   const caller = view.caller as { phone?: string; name?: string } | null
   const subject = view.subject as { personId?: string; name?: string; birthDate?: string } | null
@@ -130,7 +137,8 @@ export function callToEido(view: CallView): EidoOut {
     agentComponent: [{ $id: agentId, lastUpdateTimeStamp: stamp, updatedByAgencyReference: { $ref: view.agency }, agentRoleRegistryText: ['Dispatching'], agencyReference: { $ref: view.agency } }],
     incidentComponent: {
       ...prologue('incident'),
-      incidentTypeCommonRegistryText: view.natureCode,
+      incidentTypeCommonRegistryText: incidentType.common,
+      ...(incidentType.internal !== undefined ? { incidentTypeInternalCode: incidentType.internal } : {}),
       incidentStatusCommonRegistryText: [view.status === 'closed' ? 'Closed' : 'Active'],
       incidentCommonPriorityNumber: view.priority,
       ...(locationComponent.length ? { locationReference: refsTo(locationComponent) } : {}),

@@ -79,7 +79,10 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       const view = await loadCallView(db, req.params.callId)
       if (!view || !mayReadCall(p, view)) throw notFound(`call ${req.params.callId}`)
       await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido' } })
-      return callToEido(seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets))
+      // The incident type is the code the call routes on, by the rule set that last decided it.
+      const latest = view.decisions.at(-1)
+      const ruleSet = latest ? await ruleSets.version(latest.ruleSetVersion) : undefined
+      return callToEido(seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets), ruleSet?.natureCodeOf(view.agency, view.natureCode))
     },
   )
 }

@@ -12,6 +12,7 @@
 import { z } from 'zod'
 import { CALL_ID_MAX_LENGTH } from '../calls/schemas.js'
 import { instant } from '../http/storable.js'
+import { OWN_NATURE_CODE_PREFIX } from './vocabulary.js'
 
 /** A NIEM DateTime (xs:dateTime): unlike RFC 3339 the offset may be left out; `t` and `z` raised, as `instant` does. */
 const NIEM_DATE_TIME = z
@@ -87,8 +88,12 @@ export const incidentIn = z.looseObject({
   incidentTypeCommonRegistryText: z
     .string()
     .min(1)
-    .max(32)
-    .regex(/^[A-Z0-9]+$/, 'an APCO ANS 2.103 incident type code, e.g. EDP'),
+    .max(OWN_NATURE_CODE_PREFIX.length + 32)
+    .regex(
+      // An APCO code (APCO_INCIDENT_TYPE), or the URN and any nature code the native contract takes.
+      new RegExp(`^(?:[A-Z0-9]+|${OWN_NATURE_CODE_PREFIX}[\\s\\S]+)$`),
+      `an APCO ANS 2.103 incident type code, e.g. EDP, or ${OWN_NATURE_CODE_PREFIX} and a nature code (as cad-router writes a code the rule set does not list)`,
+    ),
   incidentTypeInternalCode: z.string().optional(),
   incidentStatusCommonRegistryText: z.array(z.string()).optional(),
   incidentCommonPriorityNumber: z.number().int().min(1).max(5).optional(),
@@ -194,7 +199,8 @@ const dispositionOut = z.object({
 
 const incidentOut = z.object({
   ...prologueOut,
-  incidentTypeCommonRegistryText: z.string(),
+  incidentTypeCommonRegistryText: z.string().describe(`The APCO code the call routes on, else ${OWN_NATURE_CODE_PREFIX} and the call's nature code`),
+  incidentTypeInternalCode: z.string().optional().describe('The call’s nature code, when it is the agency’s own or unknown'),
   incidentStatusCommonRegistryText: z.array(z.string()),
   incidentCommonPriorityNumber: z.number().int(),
   locationReference: refs.optional(),

@@ -22,6 +22,30 @@ export const COUNTY_PERSON_ID_CATEGORY = 'CountyPersonId'
 /** The `urlPurpose` of the additional data that carries routing facts as JSON. */
 export const ROUTING_FACTS_PURPOSE = 'urn:cad-router:routing-facts'
 
+/** What an APCO ANS 2.103 incident type code looks like: `EDP`, `SUICTHRT`, … */
+export const APCO_INCIDENT_TYPE = /^[A-Z0-9]+$/
+
+/**
+ * A call whose nature code routes on no code the rule set lists (an unknown code, or an agency's
+ * own that its map does not cover) has no APCO code, and `incidentTypeCommonRegistryText` is
+ * required: it is written as this URN followed by the call's code, verbatim, which reads back as that
+ * very code. The registry has no "unknown" type; an APCO code can never be mistaken for the URN.
+ */
+export const OWN_NATURE_CODE_PREFIX = 'urn:cad-router:nature-code:'
+
+/** An `incidentTypeCommonRegistryText` → the call's nature code. */
+export const natureCodeOfIncidentType = (type: string): string => (type.startsWith(OWN_NATURE_CODE_PREFIX) ? type.slice(OWN_NATURE_CODE_PREFIX.length) : type)
+
+/**
+ * The call's nature code → its incident type: the APCO code it routes on where the rule set lists
+ * one (the agency's own code then goes in `incidentTypeInternalCode`), else the URN above. `routed`
+ * is the rule set's answer (CompiledRuleSet.natureCodeOf); without it the code cannot be vouched for.
+ */
+export function incidentTypeOf(natureCode: string, routed: { code: string; known: boolean } | undefined): { common: string; internal?: string } {
+  const common = routed?.known && APCO_INCIDENT_TYPE.test(routed.code) ? routed.code : `${OWN_NATURE_CODE_PREFIX}${natureCode}`
+  return common === natureCode ? { common } : { common, internal: natureCode }
+}
+
 /** Caution registry values (and sub-registry values), normalised, → the flag they raise. */
 export const CAUTION_FLAGS: Readonly<Record<string, FlagName>> = {
   weapon: 'weapons',

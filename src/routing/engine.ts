@@ -394,14 +394,19 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
   const noMap = new Map<string, string>()
   let generation = 0
 
+  function natureCodeOf(agency: string, natureCode: string) {
+    const code = (maps.get(agency) ?? noMap).get(natureCode) ?? natureCode
+    return { code, known: known.has(code) }
+  }
+
   function decide(facts: RoutingFacts): RoutingDecision {
-    const code = (maps.get(facts.agency) ?? noMap).get(facts.natureCode) ?? facts.natureCode
+    const { code, known: isKnown } = natureCodeOf(facts.agency, facts.natureCode)
     const flags = facts.flags
     const ctx: Ctx = {
       facts,
       flags,
       code,
-      unknown: !known.has(code),
+      unknown: !isKnown,
       mentalHealth: flags.mentalHealth === true || flags.suicidalIdeation === true || MENTAL_HEALTH_NATURE_CODES.has(code),
       frequent: facts.history.priorCallsForSubject30d + 1 >= frequentMinCalls,
       gen: ++generation,
@@ -494,5 +499,5 @@ export function compileRuleSet(doc: RuleSet): CompiledRuleSet {
     }
   }
 
-  return { version: document.version, name: document.name, document, decide, historyLabels: historyConditionLabels(document, compiler) }
+  return { version: document.version, name: document.name, document, decide, historyLabels: historyConditionLabels(document, compiler), natureCodeOf }
 }

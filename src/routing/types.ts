@@ -138,6 +138,11 @@ export interface CompiledRuleSet {
    * definitions: behavioral-health data, which police and EMS consoles do not see.
    */
   historyLabels: ReadonlySet<string>
+  /**
+   * The nature code a decision routes on: the agency's own code through the rule set's map for that
+   * agency (an APCO code stays itself), and whether the rule set lists it (if not, it is unknown).
+   */
+  natureCodeOf(agency: string, natureCode: string): { code: string; known: boolean }
 }
 
 /** The rule id a decision carries when a dispatcher override won (DESIGN rule 10). */

@@ -54,10 +54,13 @@ t.test('safety that holds only in office hours is caught, with the hour that bre
   t.ok(police.some((f) => f.examples!.some((e) => /at (Sat|Sun|Mon 00:00|Mon 17:00|Fri 17:00)/.test(e))), police.flatMap((f) => f.examples).join(' | '))
 })
 
+// DESIGN rule 7, as the default's CRU rules have it: without it every CRU rule is a finding too.
+const CRU_FALLBACK = { when: { not: { fact: 'cruAvailable' } }, route: 'police', reason: 'CRU is not available ({cruReason})' }
+
 t.test('a rule inside a broader earlier time window is shadowed', async (t) => {
   const doc: Loose = defaultDocument()
   const i = doc.rules.findIndex((r: Loose) => r.id === 'mental-health-cru')
-  const rule = (id: string, time: object) => ({ id, principle: 3, description: id, when: { all: [{ fact: 'mentalHealthIndicator' }, { ref: 'mentalHealthCall' }, { time }] }, action: { route: 'cru' } })
+  const rule = (id: string, time: object) => ({ id, principle: 3, description: id, when: { all: [{ fact: 'mentalHealthIndicator' }, { ref: 'mentalHealthCall' }, { time }] }, action: { route: 'cru', fallback: CRU_FALLBACK } })
   doc.rules.splice(i, 0, rule('daytime', { from: '07:00', to: '19:00' }), rule('tuesday-morning', { days: ['tue'], from: '09:00', to: '10:00' }))
   const report = verifyRuleSet(doc)
   t.match(report.findings, [{ kind: 'shadowed-rule', ruleId: 'tuesday-morning', message: /decided earlier, by .*daytime/ }])

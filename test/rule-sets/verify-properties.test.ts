@@ -89,6 +89,8 @@ const GUARDS = [
     action: { route: 'police', assignments: [{ queue: 'police', role: 'primary' }, { queue: 'ems', role: 'support' }] },
   },
   { id: 'guard-medical', principle: 2, description: 'Medical.', when: { any: [...MEDICAL_FLAGS.map((flag) => ({ flag })), { natureCode: ['OD', 'CARDIAC'] }] }, action: { route: 'ems' } },
+  // DESIGN rule 7: nothing below assigns CRU while it is not available.
+  { id: 'guard-cru', principle: 7, description: 'CRU unavailable: police.', when: { not: { fact: 'cruAvailable' } }, action: { route: 'police' } },
 ]
 
 const ruleSet: fc.Arbitrary<RuleSet> = fc
@@ -148,6 +150,7 @@ t.test('random rule sets: every invariant violation a random call meets was repo
         const primaries = d.assignments.filter((a) => a.role === 'primary')
         if (safetyCall(f) && !(primaries.length === 1 && primaries[0]!.queue === 'police') && !reported('police-invariant', d.ruleId)) return false
         if (medicalCall(f) && !d.assignments.some((a) => a.queue === 'ems') && !reported('ems-invariant', d.ruleId)) return false
+        if (!f.cru.available && d.assignments.some((a) => a.queue === 'cru') && !reported('cru-availability-invariant', d.ruleId)) return false
         if (primaries.length !== 1) return false // the schema already guarantees it
         if (dead.has(d.ruleId)) return false
       }

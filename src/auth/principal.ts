@@ -36,6 +36,17 @@ export const mayReadCall = (p: Principal, call: { agency: string; assignments: R
 export const HEALTH_QUEUES: ReadonlySet<string> = new Set<QueueName>(['cru', 'case_management', 'follow_up'])
 
 /**
+ * The agencies a report covers (summary, replay, shadow report): the key's scope, narrowed by an
+ * `agency` filter; null is every agency. A filter outside the scope is 403, the same whether or not
+ * the agency exists (an empty answer would read as "no calls there").
+ */
+export function reportAgencies(p: Pick<Principal, 'agencies'>, agency: string | undefined): readonly string[] | null {
+  if (agency === undefined) return p.agencies
+  if (!canActForAgency(p, agency)) throw new AppError('forbidden', `this key may not see reports for agency ${agency}`)
+  return [agency]
+}
+
+/**
  * Rule sets, shadow mode and case links reach every agency's calls: a key limited to some agencies
  * may not change them (nor read case links, which name county person ids). `what`: "rule sets are".
  */

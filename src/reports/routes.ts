@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
-import { canActForAgency, type Principal } from '../auth/principal.js'
+import { canActForAgency, reportAgencies } from '../auth/principal.js'
 import { principalOf } from '../auth/plugin.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses, VARY_ACCEPT } from '../http/openapi.js'
@@ -132,7 +132,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
         throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'querystring.from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
       }
-      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: agenciesFor(principalOf(req), req.query.agency) }, { asOf, repeatThreshold: req.query.repeatThreshold })
+      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: reportAgencies(principalOf(req), req.query.agency) ?? undefined }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
       // Fastify sends a string under a non-JSON type as it is: the CSV text is never JSON-encoded.
       if (wantsCsv(req.headers.accept)) return reply.type('text/csv; charset=utf-8').send(summaryCsv(summary))
@@ -176,18 +176,6 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       }
     },
   )
-}
-
-/**
- * The agencies a report covers: the caller's scope, narrowed by the `agency` filter. A filter outside
- * the scope is refused the same way whether or not the agency exists.
- */
-function agenciesFor(p: Principal, agency: string | undefined): readonly string[] | undefined {
-  if (agency !== undefined) {
-    if (!canActForAgency(p, agency)) throw new AppError('forbidden', `this key may not see reports for agency ${agency}`)
-    return [agency]
-  }
-  return p.agencies ?? undefined
 }
 
 function wantsCsv(accept: string | undefined): boolean {

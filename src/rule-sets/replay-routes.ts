@@ -8,7 +8,7 @@ import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
-import { requireCountyWide, type Principal } from '../auth/principal.js'
+import { reportAgencies, requireCountyWide } from '../auth/principal.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
@@ -103,12 +103,6 @@ function parseRange(fromText: string | undefined, toText: string | undefined, no
   return { from, to }
 }
 
-/** The agencies a report may cover: the key's scope, narrowed to `agency` when asked (outside the scope: none). */
-function agenciesFor(p: Principal, agency: string | undefined): readonly string[] | null {
-  if (agency === undefined) return p.agencies
-  return p.agencies === null || p.agencies.includes(agency) ? [agency] : []
-}
-
 export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegistry; shadow: ShadowSource; now: () => Date }> = async (app, { db, ruleSets, shadow, now }) => {
   app.post(
     '/v1/rule-sets/:version/replay',
@@ -134,7 +128,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const against = req.body.against === undefined ? null : await ruleSetOrNotFound(ruleSets, req.body.against)
       const { from, to } = parseRange(req.body.from, req.body.to, now(), '')
       const run = createReplay(candidate, against, { changeLimit: req.body.changeLimit })
-      for await (const item of storedDecisions(db, { from, to, agencies: agenciesFor(p, req.body.agency) })) run.add(item)
+      for await (const item of storedDecisions(db, { from, to, agencies: reportAgencies(p, req.body.agency) })) run.add(item)
       return { from: from.toISOString(), to: to.toISOString(), ...run.report() }
     },
   )
@@ -245,7 +239,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const p = principalOf(req)
       const { from, to } = parseRange(req.query.from, req.query.to, now(), 'querystring')
       const version = req.query.version ?? (await shadow.setting())?.version ?? null
-      return shadowReport(db, { from, to, agencies: agenciesFor(p, req.query.agency), version })
+      return shadowReport(db, { from, to, agencies: reportAgencies(p, req.query.agency), version })
     },
   )
 }

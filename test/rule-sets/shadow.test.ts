@@ -78,6 +78,8 @@ t.test('with version 2 in shadow, every live decision is also decided by it; liv
   const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
   const scoped = (await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow/report?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z', headers: bearer(rosemount) })).json()
   t.equal(scoped.decisions, 0, 'another agency’s key sees none of it')
+  const outside = await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow/report?agency=hastings-pd&from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z', headers: bearer(rosemount) })
+  t.equal(outside.statusCode, 403, 'asking for an agency outside its scope is refused, as the summary report does')
 })
 
 t.test('other instances follow the setting; clearing stops shadowing', async (t) => {

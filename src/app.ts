@@ -204,7 +204,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eidoRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now })
   await app.register(reportRoutes, { db: deps.db, now })
   await app.register(metricsRoutes, { db: deps.db, metrics, now })
-  await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, ...(deps.now ? { now: deps.now } : {}) }) })
+  await app.register(ruleSetRoutes, { db: deps.db, lifecycle: createRuleSetLifecycle({ db: deps.db, registry: deps.ruleSets, shadow, ...(deps.now ? { now: deps.now } : {}) }) })
   await app.register(dashboardRoutes)
   await app.register(caseLinkRoutes, { db: deps.db, now })
   await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now })

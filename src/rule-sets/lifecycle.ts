@@ -11,6 +11,7 @@ import { AppError, notFound } from '../http/errors.js'
 import { formatReport, verifyRuleSetAsync, type VerificationReport } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
 import { activeVersion, findRuleSet, lastActivation, latestVersion, loadDocument, RULE_SET_CHANNEL, RULE_SET_LOCK } from './repository.js'
+import type { ShadowSource } from './shadow.js'
 
 export interface ActivationResult {
   fromVersion: number | null
@@ -26,7 +27,8 @@ export function verificationFailed(report: VerificationReport): AppError {
 
 const MAX_VERSION_STEP = 1000
 
-export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry; now?: () => Date }) {
+/** `shadow`: this instance's shadow setting, re-read when an activation ends shadowing (others follow within its refresh). */
+export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry; shadow?: Pick<ShadowSource, 'refresh'>; now?: () => Date }) {
   const { db, registry } = deps
   const clock = deps.now ?? (() => new Date())
   // Stored versions never change, so neither does their report (a few hundred ms to compute).
@@ -83,6 +85,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
     if (!report) throw notFound(`rule set ${version}`)
     if (!report.ok) throw verificationFailed(report)
     const at = clock()
+    let shadowEnded = false
     const result = await db.transaction().execute(async (trx): Promise<ActivationResult> => {
       await sql`select pg_advisory_xact_lock(${RULE_SET_LOCK})`.execute(trx)
       const target = await findRuleSet(trx, version)
@@ -96,12 +99,20 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
         .values({ at, kind, from_version: from, to_version: version, actor: req.principal?.name ?? 'system', key_id: req.principal?.keyId ?? null, reason })
         .execute()
       await audit(trx, req, { action: `rule-set.${kind}`, targetType: 'rule_set', targetId: String(version), details: { fromVersion: from, toVersion: version, reason } })
+      // The candidate in shadow is now live: shadowing ends, or it would start again, stale, beside
+      // whichever version is activated after it.
+      const ended = await trx.deleteFrom('shadow_rule_set').where('version', '=', version).executeTakeFirst()
+      shadowEnded = Number(ended.numDeletedRows) > 0
+      if (shadowEnded) {
+        await audit(trx, req, { action: 'rule-set.shadow.clear', targetType: 'rule_set', targetId: String(version), details: { reason: `version ${version} activated` } })
+      }
       // Delivered at commit, to every instance listening (this one included).
       await sql`select pg_notify(${RULE_SET_CHANNEL}, ${String(version)})`.execute(trx)
       return { fromVersion: from, toVersion: version, kind, at }
     })
     // Committed: a failed re-read here is caught up by NOTIFY or the periodic check, not an error.
     await registry.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'rule set activated; this instance switches on its next check'))
+    if (shadowEnded) await deps.shadow?.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'shadow mode ended; this instance follows on its next read'))
     return result
   }
 

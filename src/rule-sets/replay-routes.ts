@@ -180,7 +180,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const setting = await db.transaction().execute(async (trx) => {
         const reason = req.body?.reason ?? null
         const s = await shadow.set(trx, version, p.name, reason)
-        await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule-set', targetId: String(version), details: { reason } })
+        await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule_set', targetId: String(version), details: { reason } })
         return s
       })
       await shadow.refresh()
@@ -206,7 +206,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       const { version } = req.params
       const cleared = await db.transaction().execute(async (trx) => {
         const done = await shadow.clear(trx, version)
-        if (done) await audit(trx, req, { action: 'rule-set.shadow.clear', targetType: 'rule-set', targetId: String(version) })
+        if (done) await audit(trx, req, { action: 'rule-set.shadow.clear', targetType: 'rule_set', targetId: String(version) })
         return done
       })
       if (!cleared) throw notFound(`shadow mode for version ${version}`)

@@ -116,3 +116,21 @@ t.test('refusals and permissions', async (t) => {
   t.match((await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow', headers: bearer(supervisor) })).json(), { version: 2, setBy: String }, 'still on')
   t.equal((await app.inject({ method: 'DELETE', url: '/v1/rule-sets/2/shadow', headers: bearer(supervisor) })).statusCode, 204)
 })
+
+t.test('activating the version in shadow ends shadowing: it does not start again beside a later active version', async (t) => {
+  t.equal((await app.inject({ method: 'PUT', url: '/v1/rule-sets/2/shadow', payload: { reason: 'last trial' } })).statusCode, 200)
+  const activated = await app.inject({ method: 'POST', url: '/v1/rule-sets/2/activate', payload: { reason: 'trial went well' } })
+  t.equal(activated.statusCode, 200, activated.body)
+  t.equal((await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow' })).statusCode, 404, 'no shadow once it is live')
+  const ended = await db.selectFrom('audit_log').select(['action', 'target_type', 'target_id', 'details']).where('action', '=', 'rule-set.shadow.clear').orderBy('id', 'desc').executeTakeFirstOrThrow()
+  t.match(ended, { target_type: 'rule_set', target_id: '2', details: { reason: 'version 2 activated' } }, 'audited with the activation')
+
+  const back = await app.inject({ method: 'POST', url: '/v1/rule-sets/rollback', payload: { reason: 'back to 1' } })
+  t.equal(back.statusCode, 200, back.body)
+  const other = await createShadowSource(db, world.ruleSets, { refreshMs: 0 })
+  t.equal(other.current(), null, 'version 2 does not resume shadowing beside version 1')
+  const before = (await shadowRows()).length
+  const d = await post(callEvent({ natureCode: 'EDP' }))
+  t.equal(d.ruleSetVersion, 1)
+  t.equal((await shadowRows()).length, before, 'and writes no shadow rows')
+})

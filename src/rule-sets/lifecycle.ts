@@ -27,8 +27,8 @@ export function verificationFailed(report: VerificationReport): AppError {
 
 const MAX_VERSION_STEP = 1000
 
-/** `shadow`: this instance's shadow setting, re-read when an activation ends shadowing (others follow within its refresh). */
-export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry; shadow?: Pick<ShadowSource, 'refresh'>; now?: () => Date }) {
+/** `shadow`: this instance's shadow setting, which an activation of the version in shadow ends (others follow within its refresh). */
+export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry; shadow: Pick<ShadowSource, 'clear' | 'refresh'>; now?: () => Date }) {
   const { db, registry } = deps
   const clock = deps.now ?? (() => new Date())
   // Stored versions never change, so neither does their report (a few hundred ms to compute).
@@ -101,8 +101,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
       await audit(trx, req, { action: `rule-set.${kind}`, targetType: 'rule_set', targetId: String(version), details: { fromVersion: from, toVersion: version, reason } })
       // The candidate in shadow is now live: shadowing ends, or it would start again, stale, beside
       // whichever version is activated after it.
-      const ended = await trx.deleteFrom('shadow_rule_set').where('version', '=', version).executeTakeFirst()
-      shadowEnded = Number(ended.numDeletedRows) > 0
+      shadowEnded = await deps.shadow.clear(trx, version)
       if (shadowEnded) {
         await audit(trx, req, { action: 'rule-set.shadow.clear', targetType: 'rule_set', targetId: String(version), details: { reason: `version ${version} activated` } })
       }
@@ -112,7 +111,7 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
     })
     // Committed: a failed re-read here is caught up by NOTIFY or the periodic check, not an error.
     await registry.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'rule set activated; this instance switches on its next check'))
-    if (shadowEnded) await deps.shadow?.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'shadow mode ended; this instance follows on its next read'))
+    if (shadowEnded) await deps.shadow.refresh().catch((err: Error) => req.log.warn({ err: { message: err.message } }, 'shadow mode ended; this instance follows on its next read'))
     return result
   }
 

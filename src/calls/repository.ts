@@ -20,6 +20,7 @@ export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decisi
 export interface StoredEvent {
   event_id: string
   call_id: string
+  type: string
   body_hash: string
   decision_id: string | null
   applied: boolean
@@ -42,9 +43,9 @@ export async function lockCallsOfNewEvents(
 ): Promise<{ calls: Map<string, LockedCall>; stored: Map<string, StoredEvent> }> {
   const sorted = [...rows].sort((a, b) => (String(a.call_id) < String(b.call_id) ? -1 : String(a.call_id) > String(b.call_id) ? 1 : 0))
   // A row per locked call (stored false), or per repeat (stored true: only call_id, agency and the event's decision_id are set).
-  const { rows: out } = await prepared(sql<LockedCall & { stored: boolean; event_id: string | null; body_hash: string | null; applied: boolean | null }>`
+  const { rows: out } = await prepared(sql<LockedCall & { stored: boolean; event_id: string | null; event_type: string | null; body_hash: string | null; applied: boolean | null }>`
     with stored as (
-      select e.event_id, e.call_id, e.body_hash, e.decision_id, e.applied, c.agency, p.posted_call_id
+      select e.event_id, e.call_id, e.type, e.body_hash, e.decision_id, e.applied, c.agency, p.posted_call_id
       from unnest(${eventIds}::text[], ${rows.map((r) => String(r.call_id))}::text[]) as p(event_id, posted_call_id)
         join call_events e on e.event_id = p.event_id
         join calls c on c.call_id = e.call_id
@@ -54,15 +55,15 @@ export async function lockCallsOfNewEvents(
       returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route
     )
     select false as stored, call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route,
-      null::text as event_id, null::text as body_hash, null::boolean as applied
+      null::text as event_id, null::text as event_type, null::text as body_hash, null::boolean as applied
     from locked
     union all
-    select true, call_id, agency, null, decision_id, null, null, null, null, null, event_id, body_hash, applied
+    select true, call_id, agency, null, decision_id, null, null, null, null, null, event_id, type, body_hash, applied
     from stored`).execute(trx)
   const calls = new Map<string, LockedCall>()
   const stored = new Map<string, StoredEvent>()
-  for (const { stored: isStored, event_id, body_hash, applied, ...call } of out) {
-    if (isStored) stored.set(event_id!, { event_id: event_id!, call_id: call.call_id, body_hash: body_hash!, decision_id: call.decision_id, applied: applied!, agency: call.agency })
+  for (const { stored: isStored, event_id, event_type, body_hash, applied, ...call } of out) {
+    if (isStored) stored.set(event_id!, { event_id: event_id!, call_id: call.call_id, type: event_type!, body_hash: body_hash!, decision_id: call.decision_id, applied: applied!, agency: call.agency })
     else calls.set(call.call_id, call)
   }
   return { calls, stored }

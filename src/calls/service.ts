@@ -39,6 +39,8 @@ export interface IngestOutcome {
 interface Pending {
   event: CallEvent
   bodyHash: string
+  /** The event's call.created or call.updated is the service's to say (see ingest's `typeByCall`). */
+  typeByCall: boolean
   mayTouchAgency: ((agency: string) => boolean) | undefined
   /** The posting request's trace, captured before the event joins a batch that runs in another's context. */
   traceContext: string | null
@@ -75,13 +77,25 @@ export function createCallService(deps: CallServiceDeps) {
   /**
    * `mayTouchAgency`: the caller's agency scope; an event for a call that belongs to an agency
    * outside it is refused (a CAD cannot take over another agency's call by its id).
+   * `typeByCall`: the poster cannot know whether its event creates the call (an EIDO does not say):
+   * a call.created or call.updated becomes call.created if the call is new, call.updated if not,
+   * decided under the call's lock in the transaction that stores it, and a repeat is the same event
+   * whichever of the two it was posted as. Read before that transaction, the answer could change
+   * before the commit (another instance commits a later document of the incident), and two posts
+   * of one document were stored and answered as different events: a 409.
    */
-  function ingest(event: CallEvent, scope: { mayTouchAgency?: (agency: string) => boolean } = {}): Promise<IngestOutcome> {
+  function ingest(event: CallEvent, scope: { mayTouchAgency?: (agency: string) => boolean; typeByCall?: boolean } = {}): Promise<IngestOutcome> {
     // A new call belongs to the event's agency: checked here, no batch ever creates a call it must refuse.
     if (scope.mayTouchAgency && !scope.mayTouchAgency(event.call.agency)) {
       return Promise.reject(new AppError('forbidden', `this key may not post events for agency ${event.call.agency}`))
     }
-    return committer.submit({ event, bodyHash: sha256(canonicalJson(event)), mayTouchAgency: scope.mayTouchAgency, traceContext: activeTraceMetadata() })
+    return committer.submit({
+      event,
+      bodyHash: sha256(canonicalJson(event)),
+      typeByCall: scope.typeByCall === true,
+      mayTouchAgency: scope.mayTouchAgency,
+      traceContext: activeTraceMetadata(),
+    })
   }
 
   async function runBatch(items: Pending[]): Promise<Settlement<IngestOutcome>[]> {
@@ -134,7 +148,9 @@ export function createCallService(deps: CallServiceDeps) {
     return { retry: true, alone: true }
   }
 
-  async function answerRepeat(p: Pending, stored: StoredEvent): Promise<IngestOutcome> {
+  async function answerRepeat(posted: Pending, stored: StoredEvent): Promise<IngestOutcome> {
+    // The type it was stored with was the service's word, not the poster's: not a difference.
+    const p = isOpenType(stored.type) ? withType(posted, stored.type) : posted
     const { eventId } = p.event
     // The call may belong to another agency (by now, or a CAD of another agency used the same
     // eventId): its decision is not this key's to read, nor its call id to learn.
@@ -190,15 +206,16 @@ export function createCallService(deps: CallServiceDeps) {
     )
 
     const live: { k: number; p: Pending; current: LockedCall; isNew: boolean }[] = []
-    batch.forEach((p, k) => {
-      const { event } = p
-      const repeat = stored.get(event.eventId)
+    batch.forEach((posted, k) => {
+      const repeat = stored.get(posted.event.eventId)
       if (repeat) {
         out[k] = { repeat }
         return
       }
-      const current = calls.get(event.call.callId)!
+      const current = calls.get(posted.event.call.callId)!
       const isNew = current.decision_id === null
+      const p = withType(posted, isNew ? 'call.created' : 'call.updated')
+      const { event } = p
       if (p.mayTouchAgency && !p.mayTouchAgency(current.agency)) {
         out[k] = { error: new AppError('forbidden', `this key may not post events for call ${event.call.callId}`) }
         return
@@ -393,6 +410,15 @@ export function createCallService(deps: CallServiceDeps) {
 }
 
 export type CallService = ReturnType<typeof createCallService>
+
+const isOpenType = (type: string): type is 'call.created' | 'call.updated' => type === 'call.created' || type === 'call.updated'
+
+/** The event as `type`, when its type is the service's to say and it is not a close. */
+function withType(p: Pending, type: 'call.created' | 'call.updated'): Pending {
+  if (!p.typeByCall || !isOpenType(p.event.type) || p.event.type === type) return p
+  const event = { ...p.event, type }
+  return { ...p, event, bodyHash: sha256(canonicalJson(event)) }
+}
 
 function eventRow(p: Pending, applied: boolean, decisionId: string | null): BatchWrite['events'][number] {
   const { event } = p

@@ -1,6 +1,7 @@
 /**
- * EIDO → the native call event. Pure: what the database knows (has this incident been seen, what
- * type did this very document map to before) is passed in, so a repeat maps to the same event.
+ * EIDO → the native call event. Pure: what is known of the incident is passed in. POST /v1/eido
+ * passes nothing known and lets the ingest turn call.created into call.updated under the call's
+ * lock (CallService.ingest's `typeByCall`), where no concurrent post can change the answer.
  */
 import { z } from 'zod'
 import { callEventSchema, type CallEvent } from '../calls/schemas.js'

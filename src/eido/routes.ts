@@ -10,9 +10,8 @@ import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
-import { eidoEventId, eidoToCallEvent } from './map-in.js'
+import { eidoToCallEvent } from './map-in.js'
 import { callToEido } from './map-out.js'
-import { seenBefore } from './repository.js'
 import { eidoInSchema, eidoOutSchema } from './schemas.js'
 
 export interface EidoRoutesOptions {
@@ -51,10 +50,11 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       // lastUpdateTimeStamp becomes the event's occurredAt.
       refuseFarFutureEvent(req.body.lastUpdateTimeStamp, now(), 'lastUpdateTimeStamp')
       const p = principalOf(req)
-      const seen = await seenBefore(db, req.body.$id, eidoEventId(req.body))
-      const event = eidoToCallEvent(req.body, seen)
+      // Whether the document creates the call or updates it is not read here but decided by the
+      // ingest, under the call's lock: read before it, the answer could change before the commit.
+      const event = eidoToCallEvent(req.body, { callKnown: false })
       if (!canActForAgency(p, event.call.agency)) throw new AppError('forbidden', `this key may not post events for agency ${event.call.agency}`)
-      const { created, result } = await calls.ingest(event, { mayTouchAgency: (a) => canActForAgency(p, a) })
+      const { created, result } = await calls.ingest(event, { mayTouchAgency: (a) => canActForAgency(p, a), typeByCall: true })
       return reply.status(created ? 201 : 200).send(result)
     },
   )

@@ -1,7 +1,8 @@
 /**
- * EIDO → the native call event. Pure: what is known of the incident is passed in. POST /v1/eido
- * passes nothing known and lets the ingest turn call.created into call.updated under the call's
- * lock (CallService.ingest's `typeByCall`), where no concurrent post can change the answer.
+ * EIDO → the native call event. Pure: it reads nothing stored. A document does not say whether it
+ * creates the call, so an open one maps to call.created and the ingest turns that into call.updated
+ * under the call's lock (CallService.ingest's `typeByCall`), where no concurrent post can change
+ * the answer.
  */
 import { z } from 'zod'
 import { callEventSchema, type CallEvent } from '../calls/schemas.js'
@@ -25,13 +26,6 @@ import {
   SUBJECT_ROLES,
   normalise,
 } from './vocabulary.js'
-
-export interface Seen {
-  /** The call already has a decision: a non-closing document is an update. */
-  callKnown: boolean
-  /** The type this document (same eventId) was stored with before, if any. */
-  storedType?: EventType | undefined
-}
 
 /**
  * A timestamp as the UTC instant it names. RFC 3339 lets `T` and `Z` be lower case; ECMAScript's date
@@ -72,7 +66,7 @@ const READ_LIMITS = {
   countyPersonId: 64,
 } as const
 
-export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
+export function eidoToCallEvent(doc: EidoIn): CallEvent {
   const problems: InvalidParam[] = []
   /** Whether `value`, read from the EIDO field `name`, is within its limit; if not, the problem names it. */
   const within = (value: string | undefined, max: number, name: string): boolean => {
@@ -212,10 +206,10 @@ export function eidoToCallEvent(doc: EidoIn, seen: Seen): CallEvent {
     if (parsed.data.dispatcherOverride) dispatcherOverride = parsed.data.dispatcherOverride
   })
 
-  // Status: a closed incident closes the call; otherwise the first document creates it.
+  // Status: a closed incident closes the call. Any other document is written call.created: the
+  // ingest makes it call.updated when the call exists (CallService.ingest's `typeByCall`).
   const closed = (incident.incidentStatusCommonRegistryText ?? []).some((s) => normalise(s) === 'closed')
-  const repeatType = seen.storedType === 'call.created' || seen.storedType === 'call.updated' ? seen.storedType : undefined
-  const type: EventType = closed ? 'call.closed' : (repeatType ?? (seen.callKnown ? 'call.updated' : 'call.created'))
+  const type: EventType = closed ? 'call.closed' : 'call.created'
 
   // The call's disposition is the incident's primary one. One that does not say may stand in for it
   // (a CAD that never sets the indicator); one marked not primary never does: that is an assignment's

@@ -52,7 +52,7 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       const p = principalOf(req)
       // Whether the document creates the call or updates it is not read here but decided by the
       // ingest, under the call's lock: read before it, the answer could change before the commit.
-      const event = eidoToCallEvent(req.body, { callKnown: false })
+      const event = eidoToCallEvent(req.body)
       if (!canActForAgency(p, event.call.agency)) throw new AppError('forbidden', `this key may not post events for agency ${event.call.agency}`)
       const { created, result } = await calls.ingest(event, { mayTouchAgency: (a) => canActForAgency(p, a), typeByCall: true })
       return reply.status(created ? 201 : 200).send(result)

@@ -10,7 +10,7 @@ import { eidoFixture } from './fixtures/index.js'
 const phoneOf = (uris: string[]) => {
   const doc = eidoFixture<{ callbackComponent: { callBackInformationUri: string[] }[] }>('mental-health-crisis')
   doc.callbackComponent[0]!.callBackInformationUri = uris
-  return eidoToCallEvent(eidoInSchema.parse(doc), { callKnown: false }).call.caller?.phone
+  return eidoToCallEvent(eidoInSchema.parse(doc)).call.caller?.phone
 }
 
 t.test('the scheme of the callback URI is matched in any case', async (t) => {

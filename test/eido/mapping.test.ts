@@ -13,7 +13,7 @@ const parse = (doc: unknown) => eidoInSchema.parse(doc)
 t.test('each fixture maps onto its hand-written native twin', async (t) => {
   for (const [name, twin] of Object.entries(TWINS)) {
     const doc = eidoFixture(name)
-    const event = eidoToCallEvent(parse(doc), { callKnown: false })
+    const event = eidoToCallEvent(parse(doc))
     t.equal(event.type, 'call.created', name)
     t.equal(event.occurredAt, new Date(doc.lastUpdateTimeStamp).toISOString(), name)
     t.same(event.call, twin.call, name)
@@ -27,28 +27,26 @@ t.test('unknown components and fields are ignored, not rejected', async (t) => {
   t.ok(eidoInSchema.safeParse(doc).success)
 })
 
-t.test('status: first document creates, later ones update, a closed incident closes with its APCO disposition', async (t) => {
+t.test('status: an open incident is written call.created (the ingest says whether it updates), a closed one closes with its APCO disposition', async (t) => {
   const doc = parse(eidoFixture('mental-health-crisis'))
-  t.equal(eidoToCallEvent(doc, { callKnown: true }).type, 'call.updated')
-  // A repeat of a stored document keeps the type it was stored with, so its body hash matches.
-  t.equal(eidoToCallEvent(doc, { callKnown: true, storedType: 'call.created' }).type, 'call.created')
+  t.equal(eidoToCallEvent(doc).type, 'call.created')
   const closing = structuredClone(doc)
   closing.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
   closing.incidentComponent!.dispositionComponent = [
     { $id: 'd-1', dispositionCommonRegistryCode: '99' },
     { $id: 'd-2', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: true },
   ]
-  const closed = eidoToCallEvent(closing, { callKnown: true })
+  const closed = eidoToCallEvent(closing)
   t.equal(closed.type, 'call.closed')
   t.equal(closed.call.disposition, 'resolved_by_phone')
   closing.incidentComponent!.dispositionComponent = [{ $id: 'd-3', dispositionCommonRegistryCode: '15' }]
-  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'referred_crisis_center')
+  t.equal(eidoToCallEvent(closing).call.disposition, 'referred_crisis_center')
   closing.incidentComponent!.dispositionComponent = [{ $id: 'd-4', dispositionCommonRegistryCode: '42' }]
-  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'apco-42', 'another APCO code survives the round trip')
+  t.equal(eidoToCallEvent(closing).call.disposition, 'apco-42', 'another APCO code survives the round trip')
   // A disposition on an active incident is not a close: the native contract refuses it, the mapping leaves it out.
   const active = structuredClone(closing)
   active.incidentComponent!.incidentStatusCommonRegistryText = ['Active']
-  t.equal(eidoToCallEvent(active, { callKnown: true }).call.disposition, undefined)
+  t.equal(eidoToCallEvent(active).call.disposition, undefined)
 })
 
 t.test('the eventId comes from $id and lastUpdateTimeStamp (as an instant)', async (t) => {
@@ -62,7 +60,7 @@ t.test('the eventId comes from $id and lastUpdateTimeStamp (as an instant)', asy
 t.test('mapping errors name the EIDO component and field', async (t) => {
   const names = (doc: unknown): string[] => {
     try {
-      eidoToCallEvent(parse(doc), { callKnown: false })
+      eidoToCallEvent(parse(doc))
     } catch (err) {
       if (err instanceof AppError && err.code === 'validation-failed') return (err.invalidParams ?? []).map((p) => p.name)
       throw err
@@ -103,11 +101,11 @@ t.test('a description cut at its 4,000 characters never keeps half of a characte
   const doc = parse(eidoFixture('mental-health-crisis'))
   // 3,999 units, then an emoji (two UTF-16 units): a plain cut at 4,000 would keep its first half.
   const notes = [{ ...doc.notesComponent![0]!, notesActionComments: `${'x'.repeat(3999)}\u{1F600} and more` }]
-  const event = eidoToCallEvent({ ...doc, notesComponent: notes, incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  const event = eidoToCallEvent({ ...doc, notesComponent: notes, incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } })
   const d = event.call.description!
   t.equal(d, 'x'.repeat(3999))
   t.ok(isStorableText(d), 'no lone surrogate for Postgres to refuse')
-  const short = eidoToCallEvent({ ...doc, notesComponent: [{ ...notes[0]!, notesActionComments: 'calm \u{1F600}' }], incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } }, { callKnown: false })
+  const short = eidoToCallEvent({ ...doc, notesComponent: [{ ...notes[0]!, notesActionComments: 'calm \u{1F600}' }], incidentComponent: { ...doc.incidentComponent!, notesReference: [{ $ref: notes[0]!.$id }] } })
   t.equal(short.call.description, 'calm \u{1F600}', 'a short one is kept whole')
 })
 
@@ -116,20 +114,20 @@ t.test('the callâ€™s disposition is the primary one: a component marked not prim
   closing.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
   // An assignment's (or another agency's) disposition alone says nothing of how the call ended.
   closing.incidentComponent!.dispositionComponent = [{ $id: 'd-cru', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: false }]
-  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, undefined)
+  t.equal(eidoToCallEvent(closing).call.disposition, undefined)
   // One that does not say is taken when none is marked primary, before any marked not primary.
   closing.incidentComponent!.dispositionComponent = [
     { $id: 'd-cru', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: false },
     { $id: 'd-call', dispositionCommonRegistryCode: '15' },
   ]
-  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'referred_crisis_center')
+  t.equal(eidoToCallEvent(closing).call.disposition, 'referred_crisis_center')
   // The service's own words come back verbatim.
   closing.incidentComponent!.dispositionComponent = [{ $id: 'd-own', dispositionCommonRegistryCode: 'urn:cad-router:disposition:transported', dispositionPrimaryIndicator: true }]
-  t.equal(eidoToCallEvent(closing, { callKnown: true }).call.disposition, 'transported')
+  t.equal(eidoToCallEvent(closing).call.disposition, 'transported')
   const names = (code: string) => {
     closing.incidentComponent!.dispositionComponent = [{ $id: 'd-bad', dispositionCommonRegistryCode: code, dispositionPrimaryIndicator: true }]
     try {
-      eidoToCallEvent(closing, { callKnown: true })
+      eidoToCallEvent(closing)
     } catch (err) {
       if (err instanceof AppError) return (err.invalidParams ?? []).map((p) => p.name)
       throw err
@@ -144,7 +142,7 @@ t.test('every disposition the service writes reads back as itself, assignmentsâ€
   const doc = parse(eidoFixture('mental-health-crisis'))
   const view = (disposition: string, assignments: [string, string][]) => {
     const at = '2026-11-23T15:00:00.000Z'
-    const mapped = eidoToCallEvent(doc, { callKnown: false }).call
+    const mapped = eidoToCallEvent(doc).call
     return callToEido({
       ...mapped,
       location: mapped.location ?? null,
@@ -168,7 +166,7 @@ t.test('every disposition the service writes reads back as itself, assignmentsâ€
     const out = view(disposition, [['a-1', 'resolved_by_phone'], ['a-2', 'referred_case_management']])
     const primary = out.incidentComponent.dispositionComponent!.filter((d) => d.dispositionPrimaryIndicator)
     t.equal(primary.length, 1, `${disposition}: one primary disposition`)
-    const back = eidoToCallEvent(eidoInSchema.parse(out), { callKnown: true })
+    const back = eidoToCallEvent(eidoInSchema.parse(out))
     t.equal(back.call.disposition, disposition, `${disposition}: read back as itself (written as ${primary[0]!.dispositionCommonRegistryCode})`)
   }
   const codes = view('resolved_by_phone', [['a-1', 'referred_case_management']]).incidentComponent.dispositionComponent!.map((d) => d.dispositionCommonRegistryCode)
@@ -180,7 +178,7 @@ t.test('registry values that name an Object.prototype member are plain values', 
   doc.cautionComponent![0]!.cautionTypeCommonRegistryText = 'constructor'
   doc.incidentComponent!.incidentStatusCommonRegistryText = ['Closed']
   doc.incidentComponent!.dispositionComponent = [{ $id: 'd-1', dispositionCommonRegistryCode: 'toString', dispositionPrimaryIndicator: true }]
-  const event = eidoToCallEvent(doc, { callKnown: true })
+  const event = eidoToCallEvent(doc)
   t.notOk(event.call.flags.mentalHealth, 'the caution raises no flag')
   t.equal(event.call.disposition, 'apco-toString')
 })
@@ -189,7 +187,7 @@ t.test('NENA-valid documents the service once refused', async (t) => {
   t.test('a person with no role: neither caller nor subject', async (t) => {
     const doc = eidoFixture<{ personComponent: { personIncidentRoleRegistryText: string[] }[] }>('mental-health-crisis')
     doc.personComponent[1]!.personIncidentRoleRegistryText = []
-    const event = eidoToCallEvent(parse(doc), { callKnown: false })
+    const event = eidoToCallEvent(parse(doc))
     t.equal(event.call.subject, undefined)
     t.same(event.call.caller, TWINS['mental-health-crisis']!.call.caller)
   })
@@ -198,7 +196,7 @@ t.test('NENA-valid documents the service once refused', async (t) => {
     const doc = eidoFixture<{ personComponent: { ncPersonComponent: { PersonBirthDate: object } }[] }>('mental-health-crisis')
     const born = (b: object) => {
       doc.personComponent[1]!.ncPersonComponent.PersonBirthDate = b
-      return eidoToCallEvent(parse(doc), { callKnown: false }).call.subject?.birthDate
+      return eidoToCallEvent(parse(doc)).call.subject?.birthDate
     }
     t.equal(born({ DateTime: '1987-04-12T00:00:00-06:00' }), '1987-04-12')
     t.equal(born({ DateTime: '1987-04-12t23:30:00' }), '1987-04-12', 'no offset (xs:dateTime allows it), lower-case t; not moved to UTC')
@@ -209,12 +207,12 @@ t.test('NENA-valid documents the service once refused', async (t) => {
 
   t.test('lower-case t and z in timestamps: one instant, one eventId', async (t) => {
     const doc = eidoFixture<{ notesComponent: { lastUpdateTimeStamp: string }[] }>('mental-health-crisis')
-    const upper = eidoToCallEvent(parse(doc), { callKnown: false })
+    const upper = eidoToCallEvent(parse(doc))
     doc.lastUpdateTimeStamp = '2026-11-23t15:14:05.120z'
     doc.notesComponent[0]!.lastUpdateTimeStamp = '2026-11-23t09:13:10-06:00'
     const parsed = parse(doc)
     t.equal(parsed.lastUpdateTimeStamp, '2026-11-23T15:14:05.120Z', 'normalised when read')
-    const lower = eidoToCallEvent(parsed, { callKnown: false })
+    const lower = eidoToCallEvent(parsed)
     t.equal(lower.eventId, upper.eventId)
     t.equal(lower.occurredAt, upper.occurredAt)
     t.equal(eidoEventId({ $id: 'X-1', lastUpdateTimeStamp: '2026-11-23t15:14:05.120z' }), eidoEventId({ $id: 'X-1', lastUpdateTimeStamp: '2026-11-23T09:14:05.120-06:00' }))
@@ -227,7 +225,7 @@ t.test('NENA-valid documents the service once refused', async (t) => {
     const parsed = eidoInSchema.safeParse(doc)
     t.ok(parsed.success, 'NENA does not require it')
     try {
-      eidoToCallEvent(parsed.data!, { callKnown: false })
+      eidoToCallEvent(parsed.data!)
       t.fail('mapped without an incident type')
     } catch (err) {
       t.ok(err instanceof AppError && err.code === 'validation-failed')
@@ -241,12 +239,12 @@ t.test('NENA-valid documents the service once refused', async (t) => {
 t.test('a long note is cut, not refused, and no note holds the service up', async (t) => {
   const doc = eidoFixture<{ notesComponent: { notesActionComments: string }[] }>('mental-health-crisis')
   doc.notesComponent[0]!.notesActionComments = `<p>${'The subject is calm now. '.repeat(800)}</p>`
-  const event = eidoToCallEvent(parse(doc), { callKnown: false })
+  const event = eidoToCallEvent(parse(doc))
   t.equal(event.call.description, 'The subject is calm now. '.repeat(800).slice(0, 4000))
   // A body's worth of '<' with no '>': stripping tags must not retry from each one to the end.
   doc.notesComponent[0]!.notesActionComments = '<'.repeat(60_000)
   const started = performance.now()
-  const lts = eidoToCallEvent(parse(doc), { callKnown: false })
+  const lts = eidoToCallEvent(parse(doc))
   const took = performance.now() - started
   t.ok(took < 500, `mapped in ${Math.round(took)} ms (a regex that retries from each '<' took seconds)`)
   t.equal(lts.call.description, '<'.repeat(4000))

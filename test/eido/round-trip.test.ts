@@ -59,7 +59,7 @@ t.test('each fixture routes as its native twin, comes out valid, and goes back i
 
     // Out and back in: the same native call (but for its id), hence the same route.
     const again = eidoInSchema.parse({ ...out, $id: `${doc.$id}-again` })
-    const mapped = eidoToCallEvent(again, { callKnown: false })
+    const mapped = eidoToCallEvent(again)
     t.same({ ...mapped.call, callId: twin.call.callId }, twin.call, `${name}: EIDO out maps back onto the same call`)
     const back = await postEido({ ...out, $id: `${doc.$id}-again` })
     t.equal(back.statusCode, 201)
@@ -178,7 +178,7 @@ t.test('a call that ended otherwise than its CRU assignment: the EIDO states the
 
   // Read back, it is still a transport, not a call handled by phone.
   const again = eidoInSchema.parse({ ...out, $id: `${callId}-again` })
-  t.equal(eidoToCallEvent(again, { callKnown: false }).call.disposition, 'transported')
+  t.equal(eidoToCallEvent(again).call.disposition, 'transported')
   const back = await postEido({ ...out, $id: `${callId}-again` })
   t.equal(back.statusCode, 201, back.body.slice(0, 300))
   const view = (await app.inject({ method: 'GET', url: `/v1/calls/${encodeURIComponent(`${callId}-again`)}` })).json<{ status: string; disposition: string }>()

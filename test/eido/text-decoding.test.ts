@@ -19,7 +19,7 @@ const described = (first: string, second = 'No weapons seen.') => {
   const doc = eidoFixture<Notes>('mental-health-crisis')
   doc.notesComponent[0]!.notesActionComments = first
   doc.notesComponent[1]!.notesActionComments = second
-  return eidoToCallEvent(eidoInSchema.parse(doc), { callKnown: false }).call.description
+  return eidoToCallEvent(eidoInSchema.parse(doc)).call.description
 }
 
 /** The call's location when the incident's civic address has this street name (RD). */
@@ -28,7 +28,7 @@ const located = (rd: string) => {
   const pidf = doc.locationComponent[0]!.locationByValue
   if (!pidf.includes('<cl:RD>Vermillion</cl:RD>')) throw new Error('the fixture no longer has the street name to replace')
   doc.locationComponent[0]!.locationByValue = pidf.replace('<cl:RD>Vermillion</cl:RD>', `<cl:RD>${rd}</cl:RD>`)
-  return eidoToCallEvent(eidoInSchema.parse(doc), { callKnown: false }).call.location
+  return eidoToCallEvent(eidoInSchema.parse(doc)).call.location
 }
 
 t.test('a note keeps the words after a < that begins no tag', async (t) => {

@@ -155,7 +155,7 @@ t.test('a note that is read is held to 64 KiB; one that is not read is not', asy
   const long = { $id: 'note-long', notesActionComments: 'n'.repeat(64 * 1024 + 1) }
   const names = (incidentNotes: string[]) => {
     try {
-      eidoToCallEvent({ ...doc, notesComponent: [...doc.notesComponent!, long], incidentComponent: { ...doc.incidentComponent!, notesReference: incidentNotes.map(($ref) => ({ $ref })) } }, { callKnown: false })
+      eidoToCallEvent({ ...doc, notesComponent: [...doc.notesComponent!, long], incidentComponent: { ...doc.incidentComponent!, notesReference: incidentNotes.map(($ref) => ({ $ref })) } })
     } catch (err) {
       if (err instanceof AppError) return (err.invalidParams ?? []).map((p) => p.name)
       throw err

@@ -137,6 +137,9 @@ export function cruTeamKey(c: CruCapacity): string {
   return c.except ? '*' : c.agencies.join(',')
 }
 
+/** How the reason of CRU closed by its hours starts: replay and shadow mode tell it by this (src/rule-sets/facts.ts). */
+export const OUTSIDE_CRU_HOURS = 'outside CRU hours'
+
 /**
  * CRU availability for an agency at an instant (DESIGN rule 7). An agency without its own entry
  * uses the "*" entry (the county CRU line, 24/7 in the default rule set). `openCruAssignments`
@@ -147,7 +150,7 @@ export function cruAvailability(ruleSet: RuleSet, agency: string, at: Date, open
   const schedule = scheduleFor(ruleSet, agency)
   if (!schedule.always) {
     const { day, minute } = localTime(at, schedule.timeZone)
-    if (!schedule.windows.some((w) => inWindow(w, day, minute))) return { available: false, reason: `outside CRU hours for ${agency} ${schedule.reason}` }
+    if (!schedule.windows.some((w) => inWindow(w, day, minute))) return { available: false, reason: `${OUTSIDE_CRU_HOURS} for ${agency} ${schedule.reason}` }
   }
   if (schedule.limit !== null && openCruAssignments !== undefined && openCruAssignments >= schedule.limit) {
     const team = schedule.key === '*' ? 'the county CRU line' : agency

@@ -14,7 +14,7 @@ export {
   type Day,
 } from './rule-set.js'
 export { compileRuleSet } from './engine.js'
-export { cruAvailability, cruCapacity, cruTeamKey, localTime, describeDays, type CruAvailability, type CruCapacity } from './availability.js'
+export { OUTSIDE_CRU_HOURS, cruAvailability, cruCapacity, cruTeamKey, localTime, describeDays, type CruAvailability, type CruCapacity } from './availability.js'
 export { loadDefaultRuleSet } from './default-rule-set.js'
 export {
   verifyRuleSet,

@@ -7,7 +7,7 @@ import { z } from 'zod'
 import type { Executor } from '../db/connect.js'
 import type { CallEvent } from '../calls/schemas.js'
 import { readCallContexts } from '../calls/repository.js'
-import { cruAvailability, cruCapacity, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
+import { OUTSIDE_CRU_HOURS, cruAvailability, cruCapacity, EVENT_TYPES, ROUTES, type CompiledRuleSet, type EventType, type RoutingFacts } from '../routing/index.js'
 
 export type History = RoutingFacts['history']
 export const NO_HISTORY: History = Object.freeze({ priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
@@ -50,6 +50,22 @@ export function factsFor(
     cru,
     history: input.history,
   }
+}
+
+/**
+ * Facts decided under one version as `ruleSet` would have seen them, for replay and shadow mode:
+ * CRU's hours are each version's own, so a candidate that extends them shows the calls CRU would
+ * have taken, and one that shortens them the calls it would have lost. CRU unavailable for another
+ * reason (at capacity: a fact of that moment, whose count is not stored) stays so, as does a call
+ * CRU already held. For the version that made the decision this gives the facts back as they were.
+ */
+export function withCruHoursOf(ruleSet: CompiledRuleSet, facts: RoutingFacts): RoutingFacts {
+  const { cru } = facts
+  if (cru.unavailableForNewCalls !== undefined) return facts // CRU held the call: its hours did not matter
+  if (!cru.available && !cru.reason?.startsWith(OUTSIDE_CRU_HOURS)) return facts
+  const hours = cruAvailability(ruleSet.document, facts.agency, new Date(facts.at))
+  if (hours.available === cru.available && hours.reason === cru.reason) return facts
+  return { ...facts, cru: hours }
 }
 
 export const historySchema = z

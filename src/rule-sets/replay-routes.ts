@@ -113,7 +113,8 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
         operationId: 'replayRuleSet',
         summary: 'Replay stored calls of a time range against a rule-set version (optionally compared with another)',
         description:
-          'Each call first seen in the range is decided again from the facts stored with its latest routing decision, so the report is reproducible. ' +
+          'Each call first seen in the range is decided again from the facts stored with its latest routing decision, so the report is reproducible; ' +
+          'CRU hours are each version’s own (CRU at capacity stays at capacity). ' +
           'Reports the route mix, the capture rate (mental-health calls reaching CRU or a case manager) and the projected diversion ' +
           '(mental-health calls with no police assignment); with `against`, the calls whose route changes, grouped by nature code. ' +
           'Dispatcher overrides stored with a call stay overrides. Writes nothing.',
@@ -161,7 +162,7 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
         operationId: 'setShadowRuleSet',
         summary: 'Put a rule-set version in shadow mode (replacing any other)',
         description:
-          'From now on every live call is also decided by this version, on the same facts; the difference is stored and summarised by ' +
+          'From now on every live call is also decided by this version, on the same facts with its own CRU hours; the difference is stored and summarised by ' +
           '`GET /v1/rule-sets/shadow/report`. It never changes a live decision. Other instances follow within a second. Audited.',
         params: versionParams,
         body: z.object({ reason: z.string().min(1).max(500).optional() }).strict().nullish(),

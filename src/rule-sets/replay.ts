@@ -2,9 +2,11 @@
  * Replay: decide a set of calls again with a rule-set version (and optionally a second one to
  * compare with) and report what the version would have done — route mix, capture, projected
  * diversion, and the calls whose route changes, by nature code. Pure: items carry their facts (the
- * facts stored with each decision), so the same input always gives the same report.
+ * facts stored with each decision), so the same input always gives the same report. CRU's hours in
+ * them are each version's own (withCruHoursOf).
  */
 import { ROUTES, type CompiledRuleSet, type Route, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
+import { withCruHoursOf } from './facts.js'
 
 export interface ReplayItem {
   callId: string
@@ -111,7 +113,8 @@ export function createReplay(candidate: CompiledRuleSet, against: CompiledRuleSe
   const changed: RouteChange[] = []
   let total = 0
 
-  const factsOf = (item: ReplayItem, rs: CompiledRuleSet): RoutingFacts => (typeof item.facts === 'function' ? item.facts(rs) : item.facts)
+  // Stored facts carry the deciding version's CRU hours: each version replays with its own.
+  const factsOf = (item: ReplayItem, rs: CompiledRuleSet): RoutingFacts => (typeof item.facts === 'function' ? item.facts(rs) : withCruHoursOf(rs, item.facts))
 
   return {
     add(item: ReplayItem): void {

@@ -10,6 +10,7 @@
 import { sql } from 'kysely'
 import type { Db, Executor } from '../db/connect.js'
 import type { CompiledRuleSet, Route, RoutingDecision, RoutingFacts } from '../routing/index.js'
+import { withCruHoursOf } from './facts.js'
 import type { RuleSetRegistry } from './registry.js'
 
 export interface ShadowSetting {
@@ -107,14 +108,14 @@ export interface LiveDecision {
 }
 
 /**
- * The ingest step: the shadow version decides the same facts; the row records both answers. Ingest
+ * The ingest step: the shadow version decides the same facts, with its own CRU hours; the row records both answers. Ingest
  * writes it in the statement that stores the live decision; null when there is nothing to record.
  */
 export function shadowDecisionRow(shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts) {
   if (shadow.version === live.ruleSetVersion) return null // the shadow became the active version: nothing to compare
   let s: RoutingDecision
   try {
-    s = shadow.decide(facts)
+    s = shadow.decide(withCruHoursOf(shadow, facts))
   } catch {
     // A candidate must never fail a live call; a version that cannot decide shows up as missing rows.
     return null

@@ -24,10 +24,12 @@ export function historyOf(context: CallContext): RoutingFacts['history'] {
 }
 
 /**
- * The history facts of a call at `at` (prior calls of its subject and at its address, an active
- * case link), as ingest reads them. For evaluate and replay; ingest reads many calls at once.
+ * The history facts of a call at `at` (prior calls of its subject and at its address in the 30 days
+ * before it, an active case link), as ingest reads them. For evaluate and replay; ingest reads many
+ * calls at once. Calls made after `at` are not prior ones: a what-if at last Tuesday must not count
+ * today's calls. The case link is as it is now (its past is not kept).
  */
 export async function lookupHistory(db: Executor, call: CallEvent['call'], at: Date): Promise<RoutingFacts['history']> {
-  const [context] = await readCallContexts(db, [{ callId: call.callId, ...historyKeys(call, at), exclude: [], capacity: null, assignments: false }])
+  const [context] = await readCallContexts(db, [{ callId: call.callId, ...historyKeys(call, at), until: at, exclude: [], capacity: null, assignments: false }])
   return historyOf(context!)
 }

@@ -92,6 +92,8 @@ export interface ContextQuery {
   addressKey: string | null
   /** Prior calls are counted from here on (DESIGN rule 6's window). */
   since: Date
+  /** ...and before this (evaluate at a past instant); unset: up to now (ingest). */
+  until?: Date
   /** Calls not to count as prior ones besides the call itself (a batch's later new calls). */
   exclude: string[]
   /** The CRU team whose open assignments to count (DESIGN rule 7); null: no count. */
@@ -123,6 +125,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
     person: q.personId,
     addr: q.addressKey,
     since: q.since,
+    until: q.until ?? null,
     exclude: q.exclude,
     cap_agencies: q.capacity?.agencies ?? null,
     cap_except: q.capacity?.except ?? null,
@@ -131,9 +134,9 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
   const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: ExistingAssignment[] | null }>`
     select u.i,
       case when u.person is null then 0 else
-        (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as subject,
+        (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since and c.created_at < coalesce(u.until, 'infinity')) end as subject,
       case when u.addr is null then 0 else
-        (select count(*) from calls c where c.address_key = u.addr and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since) end as address,
+        (select count(*) from calls c where c.address_key = u.addr and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since and c.created_at < coalesce(u.until, 'infinity')) end as address,
       u.person is not null and exists (select 1 from case_links l where l.person_id = u.person and l.active) as cm,
       -- Two counts, not one with the choice inside: a generic plan cannot use the index on agency
       -- through a CASE, and read every open CRU assignment of the county for each call.
@@ -146,7 +149,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
         (select coalesce(json_agg(json_build_object('id', a.id, 'queue', a.queue, 'role', a.role, 'status', a.status) order by a.seq), '[]')
            from assignments a where a.call_id = u.call_id) end as assignments
     from json_to_recordset(${JSON.stringify(input)}::json)
-      as u(i int, call_id text, person text, addr text, since timestamptz, exclude text[], cap_agencies text[], cap_except boolean, with_assignments boolean)
+      as u(i int, call_id text, person text, addr text, since timestamptz, until timestamptz, exclude text[], cap_agencies text[], cap_except boolean, with_assignments boolean)
     order by u.i`).execute(db)
   return rows.map((r) => ({
     priorSubject: Number(r.subject),

@@ -23,7 +23,7 @@ const evaluateBody = z
     call: callSchema,
     type: z.enum(EVENT_TYPES).default('call.created').describe('The event type to evaluate as'),
     version: ruleSetVersion.optional().describe('A stored rule-set version; default: the active one'),
-    at: instant.optional().describe('The instant to decide at (CRU schedules); default: now'),
+    at: instant.optional().describe('The instant to decide at: CRU hours, and prior calls in the 30 days before it; CRU capacity and case links are as they are now. Default: now'),
     history: historySchema.optional().describe('History facts to use instead of looking them up (a what-if)'),
     cru: z.object({ available: z.boolean(), reason: z.string().max(500).nullable() }).strict().optional().describe('CRU availability to use instead of the schedule'),
   })

@@ -68,6 +68,20 @@ t.test('a named version, what-if history and CRU, the event type and the instant
   t.equal((await evaluate({ call: { ...call, flags: { weapon: true } } })).statusCode, 400, 'the call shape is validated like ingest')
 })
 
+t.test('at a past instant, history counts only the calls before it', async (t) => {
+  const personId = 'P-EVAL-PAST'
+  const address = '77 Past Instant Rd'
+  for (let i = 0; i < 2; i++) await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP', personId, address }) })
+  const { call } = callEvent({ natureCode: 'EDP', personId, address })
+  const now = (await evaluate({ call })).json()
+  t.same(now.facts.history, { priorCallsForSubject30d: 2, priorCallsAtAddress30d: 2, caseManagerActive: false })
+  // Ten days ago neither call had been made: a what-if then must not count them.
+  const tenDaysAgo = new Date(Date.now() - 10 * 24 * 3600_000).toISOString()
+  const then = (await evaluate({ call, at: tenDaysAgo })).json()
+  t.same(then.facts.history, { priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false })
+  t.equal(then.facts.at, tenDaysAgo)
+})
+
 t.test('permissions: supervisors (within their agencies) and admins', async (t) => {
   const { call } = callEvent({ natureCode: 'NOISE', agency: 'hastings-pd' })
   for (const role of ['cad', 'console', 'auditor'] as const) {

@@ -327,10 +327,13 @@ export function createCallService(deps: CallServiceDeps) {
       }
       // Only what the plan changes: a worker or a console may move these assignments meanwhile (the
       // call's lock does not cover them), and their status is theirs to keep.
+      // The feed's agency and queue of an assignment that exists are its own, which the trigger looks
+      // up: not the call's, which a transfer to another agency changes while the assignments stay
+      // with the agency that took them (its consoles list and move them, and must hear of them).
       for (const c of plan.roleChanges) {
         const b = before(c.id)
         w.roleChanges.push({ id: c.id, role: c.to, updated_at: now })
-        w.transitions.push({ assignment_id: c.id, from_status: b.status, to_status: b.status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}`, feed_agency: call.agency, feed_queue: b.queue })
+        w.transitions.push({ assignment_id: c.id, from_status: b.status, to_status: b.status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` })
       }
       for (const c of plan.cancellations) {
         const b = before(c.id)
@@ -342,8 +345,6 @@ export function createCallService(deps: CallServiceDeps) {
           role: b.role,
           actor: 'cad',
           reason: `call closed${call.disposition ? ` (${call.disposition})` : ''}`,
-          feed_agency: call.agency,
-          feed_queue: b.queue,
         })
       }
       if (team) {

@@ -252,6 +252,50 @@ t.test('agency and queue scope: a Hastings console never sees Rosemount', async 
   t.equal(sAll.events.length, allH.length, 'nothing else arrived')
 })
 
+t.test('a call handed to another agency: changes of the assignments it keeps reach the consoles of their own agency, and only those', async (t) => {
+  const hastings = bearer(await world.key('console', { agencies: ['hastings-pd'] }))
+  const dakota = bearer(await world.key('console', { agencies: ['dakota-so'] }))
+  const sHastings = await stream(hastings)
+  const sDakota = await stream(dakota)
+  const ingest = async (type: 'call.created' | 'call.updated' | 'call.closed', callId: string | undefined, agency: string, natureCode: string, flags = {}) => {
+    const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ type, ...(callId ? { callId } : {}), agency, natureCode, flags }) })
+    t.equal(res.statusCode, 201, `${type} stored`)
+    return res.json() as { callId: string; decision: { assignments: { id: string; queue: string; role: string }[] } }
+  }
+  // Hastings's CRU takes the call; CAD then hands it to the sheriff with a weapon on scene (police
+  // of Dakota SO lead, Hastings's CRU stays beside them), and closes it.
+  const created = await ingest('call.created', undefined, 'hastings-pd', 'EDP')
+  const cru = created.decision.assignments.find((a) => a.queue === 'cru')!
+  t.equal(cru.role, 'primary')
+  const updated = await ingest('call.updated', created.callId, 'dakota-so', 'EDP', { weapons: true })
+  const sheriff = updated.decision.assignments.find((a) => a.queue === 'police')!
+  t.not(sheriff.id, cru.id)
+  t.equal(updated.decision.assignments.find((a) => a.id === cru.id)?.role, 'support', 'Hastings’s CRU is kept, as support')
+  await ingest('call.closed', created.callId, 'dakota-so', 'EDP', { weapons: true })
+
+  // Hastings's console works CRU's assignment (its listing shows it, its moves reach it): it hears
+  // every change of it, the role change and the cancellation included.
+  const listed = (await app.inject({ method: 'GET', url: '/v1/assignments?limit=200', headers: hastings })).json() as { items: { id: string; status: string; role: string }[] }
+  t.match(listed.items.find((a) => a.id === cru.id), { status: 'cancelled', role: 'support' }, 'the listing of Hastings shows it cancelled')
+  await sHastings.waitFor(3).catch(() => {})
+  await new Promise((r) => setTimeout(r, 300))
+  const own = sHastings.events.map(feedData)
+  t.same(
+    own.filter((d) => d.assignmentId === cru.id).map((d) => `${d.status}/${d.transition.role}`),
+    ['queued/primary', 'queued/support', 'cancelled/support'],
+    'Hastings’s stream carries every change of its assignment',
+  )
+  t.ok(own.every((d) => d.agency === 'hastings-pd' && d.assignment.agency === 'hastings-pd'), 'and nothing of another agency')
+  // The sheriff's console hears its own assignments (police, and the follow-up the close made),
+  // never Hastings's CRU.
+  await sDakota.waitFor(3)
+  await new Promise((r) => setTimeout(r, 300))
+  const theirs = sDakota.events.map(feedData)
+  t.same(theirs.filter((d) => d.assignmentId === cru.id), [], 'nothing of Hastings’s CRU assignment reaches the sheriff')
+  t.same(theirs.filter((d) => d.assignmentId === sheriff.id).map((d) => d.status), ['queued', 'cancelled'])
+  t.ok(theirs.every((d) => d.agency === 'dakota-so' && d.assignment.agency === 'dakota-so'), 'only the sheriff’s own')
+})
+
 t.test('a quiet scope read from far back: short reads of a bounded window, each moving on, that miss nothing', async (t) => {
   const start = await feedHead(world.db)
   const mine: string[] = []

@@ -180,11 +180,21 @@ export async function callsLockedElsewhere(db: Executor, callIds: readonly strin
 /** A row for json_populate_recordset: the table's column names, jsonb columns as objects rather than text. */
 type JsonRow<T extends keyof Database> = { [K in keyof Database[T] & string]?: unknown }
 
-/** `insert into table (columns) select columns from json_populate_recordset(...)`: any number of rows, one parameter. */
-function insertRows<T extends keyof Database>(table: T, columns: readonly (keyof Database[T] & string)[], rows: readonly JsonRow<T>[], where = sql``) {
+/**
+ * `insert into table (columns) select columns from json_populate_recordset(...) v`: any number of
+ * rows, one parameter. `join`: a join on `v`, and the columns it supplies instead of the rows.
+ */
+function insertRows<T extends keyof Database>(
+  table: T,
+  columns: readonly (keyof Database[T] & string)[],
+  rows: readonly JsonRow<T>[],
+  where = sql``,
+  join?: { from: RawBuilder<unknown>; select: Partial<Record<keyof Database[T] & string, RawBuilder<unknown>>> },
+) {
   const t = fixed(`table ${table}`, () => sql.table(table))
   const cols = fixed(`columns ${columns.join()}`, () => sql.join(columns.map((c) => sql.id(c))))
-  return sql`insert into ${t} (${cols}) select ${cols} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) ${where}`
+  const values = join ? sql.join(columns.map((c) => join.select[c] ?? sql`v.${sql.id(c)}`)) : cols
+  return sql`insert into ${t} (${cols}) select ${values} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) v ${join?.from ?? sql``} ${where}`
 }
 
 /**
@@ -216,6 +226,8 @@ export interface BatchWrite {
   assignments: JsonRow<'assignments'>[]
   /** Existing assignments whose role changes (id, role, updated_at): only the role is written. */
   roleChanges: JsonRow<'assignments'>[]
+  /** The role changes' transitions: their status is the assignment's as the statement finds it (written there). */
+  roleChangeTransitions: JsonRow<'assignment_transitions'>[]
   /** Existing assignments a close cancels (id, updated_at): cancelled only if still open when written. */
   cancellations: JsonRow<'assignments'>[]
   outbox: JsonRow<'outbox'>[]
@@ -250,7 +262,16 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
   }
   add('d', insertRows('decisions', ['id', 'call_id', 'event_id', 'route', 'rule_set_version', 'rule_id', 'explanation', 'facts', 'outcome', 'created_at'], w.decisions), w.decisions)
   add('a', insertRows('assignments', ['id', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'due_at', 'reserved_until'], w.assignments), w.assignments)
-  add('r', updateRows('assignments', 'id', ['role', 'updated_at'], w.roleChanges), w.roleChanges)
+  if (w.roleChanges.length) {
+    // A console or a worker may have moved the assignment since ingest read it: the transition says
+    // the status the row has now (the update waited for its lock), not the one read, or a console
+    // applying the event's status would put an acknowledged assignment back to queued.
+    parts.push(sql`r as (${updateRows('assignments', 'id', ['role', 'updated_at'], w.roleChanges)} returning t.id, t.status)`)
+    parts.push(sql`rt as (${insertRows('assignment_transitions', TRANSITION_COLUMNS, w.roleChangeTransitions, sql``, {
+      from: sql`join r on r.id = v.assignment_id`,
+      select: { from_status: sql`r.status`, to_status: sql`r.status` },
+    })})`)
+  }
   // An assignment completed (or otherwise closed) since it was read stays as it is, without a transition.
   if (w.cancellations.length) {
     parts.push(sql`x as (${updateRows('assignments', 'id', ['updated_at'], w.cancellations, { set: sql`status = 'cancelled'`, where: sql`t.status = any(${OPEN_STATUSES as readonly string[]})` })} returning t.id)`)

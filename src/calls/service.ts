@@ -182,7 +182,7 @@ export function createCallService(deps: CallServiceDeps) {
     const ruleSet = deps.ruleSets.active()
     const shadow = deps.shadow?.current()
     const out = new Array<Applied>(batch.length)
-    const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [] }
+    const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], roleChangeTransitions: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [] }
 
     // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
     // rows come back as they were before this batch; repeats come back instead — one round trip.
@@ -331,9 +331,9 @@ export function createCallService(deps: CallServiceDeps) {
       // up: not the call's, which a transfer to another agency changes while the assignments stay
       // with the agency that took them (its consoles list and move them, and must hear of them).
       for (const c of plan.roleChanges) {
-        const b = before(c.id)
         w.roleChanges.push({ id: c.id, role: c.to, updated_at: now })
-        w.transitions.push({ assignment_id: c.id, from_status: b.status, to_status: b.status, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` })
+        // (Its status, from and to, is the row's when written: see writeBatch.)
+        w.roleChangeTransitions.push({ assignment_id: c.id, role: c.to, actor: 'router', reason: `role ${c.from} → ${c.to}: ${c.reason}` })
       }
       for (const c of plan.cancellations) {
         const b = before(c.id)

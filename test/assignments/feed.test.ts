@@ -296,6 +296,39 @@ t.test('a call handed to another agency: changes of the assignments it keeps rea
   t.ok(theirs.every((d) => d.agency === 'dakota-so' && d.assignment.agency === 'dakota-so'), 'only the sheriff’s own')
 })
 
+t.test('an update that changes a role while a console moves the assignment: the feed carries the status the console gave it', async (t) => {
+  const s = await stream(admin)
+  const ingest = async (type: 'call.created' | 'call.updated', callId: string | undefined, flags = {}) =>
+    app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ type, ...(callId ? { callId } : {}), agency: 'apple-valley-pd', natureCode: 'EDP', flags }) })
+  const created = (await ingest('call.created', undefined)).json() as { callId: string; decision: { assignments: { id: string; queue: string }[] } }
+  const cru = created.decision.assignments.find((a) => a.queue === 'cru')!
+  // A console acknowledges CRU's assignment while CAD's update (a weapon: police lead, CRU beside
+  // them) is between its read of the call's assignments and its write: the acknowledgement commits
+  // once the update has read the assignment as queued and waits for its row.
+  const desk = await openTransaction(t, world.pool)
+  await desk.query(`update assignments set status = 'acknowledged', updated_at = now() where id = $1`, [cru.id])
+  await desk.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'acknowledged', 'primary', 'console-desk')`, [cru.id])
+  const updating = ingest('call.updated', created.callId, { weapons: true })
+  // The update's write waits for the row the console holds.
+  await eventually(async () => {
+    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into "call_events"%'`)
+    return rows.length > 0
+  })
+  await desk.query('commit')
+  t.equal((await updating).statusCode, 201)
+
+  const listed = (await app.inject({ method: 'GET', url: '/v1/assignments?agency=apple-valley-pd&queue=cru' })).json() as { items: { id: string; status: string; role: string }[] }
+  t.match(listed.items.find((a) => a.id === cru.id), { status: 'acknowledged', role: 'support' })
+  await eventually(async () => s.events.filter((e) => feedData(e).assignmentId === cru.id).length >= 3)
+  const changes = s.events.map(feedData).filter((d) => d.assignmentId === cru.id)
+  t.same(
+    changes.map((d) => `${d.transition.from}>${d.status}/${d.transition.role}`),
+    ['null>queued/primary', 'queued>acknowledged/primary', 'acknowledged>acknowledged/support'],
+    'the role change says the assignment is acknowledged, as the listing does: a console applying it does not put it back to queued',
+  )
+  t.match(changes[2]!.assignment, { status: 'acknowledged', role: 'support' })
+})
+
 t.test('a quiet scope read from far back: short reads of a bounded window, each moving on, that miss nothing', async (t) => {
   const start = await feedHead(world.db)
   const mine: string[] = []

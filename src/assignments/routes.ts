@@ -163,7 +163,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           summary: `${action[0]!.toUpperCase()}${action.slice(1)} an assignment`,
           description:
             action === 'decline'
-              ? 'The assignment is declined and escalates at once along the rule set’s fallback (CRU → co-response → police; police and EMS are offered again); the new assignments are in the call’s history. Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot be declined from its status.'
+              ? 'The assignment is declined and escalates at once along the rule set’s `escalation` (by default CRU → co-response, case management → CRU; police instead when that needs CRU and CRU is off hours or at capacity); a declined support whose queue has a fallback is dropped and the primary carries the call; police, EMS and follow-up assignments are offered again as new assignments. The new assignments are in the call’s history. Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot be declined from its status.'
               : `${action === 'complete' ? 'Requires a `disposition` (400 without one): the reports and the EIDO view count on it. ' : ''}Refused with 409 (illegal-transition, with currentStatus) when the assignment cannot make this move from its status.`,
           params: z.object({ id: z.string().uuid() }),
           body: moveBody.nullish(),

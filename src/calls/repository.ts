@@ -207,14 +207,14 @@ function updateRows<T extends keyof Database>(
   key: keyof Database[T] & string,
   columns: readonly (keyof Database[T] & string)[],
   rows: readonly JsonRow<T>[],
-  extra: { set?: RawBuilder<unknown>; where?: RawBuilder<unknown> } = {},
+  extra: { set?: RawBuilder<unknown>; from?: RawBuilder<unknown>; where?: RawBuilder<unknown> } = {},
 ) {
   const t = fixed(`table ${table}`, () => sql.table(table))
   const fromRows = fixed(`set ${columns.join()}`, () => sql.join(columns.map((c) => sql`${sql.id(c)} = v.${sql.id(c)}`)))
   const set = extra.set ? sql.join([fromRows, extra.set]) : fromRows
   const k = fixed(`column ${key}`, () => sql.id(key))
   const keys = rows.map((r) => r[key])
-  return sql`update ${t} t set ${set} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) v
+  return sql`update ${t} t set ${set} from json_populate_recordset(null::${t}, ${JSON.stringify(rows)}::json) v ${extra.from ? sql`, ${extra.from}` : sql``}
     where t.${k} = any(${keys}) and t.${k} = v.${k} ${extra.where ? sql`and ${extra.where}` : sql``}`
 }
 
@@ -273,9 +273,21 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
     })})`)
   }
   // An assignment completed (or otherwise closed) since it was read stays as it is, without a transition.
+  // The others are locked first and their status read then: a worker's offer or a console's move may
+  // have committed since ingest read them, and the transition says what was cancelled (an UPDATE's
+  // RETURNING gives only the new status, and a plain join would give the status read at the start).
   if (w.cancellations.length) {
-    parts.push(sql`x as (${updateRows('assignments', 'id', ['updated_at'], w.cancellations, { set: sql`status = 'cancelled'`, where: sql`t.status = any(${OPEN_STATUSES as readonly string[]})` })} returning t.id)`)
-    parts.push(sql`xt as (${insertRows('assignment_transitions', TRANSITION_COLUMNS, w.cancellationTransitions, sql`where assignment_id in (select id from x)`)})`)
+    const ids = w.cancellations.map((c) => c.id)
+    parts.push(sql`xl as materialized (select id, status from assignments where id = any(${ids}) for update)`)
+    parts.push(sql`x as (${updateRows('assignments', 'id', ['updated_at'], w.cancellations, {
+      set: sql`status = 'cancelled'`,
+      from: sql`xl`,
+      where: sql`xl.id = t.id and xl.status = any(${OPEN_STATUSES as readonly string[]})`,
+    })} returning t.id, xl.status as from_status)`)
+    parts.push(sql`xt as (${insertRows('assignment_transitions', TRANSITION_COLUMNS, w.cancellationTransitions, sql``, {
+      from: sql`join x on x.id = v.assignment_id`,
+      select: { from_status: sql`x.from_status` },
+    })})`)
   }
   add('o', insertRows('outbox', ['assignment_id', 'queue', 'job_id', 'payload', 'trace_context'], w.outbox), w.outbox)
   add('t', insertRows('assignment_transitions', TRANSITION_COLUMNS, w.transitions), w.transitions)

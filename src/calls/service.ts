@@ -340,7 +340,7 @@ export function createCallService(deps: CallServiceDeps) {
         w.cancellations.push({ id: c.id, updated_at: now })
         w.cancellationTransitions.push({
           assignment_id: c.id,
-          from_status: c.from,
+          // (from_status: the row's when the write locks it; see writeBatch)
           to_status: 'cancelled',
           role: b.role,
           actor: 'cad',

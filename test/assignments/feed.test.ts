@@ -329,6 +329,37 @@ t.test('an update that changes a role while a console moves the assignment: the 
   t.match(changes[2]!.assignment, { status: 'acknowledged', role: 'support' })
 })
 
+t.test('a close while a worker offers the assignment: the cancellation says it was offered', async (t) => {
+  const s = await stream(admin)
+  const ev = callEvent({ agency: 'apple-valley-pd', natureCode: 'EDP' })
+  const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: ev })).json() as { callId: string; decision: { assignments: { id: string; queue: string }[] } }
+  const cru = created.decision.assignments.find((a) => a.queue === 'cru')!
+  // The worker's offer commits once the close has read the assignment as queued and waits for its row.
+  const worker = await openTransaction(t, world.pool)
+  await worker.query(`update assignments set status = 'offered', updated_at = now() where id = $1`, [cru.id])
+  await worker.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'offered', 'primary', 'worker:cru')`, [cru.id])
+  const closing = app.inject({
+    method: 'POST',
+    url: '/v1/call-events',
+    payload: callEvent({ type: 'call.closed', callId: created.callId, agency: 'apple-valley-pd', natureCode: 'EDP', occurredAt: '2026-11-23T18:00:00Z', disposition: 'resolved_by_phone' }),
+  })
+  await eventually(async () => {
+    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into "call_events"%'`)
+    return rows.length > 0
+  })
+  await worker.query('commit')
+  t.equal((await closing).statusCode, 201)
+
+  const stored = await world.db.selectFrom('assignment_transitions').select(['from_status', 'to_status', 'actor']).where('assignment_id', '=', cru.id).orderBy('id').execute()
+  t.same(
+    stored.map((r) => `${r.from_status}>${r.to_status} ${r.actor}`),
+    ['null>queued router', 'queued>offered worker:cru', 'offered>cancelled cad'],
+    'the stored history says what the close cancelled: an offered assignment',
+  )
+  await eventually(async () => s.events.filter((e) => feedData(e).assignmentId === cru.id).length >= 3)
+  t.same(s.events.map(feedData).filter((d) => d.assignmentId === cru.id).map((d) => `${d.transition.from}>${d.status}`), ['null>queued', 'queued>offered', 'offered>cancelled'])
+})
+
 t.test('a quiet scope read from far back: short reads of a bounded window, each moving on, that miss nothing', async (t) => {
   const start = await feedHead(world.db)
   const mine: string[] = []

@@ -16,12 +16,14 @@ export const OUTBOX_KEEP_DAYS = 7
  * the order they were written, so the walk stops at the first row written after `before` and never
  * reads the recent part of the table, which is most of it once a first run has caught up.
  */
-export async function pruneSentOutbox(db: Db, before: Date, opts: { batchSize?: number } = {}): Promise<number> {
+export async function pruneSentOutbox(db: Db, before: Date, opts: { batchSize?: number; signal?: AbortSignal } = {}): Promise<number> {
   const batchSize = opts.batchSize ?? 5000
   const { rows } = await sql<{ id: string }>`select id from outbox where created_at >= ${before} order by id limit 1`.execute(db)
   const end = rows[0]?.id ?? '9223372036854775807'
   let deleted = 0
   for (;;) {
+    // A shutdown ends the walk between batches, as it ends the scrub's.
+    if (opts.signal?.aborted) return deleted
     // The ids as an array: an IN over the subquery was planned as a scan of the whole table per batch.
     const { numAffectedRows } = await sql`
       delete from outbox where id = any(array(

@@ -25,17 +25,20 @@ export async function startRetention(deps: {
   log: FastifyBaseLogger
 }) {
   const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
+  // Aborted at close: a run through a large backlog stops after the batch in hand instead of holding
+  // the shutdown (and the responder workers closed after it) past SHUTDOWN_GRACE_MS.
+  const stopping = new AbortController()
   const worker = new Worker(
     QUEUE,
     async () => {
       const before = new Date(Date.now() - deps.retentionDays * 86_400_000)
-      const result = await scrubPersonalData(deps.db, before)
+      const result = await scrubPersonalData(deps.db, before, { signal: stopping.signal })
       if (result.calls) deps.log.info({ ...result, retentionDays: deps.retentionDays }, 'personal data removed from old calls')
       // Housekeeping, not personal data: a failure is logged as its own and waits for the next run,
       // rather than failing the job and running the scrub again.
       let outboxRows = 0
       try {
-        outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000))
+        outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000), { signal: stopping.signal })
         if (outboxRows) deps.log.info({ outboxRows, keepDays: OUTBOX_KEEP_DAYS }, 'sent outbox rows of finished assignments deleted')
       } catch (err) {
         // The Error itself: the logger keeps its message, code and cause (src/logger.ts), no values.
@@ -62,6 +65,7 @@ export async function startRetention(deps: {
   return {
     worker,
     async close(): Promise<void> {
+      stopping.abort()
       await worker.close()
       await queue.close()
     },

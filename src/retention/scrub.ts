@@ -28,8 +28,10 @@ export interface ScrubResult {
  * than the call's last one, or a second close), data a later event left out of the row, a reason
  * typed on a follow-up after the call was scrubbed. None reads an old body that is already scrubbed.
  */
-export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?: number } = {}): Promise<ScrubResult> {
+export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?: number; signal?: AbortSignal } = {}): Promise<ScrubResult> {
   const batchSize = opts.batchSize ?? 500
+  // A shutdown (the signal) ends the run between batches: what is left waits for the next run.
+  const stopped = () => opts.signal?.aborted === true
   const total: ScrubResult = { calls: 0, events: 0, reasons: 0 }
   const add = (done: ScrubResult) => {
     total.calls += done.calls
@@ -38,6 +40,7 @@ export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?
   }
   for (const holding of [rowHoldsPersonalData, eventHoldsPersonalData]) {
     for (;;) {
+      if (stopped()) return total
       const done = await db.transaction().execute((trx) => scrubBatch(trx, before, batchSize, holding))
       add(done)
       // Each scrubbed call leaves the selection, so this ends; a short batch means nothing is left now.
@@ -49,6 +52,7 @@ export async function scrubPersonalData(db: Db, before: Date, opts: { batchSize?
   // index, not one per batch. What is not due yet, or locked right now, is passed over until the next run.
   let after = 0
   for (;;) {
+    if (stopped()) return total
     const slice = await db
       .selectFrom('assignment_transitions as t')
       .innerJoin('assignments as a', 'a.id', 't.assignment_id')

@@ -375,7 +375,7 @@ export function createCallService(deps: CallServiceDeps) {
         closed_at: event.type === 'call.closed' ? now : null,
       })
       // Shadow mode (src/rule-sets/shadow.ts): the candidate decides the same facts; one row, no effect on this call.
-      const shadowRow = shadow && shadowDecisionRow(shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts)
+      const shadowRow = shadow && shadowDecisionRow(shadow, { decisionId, callId: call.callId, agency: call.agency, ruleSetVersion: ruleSet.version, decision }, facts, cruHoldsCall)
       if (shadowRow) w.shadow.push(shadowRow)
 
       out[k] = {

@@ -57,12 +57,18 @@ export function factsFor(
  * CRU's hours are each version's own, so a candidate that extends them shows the calls CRU would
  * have taken, and one that shortens them the calls it would have lost. CRU unavailable for another
  * reason (at capacity: a fact of that moment, whose count is not stored) stays so, as does a call
- * CRU already held. For the version that made the decision this gives the facts back as they were.
+ * CRU already held: no hours apply to it. For the version that made the decision this gives the
+ * facts back as they were.
+ *
+ * `cruHoldsCall`: whether CRU held the call, when known (ingest knows it for shadow mode). Stored
+ * facts say so only when CRU was otherwise unavailable (`unavailableForNewCalls`), so for replay a
+ * CRU that was available to a call it may have held (any event but the call's first) stays available.
  */
-export function withCruHoursOf(ruleSet: CompiledRuleSet, facts: RoutingFacts): RoutingFacts {
+export function withCruHoursOf(ruleSet: CompiledRuleSet, facts: RoutingFacts, cruHoldsCall?: boolean): RoutingFacts {
   const { cru } = facts
-  if (cru.unavailableForNewCalls !== undefined) return facts // CRU held the call: its hours did not matter
+  if (cruHoldsCall === true || cru.unavailableForNewCalls !== undefined) return facts
   if (!cru.available && !cru.reason?.startsWith(OUTSIDE_CRU_HOURS)) return facts
+  if (cru.available && cruHoldsCall === undefined && facts.eventType !== 'call.created') return facts
   const hours = cruAvailability(ruleSet.document, facts.agency, new Date(facts.at))
   if (hours.available === cru.available && hours.reason === cru.reason) return facts
   return { ...facts, cru: hours }

@@ -108,14 +108,15 @@ export interface LiveDecision {
 }
 
 /**
- * The ingest step: the shadow version decides the same facts, with its own CRU hours; the row records both answers. Ingest
- * writes it in the statement that stores the live decision; null when there is nothing to record.
+ * The ingest step: the shadow version decides the same facts, with its own CRU hours (none apply to
+ * a call CRU already holds: `cruHoldsCall`); the row records both answers. Ingest writes it in the
+ * statement that stores the live decision; null when there is nothing to record.
  */
-export function shadowDecisionRow(shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts) {
+export function shadowDecisionRow(shadow: CompiledRuleSet, live: LiveDecision, facts: RoutingFacts, cruHoldsCall = false) {
   if (shadow.version === live.ruleSetVersion) return null // the shadow became the active version: nothing to compare
   let s: RoutingDecision
   try {
-    s = shadow.decide(withCruHoursOf(shadow, facts))
+    s = shadow.decide(withCruHoursOf(shadow, facts, cruHoldsCall))
   } catch {
     // A candidate must never fail a live call; a version that cannot decide shows up as missing rows.
     return null

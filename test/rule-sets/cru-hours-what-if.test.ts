@@ -23,9 +23,10 @@ const roundTheClock = withHours(3, 'always')
 const saturdayMornings = withHours(4, [{ days: ['sat'], from: '08:00', to: '09:00' }])
 
 /** Facts as ingest stores them: decided by v1 at `at`, optionally with `openCru` CRU assignments open. */
-const stored = (callId: string, at: string, openCru?: number): { callId: string; facts: RoutingFacts } => {
+const stored = (callId: string, at: string, opts: { openCru?: number; eventType?: 'call.created' | 'call.updated'; cruHoldsCall?: boolean } = {}): { callId: string; facts: RoutingFacts } => {
   const { call } = callEventSchema.parse(callEvent({ natureCode: 'EDP', agency: 'example-city-pd', callId }))
-  return { callId, facts: factsFor(v1, { eventType: 'call.created', call, at: new Date(at), history: NO_HISTORY, openCru }) }
+  const { eventType = 'call.created', ...rest } = opts
+  return { callId, facts: factsFor(v1, { eventType, call, at: new Date(at), history: NO_HISTORY, ...rest }) }
 }
 const sundayNight = stored('NIGHT', '2026-11-22T09:00:00Z') // Sunday 03:00 in Chicago: CRU closed under v1
 const tuesdayNoon = stored('NOON', '2026-11-24T18:00:00Z') // Tuesday 12:00 in Chicago: CRU open under v1
@@ -62,6 +63,23 @@ t.test('replay: CRU at capacity stays at capacity whatever the hours', async (t)
   t.same(r.candidate.routeMix, r.baseline?.routeMix)
   t.equal(r.candidate.fallbacks, 1)
   t.equal(r.changes?.total, 0)
+})
+
+t.test('a call CRU already holds keeps CRU whatever the candidate’s hours', async (t) => {
+  // An update at Tuesday noon of a call CRU holds: CRU is open under v1, so nothing in the stored
+  // facts says CRU held it. Ingest knows, and tells shadow mode; replay cannot tell, and keeps CRU.
+  const held = stored('HELD', '2026-11-24T18:00:00Z', { eventType: 'call.updated', cruHoldsCall: true })
+  t.same(held.facts.cru, { available: true, reason: null })
+  const live = v1.decide(held.facts)
+  t.equal(live.route, 'cru')
+  const decided = { decisionId: 'd-3', callId: 'HELD', agency: 'example-city-pd', ruleSetVersion: 1, decision: live }
+  t.match(shadowDecisionRow(saturdayMornings, decided, held.facts, true), { shadow_route: 'cru', changed: false }, 'shadow mode: held, so no hours apply')
+  t.match(shadowDecisionRow(saturdayMornings, decided, held.facts, false), { shadow_route: 'police', changed: true }, 'shadow mode: a call CRU does not hold gets the candidate’s hours')
+  const r = replay([held], saturdayMornings, v1)
+  t.equal(r.changes?.total, 0, 'replay: an update may be of a call CRU held, so CRU stays available')
+  // An update stored with CRU closed by its hours was not held (a held call says so in its facts): the candidate’s hours apply.
+  const night = stored('NIGHT-UPDATE', '2026-11-22T09:00:00Z', { eventType: 'call.updated' })
+  t.same(replay([night], roundTheClock, v1).changes?.calls.map((c) => [c.from, c.to]), [['police', 'cru']])
 })
 
 t.test('shadow mode: the candidate decides the live facts with its own hours', async (t) => {

@@ -20,7 +20,7 @@ import {
   type Route,
   type RuleSet,
 } from '../routing/index.js'
-import { toAssignmentView, typedSpan } from './repository.js'
+import { lockCallOfAssignment, toAssignmentView, typedSpan } from './repository.js'
 import type { AssignmentView } from './schemas.js'
 import { MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
@@ -344,6 +344,7 @@ export const OVERDUE_ACTOR = 'system:follow-up-deadline'
  */
 export async function markOverdue(db: Db, id: string, now: Date = new Date()): Promise<boolean | 'not-due'> {
   return db.transaction().execute(async (trx) => {
+    await lockCallOfAssignment(trx, id) // the call first, as every writer of transitions (repository.ts, callFirst)
     const a = await trx.selectFrom('assignments').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
     if (!a || !a.due_at || !isOpen(a.status)) return false
     if (a.due_at.getTime() > now.getTime()) return 'not-due'

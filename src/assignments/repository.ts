@@ -1,7 +1,7 @@
-import { sql, type RawBuilder, type Selectable } from 'kysely'
+import { sql, type RawBuilder, type Selectable, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import { fixed, prepared } from '../db/prepared.js'
-import type { AssignmentsTable } from '../db/schema.js'
+import type { AssignmentsTable, Database } from '../db/schema.js'
 import { AppError, notFound } from '../http/errors.js'
 import { canActForAgency, canSeeQueue } from '../auth/principal.js'
 import type { QueueName, Role } from '../routing/index.js'
@@ -114,6 +114,26 @@ export interface MoveOptions {
 }
 
 /**
+ * A CTE `held` that takes a share lock on the assignment's call before the assignment is locked.
+ * The feed orders changes by the writing transaction's id, which ingest takes when it locks the
+ * call; a move that committed while ingest held the call would have a later id than ingest's own
+ * change of the same assignment written after it, and the feed would hand a console the two in the
+ * wrong order (a close's `offered → cancelled` before the offer). Waiting for the call puts the move
+ * after ingest's transaction, which it then sees. Call, then assignment: the order ingest and
+ * escalation lock in, so none of them deadlocks.
+ */
+function callFirst(id: string): RawBuilder<unknown> {
+  return sql`held as materialized (${shareLockOfCall(id)})`
+}
+
+const shareLockOfCall = (id: string) => sql`select 1 from calls where call_id = (select call_id from assignments where id = ${id}) for share`
+
+/** The same lock for a transaction that then locks the assignment itself (see callFirst). */
+export async function lockCallOfAssignment(trx: Transaction<Database>, id: string): Promise<void> {
+  await shareLockOfCall(id).execute(trx)
+}
+
+/**
  * The responder worker's move, queued (or reserved) → offered, in one statement and no transaction
  * of its own: it runs for every assignment, so it takes one round trip, not five. The row is locked
  * and read as it was, moved only from a status the offer may leave, and the transition recorded in
@@ -129,7 +149,8 @@ export async function offerInOneStatement(
   // The locked row as it is, with what the move changed beside it (null when it did not move): a
   // plain join plans in a fraction of the time a union would, and this runs for every assignment.
   const { rows } = await prepared(sql<Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_ack_deadline_at: Date | null }>`
-    with old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} for update),
+    with ${callFirst(id)},
+    old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} and exists (select from held) for update),
     moved as (
       update assignments a set status = 'offered', updated_at = now(), ack_deadline_at = ${input.ackDeadlineAt}
       from old
@@ -160,7 +181,8 @@ export async function moveAssignment(db: Db, id: string, action: keyof typeof MO
   const { rows } = await prepared(sql<
     Selectable<AssignmentsTable> & { moved_status: AssignmentStatus | null; moved_updated_at: Date | null; moved_disposition: string | null; moved_ack_deadline_at: Date | null }
   >`
-    with old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} for update),
+    with ${callFirst(id)},
+    old as (select ${assignmentColumns('assignments')} from assignments where id = ${id} and exists (select from held) for update),
     moved as (
       update assignments a
       set status = ${move.to}, updated_at = now(),

@@ -1,5 +1,6 @@
 import { sql } from 'kysely'
 import type { Db } from '../db/connect.js'
+import { lockCallOfAssignment } from '../assignments/repository.js'
 import type { QueueName } from '../routing/index.js'
 import { resendJobIdFor, type AssignmentJob, type AssignmentQueue } from './queues.js'
 
@@ -104,6 +105,8 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
     if (PENDING_STATES.has(state)) continue
     const reason: LostReason = state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
     const r = await db.transaction().execute(async (trx) => {
+      // The call first, as every writer of transitions (src/assignments/repository.ts, callFirst).
+      await lockCallOfAssignment(trx, c.assignmentId)
       // Locked by a worker offering it, or by another sweep re-sending it: theirs to finish.
       const a = await trx.selectFrom('assignments').select(['status', 'role']).where('id', '=', c.assignmentId).forUpdate().skipLocked().executeTakeFirst()
       if (!a || a.status !== 'queued') return undefined

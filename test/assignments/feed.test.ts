@@ -4,6 +4,7 @@ import { callEvent } from '../helpers/events.js'
 import { assignmentStreams, feedData, openSse, type SseEvent } from '../helpers/sse.js'
 import { PG_ADMIN_URL, createWorld, eventually, openTransaction } from '../helpers/world.js'
 import { comparePositions, feedHead, feedHorizon, readFeed } from '../../src/assignments/feed.js'
+import { offerNow } from '../../src/workers/responder-worker.js'
 
 // Keys cached for the longest time the config allows: a test that holds every connection of the
 // service's pool must find its key cached, however slow a loaded machine makes the steps before
@@ -358,6 +359,39 @@ t.test('a close while a worker offers the assignment: the cancellation says it w
   )
   await eventually(async () => s.events.filter((e) => feedData(e).assignmentId === cru.id).length >= 3)
   t.same(s.events.map(feedData).filter((d) => d.assignmentId === cru.id).map((d) => `${d.transition.from}>${d.status}`), ['null>queued', 'queued>offered', 'offered>cancelled'])
+})
+
+t.test('an offer while a close holds the call: the feed ends where the listing does', async (t) => {
+  const s = await stream(admin)
+  const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'apple-valley-pd', natureCode: 'EDP' }) })).json() as {
+    callId: string
+    decision: { assignments: { id: string; queue: string }[] }
+  }
+  const cru = created.decision.assignments.find((a) => a.queue === 'cru')!
+  // Plain SQL standing in for ingest's close: it locks the call first (and so takes its transaction
+  // id, which orders the feed), reads, then writes the cancellation.
+  const close = await openTransaction(t, world.pool)
+  await close.query('update calls set call_id = call_id where call_id = $1', [created.callId])
+  const offering = offerNow(world.db, cru.id, 'cru')
+  // Either the offer waits for the call, or it is done.
+  let offered: string | undefined
+  void offering.then((r) => (offered = r))
+  await eventually(async () => {
+    if (offered) return true
+    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%held as materialized%'`)
+    return rows.length > 0
+  })
+  const { rows } = await close.query<{ status: string }>('select status from assignments where id = $1 for update', [cru.id])
+  await close.query(`update assignments set status = 'cancelled', updated_at = now() where id = $1`, [cru.id])
+  await close.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, $2, 'cancelled', 'primary', 'cad')`, [cru.id, rows[0]!.status])
+  await close.query('commit')
+  t.equal(await offering, 'unchanged', 'the offer came after the close, and found it cancelled')
+
+  const listed = (await app.inject({ method: 'GET', url: '/v1/assignments?agency=apple-valley-pd&queue=cru&status=cancelled' })).json() as { items: { id: string }[] }
+  t.ok(listed.items.some((a) => a.id === cru.id), 'the listing says cancelled')
+  await eventually(async () => s.events.filter((e) => feedData(e).assignmentId === cru.id).length >= 2)
+  const changes = s.events.map(feedData).filter((d) => d.assignmentId === cru.id)
+  t.same(changes.map((d) => `${d.transition.from}>${d.status}`), ['null>queued', 'queued>cancelled'], 'a console applying the events in order ends on cancelled')
 })
 
 t.test('a quiet scope read from far back: short reads of a bounded window, each moving on, that miss nothing', async (t) => {

@@ -16,6 +16,9 @@ const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 const admin = bearer(world.adminKey)
 
 const stream = assignmentStreams(t, base)
+/** Whether a statement of this database whose text is `like` waits for a lock (another transaction holds what it needs). */
+const waitsForLock = async (like: string): Promise<boolean> =>
+  (await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like $1`, [like])).rows.length > 0
 
 async function post(agency = 'hastings-pd', natureCode = 'EDP') {
   const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency, natureCode }) })
@@ -311,10 +314,7 @@ t.test('an update that changes a role while a console moves the assignment: the 
   await desk.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, 'queued', 'acknowledged', 'primary', 'console-desk')`, [cru.id])
   const updating = ingest('call.updated', created.callId, { weapons: true })
   // The update's write waits for the row the console holds.
-  await eventually(async () => {
-    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into "call_events"%'`)
-    return rows.length > 0
-  })
+  await eventually(() => waitsForLock('%insert into "call_events"%'))
   await desk.query('commit')
   t.equal((await updating).statusCode, 201)
 
@@ -344,10 +344,7 @@ t.test('a close while a worker offers the assignment: the cancellation says it w
     url: '/v1/call-events',
     payload: callEvent({ type: 'call.closed', callId: created.callId, agency: 'apple-valley-pd', natureCode: 'EDP', occurredAt: '2026-11-23T18:00:00Z', disposition: 'resolved_by_phone' }),
   })
-  await eventually(async () => {
-    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into "call_events"%'`)
-    return rows.length > 0
-  })
+  await eventually(() => waitsForLock('%insert into "call_events"%'))
   await worker.query('commit')
   t.equal((await closing).statusCode, 201)
 
@@ -376,11 +373,7 @@ t.test('an offer while a close holds the call: the feed ends where the listing d
   // Either the offer waits for the call, or it is done.
   let offered: string | undefined
   void offering.then((r) => (offered = r))
-  await eventually(async () => {
-    if (offered) return true
-    const { rows } = await world.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%held as materialized%'`)
-    return rows.length > 0
-  })
+  await eventually(async () => offered !== undefined || (await waitsForLock('%held as materialized%')))
   const { rows } = await close.query<{ status: string }>('select status from assignments where id = $1 for update', [cru.id])
   await close.query(`update assignments set status = 'cancelled', updated_at = now() where id = $1`, [cru.id])
   await close.query(`insert into assignment_transitions (assignment_id, from_status, to_status, role, actor) values ($1, $2, 'cancelled', 'primary', 'cad')`, [cru.id, rows[0]!.status])

@@ -26,11 +26,16 @@ export const seesHealthHistory = (p: Principal): boolean => p.role !== 'console'
 
 /**
  * A call's personal data is read by its agency's supervisors and by the consoles that work it: a
- * console narrowed to some queues reads a call only once it holds an assignment in one of them (a
- * police desk has no business with a call CRU alone handles).
+ * console narrowed to some queues reads a call only once its agency holds an assignment in one of
+ * them (a police desk has no business with a call CRU alone handles). An agency that still works an
+ * assignment of a call handed to another agency reads the call as well: its responders need the
+ * address and what the caller said as much as before the hand-over.
  */
-export const mayReadCall = (p: Principal, call: { agency: string; assignments: ReadonlyArray<{ queue: string }> }): boolean =>
-  canActForAgency(p, call.agency) && (p.role !== 'console' || p.queues === null || call.assignments.some((a) => canSeeQueue(p, a.queue)))
+export const mayReadCall = (p: Principal, call: { agency: string; assignments: ReadonlyArray<{ agency: string; queue: string }> }): boolean => {
+  const works = (a: { agency: string; queue: string }) => canActForAgency(p, a.agency) && (p.role !== 'console' || canSeeQueue(p, a.queue))
+  if (p.role === 'console' && p.queues !== null) return call.assignments.some(works)
+  return canActForAgency(p, call.agency) || call.assignments.some(works)
+}
 
 /** The behavioral-health queues: what their responders write is health data. */
 export const HEALTH_QUEUES: ReadonlySet<string> = new Set<QueueName>(['cru', 'case_management', 'follow_up'])

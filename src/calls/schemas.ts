@@ -180,6 +180,7 @@ export const callViewSchema = z
     assignments: z.array(
       z.object({
         id: z.string(),
+        agency: z.string().describe("The agency whose consoles work it: the call's, or, for an assignment kept when the call was handed to another agency, the one it was made for"),
         queue: z.enum(QUEUES),
         role: z.enum(ROLES),
         status: z.string(),

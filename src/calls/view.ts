@@ -56,6 +56,7 @@ export async function loadCallView(db: Db, callId: string): Promise<CallView | u
     decisions,
     assignments: assignments.map((a) => ({
       id: a.id,
+      agency: a.agency,
       queue: a.queue as CallView['assignments'][number]['queue'],
       role: a.role as CallView['assignments'][number]['role'],
       status: a.status,

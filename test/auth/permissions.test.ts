@@ -353,3 +353,54 @@ t.test('POST /v1/keys: a cad or console key names its agencies (null for every a
   const stored = await db.selectFrom('api_keys').select('name').where('name', 'in', ['cad-forgot', 'cad-queues']).execute()
   t.same(stored, [], 'nothing stored for a refused key')
 })
+
+t.test('a call handed to another agency: the agency that keeps an assignment on it still reads it, through the desks that work that assignment', async (t) => {
+  // Hastings's CRU takes the call; the CAD hands it to the sheriff with a weapon on scene. The
+  // sheriff's police lead and Hastings's CRU stays on as support: its responders still need the call.
+  const created = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+  const first = await app.inject({ method: 'POST', url: '/v1/call-events', payload: created, headers: as('admin') })
+  t.equal(first.statusCode, 201)
+  const cru = (first.json().decision.assignments as { id: string; queue: string }[]).find((a) => a.queue === 'cru')!
+  const handed = callEvent({ type: 'call.updated', callId: created.call.callId, agency: 'dakota-so', natureCode: 'EDP', flags: { weapons: true }, occurredAt: '2026-11-23T18:30:00Z' })
+  const second = await app.inject({ method: 'POST', url: '/v1/call-events', payload: handed, headers: as('admin') })
+  t.equal(second.statusCode, 201)
+  const after = second.json().decision.assignments as { id: string; queue: string; role: string }[]
+  t.equal(after.find((a) => a.id === cru.id)?.role, 'support', 'Hastings’s CRU is kept, as support')
+  t.ok(after.some((a) => a.queue === 'police' && a.role === 'primary'), 'the sheriff leads')
+
+  const desk = async (agencies: string[], queues?: ('police' | 'cru')[]) => `Bearer ${await world.key('console', { agencies, ...(queues ? { queues } : {}) })}`
+  const keysOf = {
+    hastingsCru: await desk(['hastings-pd'], ['cru']),
+    hastingsPolice: await desk(['hastings-pd'], ['police']),
+    hastingsConsole: await desk(['hastings-pd']),
+    hastingsSupervisor: `Bearer ${keys.supervisor}`,
+    dakotaPolice: await desk(['dakota-so'], ['police']),
+    dakotaCru: await desk(['dakota-so'], ['cru']),
+    rosemount: `Bearer ${keys.otherConsole}`,
+  }
+  const read = async (authorization: string, format = '') => app.inject({ method: 'GET', url: `/v1/calls/${created.call.callId}${format}`, headers: { authorization } })
+  const status = async (authorization: string) => (await read(authorization)).statusCode
+  t.same(
+    Object.fromEntries(await Promise.all(Object.entries(keysOf).map(async ([who, key]) => [who, await status(key)]))),
+    {
+      hastingsCru: 200, // works the CRU assignment Hastings kept
+      hastingsPolice: 404, // Hastings has no police assignment on it
+      hastingsConsole: 200,
+      hastingsSupervisor: 200,
+      dakotaPolice: 200, // the call's agency, and its police assignment
+      dakotaCru: 404, // the sheriff holds no CRU assignment: Hastings's is not its desk's
+      rosemount: 404,
+    },
+  )
+  t.equal((await read(keysOf.hastingsCru, '/eido')).statusCode, 200, 'the EIDO form too')
+  const view = (await read(keysOf.hastingsCru)).json() as { agency: string; location: unknown; assignments: { id: string; agency: string; queue: string }[] }
+  t.equal(view.agency, 'dakota-so', "the call is the sheriff's")
+  t.ok(view.location, 'the responders see where to go')
+  t.same(
+    view.assignments.map((a) => [a.queue, a.agency]).sort(),
+    [['cru', 'hastings-pd'], ['police', 'dakota-so']],
+    'each assignment says which agency works it',
+  )
+  const audited = await db.selectFrom('audit_log').select(['action', 'agency']).where('target_id', '=', created.call.callId).where('action', '=', 'call.read').execute()
+  t.equal(audited.length, 6, 'every read that was answered is audited')
+})

@@ -61,7 +61,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         summary: 'A call with its events, decisions (facts, explanation and trace) and assignments',
         params: z.object({ callId: callIdSchema }),
         description:
-          'Reading a call reads its personal data: every read is recorded in the audit log. A console narrowed to some queues reads a call only when it has an assignment in one of them (404 otherwise, as for an unknown id). Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
+          'Reading a call reads its personal data: every read is recorded in the audit log. A console narrowed to some queues reads a call only when its agency has an assignment on it in one of them (404 otherwise, as for an unknown id); an agency that keeps an assignment on a call handed to another agency still reads it. Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
         response: { 200: callViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },

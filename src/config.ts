@@ -89,8 +89,12 @@ const fields = z.object({
   WORKER_CONCURRENCY_PER_QUEUE: perQueue('jobs', ''),
   /** The Postgres sweep behind the deadline jobs (escalations and due follow-ups Redis may have lost). */
   LIFECYCLE_SWEEP_MS: positiveInt.default(15_000),
-  /** How long a stopping worker lets jobs in flight finish before it hands them back to the queue. */
-  WORKER_DRAIN_MS: positiveInt.default(5_000),
+  /**
+   * How long a stopping worker process lets its jobs in flight finish (all its workers at once)
+   * before it hands the rest back to their queues. Below SHUTDOWN_GRACE_MS; unset: 5000, or half
+   * of SHUTDOWN_GRACE_MS when that is shorter.
+   */
+  WORKER_DRAIN_MS: positiveInt.optional(),
   /** Assignment feed: the safety-net poll when no wake-up arrives (wake-ups come through Redis). */
   FEED_POLL_MS: positiveInt.default(1000),
   /** Assignment feed: at most one read of Postgres per this many ms per API instance (0: one per wake-up). */
@@ -132,8 +136,17 @@ const configSchema = fields
     if (lock && lock >= c.DATABASE_STATEMENT_TIMEOUT_MS) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_LOCK_TIMEOUT_MS'], message: `must be below DATABASE_STATEMENT_TIMEOUT_MS (${c.DATABASE_STATEMENT_TIMEOUT_MS}), or 0` })
     }
+    // The drain is part of the shutdown: at or past the grace period the process is killed (exit 1)
+    // before it hands anything back.
+    if (c.WORKER_DRAIN_MS && c.WORKER_DRAIN_MS >= c.SHUTDOWN_GRACE_MS) {
+      ctx.addIssue({ code: 'custom', path: ['WORKER_DRAIN_MS'], message: `must be below SHUTDOWN_GRACE_MS (${c.SHUTDOWN_GRACE_MS})` })
+    }
   })
-  .transform((c) => ({ ...c, DATABASE_LOCK_TIMEOUT_MS: c.DATABASE_LOCK_TIMEOUT_MS ?? Math.min(1000, Math.floor(c.DATABASE_STATEMENT_TIMEOUT_MS / 2)) }))
+  .transform((c) => ({
+    ...c,
+    DATABASE_LOCK_TIMEOUT_MS: c.DATABASE_LOCK_TIMEOUT_MS ?? Math.min(1000, Math.floor(c.DATABASE_STATEMENT_TIMEOUT_MS / 2)),
+    WORKER_DRAIN_MS: c.WORKER_DRAIN_MS ?? Math.max(1, Math.min(5_000, Math.floor(c.SHUTDOWN_GRACE_MS / 2))),
+  }))
 
 export type Config = Readonly<z.infer<typeof configSchema>>
 

@@ -35,6 +35,14 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   t.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' }), /OTEL_EXPORTER_OTLP_ENDPOINT/)
 })
 
+t.test('WORKER_DRAIN_MS: below SHUTDOWN_GRACE_MS; unset, it follows a short grace period', async (t) => {
+  t.equal(loadConfig({}).WORKER_DRAIN_MS, 5000)
+  t.equal(loadConfig({ SHUTDOWN_GRACE_MS: '4000' }).WORKER_DRAIN_MS, 2000, 'half a grace period under 10 s')
+  t.equal(loadConfig({ SHUTDOWN_GRACE_MS: '4000', WORKER_DRAIN_MS: '3000' }).WORKER_DRAIN_MS, 3000)
+  t.throws(() => loadConfig({ SHUTDOWN_GRACE_MS: '4000', WORKER_DRAIN_MS: '4000' }), /WORKER_DRAIN_MS: must be below SHUTDOWN_GRACE_MS \(4000\)/)
+  t.throws(() => loadConfig({ WORKER_DRAIN_MS: '12000' }), /WORKER_DRAIN_MS: must be below SHUTDOWN_GRACE_MS \(10000\)/)
+})
+
 t.test("every setting is in the README's Configuration table", async (t) => {
   const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
   t.ok(SETTING_NAMES.includes('ADMIN_API_KEY') && SETTING_NAMES.length > 40, `${SETTING_NAMES.length} settings, the optional ones included`)

@@ -1,8 +1,9 @@
+import { performance } from 'node:perf_hooks'
 import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { buildApp } from './app.js'
 import { loadConfigOrExit } from './config.js'
-import { createDb, createPool } from './db/connect.js'
+import { closePool, createDb, createPool } from './db/connect.js'
 import { createNotifications, LISTEN_APPLICATION_NAME } from './db/listener.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest } from './db/migrate.js'
 import { loggerOptions } from './logger.js'
@@ -30,11 +31,15 @@ interface Closer {
   close: () => Promise<unknown>
 }
 // Closed role by role: the HTTP server first (in-flight requests finish, new ones are refused),
-// then the relay, then the workers (their jobs finish), then what they all share. Within a role,
-// the last thing started is closed first.
+// then the relay, then the workers (their jobs finish, or go back to their queues), then what they
+// all share. Within a role, the last thing started is closed first.
 const closing: Record<'api' | 'relay' | 'worker' | 'shared', Closer[]> = { api: [], relay: [], worker: [], shared: [] }
 const closers = closing.shared
 const inClosingOrder = (): Closer[] => [...closing.api, ...closing.relay, ...closing.worker, ...closing.shared]
+// When the shutdown began: the Postgres close takes what is left of SHUTDOWN_GRACE_MS from here.
+let stoppingSince: number | undefined
+// Kept back from the grace period for ending the sessions of statements still running, and the exit.
+const PG_END_RESERVE_MS = Math.min(1000, Math.floor(config.SHUTDOWN_GRACE_MS / 4))
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
 const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
@@ -52,7 +57,16 @@ async function start(): Promise<void> {
     lockTimeoutMs: config.DATABASE_LOCK_TIMEOUT_MS,
   })
   const db = createDb(pool)
-  closers.push({ name: 'postgres', close: () => db.destroy() })
+  closers.push({
+    name: 'postgres',
+    close: () =>
+      closePool(db, pool, {
+        until: (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS - PG_END_RESERVE_MS,
+        terminateMs: PG_END_RESERVE_MS / 2,
+        connectionString: config.DATABASE_URL,
+        log,
+      }),
+  })
   if (applied.length) log.info({ applied }, 'migrations applied')
   // One LISTEN connection for the whole process: every listening connection costs Postgres at
   // every notifying commit (src/db/listener.ts). It connects on the first subscription.
@@ -102,6 +116,11 @@ async function start(): Promise<void> {
     closing.worker.unshift({ name: 'redis (workers)', close: () => connection.quit() })
     const lifecycleQueue = createLifecycleQueue(connection, config.BULLMQ_PREFIX)
     closing.worker.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
+    // All the workers stop together: each is paused at once, and the jobs in flight of all of them
+    // get the same WORKER_DRAIN_MS before they are handed back (not one drain after another).
+    const draining: Array<(until: number) => Promise<void>> = []
+    const drainAll = (until: number) => Promise.all(draining.map((close) => close(until)))
+    closing.worker.unshift({ name: 'workers', close: () => drainAll(performance.now() + config.WORKER_DRAIN_MS) })
     const workers = createResponderWorkers({
       db,
       connection,
@@ -116,7 +135,7 @@ async function start(): Promise<void> {
       log,
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })
-    closing.worker.unshift({ name: 'workers', close: () => workers.close() })
+    draining.push((until) => workers.close(until))
     const lifecycle = await startLifecycleWorker({
       db,
       connection,
@@ -129,17 +148,19 @@ async function start(): Promise<void> {
       stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
       log,
     })
-    closing.worker.unshift({ name: 'lifecycle worker', close: () => lifecycle.close() })
+    draining.push((until) => lifecycle.close(until))
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
     const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
-    closing.worker.unshift({ name: 'retention', close: () => retention.close() })
+    // Not drained by the deadline: it stops after the batch in hand (src/retention/scheduler.ts).
+    draining.push(() => retention.close())
     observeWorkers([retention.worker], metrics)
     log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
   }
 }
 
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  stoppingSince = performance.now()
   if (err) log.error({ err }, 'shutting down after an error')
   else log.info({ signal }, 'shutting down')
   for (const c of inClosingOrder()) {

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { Kysely, PostgresDialect, type Transaction } from 'kysely'
 import pg from 'pg'
 import { prepareMarkedStatements } from './prepared.js'
@@ -44,6 +45,9 @@ export function withSessionOptions(connectionString: string): string {
   return url.toString()
 }
 
+// The clients each pool has lent out, for closePool: pg-pool keeps its own list private.
+const lentOut = new WeakMap<pg.Pool, Set<pg.PoolClient>>()
+
 export function createPool(opts: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
     connectionString: withSessionOptions(opts.connectionString),
@@ -68,7 +72,63 @@ export function createPool(opts: PoolOptions): pg.Pool {
     client.on('error', () => {})
     prepareMarkedStatements(client)
   })
+  const lent = new Set<pg.PoolClient>()
+  lentOut.set(pool, lent)
+  pool.on('acquire', (client) => lent.add(client))
+  pool.on('release', (_err, client) => lent.delete(client))
+  pool.on('remove', (client) => lent.delete(client))
   return pool
+}
+
+export interface ClosePoolOptions {
+  /** performance.now() after which the close stops waiting for statements still running. */
+  until: number
+  /** How long ending their sessions may take after that. */
+  terminateMs: number
+  /** For the one connection that ends them. */
+  connectionString: string
+  log: { warn(obj: object, msg: string): void }
+}
+
+/**
+ * Ends the pool, waiting until `until` at most for the clients still lent out: at shutdown, those
+ * run statements of jobs the workers have handed back (src/workers/responder-worker.ts, drainOrReturn),
+ * which wait on a lock or a slow Postgres for up to the statement time-out. Their sessions are then
+ * ended (pg_terminate_backend) rather than left behind. Merely letting go of them is not enough:
+ * the responder's offer is one statement outside any transaction (offerInOneStatement), and pg sends
+ * its Sync with it, so Postgres commits it when it finishes whether or not the client is still
+ * there — after another worker has taken the job. (A statement in a transaction would roll back,
+ * as its COMMIT is never sent; ending the session covers both.) What was about to commit either
+ * did, before the session ended, or does not; processing is idempotent, so the next worker finds
+ * the work done or does it.
+ */
+export async function closePool(db: Db, pool: pg.Pool, opts: ClosePoolOptions): Promise<void> {
+  const ended = db.destroy().then(() => true)
+  const waited = (ms: number) => Promise.race([ended, new Promise<false>((r) => setTimeout(() => r(false), Math.max(0, ms)).unref())])
+  if (await waited(opts.until - performance.now())) return
+  // Not typed by @types/pg: the backend's pid, from the server's BackendKeyData at connect.
+  const pids = [...(lentOut.get(pool) ?? [])].map((c) => (c as pg.PoolClient & { processID?: number | null }).processID).filter((p): p is number => typeof p === 'number')
+  const startedAt = performance.now()
+  let terminated = 0
+  const killer = new pg.Client({ connectionString: withSessionOptions(opts.connectionString), connectionTimeoutMillis: opts.terminateMs, application_name: 'cad-router-shutdown' })
+  killer.on('error', () => {})
+  try {
+    const work = (async () => {
+      await killer.connect()
+      // With a timeout, pg_terminate_backend returns once the session is gone: nothing of it commits after.
+      const { rows } = await killer.query<{ n: number }>('select count(*) filter (where pg_terminate_backend(pid, $2))::int as n from unnest($1::int[]) pid', [pids, Math.max(1, Math.floor(opts.terminateMs / 2))])
+      terminated = rows[0]?.n ?? 0
+    })()
+    work.catch(() => {})
+    await Promise.race([work, new Promise((_, reject) => setTimeout(() => reject(new Error(`not done within ${opts.terminateMs} ms`)), opts.terminateMs).unref())])
+    opts.log.warn({ sessions: pids.length, terminated, ms: Math.round(performance.now() - startedAt) }, 'Postgres statements of handed-back jobs still running at shutdown: their sessions ended, their work rolled back')
+  } catch (err) {
+    opts.log.warn({ sessions: pids.length, err: { message: (err as Error).message } }, 'could not end the Postgres sessions still running at shutdown; a statement among them may still commit (the job was handed back, and doing it twice changes nothing)')
+  } finally {
+    void killer.end().catch(() => {})
+  }
+  // The ended sessions' clients fail and leave the pool, which then ends; the exit does not wait long for it.
+  await waited(Math.min(200, opts.terminateMs))
 }
 
 export function createDb(pool: pg.Pool): Db {

@@ -26,7 +26,7 @@ export async function startRetention(deps: {
 }) {
   const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
   // Aborted at close: a run through a large backlog stops after the batch in hand instead of holding
-  // the shutdown (and the responder workers closed after it) past SHUTDOWN_GRACE_MS.
+  // the shutdown (the other workers drain beside it) past SHUTDOWN_GRACE_MS.
   const stopping = new AbortController()
   const worker = new Worker(
     QUEUE,

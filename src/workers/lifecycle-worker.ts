@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -6,7 +7,7 @@ import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/e
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, inFlight, offerNow, type InFlight } from './responder-worker.js'
+import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
 import { throttledWarn } from '../lib/log-throttle.js'
 import { watchForOrphans } from './orphans.js'
 
@@ -88,10 +89,10 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
 }
 
 export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
-  const active = new Map<string, InFlight>()
+  const jobs = inFlightJobs()
   const worker = new Worker<LifecycleJob, unknown, string>(
     LIFECYCLE_QUEUE,
-    (job, token) => inFlight(active, job.id ?? '', job, token, () => processLifecycleJob(deps, job, token)),
+    (job, token) => inFlight(jobs, job.id ?? '', job, token, () => processLifecycleJob(deps, job, token)),
     {
       connection: deps.connection,
       prefix: deps.prefix,
@@ -108,7 +109,7 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   worker.on('error', (err) => errorWarn(err.message, { queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
   worker.on('stalled', (jobId) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId }, 'lifecycle job stalled (its lock lapsed): handed out again'))
-  const orphans = watchForOrphans(worker, deps.connection, (jobId) => active.has(jobId), deps.log)
+  const orphans = watchForOrphans(worker, deps.connection, (jobId) => jobs.active.has(jobId), deps.log)
   // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
   const schedule = () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
   await schedule()
@@ -130,11 +131,11 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
   let closing: Promise<void> | undefined
   return {
     worker,
-    /** Bounded like the responder workers: what does not finish in time goes back to the queue. */
-    close(): Promise<void> {
+    /** Bounded like the responder workers: what does not finish by `until` goes back to the queue. */
+    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
       clearInterval(watchdog)
       orphans.stop()
-      closing ??= drainOrReturn([worker], active, deps.drainMs ?? 5_000, deps.log)
+      closing ??= drainOrReturn([worker], jobs, until, deps.log)
       return closing
     },
   }

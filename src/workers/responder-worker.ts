@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { DelayedError, UnrecoverableError, Worker, type Job, type Telemetry } from 'bullmq'
+import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job, type Telemetry } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
@@ -30,7 +30,7 @@ export interface ResponderWorkerDeps {
   lifecycle?: LifecycleQueue
   /** Seconds per queue before an offer escalates; queues not named have no deadline. */
   ackDeadlines?: Partial<Record<QueueName, number>>
-  /** How long close() lets jobs in flight finish before handing them back to the queue. */
+  /** How long close() lets jobs in flight finish before handing them back to the queue (when not given a deadline). */
   drainMs?: number
 }
 
@@ -88,7 +88,7 @@ export async function offerAssignment(db: Db, job: Pick<Job<unknown>, 'id' | 'da
 
 export function createResponderWorkers(deps: ResponderWorkerDeps) {
   // Jobs in flight, so a close that runs out of time can hand them back at once.
-  const active = new Map<string, InFlight>()
+  const jobs = inFlightJobs()
   const watches: OrphanWatch[] = []
   // One line per 30 s for an error every queue's worker repeats (Redis refusing connections).
   const errorWarn = throttledWarn(deps.log, WORKER_ERROR_LOG_EVERY_MS)
@@ -96,7 +96,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     const worker = new Worker<AssignmentJob, void, typeof ASSIGNMENT_JOB_NAME>(
       name,
       (job, token) =>
-        inFlight(active, `${name}/${job.id}`, job, token, async () => {
+        inFlight(jobs, `${name}/${job.id}`, job, token, async () => {
           const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines })
           if (typeof outcome === 'object') {
             // Not due yet: the same job comes back when the follow-up's time comes (delays live in Redis).
@@ -122,7 +122,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     worker.on('error', (err) => errorWarn(err.message, { queue: name, err: { message: err.message } }, 'worker error'))
     worker.on('failed', (job, err) => deps.log.warn({ queue: name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'assignment job failed'))
     worker.on('stalled', (jobId) => deps.log.warn({ queue: name, jobId }, 'assignment job stalled (its lock lapsed): handed out again'))
-    watches.push(watchForOrphans(worker, deps.connection, (jobId) => active.has(`${name}/${jobId}`), deps.log))
+    watches.push(watchForOrphans(worker, deps.connection, (jobId) => jobs.active.has(`${name}/${jobId}`), deps.log))
     return worker
   })
   let closing: Promise<void> | undefined
@@ -131,19 +131,20 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
     start(): void {
       for (const w of workers) void w.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'worker stopped'))
     },
-    /**
-     * Takes no new jobs, lets the jobs in flight finish for up to `drainMs`, then hands the rest
-     * back to their queue (another worker takes them; processing is idempotent). Safe to call twice.
-     */
     /** Looks for jobs lost in a hand-over now (it runs by itself after each reconnect). */
     async sweepOrphans(): Promise<number> {
       let n = 0
       for (const w of watches) n += await w.sweep()
       return n
     },
-    close(): Promise<void> {
+    /**
+     * Takes no new jobs, lets the jobs in flight finish until `until` (performance.now(); `drainMs`
+     * from now when not given), then hands the rest back to their queue (another worker takes them;
+     * processing is idempotent). Safe to call twice.
+     */
+    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
       for (const w of watches) w.stop()
-      closing ??= drainOrReturn(workers, active, deps.drainMs ?? 5_000, deps.log)
+      closing ??= drainOrReturn(workers, jobs, until, deps.log)
       return closing
     },
   }
@@ -166,6 +167,14 @@ export interface InFlight {
   handedBack?: boolean
 }
 
+/** The jobs in flight of some workers, and whether those workers are stopping (drainOrReturn). */
+export interface InFlightJobs {
+  active: Map<string, InFlight>
+  stopping: boolean
+}
+
+export const inFlightJobs = (): InFlightJobs => ({ active: new Map(), stopping: false })
+
 // Never settles: what a handed-back job's processor gives BullMQ (see inFlight).
 const NEVER = new Promise<never>(() => {})
 
@@ -175,7 +184,15 @@ const NEVER = new Promise<never>(() => {})
  * finishing later, reports nothing to BullMQ — an outcome reported then would fail on the closed
  * connection with nobody to catch it. Its work is idempotent; the next worker redoes or skips it.
  */
-export async function inFlight<T>(active: Map<string, InFlight>, key: string, job: InFlight['job'], token: string | undefined, work: () => Promise<T>): Promise<T> {
+export async function inFlight<T>(jobs: InFlightJobs, key: string, job: InFlight['job'], token: string | undefined, work: () => Promise<T>): Promise<T> {
+  if (jobs.stopping) {
+    // Taken after the pause: BullMQ's pause does not cancel a fetch already waiting in Redis, which
+    // then takes the next job (one handed back by a drain, even). Not ours to run: straight back,
+    // and WaitingError tells BullMQ the job has moved, so the worker's close does not wait for it.
+    await job.moveToWait(token)
+    throw new WaitingError()
+  }
+  const { active } = jobs
   const entry: InFlight = { job, token }
   active.set(key, entry)
   let out: T
@@ -191,28 +208,36 @@ export async function inFlight<T>(active: Map<string, InFlight>, key: string, jo
   return out!
 }
 
-/** Shared with the lifecycle worker: pause, let jobs in flight finish for `drainMs`, hand back the rest. */
+/**
+ * Shared with the lifecycle worker: pause, let jobs in flight finish until `until`
+ * (performance.now()), hand back the rest. The process gives all its workers the same `until`
+ * (src/main.ts), so they drain side by side: the worker role takes one WORKER_DRAIN_MS, not one
+ * per worker.
+ */
 export async function drainOrReturn(
   workers: ReadonlyArray<{ pause(doNotWaitActive?: boolean): Promise<void>; close(force?: boolean): Promise<void>; waitUntilReady(): Promise<unknown> }>,
-  active: Map<string, InFlight>,
-  drainMs: number,
+  jobs: InFlightJobs,
+  until: number,
   log: FastifyBaseLogger,
 ): Promise<void> {
+  const { active } = jobs
+  jobs.stopping = true
   // A worker closed while its Redis connections are still starting leaves BullMQ's start-up check
   // rejected with nobody listening (a stop right after a start): let them finish, for a second at most.
   await Promise.race([Promise.all(workers.map((w) => w.waitUntilReady().catch(() => {}))), new Promise((r) => setTimeout(r, 1000).unref())])
   // Stop taking jobs, then give the ones in flight their time. (Not close(): a close in progress
   // cannot be turned into a forced one.)
   await Promise.all(workers.map((w) => w.pause(true)))
-  const until = performance.now() + drainMs
   while (active.size && performance.now() < until) await new Promise((r) => setTimeout(r, 20))
   const left = [...active.values()]
-  if (left.length) {
-    log.warn({ jobs: left.length, drainMs }, 'jobs still running at shutdown: handing them back to their queues')
-    for (const entry of left) entry.handedBack = true
-    await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
-  }
-  await Promise.all(workers.map((w) => w.close(left.length > 0)))
+  if (!left.length) return void (await Promise.all(workers.map((w) => w.close())))
+  log.warn({ jobs: left.length }, 'jobs still running at shutdown: handing them back to their queues')
+  for (const entry of left) entry.handedBack = true
+  // Closed before the hand-back: a paused worker's fetch still waiting in Redis would take a job
+  // handed back at once again, and the forced close cuts it. The jobs go back over the connection
+  // the workers share (a Redis instance, deps.connection), which their close leaves open.
+  await Promise.all(workers.map((w) => w.close(true)))
+  await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
 }
 
 export type ResponderWorkers = ReturnType<typeof createResponderWorkers>

@@ -1,18 +1,19 @@
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import t from 'tap'
-import { createFaultWorld, inspectQueues, ledgerLine, makeEvents, ok, postAll, slowDown, statusCounts, untilDelivered, type Posted } from './fixtures/harness.js'
+import { createFaultWorld, inspectQueues, ledgerLine, makeEvents, ok, postAll, sleep, slowDown, statusCounts, untilDelivered, type Posted } from './fixtures/harness.js'
 import { say } from '../helpers/world.js'
 
 // Fault 6: SIGTERM to one of two processes (each runs every role) in the middle of the load.
 // Each ingest and each delivery takes 200 ms longer in Postgres, so that the signal finds
 // requests and jobs in flight. The process must finish them within SHUTDOWN_GRACE_MS and exit 0;
-// the clients move to the other process. Jobs keep BullMQ's default 30 s lock here: a job the
-// process abandoned instead of finishing would wait that long, and the delivery check would fail.
+// the clients move to the other process. Jobs get a 30 s lock here (the service's default is 10 s,
+// which the stalled check then recovers within this test's wait): a job the process abandoned
+// instead of finishing would wait that long, and the delivery check would fail.
 const EVENTS = 210
 const GRACE_MS = 10_000
 
-const world = await createFaultWorld(t, { env: { SHUTDOWN_GRACE_MS: String(GRACE_MS), WORKER_CONCURRENCY: '4' } })
+const world = await createFaultWorld(t, { env: { SHUTDOWN_GRACE_MS: String(GRACE_MS), WORKER_CONCURRENCY: '4', WORKER_LOCK_DURATION_MS: '30000' } })
 const queues = inspectQueues(t, world)
 await slowDown(world.db, 'slow_ingest', 'decisions', 0.2)
 await slowDown(world.db, 'slow_offer', 'assignment_transitions', 0.2, "new.to_status = 'offered'")
@@ -101,6 +102,15 @@ t.test('SIGTERM under load: requests and jobs in flight finish, exit 0 within th
     [],
     'the jobs in flight at the signal completed',
   )
+  // Completed says nothing of who finished them: a job A handed back (or left to stall) is finished
+  // by B. Draining means A finished its own within WORKER_DRAIN_MS.
+  t.notMatch(a.output(), /handing them back|could not hand a job back/, 'A drained its jobs: none handed back to the queue')
+  // A process that exits with jobs running leaves them active under a lock nobody renews (their
+  // offers may even commit without it): once all is delivered, nothing may still be active.
+  let active = await queues.activeIds()
+  for (let i = 0; active.length && i < 30; i++) active = (await sleep(100), await queues.activeIds())
+  t.same(active, [], 'no job left active under the lock of a process that is gone')
+  t.same(await queues.stalledIds(), [], 'no job stalled (none abandoned under its lock)')
   t.equal(l.accepted, l.posted, 'every event got its 2xx')
   t.equal(l.stored, l.posted, 'every accepted event stored')
   t.equal(l.delivered, l.assignments, `every assignment delivered, none left behind under a lock (${ms} ms after the load)`)

@@ -5,7 +5,7 @@ import { createFaultWorld, dropTrigger, ledgerLine, makeEvents, postAll, sleep, 
 import { say } from '../helpers/world.js'
 
 // Fault 5: Postgres that fails writes the way a full disk does (SQLSTATE 53100, at the outbox
-// insert or the very last statement of an ingest), then answers slowly (a statement sleeping past
+// insert or at the commit of an ingest), then answers slowly (a statement sleeping past
 // the 1 s statement timeout), then makes writers wait on a lock held by someone else. Every such
 // ingest must answer 503 with Retry-After and leave nothing behind; the retries then go through.
 const EVENTS = 700
@@ -14,20 +14,34 @@ const FAULT_MS = 2_000
 const world = await createFaultWorld(t, { env: { DATABASE_STATEMENT_TIMEOUT_MS: '1000' } })
 const service = await world.service('api+relay+worker', 'api,relay,worker')
 
-/** Half of the writes to `table` (`op`: insert or update) fail with "No space left on device". */
-async function diskFull(table: string, op: 'insert' | 'update'): Promise<void> {
+/**
+ * Half of the inserts into `table` fail with "No space left on device": as the row is written
+ * ('insert'), or at the commit of the transaction that wrote it ('commit': a deferred trigger),
+ * after every statement of the ingest succeeded. (Ingest writes call_events in its one insert
+ * statement and never updates it: a trigger on its update, as this test had, never fired.)
+ */
+async function diskFull(table: string, at: 'insert' | 'commit'): Promise<void> {
   const name = `disk_full_${table}`
+  const when = at === 'insert' ? `create trigger ${name} before insert` : `create constraint trigger ${name} after insert`
   await sql
     .raw(
-      `create or replace function ${name}() returns trigger language plpgsql as $$ begin
+      `create sequence ${name}_hits;
+       create or replace function ${name}() returns trigger language plpgsql as $$ begin
          if random() < 0.5 then
+           perform nextval('${name}_hits');
            raise exception 'could not extend file "base/1/2": No space left on device' using errcode = 'disk_full', hint = 'Check free disk space.';
          end if;
          return new;
        end $$;
-       create trigger ${name} before ${op} on ${table} for each row execute function ${name}();`,
+       ${when} on ${table} ${at === 'commit' ? 'deferrable initially deferred ' : ''}for each row execute function ${name}();`,
     )
     .execute(world.db)
+}
+
+/** How many writes the trigger of diskFull(table) failed (a sequence: its count survives the rollback). */
+async function diskFullHits(table: string): Promise<number> {
+  const { rows } = await sql<{ n: number }>`select case when is_called then last_value else 0 end::int as n from ${sql.id(`disk_full_${table}_hits`)}`.execute(world.db)
+  return rows[0]!.n
 }
 
 t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing half-written', async (t) => {
@@ -43,7 +57,7 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
     await when(40)
     phase = 'disk-full'
     await diskFull('outbox', 'insert')
-    await diskFull('call_events', 'update')
+    await diskFull('call_events', 'commit')
     await sleep(FAULT_MS)
     await dropTrigger(world.db, 'disk_full_outbox', 'outbox')
     await dropTrigger(world.db, 'disk_full_call_events', 'call_events')
@@ -96,6 +110,9 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
   )
 
   t.ok(n503('disk-full') > 0, 'disk full: 503')
+  // Each injection failed some ingest (a trigger that never fires proves nothing).
+  const hits = { outbox: await diskFullHits('outbox'), commit: await diskFullHits('call_events') }
+  t.ok(hits.outbox > 0 && hits.commit > 0, `disk full hit ingests at the outbox insert (${hits.outbox}) and at commit (${hits.commit})`)
   t.ok(n503('slow') > 0, 'statements past the timeout: 503')
   t.ok(n503('lock') > 0, 'waiting on a lock past the timeout: 503')
   t.same(

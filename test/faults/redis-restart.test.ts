@@ -54,7 +54,8 @@ t.test('Redis killed mid-load, back 5 s later: every event stored, every assignm
   const afterReturn = await backlogClearedAfter(world.db, backAt)
   say(ledgerLine('faults/redis-restart', l, `${during} posted while Redis was down; the backlog delivered ${afterReturn} ms after Redis returned; ${Date.now() - start} ms`))
 
-  t.ok(atKill.assignments > 0 && atKill.delivered < l.assignments, `Redis died mid-load (${atKill.delivered} of ${atKill.assignments} delivered at the kill)`)
+  // Mid-load: some work was in before the kill, and more came after it (the final count is always above what was delivered then).
+  t.ok(atKill.assignments > 0 && atKill.assignments < l.assignments, `Redis died mid-load (${atKill.assignments} of ${l.assignments} assignments made by then, ${atKill.delivered} delivered)`)
   t.ok(during > 0, 'events were posted while Redis was down')
   t.same(statusCounts(posted), { 201: EVENTS }, 'every post answered 201 at once: ingest does not need Redis')
   t.equal(l.stored, l.posted, 'every accepted event stored')

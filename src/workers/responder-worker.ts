@@ -256,7 +256,9 @@ export async function drainOrReturn(
 async function closeForGood(worker: { close(force: true): Promise<void> }): Promise<void> {
   // Not in BullMQ's types: the Worker's duplicate of its connection for blocking waits.
   const blocking = (worker as unknown as { blockingConnection?: { client: Promise<Redis> } }).blockingConnection
-  const client = await blocking?.client.catch(() => undefined)
+  // A worker made while Redis was down may never have connected it (its promise waits for Redis): not
+  // connected, it has no fetch waiting to be answered.
+  const client = blocking && (await Promise.race([blocking.client.catch(() => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), 200).unref())]))
   const ended =
     client && client.status !== 'end'
       ? new Promise<void>((resolve) => {

@@ -40,6 +40,15 @@ const inClosingOrder = (): Closer[] => [...closing.api, ...closing.relay, ...clo
 let stoppingSince: number | undefined
 // Kept back from the grace period for ending the sessions of statements still running, and the exit.
 const PG_END_RESERVE_MS = Math.min(1000, Math.floor(config.SHUTDOWN_GRACE_MS / 4))
+// Kept back before that for handing jobs back (a forced close waits up to about 1.2 s for its blocking connection).
+const HAND_BACK_RESERVE_MS = Math.min(1500, Math.floor(config.SHUTDOWN_GRACE_MS / 4))
+/**
+ * When the workers stop waiting for their jobs: WORKER_DRAIN_MS from now, but never so late that
+ * the hand-back and the Postgres close no longer fit in the grace period, which counts from the
+ * signal (the HTTP server and the relay closed first, and may have taken seconds of it).
+ */
+const drainDeadline = (): number =>
+  Math.min(performance.now() + config.WORKER_DRAIN_MS, (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS - PG_END_RESERVE_MS - HAND_BACK_RESERVE_MS)
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
 const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
@@ -119,8 +128,9 @@ async function start(): Promise<void> {
     // All the workers stop together: each is paused at once, and the jobs in flight of all of them
     // get the same WORKER_DRAIN_MS before they are handed back (not one drain after another).
     const draining: Array<(until: number) => Promise<void>> = []
-    const drainAll = (until: number) => Promise.all(draining.map((close) => close(until)))
-    closing.worker.unshift({ name: 'workers', close: () => drainAll(performance.now() + config.WORKER_DRAIN_MS) })
+    // Settled, not all: one close that fails must not let the shared connection below close under the others' hand-backs.
+    const drainAll = (until: number) => Promise.allSettled(draining.map((close) => close(until)))
+    closing.worker.unshift({ name: 'workers', close: () => drainAll(drainDeadline()) })
     const workers = createResponderWorkers({
       db,
       connection,

@@ -108,6 +108,10 @@ export async function closePool(db: Db, pool: pg.Pool, opts: ClosePoolOptions): 
   if (await waited(opts.until - performance.now())) return
   // Not typed by @types/pg: the backend's pid, from the server's BackendKeyData at connect.
   const pids = [...(lentOut.get(pool) ?? [])].map((c) => (c as pg.PoolClient & { processID?: number | null }).processID).filter((p): p is number => typeof p === 'number')
+  if (!pids.length) {
+    opts.log.warn({}, 'the Postgres pool did not end in time, with no statement of ours running: exiting without it')
+    return
+  }
   const startedAt = performance.now()
   let terminated = 0
   const killer = new pg.Client({ connectionString: withSessionOptions(opts.connectionString), connectionTimeoutMillis: opts.terminateMs, application_name: 'cad-router-shutdown' })
@@ -121,7 +125,14 @@ export async function closePool(db: Db, pool: pg.Pool, opts: ClosePoolOptions): 
     })()
     work.catch(() => {})
     await Promise.race([work, new Promise((_, reject) => setTimeout(() => reject(new Error(`not done within ${opts.terminateMs} ms`)), opts.terminateMs).unref())])
-    opts.log.warn({ sessions: pids.length, terminated, ms: Math.round(performance.now() - startedAt) }, 'Postgres statements of handed-back jobs still running at shutdown: their sessions ended, their work rolled back')
+    // Fewer ended than asked: a session that ended by itself meanwhile, or pids that are not the
+    // server's (a pooler such as PgBouncer in between), whose statements run on to their time-out.
+    opts.log.warn(
+      { sessions: pids.length, terminated, ms: Math.round(performance.now() - startedAt) },
+      terminated === pids.length
+        ? 'Postgres statements of handed-back jobs still running at shutdown: their sessions ended, their work rolled back'
+        : 'Postgres statements of handed-back jobs still running at shutdown: not every session could be ended; a statement among them may still commit (the job was handed back, and doing it twice changes nothing)',
+    )
   } catch (err) {
     opts.log.warn({ sessions: pids.length, err: { message: (err as Error).message } }, 'could not end the Postgres sessions still running at shutdown; a statement among them may still commit (the job was handed back, and doing it twice changes nothing)')
   } finally {

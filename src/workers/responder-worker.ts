@@ -239,7 +239,7 @@ export async function drainOrReturn(
   // Closed before the hand-back: a paused worker's fetch still waiting in Redis would take a job
   // handed back at once again. The jobs go back over the connection the workers share (a Redis
   // instance, deps.connection), which their close leaves open.
-  await Promise.all(workers.map(closeForGood))
+  await Promise.allSettled(workers.map(closeForGood))
   await Promise.all(left.map(({ job, token }) => job.moveToWait(token).catch((err: Error) => log.warn({ jobId: job.id, err: { message: err.message } }, 'could not hand a job back; it returns when its lock expires'))))
 }
 

@@ -129,7 +129,11 @@ async function start(): Promise<void> {
     // get the same WORKER_DRAIN_MS before they are handed back (not one drain after another).
     const draining: Array<(until: number) => Promise<void>> = []
     // Settled, not all: one close that fails must not let the shared connection below close under the others' hand-backs.
-    const drainAll = (until: number) => Promise.allSettled(draining.map((close) => close(until)))
+    const drainAll = async (until: number) => {
+      for (const r of await Promise.allSettled(draining.map((close) => close(until)))) {
+        if (r.status === 'rejected') log.warn({ resource: 'workers', err: { message: (r.reason as Error).message } }, 'close failed')
+      }
+    }
     closing.worker.unshift({ name: 'workers', close: () => drainAll(drainDeadline()) })
     const workers = createResponderWorkers({
       db,

@@ -38,6 +38,8 @@ const closers = closing.shared
 const inClosingOrder = (): Closer[] => [...closing.api, ...closing.relay, ...closing.worker, ...closing.shared]
 // When the shutdown began: the Postgres close takes what is left of SHUTDOWN_GRACE_MS from here.
 let stoppingSince: number | undefined
+// When the grace timer fires (performance.now()); closed without a signal (a failed start), from now.
+const graceEndsAt = (): number => (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS
 // Kept back from the grace period for ending the sessions of statements still running, and the exit.
 const PG_END_RESERVE_MS = Math.min(1000, Math.floor(config.SHUTDOWN_GRACE_MS / 4))
 // Kept back before that for handing jobs back (a forced close waits up to about 1.2 s for its blocking connection).
@@ -47,8 +49,7 @@ const HAND_BACK_RESERVE_MS = Math.min(1500, Math.floor(config.SHUTDOWN_GRACE_MS 
  * the hand-back and the Postgres close no longer fit in the grace period, which counts from the
  * signal (the HTTP server and the relay closed first, and may have taken seconds of it).
  */
-const drainDeadline = (): number =>
-  Math.min(performance.now() + config.WORKER_DRAIN_MS, (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS - PG_END_RESERVE_MS - HAND_BACK_RESERVE_MS)
+const drainDeadline = (): number => Math.min(performance.now() + config.WORKER_DRAIN_MS, graceEndsAt() - PG_END_RESERVE_MS - HAND_BACK_RESERVE_MS)
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
 const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
@@ -70,7 +71,7 @@ async function start(): Promise<void> {
     name: 'postgres',
     close: () =>
       closePool(db, pool, {
-        until: (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS - PG_END_RESERVE_MS,
+        until: graceEndsAt() - PG_END_RESERVE_MS,
         terminateMs: PG_END_RESERVE_MS / 2,
         connectionString: config.DATABASE_URL,
         log,

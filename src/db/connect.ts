@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect, type Transaction } from 'kysely'
 import pg from 'pg'
 import { prepareMarkedStatements } from './prepared.js'
 import type { Database } from './schema.js'
+import { withTimeout } from '../lib/timeout.js'
 
 // bigint (int8) ids and counts come back as strings by default; ours fit in a double comfortably.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v))
@@ -102,6 +103,8 @@ export interface ClosePoolOptions {
  * did, before the session ended, or does not; processing is idempotent, so the next worker finds
  * the work done or does it.
  */
+const MAY_STILL_COMMIT = 'a statement among them may still commit (the job was handed back, and doing it twice changes nothing)'
+
 export async function closePool(db: Db, pool: pg.Pool, opts: ClosePoolOptions): Promise<void> {
   const ended = db.destroy().then(() => true)
   const waited = (ms: number) => Promise.race([ended, new Promise<false>((r) => setTimeout(() => r(false), Math.max(0, ms)).unref())])
@@ -124,17 +127,17 @@ export async function closePool(db: Db, pool: pg.Pool, opts: ClosePoolOptions): 
       terminated = rows[0]?.n ?? 0
     })()
     work.catch(() => {})
-    await Promise.race([work, new Promise((_, reject) => setTimeout(() => reject(new Error(`not done within ${opts.terminateMs} ms`)), opts.terminateMs).unref())])
+    await withTimeout(work, opts.terminateMs, `not done within ${opts.terminateMs} ms`)
     // Fewer ended than asked: a session that ended by itself meanwhile, or pids that are not the
     // server's (a pooler such as PgBouncer in between), whose statements run on to their time-out.
     opts.log.warn(
       { sessions: pids.length, terminated, ms: Math.round(performance.now() - startedAt) },
       terminated === pids.length
         ? 'Postgres statements of handed-back jobs still running at shutdown: their sessions ended, their work rolled back'
-        : 'Postgres statements of handed-back jobs still running at shutdown: not every session could be ended; a statement among them may still commit (the job was handed back, and doing it twice changes nothing)',
+        : `Postgres statements of handed-back jobs still running at shutdown: not every session could be ended; ${MAY_STILL_COMMIT}`,
     )
   } catch (err) {
-    opts.log.warn({ sessions: pids.length, err: { message: (err as Error).message } }, 'could not end the Postgres sessions still running at shutdown; a statement among them may still commit (the job was handed back, and doing it twice changes nothing)')
+    opts.log.warn({ sessions: pids.length, err: { message: (err as Error).message } }, `could not end the Postgres sessions still running at shutdown; ${MAY_STILL_COMMIT}`)
   } finally {
     void killer.end().catch(() => {})
   }

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { pendingMigrations } from '../db/migrate.js'
+import { withTimeout } from '../lib/timeout.js'
 
 export interface HealthOptions {
   db: Db
@@ -26,10 +27,6 @@ async function probe(fn: () => Promise<string | undefined>): Promise<z.infer<typ
   } catch (err) {
     return { ok: false, detail: err instanceof Error ? err.message : 'unreachable' }
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref())])
 }
 
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, retryAfterSeconds }) => {

@@ -3,6 +3,7 @@ import type { Db } from '../db/connect.js'
 import { lockCallOfAssignment } from '../assignments/repository.js'
 import type { QueueName } from '../routing/index.js'
 import { resendJobIdFor, type AssignmentJob, type AssignmentQueue } from './queues.js'
+import { withTimeout } from '../lib/timeout.js'
 
 /**
  * Re-sending lost jobs. Once the relay has handed an assignment's job to Redis its outbox row is
@@ -60,13 +61,7 @@ const REASON_TEXT: Record<LostReason, string> = {
   completed: 'completed without offering it',
 }
 
-function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`job states: no answer from Redis within ${ms} ms`)), ms)
-  })
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
-}
+const within = <T>(p: Promise<T>, ms: number): Promise<T> => withTimeout(p, ms, `job states: no answer from Redis within ${ms} ms`)
 
 export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQueue>, opts: ResendOptions): Promise<Resent[]> {
   const now = opts.now ?? new Date()

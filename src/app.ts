@@ -128,8 +128,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerJsonBodyParser(app)
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
+  // Fastify ends the keep-alive connections that are idle when close() starts, and no others: a
+  // request in flight then keeps its connection open after its answer, for keepAliveTimeout (65 s),
+  // and the close waits for it, past the shutdown's grace period (the workers never hand their jobs
+  // back). Answered while closing, it tells the client to go, and the connection ends with it.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id)
+    if (closing) reply.header('connection', 'close')
   })
   registerProblemHandlers(app, config.RETRY_AFTER_SECONDS)
   refuseUnstorableText(app)

@@ -1,8 +1,8 @@
-import http from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
+import { keepAliveClient } from '../helpers/keep-alive-client.js'
 import { eventually, createWorld } from '../helpers/world.js'
 import { slowDown } from '../faults/fixtures/harness.js'
 
@@ -13,30 +13,9 @@ import { slowDown } from '../faults/fixtures/harness.js'
 const world = await createWorld(t)
 await slowDown(world.db, 'slow_ingest', 'call_events', 1, `new.call_id like 'SLOW-%'`)
 const base = await world.app.listen({ port: 0, host: '127.0.0.1' })
-// As a CAD's client: one connection, kept for reuse.
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-t.teardown(() => agent.destroy())
-interface Answer {
-  status: number
-  connection: string | undefined
-  body: string
-}
-const send = (path: string, opts: { method?: string; body?: unknown } = {}) =>
-  new Promise<Answer>((resolve, reject) => {
-    const req = http.request(`${base}${path}`, {
-      agent,
-      method: opts.method ?? 'GET',
-      headers: { authorization: `Bearer ${world.adminKey}`, 'content-type': 'application/json' },
-    })
-    req.on('error', reject)
-    req.on('response', (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
-    })
-    req.end(opts.body === undefined ? undefined : JSON.stringify(opts.body))
-  })
+const client = keepAliveClient(base, world.adminKey)
+t.teardown(() => client.destroy())
+const send = client.send
 
 t.test('a request in flight at close is answered, with Connection: close, and the close does not wait for its connection', async (t) => {
   // A connection already kept alive, idle when the close starts (Fastify ends those itself).

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { AppError, notFound } from '../http/errors.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
-import { canActForAgency, mayReadCall, seesHealthHistory } from '../auth/principal.js'
+import { callReadDetails, callReadGrant, canActForAgency, seesHealthHistory } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
@@ -61,7 +61,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         summary: 'A call with its events, decisions (facts, explanation and trace) and assignments',
         params: z.object({ callId: callIdSchema }),
         description:
-          'Reading a call reads its personal data: every read is recorded in the audit log. A console narrowed to some queues reads a call only when its agency has an assignment on it in one of them (404 otherwise, as for an unknown id); an agency that keeps an assignment on a call handed to another agency still reads it. Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
+          'Reading a call reads its personal data: every read is recorded in the audit log. A console narrowed to some queues reads a call only when its agency has an assignment on it in one of them (404 otherwise, as for an unknown id); an agency that keeps an assignment on a call handed to another agency still reads it, and the audit record of such a read says so (details `via: assignment` and the reading `agency`; the record’s own agency stays the call’s). Consoles that work only police or EMS queues do not see the behavioral-health history facts.',
         response: { 200: callViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },
@@ -70,8 +70,9 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
       const view = await loadCallView(db, req.params.callId)
       // Another agency's call, or one no queue of this console works, does not exist for this key:
       // same answer as an unknown id.
-      if (!view || !mayReadCall(p, view)) throw notFound(`call ${req.params.callId}`)
-      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency })
+      const grant = view && callReadGrant(p, view)
+      if (!view || !grant) throw notFound(`call ${req.params.callId}`)
+      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: callReadDetails(grant) })
       return seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets)
     },
   )

@@ -5,7 +5,7 @@ import { callEventResultSchema, callIdSchema, refuseFarFutureEvent } from '../ca
 import { loadCallView, withoutHealthHistory } from '../calls/view.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
-import { canActForAgency, mayReadCall, seesHealthHistory } from '../auth/principal.js'
+import { callReadDetails, callReadGrant, canActForAgency, seesHealthHistory } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { AppError, notFound } from '../http/errors.js'
@@ -77,8 +77,9 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
     async (req) => {
       const p = principalOf(req)
       const view = await loadCallView(db, req.params.callId)
-      if (!view || !mayReadCall(p, view)) throw notFound(`call ${req.params.callId}`)
-      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido' } })
+      const grant = view && callReadGrant(p, view)
+      if (!view || !grant) throw notFound(`call ${req.params.callId}`)
+      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido', ...callReadDetails(grant) } })
       // The incident type is the code the call routes on, by the rule set that last decided it.
       const latest = view.decisions.at(-1)
       const ruleSet = latest ? await ruleSets.version(latest.ruleSetVersion) : undefined

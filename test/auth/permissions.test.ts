@@ -368,14 +368,14 @@ t.test('a call handed to another agency: the agency that keeps an assignment on 
   t.equal(after.find((a) => a.id === cru.id)?.role, 'support', 'Hastings’s CRU is kept, as support')
   t.ok(after.some((a) => a.queue === 'police' && a.role === 'primary'), 'the sheriff leads')
 
-  const desk = async (agencies: string[], queues?: ('police' | 'cru')[]) => `Bearer ${await world.key('console', { agencies, ...(queues ? { queues } : {}) })}`
+  const desk = async (name: string, agencies: string[], queues?: ('police' | 'cru')[]) => `Bearer ${await world.key('console', { name, agencies, ...(queues ? { queues } : {}) })}`
   const keysOf = {
-    hastingsCru: await desk(['hastings-pd'], ['cru']),
-    hastingsPolice: await desk(['hastings-pd'], ['police']),
-    hastingsConsole: await desk(['hastings-pd']),
+    hastingsCru: await desk('hastings-cru-desk', ['hastings-pd'], ['cru']),
+    hastingsPolice: await desk('hastings-police-desk', ['hastings-pd'], ['police']),
+    hastingsConsole: await desk('hastings-console', ['hastings-pd']),
     hastingsSupervisor: `Bearer ${keys.supervisor}`,
-    dakotaPolice: await desk(['dakota-so'], ['police']),
-    dakotaCru: await desk(['dakota-so'], ['cru']),
+    dakotaPolice: await desk('dakota-police-desk', ['dakota-so'], ['police']),
+    dakotaCru: await desk('dakota-cru-desk', ['dakota-so'], ['cru']),
     rosemount: `Bearer ${keys.otherConsole}`,
   }
   const read = async (authorization: string, format = '') => app.inject({ method: 'GET', url: `/v1/calls/${created.call.callId}${format}`, headers: { authorization } })
@@ -403,4 +403,22 @@ t.test('a call handed to another agency: the agency that keeps an assignment on 
   )
   const audited = await db.selectFrom('audit_log').select(['action', 'agency']).where('target_id', '=', created.call.callId).where('action', '=', 'call.read').execute()
   t.equal(audited.length, 6, 'every read that was answered is audited')
+
+  // The auditor reads who read the sheriff's call through Hastings's assignment, not as the sheriff.
+  const log = await app.inject({ method: 'GET', url: `/v1/audit?action=call.read&targetId=${created.call.callId}`, headers: as('auditor') })
+  t.equal(log.statusCode, 200)
+  const rows = (log.json().items as { actor: string; role: string; agency: string; details: unknown }[]).map((i) => [i.actor, i.role, i.agency, i.details])
+  const viaHastings = { via: 'assignment', agency: 'hastings-pd' }
+  t.same(
+    rows.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    [
+      ['dakota-police-desk', 'console', 'dakota-so', null], // the call's own agency: as before
+      ['hastings-console', 'console', 'dakota-so', viaHastings],
+      ['hastings-cru-desk', 'console', 'dakota-so', viaHastings],
+      ['hastings-cru-desk', 'console', 'dakota-so', viaHastings],
+      ['hastings-cru-desk', 'console', 'dakota-so', { format: 'eido', ...viaHastings }],
+      [rows.find((r) => r[1] === 'supervisor')?.[0], 'supervisor', 'dakota-so', viaHastings],
+    ].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    "a read through an assignment says so and names the reader's agency; the row's agency stays the call's",
+  )
 })

@@ -236,6 +236,8 @@ export interface BatchWrite {
   cancellationTransitions: JsonRow<'assignment_transitions'>[]
   shadow: JsonRow<'shadow_decisions'>[]
   calls: JsonRow<'calls'>[]
+  /** Calls closed by a close dated before their last applied event: only CLOSE_COLUMNS are written. */
+  closes: JsonRow<'calls'>[]
 }
 
 /** The columns a decision sets on its call (everything but the key and the creation time). */
@@ -243,6 +245,9 @@ const CALL_COLUMNS = [
   'agency', 'status', 'nature_code', 'priority', 'flags', 'location', 'caller', 'subject', 'description', 'subject_person_id', 'address_key',
   'dispatcher_override', 'disposition', 'mental_health', 'route', 'decision_id', 'last_occurred_at', 'updated_at', 'closed_at',
 ] as const
+
+/** What a close dated before the call's last applied event sets: the rest of the call is the newer event's. */
+const CLOSE_COLUMNS = ['status', 'disposition', 'mental_health', 'route', 'decision_id', 'updated_at', 'closed_at'] as const
 
 /**
  * Writes everything a batch of events produced in a single statement (data-modifying CTEs): the
@@ -301,6 +306,8 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
     w.shadow,
   )
   add('c', updateRows('calls', 'call_id', CALL_COLUMNS, w.calls), w.calls)
+  // A batch never holds two events of one call (group-commit keys), so no row is in both updates.
+  add('cc', updateRows('calls', 'call_id', CLOSE_COLUMNS, w.closes), w.closes)
   // Prepared: its text takes a few shapes (which parts a batch has), each planned once per connection.
   const { rows } = await prepared(sql<{ n: number }>`with ${sql.join(parts)} select count(*)::int as n from e`).execute(trx)
   return rows[0]!.n

@@ -182,7 +182,7 @@ export function createCallService(deps: CallServiceDeps) {
     const ruleSet = deps.ruleSets.active()
     const shadow = deps.shadow?.current()
     const out = new Array<Applied>(batch.length)
-    const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], roleChangeTransitions: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [] }
+    const w: BatchWrite = { events: [], decisions: [], assignments: [], roleChanges: [], roleChangeTransitions: [], cancellations: [], outbox: [], transitions: [], cancellationTransitions: [], shadow: [], calls: [], closes: [] }
 
     // Serialise the events of one call: the first writer creates the row, everyone locks it, and the
     // rows come back as they were before this batch; repeats come back instead — one round trip.
@@ -205,7 +205,8 @@ export function createCallService(deps: CallServiceDeps) {
       })),
     )
 
-    const live: { k: number; p: Pending; current: LockedCall; isNew: boolean }[] = []
+    // lateClose: a close dated before the call's last applied event (see below).
+    const live: { k: number; p: Pending; current: LockedCall; isNew: boolean; lateClose: boolean }[] = []
     batch.forEach((posted, k) => {
       const repeat = stored.get(posted.event.eventId)
       if (repeat) {
@@ -221,7 +222,13 @@ export function createCallService(deps: CallServiceDeps) {
         return
       }
       // An event older than one already applied, or a second close, is kept for the record only.
-      const stale = !isNew && (new Date(event.occurredAt) < current.last_occurred_at || (current.status === 'closed' && event.type === 'call.closed'))
+      // A first close is the end of the incident whenever it is dated: a CAD's positions disagree on
+      // the time by a second or two, and a close dated just before the last update must not leave
+      // the call open for ever (its CRU place taken, its assignments escalating, no follow-up). It
+      // closes the call, whose details stay those of the newer event.
+      const older = !isNew && new Date(event.occurredAt) < current.last_occurred_at
+      const closing = event.type === 'call.closed'
+      const stale = !isNew && (current.status === 'closed' ? closing || older : older && !closing)
       if (stale) {
         w.events.push(eventRow(p, false, current.decision_id))
         out[k] = { stale: current.decision_id! }
@@ -235,7 +242,7 @@ export function createCallService(deps: CallServiceDeps) {
         }
         return
       }
-      live.push({ k, p, current, isNew })
+      live.push({ k, p, current, isNew, lateClose: older && closing })
     })
 
     const capacities = live.map(({ p }) => cruCapacity(ruleSet.document, p.event.call.agency))
@@ -255,9 +262,11 @@ export function createCallService(deps: CallServiceDeps) {
 
     // CRU assignments the batch's earlier events opened (+) or cancelled (-), per team.
     const cruDelta = new Map<string, number>()
-    live.forEach(({ k, p, current, isNew }, j) => {
+    live.forEach(({ k, p, current, isNew, lateClose }, j) => {
       const { event } = p
       const { call } = event
+      // The agency the call has after this event: a late close leaves it as the newer event set it.
+      const agency = lateClose ? current.agency : call.agency
       const context = contexts[j]!
       const capacity = capacities[j]!
       const team = capacity && cruTeamKey(capacity)
@@ -287,6 +296,11 @@ export function createCallService(deps: CallServiceDeps) {
       const keptRoute = event.type === 'call.closed' && !isNew ? (current.route as RoutingDecision['route']) : null
       const route = keptRoute ?? plan.route ?? decision.route
       const explanation = [
+        ...(lateClose
+          ? [
+              `Close dated ${new Date(event.occurredAt).toISOString()}, before the call's last applied event (${current.last_occurred_at.toISOString()}): it closes the call, whose details stay those of that later event; its disposition is recorded.`,
+            ]
+          : []),
         ...(keptRoute && keptRoute !== decision.route
           ? [`Call closed under route ${keptRoute}, which it keeps; ${decision.override ? 'the closing event\'s dispatcher override' : `of its closing facts alone rule ${decision.ruleId}`} would make it ${decision.route}:`]
           : []),
@@ -310,8 +324,8 @@ export function createCallService(deps: CallServiceDeps) {
         created_at: now,
       })
       for (const a of fresh) {
-        w.assignments.push({ id: a.id, call_id: call.callId, decision_id: decisionId, agency: call.agency, queue: a.queue, role: a.role, status: a.status, due_at: a.dueAt, reserved_until: a.reservedUntil ?? null })
-        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency: call.agency, queue: a.queue, role: a.role }
+        w.assignments.push({ id: a.id, call_id: call.callId, decision_id: decisionId, agency, queue: a.queue, role: a.role, status: a.status, due_at: a.dueAt, reserved_until: a.reservedUntil ?? null })
+        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency, queue: a.queue, role: a.role }
         w.outbox.push({ assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: job, trace_context: p.traceContext })
         w.transitions.push({
           assignment_id: a.id,
@@ -321,7 +335,7 @@ export function createCallService(deps: CallServiceDeps) {
           actor: 'router',
           reason: a.reservedUntil ? `decision ${decision.ruleId}; reserved until ${a.reservedUntil.toISOString()}` : `decision ${decision.ruleId}`,
           // The feed's trigger cannot see assignments created in the same statement, so the writer says.
-          feed_agency: call.agency,
+          feed_agency: agency,
           feed_queue: a.queue,
         })
       }
@@ -352,7 +366,19 @@ export function createCallService(deps: CallServiceDeps) {
         const closed = plan.cancellations.filter((c) => before(c.id).queue === 'cru' && CRU_COUNTED.has(c.from)).length
         if (opened !== closed) cruDelta.set(team, (cruDelta.get(team) ?? 0) + opened - closed)
       }
-      w.calls.push({
+      if (lateClose) {
+        // Only what the close itself says: the call's details, and the time of its latest event, are the newer event's.
+        w.closes.push({
+          call_id: call.callId,
+          status: 'closed',
+          disposition: call.disposition ?? current.disposition,
+          mental_health: mentalHealthCall,
+          route,
+          decision_id: decisionId,
+          updated_at: now,
+          closed_at: now,
+        })
+      } else w.calls.push({
         call_id: call.callId,
         agency: call.agency,
         status: event.type === 'call.closed' ? 'closed' : 'open',

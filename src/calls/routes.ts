@@ -33,7 +33,12 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
           'Stores the event, routes the call and queues its assignments in one transaction. ' +
           'The first post of an eventId answers 201; a repeat with the same body answers 200 with the same decision and writes nothing ' +
           '(keys in any order; occurredAt compared as an instant, so `-06:00` and `Z` spellings of one time are the same body); ' +
-          'the same eventId with a different body is a 409.',
+          'the same eventId with a different body is a 409. ' +
+          "A call's events apply in occurredAt order: one dated before an event already applied is stored and answered 201 with applied: false and the call's current decision, and changes nothing. " +
+          "The exception is the call's first call.closed, the end of the incident: dated before the last applied event (a CAD position's clock a second or two behind), it still closes the call " +
+          "(applied: true: open assignments cancelled, follow-up made, disposition recorded), and the call keeps the details of the later event. " +
+          'A closed call is never re-opened: a call.created or call.updated dated after the close is refused with 409 call-closed and not stored (a new incident needs a new callId), ' +
+          "and a second call.closed, a corrected disposition included, is stored with applied: false and changes nothing (the first close's disposition and follow-up stay).",
         body: callEventSchema,
         response: {
           201: callEventResultSchema.describe('Stored and routed'),

@@ -52,7 +52,12 @@ export const callSchema = z
     description: text(4000).optional().describe('Free text. Personal data: never logged'),
     flags: flagsSchema.default(() => flagsSchema.parse({})),
     dispatcherOverride: z.enum(ROUTES).optional().describe('A dispatcher’s route; wins over every rule and is recorded as such'),
-    disposition: z.string().min(1).max(64).optional().describe('Only on call.closed, e.g. resolved_by_phone'),
+    disposition: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .describe("Only on call.closed, e.g. resolved_by_phone. The first close's disposition is the call's: a later call.closed does not change it (applied: false)"),
   })
   .strict()
 
@@ -133,7 +138,13 @@ export const callEventResultSchema = z
   .object({
     eventId: z.string(),
     callId: z.string(),
-    applied: z.boolean().describe('false when the event was older than one already applied (or repeated a close): stored, but it changed nothing'),
+    applied: z
+      .boolean()
+      .describe(
+        "true: the event changed the call, and `decision` is its own. false: stored for the record, but it changed nothing, and `decision` is the call's current one: " +
+          'an event dated (occurredAt) before one already applied, or a call.closed for a call already closed (a corrected disposition included). ' +
+          "A call's first call.closed is applied whatever its date: dated before the last applied event, it still closes the call (true), whose details stay those of that later event",
+      ),
     decision: decisionSchema,
   })
   .meta({ id: 'CallEventResult' })

@@ -34,7 +34,8 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
         operationId: 'postEido',
         summary: 'Post a NENA EIDO document and get the routing decision',
         description:
-          'Maps the EIDO (NENA-STA-021) onto a call event and ingests it exactly like POST /v1/call-events. ' +
+          'Maps the EIDO (NENA-STA-021) onto a call event and ingests it exactly like POST /v1/call-events, in the order and with the close rules described there ' +
+          '(a Closed document closes the call whatever its lastUpdateTimeStamp; after it, a later document is a 409 call-closed and another Closed one changes nothing). ' +
           'The eventId is derived from the document $id and lastUpdateTimeStamp: the same document again answers 200 with the same decision; ' +
           'the same $id and lastUpdateTimeStamp with different routing content is a 409. Components the service does not read are ignored. ' +
           'Errors name the EIDO component and field, e.g. incidentComponent.incidentTypeCommonRegistryText.',

@@ -177,6 +177,34 @@ t.test('a batch mixes new, stale, closed-call and repeated events: each is answe
   )
 })
 
+t.test('a late close shares a batch with updates and closes of other calls: each call gets what its event says', async (t) => {
+  const { calls, sizes } = service()
+  const late = callEvent({ natureCode: 'EDP' })
+  const updated = callEvent({ natureCode: 'EDP' })
+  const closing = callEvent({ natureCode: 'EDP' })
+  for (const e of [late, updated, closing]) await calls.ingest(e)
+  const plus = (e: { occurredAt: string }, ms: number) => new Date(Date.parse(e.occurredAt) + ms).toISOString()
+  await calls.ingest({ ...late, eventId: `${late.eventId}-u`, type: 'call.updated', occurredAt: plus(late, 60_000), call: { ...late.call, priority: 1 } })
+  sizes.length = 0
+
+  const [a, b, c] = await Promise.all([
+    calls.ingest({ ...late, eventId: `${late.eventId}-c`, type: 'call.closed', occurredAt: plus(late, 58_000), call: { ...late.call, disposition: 'resolved_by_phone' } }),
+    calls.ingest({ ...updated, eventId: `${updated.eventId}-u`, type: 'call.updated', occurredAt: plus(updated, 60_000), call: { ...updated.call, priority: 1 } }),
+    calls.ingest({ ...closing, eventId: `${closing.eventId}-c`, type: 'call.closed', occurredAt: plus(closing, 60_000), call: { ...closing.call, disposition: 'no_contact' } }),
+  ])
+  t.same(sizes, [3], 'one batch')
+  t.ok(a.result.applied && b.result.applied && c.result.applied)
+  const rows = await db
+    .selectFrom('calls')
+    .select(['call_id', 'status', 'priority', 'disposition', 'last_occurred_at'])
+    .where('call_id', 'in', [late.call.callId, updated.call.callId, closing.call.callId])
+    .execute()
+  const row = (id: string) => rows.find((r) => r.call_id === id)!
+  t.match(row(late.call.callId), { status: 'closed', priority: 1, disposition: 'resolved_by_phone', last_occurred_at: new Date(plus(late, 60_000)) }, 'closed, keeping the later update')
+  t.match(row(updated.call.callId), { status: 'open', priority: 1, disposition: null })
+  t.match(row(closing.call.callId), { status: 'closed', priority: 2, disposition: 'no_contact' })
+})
+
 t.test('a repeat whose body names another call is a 409 and creates no call, in a batch with a new event', async (t) => {
   const { calls, sizes } = service()
   const first = callEvent({ natureCode: 'EDP' })

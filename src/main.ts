@@ -166,9 +166,10 @@ async function start(): Promise<void> {
     draining.push((until) => lifecycle.close(until))
     observeWorkers([...workers.workers, lifecycle.worker], metrics)
     workers.start()
-    const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, log })
-    // Not drained by the deadline: it stops after the batch in hand (src/retention/scheduler.ts).
-    draining.push(() => retention.close())
+    const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, drainMs: config.WORKER_DRAIN_MS, log })
+    // The same deadline: the run stops after the batch in hand, and one still running then (a batch
+    // stuck in Postgres) is handed back to its queue, its session ended by the Postgres close.
+    draining.push((until) => retention.close(until))
     observeWorkers([retention.worker], metrics)
     log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
   }

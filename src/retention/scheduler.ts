@@ -1,6 +1,9 @@
-import { Queue, Worker, type ConnectionOptions } from 'bullmq'
+import { performance } from 'node:perf_hooks'
+import { Queue, Worker } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
+import { drainOrReturn, inFlight, inFlightJobs } from '../workers/responder-worker.js'
 import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
 
@@ -16,36 +19,42 @@ const ATTEMPTS = 3
  */
 export async function startRetention(deps: {
   db: Db
-  connection: ConnectionOptions
+  /** A connection, not options: a run handed back at close goes back over it after the worker's forced close (drainOrReturn). */
+  connection: Redis
   prefix: string
   retentionDays: number
   everyMs: number
   /** The first retry's wait after a failed run (doubling after); 1 minute by default. */
   retryMs?: number
+  /** How long close() lets a run finish before handing it back (when not given a deadline). */
+  drainMs?: number
   log: FastifyBaseLogger
 }) {
   const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
   // Aborted at close: a run through a large backlog stops after the batch in hand instead of holding
   // the shutdown (the other workers drain beside it) past SHUTDOWN_GRACE_MS.
   const stopping = new AbortController()
+  // The run in flight, so a close that runs out of time (a batch stuck on a lock) can hand it back.
+  const jobs = inFlightJobs()
   const worker = new Worker(
     QUEUE,
-    async () => {
-      const before = new Date(Date.now() - deps.retentionDays * 86_400_000)
-      const result = await scrubPersonalData(deps.db, before, { signal: stopping.signal })
-      if (result.calls) deps.log.info({ ...result, retentionDays: deps.retentionDays }, 'personal data removed from old calls')
-      // Housekeeping, not personal data: a failure is logged as its own and waits for the next run,
-      // rather than failing the job and running the scrub again.
-      let outboxRows = 0
-      try {
-        outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000), { signal: stopping.signal })
-        if (outboxRows) deps.log.info({ outboxRows, keepDays: OUTBOX_KEEP_DAYS }, 'sent outbox rows of finished assignments deleted')
-      } catch (err) {
-        // The Error itself: the logger keeps its message, code and cause (src/logger.ts), no values.
-        deps.log.warn({ err }, 'outbox prune failed; it runs again at the next interval')
-      }
-      return { ...result, outboxRows }
-    },
+    (job, token) =>
+      inFlight(jobs, job.id ?? '', job, token, async () => {
+        const before = new Date(Date.now() - deps.retentionDays * 86_400_000)
+        const result = await scrubPersonalData(deps.db, before, { signal: stopping.signal })
+        if (result.calls) deps.log.info({ ...result, retentionDays: deps.retentionDays }, 'personal data removed from old calls')
+        // Housekeeping, not personal data: a failure is logged as its own and waits for the next run,
+        // rather than failing the job and running the scrub again.
+        let outboxRows = 0
+        try {
+          outboxRows = await pruneSentOutbox(deps.db, new Date(Date.now() - OUTBOX_KEEP_DAYS * 86_400_000), { signal: stopping.signal })
+          if (outboxRows) deps.log.info({ outboxRows, keepDays: OUTBOX_KEEP_DAYS }, 'sent outbox rows of finished assignments deleted')
+        } catch (err) {
+          // The Error itself: the logger keeps its message, code and cause (src/logger.ts), no values.
+          deps.log.warn({ err }, 'outbox prune failed; it runs again at the next interval')
+        }
+        return { ...result, outboxRows }
+      }),
     { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
   )
   worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
@@ -62,12 +71,19 @@ export async function startRetention(deps: {
     name: 'scrub',
     opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
   })
+  let closing: Promise<void> | undefined
   return {
     worker,
-    async close(): Promise<void> {
+    /**
+     * Bounded like the responder workers: the run stops after the batch in hand, and one that has not
+     * finished by `until` (performance.now(); `drainMs` from now when not given) goes back to the
+     * queue — a batch stuck in Postgres, say, whose session the Postgres close then ends. The scrub
+     * is idempotent: the next run redoes it. Safe to call twice.
+     */
+    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
       stopping.abort()
-      await worker.close()
-      await queue.close()
+      closing ??= drainOrReturn([worker], jobs, until, deps.log).then(() => queue.close())
+      return closing
     },
   }
 }

@@ -1,5 +1,8 @@
 import { performance } from 'node:perf_hooks'
+import { Queue } from 'bullmq'
+import { Redis } from 'ioredis'
 import { sql } from 'kysely'
+import pg from 'pg'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
 import { startService } from '../helpers/service-process.js'
@@ -48,4 +51,86 @@ t.test('SIGTERM during a long retention scrub: the scrub stops after its batch a
   t.ok(ms < GRACE_MS, `within SHUTDOWN_GRACE_MS (${ms} ms)`)
   const done = await scrubbed()
   t.ok(done < CALLS, `the scrub stopped part way (${done} of ${CALLS}); the next run does the rest`)
+})
+
+// A batch statement stuck in Postgres (here on a lock the test holds; a slow disk, a lock held by a
+// session left open), with a statement timeout longer than the grace period: the scrub never reaches
+// the end of its batch, so stopping after it is not enough. Its run gets the workers' drain deadline
+// like any job: handed back to the maintenance queue (the next run redoes it), and the Postgres close
+// ends the stuck session, so no abandoned batch commits later. Without that, the worker role's drain
+// waited for the run, the Postgres close never started and the grace timer killed the process (exit 1).
+t.test('SIGTERM with a scrub batch stuck in Postgres: exit 0 within the grace period, the run handed back, no session left', async (t) => {
+  const DRAIN_MS = 1500
+  const HOLD = 7_001_800 // the advisory lock the test holds
+  const OLD = 5
+  const own = await createWorld(t)
+  const created = callEvent({ natureCode: 'EDP', occurredAt: '2026-01-01T10:00:00Z' })
+  t.equal((await own.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
+  await sql`insert into calls (call_id, agency, status, nature_code, priority, flags, location, caller, subject, description, route, last_occurred_at, created_at, updated_at)
+    select 'OLD-' || g, agency, status, nature_code, priority, flags, location, caller, subject, description, route, last_occurred_at, now() - interval '200 days', now() - interval '200 days'
+    from calls, generate_series(1, ${OLD}) g where call_id = ${created.call.callId}`.execute(own.db)
+  // Every update of the call rows (the scrub's batches) waits while the test holds HOLD.
+  await sql
+    .raw(
+      `create function hold_scrub() returns trigger language plpgsql as $$ begin perform pg_advisory_xact_lock_shared(${HOLD}); return null; end $$;
+       create trigger hold_scrub before update on calls for each statement execute function hold_scrub();`,
+    )
+    .execute(own.db)
+  const holder = new pg.Client({ connectionString: own.databaseUrl })
+  holder.on('error', () => {})
+  await holder.connect()
+  t.teardown(() => holder.end().catch(() => {}))
+  await holder.query('select pg_advisory_lock($1)', [HOLD])
+
+  const inspect = new Redis(own.config.REDIS_URL, { maxRetriesPerRequest: null, lazyConnect: true })
+  inspect.on('error', () => {})
+  const maintenance = new Queue('maintenance', { connection: inspect, prefix: own.prefix })
+  t.teardown(async () => {
+    await maintenance.close().catch(() => {})
+    inspect.disconnect()
+  })
+  // Sessions of the service waiting for the test's lock: the stuck batch.
+  const stuckSessions = async () =>
+    (
+      await sql<{ pid: number }>`select pid from pg_stat_activity
+        where datname = ${own.name} and application_name = 'cad-router' and wait_event_type = 'Lock' and wait_event = 'advisory'`.execute(own.db)
+    ).rows.map((r) => r.pid)
+  const scrubbed = async () => Number((await sql<{ n: number }>`select count(*)::int as n from calls where call_id like 'OLD-%' and caller is null`.execute(own.db)).rows[0]!.n)
+
+  const env = {
+    DATABASE_URL: own.databaseUrl,
+    REDIS_URL: own.config.REDIS_URL,
+    BULLMQ_PREFIX: own.prefix,
+    SHUTDOWN_GRACE_MS: String(GRACE_MS),
+    WORKER_DRAIN_MS: String(DRAIN_MS),
+    // Far longer than the grace period, and no lock timeout of its own: the batch waits all that time.
+    DATABASE_STATEMENT_TIMEOUT_MS: '60000',
+    DATABASE_LOCK_TIMEOUT_MS: '0',
+  }
+  const workerA = await startService(t, { name: 'worker A', roles: 'worker', env })
+  // The first run of the schedule is active, its first batch waiting on the lock.
+  const run = await eventually(async () => {
+    const active = (await maintenance.getActive()).map((j) => j.id)
+    return active.length === 1 && (await stuckSessions()).length >= 1 && active[0]
+  }, 20_000)
+  const stuck = await stuckSessions()
+
+  const signalled = performance.now()
+  const exit = await workerA.kill('SIGTERM')
+  const ms = Math.round(performance.now() - signalled)
+  const left = (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = any(${stuck})`.execute(own.db)).rows[0]!.n
+  const state = await maintenance.getJobState(run!)
+
+  t.same(exit, { code: 0, signal: null }, `exit 0, not by the grace timer (after ${ms} ms)\n${workerA.output()}`)
+  t.ok(ms < GRACE_MS, `within SHUTDOWN_GRACE_MS (${ms} ms)`)
+  t.equal(left, 0, `no session of the worker is left in Postgres (${left} of ${stuck.length}), so the abandoned batch cannot commit later`)
+  t.equal(state, 'waiting', 'the run was handed back to the maintenance queue, not left active')
+  t.equal(await scrubbed(), 0, 'nothing of the stuck batch committed')
+
+  // The lock released, the next worker takes the handed-back run and does the scrub.
+  await holder.query('select pg_advisory_unlock($1)', [HOLD])
+  const workerB = await startService(t, { name: 'worker B', roles: 'worker', env })
+  await eventually(async () => (await scrubbed()) === OLD && (await maintenance.getJobState(run!)) === 'completed', 20_000)
+  t.pass(`the next worker ran the handed-back run (${run}) to the end`)
+  t.ok(workerB.alive(), 'worker B is up')
 })

@@ -1,9 +1,9 @@
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
-import pg from 'pg'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
 import { keepAliveClient } from '../helpers/keep-alive-client.js'
+import { lockGate, stuckStatementEnv } from '../helpers/lock-gate.js'
 import { eventually, say } from '../helpers/world.js'
 import { createFaultWorld, inspectQueues, ledger, ledgerLine, postAll, slowDown, type Posted } from './fixtures/harness.js'
 
@@ -19,30 +19,20 @@ const SLOW_S = 2.5
 const STATEMENT_TIMEOUT_MS = 8000
 const HOLD = 7_001_701 // the advisory lock the test holds
 
-const world = await createFaultWorld(t, {
-  env: {
-    SHUTDOWN_GRACE_MS: String(GRACE_MS),
-    WORKER_DRAIN_MS: String(DRAIN_MS),
-    DATABASE_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS),
-    // No lock timeout of its own: a wait for the test's lock lasts the statement's whole time.
-    DATABASE_LOCK_TIMEOUT_MS: '0',
-  },
-})
+const world = await createFaultWorld(t, { env: stuckStatementEnv({ graceMs: GRACE_MS, drainMs: DRAIN_MS, statementTimeoutMs: STATEMENT_TIMEOUT_MS }) })
 const queues = inspectQueues(t, world)
 await slowDown(world.db, 'slow_ingest', 'call_events', SLOW_S, `new.call_id like 'SLOW-%'`)
-// Every offer a worker writes waits while the test holds HOLD.
+// Every offer a worker writes waits while the gate is shut.
+const gate = await lockGate(t, world.db, { name: world.name, url: world.databaseUrl }, HOLD)
 await sql
   .raw(
     `create function hold_offers() returns trigger language plpgsql as $$ begin
-       if new.actor like 'worker:%' then perform pg_advisory_xact_lock_shared(${HOLD}); end if;
+       if new.actor like 'worker:%' then ${gate.wait}; end if;
        return new;
      end $$;
      create trigger hold_offers before insert on assignment_transitions for each row execute function hold_offers();`,
   )
   .execute(world.db)
-const holder = new pg.Client({ connectionString: world.databaseUrl })
-await holder.connect()
-t.teardown(() => holder.end())
 
 const [relay, a] = await Promise.all([world.service('relay', 'relay'), world.service('A (api, worker)', 'api,worker')])
 const client = keepAliveClient(a.url, world.adminKey)
@@ -50,15 +40,13 @@ t.teardown(() => client.destroy())
 
 t.test('SIGTERM with a slow request in flight and a job stuck: the request is answered, the job handed back, exit 0 within the grace period', async (t) => {
   const start = Date.now()
-  await holder.query('select pg_advisory_lock($1)', [HOLD])
+  await gate.shut()
   // A responder job, stuck on its offer.
   const stuckEvent = callEvent({ dispatcherOverride: 'cru' })
   const posted: Posted[] = await postAll([stuckEvent], { target: () => a.url, adminKey: world.adminKey, concurrency: 1, retryForMs: 10_000 })
   const stuckJobs = await eventually(async () => {
     const active = await queues.activeIds()
-    const waiting = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-      where datname = ${world.name} and application_name = 'cad-router' and wait_event_type = 'Lock' and wait_event = 'advisory'`.execute(world.db)
-    return active.length > 0 && waiting.rows[0]!.n > 0 && active
+    return active.length > 0 && (await gate.waiting()).length > 0 && active
   }, 15_000)
 
   // The CAD's request, on a connection it keeps: its insert sleeps in Postgres.
@@ -74,12 +62,10 @@ t.test('SIGTERM with a slow request in flight and a job stuck: the request is an
   const ms = Math.round(performance.now() - signalled)
   const answeredMs = Math.round(res.at - signalled)
   const jobStates = await Promise.all(stuckJobs.map((id) => queues.stateOf(id)))
-  const left = (
-    await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where datname = ${world.name} and application_name = 'cad-router' and wait_event = 'advisory'`.execute(world.db)
-  ).rows[0]!.n
+  const left = (await gate.waiting()).length
 
   // The next worker takes what was handed back.
-  await holder.query('select pg_advisory_unlock($1)', [HOLD])
+  await gate.open()
   const b = await world.service('worker B', 'worker')
   posted.push({ event: slowEvent, attempts: [], decisionIds: new Set() })
   const l = await eventually(async () => {

@@ -2,10 +2,10 @@ import { performance } from 'node:perf_hooks'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { sql } from 'kysely'
-import pg from 'pg'
 import t from 'tap'
 import { LIFECYCLE_QUEUE, ackDeadlineJobId } from '../../src/queue/lifecycle.js'
 import { callEvent } from '../helpers/events.js'
+import { lockGate, stuckStatementEnv } from '../helpers/lock-gate.js'
 import { eventually, say } from '../helpers/world.js'
 import { createFaultWorld, inspectQueues, ledger, ledgerLine, postAll, type Posted } from './fixtures/harness.js'
 
@@ -23,11 +23,7 @@ const HOLD = 7_001_700 // the advisory lock the test holds
 
 const world = await createFaultWorld(t, {
   env: {
-    SHUTDOWN_GRACE_MS: String(GRACE_MS),
-    WORKER_DRAIN_MS: String(DRAIN_MS),
-    DATABASE_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS),
-    // No lock timeout of its own: a wait for the test's lock lasts the statement's whole time.
-    DATABASE_LOCK_TIMEOUT_MS: '0',
+    ...stuckStatementEnv({ graceMs: GRACE_MS, drainMs: DRAIN_MS, statementTimeoutMs: STATEMENT_TIMEOUT_MS }),
     // Only case management escalates (to CRU, which does not): one deadline job, one escalation.
     ACK_DEADLINES: 'case_management=1',
   },
@@ -41,21 +37,19 @@ t.teardown(async () => {
   lifecycleConnection.disconnect()
 })
 
-// Every transition a worker writes (an offer, an escalation) waits while the test holds HOLD.
+// Every transition a worker writes (an offer, an escalation) waits while the gate is shut.
+const gate = await lockGate(t, world.db, { name: world.name, url: world.databaseUrl }, HOLD)
 await sql
   .raw(
     `create function hold_worker_writes() returns trigger language plpgsql as $$ begin
        if new.actor like 'worker:%' or new.actor in ('system:ack-deadline', 'system:lifecycle-sweep') then
-         perform pg_advisory_xact_lock_shared(${HOLD});
+         ${gate.wait};
        end if;
        return new;
      end $$;
      create trigger hold_worker_writes before insert on assignment_transitions for each row execute function hold_worker_writes();`,
   )
   .execute(world.db)
-const holder = new pg.Client({ connectionString: world.databaseUrl })
-await holder.connect()
-t.teardown(() => holder.end())
 
 const [api, workerA] = await Promise.all([world.service('api+relay', 'api,relay'), world.service('worker A', 'worker')])
 const post = (event: ReturnType<typeof callEvent>) => postAll([event], { target: () => api.url, adminKey: world.adminKey, concurrency: 1, retryForMs: 10_000 })
@@ -67,13 +61,6 @@ const offersOf = async (callId: string) =>
     await sql<{ id: string; queue: string; offers: number }>`select a.id, a.queue, (select count(*)::int from assignment_transitions t where t.assignment_id = a.id and t.to_status = 'offered' and t.actor like 'worker:%') as offers
       from assignments a join decisions d on d.id = a.decision_id where d.call_id = ${callId} order by a.created_at, a.queue`.execute(world.db)
   ).rows
-// Sessions of the service waiting for the test's lock: the stuck statements.
-const stuckSessions = async () =>
-  (
-    await sql<{ pid: number }>`select pid from pg_stat_activity
-      where datname = ${world.name} and application_name = 'cad-router' and wait_event_type = 'Lock' and wait_event = 'advisory'`.execute(world.db)
-  ).rows.map((r) => r.pid)
-
 t.test('SIGTERM with a responder job and a lifecycle job stuck in Postgres: exit 0 within the grace period, both handed back, done once by the next worker', async (t) => {
   const start = Date.now()
   // A: a case-management assignment (and its CRU support), offered with a one-second deadline.
@@ -87,28 +74,28 @@ t.test('SIGTERM with a responder job and a lifecycle job stuck in Postgres: exit
   t.ok(caseManagement, `A has a case-management assignment (${a.map((r) => r.queue).join(', ')})`)
 
   // Now hold every worker write. B's offer waits; so does A's escalation when its deadline comes.
-  await holder.query('select pg_advisory_lock($1)', [HOLD])
+  await gate.shut()
   const eventB = callEvent({ dispatcherOverride: 'cru' })
   const postedB = await post(eventB)
   const deadlineJob = ackDeadlineJobId(caseManagement.id)
   const responderJobs = await eventually(async () => {
     const active = await queues.activeIds()
     const lifecycleActive = (await lifecycle.getActive()).map((j) => j.id)
-    return active.length > 0 && lifecycleActive.includes(deadlineJob) && (await stuckSessions()).length >= 2 && active
+    return active.length > 0 && lifecycleActive.includes(deadlineJob) && (await gate.waiting()).length >= 2 && active
   }, 15_000)
-  const stuck = await stuckSessions()
+  const stuck = await gate.waiting()
 
   const signalled = performance.now()
   const exit = await workerA.kill('SIGTERM')
   const ms = Math.round(performance.now() - signalled)
   // What the process left behind: its stuck statements' sessions, and where its jobs are now.
-  const left = (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = any(${stuck})`.execute(world.db)).rows[0]!.n
+  const left = await gate.left(stuck)
   const responderStates = await Promise.all(responderJobs.map((id) => queues.stateOf(id)))
   const deadlineState = await lifecycle.getJobState(deadlineJob)
   const stalledHere = await queues.stalledIds()
 
   // Release the lock; the next worker takes what was handed back.
-  await holder.query('select pg_advisory_unlock($1)', [HOLD])
+  await gate.open()
   const workerB = await world.service('worker B', 'worker')
   const posted: Posted[] = [...postedA, ...postedB]
   const done = async () => {

@@ -2,9 +2,9 @@ import { performance } from 'node:perf_hooks'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { sql } from 'kysely'
-import pg from 'pg'
 import t from 'tap'
 import { callEvent } from '../helpers/events.js'
+import { lockGate, stuckStatementEnv } from '../helpers/lock-gate.js'
 import { startService } from '../helpers/service-process.js'
 import { createWorld, eventually } from '../helpers/world.js'
 
@@ -69,18 +69,15 @@ t.test('SIGTERM with a scrub batch stuck in Postgres: exit 0 within the grace pe
   await sql`insert into calls (call_id, agency, status, nature_code, priority, flags, location, caller, subject, description, route, last_occurred_at, created_at, updated_at)
     select 'OLD-' || g, agency, status, nature_code, priority, flags, location, caller, subject, description, route, last_occurred_at, now() - interval '200 days', now() - interval '200 days'
     from calls, generate_series(1, ${OLD}) g where call_id = ${created.call.callId}`.execute(own.db)
-  // Every update of the call rows (the scrub's batches) waits while the test holds HOLD.
+  // Every update of the call rows (the scrub's batches) waits while the gate is shut.
+  const gate = await lockGate(t, own.db, { name: own.name, url: own.databaseUrl }, HOLD)
   await sql
     .raw(
-      `create function hold_scrub() returns trigger language plpgsql as $$ begin perform pg_advisory_xact_lock_shared(${HOLD}); return null; end $$;
+      `create function hold_scrub() returns trigger language plpgsql as $$ begin ${gate.wait}; return null; end $$;
        create trigger hold_scrub before update on calls for each statement execute function hold_scrub();`,
     )
     .execute(own.db)
-  const holder = new pg.Client({ connectionString: own.databaseUrl })
-  holder.on('error', () => {})
-  await holder.connect()
-  t.teardown(() => holder.end().catch(() => {}))
-  await holder.query('select pg_advisory_lock($1)', [HOLD])
+  await gate.shut()
 
   const inspect = new Redis(own.config.REDIS_URL, { maxRetriesPerRequest: null, lazyConnect: true })
   inspect.on('error', () => {})
@@ -89,36 +86,26 @@ t.test('SIGTERM with a scrub batch stuck in Postgres: exit 0 within the grace pe
     await maintenance.close().catch(() => {})
     inspect.disconnect()
   })
-  // Sessions of the service waiting for the test's lock: the stuck batch.
-  const stuckSessions = async () =>
-    (
-      await sql<{ pid: number }>`select pid from pg_stat_activity
-        where datname = ${own.name} and application_name = 'cad-router' and wait_event_type = 'Lock' and wait_event = 'advisory'`.execute(own.db)
-    ).rows.map((r) => r.pid)
   const scrubbed = async () => Number((await sql<{ n: number }>`select count(*)::int as n from calls where call_id like 'OLD-%' and caller is null`.execute(own.db)).rows[0]!.n)
 
   const env = {
     DATABASE_URL: own.databaseUrl,
     REDIS_URL: own.config.REDIS_URL,
     BULLMQ_PREFIX: own.prefix,
-    SHUTDOWN_GRACE_MS: String(GRACE_MS),
-    WORKER_DRAIN_MS: String(DRAIN_MS),
-    // Far longer than the grace period, and no lock timeout of its own: the batch waits all that time.
-    DATABASE_STATEMENT_TIMEOUT_MS: '60000',
-    DATABASE_LOCK_TIMEOUT_MS: '0',
+    ...stuckStatementEnv({ graceMs: GRACE_MS, drainMs: DRAIN_MS, statementTimeoutMs: 60_000 }),
   }
   const workerA = await startService(t, { name: 'worker A', roles: 'worker', env })
   // The first run of the schedule is active, its first batch waiting on the lock.
   const run = await eventually(async () => {
     const active = (await maintenance.getActive()).map((j) => j.id)
-    return active.length === 1 && (await stuckSessions()).length >= 1 && active[0]
+    return active.length === 1 && (await gate.waiting()).length >= 1 && active[0]
   }, 20_000)
-  const stuck = await stuckSessions()
+  const stuck = await gate.waiting()
 
   const signalled = performance.now()
   const exit = await workerA.kill('SIGTERM')
   const ms = Math.round(performance.now() - signalled)
-  const left = (await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = any(${stuck})`.execute(own.db)).rows[0]!.n
+  const left = await gate.left(stuck)
   const state = await maintenance.getJobState(run!)
 
   t.same(exit, { code: 0, signal: null }, `exit 0, not by the grace timer (after ${ms} ms)\n${workerA.output()}`)
@@ -128,7 +115,7 @@ t.test('SIGTERM with a scrub batch stuck in Postgres: exit 0 within the grace pe
   t.equal(await scrubbed(), 0, 'nothing of the stuck batch committed')
 
   // The lock released, the next worker takes the handed-back run and does the scrub.
-  await holder.query('select pg_advisory_unlock($1)', [HOLD])
+  await gate.open()
   const workerB = await startService(t, { name: 'worker B', roles: 'worker', env })
   await eventually(async () => (await scrubbed()) === OLD && (await maintenance.getJobState(run!)) === 'completed', 20_000)
   t.pass(`the next worker ran the handed-back run (${run}) to the end`)

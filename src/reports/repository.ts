@@ -81,13 +81,21 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
   // fired — or would have, had a dispatcher not overridden it — since a rule set may name more
   // (the default's `safety` holds DVNA, BOMB…). Asked of mental-health calls alone, the only ones
   // capture counts; a call without a decision (none is, once ingested) is judged by its own code.
+  // A late close (a call.closed dated before the call's last applied event) closes the call but
+  // leaves it the details of that later event, and its own decision saw the close's older ones:
+  // the call is judged by the decision before it, the one that saw the details the call keeps.
+  const detailsDecision = sql`coalesce((
+      select (select p.id from decisions p where p.call_id = c.call_id and p.id <> cd.id order by p.created_at desc, p.id desc limit 1)
+      from decisions cd join call_events ce on ce.event_id = cd.event_id
+      where cd.id = c.decision_id and ce.type = 'call.closed' and ce.occurred_at < c.last_occurred_at
+    ), c.decision_id)`
   const safety = sql`case
     when not c.mental_health then false
     when ${safetyFlags} then true
     else coalesce((
       select (d.rule_set_version, coalesce(d.outcome->'override'->>'overriddenRuleId', d.rule_id)) in (select version, rule_id from p1)
         or coalesce(d.outcome->'derived'->>'natureCode', d.facts->>'natureCode') in (${safetyCodes})
-      from decisions d where d.id = c.decision_id
+      from decisions d where d.id = ${detailsDecision}
     ), c.nature_code in (${safetyCodes}))
   end`
   // Every assignment, transition and decision of a call is written at or after the call itself.

@@ -108,7 +108,8 @@ export interface CallContext {
   caseManagerActive: boolean
   /** Open CRU assignments of other calls counting against `capacity`; undefined without one. */
   openCru: number | undefined
-  assignments: ExistingAssignment[]
+  /** The call's assignments, each with the agency that holds it (whose CRU team it counts against). */
+  assignments: (ExistingAssignment & { agency: string })[]
 }
 
 /**
@@ -131,7 +132,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
     cap_except: q.capacity?.except ?? null,
     with_assignments: q.assignments,
   }))
-  const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: ExistingAssignment[] | null }>`
+  const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: (ExistingAssignment & { agency: string })[] | null }>`
     select u.i,
       case when u.person is null then 0 else
         (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since and c.created_at < coalesce(u.until, 'infinity')) end as subject,
@@ -146,7 +147,7 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
         else
           (select count(*) from assignments a where ${OPEN_CRU} and a.call_id <> u.call_id and a.agency = any(u.cap_agencies)) end as open_cru,
       case when u.with_assignments then
-        (select coalesce(json_agg(json_build_object('id', a.id, 'queue', a.queue, 'role', a.role, 'status', a.status) order by a.seq), '[]')
+        (select coalesce(json_agg(json_build_object('id', a.id, 'queue', a.queue, 'role', a.role, 'status', a.status, 'agency', a.agency) order by a.seq), '[]')
            from assignments a where a.call_id = u.call_id) end as assignments
     from json_to_recordset(${JSON.stringify(input)}::json)
       as u(i int, call_id text, person text, addr text, since timestamptz, until timestamptz, exclude text[], cap_agencies text[], cap_except boolean, with_assignments boolean)

@@ -361,10 +361,18 @@ export function createCallService(deps: CallServiceDeps) {
           reason: `call closed${call.disposition ? ` (${call.disposition})` : ''}`,
         })
       }
+      const count = (key: string, n: number) => cruDelta.set(key, (cruDelta.get(key) ?? 0) + n)
       if (team) {
         const opened = fresh.filter((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status)).length
-        const closed = plan.cancellations.filter((c) => before(c.id).queue === 'cru' && CRU_COUNTED.has(c.from)).length
-        if (opened !== closed) cruDelta.set(team, (cruDelta.get(team) ?? 0) + opened - closed)
+        if (opened) count(team, opened)
+      }
+      // A cancelled CRU assignment gives its place back to the team of the agency that holds it (the
+      // one the counts go by), not the close's: a call handed to another agency keeps its assignments
+      // with the agency that took them, and a close dated before the hand-over names the one before.
+      for (const c of plan.cancellations) {
+        const b = before(c.id)
+        const held = b.queue === 'cru' && CRU_COUNTED.has(c.from) ? cruCapacity(ruleSet.document, b.agency) : null
+        if (held) count(cruTeamKey(held), -1)
       }
       if (lateClose) {
         // Only what the close itself says: the call's details, and the time of its latest event, are the newer event's.

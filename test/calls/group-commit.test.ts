@@ -303,6 +303,42 @@ t.test('CRU capacity is counted exactly inside a batch', async (t) => {
   t.same([a.result.decision.route, b.result.decision.route].sort(), ['cru', 'police'], 'the last place goes to one call only')
 })
 
+t.test("a close gives back the CRU place of the team its CRU assignment counts against, whatever agency the close names", async (t) => {
+  // Two pilot cities, each with one CRU place of its own.
+  const doc = defaultDocument() as Omit<ReturnType<typeof defaultDocument>, 'cru'> & { cru: Record<string, unknown> }
+  doc.version = (await db.selectFrom('rule_sets').select((eb) => eb.fn.max('version').as('v')).executeTakeFirstOrThrow()).v + 1
+  doc.cru = { '*': { schedule: 'always' }, 'apple-valley-pd': { schedule: 'always', maxOpenAssignments: 1 }, 'west-st-paul-pd': { schedule: 'always', maxOpenAssignments: 1 } }
+  t.equal((await app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
+  t.equal((await app.inject({ method: `POST`, url: `/v1/rule-sets/${doc.version}/activate`, payload: { reason: 'one place each' } })).statusCode, 200)
+  t.teardown(async () => void (await app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
+
+  const { calls, sizes } = service()
+  const crisis = (agency: string, i: Parameters<typeof callEvent>[0] = {}) => callEvent({ agency, natureCode: 'EDP', flags: { mentalHealth: true }, ...i })
+  const plus = (e: { occurredAt: string }, ms: number) => new Date(Date.parse(e.occurredAt) + ms).toISOString()
+  // Apple Valley's place is taken.
+  t.equal((await calls.ingest(crisis('apple-valley-pd'))).result.decision.route, 'cru')
+  // A noise call in Apple Valley that West St. Paul takes over as a crisis: CRU, West St. Paul's place.
+  const noise = callEvent({ agency: 'apple-valley-pd', natureCode: 'NOISE' })
+  t.equal((await calls.ingest(noise)).result.decision.route, 'police')
+  const moved = crisis('west-st-paul-pd', { type: 'call.updated', callId: noise.call.callId, occurredAt: plus(noise, 60_000) })
+  t.equal((await calls.ingest(moved)).result.decision.route, 'co_response', 'police stay primary, CRU beside them')
+  const cru = await db.selectFrom('assignments').select('agency').where('call_id', '=', noise.call.callId).where('queue', '=', 'cru').executeTakeFirstOrThrow()
+  t.equal(cru.agency, 'west-st-paul-pd')
+
+  // Apple Valley's position closes it, two seconds behind the transfer; a new Apple Valley crisis in the same batch.
+  sizes.length = 0
+  const [closed, next] = await Promise.all([
+    calls.ingest({ ...noise, eventId: `${noise.eventId}-c`, type: 'call.closed', occurredAt: plus(noise, 58_000), call: { ...noise.call, disposition: 'no_contact' } }),
+    calls.ingest(crisis('apple-valley-pd')),
+  ])
+  t.same(sizes, [2], 'one batch')
+  t.equal(closed.result.applied, true)
+  t.equal(next.result.decision.route, 'police', "Apple Valley's one place is still taken: the close gave back West St. Paul's")
+  t.match(next.result.decision.fallback, { reason: /CRU at capacity for apple-valley-pd/ })
+  const open = await db.selectFrom('assignments').select((eb) => eb.fn.countAll<string>().as('n')).where('agency', '=', 'apple-valley-pd').where('queue', '=', 'cru').where('status', 'in', ['queued', 'offered', 'acknowledged', 'accepted']).executeTakeFirstOrThrow()
+  t.equal(Number(open.n), 1, 'Apple Valley holds no more CRU calls than its one place')
+})
+
 t.test('a deadlock or serialisation failure is retried, not answered with an error', async (t) => {
   // Fails the first decision insert with SQLSTATE 40001; a sequence, unlike a table, keeps counting through the rollback.
   await sql`create sequence fail_once`.execute(db)

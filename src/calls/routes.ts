@@ -37,7 +37,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
           "A call's events apply in occurredAt order: one dated before an event already applied is stored and answered 201 with applied: false and the call's current decision, and changes nothing. " +
           "The exception is the call's first call.closed, the end of the incident: dated before the last applied event (a CAD position's clock a second or two behind), it still closes the call " +
           "(applied: true: open assignments cancelled, follow-up made, disposition recorded), and the call keeps the details of the later event. " +
-          'A closed call is never re-opened: a call.created or call.updated dated after the close is refused with 409 call-closed and not stored (a new incident needs a new callId), ' +
+          'A closed call is never re-opened: a call.created or call.updated dated after the close (after the later event whose details a late-closed call kept) is refused with 409 call-closed and not stored (a new incident needs a new callId), one dated before that is applied: false, ' +
           "and a second call.closed, a corrected disposition included, is stored with applied: false and changes nothing (the first close's disposition and follow-up stay).",
         body: callEventSchema,
         response: {

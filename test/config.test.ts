@@ -51,6 +51,15 @@ t.test("every setting is in the README's Configuration table", async (t) => {
     [],
     'each has its row',
   )
+  // And the other way: no row for a setting that no longer exists.
+  const table = readme.slice(readme.indexOf('\n## Configuration\n'), readme.indexOf('\n## ', readme.indexOf('\n## Configuration\n') + 1))
+  const rows = [...table.matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1])
+  t.ok(rows.length >= SETTING_NAMES.length, `${rows.length} rows`)
+  t.same(
+    rows.filter((n) => !(SETTING_NAMES as readonly string[]).includes(n!)),
+    [],
+    'each row is a setting',
+  )
 })
 
 t.test('the service started with a bad setting names it and exits with 2, without a stack trace', async (t) => {

@@ -8,8 +8,8 @@ import { withTimeout } from '../lib/timeout.js'
 /**
  * Re-sending lost jobs. Once the relay has handed an assignment's job to Redis its outbox row is
  * marked sent, and only the job can move the assignment from `queued` to `offered`. A job can still
- * end without doing so: it fails for good (its worker died twice — BullMQ's maxStalledCount — or it
- * ran out of attempts), or Redis loses it (restarted without an append-only file, flushed). Nothing
+ * end without doing so: it fails for good (it stalled more often than maxStalledCount allows — 3 here,
+ * MAX_STALLED_COUNT — or it ran out of attempts), or Redis loses it (restarted without an append-only file, flushed). Nothing
  * else looks at a queued assignment — acknowledgement deadlines start at the offer — so it would wait
  * forever. This sweep finds assignments still queued long after their latest outbox row was sent
  * whose job BullMQ no longer has to run, and writes a new outbox row for each with a new job id

@@ -23,6 +23,8 @@ export interface ServiceOptions {
   port?: number
   /** How long start() waits for the process to be ready. */
   readyMs?: number
+  /** Ready once the process has logged a message containing this (instead of the roles' own signs). */
+  readyOn?: string
 }
 
 export interface Exit {
@@ -141,14 +143,13 @@ export async function startService(t: Tap, opts: ServiceOptions): Promise<Servic
     await exited
   })
 
-  const wanted = [
-    ...(opts.roles.includes('worker') && !hasApi ? ['workers started'] : []),
-    ...(opts.roles.includes('relay') && !hasApi ? ['outbox relay started'] : []),
-  ]
+  const wanted = opts.readyOn
+    ? [opts.readyOn]
+    : [...(opts.roles.includes('worker') && !hasApi ? ['workers started'] : []), ...(opts.roles.includes('relay') && !hasApi ? ['outbox relay started'] : [])]
   const deadline = performance.now() + (opts.readyMs ?? 60_000)
   for (;;) {
     if (!alive()) throw new Error(`${opts.name} exited before it was ready:\n${proc.output()}`)
-    if (hasApi ? await answersReady(proc.url) : wanted.every((w) => [...started].some((m) => m.includes(w)))) return proc
+    if (hasApi && !opts.readyOn ? await answersReady(proc.url) : wanted.every((w) => [...started].some((m) => m.includes(w)))) return proc
     if (performance.now() > deadline) {
       child.kill('SIGKILL')
       throw new Error(`${opts.name} not ready within ${opts.readyMs ?? 60_000} ms:\n${proc.output()}`)

@@ -12,12 +12,7 @@ const SCHEDULER_ID = 'retention-scrub'
 /** A run that fails (Postgres away, a statement time-out) goes again this many times in all before the next interval. */
 const ATTEMPTS = 3
 
-/**
- * Runs the retention scrub, and the pruning of sent outbox rows, on a BullMQ job scheduler (every
- * hour by default): one schedule however many worker processes run, and it survives restarts because
- * it lives in Redis.
- */
-export async function startRetention(deps: {
+export interface RetentionDeps {
   db: Db
   /** A connection, not options: a run handed back at close goes back over it after the worker's forced close (drainOrReturn). */
   connection: Redis
@@ -29,7 +24,21 @@ export async function startRetention(deps: {
   /** How long close() lets a run finish before handing it back (when not given a deadline). */
   drainMs?: number
   log: FastifyBaseLogger
-}) {
+}
+
+/** createRetention, running. */
+export async function startRetention(deps: RetentionDeps) {
+  const retention = await createRetention(deps)
+  retention.start()
+  return retention
+}
+
+/**
+ * Runs the retention scrub, and the pruning of sent outbox rows, on a BullMQ job scheduler (every
+ * hour by default): one schedule however many worker processes run, and it survives restarts because
+ * it lives in Redis. Takes no job until start(): src/main.ts starts its workers together.
+ */
+export async function createRetention(deps: RetentionDeps) {
   const queue = new Queue(QUEUE, { connection: deps.connection, prefix: deps.prefix })
   // Aborted at close: a run through a large backlog stops after the batch in hand instead of holding
   // the shutdown (the other workers drain beside it) past SHUTDOWN_GRACE_MS.
@@ -55,7 +64,7 @@ export async function startRetention(deps: {
         }
         return { ...result, outboxRows }
       }),
-    { connection: deps.connection, prefix: deps.prefix, concurrency: 1 },
+    { connection: deps.connection, prefix: deps.prefix, concurrency: 1, autorun: false },
   )
   worker.on('error', (err) => deps.log.warn({ err: { message: err.message } }, 'retention worker error'))
   // Personal data kept past its time is a failure someone must see: each failed run is logged.
@@ -74,6 +83,9 @@ export async function startRetention(deps: {
   let closing: Promise<void> | undefined
   return {
     worker,
+    start(): void {
+      void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'retention worker stopped'))
+    },
     /**
      * Bounded like the responder workers: the run stops after the batch in hand, and one that has not
      * finished by `until` (performance.now(); `drainMs` from now when not given) goes back to the

@@ -88,7 +88,18 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
   return { escalated, offered, overdue }
 }
 
+/** The lifecycle worker, running. */
 export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
+  const lifecycle = await createLifecycleWorker(deps)
+  lifecycle.start()
+  return lifecycle
+}
+
+/**
+ * The lifecycle worker with its sweep scheduled, taking no jobs until start(): src/main.ts starts
+ * its workers together, once no shutdown can have begun without them.
+ */
+export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
   const jobs = inFlightJobs()
   const worker = new Worker<LifecycleJob, unknown, string>(
     LIFECYCLE_QUEUE,
@@ -127,10 +138,12 @@ export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
       .catch(() => {}) // Redis down: the next check retries
   }, deps.sweepEveryMs)
   watchdog.unref()
-  void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'lifecycle worker stopped'))
   let closing: Promise<void> | undefined
   return {
     worker,
+    start(): void {
+      void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'lifecycle worker stopped'))
+    },
     /** Bounded like the responder workers: what does not finish by `until` goes back to the queue. */
     close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
       clearInterval(watchdog)
@@ -169,4 +182,4 @@ async function processLifecycleJob(deps: LifecycleWorkerDeps, job: Job<Lifecycle
   return outcome
 }
 
-export type LifecycleWorker = Awaited<ReturnType<typeof startLifecycleWorker>>
+export type LifecycleWorker = Awaited<ReturnType<typeof createLifecycleWorker>>

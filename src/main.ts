@@ -14,9 +14,9 @@ import { createLifecycleQueue } from './queue/lifecycle.js'
 import { createQueues } from './queue/queues.js'
 import { createRedis, whenReady } from './queue/redis.js'
 import { createRuleSetRegistry } from './rule-sets/registry.js'
-import { startLifecycleWorker } from './workers/lifecycle-worker.js'
+import { createLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
-import { startRetention } from './retention/scheduler.js'
+import { createRetention } from './retention/scheduler.js'
 import { startTracing } from './telemetry/tracing.js'
 
 /**
@@ -38,6 +38,9 @@ const closers = closing.shared
 const inClosingOrder = (): Closer[] => [...closing.api, ...closing.relay, ...closing.worker, ...closing.shared]
 // When the shutdown began: the Postgres close takes what is left of SHUTDOWN_GRACE_MS from here.
 let stoppingSince: number | undefined
+// The shutdown closes what was registered when it began. start() goes on meanwhile, so it checks
+// this after each wait: from then on it makes nothing more, and closes what the wait gave it.
+const stopping = (): boolean => stoppingSince !== undefined
 // When the grace timer fires (performance.now()); closed without a signal (a failed start), from now.
 const graceEndsAt = (): number => (stoppingSince ?? performance.now()) + config.SHUTDOWN_GRACE_MS
 // Kept back from the grace period for ending the sessions of statements still running, and the exit.
@@ -60,6 +63,7 @@ async function start(): Promise<void> {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
   const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS)
   const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
+  if (stopping()) return
   const pool = createPool({
     connectionString: config.DATABASE_URL,
     max: config.DATABASE_POOL_SIZE,
@@ -83,24 +87,31 @@ async function start(): Promise<void> {
   const notifications = createNotifications({ databaseUrl: config.DATABASE_URL, applicationName: LISTEN_APPLICATION_NAME, log })
   closers.unshift({ name: 'postgres (listen)', close: () => notifications.close() })
   if (config.ADMIN_API_KEY && (await ensureBootstrapKey(db, config.ADMIN_API_KEY))) log.info('admin key from ADMIN_API_KEY stored')
+  if (stopping()) return
 
   // The API first: ingest needs only Postgres, so it serves while the workers below still wait for
   // a Redis that is down (their schedules are written to it before they start).
   if (roles.has('api')) {
     const probe = createRedis(config.REDIS_URL, 'probe', log)
+    closing.api.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
     const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
+    if (stopping()) return ruleSets.close()
     closing.api.unshift({ name: 'rule sets', close: () => ruleSets.close() })
     const app = await buildApp({ config, db, redis: probe, ruleSets, notifications, logger: log, metrics, ...(tracing ? { tracing } : {}) })
+    // Listening only when no shutdown began meanwhile: its close is registered just after.
+    if (stopping()) return app.close()
     await app.listen({ port: config.PORT, host: config.HOST })
-    closing.api.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
+    if (stopping()) return app.close()
     closing.api.unshift({ name: 'http', close: () => app.close() })
     log.info({ ruleSetVersion: ruleSets.active().version }, 'api ready')
   }
 
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer', log)
+    closing.relay.unshift({ name: 'redis (relay)', close: () => producer.quit() })
     // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
     await whenReady(producer, 2000)
+    if (stopping()) return
     const queues = createQueues(producer, config.BULLMQ_PREFIX, tracing?.bullmq)
     const relay = createOutboxRelay({
       db,
@@ -112,9 +123,9 @@ async function start(): Promise<void> {
       batchSize: config.RELAY_BATCH_SIZE,
       resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
     })
-    await relay.start()
-    closing.relay.unshift({ name: 'redis (relay)', close: () => producer.quit() })
     closing.relay.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
+    await relay.start()
+    if (stopping()) return relay.stop()
     closing.relay.unshift({ name: 'outbox relay', close: () => relay.stop() })
     log.info('outbox relay started')
   }
@@ -151,7 +162,7 @@ async function start(): Promise<void> {
       ...(tracing ? { telemetry: tracing.bullmq } : {}),
     })
     draining.push((until) => workers.close(until))
-    const lifecycle = await startLifecycleWorker({
+    const lifecycle = await createLifecycleWorker({
       db,
       connection,
       prefix: config.BULLMQ_PREFIX,
@@ -164,13 +175,17 @@ async function start(): Promise<void> {
       log,
     })
     draining.push((until) => lifecycle.close(until))
-    observeWorkers([...workers.workers, lifecycle.worker], metrics)
-    workers.start()
-    const retention = await startRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, drainMs: config.WORKER_DRAIN_MS, log })
+    const retention = await createRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, drainMs: config.WORKER_DRAIN_MS, log })
     // The same deadline: the run stops after the batch in hand, and one still running then (a batch
     // stuck in Postgres) is handed back to its queue, its session ended by the Postgres close.
     draining.push((until) => retention.close(until))
-    observeWorkers([retention.worker], metrics)
+    // Started together, once the waits are over: a shutdown that began during one drained the
+    // workers registered then, and one started after it would take jobs the exit abandons.
+    if (stopping()) return
+    observeWorkers([...workers.workers, lifecycle.worker, retention.worker], metrics)
+    workers.start()
+    lifecycle.start()
+    retention.start()
     log.info({ queues: workers.workers.map((w) => w.name), concurrency: config.WORKER_CONCURRENCY, perQueue: config.WORKER_CONCURRENCY_PER_QUEUE, ackDeadlines: config.ACK_DEADLINES }, 'responder and lifecycle workers started')
   }
 }
@@ -192,7 +207,12 @@ try {
   log.info({ roles: [...roles] }, 'starting')
   await start()
 } catch (err) {
-  log.fatal({ err }, 'start failed')
-  for (const c of inClosingOrder()) await c.close().catch(() => {})
-  process.exit(1)
+  // Cut short by the shutdown, a step fails on what the shutdown closed under it (a connection, the
+  // pool): not a failed start, and the shutdown, not this, ends the process.
+  if (stopping()) log.info({ err: { message: (err as Error).message } }, 'start cut short by the shutdown')
+  else {
+    log.fatal({ err }, 'start failed')
+    for (const c of inClosingOrder()) await c.close().catch(() => {})
+    process.exit(1)
+  }
 }

@@ -64,7 +64,10 @@ export async function ensureDatabase(connectionString: string): Promise<boolean>
   try {
     await admin.query(`create database ${pg.escapeIdentifier(name)}`)
   } catch (err) {
-    if ((err as { code?: string }).code !== '42P04') throw err // created concurrently by another process
+    // Created concurrently by another process: 42P04 when it had committed, 23505 (on
+    // pg_database's unique index) when both were creating it at the same moment.
+    const code = (err as { code?: string }).code
+    if (code !== '42P04' && code !== '23505') throw err
   } finally {
     await admin.end()
   }

@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import t from 'tap'
+import { migrations } from '../../migrations/index.js'
+import { createMigrationDb, ensureDatabase, migrateToLatest, pendingMigrations } from '../../src/db/migrate.js'
+import { databaseUrlFor } from '../faults/fixtures/harness.js'
+import { PG_ADMIN_URL } from '../helpers/world.js'
+
+t.test('two processes starting at once on a database that does not exist yet: one creates and migrates it, the other waits and finds it done', async (t) => {
+  const name = `cadr_m_${randomBytes(6).toString('hex')}`
+  const url = databaseUrlFor(name)
+  t.teardown(async () => {
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    await admin.query(`drop database if exists ${name} with (force)`)
+    await admin.end()
+  })
+  // As src/main.ts starts: create the database when missing, then migrate on a connection of its own.
+  const start = async () => {
+    const created = await ensureDatabase(url)
+    const db = createMigrationDb(url, 30_000)
+    try {
+      return { created, applied: await migrateToLatest(db) }
+    } finally {
+      await db.destroy()
+    }
+  }
+  const [a, b] = await Promise.all([start(), start()])
+  const all = Object.keys(migrations).sort()
+  t.same([a.applied, b.applied].map((x) => x.length).sort((x, y) => x - y), [0, all.length], 'every migration applied once, by one of them')
+  t.ok(a.created || b.created, 'the database was created')
+  const db = createMigrationDb(url)
+  t.same(await pendingMigrations(db), [], 'nothing pending')
+  await db.destroy()
+})

@@ -5,7 +5,7 @@ import { LIFECYCLE_QUEUE } from '../../src/queue/lifecycle.js'
 import { say } from '../helpers/world.js'
 import { createFaultWorld, sleep } from './fixtures/harness.js'
 
-// Fault 8: SIGTERM to a worker process still starting: Redis is down, so its worker role waits
+// Fault 9: SIGTERM to a worker process still starting: Redis is down, so its worker role waits
 // (for the lifecycle sweep's schedule), and Redis comes back while the shutdown drains the workers
 // made so far. The start must make nothing more: a worker it made then was never drained, took the
 // sweep job the schedule had just put in its queue, and the exit left that job active under a lock

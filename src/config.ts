@@ -6,16 +6,19 @@ export type RoleName = (typeof ROLE_NAMES)[number]
 
 const positiveInt = z.coerce.number().int().positive()
 
-/** `police=30,cru=60`: a number per responder queue; queues not named have none, nor any with `none`. */
-const perQueue = (what: string, fallback: string) =>
+/**
+ * `police=30,cru=60`: a number per responder queue; queues not named have none, nor any with `none`.
+ * `whole`: a count (jobs at once), where a fraction means nothing.
+ */
+const perQueue = (what: string, fallback: string, o: { whole?: boolean } = {}) =>
   z.string().default(fallback).transform((s, ctx) => {
     const out: Partial<Record<QueueName, number>> = {}
     if (s.trim() === 'none') return Object.freeze(out)
     for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
       const [queue, value, ...rest] = part.split('=').map((x) => x.trim())
       const n = Number(value)
-      if (!(QUEUES as readonly string[]).includes(queue ?? '') || rest.length || value === undefined || value === '' || !Number.isFinite(n) || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: `"${part}": expected queue=${what} with queue one of ${QUEUES.join(', ')} and a positive number` })
+      if (!(QUEUES as readonly string[]).includes(queue ?? '') || rest.length || value === undefined || value === '' || !Number.isFinite(n) || n <= 0 || (o.whole && !Number.isInteger(n))) {
+        ctx.addIssue({ code: 'custom', message: `"${part}": expected queue=${what} with queue one of ${QUEUES.join(', ')} and a positive ${o.whole ? 'whole ' : ''}number` })
         continue
       }
       out[queue as QueueName] = n
@@ -86,7 +89,7 @@ const fields = z.object({
   /** Seconds an offered assignment may wait for an acknowledgement before it escalates; queues not named wait forever. */
   ACK_DEADLINES: perQueue('seconds', 'police=30,cru=60,ems=30,case_management=120'),
   /** Jobs a worker process runs at once per queue; queues not named use WORKER_CONCURRENCY. */
-  WORKER_CONCURRENCY_PER_QUEUE: perQueue('jobs', ''),
+  WORKER_CONCURRENCY_PER_QUEUE: perQueue('jobs', '', { whole: true }),
   /** The Postgres sweep behind the deadline jobs (escalations and due follow-ups Redis may have lost). */
   LIFECYCLE_SWEEP_MS: positiveInt.default(15_000),
   /**

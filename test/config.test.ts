@@ -29,6 +29,12 @@ t.test('ACK_DEADLINES=none: no queue escalates', async (t) => {
   t.throws(() => loadConfig({ ACK_DEADLINES: 'none,police=30' }), ConfigError, '"none" is the whole value or nothing')
 })
 
+t.test('WORKER_CONCURRENCY_PER_QUEUE counts jobs: whole numbers only (ACK_DEADLINES may be fractional seconds)', async (t) => {
+  t.same(loadConfig({ WORKER_CONCURRENCY_PER_QUEUE: 'police=2,cru=1' }).WORKER_CONCURRENCY_PER_QUEUE, { police: 2, cru: 1 })
+  t.throws(() => loadConfig({ WORKER_CONCURRENCY_PER_QUEUE: 'police=1.5' }), /WORKER_CONCURRENCY_PER_QUEUE.*police=1\.5.*whole/)
+  t.same(loadConfig({ ACK_DEADLINES: 'police=1.5' }).ACK_DEADLINES, { police: 1.5 })
+})
+
 t.test('a bad value still stops the process, naming the setting', async (t) => {
   t.throws(() => loadConfig({ AUTH_CACHE_MS: 'soon' }), /AUTH_CACHE_MS/)
   t.throws(() => loadConfig({ PORT: '-1' }), /PORT/)

@@ -1,15 +1,14 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { AppError, notFound } from '../http/errors.js'
-import { audit } from '../auth/audit.js'
+import { AppError } from '../http/errors.js'
 import { principalOf } from '../auth/plugin.js'
-import { callReadDetails, callReadGrant, canActForAgency, seesHealthHistory } from '../auth/principal.js'
+import { canActForAgency } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { callEventResultSchema, callEventSchema, callIdSchema, callViewSchema, refuseFarFutureEvent } from './schemas.js'
 import type { CallService } from './service.js'
-import { loadCallView, withoutHealthHistory } from './view.js'
+import { readCallAs } from './view.js'
 
 export interface CallRoutesOptions {
   calls: CallService
@@ -70,15 +69,6 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         response: { 200: callViewSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
     },
-    async (req) => {
-      const p = principalOf(req)
-      const view = await loadCallView(db, req.params.callId)
-      // Another agency's call, or one no queue of this console works, does not exist for this key:
-      // same answer as an unknown id.
-      const grant = view && callReadGrant(p, view)
-      if (!view || !grant) throw notFound(`call ${req.params.callId}`)
-      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: callReadDetails(grant) })
-      return seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets)
-    },
+    async (req) => readCallAs(db, req, ruleSets, req.params.callId),
   )
 }

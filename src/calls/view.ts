@@ -1,7 +1,11 @@
+import type { FastifyRequest } from 'fastify'
 import type { Db } from '../db/connect.js'
 import type { Route } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
-import { HEALTH_QUEUES } from '../auth/principal.js'
+import { audit } from '../auth/audit.js'
+import { principalOf } from '../auth/plugin.js'
+import { callReadDetails, callReadGrant, HEALTH_QUEUES, seesHealthHistory } from '../auth/principal.js'
+import { notFound } from '../http/errors.js'
 import { loadDecisionView } from './repository.js'
 import type { callViewSchema } from './schemas.js'
 import type { z } from 'zod'
@@ -68,6 +72,21 @@ export async function loadCallView(db: Db, callId: string): Promise<CallView | u
         .map((t) => ({ from: t.from_status, to: t.to_status, role: t.role, actor: t.actor, reason: t.reason, at: t.at.toISOString() })),
     })),
   }
+}
+
+/**
+ * The call as the request's key may read it, the read recorded in the audit log (`details` added to
+ * the record, with how the read was granted when not as the call's agency). Another agency's call,
+ * or one no queue of a narrowed console works, does not exist for the key: 404, as an unknown id.
+ */
+export async function readCallAs(db: Db, req: FastifyRequest, ruleSets: Pick<RuleSetRegistry, 'version'>, callId: string, details: Record<string, unknown> = {}): Promise<CallView> {
+  const p = principalOf(req)
+  const view = await loadCallView(db, callId)
+  const grant = view && callReadGrant(p, view)
+  if (!view || !grant) throw notFound(`call ${callId}`)
+  const recorded = { ...details, ...callReadDetails(grant) }
+  await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: Object.keys(recorded).length ? recorded : undefined })
+  return seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets)
 }
 
 /**

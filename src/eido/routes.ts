@@ -2,13 +2,12 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { CallService } from '../calls/service.js'
 import { callEventResultSchema, callIdSchema, refuseFarFutureEvent } from '../calls/schemas.js'
-import { loadCallView, withoutHealthHistory } from '../calls/view.js'
-import { audit } from '../auth/audit.js'
+import { readCallAs } from '../calls/view.js'
 import { principalOf } from '../auth/plugin.js'
-import { callReadDetails, callReadGrant, canActForAgency, seesHealthHistory } from '../auth/principal.js'
+import { canActForAgency } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
-import { AppError, notFound } from '../http/errors.js'
+import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { eidoToCallEvent } from './map-in.js'
 import { callToEido } from './map-out.js'
@@ -76,15 +75,11 @@ export const eidoRoutes: FastifyPluginAsyncZod<EidoRoutesOptions> = async (app, 
       },
     },
     async (req) => {
-      const p = principalOf(req)
-      const view = await loadCallView(db, req.params.callId)
-      const grant = view && callReadGrant(p, view)
-      if (!view || !grant) throw notFound(`call ${req.params.callId}`)
-      await audit(db, req, { action: 'call.read', targetType: 'call', targetId: view.callId, agency: view.agency, details: { format: 'eido', ...callReadDetails(grant) } })
+      const view = await readCallAs(db, req, ruleSets, req.params.callId, { format: 'eido' })
       // The incident type is the code the call routes on, by the rule set that last decided it.
       const latest = view.decisions.at(-1)
       const ruleSet = latest ? await ruleSets.version(latest.ruleSetVersion) : undefined
-      return callToEido(seesHealthHistory(p) ? view : await withoutHealthHistory(view, ruleSets), ruleSet?.natureCodeOf(view.agency, view.natureCode))
+      return callToEido(view, ruleSet?.natureCodeOf(view.agency, view.natureCode))
     },
   )
 }

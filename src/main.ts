@@ -175,6 +175,7 @@ async function start(): Promise<void> {
       log,
     })
     draining.push((until) => lifecycle.close(until))
+    if (stopping()) return
     const retention = await createRetention({ db, connection, prefix: config.BULLMQ_PREFIX, retentionDays: config.RETENTION_DAYS, everyMs: config.RETENTION_EVERY_MS, drainMs: config.WORKER_DRAIN_MS, log })
     // The same deadline: the run stops after the batch in hand, and one still running then (a batch
     // stuck in Postgres) is handed back to its queue, its session ended by the Postgres close.

@@ -94,7 +94,7 @@ export async function createRetention(deps: RetentionDeps) {
      */
     close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
       stopping.abort()
-      closing ??= drainOrReturn([worker], jobs, until, deps.log).then(() => queue.close())
+      closing ??= drainOrReturn([worker], jobs, until, deps.log).finally(() => queue.close())
       return closing
     },
   }

@@ -2,8 +2,8 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import t from 'tap'
 import { LIFECYCLE_QUEUE } from '../../src/queue/lifecycle.js'
-import { say } from '../helpers/world.js'
-import { createFaultWorld, sleep } from './fixtures/harness.js'
+import { eventually, say } from '../helpers/world.js'
+import { createFaultWorld } from './fixtures/harness.js'
 
 // Fault 9: SIGTERM to a worker process still starting: Redis is down, so its worker role waits
 // (for the lifecycle sweep's schedule), and Redis comes back while the shutdown drains the workers
@@ -18,9 +18,9 @@ t.test('SIGTERM while the worker role waits for Redis: nothing started after it,
   await world.redis.kill()
   const worker = await world.service('worker', 'worker', { readyOn: 'Redis unreachable' })
   const exited = worker.kill('SIGTERM')
-  // Back within the drain's wait for its workers' connections (up to 1 s): the worker role's wait
-  // for Redis ends while the shutdown is under way.
-  await sleep(300)
+  // Back once the shutdown has begun, within the drain's wait for its workers' connections (up to
+  // 1 s): the worker role's wait for Redis ends while the shutdown is under way.
+  await eventually(async () => worker.output().includes('"msg":"shutting down"'), 5000, 10)
   await world.redis.start()
   const exit = await exited
 

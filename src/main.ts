@@ -124,9 +124,10 @@ async function start(): Promise<void> {
       resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
     })
     closing.relay.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
-    await relay.start()
-    if (stopping()) return relay.stop()
+    // Registered before the start: a stop during it (SIGTERM) leaves the relay's loop never running.
     closing.relay.unshift({ name: 'outbox relay', close: () => relay.stop() })
+    await relay.start()
+    if (stopping()) return
     log.info('outbox relay started')
   }
 

@@ -376,3 +376,28 @@ t.test('stop() and close() twice are fine, and nothing is left listening', async
   await closeQueues(queues)
   t.pass('closed twice')
 })
+
+// main.ts registers the relay's stop before its start: a SIGTERM while the relay starts (waiting for
+// its LISTEN connection) stops it then, and it must not send a batch after the shutdown began.
+t.test('a stop while the relay is starting: its loop never runs, and a later relay sends the rows', async (t) => {
+  const q = createQueues(producer, prefix)
+  t.teardown(() => closeQueues(q))
+  const unsent = () => count(sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is null`)
+  await post(callEvent({ natureCode: 'EDP' }))
+  const waiting = await unsent()
+  t.ok(waiting > 0, `rows waiting in the outbox (${waiting}), every earlier relay stopped`)
+
+  const relay = newRelay(20, q)
+  const starting = relay.start()
+  await relay.stop()
+  await starting
+  // Well past the NOTIFY the row sent and the relay's first batch, had its loop run.
+  await new Promise((r) => setTimeout(r, 500))
+  t.equal(await unsent(), waiting, 'nothing sent by the relay stopped during its start')
+
+  const next = newRelay(20, q)
+  await next.start()
+  await eventually(async () => (await unsent()) === 0, 5_000)
+  t.pass('a relay started afterwards sends them')
+  await next.stop()
+})

@@ -151,7 +151,9 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
             keyId: z.string().uuid().optional(),
             targetType: z.string().min(1).max(64).optional(),
             targetId: z.string().min(1).max(128).optional(),
-            agency: agencyId.optional(),
+            agency: agencyId
+              .optional()
+              .describe("The agency the record is about (a call's agency for call.read). A read by another agency through its assignment on the call names the reader in details.agency: find those by keyId or actor"),
             from: instant.optional(),
             to: instant.optional(),
             before: z.coerce.number().int().positive().optional().describe('nextBefore of the previous page'),

@@ -12,7 +12,7 @@ import { createMetrics, observeWorkers } from './metrics/metrics.js'
 import { createOutboxRelay } from './queue/outbox-relay.js'
 import { createLifecycleQueue } from './queue/lifecycle.js'
 import { createQueues } from './queue/queues.js'
-import { createRedis, whenReady } from './queue/redis.js'
+import { closeRedis, createRedis, whenReady } from './queue/redis.js'
 import { createRuleSetRegistry } from './rule-sets/registry.js'
 import { createLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
@@ -93,7 +93,7 @@ async function start(): Promise<void> {
   // a Redis that is down (their schedules are written to it before they start).
   if (roles.has('api')) {
     const probe = createRedis(config.REDIS_URL, 'probe', log)
-    closing.api.unshift({ name: 'redis (readiness)', close: () => probe.quit() })
+    closing.api.unshift({ name: 'redis (readiness)', close: () => closeRedis(probe) })
     const ruleSets = await createRuleSetRegistry(db, { notifications, checkEveryMs: config.RULE_SET_CHECK_MS, log })
     if (stopping()) return ruleSets.close()
     closing.api.unshift({ name: 'rule sets', close: () => ruleSets.close() })
@@ -108,7 +108,7 @@ async function start(): Promise<void> {
 
   if (roles.has('relay')) {
     const producer = createRedis(config.REDIS_URL, 'producer', log)
-    closing.relay.unshift({ name: 'redis (relay)', close: () => producer.quit() })
+    closing.relay.unshift({ name: 'redis (relay)', close: () => closeRedis(producer) })
     // Else the relay's first send fails on a connection still connecting, and every start logs a warning.
     await whenReady(producer, 2000)
     if (stopping()) return
@@ -135,7 +135,7 @@ async function start(): Promise<void> {
     // Each closer is registered as soon as its resource exists: a SIGTERM while a later step waits
     // (for a Redis that is down, say) still drains what already runs. The last one made closes first.
     const connection = createRedis(config.REDIS_URL, 'worker', log)
-    closing.worker.unshift({ name: 'redis (workers)', close: () => connection.quit() })
+    closing.worker.unshift({ name: 'redis (workers)', close: () => closeRedis(connection) })
     const lifecycleQueue = createLifecycleQueue(connection, config.BULLMQ_PREFIX)
     closing.worker.unshift({ name: 'lifecycle queue', close: () => lifecycleQueue.close() })
     // All the workers stop together: each is paused at once, and the jobs in flight of all of them

@@ -8,6 +8,7 @@ import { z } from 'zod'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { createLifecycleQueue, LIFECYCLE_QUEUE } from './lifecycle.js'
+import { closeRedis } from './redis.js'
 import { createQueues } from './queues.js'
 
 export const QUEUE_DASHBOARD_PATH = '/admin/queues'
@@ -52,7 +53,7 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
   app.addHook('onClose', async () => {
     if (handles) await Promise.all(handles.map((q) => q.close()))
     // quit, not disconnect: replies still due to the handles arrive first (no 'Connection is closed').
-    await own?.quit().catch(() => own?.disconnect())
+    if (own) await closeRedis(own)
   })
 
   app.get(

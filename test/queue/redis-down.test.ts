@@ -4,7 +4,7 @@ import { Redis } from 'ioredis'
 import pino from 'pino'
 import { createOutboxRelay, type OutboxRelay } from '../../src/queue/outbox-relay.js'
 import { createQueues, type AssignmentQueue } from '../../src/queue/queues.js'
-import { createRedis } from '../../src/queue/redis.js'
+import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import type { QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
@@ -90,6 +90,20 @@ t.test('while Redis is down: every call is stored, nothing is sent, the relay ke
   t.equal(degraded.statusCode, 200, 'ready for traffic without Redis')
   t.equal(degraded.json().checks.redis.ok, false)
   t.equal(degraded.json().checks.postgres.ok, true)
+
+  // A shutdown now: each kind of connection closes without an error, and stops reconnecting.
+  await Promise.all(
+    (['probe', 'producer', 'worker'] as const).map(async (kind) => {
+      const c = createRedis(server.url, kind)
+      await eventually(async () => c.status === 'reconnecting', 5_000)
+      let attempts = 0
+      c.on('connecting', () => attempts++)
+      await t.resolves(closeRedis(c), `a ${kind} connection closes while Redis is down`)
+      // Reconnect attempts come at most a second apart (createRedis).
+      await new Promise((r) => setTimeout(r, 1500))
+      t.equal(attempts, 0, `and tries no more (${kind})`)
+    }),
+  )
 
   const failuresBefore = failuresLogged('A')
   for (let i = 0; i < POSTED; i++) {

@@ -26,13 +26,6 @@ export interface RetentionDeps {
   log: FastifyBaseLogger
 }
 
-/** createRetention, running. */
-export async function startRetention(deps: RetentionDeps) {
-  const retention = await createRetention(deps)
-  retention.start()
-  return retention
-}
-
 /**
  * Runs the retention scrub, and the pruning of sent outbox rows, on a BullMQ job scheduler (every
  * hour by default): one schedule however many worker processes run, and it survives restarts because

@@ -88,13 +88,6 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
   return { escalated, offered, overdue }
 }
 
-/** The lifecycle worker, running. */
-export async function startLifecycleWorker(deps: LifecycleWorkerDeps) {
-  const lifecycle = await createLifecycleWorker(deps)
-  lifecycle.start()
-  return lifecycle
-}
-
 /**
  * The lifecycle worker with its sweep scheduled, taking no jobs until start(): src/main.ts starts
  * its workers together, once no shutdown can have begun without them.

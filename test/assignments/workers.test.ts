@@ -6,9 +6,9 @@ import { createDb, createPool } from '../../src/db/connect.js'
 import { createQueues, jobIdFor, ASSIGNMENT_JOB_NAME } from '../../src/queue/queues.js'
 import { createLifecycleQueue, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecycle.js'
 import { createRedis } from '../../src/queue/redis.js'
-import { startLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
+import { createLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
-import { createWorld, eventually, openTransaction, quietLog, REDIS_URL } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction, quietLog, REDIS_URL, running } from '../helpers/world.js'
 import { helpers } from './fixtures/pipeline.js'
 
 const world = await createWorld(t)
@@ -236,7 +236,7 @@ t.test('the lifecycle worker is configured like the responder workers (retry del
   const lifecycleQueue = createLifecycleQueue(conn, prefix)
   const opts = { lockDurationMs: 12_000, stalledIntervalMs: 7_000 }
   const responders = createResponderWorkers({ db, connection: conn, prefix, concurrency: 1, log: quietLog, queues: ['police'], ...opts })
-  const lifecycle = await startLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 600_000, log: quietLog, ...opts })
+  const lifecycle = await running(createLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 600_000, log: quietLog, ...opts }))
   const pick = (o: { runRetryDelay?: number; lockDuration?: number; stalledInterval?: number; maxStalledCount?: number }) => ({
     runRetryDelay: o.runRetryDelay,
     lockDuration: o.lockDuration,
@@ -254,7 +254,7 @@ t.test('the lifecycle worker is configured like the responder workers (retry del
 t.test('a sweep schedule that Redis lost (restarted empty) is put back by the lifecycle worker', async (t) => {
   const conn = createRedis(REDIS_URL, 'worker')
   const lifecycleQueue = createLifecycleQueue(conn, prefix)
-  const lifecycle = await startLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 200, log: quietLog })
+  const lifecycle = await running(createLifecycleWorker({ db, connection: conn, prefix, queue: lifecycleQueue, ackDeadlines: {}, sweepEveryMs: 200, log: quietLog }))
   t.ok(await lifecycleQueue.getJobScheduler(SWEEP_SCHEDULER_ID), 'scheduled at start')
   await lifecycleQueue.removeJobScheduler(SWEEP_SCHEDULER_ID)
   t.notOk(await lifecycleQueue.getJobScheduler(SWEEP_SCHEDULER_ID), 'gone, as after a Redis that came back empty')

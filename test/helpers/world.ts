@@ -133,6 +133,13 @@ export async function dropRedisPrefix(redisUrl: string, prefix: string): Promise
  * Polls a condition (for effects that cross processes); fails after `ms`. The deadline is on the
  * monotonic clock: CI's wall clock has been seen to jump seconds ahead mid-run.
  */
+/** A worker made by a create…() that takes no job until its start(), started (src/main.ts starts them together). */
+export async function running<T extends { start(): void }>(made: Promise<T>): Promise<T> {
+  const w = await made
+  w.start()
+  return w
+}
+
 export async function eventually<T>(fn: () => Promise<T | undefined | false>, ms = 10_000, every = 20): Promise<T> {
   const deadline = performance.now() + ms
   for (;;) {

@@ -4,10 +4,10 @@ import pino from 'pino'
 import t, { type Test } from 'tap'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { createRedis } from '../../src/queue/redis.js'
-import { startRetention } from '../../src/retention/scheduler.js'
+import { createRetention } from '../../src/retention/scheduler.js'
 import { EVENT_HOLDS_PERSONAL_DATA, ROW_HOLDS_PERSONAL_DATA, scrubPersonalData, TRANSITION_HOLDS_TYPED_TEXT } from '../../src/retention/scrub.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, dropRedisPrefix, eventually, openTransaction, quietLog } from '../helpers/world.js'
+import { createWorld, dropRedisPrefix, eventually, openTransaction, quietLog, running } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const { app, db } = world
@@ -60,7 +60,7 @@ t.test('calls older than the retention period lose their personal data and keep 
 t.test('the scheduled job runs the scrub through BullMQ', async (t) => {
   const old = await closedCall('WELFARE', 200)
   const connection = createRedis(world.config.REDIS_URL, 'worker')
-  const retention = await startRetention({ db, connection, prefix: world.prefix, retentionDays: 90, everyMs: 60_000, log: quietLog })
+  const retention = await running(createRetention({ db, connection, prefix: world.prefix, retentionDays: 90, everyMs: 60_000, log: quietLog }))
   t.teardown(async () => {
     await retention.close()
     await retention.close()
@@ -83,7 +83,7 @@ async function retentionBehindLock(t: Test, table: 'calls' | 'outbox', name: str
   const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
   const prefix = `${world.prefix}-${name}`
   const connection = createRedis(world.config.REDIS_URL, 'worker')
-  const retention = await startRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log })
+  const retention = await running(createRetention({ db: impatient, connection, prefix, retentionDays: 90, everyMs: 3600_000, retryMs: 200, log }))
   t.teardown(async () => {
     await retention.close()
     connection.disconnect()

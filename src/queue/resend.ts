@@ -61,8 +61,6 @@ const REASON_TEXT: Record<LostReason, string> = {
   completed: 'completed without offering it',
 }
 
-const within = <T>(p: Promise<T>, ms: number): Promise<T> => withTimeout(p, ms, `job states: no answer from Redis within ${ms} ms`)
-
 export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQueue>, opts: ResendOptions): Promise<Resent[]> {
   const now = opts.now ?? new Date()
   // 1. Candidates, without locks: queued, and the latest outbox row sent long enough ago.
@@ -88,9 +86,11 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
   if (!candidates.length) return []
 
   // 2. Which of their jobs BullMQ will still run (asked outside any transaction).
-  const states = await within(
+  const waitMs = opts.redisWaitMs ?? DEFAULT_REDIS_WAIT_MS
+  const states = await withTimeout(
     Promise.all(candidates.map((c) => queues[c.queue as QueueName].getJobState(c.jobId))),
-    opts.redisWaitMs ?? DEFAULT_REDIS_WAIT_MS,
+    waitMs,
+    `job states: no answer from Redis within ${waitMs} ms`,
   )
 
   // 3. One short transaction per lost job.

@@ -498,8 +498,10 @@ t.test('heartbeats keep the stream open', async (t) => {
   const w = await createWorld(t, { env: { FEED_HEARTBEAT_MS: '50' } })
   const url = await w.app.listen({ port: 0, host: '127.0.0.1' })
   const s = await openSse(`${url}/v1/assignments/stream`, bearer(w.adminKey))
-  await new Promise((r) => setTimeout(r, 300))
-  t.ok(s.comments.filter((c) => c === 'keep-alive').length >= 3, 'comment lines at the heartbeat interval')
+  // Three beats of 50 ms, polled for rather than slept for: on a loaded machine the timers and the
+  // socket reads run late. (At the default 15 s, three would take 45 s.)
+  const beats = () => s.comments.filter((c) => c === 'keep-alive').length
+  t.ok(await eventually(async () => beats() >= 3, 5000).catch(() => false), `comment lines at the heartbeat interval (${beats()})`)
 
   // A key revoked while its stream is open: the stream ends at the next heartbeat, and stays shut.
   const consoleKey = await w.key('console', { agencies: ['hastings-pd'], name: 'revoked-console' })

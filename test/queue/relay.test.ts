@@ -259,11 +259,13 @@ t.test('the relay wakes on NOTIFY, not on its poll', async (t) => {
     const sentWithin = await eventually(async () => {
       const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
       return unsent.length === 0 && Date.now() - started
-    }, 2_000).catch(() => undefined)
-    t.ok(sentWithin !== undefined, `round ${round}: sent within 2 s of posting (${sentWithin} ms) with a ${POLL_MS / 1000} s poll`)
+      // 10 s, not the poll's 60: the bound tells NOTIFY from the poll, with room for five posts and
+      // their sends on a loaded CI machine running other test files beside this one.
+    }, 10_000).catch(() => undefined)
+    t.ok(sentWithin !== undefined, `round ${round}: sent within 10 s of posting (${sentWithin} ms) with a ${POLL_MS / 1000} s poll`)
     const lag = await count(sql<{ n: number }>`
       select coalesce(max(extract(epoch from sent_at - created_at) * 1000), 0)::int as n from outbox where assignment_id = any(${ids}::uuid[])`)
-    t.ok(lag < 2_000, `round ${round}: each row sent within ${lag} ms of its commit`)
+    t.ok(lag < 10_000, `round ${round}: each row sent within ${lag} ms of its commit`)
   }
   await settled()
 })

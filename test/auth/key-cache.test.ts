@@ -51,6 +51,8 @@ function cacheFor(opts: { ttlMs: number; maxEntries?: number; clock?: () => numb
 }
 
 // Instance B: a TTL of a minute, so whatever stops a key within the tests' bounds is the NOTIFY.
+// The bounds (HEARD_MS) leave a loaded CI machine room and stay far inside the TTL.
+const HEARD_MS = 5000
 const b = cacheFor({ ttlMs: 60_000 })
 const B = await buildApp({ config: world.config, db: world.db, redis: world.redis, ruleSets: world.ruleSets, logger: quietLog, keys: b.cache })
 t.teardown(() => B.close())
@@ -93,14 +95,14 @@ t.test('revoking through the API stops the key at once on the same instance', as
   t.equal(await status(A, created.key), 401, 'the very next request is refused')
 })
 
-t.test('revoking on instance A stops the key on instance B within a fraction of a second', async (t) => {
+t.test('revoking on instance A stops the key on instance B by NOTIFY, long before the TTL', async (t) => {
   const created = (await A.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'revoked-there', role: 'console', agencies: null } })).json()
   t.equal(await status(B, created.key), 200)
   const before = b.lookups()
   t.equal(await status(B, created.key), 200, 'B serves it from its cache')
   t.equal(b.lookups(), before)
   t.equal((await A.inject({ method: 'POST', url: `/v1/keys/${created.id}/revoke` })).statusCode, 200)
-  const ms = await refusedWithin(B, created.key, 500)
+  const ms = await refusedWithin(B, created.key, HEARD_MS)
   say(`B refused the key ${ms} ms after A's revocation answered`)
 })
 
@@ -108,10 +110,10 @@ t.test('any other change of a key, made anywhere, reaches every instance (the ke
   const key = await world.key('console', { agencies: ['hastings-pd'], name: 'changing' })
   t.equal(await status(B, key), 200)
   await world.pool.query(`update api_keys set role = 'auditor' where name = 'changing'`)
-  await eventually(async () => (await status(B, key)) === 403, 500, 5)
+  await eventually(async () => (await status(B, key)) === 403, HEARD_MS, 5)
   t.pass('the new role applies: an auditor may not list assignments')
   await world.pool.query(`delete from api_keys where name = 'changing'`)
-  await refusedWithin(B, key, 500)
+  await refusedWithin(B, key, HEARD_MS)
   t.pass('a deleted key is refused')
 })
 
@@ -195,21 +197,21 @@ t.test('a refused key retried costs one lookup per TTL; undoing a revocation any
   t.equal(lookups() - start, 1, 'ten retries of an unknown key: one lookup')
   // ADMIN_API_KEY presented to a process before another one stored it: the insert's NOTIFY lifts the refusal.
   await createKey(world.db, { name: 'stored-after-refusal', role: 'console', agencies: null, queues: null, expiresAt: null, createdBy: 'test' }, stale)
-  await eventually(async () => cache.authenticate(stale), 500, 5)
-  t.pass('a refused key stored afterwards works within 500 ms, although refusals last a minute here')
+  await eventually(async () => cache.authenticate(stale), HEARD_MS, 5)
+  t.pass(`a refused key stored afterwards works within ${HEARD_MS} ms, although refusals last a minute here`)
 
   const { key, view } = await createKey(world.db, { name: 'revoked-then-restored', role: 'console', agencies: null, queues: null, expiresAt: null, createdBy: 'test' })
   t.ok(await cache.authenticate(key))
   await world.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', view.id).execute()
-  await eventually(async () => !(await cache.authenticate(key)), 500, 5)
+  await eventually(async () => !(await cache.authenticate(key)), HEARD_MS, 5)
   const before = lookups()
   for (let i = 0; i < 10; i++) t.notOk(await cache.authenticate(key))
   t.equal(lookups(), before, 'ten retries of a revoked key: no lookup')
   t.equal(cache.size(), 1, 'refusals are not held among the keys (the one held is the key stored above)')
 
   await world.db.updateTable('api_keys').set({ revoked_at: null }).where('id', '=', view.id).execute()
-  await eventually(async () => cache.authenticate(key), 500, 5)
-  t.pass('the key works again within 500 ms, although refusals last a minute here')
+  await eventually(async () => cache.authenticate(key), HEARD_MS, 5)
+  t.pass(`the key works again within ${HEARD_MS} ms, although refusals last a minute here`)
 })
 
 t.test('refusals are bounded apart from the keys and lapse after the TTL', async (t) => {

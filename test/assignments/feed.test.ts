@@ -480,7 +480,8 @@ t.test('refusals: bad event id, no key, wrong role', async (t) => {
 })
 
 t.test('a key revoked or narrowed while its stream is open ends the stream as soon as the change is heard, not at the next heartbeat', async (t) => {
-  // This world's heartbeat is the default 15 s: an end within 3 s is the notification's doing.
+  // This world's heartbeat is the default 15 s: an end within 10 s of the change (the stream opened
+  // just before it) is the notification's doing, with room for a loaded CI machine.
   for (const change of ['revoke', 'narrow'] as const) {
     const created = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: `streaming-${change}`, role: 'console', agencies: ['hastings-pd'] } })
     const { id, key } = created.json() as { id: string; key: string }
@@ -489,7 +490,7 @@ t.test('a key revoked or narrowed while its stream is open ends the stream as so
     const started = Date.now()
     if (change === 'revoke') t.equal((await app.inject({ method: 'POST', url: `/v1/keys/${id}/revoke` })).statusCode, 200)
     else await world.db.updateTable('api_keys').set({ queues: ['police'] }).where('id', '=', id).execute()
-    const ended = await Promise.race([s.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))])
+    const ended = await Promise.race([s.ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))])
     t.ok(ended, `${change}: the stream ended in ${Date.now() - started} ms`)
   }
 })

@@ -1,7 +1,8 @@
+import { channel } from 'node:diagnostics_channel'
 import t from 'tap'
 import pg from 'pg'
 import { callEvent } from '../helpers/events.js'
-import { createWorld } from '../helpers/world.js'
+import { createWorld, eventually } from '../helpers/world.js'
 
 const world = await createWorld(t)
 const { app } = world
@@ -140,8 +141,17 @@ t.test('many long-polls waiting at once raise no listener-leak warning', async (
 t.test('closing the service answers a waiting long-poll at once (304), so shutdown does not wait out the 30 s', async (t) => {
   const base = await app.listen({ port: 0, host: '127.0.0.1' })
   const { headers } = await list({})
+  // Closed once the long-poll's handler runs (Fastify publishes each handler's start), not after a
+  // guessed sleep: on a loaded machine the request may not have arrived yet.
+  const handlerStarted = channel('tracing:fastify.request.handler:start')
+  let arrived = false
+  const onStart = (m: unknown) => {
+    if ((m as { request: { url: string } }).request.url.includes('wait=30')) arrived = true
+  }
+  handlerStarted.subscribe(onStart)
+  t.teardown(() => void handlerStarted.unsubscribe(onStart))
   const waiting = fetch(`${base}/v1/assignments?wait=30`, { headers: { authorization: hastings, 'if-none-match': headers.etag as string } })
-  await new Promise((r) => setTimeout(r, 300))
+  await eventually(async () => arrived, 10_000, 5)
   const started = Date.now()
   await world.close()
   const closeMs = Date.now() - started

@@ -35,7 +35,12 @@ export function callToEido(view: CallView, routed?: { code: string; known: boole
   const id = view.callId
   const stamp = view.updatedAt
   const prologue = (suffix: string, at = stamp) => ({ $id: `${id}#${suffix}`, lastUpdateTimeStamp: at, updatedByAgencyReference: { $ref: view.agency } })
-  const agentId = `${ISSUING_ELEMENT}@${view.agency}`
+  const agentOf = (agency: string) => `${ISSUING_ELEMENT}@${agency}`
+  const agentId = agentOf(view.agency)
+  // The call's agency owns the incident. A call handed to another agency keeps its assignments
+  // with the agency that took them: each resource names that agency (through its agent), not the
+  // new owner, so a reader never credits one agency with another's unit.
+  const agencies = [...new Set([view.agency, ...view.assignments.map((a) => a.agency)])]
   const latest = view.decisions.at(-1)
 
   const incidentType = incidentTypeOf(view.natureCode, routed)
@@ -100,7 +105,7 @@ export function callToEido(view: CallView, routed?: { code: string; known: boole
       secondaryUnitStatusRegistryText: [],
       // The service's own words, for a reader that wants more than the registry can say.
       unitStatusInternal: [`status:${a.status}`, `role:${a.role}`, `queue:${a.queue}`, ...(a.dueAt ? [`due:${a.dueAt}`] : [])],
-      agentReference: [{ $ref: agentId }],
+      agentReference: [{ $ref: agentOf(a.agency) }],
     }
   })
 
@@ -131,10 +136,15 @@ export function callToEido(view: CallView, routed?: { code: string; known: boole
     updatedByAgencyReference: { $ref: view.agency },
     eidoVersion: '1.0',
     issuingElementIdentification: ISSUING_ELEMENT,
-    agencyComponent: [
-      { $id: view.agency, lastUpdateTimeStamp: stamp, updatedByAgencyReference: { $ref: view.agency }, agencyRoleDescriptionRegistryText: ['Dispatching'], agencyType: ['police'], incidentOwningAgencyIndicator: true },
-    ],
-    agentComponent: [{ $id: agentId, lastUpdateTimeStamp: stamp, updatedByAgencyReference: { $ref: view.agency }, agentRoleRegistryText: ['Dispatching'], agencyReference: { $ref: view.agency } }],
+    agencyComponent: agencies.map((agency) => ({
+      $id: agency,
+      lastUpdateTimeStamp: stamp,
+      updatedByAgencyReference: { $ref: view.agency },
+      agencyRoleDescriptionRegistryText: ['Dispatching'],
+      agencyType: ['police'],
+      incidentOwningAgencyIndicator: agency === view.agency,
+    })),
+    agentComponent: agencies.map((agency) => ({ $id: agentOf(agency), lastUpdateTimeStamp: stamp, updatedByAgencyReference: { $ref: view.agency }, agentRoleRegistryText: ['Dispatching'], agencyReference: { $ref: agency } })),
     incidentComponent: {
       ...prologue('incident'),
       incidentTypeCommonRegistryText: incidentType.common,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { eidoToCallEvent } from '../../src/eido/map-in.js'
 import { eidoInSchema, eidoOutSchema, type EidoOut } from '../../src/eido/schemas.js'
+import { callEvent } from '../helpers/events.js'
 import { createWorld } from '../helpers/world.js'
 import { eidoFixture, TWINS } from './fixtures/index.js'
 
@@ -183,6 +184,31 @@ t.test('a call that ended otherwise than its CRU assignment: the EIDO states the
   t.equal(back.statusCode, 201, back.body.slice(0, 300))
   const view = (await app.inject({ method: 'GET', url: `/v1/calls/${encodeURIComponent(`${callId}-again`)}` })).json<{ status: string; disposition: string }>()
   t.same({ status: view.status, disposition: view.disposition }, { status: 'closed', disposition: 'transported' })
+})
+
+t.test('a call handed to another agency: each resource names the agency that holds its assignment, the new one owns the incident', async (t) => {
+  const first = callEvent({ agency: 'hastings-pd', natureCode: 'NOISE' })
+  t.equal((await postNative(first)).statusCode, 201)
+  const { callId } = first.call
+  const handed = { ...first, eventId: `${first.eventId}-handed`, type: 'call.updated', occurredAt: new Date(Date.parse(first.occurredAt) + 1000).toISOString(), call: { ...first.call, agency: 'rosemount-pd' } }
+  t.equal((await postNative(handed)).statusCode, 201)
+  const view = (await app.inject({ method: 'GET', url: `/v1/calls/${encodeURIComponent(callId)}` })).json<{ agency: string; assignments: { id: string; agency: string }[] }>()
+  t.equal(view.agency, 'rosemount-pd')
+  t.ok(view.assignments.some((a) => a.agency === 'hastings-pd'), 'Hastings keeps the assignment it took')
+
+  const out = await getEido(callId)
+  t.ok(eidoOutSchema.safeParse(out).success)
+  t.same(out.agencyComponent.filter((a) => a.incidentOwningAgencyIndicator).map((a) => a.$id), ['rosemount-pd'], 'the call’s agency owns the incident')
+  const agencyOfAgent = new Map(out.agentComponent.map((a) => [a.$id, a.agencyReference.$ref]))
+  const listed = new Set(out.agencyComponent.map((a) => a.$id))
+  for (const a of view.assignments) {
+    const resource = out.emergencyResourceComponent.find((r) => r.$id === `${callId}#resource-${a.id}`)
+    const agency = agencyOfAgent.get(resource?.agentReference[0]?.$ref ?? '')
+    t.equal(agency, a.agency, `resource ${a.id} names ${a.agency}`)
+    t.ok(listed.has(a.agency), `${a.agency} is an agency component`)
+  }
+  // Read back, the document is still the Rosemount call.
+  t.equal(eidoToCallEvent(eidoInSchema.parse(out)).call.agency, 'rosemount-pd')
 })
 
 t.test('GET of an unknown call is a 404 problem', async (t) => {

@@ -47,11 +47,7 @@ interface Tap {
  * uses, and the app built on them. Everything is dropped at teardown.
  */
 export async function createWorld(t: Tap, opts: { env?: Record<string, string>; now?: () => Date; redisUrl?: string; tracing?: Tracing } = {}): Promise<World> {
-  const name = `cadr_t_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-  await admin.connect()
-  await admin.query(`create database ${name}`)
-  await admin.end()
+  const name = await createTestDatabase('t')
   const url = new URL(PG_ADMIN_URL)
   url.pathname = `/${name}`
   const databaseUrl = url.toString()
@@ -111,6 +107,64 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
   }
   t.teardown(close)
   return { name, databaseUrl, prefix, config, db, pool, redis, ruleSets, adminKey, key, logs, app, close }
+}
+
+// Test databases are named after the process that made them: `cadr_<kind>_<pid>_<random>`.
+const TEST_DATABASE = /^cadr_[a-z]_(\d+)_[0-9a-f]+$/
+let swept = false
+
+/**
+ * Creates an empty database for one test file and returns its name (`kind`: `t` for a world, `f`
+ * for a fault world). A file that tap ends for running out of time may never run its teardown, so
+ * the first call in each process also drops what such files left: the databases whose process is
+ * gone and that nobody is connected to, with the BullMQ keys of a world's prefix on REDIS_URL.
+ */
+export async function createTestDatabase(kind: 't' | 'f'): Promise<string> {
+  const name = `cadr_${kind}_${process.pid}_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await admin.connect()
+  try {
+    if (!swept) {
+      swept = true
+      await dropOrphanDatabases(admin)
+    }
+    await admin.query(`create database ${name}`)
+  } finally {
+    await admin.end()
+  }
+  return name
+}
+
+/** Drops the test databases left by processes that are gone; returns their names. */
+export async function dropOrphanDatabases(admin: pg.Client): Promise<string[]> {
+  const { rows } = await admin.query<{ datname: string }>(
+    `select datname from pg_database d where datname like 'cadr\\_%' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)`,
+  )
+  const dropped: string[] = []
+  for (const { datname } of rows) {
+    const pid = TEST_DATABASE.exec(datname)?.[1]
+    if (!pid || alive(Number(pid))) continue
+    // Without force: a connection made since the check means someone still uses it. Another file
+    // may be dropping the same one: either way, not this file's business.
+    const ok = await admin.query(`drop database if exists ${pg.escapeIdentifier(datname)}`).then(
+      () => true,
+      () => false,
+    )
+    if (!ok) continue
+    dropped.push(datname)
+    if (datname.startsWith('cadr_t_')) await dropRedisPrefix(REDIS_URL, `t-${datname}`).catch(() => {})
+  }
+  return dropped
+}
+
+/** Whether a process with this pid runs on this machine (EPERM: it does, as another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 export async function dropRedisPrefix(redisUrl: string, prefix: string): Promise<void> {

@@ -3,7 +3,6 @@
  * stays active (with an "initial" activation), older versions are retired, and the registry starts
  * on it without storing the default again. Down and up again leave the same schema.
  */
-import { randomBytes } from 'node:crypto'
 import { Migrator } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
@@ -11,13 +10,12 @@ import { migrations } from '../../migrations/index.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { createRuleSetRegistry } from '../../src/rule-sets/registry.js'
-import { PG_ADMIN_URL } from '../helpers/world.js'
+import { createTestDatabase, PG_ADMIN_URL } from '../helpers/world.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
-const name = `cadr_t_${randomBytes(6).toString('hex')}`
+const name = await createTestDatabase('t')
 const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
 await admin.connect()
-await admin.query(`create database ${name}`)
 const url = new URL(PG_ADMIN_URL)
 url.pathname = `/${name}`
 const db = createDb(createPool({ connectionString: url.toString(), max: 3, statementTimeoutMs: 10_000 }))

@@ -60,7 +60,12 @@ const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, ser
 if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {
-  if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
+  const created = await ensureDatabase(config.DATABASE_URL).catch((err: unknown) => {
+    // Name the setting to fix; the address only, never the URL (it may hold a password).
+    const { hostname, port } = new URL(config.DATABASE_URL)
+    throw new Error(`could not connect to Postgres at ${hostname}:${port || 5432} or create the database there (DATABASE_URL); the cause says why`, { cause: err })
+  })
+  if (created) log.info('database created')
   const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS)
   const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
   if (stopping()) return

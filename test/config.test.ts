@@ -80,3 +80,21 @@ t.test('the service started with a bad setting names it and exits with 2, withou
   t.match(r.stderr, /^invalid configuration:\n {2}PORT: /)
   t.notMatch(r.stderr, /at .*\.(js|ts):\d+/, 'no stack')
 })
+
+t.test('the service that cannot reach Postgres at start names the setting and the address, never the password, and exits with 1', async (t) => {
+  const { spawnSync } = await import('node:child_process')
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: new URL('..', import.meta.url).pathname,
+    // Port 1: nothing listens there, so the connection is refused at once.
+    env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/never-reached' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  t.equal(r.status, 1, r.stderr)
+  const failed = r.stdout.split('\n').find((l) => l.includes('"msg":"start failed"'))
+  t.ok(failed, `a 'start failed' line (${r.stdout.slice(-500)})`)
+  t.match(failed, /DATABASE_URL/, 'it names the setting')
+  t.match(failed, /127\.0\.0\.1:1\b/, 'and where it tried')
+  t.match(failed, /ECONNREFUSED/, 'and why, in its cause')
+  t.notMatch(r.stdout + r.stderr, /hunter2/, 'no password')
+})

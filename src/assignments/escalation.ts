@@ -48,6 +48,9 @@ import { MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.j
  * sweep; it is idempotent: an assignment that has moved on is answered unchanged.
  */
 
+/** The statuses in which a CRU assignment holds its call (and counts against the team's capacity). */
+const CRU_HOLDS = ['queued', 'offered', 'acknowledged', 'accepted'] as const
+
 /** How a decline's reason begins when the responder gave one; the words after it are theirs. */
 const DECLINED_PREFIX = 'declined: '
 
@@ -212,8 +215,11 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       const [context] = capacity
         ? await readCallContexts(trx, [{ callId: a.call_id, personId: null, addressKey: null, since: new Date(0), exclude: [], capacity, assignments: false }])
         : []
+      // A call CRU already holds (an open CRU assignment besides the failed one) stays available to
+      // it, as at ingest (src/rule-sets/facts.ts): hours and capacity are about taking on a new call.
+      const holds = (await trx.selectFrom('assignments').select('id').where('call_id', '=', a.call_id).where('id', '<>', a.id).where('queue', '=', 'cru').where('status', 'in', CRU_HOLDS).executeTakeFirst()) !== undefined
       const cru = cruAvailability(today, a.agency, now, context?.openCru)
-      if (!cru.available) {
+      if (!cru.available && !holds) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`
         target = 'police'
       }

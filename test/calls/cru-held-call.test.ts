@@ -132,3 +132,24 @@ t.test('a new call after hours falls back to police, as before', async (t) => {
   t.match(d.fallback, { fromRoute: 'cru', reason: /outside CRU hours for example-city-pd/ })
   t.same(summary(d), ['police/primary/queued'])
 })
+
+t.test('escalation counts as ingest does: a case manager declining after hours hands the call to the CRU support already on it, not to police', async (t) => {
+  clock = new Date(IN_HOURS)
+  const ev = callEvent({ natureCode: 'EDP', agency: 'example-city-pd', occurredAt: IN_HOURS, dispatcherOverride: 'case_manager' })
+  const d = await post(ev)
+  t.same(summary(d).sort(), ['case_management/primary/queued', 'cru/support/queued'], 'a case manager leads, CRU beside them')
+  const cm = d.assignments.find((a) => a.queue === 'case_management')!
+  const cru = d.assignments.find((a) => a.queue === 'cru')!
+
+  clock = new Date(AFTER_HOURS)
+  await move(cm.id, 'decline')
+  t.same(
+    (await assignmentsOf(ev.call.callId)).map((a) => `${a.queue}/${a.role}/${a.status}`).sort(),
+    ['case_management/primary/declined', 'cru/primary/queued'],
+    'CRU, which holds the call, becomes primary; no police for a call without safety facts',
+  )
+  const [moved] = await db.selectFrom('assignment_transitions').select('reason').where('assignment_id', '=', cm.id).where('to_status', '=', 'declined').execute()
+  t.match(moved?.reason, /escalated to cru/)
+  t.notMatch(moved?.reason, /not available/)
+  t.equal((await assignmentsOf(ev.call.callId)).find((a) => a.queue === 'cru')!.id, cru.id, 'the same CRU assignment')
+})

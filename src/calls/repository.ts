@@ -13,8 +13,12 @@ export type { Executor }
 // Also named in migrations/0011_outbox_notify.ts, whose trigger sends it.
 export const OUTBOX_CHANNEL = 'cad_router_outbox'
 
-/** What ingest needs of a call row as it was before the batch. */
-export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'>
+/**
+ * What ingest needs of a call row as it was before the batch; `older`: the posted event is dated
+ * before its last applied one, compared in Postgres to the microsecond (a JS Date keeps milliseconds,
+ * and idempotency tells events a microsecond apart).
+ */
+export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'> & { older: boolean }
 
 /** An event already stored, with its call's agency now: what a repeat of it is answered from. */
 export interface StoredEvent {
@@ -54,11 +58,12 @@ export async function lockCallsOfNewEvents(
       on conflict (call_id) do update set call_id = excluded.call_id
       returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route
     )
-    select false as stored, call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route,
+    select false as stored, l.call_id, l.agency, l.status, l.decision_id, l.last_occurred_at, l.closed_at, l.disposition, l.mental_health, l.route,
+      p.occurred_at < l.last_occurred_at as older,
       null::text as event_id, null::text as event_type, null::text as body_hash, null::boolean as applied
-    from locked
+    from locked l join unnest(${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => String(r.last_occurred_at))}::timestamptz[]) as p(call_id, occurred_at) on p.call_id = l.call_id
     union all
-    select true, call_id, agency, null, decision_id, null, null, null, null, null, event_id, type, body_hash, applied
+    select true, call_id, agency, null, decision_id, null, null, null, null, null, null, event_id, type, body_hash, applied
     from stored`).execute(trx)
   const calls = new Map<string, LockedCall>()
   const stored = new Map<string, StoredEvent>()

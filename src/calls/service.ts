@@ -198,7 +198,8 @@ export function createCallService(deps: CallServiceDeps) {
         priority: call.priority,
         flags: call.flags,
         route: 'police',
-        last_occurred_at: new Date(occurredAt),
+        // As written, not as a Date: Postgres keeps the microseconds a Date would drop.
+        last_occurred_at: occurredAt,
         // A new call is someone's prior call for the batch's later events already (DESIGN rule 6).
         subject_person_id: keys[k]!.personId,
         address_key: keys[k]!.addressKey,
@@ -226,7 +227,7 @@ export function createCallService(deps: CallServiceDeps) {
       // the time by a second or two, and a close dated just before the last update must not leave
       // the call open for ever (its CRU place taken, its assignments escalating, no follow-up). It
       // closes the call, whose details stay those of the newer event.
-      const older = !isNew && new Date(event.occurredAt) < current.last_occurred_at
+      const older = !isNew && current.older
       const closing = event.type === 'call.closed'
       const stale = !isNew && (current.status === 'closed' ? closing || older : older && !closing)
       if (stale) {
@@ -404,7 +405,7 @@ export function createCallService(deps: CallServiceDeps) {
         mental_health: mentalHealthCall,
         route,
         decision_id: decisionId,
-        last_occurred_at: new Date(event.occurredAt),
+        last_occurred_at: event.occurredAt,
         updated_at: now,
         closed_at: event.type === 'call.closed' ? now : null,
       })

@@ -142,3 +142,30 @@ t.test('with a CRU capacity limit, a late close gives the team its place back', 
   t.equal(next.decision.route, 'cru', 'the next crisis call goes to CRU, not to police for want of a place')
   t.equal(next.decision.fallback, null)
 })
+
+t.test('occurredAt is ordered to the microsecond, as it is told apart for idempotency', async (t) => {
+  // A CAD that writes microseconds (Java's Instant, .NET's "o") can date two events of one call
+  // within one millisecond; the older one, arriving second, must not undo the newer one.
+  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, priority: 3, occurredAt: '2026-11-23T15:00:00.000100Z' })
+  t.equal((await post(created)).statusCode, 201)
+  const { callId } = created.call
+  const update = callEvent({ type: 'call.updated', callId, natureCode: 'EDP', flags: { mentalHealth: true, substanceUse: true }, priority: 2, occurredAt: '2026-11-23T15:00:01.000900Z' })
+  t.equal((await post(update)).json<Result>().applied, true)
+
+  const older = await post(callEvent({ type: 'call.updated', callId, natureCode: 'NOISE', priority: 4, occurredAt: '2026-11-23T15:00:01.000500Z' }))
+  t.equal(older.statusCode, 201)
+  t.equal(older.json<Result>().applied, false, '400 µs older than the applied update: stale')
+  let call = await readCall(callId)
+  t.equal(call.natureCode, 'EDP')
+  t.equal(call.priority, 2)
+
+  // The close is 800 µs behind the update: a late close, and the call keeps the update's details.
+  const close = callEvent({ type: 'call.closed', callId, natureCode: 'EDP', flags: { mentalHealth: true }, priority: 3, disposition: 'resolved_by_phone', occurredAt: '2026-11-23T15:00:01.000100Z' })
+  const closed = (await post(close)).json<Result>()
+  t.equal(closed.applied, true)
+  t.match(closed.decision.explanation, /^Close dated .*, before the call's last applied event/)
+  call = await readCall(callId)
+  t.equal(call.status, 'closed')
+  t.equal(call.priority, 2)
+  t.equal(call.flags.substanceUse, true)
+})

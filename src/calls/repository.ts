@@ -61,7 +61,7 @@ export async function lockCallsOfNewEvents(
     select false as stored, l.call_id, l.agency, l.status, l.decision_id, l.last_occurred_at, l.closed_at, l.disposition, l.mental_health, l.route,
       p.occurred_at < l.last_occurred_at as older,
       null::text as event_id, null::text as event_type, null::text as body_hash, null::boolean as applied
-    from locked l join unnest(${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => String(r.last_occurred_at))}::timestamptz[]) as p(call_id, occurred_at) on p.call_id = l.call_id
+    from locked l join unnest(${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => (r.last_occurred_at instanceof Date ? r.last_occurred_at.toISOString() : String(r.last_occurred_at)))}::timestamptz[]) as p(call_id, occurred_at) on p.call_id = l.call_id
     union all
     select true, call_id, agency, null, decision_id, null, null, null, null, null, null, event_id, type, body_hash, applied
     from stored`).execute(trx)

@@ -15,7 +15,7 @@ import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { EVENT_TYPES, QUEUES, ROLES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
-import { factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
+import { cruHoldsStoredCall, factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
 import { ruleSetVersion } from './routes.js'
 
 const evaluateBody = z
@@ -23,7 +23,7 @@ const evaluateBody = z
     call: callSchema,
     type: z.enum(EVENT_TYPES).default('call.created').describe('The event type to evaluate as'),
     version: ruleSetVersion.optional().describe('A stored rule-set version; default: the active one'),
-    at: instant.optional().describe('The instant to decide at: CRU hours, and prior calls in the 30 days before it; CRU capacity and case links are as they are now. Default: now'),
+    at: instant.optional().describe('The instant to decide at: CRU hours, and prior calls in the 30 days before it; CRU capacity, case links and whether CRU holds the call (its hours and capacity then waived, as at ingest) are as they are now. Default: now'),
     history: historySchema.optional().describe('History facts to use instead of looking them up (a what-if)'),
     cru: z.object({ available: z.boolean(), reason: z.string().max(500).nullable() }).strict().optional().describe('CRU availability to use instead of the schedule'),
   })
@@ -77,8 +77,10 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
       if (looksUp) {
         await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version } })
       }
-      // CRU availability as ingest would see it (schedule and capacity), unless given.
-      const cru = req.body.cru ? { cru: req.body.cru } : { openCru: await openCruCount(db, ruleSet, call) }
+      // CRU availability as ingest would see it (schedule and capacity, waived for a call CRU holds), unless given.
+      const cru = req.body.cru
+        ? { cru: req.body.cru }
+        : { openCru: await openCruCount(db, ruleSet, call), cruHoldsCall: await cruHoldsStoredCall(db, call.callId, (a) => canActForAgency(p, a)) }
       const facts = factsFor(ruleSet, { eventType: req.body.type, call, at, history, ...cru })
       const d = ruleSet.decide(facts)
       return {

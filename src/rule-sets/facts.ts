@@ -26,6 +26,23 @@ export async function openCruCount(db: Executor, ruleSet: CompiledRuleSet, call:
 }
 
 /**
+ * Whether CRU holds the call now (an open CRU assignment, as ingest counts them), which waives its
+ * hours and capacity for it (factsFor). Only for a call of an agency `mayRead`: another's is not looked into.
+ */
+export async function cruHoldsStoredCall(db: Executor, callId: string, mayRead: (agency: string) => boolean): Promise<boolean> {
+  const row = await db
+    .selectFrom('calls as c')
+    .innerJoin('assignments as a', 'a.call_id', 'c.call_id')
+    .select('c.agency')
+    .where('c.call_id', '=', callId)
+    .where('a.queue', '=', 'cru')
+    .where('a.status', 'in', ['queued', 'offered', 'acknowledged', 'accepted'])
+    .limit(1)
+    .executeTakeFirst()
+  return row !== undefined && mayRead(row.agency)
+}
+
+/**
  * Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's
  * schedule and capacity unless given. `cruHoldsCall`: the call already has an open CRU assignment.
  */

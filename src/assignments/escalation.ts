@@ -22,7 +22,7 @@ import {
 } from '../routing/index.js'
 import { lockCallOfAssignment, toAssignmentView, typedSpan } from './repository.js'
 import type { AssignmentView } from './schemas.js'
-import { MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
+import { CRU_HOLDING_STATUSES, MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
 
 /**
  * Escalation: an assignment declined by its responder, or not acknowledged by its deadline, is
@@ -47,9 +47,6 @@ import { MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.j
  * when and why. Runs the same in the API (a decline), the lifecycle worker (a deadline job) and the
  * sweep; it is idempotent: an assignment that has moved on is answered unchanged.
  */
-
-/** The statuses in which a CRU assignment holds its call (and counts against the team's capacity). */
-const CRU_HOLDS = ['queued', 'offered', 'acknowledged', 'accepted'] as const
 
 /** How a decline's reason begins when the responder gave one; the words after it are theirs. */
 const DECLINED_PREFIX = 'declined: '
@@ -217,7 +214,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         : []
       // A call CRU already holds (an open CRU assignment besides the failed one) stays available to
       // it, as at ingest (src/rule-sets/facts.ts): hours and capacity are about taking on a new call.
-      const holds = (await trx.selectFrom('assignments').select('id').where('call_id', '=', a.call_id).where('id', '<>', a.id).where('queue', '=', 'cru').where('status', 'in', CRU_HOLDS).executeTakeFirst()) !== undefined
+      const holds = (await trx.selectFrom('assignments').select('id').where('call_id', '=', a.call_id).where('id', '<>', a.id).where('queue', '=', 'cru').where('status', 'in', CRU_HOLDING_STATUSES).executeTakeFirst()) !== undefined
       const cru = cruAvailability(today, a.agency, now, context?.openCru)
       if (!cru.available && !holds) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`

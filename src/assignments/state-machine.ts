@@ -11,6 +11,11 @@ export const ASSIGNMENT_STATUSES = ['reserved', 'queued', 'offered', 'acknowledg
 export type AssignmentStatus = (typeof ASSIGNMENT_STATUSES)[number]
 
 export const OPEN_STATUSES: readonly AssignmentStatus[] = ['reserved', 'queued', 'offered', 'acknowledged', 'accepted']
+/**
+ * A CRU assignment in these holds its call and takes a place in its team's capacity (DESIGN rule 7):
+ * ingest, escalation and evaluate count them alike, and a call CRU holds stays CRU's after hours.
+ */
+export const CRU_HOLDING_STATUSES = ['queued', 'offered', 'acknowledged', 'accepted'] as const satisfies readonly AssignmentStatus[]
 /** Nobody has taken it yet: the acknowledgement deadline applies. */
 export const UNACKNOWLEDGED_STATUSES: readonly AssignmentStatus[] = ['queued', 'offered']
 

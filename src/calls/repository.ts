@@ -6,7 +6,7 @@ import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { CruCapacity, RoutingDecision } from '../routing/index.js'
 import type { ExistingAssignment } from './plan.js'
 import type { DecisionView } from './schemas.js'
-import { OPEN_STATUSES } from '../assignments/state-machine.js'
+import { CRU_HOLDING_STATUSES, OPEN_STATUSES } from '../assignments/state-machine.js'
 
 export type { Executor }
 
@@ -75,7 +75,8 @@ export async function lockCallsOfNewEvents(
 }
 
 /** Open CRU assignments: the statuses that count against a team's capacity; matches the partial index assignments_open_cru_idx. */
-const OPEN_CRU = sql<boolean>`queue = 'cru' and status in ('queued', 'offered', 'acknowledged', 'accepted')`
+// Literals, not parameters: the partial index of migration 0007 has this predicate.
+const OPEN_CRU = sql<boolean>`queue = 'cru' and status in (${sql.raw(CRU_HOLDING_STATUSES.map((s) => `'${s}'`).join(', '))})`
 
 /** The first key of the two-key advisory locks on CRU teams (the two-key space is apart from the one-key locks). */
 const CRU_TEAM_LOCK_SPACE = 7001

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Transaction } from 'kysely'
+import { CRU_HOLDING_STATUSES } from '../assignments/state-machine.js'
 import type { Db } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import { AppError, isUnavailableError, LOCK_NOT_AVAILABLE } from '../http/errors.js'
@@ -55,9 +56,7 @@ const UNIQUE_VIOLATION = '23505'
 // The unique keys that tell an eventId stored by another transaction: the event's own, its decision's.
 const EVENT_KEYS = new Set(['call_events_pkey', 'decisions_event_id_key'])
 
-// Open CRU assignments count against a team's capacity in these statuses (see OPEN_CRU in the repository);
-// a call with one of its own in them is one CRU already holds.
-const CRU_COUNTED = new Set(['queued', 'offered', 'acknowledged', 'accepted'])
+const CRU_COUNTED: ReadonlySet<string> = new Set(CRU_HOLDING_STATUSES)
 
 export function createCallService(deps: CallServiceDeps) {
   const clock = deps.now ?? (() => new Date())

@@ -4,6 +4,7 @@
  * transaction (src/calls/service.ts) from the same query, readCallContexts.
  */
 import { z } from 'zod'
+import { CRU_HOLDING_STATUSES } from '../assignments/state-machine.js'
 import type { Executor } from '../db/connect.js'
 import type { CallEvent } from '../calls/schemas.js'
 import { readCallContexts } from '../calls/repository.js'
@@ -36,7 +37,7 @@ export async function cruHoldsStoredCall(db: Executor, callId: string, mayRead: 
     .select('c.agency')
     .where('c.call_id', '=', callId)
     .where('a.queue', '=', 'cru')
-    .where('a.status', 'in', ['queued', 'offered', 'acknowledged', 'accepted'])
+    .where('a.status', 'in', CRU_HOLDING_STATUSES)
     .limit(1)
     .executeTakeFirst()
   return row !== undefined && mayRead(row.agency)

@@ -20,7 +20,8 @@ import type { AssignmentStatus } from './state-machine.js'
  *
  * Position. Row ids are handed out at insert but rows become visible at commit, so "id > last id
  * read" would skip a row whose transaction committed late. Migration 0010 stamps each row with the
- * id of the transaction that wrote it (feed_xid). A read takes only rows whose feed_xid is below
+ * id of the transaction that wrote it (feed_xid; 0019: or the assignment's latest stamp, when higher,
+ * so its changes keep their order). A read takes only rows whose feed_xid is below
  * the oldest transaction of this database still open (feedHorizon: every transaction below it has
  * ended, so nothing can appear there any more) and orders them by (feed_xid, id). A position is a
  * pair (xid, id); an event's id is its position, and after a complete read the reader stands at

@@ -65,7 +65,11 @@ export interface ListFilter {
   now?: Date
 }
 
-/** Oldest first, by a sequence that never changes, so paging never skips nor repeats an assignment. */
+/**
+ * Oldest first, by a sequence that never changes, so paging never repeats an assignment nor skips
+ * one committed before the first page was read. One inserted earlier but committed later (its seq
+ * below the cursor) is on no later page: the stream from the first page's Feed-Position carries it.
+ */
 export async function listAssignments(db: Db, f: ListFilter): Promise<{ items: AssignmentView[]; nextCursor: string | null }> {
   let q = db.selectFrom('assignments').selectAll().orderBy('seq').limit(f.limit + 1)
   if (f.queue) q = q.where('queue', '=', f.queue)

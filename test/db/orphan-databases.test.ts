@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import t from 'tap'
-import { dropOrphanDatabases, PG_ADMIN_URL, REDIS_URL } from '../helpers/world.js'
+import { dropOrphanDatabases, PG_ADMIN_URL, REDIS_URL, testDatabaseName } from '../helpers/world.js'
 
 // A test file that tap ends for running out of time never runs its teardown: the next file's first
-// database drops what it left, and nothing that a live process, or a connection, still holds.
+// database drops what it left, and nothing that a live process, a connection or another host holds.
+// This file's databases are of a kind of their own ('o'), which no other file's sweep touches.
 
 const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
 await admin.connect()
@@ -17,21 +17,23 @@ t.teardown(async () => {
   await admin.end()
 })
 const exists = async (name: string) => (await admin.query('select 1 from pg_database where datname = $1', [name])).rowCount === 1
-const create = async (pid: number) => {
-  const name = `cadr_t_${pid}_${randomBytes(6).toString('hex')}`
+const create = async (opts: { pid: number; host?: string }) => {
+  const name = testDatabaseName('o', opts)
   await admin.query(`create database ${name}`)
   made.push(name)
   return name
 }
 
-t.test('a dead process’s database and its BullMQ keys go; a live one’s, or one in use, stay', async (t) => {
+t.test('a dead process’s database and its BullMQ keys go; a live one’s, one in use, or another host’s stay', async (t) => {
   const child = spawn(process.execPath, ['-e', ''])
   await once(child, 'exit')
   const deadPid = child.pid!
 
-  const orphan = await create(deadPid)
-  const inUse = await create(deadPid)
-  const mine = await create(process.pid)
+  const orphan = await create({ pid: deadPid })
+  const inUse = await create({ pid: deadPid })
+  const mine = await create({ pid: process.pid })
+  // The same dead pid on another machine (or container) sharing this Postgres: its process may live.
+  const elsewhere = await create({ pid: deadPid, host: orphan.split('_')[2] === '000000' ? '111111' : '000000' })
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.quit())
   await redis.set(`t-${orphan}:wait`, '1')
@@ -43,11 +45,12 @@ t.test('a dead process’s database and its BullMQ keys go; a live one’s, or o
   await user.connect()
   t.teardown(() => user.end())
 
-  const dropped = await dropOrphanDatabases(admin)
-  t.ok(dropped.includes(orphan), 'the database of a process that is gone is dropped')
+  const dropped = await dropOrphanDatabases(admin, ['o'])
+  t.same(dropped, [orphan], 'only the database of a process that is gone, on this host')
   t.notOk(await exists(orphan))
   t.equal(await redis.exists(`t-${orphan}:wait`), 0, 'and its BullMQ keys with it')
   t.ok(await exists(inUse), 'one somebody is connected to stays')
   t.ok(await exists(mine), 'one of a live process stays')
   t.equal(await redis.exists(`t-${mine}:wait`), 1, 'with its keys')
+  t.ok(await exists(elsewhere), 'one made on another host stays')
 })

@@ -1,4 +1,6 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { readlinkSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { Writable } from 'node:stream'
 import type { FastifyInstance, InjectOptions } from 'fastify'
@@ -109,9 +111,24 @@ export async function createWorld(t: Tap, opts: { env?: Record<string, string>; 
   return { name, databaseUrl, prefix, config, db, pool, redis, ruleSets, adminKey, key, logs, app, close }
 }
 
-// Test databases are named after the process that made them: `cadr_<kind>_<pid>_<random>`.
-const TEST_DATABASE = /^cadr_[a-z]_(\d+)_[0-9a-f]+$/
+// Pids mean something only on one machine, in one pid namespace (a container): test databases are
+// named after both, `cadr_<kind>_<host>_<pid>_<random>`, and only this host's are ever swept.
+const HOST_TAG = createHash('sha256').update(`${hostname()}:${pidNamespace()}`).digest('hex').slice(0, 6)
+const TEST_DATABASE = /^cadr_([a-z])_([0-9a-f]{6})_(\d+)_[0-9a-f]+$/
 let swept = false
+
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid')
+  } catch {
+    return ''
+  }
+}
+
+/** A name for a test database of this kind, made by `pid` on this host. */
+export function testDatabaseName(kind: string, opts: { pid?: number; host?: string } = {}): string {
+  return `cadr_${kind}_${opts.host ?? HOST_TAG}_${opts.pid ?? process.pid}_${randomBytes(6).toString('hex')}`
+}
 
 /**
  * Creates an empty database for one test file and returns its name (`kind`: `t` for a world, `f`
@@ -120,13 +137,13 @@ let swept = false
  * gone and that nobody is connected to, with the BullMQ keys of a world's prefix on REDIS_URL.
  */
 export async function createTestDatabase(kind: 't' | 'f'): Promise<string> {
-  const name = `cadr_${kind}_${process.pid}_${randomBytes(6).toString('hex')}`
+  const name = testDatabaseName(kind)
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
   await admin.connect()
   try {
     if (!swept) {
       swept = true
-      await dropOrphanDatabases(admin)
+      await dropOrphanDatabases(admin, ['t', 'f'])
     }
     await admin.query(`create database ${name}`)
   } finally {
@@ -135,15 +152,18 @@ export async function createTestDatabase(kind: 't' | 'f'): Promise<string> {
   return name
 }
 
-/** Drops the test databases left by processes that are gone; returns their names. */
-export async function dropOrphanDatabases(admin: pg.Client): Promise<string[]> {
+/**
+ * Drops the test databases of these kinds that this host's processes made and left: their process
+ * is gone and nobody is connected to them. Returns their names.
+ */
+export async function dropOrphanDatabases(admin: pg.Client, kinds: readonly string[]): Promise<string[]> {
   const { rows } = await admin.query<{ datname: string }>(
     `select datname from pg_database d where datname like 'cadr\\_%' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)`,
   )
   const dropped: string[] = []
   for (const { datname } of rows) {
-    const pid = TEST_DATABASE.exec(datname)?.[1]
-    if (!pid || alive(Number(pid))) continue
+    const [, kind, host, pid] = TEST_DATABASE.exec(datname) ?? []
+    if (!kind || !kinds.includes(kind) || host !== HOST_TAG || alive(Number(pid))) continue
     // Without force: a connection made since the check means someone still uses it. Another file
     // may be dropping the same one: either way, not this file's business.
     const ok = await admin.query(`drop database if exists ${pg.escapeIdentifier(datname)}`).then(
@@ -152,7 +172,8 @@ export async function dropOrphanDatabases(admin: pg.Client): Promise<string[]> {
     )
     if (!ok) continue
     dropped.push(datname)
-    if (datname.startsWith('cadr_t_')) await dropRedisPrefix(REDIS_URL, `t-${datname}`).catch(() => {})
+    // A world's BullMQ prefix (a fault world's keys die with its own redis-server).
+    if (kind !== 'f') await dropRedisPrefix(REDIS_URL, `t-${datname}`).catch(() => {})
   }
   return dropped
 }

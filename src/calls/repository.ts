@@ -18,7 +18,12 @@ export const OUTBOX_CHANNEL = 'cad_router_outbox'
  * before its last applied one, compared in Postgres to the microsecond (a JS Date keeps milliseconds,
  * and idempotency tells events a microsecond apart).
  */
-export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'> & { older: boolean }
+export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'> & {
+  older: boolean
+  /** The posted event's time and the call's last applied one, in UTC to the microsecond (for explanations). */
+  posted_at_text: string
+  last_occurred_text: string
+}
 
 /** An event already stored, with its call's agency now: what a repeat of it is answered from. */
 export interface StoredEvent {
@@ -30,6 +35,9 @@ export interface StoredEvent {
   applied: boolean
   agency: string
 }
+
+// ISO 8601 in UTC with microseconds, as Postgres keeps them (a JS Date has milliseconds).
+const MICROSECONDS = sql.lit('YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
 /**
  * The first statement of an ingest batch, one round trip: finds the batch's events that are
@@ -60,10 +68,12 @@ export async function lockCallsOfNewEvents(
     )
     select false as stored, l.call_id, l.agency, l.status, l.decision_id, l.last_occurred_at, l.closed_at, l.disposition, l.mental_health, l.route,
       p.occurred_at < l.last_occurred_at as older,
+      to_char(p.occurred_at at time zone 'UTC', ${MICROSECONDS}) as posted_at_text,
+      to_char(l.last_occurred_at at time zone 'UTC', ${MICROSECONDS}) as last_occurred_text,
       null::text as event_id, null::text as event_type, null::text as body_hash, null::boolean as applied
     from locked l join unnest(${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => (r.last_occurred_at instanceof Date ? r.last_occurred_at.toISOString() : String(r.last_occurred_at)))}::timestamptz[]) as p(call_id, occurred_at) on p.call_id = l.call_id
     union all
-    select true, call_id, agency, null, decision_id, null, null, null, null, null, null, event_id, type, body_hash, applied
+    select true, call_id, agency, null, decision_id, null, null, null, null, null, null, null, null, event_id, type, body_hash, applied
     from stored`).execute(trx)
   const calls = new Map<string, LockedCall>()
   const stored = new Map<string, StoredEvent>()

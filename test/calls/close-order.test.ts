@@ -163,7 +163,7 @@ t.test('occurredAt is ordered to the microsecond, as it is told apart for idempo
   const close = callEvent({ type: 'call.closed', callId, natureCode: 'EDP', flags: { mentalHealth: true }, priority: 3, disposition: 'resolved_by_phone', occurredAt: '2026-11-23T15:00:01.000100Z' })
   const closed = (await post(close)).json<Result>()
   t.equal(closed.applied, true)
-  t.match(closed.decision.explanation, /^Close dated .*, before the call's last applied event/)
+  t.match(closed.decision.explanation, /^Close dated 2026-11-23T15:00:01\.000100Z, before the call's last applied event \(2026-11-23T15:00:01\.000900Z\)/, 'the explanation shows the microseconds it turned on')
   call = await readCall(callId)
   t.equal(call.status, 'closed')
   t.equal(call.priority, 2)

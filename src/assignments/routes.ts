@@ -104,7 +104,7 @@ export const assignmentRoutes: FastifyPluginAsyncZod<{ db: Db; feed: AssignmentF
           'Only the agencies and queues of the caller’s key are listed. Every page has an ETag; with If-None-Match an unchanged page answers 304. ' +
           'Long-poll: add `wait=<seconds>` (up to 30) to If-None-Match, and the answer comes as soon as the page changes, or as 304 when the time is up. ' +
           'The Feed-Position header is where the assignment stream continues from this page: open GET /v1/assignments/stream?lastEventId=<Feed-Position> to receive every change the page does not show yet. ' +
-          'Listing several pages, use the first page’s: an assignment inserted before it was read but committed after it is on no later page (pages follow insertion order), and the stream from the first page’s position carries it.',
+          'Listing several pages, use the first page’s: an assignment inserted before it was read but committed after it may be on no later page (pages follow insertion order), and the stream from the first page’s position carries it.',
         headers: z.looseObject({ 'if-none-match': z.string().max(1000).optional().describe('The ETag of the page the console has') }),
         response: {
           200: z.object({ items: z.array(assignmentSchema), nextCursor: z.string().nullable() }),

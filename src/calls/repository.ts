@@ -84,8 +84,10 @@ export async function lockCallsOfNewEvents(
   return { calls, stored }
 }
 
-/** Open CRU assignments: the statuses that count against a team's capacity; matches the partial index assignments_open_cru_idx. */
-// Literals, not parameters: the partial index of migration 0007 has this predicate.
+/**
+ * Open CRU assignments: the statuses that count against a team's capacity. Written as literals, not
+ * parameters: the planner uses the partial index assignments_open_cru_idx (migration 0007) only for this predicate.
+ */
 const OPEN_CRU = sql<boolean>`queue = 'cru' and status in (${sql.raw(CRU_HOLDING_STATUSES.map((s) => `'${s}'`).join(', '))})`
 
 /** The first key of the two-key advisory locks on CRU teams (the two-key space is apart from the one-key locks). */

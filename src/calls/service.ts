@@ -59,7 +59,7 @@ const EVENT_KEYS = new Set(['call_events_pkey', 'decisions_event_id_key'])
 const CRU_COUNTED: ReadonlySet<string> = new Set(CRU_HOLDING_STATUSES)
 
 // Microseconds only when there are some: `…00.000Z` for a time posted to the millisecond.
-const asInstant = (utc: string): string => utc.replace(/(\.\d{3})000Z$/, '$1Z')
+const trimMicroseconds = (utc: string): string => utc.replace(/(\.\d{3})000Z$/, '$1Z')
 
 export function createCallService(deps: CallServiceDeps) {
   const clock = deps.now ?? (() => new Date())
@@ -301,7 +301,7 @@ export function createCallService(deps: CallServiceDeps) {
       const explanation = [
         ...(lateClose
           ? [
-              `Close dated ${asInstant(current.posted_at_text)}, before the call's last applied event (${asInstant(current.last_occurred_text)}): it closes the call, whose details stay those of that later event; its disposition is recorded.`,
+              `Close dated ${trimMicroseconds(current.posted_at_text)}, before the call's last applied event (${trimMicroseconds(current.last_occurred_text)}): it closes the call, whose details stay those of that later event; its disposition is recorded.`,
             ]
           : []),
         ...(keptRoute && keptRoute !== decision.route

@@ -202,6 +202,10 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       target = policeLed(fb.escalation, target)
       safetyNote = ` (not ${skipped}, which has no police as primary — ${rule1})`
     }
+    // The call's other open assignments, locked: what the step changes, and whether CRU holds the call.
+    const others = (await trx.selectFrom('assignments').selectAll().where('call_id', '=', a.call_id).where('id', '<>', a.id).forUpdate().execute()).filter(
+      (o) => isOpen(o.status) && o.queue !== 'follow_up',
+    )
     // DESIGN rule 7 holds for escalations too: a route that needs CRU, when CRU is off hours or at
     // capacity, goes to police instead (counted as ingest counts, under the team's lock).
     let cruNote = ''
@@ -214,16 +218,13 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         : []
       // A call CRU already holds (an open CRU assignment besides the failed one) stays available to
       // it, as at ingest (src/rule-sets/facts.ts): hours and capacity are about taking on a new call.
-      const holds = (await trx.selectFrom('assignments').select('id').where('call_id', '=', a.call_id).where('id', '<>', a.id).where('queue', '=', 'cru').where('status', 'in', CRU_HOLDING_STATUSES).executeTakeFirst()) !== undefined
+      const holds = others.some((o) => o.queue === 'cru' && (CRU_HOLDING_STATUSES as readonly string[]).includes(o.status))
       const cru = cruAvailability(today, a.agency, now, context?.openCru)
       if (!cru.available && !holds) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`
         target = 'police'
       }
     }
-    const others = (await trx.selectFrom('assignments').selectAll().where('call_id', '=', a.call_id).where('id', '<>', a.id).forUpdate().execute()).filter(
-      (o) => isOpen(o.status) && o.queue !== 'follow_up',
-    )
 
     const fresh: { queue: QueueName; role: Role; note?: string }[] = []
     const roleChanges: { row: Selectable<AssignmentsTable>; to: Role }[] = []

@@ -18,7 +18,7 @@ export const OUTBOX_CHANNEL = 'cad_router_outbox'
  * before its last applied one, compared in Postgres to the microsecond (a JS Date keeps milliseconds,
  * and idempotency tells events a microsecond apart).
  */
-export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'last_occurred_at' | 'closed_at' | 'disposition' | 'mental_health' | 'route'> & {
+export type LockedCall = Pick<CallRow, 'call_id' | 'agency' | 'status' | 'decision_id' | 'closed_at' | 'disposition' | 'mental_health' | 'route'> & {
   older: boolean
   /** The posted event's time and the call's last applied one, in UTC to the microsecond (for explanations). */
   posted_at_text: string
@@ -56,9 +56,12 @@ export async function lockCallsOfNewEvents(
   const sorted = [...rows].sort((a, b) => (String(a.call_id) < String(b.call_id) ? -1 : String(a.call_id) > String(b.call_id) ? 1 : 0))
   // A row per locked call (stored false), or per repeat (stored true: only call_id, agency and the event's decision_id are set).
   const { rows: out } = await prepared(sql<LockedCall & { stored: boolean; event_id: string | null; event_type: string | null; body_hash: string | null; applied: boolean | null }>`
-    with stored as (
-      select e.event_id, e.call_id, e.type, e.body_hash, e.decision_id, e.applied, c.agency, p.posted_call_id
-      from unnest(${eventIds}::text[], ${rows.map((r) => String(r.call_id))}::text[]) as p(event_id, posted_call_id)
+    with posted as (
+      select * from unnest(${eventIds}::text[], ${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => (r.last_occurred_at instanceof Date ? r.last_occurred_at.toISOString() : String(r.last_occurred_at)))}::timestamptz[])
+        as p(event_id, call_id, occurred_at)
+    ), stored as (
+      select e.event_id, e.call_id, e.type, e.body_hash, e.decision_id, e.applied, c.agency, p.call_id as posted_call_id
+      from posted p
         join call_events e on e.event_id = p.event_id
         join calls c on c.call_id = e.call_id
     ), locked as (
@@ -66,14 +69,14 @@ export async function lockCallsOfNewEvents(
       on conflict (call_id) do update set call_id = excluded.call_id
       returning call_id, agency, status, decision_id, last_occurred_at, closed_at, disposition, mental_health, route
     )
-    select false as stored, l.call_id, l.agency, l.status, l.decision_id, l.last_occurred_at, l.closed_at, l.disposition, l.mental_health, l.route,
+    select false as stored, l.call_id, l.agency, l.status, l.decision_id, l.closed_at, l.disposition, l.mental_health, l.route,
       p.occurred_at < l.last_occurred_at as older,
       to_char(p.occurred_at at time zone 'UTC', ${MICROSECONDS}) as posted_at_text,
       to_char(l.last_occurred_at at time zone 'UTC', ${MICROSECONDS}) as last_occurred_text,
       null::text as event_id, null::text as event_type, null::text as body_hash, null::boolean as applied
-    from locked l join unnest(${rows.map((r) => String(r.call_id))}::text[], ${rows.map((r) => (r.last_occurred_at instanceof Date ? r.last_occurred_at.toISOString() : String(r.last_occurred_at)))}::timestamptz[]) as p(call_id, occurred_at) on p.call_id = l.call_id
+    from locked l join posted p on p.call_id = l.call_id
     union all
-    select true, call_id, agency, null, decision_id, null, null, null, null, null, null, null, null, event_id, type, body_hash, applied
+    select true, call_id, agency, null, decision_id, null, null, null, null, null, null, null, event_id, type, body_hash, applied
     from stored`).execute(trx)
   const calls = new Map<string, LockedCall>()
   const stored = new Map<string, StoredEvent>()

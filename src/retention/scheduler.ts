@@ -1,9 +1,8 @@
-import { performance } from 'node:perf_hooks'
 import { Queue, Worker } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
-import { drainOrReturn, inFlight, inFlightJobs } from '../workers/responder-worker.js'
+import { drainOrReturn, drainUntil, inFlight, inFlightJobs } from '../workers/responder-worker.js'
 import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
 
@@ -85,7 +84,7 @@ export async function createRetention(deps: RetentionDeps) {
      * queue — a batch stuck in Postgres, say, whose session the Postgres close then ends. The scrub
      * is idempotent: the next run redoes it. Safe to call twice.
      */
-    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
+    close(until = drainUntil(deps.drainMs)): Promise<void> {
       stopping.abort()
       closing ??= drainOrReturn([worker], jobs, until, deps.log).finally(() => queue.close())
       return closing

@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks'
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
@@ -7,7 +6,7 @@ import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/e
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
-import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
+import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
 import { throttledWarn } from '../lib/log-throttle.js'
 import { watchForOrphans } from './orphans.js'
 
@@ -138,7 +137,7 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
       void worker.run().catch((err: Error) => deps.log.error({ err: { message: err.message } }, 'lifecycle worker stopped'))
     },
     /** Bounded like the responder workers: what does not finish by `until` goes back to the queue. */
-    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
+    close(until = drainUntil(deps.drainMs)): Promise<void> {
       clearInterval(watchdog)
       orphans.stop()
       closing ??= drainOrReturn([worker], jobs, until, deps.log)

@@ -142,7 +142,7 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
      * from now when not given), then hands the rest back to their queue (another worker takes them;
      * processing is idempotent). Safe to call twice.
      */
-    close(until = performance.now() + (deps.drainMs ?? 5_000)): Promise<void> {
+    close(until = drainUntil(deps.drainMs)): Promise<void> {
       for (const w of watches) w.stop()
       closing ??= drainOrReturn(workers, jobs, until, deps.log)
       return closing
@@ -207,6 +207,9 @@ export async function inFlight<T>(jobs: InFlightJobs, key: string, job: InFlight
   if (entry.handedBack) return NEVER
   return out!
 }
+
+/** A close's deadline when it is given none (a test's close; main.ts gives one): `drainMs` from now. */
+export const drainUntil = (drainMs = 5_000): number => performance.now() + drainMs
 
 /**
  * Shared with the lifecycle worker: pause, let jobs in flight finish until `until`

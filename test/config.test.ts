@@ -68,28 +68,27 @@ t.test("every setting is in the README's Configuration table", async (t) => {
   )
 })
 
-t.test('the service started with a bad setting names it and exits with 2, without a stack trace', async (t) => {
+/** The service from its sources, run to its exit with these settings over the environment's. */
+const runService = async (env: Record<string, string>) => {
   const { spawnSync } = await import('node:child_process')
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  return spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: new URL('..', import.meta.url).pathname,
-    env: { ...process.env, PORT: 'abc', DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never-reached' },
+    env: { ...process.env, ...env },
     encoding: 'utf8',
     timeout: 30_000,
   })
+}
+
+t.test('the service started with a bad setting names it and exits with 2, without a stack trace', async (t) => {
+  const r = await runService({ PORT: 'abc', DATABASE_URL: 'postgres://postgres@127.0.0.1:1/never-reached' })
   t.equal(r.status, 2, r.stderr)
   t.match(r.stderr, /^invalid configuration:\n {2}PORT: /)
   t.notMatch(r.stderr, /at .*\.(js|ts):\d+/, 'no stack')
 })
 
 t.test('the service that cannot reach Postgres at start names the setting and the address, never the password, and exits with 1', async (t) => {
-  const { spawnSync } = await import('node:child_process')
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: new URL('..', import.meta.url).pathname,
-    // Port 1: nothing listens there, so the connection is refused at once.
-    env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/never-reached' },
-    encoding: 'utf8',
-    timeout: 30_000,
-  })
+  // Port 1: nothing listens there, so the connection is refused at once.
+  const r = await runService({ PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/never-reached' })
   t.equal(r.status, 1, r.stderr)
   const failed = r.stdout.split('\n').find((l) => l.includes('"msg":"start failed"'))
   t.ok(failed, `a 'start failed' line (${r.stdout.slice(-500)})`)

@@ -12,6 +12,7 @@ import { createDb, createPool, type Db } from '../db/connect.js'
 import type { Notifications } from '../db/listener.js'
 import { AppError } from '../http/errors.js'
 import { problemResponses, type HeaderDoc } from '../http/openapi.js'
+import { coalesced } from '../lib/coalesced.js'
 import { QUEUES } from '../routing/index.js'
 import { checkPositionIssued, createFeedHub, type CatchUp, createFeedSignals, decodePosition, encodePosition, inScope, subscribeFeed, type FeedEvent, type FeedHub, type FeedScope } from './feed.js'
 import { assignmentSchema } from './schemas.js'
@@ -320,19 +321,16 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed; keys: Pic
       // A stream outlives the request that authenticated it: a key revoked, expired or changed since
       // ends it, as soon as the change is heard (and at each heartbeat, should a notification be lost).
       // On the catch-up connections, one check at a time per stream: a listener that reconnects
-      // makes every open stream check at once, and the service's pool is ingest's.
-      let checking = false
-      const checkKey = async () => {
-        if (checking || res.writableEnded) return
-        checking = true
+      // makes every open stream check at once, and the service's pool is ingest's. A change heard
+      // during a check is checked again after it: the check in flight may have read the old row.
+      const checkKey = coalesced(async () => {
+        if (res.writableEnded) return
         try {
           if (!(await feed.catchUp((on) => keyUnchanged(on, p)))) res.end()
         } catch {
           // Postgres away: the next heartbeat checks again.
-        } finally {
-          checking = false
         }
-      }
+      })
       const stopWatching = keys.onChange((keyId) => {
         if (keyId === undefined || keyId === p.keyId) void checkKey()
       })

@@ -7,6 +7,7 @@
 import { z } from 'zod'
 import { callEventSchema, type CallEvent } from '../calls/schemas.js'
 import { AppError, type InvalidParam } from '../http/errors.js'
+import { duplicateMember } from '../http/json-body.js'
 import { sha256 } from '../lib/canonical-json.js'
 import { FLAG_NAMES, ROUTES, type EventType, type FlagName } from '../routing/index.js'
 import { readPidfLo } from './pidf-lo.js'
@@ -192,6 +193,13 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
       value = JSON.parse(a.additionalDataByValue ?? '')
     } catch {
       problems.push({ name: at, reason: `routing facts (${ROUTING_FACTS_PURPOSE}) must be a JSON object` })
+      return
+    }
+    // JSON.parse keeps the last of two members: `"weapons": true, "weapons": false` must not read as
+    // an unarmed call here any more than in a JSON body (src/http/json-body.ts).
+    const twice = duplicateMember(a.additionalDataByValue!)
+    if (twice !== undefined) {
+      problems.push({ name: `${at}.${twice}`, reason: 'given more than once in the same object; give it once' })
       return
     }
     const parsed = routingFactsSchema.safeParse(value)

@@ -90,6 +90,27 @@ t.test('mapping errors name the EIDO component and field', async (t) => {
   t.same(names(longName), ['personComponent.0.ncPersonComponent.PersonName', 'personComponent.0.ncPersonComponent.PersonName'], 'too long for the call contract, as caller and as subject')
 })
 
+t.test('routing facts that give a member twice are refused, naming it, as a JSON body that does is', async (t) => {
+  // JSON.parse keeps the last of two members: `"weapons": true, "weapons": false` read as an unarmed
+  // call, which the JSON body parser refuses for the very same reason (src/http/json-body.ts).
+  const doc = eidoFixture<{ additionalDataComponent: { additionalDataByValue: string }[] }>('overdose-additional-data')
+  const refused = (facts: string) => {
+    doc.additionalDataComponent[1]!.additionalDataByValue = facts
+    try {
+      const event = eidoToCallEvent(parse(doc))
+      return { flags: event.call.flags, override: event.call.dispatcherOverride }
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'validation-failed') return err.invalidParams
+      throw err
+    }
+  }
+  t.match(refused('{"flags":{"weapons":true,"weapons":false}}'), [{ name: 'additionalDataComponent.1.additionalDataByValue.flags.weapons', reason: /more than once/ }])
+  t.match(refused('{"flags":{"weapons":true},"flags":{}}'), [{ name: 'additionalDataComponent.1.additionalDataByValue.flags', reason: /more than once/ }])
+  t.match(refused('{"dispatcherOverride":"police","dispatcherOverride":"cru"}'), [{ name: 'additionalDataComponent.1.additionalDataByValue.dispatcherOverride' }])
+  t.match(refused('{"flags":{"weap\\u006fns":true,"weapons":false}}'), [{ name: 'additionalDataComponent.1.additionalDataByValue.flags.weapons' }], 'an escaped spelling is the same name')
+  t.match(refused('{"flags":{"weapons":true}}'), { flags: { weapons: true } }, 'given once: read as before')
+})
+
 t.test('PIDF-LO: what is written is read back', async (t) => {
   const loc = { address: '1200 Vermillion St & 2nd <rear>', city: 'Hastings', lat: 44.73, lon: -92.85 }
   t.same(readPidfLo(writePidfLo('DC26-1', loc)), loc)

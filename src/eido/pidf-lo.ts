@@ -42,12 +42,14 @@ export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } 
 export function writePidfLo(entity: string, loc: PlainLocation): string {
   const parts: string[] = []
   if (loc.address !== undefined || loc.city !== undefined) {
-    const civic: string[] = ['<country>US</country>']
-    if (loc.city) civic.push(`<A3>${encode(loc.city)}</A3>`)
+    // Each civic element is in the civic address namespace (ca:), as its container is: unprefixed, it
+    // would be in the document's default (PIDF) namespace, where no namespace-aware reader looks.
+    const civic: string[] = ['<ca:country>US</ca:country>']
+    if (loc.city) civic.push(`<ca:A3>${encode(loc.city)}</ca:A3>`)
     if (loc.address) {
       // A leading house number goes in HNO so readers that only know civic elements find it.
       const m = /^(\d+[A-Za-z]?)\s+(.+)$/.exec(loc.address)
-      civic.push(m ? `<HNO>${encode(m[1]!)}</HNO><RD>${encode(m[2]!)}</RD>` : `<RD>${encode(loc.address)}</RD>`)
+      civic.push(m ? `<ca:HNO>${encode(m[1]!)}</ca:HNO><ca:RD>${encode(m[2]!)}</ca:RD>` : `<ca:RD>${encode(loc.address)}</ca:RD>`)
     }
     parts.push(`<gp:location-info><ca:civicAddress>${civic.join('')}</ca:civicAddress></gp:location-info>`)
   }

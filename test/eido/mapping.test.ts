@@ -118,6 +118,22 @@ t.test('PIDF-LO: what is written is read back', async (t) => {
   t.same(readPidfLo('<presence/>'), {})
 })
 
+t.test('PIDF-LO: the civic address is written in the civic address namespace (RFC 5139)', async (t) => {
+  // The document's default namespace is PIDF's: a civic element written without a prefix is a PIDF
+  // element, and a namespace-aware reader (XPath on ca:RD) finds no street, city or country.
+  const CIVIC = 'urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr'
+  const xml = writePidfLo('DC26-1', { address: '1200 Vermillion St', city: 'Hastings', lat: 44.73, lon: -92.85 })
+  // Every namespace is declared on the root: a prefix (or none) names one of these.
+  const declared = new Map([...xml.matchAll(/\sxmlns(?::([\w.-]+))?="([^"]*)"/g)].map((m) => [m[1] ?? '', m[2]!]))
+  const civic = /<([\w.-]+:)?civicAddress[\s>]([\s\S]*)<\/\1civicAddress>/.exec(xml)
+  t.ok(civic, 'a civic address is written')
+  t.equal(declared.get(civic![1]?.slice(0, -1) ?? ''), CIVIC, 'the civicAddress element is in its namespace')
+  const inside = [...civic![2]!.matchAll(/<([\w.-]+:)?([\w.-]+)[\s>]/g)].map((m) => ({ name: m[2]!, ns: declared.get(m[1]?.slice(0, -1) ?? '') }))
+  t.same(inside.map((e) => e.name), ['country', 'A3', 'HNO', 'RD'])
+  t.same(inside.filter((e) => e.ns !== CIVIC).map((e) => e.name), [], 'each of its elements is in the civic address namespace')
+  t.same(readPidfLo(xml), { address: '1200 Vermillion St', city: 'Hastings', lat: 44.73, lon: -92.85 }, 'and reads back')
+})
+
 t.test('a description cut at its 4,000 characters never keeps half of a character', async (t) => {
   const doc = parse(eidoFixture('mental-health-crisis'))
   // 3,999 units, then an emoji (two UTF-16 units): a plain cut at 4,000 would keep its first half.

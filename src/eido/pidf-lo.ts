@@ -21,8 +21,13 @@ function element(xml: string, name: string): string | undefined {
   return v ? v : undefined
 }
 
-/** The civic street address elements, in the order they are written on an envelope. */
-const STREET = ['HNO', 'HNS', 'PRD', 'RD', 'STS', 'POD'] as const
+/**
+ * The civic street address elements, in the order they are written on an envelope (NENA CLDXF):
+ * house number prefix, number and suffix; the street name's pre-modifier, pre-directional and
+ * pre-type, the name, its post-type, post-directional and post-modifier. Each part names the road:
+ * without PRM and STP, "Old Highway 61" read as "61". HNP and STP are RFC 6848's, the rest RFC 5139's.
+ */
+const STREET = ['HNP', 'HNO', 'HNS', 'PRM', 'PRD', 'STP', 'RD', 'STS', 'POD', 'POM'] as const
 
 export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } {
   const out: PlainLocation & { badPoint?: boolean } = {}

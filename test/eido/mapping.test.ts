@@ -118,6 +118,16 @@ t.test('PIDF-LO: what is written is read back', async (t) => {
   t.same(readPidfLo('<presence/>'), {})
 })
 
+t.test('PIDF-LO: every part of the street name is read, modifiers and prefixes included', async (t) => {
+  // "Old Highway 61 N" (NENA CLDXF: pre-modifier, pre-type, name, post-directional) is another road
+  // than "61 N": PRM and POM are RFC 5139's, HNP and STP RFC 6848's (the extension namespace).
+  const civic = (parts: string) =>
+    `<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" xmlns:ext="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr:ext"><tuple id="t"><status><gp:geopriv><gp:location-info><ca:civicAddress><ca:country>US</ca:country><ca:A3>Hastings</ca:A3>${parts}</ca:civicAddress></gp:location-info></gp:geopriv></status></tuple></presence>`
+  t.same(readPidfLo(civic('<ca:HNO>14</ca:HNO><ca:PRM>Old</ca:PRM><ext:STP>Highway</ext:STP><ca:RD>61</ca:RD><ca:POD>N</ca:POD>')), { address: '14 Old Highway 61 N', city: 'Hastings' })
+  t.same(readPidfLo(civic('<ext:HNP>W</ext:HNP><ca:HNO>200</ca:HNO><ca:RD>Main</ca:RD><ca:STS>St</ca:STS><ca:POM>Extended</ca:POM>')), { address: 'W 200 Main St Extended', city: 'Hastings' })
+  t.same(readPidfLo(civic('<ca:HNO>1200</ca:HNO><ca:RD>Vermillion</ca:RD><ca:STS>St</ca:STS>')), { address: '1200 Vermillion St', city: 'Hastings' }, 'without them, as before')
+})
+
 t.test('PIDF-LO: the civic address is written in the civic address namespace (RFC 5139)', async (t) => {
   // The document's default namespace is PIDF's: a civic element written without a prefix is a PIDF
   // element, and a namespace-aware reader (XPath on ca:RD) finds no street, city or country.

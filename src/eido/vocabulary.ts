@@ -109,7 +109,8 @@ export const APCO_DISPOSITION_CODE = /^[A-Za-z0-9]{1,8}$/
 
 /** A `dispositionCommonRegistryCode` → the service's disposition; undefined when it is neither form. */
 export function dispositionOfCode(code: string): string | undefined {
-  if (code.startsWith(OWN_DISPOSITION_PREFIX)) return code.slice(OWN_DISPOSITION_PREFIX.length)
+  // The prefix alone names no disposition: refused, rather than a close that says nothing of its end.
+  if (code.startsWith(OWN_DISPOSITION_PREFIX)) return code.slice(OWN_DISPOSITION_PREFIX.length) || undefined
   if (APCO_DISPOSITION_CODE.test(code)) return lookUp(DISPOSITION_CODES, code) ?? `${APCO_DISPOSITION_PREFIX}${code}`
   return undefined
 }

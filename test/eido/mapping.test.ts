@@ -183,6 +183,7 @@ t.test('the call’s disposition is the primary one: a component marked not prim
   }
   t.same(names('not a code'), ['incidentComponent.dispositionComponent.0.dispositionCommonRegistryCode'])
   t.same(names(`urn:cad-router:disposition:${'x'.repeat(65)}`), ['incidentComponent.dispositionComponent.0.dispositionCommonRegistryCode'], 'longer than a call’s disposition may be')
+  t.same(names('urn:cad-router:disposition:'), ['incidentComponent.dispositionComponent.0.dispositionCommonRegistryCode'], 'the prefix with no disposition after it: refused, not a close without one')
 })
 
 t.test('every disposition the service writes reads back as itself, assignments’ beside the call’s', async (t) => {

@@ -44,8 +44,16 @@ export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } 
   return out
 }
 
+/**
+ * A PIDF-LO of the incident's location. The civic address and the point are two representations of
+ * one place, each in a tuple of its own, so that each geopriv holds one location-info and then the
+ * usage rules, as RFC 4119's schema and NENA's EIDO sample have them. The rules are empty: RFC
+ * 4119's defaults, the most guarded (not to be passed on; kept 24 hours), are the team's to relax.
+ */
 export function writePidfLo(entity: string, loc: PlainLocation): string {
-  const parts: string[] = []
+  const tuples: string[] = []
+  const tuple = (id: string, location: string) =>
+    `<tuple id="${id}"><status><gp:geopriv><gp:location-info>${location}</gp:location-info><gp:usage-rules/></gp:geopriv></status></tuple>`
   if (loc.address !== undefined || loc.city !== undefined) {
     // Each civic element is in the civic address namespace (ca:), as its container is: unprefixed, it
     // would be in the document's default (PIDF) namespace, where no namespace-aware reader looks.
@@ -56,14 +64,14 @@ export function writePidfLo(entity: string, loc: PlainLocation): string {
       const m = /^(\d+[A-Za-z]?)\s+(.+)$/.exec(loc.address)
       civic.push(m ? `<ca:HNO>${encode(m[1]!)}</ca:HNO><ca:RD>${encode(m[2]!)}</ca:RD>` : `<ca:RD>${encode(loc.address)}</ca:RD>`)
     }
-    parts.push(`<gp:location-info><ca:civicAddress>${civic.join('')}</ca:civicAddress></gp:location-info>`)
+    tuples.push(tuple('incident-civic', `<ca:civicAddress>${civic.join('')}</ca:civicAddress>`))
   }
   if (loc.lat !== undefined && loc.lon !== undefined) {
-    parts.push(`<gp:location-info><gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>${loc.lat} ${loc.lon}</gml:pos></gml:Point></gp:location-info>`)
+    tuples.push(tuple('incident-point', `<gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>${loc.lat} ${loc.lon}</gml:pos></gml:Point>`))
   }
   return (
     `<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" ` +
     `xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" xmlns:gml="http://www.opengis.net/gml" entity="${encode(entity)}">` +
-    `<tuple id="incident"><status><gp:geopriv>${parts.join('')}</gp:geopriv></status></tuple></presence>`
+    `${tuples.join('')}</presence>`
   )
 }

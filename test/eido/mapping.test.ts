@@ -144,6 +144,23 @@ t.test('PIDF-LO: the civic address is written in the civic address namespace (RF
   t.same(readPidfLo(xml), { address: '1200 Vermillion St', city: 'Hastings', lat: 44.73, lon: -92.85 }, 'and reads back')
 })
 
+t.test('PIDF-LO: each geopriv holds one location-info and the usage rules RFC 4119 requires', async (t) => {
+  // RFC 4119's geopriv is one location-info, then usage-rules (not optional), as NENA's EIDO sample
+  // writes it. A civic address and a point are two representations: each goes in a tuple of its own.
+  const xml = writePidfLo('DC26-1', { address: '1200 Vermillion St', city: 'Hastings', lat: 44.73, lon: -92.85 })
+  const tuples = [...xml.matchAll(/<tuple id="([^"]+)">([\s\S]*?)<\/tuple>/g)]
+  t.equal(tuples.length, 2, 'the civic address and the point')
+  t.equal(new Set(tuples.map((m) => m[1])).size, 2, 'tuple ids are unique')
+  for (const [, id, body] of tuples) {
+    const geoprivs = [...body!.matchAll(/<gp:geopriv>([\s\S]*?)<\/gp:geopriv>/g)].map((m) => m[1]!)
+    t.equal(geoprivs.length, 1, `${id}: one geopriv`)
+    t.equal(geoprivs[0]!.match(/<gp:location-info>/g)?.length, 1, `${id}: one location-info`)
+    t.match(geoprivs[0]!, /^<gp:location-info>[\s\S]*<\/gp:location-info><gp:usage-rules\b/, `${id}: its usage rules after it`)
+  }
+  t.same(readPidfLo(xml), { address: '1200 Vermillion St', city: 'Hastings', lat: 44.73, lon: -92.85 }, 'and reads back')
+  t.equal([...writePidfLo('DC26-1', { address: 'Behind the library' }).matchAll(/<tuple /g)].length, 1, 'an address alone: one tuple')
+})
+
 t.test('a description cut at its 4,000 characters never keeps half of a character', async (t) => {
   const doc = parse(eidoFixture('mental-health-crisis'))
   // 3,999 units, then an emoji (two UTF-16 units): a plain cut at 4,000 would keep its first half.

@@ -94,7 +94,9 @@ t.test('a change of the key’s role or scope ends its open streams', async (t) 
   t.notOk(await within(s.ended, 0), 'still open')
 
   await world.pool.query(`update api_keys set agencies = '{hastings-pd}' where name = 'wide-console-renamed'`)
-  t.ok(await within(s.ended, 2000), 'narrowed agencies: the stream ends')
+  // 10 s: liveness (the stream's end is heard by NOTIFY or at a 20 ms heartbeat; a loaded machine
+  // can pause the process for a second or more), not a race between the two.
+  t.ok(await within(s.ended, 10_000), 'narrowed agencies: the stream ends')
   await post('rosemount-pd')
   t.equal(s.events.length, r1.length, 'no Rosemount change after the narrowing')
 
@@ -102,13 +104,13 @@ t.test('a change of the key’s role or scope ends its open streams', async (t) 
   const s2 = await stream(bearer(roled))
   await heartbeats(s2, 2)
   await world.pool.query(`update api_keys set role = 'auditor' where name = 'roled-console'`)
-  t.ok(await within(s2.ended, 2000), 'another role: the stream ends')
+  t.ok(await within(s2.ended, 10_000), 'another role: the stream ends')
 
   const queued = await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'], name: 'queued-console' })
   const s3 = await stream(bearer(queued))
   await heartbeats(s3, 2)
   await world.pool.query(`update api_keys set queues = '{cru,police}' where name = 'queued-console'`)
-  t.ok(await within(s3.ended, 2000), 'other queues: the stream ends')
+  t.ok(await within(s3.ended, 10_000), 'other queues: the stream ends')
 })
 
 t.test('a console that stops reading is disconnected, with at most one drain listener', async (t) => {
@@ -143,7 +145,7 @@ t.test('a console that stops reading is disconnected, with at most one drain lis
      select $1, 'queued', 'queued', 'primary', 'bulk', lpad(g::text, 300, '.') from generate_series(1, 20000) g`,
     [a],
   )
-  t.ok(await within(closed, 5000), 'the server closed the stream')
+  t.ok(await within(closed, 15_000), 'the server closed the stream')
   say(`${socket?.bytesWritten ?? 'n/a'} bytes written; at most ${maxDrain} drain listener(s)`)
   t.ok(maxDrain <= 1, `at most one drain listener (${maxDrain})`)
   t.notOk(warnings.includes('MaxListenersExceededWarning'), 'no listener leak warning')

@@ -33,7 +33,7 @@ import { CRU_HOLDING_STATUSES, MOVES, canMove, isOpen, type AssignmentStatus } f
  *   `escalated` (deadline) or stays `declined`;
  * - a support whose queue has a fallback: nothing new — the call's primary carries the call (the
  *   last step, co-response → police);
- * - a queue without a fallback (police, EMS, follow-up): the same queue and role are offered again
+ * - a queue without a fallback (police, EMS, and follow-up always: its call is closed): the same queue and role are offered again
  *   as a new assignment; the failed one is `expired` (deadline) or stays `declined`. A follow-up
  *   offered again keeps the time it must be done by, and its reservation while that is still ahead.
  *
@@ -195,7 +195,9 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     // A follow-up comes after the call has closed: nobody is sent to the scene any more.
     const safety = queue === 'follow_up' ? null : await safetyFacts(trx, a.call_id)
     const rule1 = `DESIGN rule 1: ${safety}`
-    let target = fb.escalation[queue] ?? null
+    // Nor does a follow-up have a fallback route, whatever the rule set names for follow_up: the
+    // responders of one would go to a call that is over, and no close would ever cancel them.
+    let target = queue === 'follow_up' ? null : (fb.escalation[queue] ?? null)
     let safetyNote = ''
     if (target && role === 'primary' && safety && ROUTE_PRIMARY[target] !== 'police') {
       const skipped = target

@@ -110,3 +110,29 @@ t.test('a follow-up declined after its reservation has passed is offered again a
   t.equal(r.view.status, 'declined')
   t.match(r.created, [{ queue: 'follow_up', status: 'queued', reservedUntil: null, dueAt: original.dueAt }])
 })
+
+t.test('a declined follow-up is offered again to the follow-up team, whatever fallback the rule set names for follow_up: its call is closed', async (t) => {
+  // A rule set may name a fallback for any queue; for follow_up one would send responders to a
+  // call that is over, where no close will ever cancel them (a closed call takes no more events).
+  const doc = structuredClone(loadDefaultRuleSet())
+  doc.version = 2
+  doc.escalation = { ...doc.escalation, follow_up: 'case_manager' }
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/rule-sets/2/activate', payload: { reason: 'declined follow-ups to the case manager' } })).statusCode, 200)
+  t.teardown(async () => void (await world.app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
+
+  const created = await post({ natureCode: 'EDP', agency: 'fu-fallback' })
+  const closed = await post({ type: 'call.closed', callId: created.callId, natureCode: 'EDP', agency: 'fu-fallback' })
+  const fuId = closed.decision.assignments.find((a) => a.queue === 'follow_up')!.id
+  const original = await assignment(fuId)
+  const res = await move(fuId, 'decline', { actor: 'sw-desk', reason: 'caseload full' })
+  t.equal(res.statusCode, 200)
+  t.equal(res.json().status, 'declined')
+
+  const after = await call(created.callId)
+  t.equal(after.status, 'closed')
+  const fresh = after.assignments.filter((a) => a.transitions[0]?.reason?.includes(`escalated from follow_up assignment ${fuId}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['follow_up:primary'], 'the follow-up team again, not a case manager and CRU sent to a closed call')
+  t.notOk(after.assignments.some((a) => a.queue !== 'follow_up' && ['queued', 'offered'].includes(a.status)), 'no responder is left open on the closed call')
+  t.match(await assignment(fresh[0]!.id), { escalatedFrom: fuId, dueAt: original.dueAt }, 'due as the first')
+})

@@ -33,9 +33,10 @@ import { CRU_HOLDING_STATUSES, MOVES, canMove, isOpen, type AssignmentStatus } f
  *   `escalated` (deadline) or stays `declined`;
  * - a support whose queue has a fallback: nothing new — the call's primary carries the call (the
  *   last step, co-response → police);
- * - a queue without a fallback (police, EMS, and follow-up always: its call is closed): the same queue and role are offered again
- *   as a new assignment; the failed one is `expired` (deadline) or stays `declined`. A follow-up
- *   offered again keeps the time it must be done by, and its reservation while that is still ahead.
+ * - a queue without a fallback (police, EMS, and follow-up always: its call is closed): the same
+ *   queue and role are offered again as a new assignment; the failed one is `expired` (deadline) or
+ *   stays `declined`. A follow-up offered again keeps the time it must be done by, and its
+ *   reservation while that is still ahead.
  *
  * DESIGN rule 1 binds every step: on a call with safety facts (weapons, violence, a threat to
  * others, a crime in progress — which a dispatcher may have routed elsewhere, rule 10) the chain

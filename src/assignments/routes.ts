@@ -39,7 +39,7 @@ const listQuery = z
       .enum(['true', 'false'])
       .optional()
       .transform((v) => (v === undefined ? undefined : v === 'true'))
-      .describe('true: only open assignments past their due time (overdue follow-ups)'),
+      .describe('true: only open assignments past their due time (overdue follow-ups); false filters nothing, as when absent'),
     cursor: z.string().min(1).max(64).optional().describe('nextCursor of the previous page'),
     limit: z.coerce.number().int().min(1).max(200).default(50),
     wait: z.coerce

@@ -182,7 +182,7 @@ const ruleSetShape = z.strictObject({
   /**
    * The fallback of an assignment that is declined or not acknowledged in time: its queue → the
    * route whose assignments the call then gets (CRU → co-response → police). A queue not named is
-   * offered again. Absent: DEFAULT_ESCALATION.
+   * offered again; EMS always is (DESIGN rule 2). Absent: DEFAULT_ESCALATION.
    */
   escalation: z.partialRecord(z.enum(QUEUES), z.enum(ROUTES)).optional(),
 })
@@ -244,7 +244,10 @@ function checkSemantics(doc: Shape, report: Report): void {
 
   for (const route of ROUTES) checkAssignments(route, doc.routes[route], ['routes', route], report)
   for (const [queue, route] of Object.entries(doc.escalation ?? {})) {
-    if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
+    // DESIGN rule 2: a medical emergency always gets EMS. Escalation drops a support of a queue with
+    // a fallback and replaces a primary, so any fallback for EMS leaves an injured caller without one.
+    if (queue === 'ems') report('EMS is never escalated away: a medical emergency always gets EMS (DESIGN rule 2); leave ems out to offer it again', ['escalation', queue])
+    else if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
   }
 
   // References: every ref resolves, and definitions do not refer to themselves through others.

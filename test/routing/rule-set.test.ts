@@ -70,6 +70,8 @@ const invalid: { name: string; mutate: (doc: Loose) => void; issue: RegExp }[] =
   { name: 'an unknown day', mutate: (d) => (d.cru['example-city-pd']!.schedule = [{ days: ['monday'], from: '08:00', to: '18:00' }]), issue: /days\[0\]: / },
   { name: 'an unknown time zone', mutate: (d) => (d.timeZone = 'America/Hastings'), issue: /timeZone: unknown IANA time zone/ },
   { name: 'a follow-up in another queue', mutate: (d) => (d.rules[0]!.action.followUp = { queue: 'cru', dueWithinHours: 72 }), issue: /rules\[0\]\.action\.followUp\.queue: / },
+  // DESIGN rule 2: EMS is offered again, never escalated away (a declined EMS support was dropped, an EMS primary replaced).
+  { name: 'an escalation of EMS', mutate: (d) => (d.escalation.ems = 'police'), issue: /escalation\.ems: EMS is never escalated away/ },
   { name: 'a principle outside 1–10', mutate: (d) => (d.rules[0]!.principle = 11), issue: /rules\[0\]\.principle: / },
 ]
 

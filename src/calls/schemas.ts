@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { EVENT_TYPES, FLAG_NAMES, QUEUES, ROLES, ROUTES, type FlagName } from '../routing/index.js'
+import { AGENCY_ID_MAX_LENGTH, AGENCY_ID_PATTERN, EVENT_TYPES, FLAG_NAMES, QUEUES, ROLES, ROUTES, type FlagName } from '../routing/index.js'
 import { assignmentSummarySchema } from '../assignments/schemas.js'
 import { AppError } from '../http/errors.js'
 import { instant } from '../http/storable.js'
@@ -24,8 +24,8 @@ export const callSchema = z
     agency: z
       .string()
       .min(1)
-      .max(64)
-      .regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"')
+      .max(AGENCY_ID_MAX_LENGTH)
+      .regex(AGENCY_ID_PATTERN, 'lower-case letters, digits, ".", "_" and "-"')
       .describe('The responsible agency, e.g. hastings-pd'),
     natureCode: z.string().min(1).max(32).describe('CAD nature code: an APCO code or the agency’s own, mapped by the rule set. Compared exactly, case included (`edp` is not `EDP`): a code the rule set does not list or map is unknown and marked for review; the flags still decide the route, and without one that does it goes to police'),
     priority: z.number().int().min(1).max(5).describe('1 is most urgent'),

@@ -5,6 +5,8 @@
  */
 import { z } from 'zod'
 import {
+  AGENCY_ID_MAX_LENGTH,
+  AGENCY_ID_PATTERN,
   BOOLEAN_FACTS,
   EVENT_TYPES,
   FLAG_NAMES,
@@ -220,6 +222,10 @@ export function subConditions(c: Condition): Condition[] {
 
 export const isUnconditional = (c: Condition): boolean => 'all' in c && c.all.length === 0
 
+const isAgencyId = (agency: string): boolean => agency.length <= AGENCY_ID_MAX_LENGTH && AGENCY_ID_PATTERN.test(agency)
+const notAgencyId = (agency: string): string =>
+  `no call can have agency ${agency}: agency ids are compared exactly, as calls carry them (lower-case letters, digits, ".", "_" and "-", e.g. hastings-pd)`
+
 function checkSemantics(doc: Shape, report: Report): void {
   const known = new Set<string>()
   doc.natureCodes.forEach((code, i) => {
@@ -228,6 +234,7 @@ function checkSemantics(doc: Shape, report: Report): void {
   })
 
   for (const [agency, map] of Object.entries(doc.natureCodeMaps ?? {})) {
+    if (!isAgencyId(agency)) report(notAgencyId(agency), ['natureCodeMaps', agency])
     for (const [from, to] of Object.entries(map)) {
       if (!known.has(to)) report(`${agency} maps ${from} onto ${to}, which is not in natureCodes`, ['natureCodeMaps', agency, from])
     }
@@ -235,6 +242,7 @@ function checkSemantics(doc: Shape, report: Report): void {
 
   if (!doc.cru['*']) report('cru needs a "*" entry for agencies without their own schedule', ['cru'])
   for (const [agency, entry] of Object.entries(doc.cru)) {
+    if (agency !== '*' && !isAgencyId(agency)) report(notAgencyId(agency), ['cru', agency])
     if (entry.schedule === 'always') continue
     entry.schedule.forEach((w, i) => {
       if (w.from === w.to || w.from === '24:00') report(`window ${w.from}–${w.to} is empty or ambiguous`, ['cru', agency, 'schedule', i])
@@ -258,6 +266,10 @@ function checkSemantics(doc: Shape, report: Report): void {
     } else if ('natureCode' in c) {
       c.natureCode.forEach((code, i) => {
         if (!known.has(code)) report(`nature code ${code} is not in natureCodes`, [...path, 'natureCode', i])
+      })
+    } else if ('agency' in c) {
+      c.agency.forEach((agency, i) => {
+        if (!isAgencyId(agency)) report(notAgencyId(agency), [...path, 'agency', i])
       })
     } else if ('time' in c) {
       if (c.time.from === c.time.to || c.time.from === '24:00') report(`time window ${c.time.from}–${c.time.to} is empty or ambiguous`, [...path, 'time'])

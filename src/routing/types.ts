@@ -29,6 +29,13 @@ export const FLAG_NAMES = [
 export type FlagName = (typeof FLAG_NAMES)[number]
 export type Flags = Record<FlagName, boolean>
 
+/**
+ * What an agency id looks like on the wire (call.agency): a rule set's agency ids are compared with
+ * it exactly, so one that cannot match it (`Hastings-PD`) would silently never apply.
+ */
+export const AGENCY_ID_PATTERN = /^[a-z0-9][a-z0-9._-]*$/
+export const AGENCY_ID_MAX_LENGTH = 64
+
 export const EVENT_TYPES = ['call.created', 'call.updated', 'call.closed'] as const
 export type EventType = (typeof EVENT_TYPES)[number]
 

@@ -4,6 +4,7 @@
  * agencies see only their agencies' calls.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { sql } from 'kysely'
 import { z } from 'zod'
 import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
@@ -18,6 +19,7 @@ import type { RuleSetRegistry } from './registry.js'
 import { createReplay } from './replay.js'
 import { ruleSetVersion, ruleSetVersionParam } from './routes.js'
 import { storedDecisions } from './replay-repository.js'
+import { activeVersion, RULE_SET_LOCK } from './repository.js'
 import { shadowReport, type ShadowSource } from './shadow.js'
 
 const DAY_MS = 24 * 3600_000
@@ -175,10 +177,14 @@ export const replayRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRegi
       requireCountyWide(p, 'shadow mode is')
       const { version } = req.params
       await ruleSetOrNotFound(ruleSets, version)
-      if (ruleSets.active().version === version) {
-        throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'params.version', reason: 'is the active version' }] })
-      }
       const setting = await db.transaction().execute(async (trx) => {
+        // Asked of the database under the activations' lock, not of this instance's registry: a
+        // version another instance has just activated would otherwise become the shadow of itself,
+        // and resume, stale, beside the next version activated (an activation ends only its own).
+        await sql`select pg_advisory_xact_lock(${RULE_SET_LOCK})`.execute(trx)
+        if ((await activeVersion(trx)) === version) {
+          throw new AppError('validation-failed', `version ${version} is the active rule set: shadow a candidate`, { invalidParams: [{ name: 'params.version', reason: 'is the active version' }] })
+        }
         const reason = req.body?.reason ?? null
         const s = await shadow.set(trx, version, p.name, reason)
         await audit(trx, req, { action: 'rule-set.shadow.set', targetType: 'rule_set', targetId: String(version), details: { reason } })

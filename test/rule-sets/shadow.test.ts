@@ -134,3 +134,17 @@ t.test('activating the version in shadow ends shadowing: it does not start again
   t.equal(d.ruleSetVersion, 1)
   t.equal((await shadowRows()).length, before, 'and writes no shadow rows')
 })
+
+t.test('the version another instance has just activated cannot be put in shadow before this one hears of it', async (t) => {
+  await storeRuleSet(db, { ...candidateV2(), version: 3 })
+  // Another instance's activation, committed; its NOTIFY not yet heard here (this instance still routes with 1).
+  await db.transaction().execute(async (trx) => {
+    await trx.updateTable('rule_sets').set({ status: 'retired' }).where('status', '=', 'active').execute()
+    await trx.updateTable('rule_sets').set({ status: 'active', activated_at: new Date() }).where('version', '=', 3).execute()
+  })
+  t.equal(world.ruleSets.active().version, 1, 'this instance has not switched yet')
+  const put = await app.inject({ method: 'PUT', url: '/v1/rule-sets/3/shadow', payload: { reason: 'too late' } })
+  t.equal(put.statusCode, 400, put.body)
+  t.match(put.json(), { invalidParams: [{ name: 'params.version', reason: 'is the active version' }] })
+  t.equal((await app.inject({ method: 'GET', url: '/v1/rule-sets/shadow' })).statusCode, 404, 'no shadow of the live version, to resume stale beside the next')
+})

@@ -184,7 +184,8 @@ const ruleSetShape = z.strictObject({
   /**
    * The fallback of an assignment that is declined or not acknowledged in time: its queue → the
    * route whose assignments the call then gets (CRU → co-response → police). A queue not named is
-   * offered again; EMS always is (DESIGN rule 2). Absent: DEFAULT_ESCALATION.
+   * offered again; EMS (DESIGN rule 2) and follow-ups (their call is closed) always are. Absent:
+   * DEFAULT_ESCALATION.
    */
   escalation: z.partialRecord(z.enum(QUEUES), z.enum(ROUTES)).optional(),
 })
@@ -255,6 +256,9 @@ function checkSemantics(doc: Shape, report: Report): void {
     // DESIGN rule 2: a medical emergency always gets EMS. Escalation drops a support of a queue with
     // a fallback and replaces a primary, so any fallback for EMS leaves an injured caller without one.
     if (queue === 'ems') report('EMS is never escalated away: a medical emergency always gets EMS (DESIGN rule 2); leave ems out to offer it again', ['escalation', queue])
+    // A follow-up comes after the call has closed: a fallback route would send responders to a call
+    // that is over, where no close would ever cancel them.
+    else if (queue === 'follow_up') report('a follow-up is never escalated to a route: its call is closed; leave follow_up out to offer it again', ['escalation', queue])
     else if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
   }
 

@@ -223,10 +223,6 @@ export function subConditions(c: Condition): Condition[] {
 
 export const isUnconditional = (c: Condition): boolean => 'all' in c && c.all.length === 0
 
-const isAgencyId = (agency: string): boolean => agency.length <= AGENCY_ID_MAX_LENGTH && AGENCY_ID_PATTERN.test(agency)
-const notAgencyId = (agency: string): string =>
-  `no call can have agency ${agency}: agency ids are compared exactly, as calls carry them (lower-case letters, digits, ".", "_" and "-", e.g. hastings-pd)`
-
 function checkSemantics(doc: Shape, report: Report): void {
   const known = new Set<string>()
   doc.natureCodes.forEach((code, i) => {
@@ -235,7 +231,6 @@ function checkSemantics(doc: Shape, report: Report): void {
   })
 
   for (const [agency, map] of Object.entries(doc.natureCodeMaps ?? {})) {
-    if (!isAgencyId(agency)) report(notAgencyId(agency), ['natureCodeMaps', agency])
     for (const [from, to] of Object.entries(map)) {
       if (!known.has(to)) report(`${agency} maps ${from} onto ${to}, which is not in natureCodes`, ['natureCodeMaps', agency, from])
     }
@@ -243,7 +238,6 @@ function checkSemantics(doc: Shape, report: Report): void {
 
   if (!doc.cru['*']) report('cru needs a "*" entry for agencies without their own schedule', ['cru'])
   for (const [agency, entry] of Object.entries(doc.cru)) {
-    if (agency !== '*' && !isAgencyId(agency)) report(notAgencyId(agency), ['cru', agency])
     if (entry.schedule === 'always') continue
     entry.schedule.forEach((w, i) => {
       if (w.from === w.to || w.from === '24:00') report(`window ${w.from}–${w.to} is empty or ambiguous`, ['cru', agency, 'schedule', i])
@@ -253,13 +247,7 @@ function checkSemantics(doc: Shape, report: Report): void {
 
   for (const route of ROUTES) checkAssignments(route, doc.routes[route], ['routes', route], report)
   for (const [queue, route] of Object.entries(doc.escalation ?? {})) {
-    // DESIGN rule 2: a medical emergency always gets EMS. Escalation drops a support of a queue with
-    // a fallback and replaces a primary, so any fallback for EMS leaves an injured caller without one.
-    if (queue === 'ems') report('EMS is never escalated away: a medical emergency always gets EMS (DESIGN rule 2); leave ems out to offer it again', ['escalation', queue])
-    // A follow-up comes after the call has closed: a fallback route would send responders to a call
-    // that is over, where no close would ever cancel them.
-    else if (queue === 'follow_up') report('a follow-up is never escalated to a route: its call is closed; leave follow_up out to offer it again', ['escalation', queue])
-    else if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
+    if (ROUTE_PRIMARY[route] === queue) report(`escalation of ${queue} leads back to ${queue}: name a route with another primary, or leave ${queue} out to offer it again`, ['escalation', queue])
   }
 
   // References: every ref resolves, and definitions do not refer to themselves through others.
@@ -270,10 +258,6 @@ function checkSemantics(doc: Shape, report: Report): void {
     } else if ('natureCode' in c) {
       c.natureCode.forEach((code, i) => {
         if (!known.has(code)) report(`nature code ${code} is not in natureCodes`, [...path, 'natureCode', i])
-      })
-    } else if ('agency' in c) {
-      c.agency.forEach((agency, i) => {
-        if (!isAgencyId(agency)) report(notAgencyId(agency), [...path, 'agency', i])
       })
     } else if ('time' in c) {
       if (c.time.from === c.time.to || c.time.from === '24:00') report(`time window ${c.time.from}–${c.time.to} is empty or ambiguous`, [...path, 'time'])
@@ -308,6 +292,50 @@ function checkSemantics(doc: Shape, report: Report): void {
       checkAssignments(fb.route, fb.assignments ?? doc.routes[fb.route], [...at, 'action', 'fallback', 'assignments'], report)
     }
   })
+}
+
+const isAgencyId = (agency: string): boolean => agency.length <= AGENCY_ID_MAX_LENGTH && AGENCY_ID_PATTERN.test(agency)
+const notAgencyId = (agency: string): string =>
+  `no call can have agency ${agency}: agency ids are compared exactly, as calls carry them (lower-case letters, digits, ".", "_" and "-", e.g. hastings-pd)`
+
+/**
+ * What a rule set must meet to be verified now, beyond the schema: checks added after rule sets
+ * were first stored. The schema compiles and serves every stored version, so these are not in it:
+ * an upgrade must never refuse the active version at start (the registry compiles it). Activation
+ * verifies, so a stored version that breaks one is not activated again; escalation ignores a
+ * follow-up's fallback in one.
+ */
+export function newDocumentIssues(doc: RuleSet): { message: string; path: Path }[] {
+  const issues: { message: string; path: Path }[] = []
+  // Agency ids are compared exactly: one no call can carry (`Hastings-PD`) would apply to nobody.
+  for (const agency of Object.keys(doc.natureCodeMaps ?? {})) {
+    if (!isAgencyId(agency)) issues.push({ message: notAgencyId(agency), path: ['natureCodeMaps', agency] })
+  }
+  for (const agency of Object.keys(doc.cru)) {
+    if (agency !== '*' && !isAgencyId(agency)) issues.push({ message: notAgencyId(agency), path: ['cru', agency] })
+  }
+  const walk = (c: Condition, path: Path): void => {
+    if ('agency' in c) {
+      c.agency.forEach((agency, i) => {
+        if (!isAgencyId(agency)) issues.push({ message: notAgencyId(agency), path: [...path, 'agency', i] })
+      })
+    }
+    subConditions(c).forEach((sub, i) => walk(sub, 'not' in c ? [...path, 'not'] : [...path, 'all' in c ? 'all' : 'any', i]))
+  }
+  for (const [name, c] of Object.entries(doc.definitions ?? {})) walk(c, ['definitions', name])
+  doc.rules.forEach((rule, i) => {
+    walk(rule.when, ['rules', i, 'when'])
+    if (rule.action.followUp?.when) walk(rule.action.followUp.when, ['rules', i, 'action', 'followUp', 'when'])
+    if (rule.action.fallback) walk(rule.action.fallback.when, ['rules', i, 'action', 'fallback', 'when'])
+  })
+  const escalation = doc.escalation ?? {}
+  // DESIGN rule 2: a medical emergency always gets EMS. Escalation drops a support of a queue with a
+  // fallback and replaces a primary, so any fallback for EMS leaves an injured caller without one.
+  if (escalation.ems) issues.push({ message: 'EMS is never escalated away: a medical emergency always gets EMS (DESIGN rule 2); leave ems out to offer it again', path: ['escalation', 'ems'] })
+  // A follow-up comes after its call has closed: a fallback route would send responders to a call
+  // that is over, where no close would ever cancel them.
+  if (escalation.follow_up) issues.push({ message: 'a follow-up is never escalated to a route: its call is closed; leave follow_up out to offer it again', path: ['escalation', 'follow_up'] })
+  return issues
 }
 
 /** Exactly one primary, no queue twice, and a primary that agrees with the route's name. */

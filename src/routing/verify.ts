@@ -9,7 +9,7 @@
  */
 import { agencyTimeZone, compileWindow, inWindow, localTime } from './availability.js'
 import { compileRuleSet } from './engine.js'
-import { flattenIssues, renderPath, ruleSetSchema, subConditions, type Condition, type RuleSet, type TimeWindow } from './rule-set.js'
+import { flattenIssues, newDocumentIssues, renderPath, ruleSetSchema, subConditions, type Condition, type RuleSet, type TimeWindow } from './rule-set.js'
 import {
   BOOLEAN_FACTS,
   DEFAULT_FREQUENT_CALLER_MIN_CALLS,
@@ -132,7 +132,9 @@ function* verification(input: unknown): Generator<undefined, VerificationReport>
     })
     return { ok: false, version, findings, coverage: [], factSpace: null }
   }
-  return yield* verifyParsed(parsed.data)
+  const report = yield* verifyParsed(parsed.data)
+  const added = newDocumentIssues(parsed.data).map(({ message, path }): Finding => ({ kind: 'schema', message: `${renderPath(path)}: ${message}`, path: renderPath(path) }))
+  return added.length ? { ...report, ok: false, findings: [...added, ...report.findings] } : report
 }
 
 function classify(issue: { code: string; params?: unknown }, path: readonly PropertyKey[]): FindingKind {

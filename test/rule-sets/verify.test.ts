@@ -3,7 +3,7 @@
  * kind of mistake is caught by one bad rule set of its own, with a finding that says where.
  */
 import t from 'tap'
-import { formatReport, loadDefaultRuleSet, verifyRuleSet, verifyRuleSetAsync, type FindingKind, type VerificationReport } from '../../src/routing/index.js'
+import { compileRuleSet, formatReport, loadDefaultRuleSet, verifyRuleSet, verifyRuleSetAsync, type FindingKind, type VerificationReport } from '../../src/routing/index.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
 // Tests build broken documents on purpose, outside what any type allows.
@@ -124,6 +124,16 @@ const bad: Bad[] = [
     message: /rule mental-health-cru can assign CRU while CRU is not available/,
     ruleId: 'mental-health-cru',
   },
+  // Checks added after rule sets were first stored: verification's, not the schema's (below).
+  // DESIGN rule 2: EMS is offered again, never escalated away (a declined EMS support was dropped, an EMS primary replaced).
+  { kind: 'schema', name: 'an escalation of EMS', mutate: (d) => (d.escalation.ems = 'police'), message: /escalation\.ems: EMS is never escalated away/ },
+  // A follow-up's call is closed: a fallback route would send responders to it.
+  { kind: 'schema', name: 'an escalation of a follow-up', mutate: (d) => (d.escalation.follow_up = 'case_manager'), message: /escalation\.follow_up: a follow-up is never escalated to a route/ },
+  // Agency ids are compared exactly, as the wire contract writes them: one no call can carry is a typo that silently does nothing.
+  { kind: 'schema', name: 'CRU hours for an agency id no call can carry', mutate: (d) => (d.cru['Hastings-PD'] = { schedule: [{ days: ['mon'], from: '08:00', to: '18:00' }] }), message: /cru\.Hastings-PD: no call can have agency Hastings-PD/ },
+  { kind: 'schema', name: 'a code map for an agency id no call can carry', mutate: (d) => (d.natureCodeMaps['Hastings PD'] = { '10-56': 'SUICTHRT' }), message: /natureCodeMaps\.Hastings PD: no call can have agency Hastings PD/ },
+  { kind: 'schema', name: 'an agency condition no call can meet', mutate: (d) => (d.rules[3].when = { all: [{ agency: ['hastings-pd', 'Rosemount-PD'] }] }), message: /rules\[3\]\.when\.all\[0\]\.agency\[1\]: no call can have agency Rosemount-PD/ },
+  { kind: 'schema', name: 'an agency in a nested definition no call can meet', mutate: (d) => (d.definitions.pilot = { not: { any: [{ flag: 'injury' }, { agency: ['Hastings-PD'] }] } }), message: /definitions\.pilot\.not\.any\[1\]\.agency\[0\]: no call can have agency Hastings-PD/ },
   {
     kind: 'ems-invariant',
     name: 'an overdose routed to police only',
@@ -151,6 +161,18 @@ for (const b of bad) {
     t.match(text, `[${b.kind}]`)
   })
 }
+
+t.test('a stored version that breaks a check added since still compiles: an upgrade never refuses the active rule set at start', async (t) => {
+  const doc: Loose = defaultDocument()
+  doc.escalation.ems = 'police'
+  doc.escalation.follow_up = 'case_manager'
+  doc.cru['Hastings-PD'] = { schedule: 'always' }
+  const compiled = compileRuleSet(doc)
+  t.equal(compiled.version, doc.version, 'the registry compiles it')
+  const report = verifyRuleSet(doc)
+  t.notOk(report.ok, 'verification (a new version, an activation) refuses it')
+  t.same(report.findings.map((f) => f.path), ['cru.Hastings-PD', 'escalation.ems', 'escalation.follow_up'])
+})
 
 t.test('several rules that never fire are each told apart, shadowed or unsatisfiable, in one more pass', async (t) => {
   const report = verify((d) => {

@@ -196,9 +196,10 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     // A follow-up comes after the call has closed: nobody is sent to the scene any more.
     const safety = queue === 'follow_up' ? null : await safetyFacts(trx, a.call_id)
     const rule1 = `DESIGN rule 1: ${safety}`
-    // Nor does a follow-up have a fallback route, whatever the rule set names for follow_up: the
-    // responders of one would go to a call that is over, and no close would ever cancel them.
-    let target = queue === 'follow_up' ? null : (fb.escalation[queue] ?? null)
+    // Nor does a follow-up have a fallback route, whatever a rule set stored before verification
+    // refused one names for follow_up: its responders would go to a call that is over, and no close
+    // would ever cancel them. Nor EMS (DESIGN rule 2): one would drop or replace EMS on a medical call.
+    let target = queue === 'follow_up' || queue === 'ems' ? null : (fb.escalation[queue] ?? null)
     let safetyNote = ''
     if (target && role === 'primary' && safety && ROUTE_PRIMARY[target] !== 'police') {
       const skipped = target

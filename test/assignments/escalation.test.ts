@@ -273,3 +273,21 @@ t.test('a call with weapons whose CRU support declines is not left to the case m
   t.match(manager.transitions.at(-1)!.reason, /^role primary → support: cru declined \(DESIGN rule 1: the call has weapons/)
   t.match(byId(after, cruSupport.id).transitions.at(-1)!.reason, /^declined; cru support dropped; police added as primary \(DESIGN rule 1: the call has weapons, nature code WEAPON\); new: police primary; case_management becomes support/)
 })
+
+t.test('a declined EMS assignment is offered to EMS again, whatever fallback a rule set stored before names for ems (DESIGN rule 2)', async (t) => {
+  // Verification now refuses such a rule set; one stored before may hold it: the call's decision is
+  // made to name such a version.
+  const doc = structuredClone(loadDefaultRuleSet())
+  doc.version = 90
+  doc.escalation = { ...doc.escalation, ems: 'police' }
+  await calmWorld.db.insertInto('rule_sets').values({ version: 90, name: doc.name, document: JSON.stringify(doc), status: 'retired' }).execute()
+  const created = await calm.post({ natureCode: 'OD', agency: 'esc-ems' })
+  const ems = created.decision.assignments.find((a) => a.queue === 'ems')!
+  t.equal(ems.role, 'primary', 'an overdose: EMS leads')
+  const { decision_id } = await calmWorld.db.selectFrom('calls').select('decision_id').where('call_id', '=', created.callId).executeTakeFirstOrThrow()
+  await calmWorld.db.updateTable('decisions').set({ rule_set_version: 90 }).where('id', '=', decision_id!).execute()
+  t.equal((await calm.move(ems.id, 'decline', { reason: 'no unit' })).statusCode, 200)
+  const after = (await calm.call(created.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from ems assignment ${ems.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['ems:primary'], 'EMS again, not police alone')
+})

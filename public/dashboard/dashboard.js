@@ -4,7 +4,7 @@
 
 const REFRESH_MS = 15_000
 const $ = (sel) => document.querySelector(sel)
-const state = { paused: false, timer: null, chart: null, agencies: new Set() }
+const state = { paused: false, timer: null, chart: null, agencies: new Set(), seq: 0 }
 
 const pct = (v) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`)
 const secs = (v) => {
@@ -199,9 +199,19 @@ function renderQueues(q, summary) {
 
 async function refresh() {
   clearTimeout(state.timer)
+  // Refreshes overlap (a key press, a new choice, the timer): the last one started wins. An earlier
+  // one that answers later must not show the figures of a query no longer chosen, nor keep a timer
+  // of its own running beside the later one's.
+  const seq = ++state.seq
+  const superseded = () => {
+    if (seq === state.seq) return false
+    document.body.dataset.superseded = String(Number(document.body.dataset.superseded ?? 0) + 1)
+    return true
+  }
   try {
     const q = query()
     const [summary, queues] = await Promise.all([getJson(`/v1/reports/summary?${q}`), getJson('/v1/reports/queues')])
+    if (superseded()) return
     renderSummary(summary)
     renderQueues(queues, summary)
     // For tests and for anyone checking a figure: the exact query the page shows.
@@ -209,6 +219,7 @@ async function refresh() {
     document.body.dataset.loadedAt = summary.generatedAt
     $('#status').textContent = `Updated ${new Date().toLocaleTimeString()}${state.paused ? ' · live updates paused' : ' · refreshing every 15 s'}`
   } catch (err) {
+    if (superseded()) return
     // While the key form is up, its message stays.
     if ($('#key-form').hidden) $('#status').textContent = `Could not load the figures: ${err.message}. Retrying.`
   }

@@ -118,3 +118,38 @@ t.test('the dashboard shows the figures the reports API gives, and reads well', 
   say(`screenshot: ${file}`)
   await page.close()
 })
+
+t.test('a refresh that answers after a later one does not show its figures', async (t) => {
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } })
+  t.teardown(() => page.close())
+  await page.goto(`${base}/dashboard/`)
+  await page.waitForSelector('#key-form:not([hidden])', { timeout: 30_000 })
+  await page.keyboard.type(supervisorKey)
+  await page.keyboard.press('Enter')
+  await page.waitForSelector('body[data-query]', { timeout: 30_000 })
+  // The figures for every agency are held on their way back, until the page has shown one agency's.
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
+  let held = 0
+  await page.route('**/v1/reports/summary?*', async (route) => {
+    if (!route.request().url().includes('agency=')) {
+      held++
+      await released
+    }
+    await route.continue()
+  })
+  await page.evaluate("document.querySelector('#refresh').click()")
+  const until = performance.now() + 30_000
+  while (held === 0 && performance.now() < until) await new Promise((r) => setTimeout(r, 20))
+  t.equal(held, 1, 'the refresh for every agency is on its way')
+  await page.selectOption('#agency', 'rosemount-pd')
+  await waitInPage(page, "document.body.dataset.query?.includes('agency=rosemount-pd')")
+  const only = (await (await fetch(`${base}/v1/reports/summary?${await page.getAttribute('body', 'data-query')}`, auth)).json()) as {
+    overall: { capture: { rate: number | null } }
+  }
+  release()
+  // The earlier refresh has answered: shown (the defect) or set aside.
+  await waitInPage(page, "!document.body.dataset.query?.includes('agency=') || document.body.dataset.superseded === '1'")
+  t.match(await page.getAttribute('body', 'data-query'), /agency=rosemount-pd/, 'the page still shows the agency chosen last')
+  t.equal(await page.locator('[data-metric="capture-rate"]').innerText(), pct(only.overall.capture.rate), "with that agency's figures")
+})

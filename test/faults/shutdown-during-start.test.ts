@@ -20,7 +20,7 @@ t.test('SIGTERM while the worker role waits for Redis: nothing started after it,
   const exited = worker.kill('SIGTERM')
   // Back once the shutdown has begun, within the drain's wait for its workers' connections (up to
   // 1 s): the worker role's wait for Redis ends while the shutdown is under way.
-  await eventually(async () => worker.output().includes('"msg":"shutting down"'), 5000, 10)
+  await eventually(async () => worker.output().includes('"msg":"shutting down"'), 15_000, 10)
   await world.redis.start()
   const exit = await exited
 

@@ -20,12 +20,15 @@ const DRAIN_MS = 1500
 // Longer than the grace period: a shutdown that waits for the stuck statements runs out of time.
 const STATEMENT_TIMEOUT_MS = 8000
 const HOLD = 7_001_700 // the advisory lock the test holds
+const DEADLINE_S = 5
 
 const world = await createFaultWorld(t, {
   env: {
     ...stuckStatementEnv({ graceMs: GRACE_MS, drainMs: DRAIN_MS, statementTimeoutMs: STATEMENT_TIMEOUT_MS }),
     // Only case management escalates (to CRU, which does not): one deadline job, one escalation.
-    ACK_DEADLINES: 'case_management=1',
+    // 5 s, not 1: the test must shut the gate after seeing A offered and before the deadline job
+    // runs; on a loaded machine a 1 s deadline escalated first, and nothing was stuck to test.
+    ACK_DEADLINES: `case_management=${DEADLINE_S}`,
   },
 })
 const queues = inspectQueues(t, world)
@@ -63,7 +66,7 @@ const offersOf = async (callId: string) =>
   ).rows
 t.test('SIGTERM with a responder job and a lifecycle job stuck in Postgres: exit 0 within the grace period, both handed back, done once by the next worker', async (t) => {
   const start = Date.now()
-  // A: a case-management assignment (and its CRU support), offered with a one-second deadline.
+  // A: a case-management assignment (and its CRU support), offered with a DEADLINE_S deadline.
   const eventA = callEvent({ dispatcherOverride: 'case_manager' })
   const postedA = await post(eventA)
   const a = await eventually(async () => {
@@ -73,11 +76,13 @@ t.test('SIGTERM with a responder job and a lifecycle job stuck in Postgres: exit
   const caseManagement = a.find((r) => r.queue === 'case_management')!
   t.ok(caseManagement, `A has a case-management assignment (${a.map((r) => r.queue).join(', ')})`)
 
-  // Now hold every worker write. B's offer waits; so does A's escalation when its deadline comes.
+  // Now hold every worker write. A's escalation waits when its deadline comes; then B's offer. (B
+  // after the deadline: its statement then waits seconds less of its STATEMENT_TIMEOUT_MS.)
   await gate.shut()
+  const deadlineJob = ackDeadlineJobId(caseManagement.id)
+  await eventually(async () => (await lifecycle.getActive()).some((j) => j.id === deadlineJob) && (await gate.waiting()).length >= 1, 15_000)
   const eventB = callEvent({ dispatcherOverride: 'cru' })
   const postedB = await post(eventB)
-  const deadlineJob = ackDeadlineJobId(caseManagement.id)
   const responderJobs = await eventually(async () => {
     const active = await queues.activeIds()
     const lifecycleActive = (await lifecycle.getActive()).map((j) => j.id)

@@ -10,7 +10,7 @@ import { sql } from 'kysely'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { isUnavailableError, type AppError } from '../../src/http/errors.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld, openTransaction } from '../helpers/world.js'
+import { createWorld, eventually, openTransaction } from '../helpers/world.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
 const world = await createWorld(t)
@@ -479,7 +479,8 @@ t.test('with the shipped batch settings, a call whose row is locked elsewhere do
   // Once its batch waits on the lock, the next call must get the other transaction slot.
   // From another connection: inside its transaction, the holder would see pg_stat_activity as it was at its first read.
   const lockWaits = async () => (await world.pool.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")).rows[0]!.n
-  for (let i = 0; i < 200 && (await lockWaits()) === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  // Polled up to 15 s: 200 polls of 10 ms (2-4 s) did not always see a loaded machine's request reach the lock.
+  await eventually(async () => (await lockWaits()) > 0, 15_000, 10).catch(() => {})
   t.equal(await lockWaits(), 1, 'the update waits on the lock')
   const other = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE' }) })
   t.equal(other.statusCode, 201, 'another call is stored meanwhile')

@@ -5,15 +5,19 @@ import { createFaultWorld, ledgerLine, makeEvents, ok, postAll, slowCommit, stat
 
 // Fault 3: one of two API processes SIGKILLed in the middle of the load while the clients retry
 // each event, with the same eventId and body, until it gets a 2xx (from whichever API answers).
-// Commits take 500 ms longer here, so that the kill catches transactions mid-commit: Postgres
+// Commits take 500 ms longer here (1.5 s about the kill), so that the kill catches transactions mid-commit: Postgres
 // finishes them without the process, the clients never hear of it, and their retries must be
 // answered 200 with the decision already stored — never a second decision. A alone takes the load
 // until it dies, so every commit asleep is one of A's, and the kill waits for one that has just
 // begun: some cut-off events are then always committed (waiting on chance, 1 run in 5 had none).
 const EVENTS = 480
 
-const world = await createFaultWorld(t)
-await slowCommit(world.db, 'slow_commit', 'decisions', 0.5)
+// A retry that reaches B while A's orphaned commit still sleeps waits for it on the event's unique
+// index: the lock timeout (1 s by default) must outlast the 1.5 s sleeps below, or B answers 503.
+const world = await createFaultWorld(t, { env: { DATABASE_LOCK_TIMEOUT_MS: '3000' } })
+// 500 ms per commit; 1.5 s for the commits begun once the kill is near (see killMidCommit).
+await sql`create table slow_commit_seconds (s float8 not null); insert into slow_commit_seconds values (0.5)`.execute(world.db)
+await slowCommit(world.db, 'slow_commit', 'decisions', '(select s from slow_commit_seconds)')
 const [apiA, apiB] = await Promise.all([world.service('api A', 'api'), world.service('api B + relay + worker', 'api,relay,worker')])
 
 t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with one decision', async (t) => {
@@ -21,16 +25,22 @@ t.test('API SIGKILLed mid-load, clients retrying: every 2xx event stored with on
   let answered = 0
   let killed = Promise.resolve(false)
   // Whether a commit was under way at the kill; A dies either way, so the load can end.
+  // The commit found must still be asleep when the SIGKILL lands: with 500 ms sleeps and one found
+  // within 200 ms of its start, a test process paused 300 ms on a loaded machine killed A after the
+  // commit had answered, and no cut-off event had committed. Commits begun from here on sleep 1.5 s.
   const killMidCommit = async (): Promise<boolean> => {
+    await sql`update slow_commit_seconds set s = 1.5`.execute(world.db)
+    const { rows: [since] } = await sql<{ at: Date }>`select clock_timestamp() as at`.execute(world.db)
     const found = await eventually(async () => {
       const { rows } = await sql`select 1 from pg_stat_activity where datname = current_database() and wait_event = 'PgSleep'
-        and query ilike 'commit' and clock_timestamp() - query_start < interval '200 milliseconds'`.execute(world.db)
+        and query ilike 'commit' and query_start > ${since!.at} and clock_timestamp() - query_start < interval '200 milliseconds'`.execute(world.db)
       return rows.length > 0
     }, 10_000, 2).then(
       () => true,
       () => false,
     )
     await apiA.kill('SIGKILL')
+    await sql`update slow_commit_seconds set s = 0.5`.execute(world.db)
     return found
   }
   const posted = await postAll(makeEvents(EVENTS), {

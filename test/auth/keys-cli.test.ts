@@ -3,6 +3,9 @@ import t from 'tap'
 import { freePort } from '../helpers/redis-server.js'
 import { createWorld } from '../helpers/world.js'
 
+// About twenty runs of the CLI from its sources, each a node + tsx start: 75 s with the machine loaded,
+// too close to the suite's 120 s per file.
+t.setTimeout(240_000)
 const world = await createWorld(t)
 
 /** `npm run keys -- …` from the sources, against this test's database. */

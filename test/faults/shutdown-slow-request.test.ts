@@ -55,7 +55,7 @@ t.test('SIGTERM with a slow request in flight and a job stuck: the request is an
   await eventually(async () => {
     const r = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where datname = ${world.name} and wait_event = 'PgSleep'`.execute(world.db)
     return r.rows[0]!.n > 0
-  }, 5000)
+  }, 15_000)
 
   const signalled = performance.now()
   const [exit, res] = await Promise.all([a.kill('SIGTERM'), answer])

@@ -16,7 +16,7 @@ const queues = inspectQueues(t, world)
 say(`world ${t1 - t0} ms, processes ${Date.now() - t1} ms`)
 t.notMatch(relayWorker.output(), /could not send/, 'the relay starts without a failed send (it waits for its Redis connection)')
 
-t.test('Redis killed mid-load, back 5 s later: every event stored, every assignment delivered once within 8 s', async (t) => {
+t.test('Redis killed mid-load, back 5 s later: every event stored, every assignment delivered once within 5 s', async (t) => {
   const start = Date.now()
   let killedAt = 0
   let backAt = 0
@@ -62,10 +62,9 @@ t.test('Redis killed mid-load, back 5 s later: every event stored, every assignm
   t.equal(l.delivered, l.assignments, 'every assignment delivered')
   // A job Redis handed a worker just before it died, the answer lost, is handed back when the
   // worker's connection returns (src/workers/orphans.ts); left to the stalled check, it waited 10–15 s.
-  // 8 s, not 5: the whole backlog of the outage (hundreds of jobs, each fsynced) goes through a
-  // loaded 2-core machine in that time, and 8 s is still short of the stalled check's 10 s.
+  // 5 s is issue 6's own figure: widen it only with the issue, not for a slow machine.
   const stalled = await queues.stalledIds()
-  t.ok(afterReturn !== null && afterReturn <= 8_000, `what was waiting when Redis returned was delivered within 8 s (${afterReturn} ms; stalled jobs: ${stalled.join(', ') || 'none'})`)
+  t.ok(afterReturn !== null && afterReturn <= 5_000, `what was waiting when Redis returned was delivered within 5 s (${afterReturn} ms; stalled jobs: ${stalled.join(', ') || 'none'})`)
   t.equal(l.duplicated, 0, `nothing duplicated ${JSON.stringify(l.details.deliveredTwice.slice(0, 3))}`)
   t.equal(l.lost, 0, `nothing lost ${JSON.stringify(l.details.undelivered.slice(0, 3))}`)
   t.equal(l.halfWritten, 0, 'no half-written call or event')

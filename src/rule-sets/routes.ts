@@ -204,7 +204,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
         summary: 'Make a stored version the active one (re-verified; atomic; every instance switches within a second)',
         description:
           'Refused with 422 `verification-failed` and the report when the version does not pass verification, 409 when it is already active. ' +
-          'Activating a retired version is a rollback to it. A county-wide supervisor (or admin) key is required.',
+          'Activating a retired version puts it back as a rollback does, and is recorded as an activation (kind `activate`; POST /v1/rule-sets/rollback records `rollback`). A county-wide supervisor (or admin) key is required.',
         params: versionParams,
         body: reasonBody,
         response: { 200: activationResponse, ...problemResponses(400, 401, 403, 404, 409, 415, 422, 429, 503) },

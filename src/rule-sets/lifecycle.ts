@@ -79,7 +79,8 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
     return { row, report }
   }
 
-  async function switchTo(req: FastifyRequest, version: number, reason: string, kind: 'activate' | 'rollback'): Promise<ActivationResult> {
+  /** `undoing`: the version a rollback undoes, which must still be the active one under the lock. */
+  async function switchTo(req: FastifyRequest, version: number, reason: string, kind: 'activate' | 'rollback', undoing?: number): Promise<ActivationResult> {
     // Verify before taking the lock: the stored document cannot change, and proving takes a moment.
     const report = await verification(version)
     if (!report) throw notFound(`rule set ${version}`)
@@ -92,6 +93,11 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
       if (!target) throw notFound(`rule set ${version}`)
       if (target.status === 'active') throw new AppError('rule-set-conflict', `rule set ${version} is already active`)
       const from = (await activeVersion(trx)) ?? null
+      // The target was read before the lock: another supervisor's activation that committed since
+      // would be rolled over, to a version older than the one being undone.
+      if (undoing !== undefined && from !== undoing) {
+        throw new AppError('rule-set-conflict', `version ${from} was activated meanwhile: this rollback would undo it too, to version ${version}; look at the activations and roll back again`)
+      }
       await trx.updateTable('rule_sets').set({ status: 'retired' }).where('status', '=', 'active').execute()
       await trx.updateTable('rule_sets').set({ status: 'active', activated_at: at }).where('version', '=', version).execute()
       await trx
@@ -119,13 +125,10 @@ export function createRuleSetLifecycle(deps: { db: Db; registry: RuleSetRegistry
 
   /** Back to the version that was active before the current one (or to `toVersion`). */
   async function rollback(req: FastifyRequest, reason: string, toVersion?: number): Promise<ActivationResult> {
-    let target = toVersion
-    if (target === undefined) {
-      const last = await lastActivation(db)
-      if (!last || last.from_version === null) throw new AppError('rule-set-conflict', 'there is no earlier active version to roll back to')
-      target = last.from_version
-    }
-    return switchTo(req, target, reason, 'rollback')
+    if (toVersion !== undefined) return switchTo(req, toVersion, reason, 'rollback')
+    const last = await lastActivation(db)
+    if (!last || last.from_version === null) throw new AppError('rule-set-conflict', 'there is no earlier active version to roll back to')
+    return switchTo(req, last.from_version, reason, 'rollback', last.to_version)
   }
 
   return { verification, createDraft, activate, rollback }

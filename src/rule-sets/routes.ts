@@ -224,7 +224,7 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
         tags: ['rule-sets'],
         operationId: 'rollbackRuleSet',
         summary: 'Re-activate the version that was active before the current one (or `toVersion`)',
-        description: 'Undoes the last activation (a second rollback undoes the first). Verified and recorded like an activation; 409 when there is nothing to roll back to.',
+        description: 'Undoes the last activation (a second rollback undoes the first). Verified and recorded like an activation; 409 when there is nothing to roll back to, or when another activation committed after the one this rollback read (it would be undone too): look at the activations and roll back again.',
         body: reasonBody.extend({ toVersion: ruleSetVersion.optional() }),
         response: { 200: activationResponse, ...problemResponses(400, 401, 403, 404, 409, 415, 422, 429, 503) },
       },

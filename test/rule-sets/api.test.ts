@@ -3,9 +3,11 @@
  * stored only when verified; activation and rollback are atomic, recorded, audited and used by the
  * next call; permissions keep everyone but county-wide supervisors (and admins) out of changes.
  */
+import pg from 'pg'
 import t from 'tap'
+import { RULE_SET_LOCK } from '../../src/rule-sets/repository.js'
 import { callEvent } from '../helpers/events.js'
-import { createWorld } from '../helpers/world.js'
+import { createWorld, eventually } from '../helpers/world.js'
 import { defaultDocument } from '../routing/fixtures/helpers.js'
 
 // Documents built on purpose outside what any type allows.
@@ -188,4 +190,30 @@ t.test('a version beyond what the store can hold is a verification finding, not 
   const res = await post('/v1/rule-sets', version(2 ** 31))
   t.equal(res.statusCode, 422)
   t.match(res.json().findings, [{ kind: 'schema', path: 'version' }])
+})
+
+t.test('a rollback that waited for another supervisor’s activation is refused, not made over it', async (t) => {
+  t.equal((await post('/v1/rule-sets', version(5))).statusCode, 201)
+  t.equal((await post('/v1/rule-sets/5/activate', { reason: 'version 5 for the pilot' })).statusCode, 200)
+  t.equal((await post('/v1/rule-sets', version(6))).statusCode, 201)
+  // Another instance's activation 5 → 6 holds the rule-set lock while this rollback (of 4 → 5)
+  // reads its target and waits for the lock.
+  const other = new pg.Client({ connectionString: world.databaseUrl })
+  await other.connect()
+  t.teardown(() => other.end().catch(() => {}))
+  await other.query('begin')
+  await other.query('select pg_advisory_xact_lock($1)', [RULE_SET_LOCK])
+  const rollback = post('/v1/rule-sets/rollback', { reason: 'version 5 misbehaves' })
+  await eventually(async () => {
+    const { rows } = await other.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event = 'advisory' and pid <> pg_backend_pid()`)
+    return rows.length > 0
+  })
+  await other.query(`update rule_sets set status = 'retired' where status = 'active'`)
+  await other.query(`update rule_sets set status = 'active', activated_at = now() where version = 6`)
+  await other.query(`insert into rule_set_activations (kind, from_version, to_version, actor, reason) values ('activate', 5, 6, 'other-supervisor', 'version 6 for the pilot')`)
+  await other.query('commit')
+  const res = await rollback
+  t.equal(res.statusCode, 409, res.body)
+  t.match(res.json().detail, /version 6 was activated meanwhile/)
+  t.equal((await get('/v1/rule-sets')).json().activeVersion, 6, 'version 6 stays active: the supervisor rolls back again, knowing')
 })

@@ -532,8 +532,9 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
 
   // Our own wake-ups come back through Redis too; the instance already woke itself for them.
   const me = randomUUID()
-  // (Subscriber mode: nothing to auto-pipeline, whatever the publishing connection does.)
-  const sub = deps.redis.duplicate({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null, enableAutoPipelining: false })
+  // (Subscriber mode: nothing to auto-pipeline, whatever the publishing connection does; and its
+  // SUBSCRIBE waits for Redis, without the API connection's command time-out.)
+  const sub = deps.redis.duplicate({ lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: null, enableAutoPipelining: false, commandTimeout: undefined })
   sub.on('error', () => {})
   sub.on('message', (_channel: string, from: string) => {
     if (from !== me) onWake()

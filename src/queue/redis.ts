@@ -7,6 +7,9 @@ import { Redis, type RedisOptions } from 'ioredis'
  * connection (rate limiter, readiness, feed wake-ups); the queue dashboard's BullMQ handles use a
  * duplicate of it without auto-pipelining (src/queue/admin-routes.ts).
  */
+/** How long a command on the API's connection may wait for Redis's answer. */
+export const PROBE_COMMAND_TIMEOUT_MS = 1000
+
 export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe', log?: { warn: (obj: object, msg: string) => void; info: (obj: object, msg: string) => void }): Redis {
   const opts: RedisOptions =
     kind === 'worker'
@@ -15,6 +18,11 @@ export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe', 
   // The API's connection: concurrent requests' rate-limit scripts (and readiness pings, feed
   // wake-ups) go out as one write per event-loop turn. Never on connections BullMQ uses.
   if (kind === 'probe') opts.enableAutoPipelining = true
+  // A Redis that hangs (stopped, or behind a network that drops packets) refuses nothing: without a
+  // time-out every request waited on the rate limiter for as long as it hung, CAD posts included,
+  // though ingest needs only Postgres. A command that times out fails, and the limiter lets the
+  // request through, as it does when Redis is down.
+  if (kind === 'probe') opts.commandTimeout = PROBE_COMMAND_TIMEOUT_MS
   // Reconnect attempts at most 1 s apart: a refused connect costs nothing, and the queues resume
   // within about a second of Redis returning.
   const redis = new Redis(url, { ...opts, lazyConnect: false, retryStrategy: (times) => Math.min(times * 200, 1000) })

@@ -16,6 +16,9 @@ export interface ThrowawayRedis {
   url: string
   /** SIGKILL: no shutdown, no save — the way a crashed or unplugged Redis goes. Resolves once the process is gone. */
   kill(): Promise<void>
+  /** SIGSTOP: the process stays, its connections stay open, and nothing answers (a hung Redis); `resume` is SIGCONT. */
+  pause(): void
+  resume(): void
   /**
    * Starts redis-server again on the same port; resolves once it answers PING. Without `aof` it
    * starts empty; with it, it reloads what was written before the kill.
@@ -71,7 +74,12 @@ export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): P
   let exited: Promise<unknown> = Promise.resolve()
 
   const killNow = () => {
+    // (A stopped process dies of SIGKILL too.)
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+  const signal = (sig: NodeJS.Signals) => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) throw new Error('redis-server is not running')
+    child.kill(sig)
   }
   process.once('exit', killNow)
   // tap signals a test file that ran out of time with SIGALRM and may kill it before teardown runs.
@@ -112,5 +120,5 @@ export async function startRedisServer(t: Tap, opts: RedisServerOptions = {}): P
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
   await start()
-  return { port, url, kill, start }
+  return { port, url, kill, start, pause: () => signal('SIGSTOP'), resume: () => signal('SIGCONT') }
 }

@@ -5,6 +5,8 @@ import type { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
+import { principalOf } from '../auth/plugin.js'
+import { requireCountyWide } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { createLifecycleQueue, LIFECYCLE_QUEUE } from './lifecycle.js'
@@ -31,7 +33,9 @@ const failedJobSchema = z
  * What operators need to see of the queues: failed jobs (a JSON listing) and the BullMQ dashboard
  * (@bull-board at /admin/queues). Both admin-only: the dashboard's routes declare no access, and the
  * auth plugin's onRequest hook closes every such route to all but admin keys — its pages, its API
- * and its static files alike.
+ * and its static files alike. And county-wide, as keys and metrics: the queues hold every agency's
+ * jobs, and a pause or a clean acts on every agency's calls, so an admin narrowed to some agencies
+ * may not use them.
  */
 export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmqPrefix: string }> = async (app, { connection, bullmqPrefix }) => {
   // (Not `prefix`: Fastify would take it for a route prefix.)
@@ -60,6 +64,7 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
     '/v1/admin/failed-jobs',
     {
       config: { access: ['admin'] },
+      preValidation: async (req) => requireCountyWide(principalOf(req), 'the queues are'),
       schema: {
         tags: ['admin'],
         operationId: 'listFailedJobs',
@@ -107,8 +112,9 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
     throw err
   })
   await app.register(async (scope) => {
-    // After the auth hook (registered on the root): only an admin's request creates the handles.
-    scope.addHook('onRequest', async () => {
+    // After the auth hook (registered on the root): only a county-wide admin's request creates the handles.
+    scope.addHook('onRequest', async (req) => {
+      requireCountyWide(principalOf(req), 'the queues are')
       queuesNow()
     })
     await scope.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })

@@ -31,7 +31,7 @@ t.equal(seeded.statusCode, 201)
 const assignmentId: string = seeded.json().decision.assignments[0].id
 
 type Probe = { name: string; run: (who: Who) => Promise<number>; expect: Partial<Record<Who, number>> }
-const req = (method: 'GET' | 'POST', url: string, payload?: object) => async (who: Who) =>
+const req = (method: 'GET' | 'POST' | 'PUT', url: string, payload?: object) => async (who: Who) =>
   (await app.inject({ method, url, headers: as(who), ...(payload ? { payload } : {}) })).statusCode
 
 // Every route × every role × own agency / other agency: the exact status.
@@ -114,6 +114,11 @@ const probes: Probe[] = [
   },
   // County-wide figures: an agency's supervisor (or admin) reads its own in the reports.
   { name: 'GET /metrics', run: req('GET', '/metrics'), expect: { none: 401, cad: 403, console: 403, supervisor: 403, countySupervisor: 200, auditor: 403, admin: 200, hastingsAdmin: 403 } },
+  // Every agency's jobs, and actions on every agency's queues (pause, clean, retry): county-wide, as keys and metrics.
+  { name: 'GET /v1/admin/failed-jobs', run: req('GET', '/v1/admin/failed-jobs'), expect: { none: 401, supervisor: 403, countySupervisor: 403, admin: 200, hastingsAdmin: 403 } },
+  { name: 'GET /admin/queues/api/queues', run: req('GET', '/admin/queues/api/queues'), expect: { none: 401, countySupervisor: 403, admin: 200, hastingsAdmin: 403 } },
+  { name: 'GET /admin/queues (the page)', run: req('GET', '/admin/queues'), expect: { admin: 200, hastingsAdmin: 403 } },
+  { name: 'PUT /admin/queues/api/queues/police/pause', run: req('PUT', '/admin/queues/api/queues/police/pause'), expect: { none: 401, countySupervisor: 403, hastingsAdmin: 403 } },
   { name: 'GET /dashboard/ (the page; its data needs a key)', run: req('GET', '/dashboard/'), expect: { none: 200 } },
   { name: 'GET /healthz', run: req('GET', '/healthz'), expect: { none: 200, cad: 200, auditor: 200 } },
   { name: 'GET /readyz', run: req('GET', '/readyz'), expect: { none: 200, console: 200 } },

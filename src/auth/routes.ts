@@ -140,10 +140,13 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
     '/v1/audit',
     {
       config: { access: ['auditor'] },
+      // Every agency's records, and county person ids (case links, evaluations): county-wide, as case links are.
+      preValidation: async (req) => requireCountyWide(principalOf(req), 'the audit log is read'),
       schema: {
         tags: ['audit'],
         operationId: 'listAudit',
         summary: 'Read the append-only audit log, newest first',
+        description: 'Needs an auditor or admin key without an agency restriction: the log holds every agency’s records and county person ids.',
         querystring: z
           .object({
             action: z.string().min(1).max(64).optional().describe('e.g. call.read, assignment.accept, key.create, rule-set.activate'),

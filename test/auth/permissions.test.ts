@@ -16,6 +16,7 @@ const keys = {
   auditor: await world.key('auditor'),
   admin: world.adminKey,
   hastingsAdmin: await world.key('admin', { agencies: ['hastings-pd'] }),
+  hastingsAuditor: await world.key('auditor', { agencies: ['hastings-pd'] }),
   otherCad: await world.key('cad', { agencies: ['rosemount-pd'] }),
   otherConsole: await world.key('console', { agencies: ['rosemount-pd'] }),
   otherSupervisor: await world.key('supervisor', { agencies: ['rosemount-pd'] }),
@@ -85,7 +86,8 @@ const probes: Probe[] = [
   {
     name: 'GET /v1/audit',
     run: req('GET', '/v1/audit'),
-    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 200, admin: 200, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
+    // Every agency's records, and county person ids (case links, evaluations): county-wide, as case links are.
+    expect: { none: 401, cad: 403, console: 403, supervisor: 403, auditor: 200, admin: 200, hastingsAuditor: 403, hastingsAdmin: 403, otherCad: 403, otherConsole: 403, otherSupervisor: 403 },
   },
   {
     name: 'GET /v1/calls/{id}/eido',

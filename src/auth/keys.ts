@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { sha256 } from '../lib/canonical-json.js'
-import type { Executor } from '../db/connect.js'
+import type { Db, Executor } from '../db/connect.js'
+import { audit } from './audit.js'
 import type { QueueName } from '../routing/index.js'
 import type { ApiRole, Principal } from './principal.js'
 
@@ -140,12 +141,18 @@ export async function findKeyByHash(db: Executor, keyHash: string): Promise<Stor
   return { principal, expiresAt: row.expires_at, revokedAt: row.revoked_at }
 }
 
-/** ADMIN_API_KEY at start: make sure that key exists as an admin key (the first key of a fresh install). */
-export async function ensureBootstrapKey(db: Executor, key: string): Promise<boolean> {
+/**
+ * ADMIN_API_KEY at start: make sure that key exists as an admin key (the first key of a fresh install).
+ * Recorded in the audit log like every key created, in the same transaction.
+ */
+export async function ensureBootstrapKey(db: Db, key: string): Promise<boolean> {
   const existing = await db.selectFrom('api_keys').select('id').where('key_hash', '=', hashKey(key)).executeTakeFirst()
   if (existing) return false
   try {
-    await createKey(db, { name: 'bootstrap-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'ADMIN_API_KEY' }, key)
+    await db.transaction().execute(async (trx) => {
+      const { view } = await createKey(trx, { name: 'bootstrap-admin', role: 'admin', agencies: null, queues: null, expiresAt: null, createdBy: 'ADMIN_API_KEY' }, key)
+      await audit(trx, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'ADMIN_API_KEY')
+    })
   } catch (err) {
     // Several processes started together with the same key: one stores it, the others find it stored.
     if ((err as { code?: string }).code === '23505') return false

@@ -218,6 +218,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(caseLinkRoutes, { db: deps.db, now })
   await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now })
   await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now })
-  await app.register(queueAdminRoutes, { connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
+  await app.register(queueAdminRoutes, { db: deps.db, connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
   return app
 }

@@ -5,6 +5,8 @@ import type { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
+import type { Db } from '../db/connect.js'
+import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { requireCountyWide } from '../auth/principal.js'
 import { problemResponses } from '../http/openapi.js'
@@ -37,7 +39,7 @@ const failedJobSchema = z
  * jobs, and a pause or a clean acts on every agency's calls, so an admin narrowed to some agencies
  * may not use them.
  */
-export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmqPrefix: string }> = async (app, { connection, bullmqPrefix }) => {
+export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis; bullmqPrefix: string }> = async (app, { db, connection, bullmqPrefix }) => {
   // (Not `prefix`: Fastify would take it for a route prefix.)
   // Read-only handles on the queues, made on first use: building the app (tests, the OpenAPI
   // script) touches no queue. Producers live in the relay and the workers.
@@ -116,6 +118,13 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ connection: Redis; bullmq
     scope.addHook('onRequest', async (req) => {
       requireCountyWide(principalOf(req), 'the queues are')
       queuesNow()
+    })
+    // Every action taken on the board (pause, resume, clean, empty, obliterate, retry, promote, add,
+    // remove…) is recorded before it runs: no record, no action. Looking (GET) is not recorded.
+    scope.addHook('preHandler', async (req) => {
+      if (req.method === 'GET' || req.method === 'HEAD') return
+      const params = (req.params ?? {}) as Record<string, string>
+      await audit(db, req, { action: 'queue.admin', targetType: 'queue', targetId: params.queueName ?? null, details: { method: req.method, route: req.routeOptions.url, params } })
     })
     await scope.register(serverAdapter.registerPlugin(), { prefix: QUEUE_DASHBOARD_PATH })
   })

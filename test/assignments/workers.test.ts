@@ -52,6 +52,16 @@ t.test('the queue dashboard and the failed-jobs listing are for admin keys only'
   t.equal(clean.statusCode, 403)
 })
 
+t.test('an action taken on the queue dashboard is in the audit log; a look is not', async (t) => {
+  const before = await db.selectFrom('audit_log').select('id').where('target_type', '=', 'queue').execute()
+  t.equal((await app.inject({ url: '/admin/queues/api/queues' })).statusCode, 200)
+  const clean = await app.inject({ method: 'PUT', url: '/admin/queues/api/queues/cru/clean/failed' })
+  t.equal(clean.statusCode, 200)
+  const records = await db.selectFrom('audit_log').select(['actor', 'role', 'action', 'target_id', 'request_id', 'details']).where('target_type', '=', 'queue').execute()
+  t.equal(records.length, before.length + 1, 'one record: the clean, not the listing')
+  t.match(records.at(-1), { actor: 'test-admin', role: 'admin', action: 'queue.admin', target_id: 'cru', request_id: clean.headers['x-request-id'], details: { method: 'PUT', route: '/admin/queues/api/queues/:queueName/clean/:queueStatus', params: { queueName: 'cru', queueStatus: 'failed' } } })
+})
+
 t.test('a bad job fails for good at once (UnrecoverableError) and is listed for admins', async (t) => {
   const conn = createRedis(REDIS_URL, 'worker')
   const workers = createResponderWorkers({ db, connection: conn, prefix, concurrency: 1, log: quietLog, queues: ['police'] })

@@ -55,6 +55,7 @@ export class AppError extends Error {
 export const notFound = (what: string) => new AppError('not-found', `${what} not found`)
 
 export const LOCK_NOT_AVAILABLE = '55P03'
+const READ_ONLY_TRANSACTION = '25006'
 
 /** Errors that mean Postgres or Redis cannot be reached or answered too late: the client should retry. */
 export function isUnavailableError(err: unknown): boolean {
@@ -67,6 +68,9 @@ export function isUnavailableError(err: unknown): boolean {
   if (/^(08|53|57)[0-9A-Z]{3}$/.test(code)) return true
   // 55P03 lock_not_available: waited past the lock timeout for a row or table another transaction holds.
   if (code === LOCK_NOT_AVAILABLE) return true
+  // 25006 read_only_sql_transaction: a standby (mid-failover) or a primary set read-only answers but
+  // cannot write; the write may succeed on the new primary, so the client retries.
+  if (code === READ_ONLY_TRANSACTION) return true
   if (/timeout exceeded when trying to connect|Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message)) return true
   return false
 }

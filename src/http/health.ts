@@ -46,7 +46,7 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         operationId: 'getReadiness',
         summary: 'Ready for traffic: Postgres reachable and migrations applied (Redis is reported, not required)',
         description:
-          'For load balancers. 503 with Retry-After when Postgres is unreachable or migrations are pending. An instance without Redis ' +
+          'For load balancers. 503 with Retry-After when Postgres is unreachable or read-only (a standby) or migrations are pending. An instance without Redis ' +
           'stays in service (200, `degraded`), even one started during a Redis outage: ingest needs only Postgres, and taking every ' +
           'instance out of a load balancer would refuse the calls the outbox exists to keep. A deploy gate should also require ' +
           '`checks.redis.ok` (a wrong REDIS_URL is `degraded` too); alert on `degraded` and on `cad_router_outbox_lag_seconds`.',
@@ -56,8 +56,9 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
     async (_req, reply) => {
       const [postgres, migrations, redisCheck] = await Promise.all([
         probe(async () => {
-          await withTimeout(sql`select 1`.execute(db), 2000)
-          return undefined
+          const { rows } = await withTimeout(sql<{ read_only: string }>`select current_setting('transaction_read_only') as read_only`.execute(db), 2000)
+          // A standby (mid-failover) or a primary set read-only answers, but every ingest would fail.
+          return rows[0]?.read_only === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
         }),
         probe(async () => {
           const pending = await withTimeout(pendingMigrations(db), 2000)

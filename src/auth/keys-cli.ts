@@ -66,7 +66,8 @@ function createInput() {
   if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
   if (mustNameAgencies(role) && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)
   const days = values['expires-days'] ? Number(values['expires-days']) : null
-  if (days !== null && !(days > 0)) fail('--expires-days takes a positive number')
+  // (Infinity, or more days than a date holds, would make an invalid date: a raw database error.)
+  if (days !== null && !(days >= 1 && days <= 36_500)) fail('--expires-days takes a number of days from 1 to 36500')
   return {
     name: values.name,
     role,
@@ -90,8 +91,13 @@ const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, 
 try {
   await migrateToLatest(db)
   if (create) {
-    const { key, view } = await createKey(db, { ...create, createdBy: 'cli' })
-    await audit(db, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'cli')
+    // The key and its audit record in one transaction, as the API makes them: no key without its record.
+    const { key, view } = await db.transaction().execute(async (trx) => {
+      const made = await createKey(trx, { ...create, createdBy: 'cli' })
+      const { view } = made
+      await audit(trx, null, { action: 'key.create', targetType: 'api_key', targetId: view.id, details: { name: view.name, role: view.role, agencies: view.agencies, queues: view.queues } }, 'cli')
+      return made
+    })
     const scope = `${view.agencies?.join(', ') ?? 'every agency'}${takesQueues(view.role) ? `, ${view.queues ? `queues ${view.queues.join(', ')}` : 'every queue'}` : ''}`
     out(`created ${view.role} key "${view.name}" (${view.id}) for ${scope}${view.expiresAt ? `, expires ${view.expiresAt}` : ''}`)
     out('the key (shown once, store it now):')
@@ -102,14 +108,15 @@ try {
       out(`${k.id}  ${k.keyPrefix}…  ${k.role.padEnd(10)} ${k.name}  agencies=${k.agencies?.join(',') ?? '*'}  queues=${k.queues?.join(',') ?? '*'}  ${state}`)
     }
   } else if (command === 'revoke') {
-    const before = await db.selectFrom('api_keys').select('revoked_at').where('id', '=', arg!).executeTakeFirst()
-    const v = await revokeKey(db, arg!)
+    const { before, v } = await db.transaction().execute(async (trx) => {
+      const before = await trx.selectFrom('api_keys').select('revoked_at').where('id', '=', arg!).forUpdate().executeTakeFirst()
+      const v = await revokeKey(trx, arg!)
+      if (v && !before?.revoked_at) await audit(trx, null, { action: 'key.revoke', targetType: 'api_key', targetId: v.id, details: { name: v.name } }, 'cli')
+      return { before, v }
+    })
     if (!v) fail(`no key ${arg}`)
     if (before?.revoked_at) out(`${v!.id} (${v!.name}) was already revoked at ${v!.revokedAt}`)
-    else {
-      await audit(db, null, { action: 'key.revoke', targetType: 'api_key', targetId: v!.id, details: { name: v!.name } }, 'cli')
-      out(`revoked ${v!.id} (${v!.name})`)
-    }
+    else out(`revoked ${v!.id} (${v!.name})`)
   }
 } finally {
   await db.destroy()

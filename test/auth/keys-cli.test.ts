@@ -104,6 +104,9 @@ t.test('the arguments are checked before anything touches the database', async (
     [['create', '--role', 'cad', '--agency', 'hastings-pd', '--queue', 'cru', '--name', 'x'], /--queue narrows a console key/],
     [['revoke', 'abc'], /^no key abc/],
     [['rotate'], /^usage:/],
+    // Infinity, or more days than a date can hold, made an invalid date and a raw database error.
+    [['create', '--role', 'admin', '--name', 'x', '--expires-days', 'Infinity'], /--expires-days takes a number of days from 1 to 36500/],
+    [['create', '--role', 'admin', '--name', 'x', '--expires-days', '1e12'], /--expires-days takes a number of days from 1 to 36500/],
   ] as const) {
     const r = await keysAgainst(nowhere, ...args)
     t.equal(r.code, 2, args.join(' '))

@@ -108,7 +108,8 @@ const fields = z.object({
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),
   /** Personal data is removed from calls closed longer ago than this. */
-  RETENTION_DAYS: positiveInt.default(90),
+  // At most a century: more days than a date holds would make every scrub's cut-off an invalid date.
+  RETENTION_DAYS: positiveInt.max(36_500).default(90),
   RETENTION_EVERY_MS: positiveInt.default(3600_000),
   /** How often each instance checks which rule set is active, behind LISTEN/NOTIFY (which switches at once). */
   RULE_SET_CHECK_MS: positiveInt.default(5000),

@@ -39,6 +39,10 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   t.throws(() => loadConfig({ AUTH_CACHE_MS: 'soon' }), /AUTH_CACHE_MS/)
   t.throws(() => loadConfig({ PORT: '-1' }), /PORT/)
   t.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' }), /OTEL_EXPORTER_OTLP_ENDPOINT/)
+  // More days than a date holds made every scrub's cut-off an invalid date: the process ran, and
+  // never scrubbed. Refused at start instead.
+  t.throws(() => loadConfig({ RETENTION_DAYS: '1e9' }), /RETENTION_DAYS/)
+  t.equal(loadConfig({ RETENTION_DAYS: '3650' }).RETENTION_DAYS, 3650, 'ten years is fine')
 })
 
 t.test('WORKER_DRAIN_MS: below SHUTDOWN_GRACE_MS; unset, it follows a short grace period', async (t) => {

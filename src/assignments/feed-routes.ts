@@ -324,7 +324,7 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed; keys: Pic
       // makes every open stream check at once, and the service's pool is ingest's. A change heard
       // during a check is checked again after it: the check in flight may have read the old row.
       const checkKey = coalesced(async () => {
-        if (res.writableEnded) return
+        if (res.writableEnded || res.destroyed) return
         try {
           if (!(await feed.catchUp((on) => keyUnchanged(on, p)))) res.end()
         } catch {

@@ -48,8 +48,10 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
   const queuesNow = (): Queue[] => {
     if (handles) return handles
     // A connection of their own without the app's auto-pipelining: BullMQ is not known to work with
-    // it (taskforcesh/bullmq#457 reports "Job is not in the active list" errors with it on).
-    own = connection.duplicate({ enableAutoPipelining: false })
+    // it (taskforcesh/bullmq#457 reports "Job is not in the active list" errors with it on). Nor the
+    // API connection's 1 s command time-out: emptying a backlog is one script that may take longer,
+    // and a time-out would answer 500 for an action Redis goes on to complete.
+    own = connection.duplicate({ enableAutoPipelining: false, commandTimeout: undefined })
     own.on('error', () => {})
     handles = [...Object.values(createQueues(own, bullmqPrefix)), createLifecycleQueue(own, bullmqPrefix)]
     for (const q of handles) q.on('error', (err) => app.log.warn({ queue: q.name, err: { message: err.message } }, 'queue handle error'))
@@ -71,6 +73,7 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
         tags: ['admin'],
         operationId: 'listFailedJobs',
         summary: 'Jobs that failed for good (retries used up, or unrecoverable), newest first',
+        description: 'Needs an admin key without an agency restriction: the queues hold every agency’s jobs.',
         querystring: z
           .object({
             queue: z.enum([...QUEUES, LIFECYCLE_QUEUE]).optional().describe('One queue; all of them when left out'),

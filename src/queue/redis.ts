@@ -7,8 +7,9 @@ export const PROBE_COMMAND_TIMEOUT_MS = 1000
  * Producers fail fast: a command issued while Redis is down rejects at once instead of queueing in
  * memory, and the outbox keeps the row for the next attempt. Workers wait: BullMQ needs
  * maxRetriesPerRequest null for its blocking commands. 'probe' is the API's plain command
- * connection (rate limiter, readiness, feed wake-ups), whose commands time out; the queue
- * dashboard's BullMQ handles use a duplicate of it without auto-pipelining (src/queue/admin-routes.ts).
+ * connection (rate limiter, readiness, feed wake-ups), whose commands time out; a duplicate keeps
+ * the time-out unless it says otherwise, as the feed's subscriber and the queue dashboard's BullMQ
+ * handles do (src/assignments/feed.ts, src/queue/admin-routes.ts).
  */
 export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe', log?: { warn: (obj: object, msg: string) => void; info: (obj: object, msg: string) => void }): Redis {
   const opts: RedisOptions =

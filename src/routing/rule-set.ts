@@ -302,8 +302,8 @@ const notAgencyId = (agency: string): string =>
  * What a rule set must meet to be verified now, beyond the schema: checks added after rule sets
  * were first stored. The schema compiles and serves every stored version, so these are not in it:
  * an upgrade must never refuse the active version at start (the registry compiles it). Activation
- * verifies, so a stored version that breaks one is not activated again; escalation ignores its
- * fallback for EMS or a follow-up.
+ * verifies, so a stored version that breaks one is not activated again, though a rollback to it is
+ * (verified without them); escalation ignores its fallback for EMS or a follow-up.
  */
 export function newDocumentIssues(doc: RuleSet): { message: string; path: Path }[] {
   const issues: { message: string; path: Path }[] = []

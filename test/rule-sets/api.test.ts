@@ -217,3 +217,19 @@ t.test('a rollback that waited for another supervisor’s activation is refused,
   t.match(res.json().detail, /version 6 was activated meanwhile/)
   t.equal((await get('/v1/rule-sets')).json().activeVersion, 6, 'version 6 stays active: the supervisor rolls back again, knowing')
 })
+
+t.test('a rollback to a version stored before a check it breaks was added goes through; activating it does not', async (t) => {
+  // Version 7 as a release before the check stored it: a fallback for follow_up, which verification
+  // now refuses (escalation ignores it). Rollback is the emergency path: it is not blocked by it.
+  const doc = version(7)
+  doc.escalation = { ...doc.escalation, follow_up: 'case_manager' }
+  await db.insertInto('rule_sets').values({ version: 7, name: doc.name, document: JSON.stringify(doc), status: 'retired' }).execute()
+  const active = (await get('/v1/rule-sets')).json().activeVersion as number
+  const refused = await post('/v1/rule-sets/7/activate', { reason: 'the old rules again' })
+  t.equal(refused.statusCode, 422, 'an activation verifies it as a new version')
+  t.match(refused.json().findings, [{ path: 'escalation.follow_up' }])
+  const back = await post('/v1/rule-sets/rollback', { reason: 'the new rules misbehave', toVersion: 7 })
+  t.equal(back.statusCode, 200, back.body)
+  t.match(back.json(), { fromVersion: active, toVersion: 7, kind: 'rollback' })
+  t.equal(world.ruleSets.active().version, 7)
+})

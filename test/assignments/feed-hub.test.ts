@@ -42,12 +42,13 @@ async function wakeFor(t: Tap, hubs: ReturnType<typeof countedHub>[], ms: number
 }
 
 t.test('a stream of wake-ups: one read per gap, not one per wake-up', async (t) => {
-  // Both hubs at the same time, so that a loaded machine slows both alike: without the gap, reads
-  // are bounded by how fast a read goes, which under load may be no faster than three per gap.
+  // Both hubs at the same time, so that a loaded machine slows both alike. Without the gap, reads are
+  // bounded only by how fast a read goes (printed for comparison; on a loaded machine a read may take
+  // a whole gap, so the two counts are not compared). What the gap promises is the bound.
   const [gapped, eager] = (await wakeFor(t, [countedHub(100), countedHub(0)], 500)) as [number, number]
   say(`500 ms of wake-ups every 2 ms: ${gapped} reads with a 100 ms gap, ${eager} without`)
+  t.ok(gapped >= 1, `it reads (${gapped})`)
   t.ok(gapped <= 7, `at most one read per 100 ms (${gapped})`)
-  t.ok(eager > gapped, `without the gap, a read per wake-up that finds the hub idle (${eager})`)
 })
 
 t.test('a change committed between reads reaches the listeners within about a gap', async (t) => {
@@ -61,7 +62,7 @@ t.test('a change committed between reads reaches the listeners within about a ga
   t.equal(res.statusCode, 201)
   const woken = performance.now()
   hub.wake()
-  await eventually(async () => batches.some((b) => b.events.some((e) => e.agency === 'gap-pd')), 2000, 5)
+  await eventually(async () => batches.some((b) => b.events.some((e) => e.agency === 'gap-pd')), 5000, 5)
   const took = Math.round(performance.now() - woken)
   // A wake-up dropped inside the gap would leave the change to the 60 s poll: 5 s tells the two
   // apart with room for a loaded machine (which can pause this process for a second or more).

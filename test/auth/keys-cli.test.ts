@@ -47,6 +47,8 @@ t.test('a well-formed key is created and revoked', async (t) => {
   const gone = await keys('revoke', id!)
   t.equal(gone.code, 0, gone.stderr)
   t.match(gone.stdout, `revoked ${id}`)
+  const records = await world.db.selectFrom('audit_log').select(['action', 'actor']).where('target_id', '=', id!).orderBy('id').execute()
+  t.same(records, [{ action: 'key.create', actor: 'cli' }, { action: 'key.revoke', actor: 'cli' }], 'each change with its audit record')
 })
 
 t.test('a cad or console key names its agencies, or says --all-agencies', async (t) => {

@@ -142,7 +142,7 @@ t.test('the version another instance has just activated cannot be put in shadow 
     await trx.updateTable('rule_sets').set({ status: 'retired' }).where('status', '=', 'active').execute()
     await trx.updateTable('rule_sets').set({ status: 'active', activated_at: new Date() }).where('version', '=', 3).execute()
   })
-  t.equal(world.ruleSets.active().version, 1, 'this instance has not switched yet')
+  // (This instance has not switched yet, unless its 5 s check ran just now: the refusal holds either way.)
   const put = await app.inject({ method: 'PUT', url: '/v1/rule-sets/3/shadow', payload: { reason: 'too late' } })
   t.equal(put.statusCode, 400, put.body)
   t.match(put.json(), { invalidParams: [{ name: 'params.version', reason: 'is the active version' }] })

@@ -29,6 +29,8 @@ export interface LifecycleWorkerDeps {
 const SWEEP_BATCH = 200
 /** The sweep leaves a deadline job this long to do its work first. */
 const SWEEP_GRACE_MS = 2_000
+/** An error Postgres answered with (a SQLSTATE), about the statement, not the connection: lock and statement time-outs, deadlocks and the like. */
+const POSTGRES_REFUSED = /^(?:55|57014|40)[0-9A-Z]*$/
 
 export const DEADLINE_ACTOR = 'system:ack-deadline'
 export const SWEEP_ACTOR = 'system:lifecycle-sweep'
@@ -53,8 +55,27 @@ export async function runAckDeadline(db: Db, job: Pick<Job<unknown>, 'id' | 'dat
  * offers reserved follow-ups whose time has come, from what Postgres says. Catches what Redis lost
  * (a flushed or restored Redis) — in normal operation the delayed jobs got there first.
  */
-export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadlines: Partial<Record<QueueName, number>>, now = new Date()): Promise<{ escalated: number; offered: number; overdue: number }> {
+export async function sweep(
+  db: Db,
+  queue: LifecycleQueue | undefined,
+  ackDeadlines: Partial<Record<QueueName, number>>,
+  now = new Date(),
+): Promise<{ escalated: number; offered: number; overdue: number; failed: number }> {
   const before = new Date(now.getTime() - SWEEP_GRACE_MS)
+  // One assignment that Postgres refuses now (its call's row held by a session left open: a lock or
+  // statement time-out, a deadlock) must not stop the sweep doing the rest: it is counted and left
+  // for the next sweep. Anything else (Postgres unreachable, a bug) fails the sweep as before, rather
+  // than waiting out a connection time-out for each of the rest.
+  let failed = 0
+  const each = async (work: () => Promise<boolean>): Promise<boolean> => {
+    try {
+      return await work()
+    } catch (err) {
+      if (!POSTGRES_REFUSED.test(String((err as { code?: unknown }).code))) throw err
+      failed++
+      return false
+    }
+  }
   const unacknowledged = await db
     .selectFrom('assignments')
     .select('id')
@@ -65,13 +86,12 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
     .execute()
   let escalated = 0
   for (const { id } of unacknowledged) {
-    const r = await escalateAssignment(db, id, { kind: 'deadline', actor: SWEEP_ACTOR }, { now })
-    if (r.changed) escalated++
+    if (await each(async () => (await escalateAssignment(db, id, { kind: 'deadline', actor: SWEEP_ACTOR }, { now })).changed)) escalated++
   }
   const due = await db.selectFrom('assignments').select(['id', 'queue']).where('status', '=', 'reserved').where('reserved_until', '<', before).orderBy('reserved_until').limit(SWEEP_BATCH).execute()
   let offered = 0
   for (const a of due) {
-    if ((await offerNow(db, a.id, a.queue as QueueName, { lifecycle: queue, ackDeadlines, now: () => now })) === 'offered') offered++
+    if (await each(async () => (await offerNow(db, a.id, a.queue as QueueName, { lifecycle: queue, ackDeadlines, now: () => now })) === 'offered')) offered++
   }
   const late = await db
     .selectFrom('assignments as a')
@@ -83,8 +103,8 @@ export async function sweep(db: Db, queue: LifecycleQueue | undefined, ackDeadli
     .limit(SWEEP_BATCH)
     .execute()
   let overdue = 0
-  for (const { id } of late) if ((await markOverdue(db, id, now)) === true) overdue++
-  return { escalated, offered, overdue }
+  for (const { id } of late) if (await each(async () => (await markOverdue(db, id, now)) === true)) overdue++
+  return { escalated, offered, overdue, failed }
 }
 
 /**
@@ -150,6 +170,7 @@ async function processLifecycleJob(deps: LifecycleWorkerDeps, job: Job<Lifecycle
   if (job.name === SWEEP_JOB) {
     const r = await sweep(deps.db, deps.queue, deps.ackDeadlines)
     if (r.escalated || r.offered || r.overdue) deps.log.warn(r, 'lifecycle sweep caught up with work the deadline jobs had not done')
+    if (r.failed) deps.log.warn({ queue: LIFECYCLE_QUEUE, failed: r.failed }, 'lifecycle sweep could not handle some assignments now; the next sweep tries again')
     return r
   }
   if (job.name === FOLLOW_UP_OVERDUE_JOB) {

@@ -181,6 +181,30 @@ t.test('the Postgres sweep escalates what Redis lost', async (t) => {
   t.equal(byId(history, cru.id).transitions.at(-1)!.actor, 'system:lifecycle-sweep')
 })
 
+t.test('a call whose row is held elsewhere does not stop the sweep escalating the others', async (t) => {
+  // Two offers whose deadline jobs Redis lost; the first (the earlier deadline, the first the sweep
+  // takes) is on a call a session left open holds.
+  const held = await calm.post({ natureCode: 'EDP', agency: 'esc-sweep-held' })
+  const heldCru = held.decision.assignments[0]!
+  await calm.until(heldCru.id, 'offered')
+  const free = await calm.post({ natureCode: 'EDP', agency: 'esc-sweep-free' })
+  const freeCru = free.decision.assignments[0]!
+  await calm.until(freeCru.id, 'offered')
+  for (const id of [heldCru.id, freeCru.id]) await (await calmLifecycleQueue.getJob(`ack-${id}`))?.remove()
+  const holder = await openTransaction(t, calmWorld.pool)
+  await holder.query('select 1 from calls where call_id = $1 for update', [held.callId])
+  const later = new Date(Date.now() + (calmWorld.config.ACK_DEADLINES.cru! + 5) * 1000)
+  const r = await sweep(calmWorld.db, calmLifecycleQueue, calmWorld.config.ACK_DEADLINES, later)
+  await holder.query('rollback')
+  t.ok(r.escalated >= 1, 'the others escalated')
+  t.ok(r.failed >= 1, 'the held one counted as not done')
+  t.equal(byId((await calm.call(free.callId)).assignments, freeCru.id).status, 'escalated')
+  t.equal(byId((await calm.call(held.callId)).assignments, heldCru.id).status, 'offered', 'left for the next sweep')
+  // Once the row is free, the next sweep does it.
+  await sweep(calmWorld.db, calmLifecycleQueue, calmWorld.config.ACK_DEADLINES, later)
+  t.equal(byId((await calm.call(held.callId)).assignments, heldCru.id).status, 'escalated')
+})
+
 t.test('the rule set’s escalation map is checked', async (t) => {
   const doc = structuredClone(loadDefaultRuleSet())
   t.same(doc.escalation, { cru: 'co_response', case_management: 'cru' }, 'the default: CRU → co-response → police')

@@ -91,7 +91,7 @@ t.test('a job that failed for good: nothing else ever offers the assignment; the
   t.same(a, { status: 'queued', ack_deadline_at: null }, 'queued, without a deadline')
   const aYearLater = at(new Date(), 365 * 24 * 3600_000)
   const lifecycle = await sweep(db, lifecycleQueue, config.ACK_DEADLINES, aYearLater)
-  t.same(lifecycle, { escalated: 0, offered: 0, overdue: 0 }, 'the lifecycle sweep does nothing for it')
+  t.same(lifecycle, { escalated: 0, offered: 0, overdue: 0, failed: 0 }, 'the lifecycle sweep does nothing for it')
   t.equal(await statusOf(id), 'queued', 'still queued a year later')
 
   t.same(mine(await sweepAt(at(sentAt, AFTER_MS - 1000)), id), [], 'not before RELAY_RESEND_AFTER_MS')

@@ -68,10 +68,26 @@ export async function createRetention(deps: RetentionDeps) {
   })
   // Without a listener BullMQ writes the queue's connection errors raw to stderr; the worker above reports them.
   queue.on('error', () => {})
-  await queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, {
-    name: 'scrub',
-    opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
-  })
+  const schedule = () =>
+    queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, {
+      name: 'scrub',
+      opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
+    })
+  await schedule()
+  // A Redis that comes back empty (no AOF, a failover) has lost the schedule, and with it every
+  // later scrub: personal data would stay past RETENTION_DAYS until a worker process restarts. As
+  // the lifecycle sweep's: put it back, and only when missing, so a check never moves the next run.
+  const watchdog = setInterval(() => {
+    queue
+      .getJobScheduler(SCHEDULER_ID)
+      .then(async (found) => {
+        if (found) return
+        await schedule()
+        deps.log.warn({ queue: QUEUE }, 'the retention scrub schedule was missing from Redis; restored')
+      })
+      .catch(() => {}) // Redis down: the next check retries
+  }, deps.everyMs)
+  watchdog.unref()
   let closing: Promise<void> | undefined
   return {
     worker,
@@ -85,6 +101,7 @@ export async function createRetention(deps: RetentionDeps) {
      * is idempotent: the next run redoes it. Safe to call twice.
      */
     close(until = drainUntil(deps.drainMs)): Promise<void> {
+      clearInterval(watchdog)
       stopping.abort()
       closing ??= drainOrReturn([worker], jobs, until, deps.log).finally(() => queue.close())
       return closing

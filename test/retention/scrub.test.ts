@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { Writable } from 'node:stream'
+import { Queue } from 'bullmq'
 import { sql } from 'kysely'
 import pino from 'pino'
 import t, { type Test } from 'tap'
@@ -279,4 +280,23 @@ t.test('transitions that hold typed words are found through their partial index'
     return (await sql<{ 'QUERY PLAN': string }>`explain select id from assignment_transitions where ${TRANSITION_HOLDS_TYPED_TEXT} and id > 0 order by id limit 500`.execute(trx)).rows
   })
   t.match(plan.map((r) => r['QUERY PLAN']).join('\n'), /assignment_transitions_typed_idx/)
+})
+
+t.test('a retention schedule that Redis lost (restarted empty) is put back by the worker', async (t) => {
+  const prefix = `${world.prefix}-lost-schedule`
+  const connection = createRedis(world.config.REDIS_URL, 'worker')
+  const queue = new Queue('maintenance', { connection, prefix })
+  // A short interval, so the test waits a few of them at most.
+  const retention = await running(createRetention({ db, connection, prefix, retentionDays: 90, everyMs: 200, log: quietLog }))
+  t.teardown(async () => {
+    await retention.close()
+    await queue.close()
+    connection.disconnect()
+    await dropRedisPrefix(world.config.REDIS_URL, prefix)
+  })
+  t.ok(await queue.getJobScheduler('retention-scrub'), 'scheduled at start')
+  await queue.removeJobScheduler('retention-scrub')
+  t.notOk(await queue.getJobScheduler('retention-scrub'), 'gone, as after a Redis that came back empty')
+  await eventually(async () => (await queue.getJobScheduler('retention-scrub')) !== undefined, 10_000)
+  t.pass('restored: personal data keeps being removed without a restart of the worker')
 })

@@ -5,6 +5,11 @@ export const ROLE_NAMES = ['api', 'relay', 'worker'] as const
 export type RoleName = (typeof ROLE_NAMES)[number]
 
 const positiveInt = z.coerce.number().int().positive()
+/**
+ * A time in ms that a timer waits: at most what setTimeout and setInterval can wait (about 24.8
+ * days). Beyond it Node waits 1 ms instead, and a check meant to run every month runs every ms.
+ */
+const durationMs = positiveInt.max(2_147_483_647)
 
 /**
  * `police=30,cru=60`: a number per responder queue; queues not named have none, nor any with `none`.
@@ -32,7 +37,7 @@ const fields = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z.string().url().default('postgres://postgres@127.0.0.1:5432/cad_router'),
   DATABASE_POOL_SIZE: positiveInt.default(20),
-  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(5000),
+  DATABASE_STATEMENT_TIMEOUT_MS: durationMs.default(5000),
   /**
    * A statement waiting this long for a lock another transaction holds (a session left open on a
    * call's row, say) fails instead of waiting out the statement timeout; 0: no limit of its own.
@@ -54,15 +59,15 @@ const fields = z.object({
       }
       return roles as RoleName[]
     }),
-  RELAY_POLL_MS: positiveInt.default(1000),
+  RELAY_POLL_MS: durationMs.default(1000),
   RELAY_BATCH_SIZE: positiveInt.max(1000).default(200),
   /**
    * The relay re-sends an assignment still queued this long after its job went to Redis, once BullMQ
    * no longer has that job to run (failed for good, or lost with Redis); twice as long after each re-send.
    */
-  RELAY_RESEND_AFTER_MS: positiveInt.default(30_000),
+  RELAY_RESEND_AFTER_MS: durationMs.default(30_000),
   /** How often the relay looks for such assignments. */
-  RELAY_RESEND_SWEEP_MS: positiveInt.default(10_000),
+  RELAY_RESEND_SWEEP_MS: durationMs.default(10_000),
   WORKER_CONCURRENCY: positiveInt.default(8),
   /**
    * A worker holds a lock on each job it runs and renews it every half of this; a job whose lock
@@ -71,8 +76,8 @@ const fields = z.object({
    * the job is then active under a lock nobody holds. Their sum bounds how late such a job runs
    * (BullMQ's 30 s each made it a minute).
    */
-  WORKER_LOCK_DURATION_MS: positiveInt.default(10_000),
-  WORKER_STALLED_INTERVAL_MS: positiveInt.default(5_000),
+  WORKER_LOCK_DURATION_MS: durationMs.default(10_000),
+  WORKER_STALLED_INTERVAL_MS: durationMs.default(5_000),
   /**
    * Group commit: call events that arrive together are stored in one transaction, up to this many
    * (1 turns it off), with this many transactions at once (each holds a connection of the pool).
@@ -91,28 +96,28 @@ const fields = z.object({
   /** Jobs a worker process runs at once per queue; queues not named use WORKER_CONCURRENCY. */
   WORKER_CONCURRENCY_PER_QUEUE: perQueue('jobs', '', { whole: true }),
   /** The Postgres sweep behind the deadline jobs (escalations and due follow-ups Redis may have lost). */
-  LIFECYCLE_SWEEP_MS: positiveInt.default(15_000),
+  LIFECYCLE_SWEEP_MS: durationMs.default(15_000),
   /**
    * How long a stopping worker process lets its jobs in flight finish (all its workers at once)
    * before it hands the rest back to their queues. Below SHUTDOWN_GRACE_MS; unset: 5000, or half
    * of SHUTDOWN_GRACE_MS when that is shorter.
    */
-  WORKER_DRAIN_MS: positiveInt.optional(),
+  WORKER_DRAIN_MS: durationMs.optional(),
   /** Assignment feed: the safety-net poll when no wake-up arrives (wake-ups come through Redis). */
-  FEED_POLL_MS: positiveInt.default(1000),
+  FEED_POLL_MS: durationMs.default(1000),
   /** Assignment feed: at most one read of Postgres per this many ms per API instance (0: one per wake-up). */
   FEED_READ_GAP_MS: z.coerce.number().int().min(0).max(1000).default(10),
   /** Assignment feed: SSE comment lines this often, so proxies keep the stream open. */
-  FEED_HEARTBEAT_MS: positiveInt.default(15_000),
-  SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+  FEED_HEARTBEAT_MS: durationMs.default(15_000),
+  SHUTDOWN_GRACE_MS: durationMs.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),
   /** Personal data is removed from calls closed longer ago than this. */
   // At most a century: more days than a date holds would make every scrub's cut-off an invalid date.
   RETENTION_DAYS: positiveInt.max(36_500).default(90),
-  RETENTION_EVERY_MS: positiveInt.default(3600_000),
+  RETENTION_EVERY_MS: durationMs.default(3600_000),
   /** How often each instance checks which rule set is active, behind LISTEN/NOTIFY (which switches at once). */
-  RULE_SET_CHECK_MS: positiveInt.default(5000),
+  RULE_SET_CHECK_MS: durationMs.default(5000),
   /**
    * How long an API process trusts a key it looked up without asking Postgres again (0: it asks on
    * every request). Revocation and other changes reach every process at once through NOTIFY; this

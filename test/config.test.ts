@@ -43,6 +43,10 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   // never scrubbed. Refused at start instead.
   t.throws(() => loadConfig({ RETENTION_DAYS: '1e9' }), /RETENTION_DAYS/)
   t.equal(loadConfig({ RETENTION_DAYS: '3650' }).RETENTION_DAYS, 3650, 'ten years is fine')
+  // Past what a timer can wait (about 24.8 days), Node waits 1 ms: a monthly check would run every ms.
+  t.throws(() => loadConfig({ RETENTION_EVERY_MS: String(30 * 24 * 3600_000) }), /RETENTION_EVERY_MS/)
+  t.throws(() => loadConfig({ RULE_SET_CHECK_MS: '3000000000' }), /RULE_SET_CHECK_MS/)
+  t.equal(loadConfig({ RETENTION_EVERY_MS: String(7 * 24 * 3600_000) }).RETENTION_EVERY_MS, 7 * 24 * 3600_000, 'a week is fine')
 })
 
 t.test('WORKER_DRAIN_MS: below SHUTDOWN_GRACE_MS; unset, it follows a short grace period', async (t) => {

@@ -10,6 +10,8 @@ const QUEUE = 'maintenance'
 const SCHEDULER_ID = 'retention-scrub'
 /** A run that fails (Postgres away, a statement time-out) goes again this many times in all before the next interval. */
 const ATTEMPTS = 3
+/** The longest wait between two checks that the scrub's schedule is still in Redis. */
+const WATCHDOG_MAX_MS = 5 * 60_000
 
 export interface RetentionDeps {
   db: Db
@@ -86,7 +88,9 @@ export async function createRetention(deps: RetentionDeps) {
         deps.log.warn({ queue: QUEUE }, 'the retention scrub schedule was missing from Redis; restored')
       })
       .catch(() => {}) // Redis down: the next check retries
-  }, deps.everyMs)
+    // At least every 5 minutes (one cheap command), so a lost schedule is back long before its next
+    // run was due; and never past setInterval's limit (about 24.8 days), beyond which it fires every ms.
+  }, Math.min(deps.everyMs, WATCHDOG_MAX_MS))
   watchdog.unref()
   let closing: Promise<void> | undefined
   return {

@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
+import { keepScheduled } from '../queue/schedules.js'
 import { drainOrReturn, drainUntil, inFlight, inFlightJobs } from '../workers/responder-worker.js'
 import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
@@ -70,28 +71,20 @@ export async function createRetention(deps: RetentionDeps) {
   })
   // Without a listener BullMQ writes the queue's connection errors raw to stderr; the worker above reports them.
   queue.on('error', () => {})
-  const schedule = () =>
-    queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, {
-      name: 'scrub',
-      opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
-    })
-  await schedule()
-  // A Redis that comes back empty (no AOF, a failover) has lost the schedule, and with it every
-  // later scrub: personal data would stay past RETENTION_DAYS until a worker process restarts. As
-  // the lifecycle sweep's: put it back, and only when missing, so a check never moves the next run.
-  const watchdog = setInterval(() => {
-    queue
-      .getJobScheduler(SCHEDULER_ID)
-      .then(async (found) => {
-        if (found) return
-        await schedule()
-        deps.log.warn({ queue: QUEUE }, 'the retention scrub schedule was missing from Redis; restored')
-      })
-      .catch(() => {}) // Redis down: the next check retries
-    // At least every 5 minutes (one cheap command), so a lost schedule is back long before its next
-    // run was due; and never past setInterval's limit (about 24.8 days), beyond which it fires every ms.
-  }, Math.min(deps.everyMs, WATCHDOG_MAX_MS))
-  watchdog.unref()
+  // A Redis that comes back empty has lost the schedule, and with it every later scrub: personal data
+  // would stay past RETENTION_DAYS until a worker process restarts. It is put back, as the lifecycle
+  // sweep's is, checked at least every 5 minutes (one cheap command) so a lost schedule is back long
+  // before its next run was due, and never past setInterval's limit (about 24.8 days).
+  const stopWatchdog = await keepScheduled(
+    queue,
+    SCHEDULER_ID,
+    () =>
+      queue.upsertJobScheduler(SCHEDULER_ID, { every: deps.everyMs }, {
+        name: 'scrub',
+        opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
+      }),
+    { checkEveryMs: Math.min(deps.everyMs, WATCHDOG_MAX_MS), onRestored: () => deps.log.warn({ queue: QUEUE }, 'the retention scrub schedule was missing from Redis; restored') },
+  )
   let closing: Promise<void> | undefined
   return {
     worker,
@@ -105,7 +98,7 @@ export async function createRetention(deps: RetentionDeps) {
      * is idempotent: the next run redoes it. Safe to call twice.
      */
     close(until = drainUntil(deps.drainMs)): Promise<void> {
-      clearInterval(watchdog)
+      stopWatchdog()
       stopping.abort()
       closing ??= drainOrReturn([worker], jobs, until, deps.log).finally(() => queue.close())
       return closing

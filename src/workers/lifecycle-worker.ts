@@ -8,6 +8,7 @@ import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SW
 import type { QueueName } from '../routing/index.js'
 import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
 import { throttledWarn } from '../lib/log-throttle.js'
+import { keepScheduled } from '../queue/schedules.js'
 import { watchForOrphans } from './orphans.js'
 
 export interface LifecycleWorkerDeps {
@@ -134,22 +135,14 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
   worker.on('stalled', (jobId) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId }, 'lifecycle job stalled (its lock lapsed): handed out again'))
   const orphans = watchForOrphans(worker, deps.connection, (jobId) => jobs.active.has(jobId), deps.log)
   // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
-  const schedule = () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } })
-  await schedule()
-  // A Redis that comes back empty (no AOF, a failover) has lost the schedule with the deadline jobs
-  // it stands behind: put it back, so the sweep catches up on them. Upsert only when missing, so a
-  // check never moves the next sweep.
-  const watchdog = setInterval(() => {
-    deps.queue
-      .getJobScheduler(SWEEP_SCHEDULER_ID)
-      .then(async (found) => {
-        if (found) return
-        await schedule()
-        deps.log.warn({ queue: LIFECYCLE_QUEUE }, 'the lifecycle sweep schedule was missing from Redis; restored')
-      })
-      .catch(() => {}) // Redis down: the next check retries
-  }, deps.sweepEveryMs)
-  watchdog.unref()
+  // A Redis that comes back empty has lost the schedule with the deadline jobs it stands behind: it
+  // is put back, so the sweep catches up on them.
+  const stopWatchdog = await keepScheduled(
+    deps.queue,
+    SWEEP_SCHEDULER_ID,
+    () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } }),
+    { checkEveryMs: deps.sweepEveryMs, onRestored: () => deps.log.warn({ queue: LIFECYCLE_QUEUE }, 'the lifecycle sweep schedule was missing from Redis; restored') },
+  )
   let closing: Promise<void> | undefined
   return {
     worker,
@@ -158,7 +151,7 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
     },
     /** Bounded like the responder workers: what does not finish by `until` goes back to the queue. */
     close(until = drainUntil(deps.drainMs)): Promise<void> {
-      clearInterval(watchdog)
+      stopWatchdog()
       orphans.stop()
       closing ??= drainOrReturn([worker], jobs, until, deps.log)
       return closing

@@ -5,8 +5,6 @@ import { audit } from './audit.js'
 import type { QueueName } from '../routing/index.js'
 import type { ApiRole, Principal } from './principal.js'
 
-/** An agency id as calls carry it (`hastings-pd`): a key scoped to anything else could never act. */
-export const AGENCY_ID = /^[a-z0-9][a-z0-9._-]*$/
 /** A key's id, as listed: anything else is no key, and Postgres would refuse to compare it. */
 export const KEY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 

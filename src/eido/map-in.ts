@@ -9,7 +9,7 @@ import { callEventSchema, type CallEvent } from '../calls/schemas.js'
 import { AppError, type InvalidParam } from '../http/errors.js'
 import { duplicateMember } from '../http/json-body.js'
 import { sha256 } from '../lib/canonical-json.js'
-import { FLAG_NAMES, ROUTES, type EventType, type FlagName } from '../routing/index.js'
+import { FLAG_NAMES, ROUTES, isAgencyId, type EventType, type FlagName } from '../routing/index.js'
 import { readPidfLo } from './pidf-lo.js'
 import type { EidoIn } from './schemas.js'
 import { htmlText } from './text.js'
@@ -101,7 +101,7 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
   if (agencyIndex < 0) agencyIndex = doc.agencyComponent.findIndex((a) => a.$id === agencyRef)
   if (agencyIndex < 0) agencyIndex = 0
   const agencyId = doc.agencyComponent[agencyIndex]!.$id.toLowerCase()
-  if (!/^[a-z0-9][a-z0-9._-]*$/.test(agencyId) || agencyId.length > 64) {
+  if (!isAgencyId(agencyId)) {
     problems.push({ name: `agencyComponent.${agencyIndex}.$id`, reason: 'the owning agency $id must be an agency name cad-router knows (letters, digits, ".", "_", "-"; at most 64)' })
   }
 

@@ -5,11 +5,10 @@
  */
 import { z } from 'zod'
 import {
-  AGENCY_ID_MAX_LENGTH,
-  AGENCY_ID_PATTERN,
   BOOLEAN_FACTS,
   EVENT_TYPES,
   FLAG_NAMES,
+  isAgencyId,
   NUMERIC_FACTS,
   OVERRIDE_RULE_ID,
   QUEUES,
@@ -294,7 +293,6 @@ function checkSemantics(doc: Shape, report: Report): void {
   })
 }
 
-const isAgencyId = (agency: string): boolean => agency.length <= AGENCY_ID_MAX_LENGTH && AGENCY_ID_PATTERN.test(agency)
 const notAgencyId = (agency: string): string =>
   `no call can have agency ${agency}: agency ids are compared exactly, as calls carry them (lower-case letters, digits, ".", "_" and "-", e.g. hastings-pd)`
 

@@ -35,6 +35,7 @@ export type Flags = Record<FlagName, boolean>
  */
 export const AGENCY_ID_PATTERN = /^[a-z0-9][a-z0-9._-]*$/
 export const AGENCY_ID_MAX_LENGTH = 64
+export const isAgencyId = (agency: string): boolean => agency.length <= AGENCY_ID_MAX_LENGTH && AGENCY_ID_PATTERN.test(agency)
 
 export const EVENT_TYPES = ['call.created', 'call.updated', 'call.closed'] as const
 export type EventType = (typeof EVENT_TYPES)[number]

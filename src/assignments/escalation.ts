@@ -22,7 +22,7 @@ import {
 } from '../routing/index.js'
 import { lockCallOfAssignment, toAssignmentView, typedSpan } from './repository.js'
 import type { AssignmentView } from './schemas.js'
-import { CRU_HOLDING_STATUSES, MOVES, canMove, isOpen, type AssignmentStatus } from './state-machine.js'
+import { MOVES, canMove, cruHolding, isOpen, type AssignmentStatus } from './state-machine.js'
 
 /**
  * Escalation: an assignment declined by its responder, or not acknowledged by its deadline, is
@@ -222,7 +222,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         : []
       // A call CRU already holds (an open CRU assignment besides the failed one) stays available to
       // it, as at ingest (src/rule-sets/facts.ts): hours and capacity are about taking on a new call.
-      const holds = others.some((o) => o.queue === 'cru' && (CRU_HOLDING_STATUSES as readonly string[]).includes(o.status))
+      const holds = others.some((o) => cruHolding(o.queue, o.status))
       const cru = cruAvailability(today, a.agency, now, context?.openCru)
       if (!cru.available && !holds) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`

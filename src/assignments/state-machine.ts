@@ -16,6 +16,9 @@ export const OPEN_STATUSES: readonly AssignmentStatus[] = ['reserved', 'queued',
  * ingest, escalation and evaluate count them alike, and a call CRU holds stays CRU's after hours.
  */
 export const CRU_HOLDING_STATUSES = ['queued', 'offered', 'acknowledged', 'accepted'] as const satisfies readonly AssignmentStatus[]
+const CRU_HOLDING: ReadonlySet<string> = new Set(CRU_HOLDING_STATUSES)
+/** A CRU assignment in one of CRU_HOLDING_STATUSES: `status`, or the status it is moving from. */
+export const cruHolding = (queue: string, status: string): boolean => queue === 'cru' && CRU_HOLDING.has(status)
 /** Nobody has taken it yet: the acknowledgement deadline applies. */
 export const UNACKNOWLEDGED_STATUSES: readonly AssignmentStatus[] = ['queued', 'offered']
 

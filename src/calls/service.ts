@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Transaction } from 'kysely'
-import { CRU_HOLDING_STATUSES } from '../assignments/state-machine.js'
+import { cruHolding } from '../assignments/state-machine.js'
 import type { Db } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import { AppError, isUnavailableError, LOCK_NOT_AVAILABLE } from '../http/errors.js'
@@ -55,8 +55,6 @@ class LostRace extends Error {}
 const UNIQUE_VIOLATION = '23505'
 // The unique keys that tell an eventId stored by another transaction: the event's own, its decision's.
 const EVENT_KEYS = new Set(['call_events_pkey', 'decisions_event_id_key'])
-
-const CRU_COUNTED: ReadonlySet<string> = new Set(CRU_HOLDING_STATUSES)
 
 // Microseconds only when there are some: `…00.000Z` for a time posted to the millisecond.
 const trimMicroseconds = (utc: string): string => utc.replace(/(\.\d{3})000Z$/, '$1Z')
@@ -276,7 +274,7 @@ export function createCallService(deps: CallServiceDeps) {
       const openCru = team ? context.openCru! + (cruDelta.get(team) ?? 0) : undefined
       const { personId, addressKey: addrKey } = keys[k]!
       // CRU's hours and capacity are about taking on a new call: one it already holds stays its own.
-      const cruHoldsCall = context.assignments.some((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status))
+      const cruHoldsCall = context.assignments.some((a) => cruHolding(a.queue, a.status))
       const facts = factsFor(ruleSet, { eventType: event.type, call, at: now, history: historyOf(context), openCru, cruHoldsCall })
       const decision = ruleSet.decide(facts)
       const mentalHealthCall = current.mental_health || decision.derived.mentalHealthIndicator
@@ -366,7 +364,7 @@ export function createCallService(deps: CallServiceDeps) {
       }
       const count = (key: string, n: number) => cruDelta.set(key, (cruDelta.get(key) ?? 0) + n)
       if (team) {
-        const opened = fresh.filter((a) => a.queue === 'cru' && CRU_COUNTED.has(a.status)).length
+        const opened = fresh.filter((a) => cruHolding(a.queue, a.status)).length
         if (opened) count(team, opened)
       }
       // A cancelled CRU assignment gives its place back to the team of the agency that holds it (the
@@ -374,7 +372,7 @@ export function createCallService(deps: CallServiceDeps) {
       // with the agency that took them, and a close dated before the hand-over names the one before.
       for (const c of plan.cancellations) {
         const b = before(c.id)
-        const held = b.queue === 'cru' && CRU_COUNTED.has(c.from) ? cruCapacity(ruleSet.document, b.agency) : null
+        const held = cruHolding(b.queue, c.from) ? cruCapacity(ruleSet.document, b.agency) : null
         if (held) count(cruTeamKey(held), -1)
       }
       if (lateClose) {

@@ -83,9 +83,13 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
   // capture counts; a call without a decision (none is, once ingested) is judged by its own code.
   // A late close (a call.closed dated before the call's last applied event) closes the call but
   // leaves it the details of that later event, and its own decision saw the close's older ones:
-  // the call is judged by the decision before it, the one that saw the details the call keeps.
+  // the call is judged by the decision before it, the one that saw the details the call keeps:
+  // the latest by its event's date, the order events apply in (a decision's created_at is its API's
+  // clock, read before the call's lock was waited for: the later event's may read earlier).
   const detailsDecision = sql`coalesce((
-      select (select p.id from decisions p where p.call_id = c.call_id and p.id <> cd.id order by p.created_at desc, p.id desc limit 1)
+      select (
+        select p.id from decisions p join call_events pe on pe.event_id = p.event_id
+        where p.call_id = c.call_id and p.id <> cd.id order by pe.occurred_at desc, p.created_at desc, p.id desc limit 1)
       from decisions cd join call_events ce on ce.event_id = cd.event_id
       where cd.id = c.decision_id and ce.type = 'call.closed' and ce.occurred_at < c.last_occurred_at
     ), c.decision_id)`

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { defaultQueryTimeoutMs } from './db/silent-queries.js'
 import { QUEUES, type QueueName } from './routing/types.js'
 
 export const ROLE_NAMES = ['api', 'relay', 'worker'] as const
@@ -44,6 +45,13 @@ const fields = z.object({
    * Unset: 1000, or half the statement timeout when that is shorter.
    */
   DATABASE_LOCK_TIMEOUT_MS: z.coerce.number().int().min(0).optional(),
+  /**
+   * A query Postgres has not answered after this long (a network that drops packets, a frozen
+   * host: the statement timeout is Postgres' own and cannot fire then) is given up, its connection
+   * destroyed, and the request answers 503; a session of ours left idle in a transaction this long
+   * is ended by Postgres. Above the statement timeout; unset: twice it.
+   */
+  DATABASE_QUERY_TIMEOUT_MS: durationMs.optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -145,6 +153,11 @@ const configSchema = fields
     if (lock && lock >= c.DATABASE_STATEMENT_TIMEOUT_MS) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_LOCK_TIMEOUT_MS'], message: `must be below DATABASE_STATEMENT_TIMEOUT_MS (${c.DATABASE_STATEMENT_TIMEOUT_MS}), or 0` })
     }
+    const query = c.DATABASE_QUERY_TIMEOUT_MS
+    // At or below it, statements Postgres lets run would be cut by us.
+    if (query && query <= c.DATABASE_STATEMENT_TIMEOUT_MS) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_QUERY_TIMEOUT_MS'], message: `must be above DATABASE_STATEMENT_TIMEOUT_MS (${c.DATABASE_STATEMENT_TIMEOUT_MS})` })
+    }
     // The drain is part of the shutdown: at or past the grace period the process is killed (exit 1)
     // before it hands anything back.
     if (c.WORKER_DRAIN_MS && c.WORKER_DRAIN_MS >= c.SHUTDOWN_GRACE_MS) {
@@ -154,6 +167,7 @@ const configSchema = fields
   .transform((c) => ({
     ...c,
     DATABASE_LOCK_TIMEOUT_MS: c.DATABASE_LOCK_TIMEOUT_MS ?? Math.min(1000, Math.floor(c.DATABASE_STATEMENT_TIMEOUT_MS / 2)),
+    DATABASE_QUERY_TIMEOUT_MS: c.DATABASE_QUERY_TIMEOUT_MS ?? defaultQueryTimeoutMs(c.DATABASE_STATEMENT_TIMEOUT_MS),
     WORKER_DRAIN_MS: c.WORKER_DRAIN_MS ?? Math.max(1, Math.min(5_000, Math.floor(c.SHUTDOWN_GRACE_MS / 2))),
   }))
 

@@ -66,7 +66,7 @@ async function start(): Promise<void> {
     throw new Error(`could not connect to Postgres at ${hostname}:${port || 5432} or create the database there (DATABASE_URL); the cause says why`, { cause: err })
   })
   if (created) log.info('database created')
-  const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS)
+  const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS, config.DATABASE_QUERY_TIMEOUT_MS)
   const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
   if (stopping()) return
   const pool = createPool({
@@ -74,6 +74,8 @@ async function start(): Promise<void> {
     max: config.DATABASE_POOL_SIZE,
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
     lockTimeoutMs: config.DATABASE_LOCK_TIMEOUT_MS,
+    queryTimeoutMs: config.DATABASE_QUERY_TIMEOUT_MS,
+    log,
   })
   const db = createDb(pool)
   closers.push({

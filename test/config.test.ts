@@ -105,3 +105,13 @@ t.test('the service that cannot reach Postgres at start names the setting and th
   t.match(failed, /ECONNREFUSED/, 'and why, in its cause')
   t.notMatch(r.stdout + r.stderr, /hunter2/, 'no password')
 })
+
+t.test('DATABASE_QUERY_TIMEOUT_MS: above the statement time-out; unset, twice it', async (t) => {
+  t.equal(loadConfig({}).DATABASE_QUERY_TIMEOUT_MS, 10_000)
+  t.equal(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '30000' }).DATABASE_QUERY_TIMEOUT_MS, 60_000, 'it follows a longer statement time-out')
+  t.equal(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '1000', DATABASE_QUERY_TIMEOUT_MS: '1500' }).DATABASE_QUERY_TIMEOUT_MS, 1500)
+  // At or below it, the service would give up on statements Postgres still lets run.
+  t.throws(() => loadConfig({ DATABASE_QUERY_TIMEOUT_MS: '5000' }), /DATABASE_QUERY_TIMEOUT_MS: must be above DATABASE_STATEMENT_TIMEOUT_MS \(5000\)/)
+  t.throws(() => loadConfig({ DATABASE_QUERY_TIMEOUT_MS: '0' }), /DATABASE_QUERY_TIMEOUT_MS/)
+  t.equal(loadConfig({ DATABASE_STATEMENT_TIMEOUT_MS: '2000000000' }).DATABASE_QUERY_TIMEOUT_MS, 2_147_483_647, 'at most what a timer can wait')
+})

@@ -4,6 +4,7 @@ import pg from 'pg'
 import { prepareMarkedStatements } from './prepared.js'
 import type { Database } from './schema.js'
 import { withTimeout } from '../lib/timeout.js'
+import { defaultQueryTimeoutMs, dropSilentQueries } from './silent-queries.js'
 
 // bigint (int8) ids and counts come back as strings by default; ours fit in a double comfortably.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v))
@@ -18,8 +19,26 @@ export interface PoolOptions {
   statementTimeoutMs: number
   /** A statement that waits longer for a lock fails with 55P03 (lock_not_available); 0 or unset: no limit of its own. */
   lockTimeoutMs?: number
+  /**
+   * A query Postgres has not answered after this long is given up and its connection destroyed
+   * (src/db/silent-queries.ts); a session left in a transaction this long without a word from us is
+   * ended by Postgres. Above statementTimeoutMs, which ends every statement that runs too long while
+   * Postgres can still say so. Unset: twice statementTimeoutMs.
+   */
+  queryTimeoutMs?: number
   applicationName?: string
+  /** Told when a query is given up on. */
+  log?: { warn(obj: object, msg: string): void }
 }
+
+/**
+ * TCP keepalive for connections idle in the pool: one whose peer is gone (a host that froze, a
+ * network that drops packets) is found within about 20 s (10 s idle, then a probe a second, ten
+ * times: Node sets the interval and count beside the delay) and dropped before anybody is handed
+ * it. A connection waiting for an answer is not helped by it (the kernel retransmits instead):
+ * the query bound covers that.
+ */
+export const KEEPALIVE_DELAY_MS = 10_000
 
 /**
  * No JIT compilation. Postgres compiles a statement whose estimated cost passes jit_above_cost,
@@ -50,13 +69,22 @@ export function withSessionOptions(connectionString: string): string {
 const lentOut = new WeakMap<pg.Pool, Set<pg.PoolClient>>()
 
 export function createPool(opts: PoolOptions): pg.Pool {
+  const queryTimeoutMs = opts.queryTimeoutMs ?? defaultQueryTimeoutMs(opts.statementTimeoutMs)
+  // A query bound at or below the statement timeout would cut statements Postgres lets run.
+  if (queryTimeoutMs <= opts.statementTimeoutMs) throw new Error(`queryTimeoutMs (${queryTimeoutMs}) must be above statementTimeoutMs (${opts.statementTimeoutMs})`)
   const pool = new pg.Pool({
     connectionString: withSessionOptions(opts.connectionString),
     max: opts.max,
     // Fail fast when Postgres is unreachable so the API can answer 503 instead of hanging.
     connectionTimeoutMillis: 3000,
     idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     statement_timeout: opts.statementTimeoutMs,
+    // A session whose client gave up on it (a dropped connection whose close Postgres has not heard
+    // of yet) would keep its transaction's locks: the rows a retry of the same call event inserts.
+    // None of ours sits idle in a transaction for long (the relay waits up to 2 s for Redis there).
+    idle_in_transaction_session_timeout: queryTimeoutMs,
     // pg leaves it out when 0: the server's own (none, by default) then applies.
     lock_timeout: opts.lockTimeoutMs ?? 0,
     application_name: opts.applicationName ?? 'cad-router',
@@ -68,10 +96,12 @@ export function createPool(opts: PoolOptions): pg.Pool {
   // backend goes away between two statements (pg_terminate_backend, a restart, a cut network)
   // emits 'error' with nobody listening — an uncaught exception that takes the process down. The
   // statement in flight, or the next one, fails on its own and the request answers 503; the
-  // broken client is not reused (the pool drops clients that are no longer queryable on release).
+  // broken client is not reused (the pool drops clients that are no longer queryable, or were
+  // ended, on release: a silent one is ended by dropSilentQueries).
   pool.on('connect', (client) => {
     client.on('error', () => {})
     prepareMarkedStatements(client)
+    dropSilentQueries(client, queryTimeoutMs, (err) => opts.log?.warn({ queryTimeoutMs: err.ms, applicationName: opts.applicationName ?? 'cad-router' }, err.message))
   })
   const lent = new Set<pg.PoolClient>()
   lentOut.set(pool, lent)

@@ -21,8 +21,8 @@ function migrator(db: Kysely<any>): Migrator {
  * migration's DDL may queue for its table lock while every statement behind it waits too (the
  * service at start: its statement timeout; `npm run migrate`: 60 s). Destroy it when done.
  */
-export function createMigrationDb(connectionString: string, statementTimeoutMs = 60_000): Db {
-  return createDb(createPool({ connectionString, max: 1, statementTimeoutMs, applicationName: 'cad-router-migrate' }))
+export function createMigrationDb(connectionString: string, statementTimeoutMs = 60_000, queryTimeoutMs?: number): Db {
+  return createDb(createPool({ connectionString, max: 1, statementTimeoutMs, ...(queryTimeoutMs ? { queryTimeoutMs } : {}), applicationName: 'cad-router-migrate' }))
 }
 
 /** Applies pending migrations; throws (so the process exits non-zero) when one fails. */

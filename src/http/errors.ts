@@ -1,3 +1,5 @@
+import { PostgresSilentError } from '../db/silent-queries.js'
+
 /**
  * The one error catalog. Each error has a stable code (the last segment of its problem `type`),
  * an HTTP status and a title. The error handler turns them into application/problem+json (RFC 9457).
@@ -68,6 +70,8 @@ export function isUnavailableError(err: unknown): boolean {
   if (/^(08|53|57)[0-9A-Z]{3}$/.test(code)) return true
   // 55P03 lock_not_available: waited past the lock timeout for a row or table another transaction holds.
   if (code === LOCK_NOT_AVAILABLE) return true
+  // No answer from Postgres within DATABASE_QUERY_TIMEOUT_MS (a network that drops packets): the connection was dropped.
+  if (err instanceof PostgresSilentError) return true
   // 25006 read_only_sql_transaction: a standby (mid-failover) or a primary set read-only answers but
   // cannot write; the write may succeed on the new primary, so the client retries.
   if (code === READ_ONLY_TRANSACTION) return true

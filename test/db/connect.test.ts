@@ -1,17 +1,21 @@
 /**
- * The service's connections (src/db/connect.ts): their lock timeout (last test), and JIT.
+ * The service's connections (src/db/connect.ts): their lock timeout, what a query without an answer
+ * does to its connection (last tests), and JIT.
  *
  * They run without JIT compilation. On a grown database
  * the routing context read's generic plan cost more than jit_above_cost, and Postgres compiled it
  * on every execution (45 ms for a 2 ms statement). Here `jit_above_cost = 0` stands in for the
  * grown tables: every statement passes it.
  */
+import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
+import { PostgresSilentError } from '../../src/db/silent-queries.js'
 import { isUnavailableError } from '../../src/http/errors.js'
+import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -91,4 +95,42 @@ t.test('a lock timeout of its own: the pool sets it, a wait past it is a 503, th
   t.equal(loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '0' }).DATABASE_LOCK_TIMEOUT_MS, 0, '0: none')
   t.equal(loadConfig({ DATABASE_LOCK_TIMEOUT_MS: ' ' }).DATABASE_LOCK_TIMEOUT_MS, 1000, 'blank: the default, not 0')
   t.throws(() => loadConfig({ DATABASE_LOCK_TIMEOUT_MS: '5000' }), /DATABASE_LOCK_TIMEOUT_MS: must be below DATABASE_STATEMENT_TIMEOUT_MS \(5000\)/)
+})
+
+t.test('a query without an answer: given up after the bound, its connection destroyed and never handed out again', async (t) => {
+  const server = new URL(world.databaseUrl)
+  const proxy = await startTcpProxy(t, { host: server.hostname, port: Number(server.port || 5432) })
+  const viaProxy = new URL(world.databaseUrl)
+  viaProxy.port = String(proxy.port)
+  const pool = createPool({ connectionString: viaProxy.toString(), max: 1, statementTimeoutMs: 200, queryTimeoutMs: 400 })
+  const silentDb = createDb(pool)
+  t.teardown(() => silentDb.destroy())
+  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid
+  const before = await pid()
+
+  proxy.freeze()
+  const started = performance.now()
+  // A transaction: after its statement fails, Kysely's rollback on the same connection must not
+  // hang behind it, nor hide why it failed.
+  const err = await silentDb
+    .transaction()
+    .execute((trx) => sql`select 1`.execute(trx))
+    .then(() => undefined, (e: unknown) => e)
+  const took = performance.now() - started
+  t.ok(err instanceof PostgresSilentError, `the caller hears why: ${(err as Error | undefined)?.message}`)
+  t.ok(isUnavailableError(err), 'a 503, not a 500')
+  t.ok(took >= 400 && took < 1500, `given up after the bound (${Math.round(took)} ms)`)
+  t.equal(pool.totalCount, 0, 'the connection left the pool')
+
+  // The old connection stays silent: a query that reached it would wait forever.
+  proxy.thaw({ strand: true })
+  t.not(await pid(), before, 'the next query runs on a new connection')
+  t.equal(proxy.silent(), 1, 'only the connection given up on is silent')
+  // Postgres never heard of the close (it is lost in the network): its session stays until the network gives up.
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = ${before}`.execute(db)
+  t.equal(rows[0]!.n, 1, 'the stranded session is still there on the server, as over a real network')
+})
+
+t.test('the query bound is above the statement time-out', async (t) => {
+  t.throws(() => createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 1000, queryTimeoutMs: 1000 }), /above statementTimeoutMs/)
 })

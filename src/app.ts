@@ -23,7 +23,10 @@ import { createMetrics, instrumentCallService, instrumentHttp, type Metrics } fr
 import { metricsRoutes } from './metrics/routes.js'
 import { reportRoutes } from './reports/routes.js'
 import { registerOpenApi } from './http/openapi.js'
+import { breakerStore } from './http/rate-limit.js'
 import { queueAdminRoutes } from './queue/admin-routes.js'
+import { createRedisBreaker } from './queue/redis-breaker.js'
+import { PROBE_COMMAND_TIMEOUT_MS } from './queue/redis.js'
 import { registerJsonBodyParser } from './http/json-body.js'
 import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
 import { registerSecurityHeaders, securityHeaders } from './http/security-headers.js'
@@ -44,14 +47,15 @@ export const API_VERSION = '1.0.0'
 export interface AppDeps {
   config: Pick<
     Config,
-    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS'
+    'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS' | 'REDIS_BREAKER_OPEN_MS'
   > &
     Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_BATCH_HOLD_MS' | 'INGEST_QUEUE_MAX'>>
   db: Db
   /**
    * Readiness, the rate limiter's counters and the assignment feed's wake-ups (it publishes on this
    * connection and subscribes on a duplicate). Ingest never needs it: the outbox relay carries work
-   * to Redis, and the limiter lets requests through when Redis is down.
+   * to Redis, and while Redis fails to answer the app's breaker keeps requests from waiting on it
+   * (the limiter counts in the process meanwhile).
    */
   redis: Redis
   ruleSets: RuleSetRegistry
@@ -159,20 +163,35 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     keys = own
   }
   await app.register(authPlugin, { keys })
+  const metrics = deps.metrics ?? createMetrics()
+  // Every Redis command a request waits on goes through it: one that Redis fails to answer makes
+  // the requests after it do without Redis for a while (src/queue/redis-breaker.ts).
+  const breaker = createRedisBreaker({
+    redis: deps.redis,
+    timeoutMs: PROBE_COMMAND_TIMEOUT_MS,
+    openMs: config.REDIS_BREAKER_OPEN_MS,
+    log: app.log,
+    onChange: (state, opened) => {
+      metrics.redisBreakerOpen.set(state === 'closed' ? 0 : 1)
+      if (opened) metrics.redisBreakerOpenings.inc()
+    },
+  })
+  app.addHook('onClose', async () => breaker.stop())
   await app.register(rateLimit, {
     // After authentication, so the limit is per key; unauthenticated requests count per address.
     hook: 'preHandler',
     max: config.RATE_LIMIT_PER_MINUTE,
     timeWindow: 60_000,
-    redis: deps.redis,
-    nameSpace: `${config.BULLMQ_PREFIX}:rate:`,
+    // Redis's count while it answers, this process's own while the breaker is open: never a CAD
+    // post refused for Redis's sake, never a flood let through unlimited (src/http/rate-limit.ts).
+    store: breakerStore(deps.redis, breaker, `${config.BULLMQ_PREFIX}:rate:`),
+    // The store never fails (it falls back to its own count); were it to, the request goes through.
     skipOnError: true,
     keyGenerator: (req) => req.principal?.keyId ?? req.ip,
     allowList: (req) => req.routeOptions.config.access === 'public',
     errorResponseBuilder: (_req, ctx) => new AppError('rate-limited', `limit of ${ctx.max} requests per minute reached; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
   })
 
-  const metrics = deps.metrics ?? createMetrics()
   instrumentHttp(app, metrics)
   const shadow = deps.shadow ?? (await createShadowSource(deps.db, deps.ruleSets))
   const calls = instrumentCallService(
@@ -193,7 +212,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }),
     metrics,
   )
-  await app.register(healthRoutes, { db: deps.db, redis: deps.redis, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
+  await app.register(healthRoutes, { db: deps.db, redis: deps.redis, breaker, retryAfterSeconds: config.RETRY_AFTER_SECONDS })
   await app.register(callRoutes, { calls, db: deps.db, ruleSets: deps.ruleSets, now })
   const feed = createAssignmentFeed({
     db: deps.db,
@@ -218,6 +237,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(caseLinkRoutes, { db: deps.db, now })
   await app.register(evaluateRoutes, { db: deps.db, ruleSets: deps.ruleSets, now })
   await app.register(replayRoutes, { db: deps.db, ruleSets: deps.ruleSets, shadow, now })
-  await app.register(queueAdminRoutes, { db: deps.db, connection: deps.redis, bullmqPrefix: config.BULLMQ_PREFIX })
+  await app.register(queueAdminRoutes, { db: deps.db, connection: deps.redis, breaker, bullmqPrefix: config.BULLMQ_PREFIX })
   return app
 }

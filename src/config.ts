@@ -53,6 +53,11 @@ const fields = z.object({
    */
   DATABASE_QUERY_TIMEOUT_MS: durationMs.optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /**
+   * After Redis fails to answer a request's command (the API connection's 1 s time-out, or no
+   * connection), requests stop asking it for this long; then one PING asks whether it is back.
+   */
+  REDIS_BREAKER_OPEN_MS: durationMs.default(5000),
   BULLMQ_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('cad-router'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ROLE: z

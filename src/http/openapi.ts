@@ -48,7 +48,7 @@ const COMMON_HEADERS = {
   'X-Request-Id': { description: 'The request id: a problem answer repeats it in `instance`, and the service’s log lines carry it', schema: { type: 'string' } },
   'Retry-After': { description: 'Seconds to wait before trying again', schema: { type: 'integer', minimum: 0 } },
   'WWW-Authenticate': { description: 'How to authenticate: `Bearer realm="cad-router"`', schema: { type: 'string' } },
-  'X-RateLimit-Limit': { description: 'Requests a minute the API key may make. The rate-limit headers are absent while Redis is unreachable: no limit applies then', schema: { type: 'integer', minimum: 0 } },
+  'X-RateLimit-Limit': { description: 'Requests a minute the API key may make, counted by every API instance together; while Redis does not answer, each instance counts on its own, with the same limit', schema: { type: 'integer', minimum: 0 } },
   'X-RateLimit-Remaining': { description: 'Requests the API key has left in the current minute', schema: { type: 'integer', minimum: 0 } },
   'X-RateLimit-Reset': { description: 'Seconds until the current minute’s count starts again', schema: { type: 'integer', minimum: 0 } },
 } satisfies Record<string, HeaderDoc>

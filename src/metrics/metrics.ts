@@ -60,6 +60,12 @@ export function createMetrics() {
       labelNames: ['queue', 'reason'] as const,
       registers,
     }),
+    redisBreakerOpen: new Gauge({
+      name: 'cad_router_redis_breaker_open',
+      help: 'Whether this API process skips Redis on the request path (1) after Redis failed to answer, its rate limits counted per process; 0 when Redis answers',
+      registers,
+    }),
+    redisBreakerOpenings: new Counter({ name: 'cad_router_redis_breaker_openings_total', help: 'Times this API process stopped asking Redis on the request path because it failed to answer', registers }),
     scrapeErrors: new Counter({ name: 'cad_router_metrics_scrape_errors_total', help: 'Scrapes whose database read failed (the gauges keep their last values)', registers }),
   }
 }

@@ -9,10 +9,12 @@ import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { requireCountyWide } from '../auth/principal.js'
+import { AppError } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { QUEUES } from '../routing/index.js'
 import { createLifecycleQueue, LIFECYCLE_QUEUE } from './lifecycle.js'
 import { closeRedis } from './redis.js'
+import type { RedisBreaker } from './redis-breaker.js'
 import { createQueues } from './queues.js'
 
 export const QUEUE_DASHBOARD_PATH = '/admin/queues'
@@ -39,13 +41,16 @@ const failedJobSchema = z
  * jobs, and a pause or a clean acts on every agency's calls, so an admin narrowed to some agencies
  * may not use them.
  */
-export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis; bullmqPrefix: string }> = async (app, { db, connection, bullmqPrefix }) => {
+export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis; breaker: RedisBreaker; bullmqPrefix: string }> = async (app, { db, connection, breaker, bullmqPrefix }) => {
   // (Not `prefix`: Fastify would take it for a route prefix.)
   // Read-only handles on the queues, made on first use: building the app (tests, the OpenAPI
   // script) touches no queue. Producers live in the relay and the workers.
   let handles: Queue[] | undefined
   let own: Redis | undefined
   const queuesNow = (): Queue[] => {
+    // Their connection waits as long as Redis takes, on purpose (below): while the API's breaker
+    // says Redis is not answering, a request is refused at once rather than left hanging with it.
+    if (!breaker.closed) throw new AppError('service-unavailable', 'Redis is not answering; retry later')
     if (handles) return handles
     // A connection of their own without the app's auto-pipelining: BullMQ is not known to work with
     // it (taskforcesh/bullmq#457 reports "Job is not in the active list" errors with it on). Nor the

@@ -21,8 +21,8 @@ export function createRedis(url: string, kind: 'producer' | 'worker' | 'probe', 
   if (kind === 'probe') opts.enableAutoPipelining = true
   // A Redis that hangs (stopped, or behind a network that drops packets) refuses nothing: without a
   // time-out every request waited on the rate limiter for as long as it hung, CAD posts included,
-  // though ingest needs only Postgres. A command that times out fails, and the limiter lets the
-  // request through, as it does when Redis is down.
+  // though ingest needs only Postgres. A command that times out fails, and the app's breaker
+  // (src/queue/redis-breaker.ts) then keeps the requests after it from asking Redis at all for a while.
   if (kind === 'probe') opts.commandTimeout = PROBE_COMMAND_TIMEOUT_MS
   // Reconnect attempts at most 1 s apart: a refused connect costs nothing, and the queues resume
   // within about a second of Redis returning.

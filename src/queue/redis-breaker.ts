@@ -48,9 +48,8 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
   let reason = ''
   let timer: NodeJS.Timeout | undefined
   let stopped = false
-  // Rejected when the breaker opens: the commands still waiting stop waiting. A closed spell's
-  // commands are told apart from a later one's, so a late failure of the old cannot open the new.
-  let spell = 0
+  // Rejected when the breaker opens, so that the commands still waiting stop waiting; a fresh one
+  // for each spell closed.
   let opening = tripwire()
 
   function tripwire() {
@@ -67,11 +66,11 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
 
   const schedule = () => {
     clearTimeout(timer)
-    if (!stopped) timer = setTimeout(probe, openMs).unref()
+    if (!stopped) timer = setTimeout(probe, openMs)
   }
 
-  function open(err: unknown, of: number): void {
-    if (state !== 'closed' || of !== spell || stopped) return
+  function open(err: unknown): void {
+    if (state !== 'closed' || stopped) return
     reason = err instanceof Error ? err.message : 'no answer'
     change('open', true)
     // Never the key or address of the request that met it: personal data stays out of the log.
@@ -87,7 +86,6 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
     withTimeout(redis.ping(), timeoutMs).then(
       () => {
         if (state !== 'half-open' || stopped) return
-        spell++
         opening = tripwire()
         change('closed')
         log.info({}, 'Redis answering again on the request path; rate limits are shared again')
@@ -122,9 +120,8 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
      */
     run<T>(command: () => Promise<T>): Promise<T> {
       if (state !== 'closed') return Promise.reject(new RedisUnavailable(`Redis is not answering (${reason})`))
-      const of = spell
       return Promise.race([withTimeout(command(), timeoutMs, `no answer from Redis within ${timeoutMs} ms`), opening.promise]).catch((err: unknown) => {
-        if (saysUnavailable(err)) open(err, of)
+        if (saysUnavailable(err)) open(err)
         throw err
       })
     },

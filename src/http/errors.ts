@@ -76,5 +76,9 @@ export function isUnavailableError(err: unknown): boolean {
   // cannot write; the write may succeed on the new primary, so the client retries.
   if (code === READ_ONLY_TRANSACTION) return true
   if (/timeout exceeded when trying to connect|Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message)) return true
+  // Redis (ioredis) not answering: no connection and no offline queue, retries used up, the
+  // command time-out, the connection closed under the command; and the API's breaker refusing.
+  if (e.name === 'MaxRetriesPerRequestError' || e.name === 'RedisUnavailable') return true
+  if (/^(Stream isn't writeable and enableOfflineQueue options is false|Command timed out|Connection is closed\.)$/.test(e.message)) return true
   return false
 }

@@ -52,6 +52,9 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
     // says Redis is not answering, a request is refused at once rather than left hanging with it.
     if (!breaker.closed) throw new AppError('service-unavailable', 'Redis is not answering; retry later')
     if (handles) return handles
+    // Not made on a Redis that is away: BullMQ's handles on a connection that has never been ready
+    // leave a rejection nobody handles (ioredis' "Connection is closed."), which ends the process.
+    if (connection.status !== 'ready') throw new AppError('service-unavailable', 'Redis is not reachable; retry later')
     // A connection of their own without the app's auto-pipelining: BullMQ is not known to work with
     // it (taskforcesh/bullmq#457 reports "Job is not in the active list" errors with it on). Nor the
     // API connection's 1 s command time-out: emptying a backlog is one script that may take longer,

@@ -90,6 +90,9 @@ export function documentResponses<T extends { paths?: object; components?: objec
       if (op.requestBody?.content?.['application/json']?.schema?.anyOf?.some((s) => s.type === 'null')) op.requestBody.required = false
       // The router refuses an over-long parameter before any route schema sees it (maxParamLength).
       if (path.includes('{')) responses[414] ??= problem(414)
+      // Every /v1 operation refuses query parameters it does not take (app.ts gives one that declares
+      // none an empty strict querystring): a 400 even where nothing else is validated (GET /v1/keys).
+      if (path.startsWith('/v1/')) responses[400] ??= problem(400)
       if (path.startsWith('/v1/')) responses[429] ??= problem(429)
       const own = op['x-response-headers'] ?? {}
       delete op['x-response-headers']

@@ -237,7 +237,7 @@ export function createCallService(deps: CallServiceDeps) {
       }
       if (!isNew && current.status === 'closed') {
         out[k] = {
-          error: new AppError('call-closed', `call ${event.call.callId} was closed at ${current.closed_at?.toISOString()}; a closed call takes no ${event.type}`, {
+          error: new AppError('call-closed', `call ${event.call.callId} is closed (this service applied its close at ${current.closed_at?.toISOString()}); a closed call takes no ${event.type} dated after its last event`, {
             extra: { callId: event.call.callId },
           }),
         }

@@ -66,6 +66,8 @@ t.test('a close dated before the last applied update closes the call, which keep
   const later = await post(callEvent({ type: 'call.updated', callId, natureCode: 'NOISE', occurredAt: at('15:25:00') }))
   t.equal(later.statusCode, 409)
   t.equal(later.json().code, 'call-closed')
+  // The time given is when the service applied the close, not when CAD recorded it (15:20:00): said as such.
+  t.match(later.json().detail, /applied its close at \d{4}-/, 'the detail says whose time it gives')
 
   // A repeat of the late close is answered from the record.
   const again = await post(close)

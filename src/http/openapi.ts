@@ -114,7 +114,36 @@ export function documentResponses<T extends { paths?: object; components?: objec
   }
   const components = ((doc as { components?: Record<string, unknown> }).components ??= {})
   components.headers = Object.fromEntries(Object.entries(COMMON_HEADERS).map(([h, d]) => [h, { description: d.description, schema: d.schema }]))
+  pruneUnusedSchemas(doc.paths ?? {}, components as { schemas?: Record<string, unknown> })
   return doc
+}
+
+/**
+ * Drops component schemas no operation uses. The zod provider registers an input and an output
+ * form of every named schema; the forms nobody sends or receives (a response's input form, the
+ * request's parsed form, whose defaults make the example's missing flags required) would reach
+ * generated clients as types nothing uses, one of them failing its own example.
+ */
+function pruneUnusedSchemas(paths: object, components: { schemas?: Record<string, unknown> }): void {
+  const schemas = components.schemas
+  if (!schemas) return
+  const used = new Set<string>()
+  const PREFIX = '#/components/schemas/'
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk)
+    if (!node || typeof node !== 'object') return
+    for (const [k, v] of Object.entries(node)) {
+      if (k === '$ref' && typeof v === 'string' && v.startsWith(PREFIX)) {
+        const name = v.slice(PREFIX.length)
+        if (!used.has(name)) {
+          used.add(name)
+          walk(schemas[name])
+        }
+      } else walk(v)
+    }
+  }
+  walk(paths)
+  for (const name of Object.keys(schemas)) if (!used.has(name)) delete schemas[name]
 }
 
 export async function registerOpenApi(app: FastifyInstance, version: string): Promise<void> {

@@ -8,6 +8,24 @@ t.test('the committed openapi/openapi.json is what the code generates (npm run o
   t.ok(committed === generated, 'openapi/openapi.json is stale: run `npm run openapi` and commit the result')
 })
 
+t.test('every schema reference resolves, and every component schema is used by an operation', async (t) => {
+  const doc = JSON.parse(await generateOpenApi()) as { paths: object; components: { schemas: Record<string, unknown> } }
+  const refs = new Set<string>()
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk)
+    if (!node || typeof node !== 'object') return
+    for (const [k, v] of Object.entries(node)) {
+      if (k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/')) refs.add(v.slice('#/components/schemas/'.length))
+      else walk(v)
+    }
+  }
+  walk(doc.paths)
+  walk(doc.components.schemas)
+  t.same([...refs].filter((r) => !(r in doc.components.schemas)), [], 'no reference to a schema the document lacks')
+  t.same(Object.keys(doc.components.schemas).filter((n) => !refs.has(n)), [], 'no component schema that nothing uses (a generated client would get a type nothing sends or receives)')
+  t.ok('CallEventInput' in doc.components.schemas, 'the call event as CAD posts it is there')
+})
+
 t.test('every operation has a summary, tags, an operationId and its error responses', async (t) => {
   const doc = JSON.parse(await generateOpenApi()) as { openapi: string; paths: Record<string, Record<string, { summary?: string; tags?: string[]; operationId?: string; responses: Record<string, unknown> }>> }
   t.equal(doc.openapi, '3.1.0')

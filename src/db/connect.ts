@@ -45,8 +45,16 @@ export const KEEPALIVE_DELAY_MS = 10_000
  * and a generic plan of a batch statement is costed for 100 JSON rows: once the tables had grown
  * (40,000 assignments), the routing context read was compiled on every execution, 45 ms of
  * Postgres CPU for a statement that runs in 2 ms. Our statements are all short; none gains from it.
+ *
+ * And Postgres's side of the keepalive above: a session whose client vanished (a frozen host, a
+ * network that drops packets) keeps its locks (a feed bridge's advisory lock, an open
+ * transaction's rows) until the server's TCP gives up on it, two hours of idle by default. With
+ * these it probes after 10 s idle, a second apart, and gives up on a peer that acknowledges
+ * nothing for 20 s, whether it was probing or sending (tcp_user_timeout, Linux, Postgres 12+;
+ * with it set, Linux ends the probing at that time rather than counting probes). Any role may set
+ * them; on a Unix-socket connection Postgres ignores them (they read 0).
  */
-export const SESSION_OPTIONS = '-c jit=off'
+export const SESSION_OPTIONS = '-c jit=off -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=10 -c tcp_user_timeout=20000'
 
 /**
  * The connection string with SESSION_OPTIONS ahead of the `options` it already gives (or

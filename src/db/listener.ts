@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
-import { KEEPALIVE_DELAY_MS } from './connect.js'
+import { KEEPALIVE_DELAY_MS, withSessionOptions } from './connect.js'
 
 export interface ChannelHandlers {
   onNotify: (payload: string) => void
@@ -119,8 +119,9 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
     // delay: without one Node leaves the system's (two hours on Linux) and its 75 s between probes;
     // with one it also probes every second, ten times, so a vanished peer is found in about 20 s.
     // A connect whose startup is never answered (a frozen host) is given up too, and retried.
+    // The session options: Postgres too drops a vanished listener's session within seconds.
     const c = new pg.Client({
-      connectionString: opts.databaseUrl,
+      connectionString: withSessionOptions(opts.databaseUrl),
       application_name: opts.applicationName,
       keepAlive: true,
       keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,

@@ -56,6 +56,18 @@ t.test('options the connection string gives are kept, after ours', async (t) => 
   t.same(rows[0], { jit: 'off', path: 'cadr_elsewhere,public' })
 })
 
+t.test('Postgres drops a vanished client within seconds: the keepalive settings reach every pooled session, whatever the server has', async (t) => {
+  const { rows } = await sql<Record<string, string>>`select current_setting('tcp_keepalives_idle') as idle, current_setting('tcp_keepalives_interval') as interval,
+    current_setting('tcp_keepalives_count') as count, current_setting('tcp_user_timeout') as user_timeout`.execute(db)
+  // (On a Unix-socket connection Postgres ignores them and they read 0; the world connects over TCP.)
+  t.same(rows[0], { idle: '10', interval: '1', count: '10', user_timeout: '20000' })
+  const plain = new pg.Client({ connectionString: world.databaseUrl })
+  await plain.connect()
+  t.teardown(() => plain.end())
+  const { rows: server } = await plain.query<{ idle: string }>(`select current_setting('tcp_keepalives_idle') as idle`)
+  t.not(server[0]!.idle, '10', `not the server's own (${server[0]!.idle}): the test would show nothing`)
+})
+
 t.test('the same statement on a plain connection is compiled, when this server has JIT', { skip: !jitAvailable && 'JIT is not available on this Postgres (no LLVM, or jit off in its configuration)' }, async (t) => {
   const client = new pg.Client({ connectionString: world.databaseUrl })
   await client.connect()

@@ -3,6 +3,7 @@ import { createNotifications, type ChannelHandlers } from '../../src/db/listener
 import { withTimeout } from '../../src/lib/timeout.js'
 import { freePort } from '../helpers/redis-server.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
+import { canReadSocketTimers, serverKeepaliveSeconds } from '../helpers/server-keepalive.js'
 import { createWorld, eventually, quietLog } from '../helpers/world.js'
 
 // One LISTEN connection per process, whatever the number of channels: Postgres signals every
@@ -193,4 +194,13 @@ t.test('while Postgres is away: a new subscriber does not wait out the backoff, 
   await proxy.restore()
   await eventually(async () => la.listening() && lb.listening(), 10_000)
   t.equal(a.listenings, 2, 'back: the first subscriber is told again')
+})
+
+t.test("the LISTEN connection's session: Postgres probes it after 10 s idle, not two hours", { skip: !canReadSocketTimers && 'no ss here to read the socket timer' }, async (t) => {
+  const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
+  t.teardown(() => hub.close())
+  await hub.subscribe('t_listen_keepalive', recorder()).started()
+  // Read on the server's socket: nothing else can query this connection.
+  const seconds = await eventually(() => serverKeepaliveSeconds(world.pool, world.name, APP), 3000)
+  t.ok(seconds !== undefined && seconds <= 10, `next probe in ${seconds} s`)
 })

@@ -4,11 +4,13 @@ import { sql, type RawBuilder } from 'kysely'
 import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
-import type { Db } from '../db/connect.js'
+import { KEEPALIVE_DELAY_MS, withSessionOptions, type Db } from '../db/connect.js'
 import type { ChannelListener, Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
+import { dropSilentQueries } from '../db/silent-queries.js'
 import type { AssignmentRow } from '../db/schema.js'
 import { AppError } from '../http/errors.js'
+import { withTimeout } from '../lib/timeout.js'
 import type { QueueName, Role } from '../routing/index.js'
 import { assignmentColumns, toAssignmentView } from './repository.js'
 import type { AssignmentView } from './schemas.js'
@@ -507,7 +509,16 @@ export interface FeedSignalsDeps {
   onWake: () => void
   /** How often an instance that is not the bridge tries to become it. */
   bridgeRetryMs?: number
+  /**
+   * How often the bridge asks its lock's session whether it still answers (default 5 s). Postgres
+   * ends that session after three of these without a word (idle_session_timeout): the lease.
+   */
+  bridgeCheckMs?: number
+  /** A query of the lock's connection without an answer after this is given up, the connection dropped (default 5 s). */
+  bridgeQueryTimeoutMs?: number
 }
+
+const BRIDGE_CONNECT_TIMEOUT_MS = 5000
 
 /**
  * Wake-ups across API instances: every instance subscribes to a Redis channel; one of them, the
@@ -517,14 +528,27 @@ export interface FeedSignalsDeps {
  * session advisory lock, on a connection of its own, and the holder is the bridge. When its LISTEN
  * connection is lost the bridge lets the lock go, so an instance that still hears takes over; when
  * the bridge or its lock connection dies, the lock goes with it.
+ *
+ * A lock connection that goes silent (a frozen host, a network that drops packets) errs on
+ * nothing, and ending it may never reach Postgres, whose session would keep the lock from every
+ * instance. So the bridge's session is a lease: the bridge asks it something every bridgeCheckMs,
+ * each query bounded, and drops the connection when one goes unanswered; Postgres ends a session
+ * not asked anything for three checks (idle_session_timeout), whatever its TCP still believes, so
+ * the lock is free again within that.
  */
 export function createFeedSignals(deps: FeedSignalsDeps) {
   const { log, onWake, channel } = deps
   const retryMs = deps.bridgeRetryMs ?? 1000
+  const checkMs = deps.bridgeCheckMs ?? 5000
+  const queryTimeoutMs = deps.bridgeQueryTimeoutMs ?? 5000
+  // An instance that is trying for the lock asks every retryMs, and that resets the lease too.
+  const leaseMs = 3 * Math.max(checkMs, retryMs)
+  const lockUrl = withSessionOptions(deps.databaseUrl, `-c idle_session_timeout=${leaseMs}`)
   let running = false
   let hearing = false
   let client: pg.Client | undefined
   let timer: NodeJS.Timeout | undefined
+  let checkTimer: NodeJS.Timeout | undefined
   let bridging = false
   let listener: ChannelListener | undefined
   let publishing = false
@@ -568,27 +592,55 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
   /** Ends the lock's session, which releases the lock at once for the other instances. */
   const letGo = () => {
     clearTimeout(timer)
+    clearTimeout(checkTimer)
     bridging = false
     const c = client
     client = undefined
     c?.end().catch(() => {})
   }
 
+  /** The lock's connection `c` failed or went silent: another instance, or a retry, takes over. */
+  const lost = (c: pg.Client, err?: Error) => {
+    if (client !== c) return
+    if (bridging && running) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
+    bridging = false
+    clearTimeout(checkTimer)
+    client = undefined
+    c.end().catch(() => {})
+    retry()
+  }
+
+  /** While bridging: one bounded query now and then, which also renews the session's lease. */
+  const check = (c: pg.Client) => {
+    clearTimeout(checkTimer)
+    checkTimer = setTimeout(() => {
+      if (client !== c || !bridging) return
+      c.query('select 1').then(
+        () => check(c),
+        (err: unknown) => lost(c, err as Error),
+      )
+    }, checkMs)
+  }
+
   async function bridge(): Promise<void> {
     if (!running || !hearing || bridging) return
-    const c = client ?? new pg.Client({ connectionString: deps.databaseUrl, application_name: 'cad-router-feed' })
+    // Keepalive and a bounded connect, as the LISTEN connection (src/db/listener.ts); the session
+    // options so Postgres too drops the session of a vanished bridge within seconds.
+    const c =
+      client ??
+      new pg.Client({
+        connectionString: lockUrl,
+        application_name: 'cad-router-feed',
+        keepAlive: true,
+        keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
+        connectionTimeoutMillis: BRIDGE_CONNECT_TIMEOUT_MS,
+      })
     if (!client) {
       client = c
-      const lost = (err?: Error) => {
-        if (client !== c) return
-        if (bridging && running) log.warn({ err: { message: err?.message ?? 'connection ended' } }, 'feed bridge lost its Postgres connection; another instance or a retry takes over')
-        bridging = false
-        client = undefined
-        c.end().catch(() => {})
-        retry()
-      }
-      c.on('error', lost)
-      c.on('end', () => lost())
+      c.on('error', (err) => lost(c, err))
+      c.on('end', () => lost(c))
+      // A query without an answer ends the connection (which calls lost): never a bridge that waits forever.
+      dropSilentQueries(c, queryTimeoutMs)
       try {
         await c.connect()
       } catch (err) {
@@ -607,8 +659,11 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       bridging = true
       log.info('this instance relays assignment feed wake-ups to Redis')
       publish() // changes committed while no bridge was listening
+      check(c)
     } catch (err) {
       log.debug({ err: { message: (err as Error).message } }, 'feed bridge could not take the lock')
+      // On a new connection next time: this one may be the reason.
+      lost(c, err as Error)
       retry()
     }
   }
@@ -642,11 +697,14 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       await listener?.close()
       listener = undefined
       clearTimeout(timer)
+      clearTimeout(checkTimer)
       bridging = false
       const c = client
       client = undefined
-      // Ending the session releases the advisory lock at once for the other instances.
-      await c?.end().catch(() => {})
+      // Ending the session releases the advisory lock at once for the other instances. Not waited
+      // for long: over a silent connection the end never completes (Postgres ends the session at
+      // its lease).
+      if (c) await withTimeout(c.end(), 1000).catch(() => {})
       sub.disconnect()
     },
     isBridge: () => bridging,

@@ -57,11 +57,11 @@ export const KEEPALIVE_DELAY_MS = 10_000
 export const SESSION_OPTIONS = '-c jit=off -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=10 -c tcp_user_timeout=20000'
 
 /**
- * The connection string with SESSION_OPTIONS ahead of the `options` it already gives (or
- * PGOPTIONS): pg lets a URL's parameters win over its config, so ours travel in the URL too, and a
- * setting of the operator's comes later and still wins.
+ * The connection string with SESSION_OPTIONS (and `extra`, a connection's own) ahead of the
+ * `options` it already gives (or PGOPTIONS): pg lets a URL's parameters win over its config, so ours
+ * travel in the URL too, and a setting of the operator's comes later and still wins.
  */
-export function withSessionOptions(connectionString: string): string {
+export function withSessionOptions(connectionString: string, extra?: string): string {
   let url: URL
   try {
     url = new URL(connectionString)
@@ -69,7 +69,7 @@ export function withSessionOptions(connectionString: string): string {
     return connectionString // not a URL (config requires one): pg gets `options` from the pool config
   }
   const theirs = url.searchParams.get('options') ?? process.env.PGOPTIONS ?? ''
-  url.searchParams.set('options', [SESSION_OPTIONS, theirs].filter(Boolean).join(' '))
+  url.searchParams.set('options', [SESSION_OPTIONS, extra, theirs].filter(Boolean).join(' '))
   return url.toString()
 }
 

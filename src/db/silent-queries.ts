@@ -34,7 +34,7 @@ const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<un
  *
  * Only promise-style calls (Kysely's, and ours) are timed; cursors and callbacks pass through.
  */
-export function dropSilentQueries(client: pg.PoolClient, ms: number, onDrop?: (err: PostgresSilentError) => void): void {
+export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: PostgresSilentError) => void): void {
   const query = client.query.bind(client) as QueryFn
   let dropped: PostgresSilentError | undefined
   ;(client as unknown as { query: QueryFn }).query = (...args: unknown[]) => {

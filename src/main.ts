@@ -60,7 +60,7 @@ const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, ser
 if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 
 async function start(): Promise<void> {
-  const created = await ensureDatabase(config.DATABASE_URL).catch((err: unknown) => {
+  const created = await ensureDatabase(config.DATABASE_URL, config.DATABASE_QUERY_TIMEOUT_MS).catch((err: unknown) => {
     // Name the setting to fix; the address only, never the URL (it may hold a password).
     const { hostname, port } = new URL(config.DATABASE_URL)
     throw new Error(`could not connect to Postgres at ${hostname}:${port || 5432} or create the database there (DATABASE_URL); the cause says why`, { cause: err })

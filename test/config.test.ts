@@ -1,6 +1,7 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { ConfigError, loadConfig, SETTING_NAMES } from '../src/config.js'
+import { startTcpProxy } from './helpers/tcp-proxy.js'
 
 t.test('a blank value is unset: the default applies', async (t) => {
   const defaults = loadConfig({})
@@ -104,6 +105,38 @@ t.test('the service that cannot reach Postgres at start names the setting and th
   t.match(failed, /127\.0\.0\.1:1\b/, 'and where it tried')
   t.match(failed, /ECONNREFUSED/, 'and why, in its cause')
   t.notMatch(r.stdout + r.stderr, /hunter2/, 'no password')
+})
+
+t.test('the service started against a Postgres gone silent fails within DATABASE_QUERY_TIMEOUT_MS and says why, rather than hang', async (t) => {
+  // A proxy frozen before the start: connections are accepted and never answered (a frozen host).
+  const proxy = await startTcpProxy(t, { host: '127.0.0.1', port: 5432 })
+  proxy.freeze()
+  const { execFile } = await import('node:child_process')
+  const started = Date.now()
+  // Not spawnSync: the proxy runs in this process.
+  const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/main.ts'],
+      {
+        cwd: new URL('..', import.meta.url).pathname,
+        env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/never-answered`, DATABASE_STATEMENT_TIMEOUT_MS: '500', DATABASE_QUERY_TIMEOUT_MS: '1000' },
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+      (_err, stdout, stderr) => resolve({ status: child.exitCode, stdout, stderr }),
+    )
+  })
+  t.equal(r.status, 1, `exit 1 after ${Date.now() - started} ms (${r.stderr.slice(-300)})`)
+  const line = (msg: string) => r.stdout.split('\n').find((l) => l.includes(`"msg":"${msg}"`))
+  const failed = line('start failed')
+  t.ok(failed, `a 'start failed' line (${r.stdout.slice(-500)})`)
+  // From the log's own times: the process's start (tsx compiling the sources) is not the bound's.
+  const at = (l: string | undefined) => (JSON.parse(l ?? '{}') as { time?: number }).time ?? NaN
+  const took = at(failed) - at(line('starting'))
+  t.ok(took >= 1000 && took < 3000, `failed ${took} ms after 'starting'`)
+  t.match(failed, /DATABASE_URL/, 'it names the setting')
+  t.match(failed, /no answer from Postgres within 1000 ms/, 'and why, in its cause')
 })
 
 t.test('DATABASE_QUERY_TIMEOUT_MS: above the statement time-out; unset, twice it', async (t) => {

@@ -2,6 +2,8 @@ import { Migrator, type MigrationResultSet, type Kysely } from 'kysely'
 import pg from 'pg'
 import { migrations } from '../../migrations/index.js'
 import { createDb, createPool, type Db } from './connect.js'
+import { dropSilentQueries, PostgresSilentError } from './silent-queries.js'
+import { withTimeout } from '../lib/timeout.js'
 
 export class MigrationError extends Error {
   override name = 'MigrationError'
@@ -44,32 +46,54 @@ export async function pendingMigrations(db: Kysely<any>): Promise<string[]> {
   return all.filter((m) => m.executedAt === undefined).map((m) => m.name)
 }
 
-/** Creates the database named in the URL when it does not exist yet, so a fresh machine just starts. */
-export async function ensureDatabase(connectionString: string): Promise<boolean> {
+/** A Postgres that did not answer ensureDatabase within its bound: a frozen host, a network that drops packets. */
+export class PostgresStartTimeoutError extends Error {
+  override name = 'PostgresStartTimeoutError'
+}
+
+/**
+ * Creates the database named in the URL when it does not exist yet, so a fresh machine just starts.
+ * Each step (connecting, the creation) gives up after `timeoutMs`: against a Postgres that accepts
+ * connections and never answers, the process fails at start (its supervisor starts it again)
+ * instead of hanging there.
+ */
+export async function ensureDatabase(connectionString: string, timeoutMs = 10_000): Promise<boolean> {
   const url = new URL(connectionString)
   const name = decodeURIComponent(url.pathname.replace(/^\//, ''))
   if (!name) return false
-  const probe = new pg.Client({ connectionString })
+  const client = (connectionString: string) => {
+    const c = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs })
+    dropSilentQueries(c, timeoutMs)
+    return c
+  }
+  const silent = (what: string, err: unknown) => {
+    // pg's words for a connect it gave up on; dropSilentQueries' error for a query.
+    const message = (err as Error).message ?? ''
+    return err instanceof PostgresSilentError || /timeout/i.test(message) ? new PostgresStartTimeoutError(`no answer from Postgres within ${timeoutMs} ms ${what}`, { cause: err }) : err
+  }
+  // Over a silent connection pg's end never completes.
+  const end = (c: pg.Client) => withTimeout(c.end(), 1000).catch(() => {})
+  const probe = client(connectionString)
   try {
     await probe.connect()
     return false
   } catch (err) {
-    if ((err as { code?: string }).code !== '3D000') throw err // 3D000: database does not exist
+    if ((err as { code?: string }).code !== '3D000') throw silent('to a connect', err) // 3D000: database does not exist
   } finally {
-    await probe.end().catch(() => {})
+    await end(probe)
   }
   url.pathname = '/postgres'
-  const admin = new pg.Client({ connectionString: url.toString() })
-  await admin.connect()
+  const admin = client(url.toString())
   try {
+    await admin.connect()
     await admin.query(`create database ${pg.escapeIdentifier(name)}`)
   } catch (err) {
     // Created concurrently by another process: 42P04 when it had committed, 23505 (on
     // pg_database's unique index) when both were creating it at the same moment.
     const code = (err as { code?: string }).code
-    if (code !== '42P04' && code !== '23505') throw err
+    if (code !== '42P04' && code !== '23505') throw silent(`creating database ${name}`, err)
   } finally {
-    await admin.end()
+    await end(admin)
   }
   return true
 }

@@ -32,7 +32,25 @@ async function probe(fn: () => Promise<string | undefined>): Promise<z.infer<typ
   }
 }
 
+/**
+ * `fn`, at most one call in flight: a call while one runs shares its outcome. Readiness is polled
+ * every few seconds by every load balancer; while Postgres is silent each of its queries holds a
+ * pooled connection until the query bound (DATABASE_QUERY_TIMEOUT_MS, 10 s) drops it, long after
+ * the poll gave up at 2 s, and polls that each asked again would hold a good part of the pool that
+ * ingest needs when Postgres returns. So a poll waits 2 s at most, but what it waits on is shared.
+ */
+function oneAtATime<T>(fn: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined
+  return () =>
+    (running ??= fn().finally(() => {
+      running = undefined
+    }))
+}
+
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, breaker, retryAfterSeconds }) => {
+  const readOnly = oneAtATime(async () => (await sql<{ read_only: string }>`select current_setting('transaction_read_only') as read_only`.execute(db)).rows[0]?.read_only)
+  const pending = oneAtATime(() => pendingMigrations(db))
+
   app.get(
     '/healthz',
     { config: { access: 'public' }, schema: { tags: ['health'], security: [], operationId: 'getHealth', summary: 'The process is alive', response: { 200: z.object({ status: z.literal('ok') }) } } },
@@ -59,13 +77,12 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
     async (_req, reply) => {
       const [postgres, migrations, redisCheck] = await Promise.all([
         probe(async () => {
-          const { rows } = await withTimeout(sql<{ read_only: string }>`select current_setting('transaction_read_only') as read_only`.execute(db), 2000)
           // A standby (mid-failover) or a primary set read-only answers, but every ingest would fail.
-          return rows[0]?.read_only === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
+          return (await withTimeout(readOnly(), 2000)) === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
         }),
         probe(async () => {
-          const pending = await withTimeout(pendingMigrations(db), 2000)
-          return pending.length ? `pending: ${pending.join(', ')}` : undefined
+          const names = await withTimeout(pending(), 2000)
+          return names.length ? `pending: ${names.join(', ')}` : undefined
         }),
         probe(async () => {
           if (!breaker.closed) return `not answering, not asked until a probe gets an answer: ${breaker.reason}`

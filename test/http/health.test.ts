@@ -1,4 +1,10 @@
+import Fastify from 'fastify'
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import t from 'tap'
+import { createDb, createPool } from '../../src/db/connect.js'
+import { healthRoutes } from '../../src/http/health.js'
+import type { RedisBreaker } from '../../src/queue/redis-breaker.js'
+import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -31,4 +37,43 @@ t.test('readiness: without Redis, even from the start, the instance stays in ser
   const res = await unreachable.app.inject({ method: 'GET', url: '/readyz' })
   t.equal(res.statusCode, 200)
   t.match(res.json(), { status: 'degraded', checks: { postgres: { ok: true }, migrations: { ok: true }, redis: { ok: false } } })
+})
+
+t.test('readiness polls while Postgres is silent: each answers within its 2 s, and they share one set of queries rather than each hold pooled connections', async (t) => {
+  const server = new URL(world.databaseUrl)
+  const proxy = await startTcpProxy(t, { host: server.hostname, port: Number(server.port || 5432) })
+  const viaProxy = new URL(world.databaseUrl)
+  viaProxy.port = String(proxy.port)
+  const pool = createPool({ connectionString: viaProxy.toString(), max: 20, statementTimeoutMs: 1000, queryTimeoutMs: 6000 })
+  const db = createDb(pool)
+  const app = Fastify()
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  // Redis is not this test's: an open breaker answers its check without asking it.
+  const breaker = { closed: false, reason: 'not this test' } as unknown as RedisBreaker
+  await app.register(healthRoutes, { db, redis: world.redis, breaker, retryAfterSeconds: 5 })
+  t.teardown(async () => {
+    await app.close()
+    await db.destroy()
+  })
+  t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200, 'ready before the freeze')
+
+  proxy.freeze()
+  // A load balancer, or three, polling: eight polls 300 ms apart, each answered before the last is sent.
+  const answers = await Promise.all(
+    Array.from({ length: 8 }, async (_, i) => {
+      await new Promise((r) => setTimeout(r, i * 300))
+      const started = Date.now()
+      const res = await app.inject({ method: 'GET', url: '/readyz' })
+      return { status: res.statusCode, ms: Date.now() - started }
+    }),
+  )
+  const held = pool.totalCount
+  t.same(
+    answers.filter((a) => a.status !== 503 || a.ms > 2500),
+    [],
+    `every poll 503 within 2.5 s (${answers.map((a) => a.ms).join(', ')} ms)`,
+  )
+  t.ok(held <= 2, `${held} pooled connections held by readiness (one per kind of check), not one per poll`)
+  proxy.thaw({ strand: true })
 })

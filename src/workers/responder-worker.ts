@@ -9,6 +9,7 @@ import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 import { throttledWarn } from '../lib/log-throttle.js'
+import { isUnavailableError } from '../http/errors.js'
 import { watchForOrphans, type OrphanWatch } from './orphans.js'
 
 export interface ResponderWorkerDeps {
@@ -97,7 +98,15 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
       name,
       (job, token) =>
         inFlight(jobs, `${name}/${job.id}`, job, token, async () => {
-          const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines })
+          const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines }).catch(async (err: unknown) => {
+            if (!isUnavailableError(err)) throw err
+            // Postgres (or Redis) away: the job tries again in a second, without using an attempt.
+            // BullMQ's backoff doubles (0.5, 1, 2 … 64 s): a job that met an outage of a minute
+            // would wait up to another minute after it ended, and one longer fail for good.
+            errorWarn('job waiting: unavailable', { queue: name, jobId: job.id, err: { message: (err as Error).message } }, 'assignment job waiting for Postgres or Redis')
+            await job.moveToDelayed(Date.now() + UNAVAILABLE_RETRY_MS, token)
+            throw new DelayedError()
+          })
           if (typeof outcome === 'object') {
             // Not due yet: the same job comes back when the follow-up's time comes (delays live in Redis).
             await job.moveToDelayed(outcome.reservedUntil.getTime(), token)
@@ -152,6 +161,9 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
 
 /** How often a repeating worker error is logged (each is still counted in the metrics). */
 export const WORKER_ERROR_LOG_EVERY_MS = 30_000
+
+/** How soon a job that met an unavailable Postgres or Redis tries again (it uses no attempt). */
+export const UNAVAILABLE_RETRY_MS = 1000
 
 /**
  * A job whose lock lapsed (a stall) runs again; after this many stalls it fails for good (the

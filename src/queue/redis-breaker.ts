@@ -48,16 +48,10 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
   let reason = ''
   let timer: NodeJS.Timeout | undefined
   let stopped = false
-  // Rejected when the breaker opens, so that the commands still waiting stop waiting; a fresh one
-  // for each spell closed.
-  let opening = tripwire()
-
-  function tripwire() {
-    let fire!: (err: Error) => void
-    const promise = new Promise<never>((_, reject) => (fire = reject))
-    promise.catch(() => {})
-    return { promise, fire }
-  }
+  // The commands still waiting, each told when the breaker opens so it stops waiting. A set that
+  // each leaves as it settles, not a race against one long-lived promise: that promise would keep a
+  // reaction for every command sent while the breaker stays closed (days), one per request.
+  const waiting = new Set<(err: Error) => void>()
 
   const change = (next: RedisBreakerState, opened = false) => {
     state = next
@@ -75,7 +69,8 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
     change('open', true)
     // Never the key or address of the request that met it: personal data stays out of the log.
     log.warn({ err: { message: reason }, retryMs: openMs }, `Redis not answering on the request path; rate limits are counted per process, Redis asked again every ${openMs} ms`)
-    opening.fire(new RedisUnavailable(`Redis is not answering (${reason})`))
+    const refusal = new RedisUnavailable(`Redis is not answering (${reason})`)
+    for (const stop of [...waiting]) stop(refusal)
     schedule()
   }
 
@@ -86,7 +81,6 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
     withTimeout(redis.ping(), timeoutMs).then(
       () => {
         if (state !== 'half-open' || stopped) return
-        opening = tripwire()
         change('closed')
         log.info({}, 'Redis answering again on the request path; rate limits are shared again')
       },
@@ -120,10 +114,16 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
      */
     run<T>(command: () => Promise<T>): Promise<T> {
       if (state !== 'closed') return Promise.reject(new RedisUnavailable(`Redis is not answering (${reason})`))
-      return Promise.race([withTimeout(command(), timeoutMs, `no answer from Redis within ${timeoutMs} ms`), opening.promise]).catch((err: unknown) => {
-        if (saysUnavailable(err)) open(err)
-        throw err
-      })
+      const answer = withTimeout(command(), timeoutMs, `no answer from Redis within ${timeoutMs} ms`)
+      let stop!: (err: Error) => void
+      const released = new Promise<never>((_, reject) => (stop = reject))
+      waiting.add(stop)
+      return Promise.race([answer, released])
+        .catch((err: unknown) => {
+          if (saysUnavailable(err)) open(err)
+          throw err
+        })
+        .finally(() => waiting.delete(stop))
     },
     /** Stops probing (the app closes). */
     stop(): void {

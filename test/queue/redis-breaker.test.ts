@@ -139,3 +139,25 @@ t.test('stopped, it probes no more', async (t) => {
   t.equal(redis.pings, 0)
   redis.refuse()
 })
+
+t.test('while closed, a settled command leaves nothing behind: the breaker holds no reference to it (no growth per request)', async (t) => {
+  const { setFlagsFromString } = await import('node:v8')
+  const { runInNewContext } = await import('node:vm')
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const { breaker } = world(t, 60_000)
+  const refs: WeakRef<object>[] = []
+  for (let i = 0; i < 100; i++) {
+    const value = { current: i, ttl: 60_000 }
+    refs.push(new WeakRef(value))
+    await breaker.run(async () => value)
+  }
+  // Let the settled commands' reactions run, then collect.
+  await new Promise((r) => setImmediate(r))
+  gc()
+  await new Promise((r) => setImmediate(r))
+  gc()
+  const alive = refs.filter((r) => r.deref() !== undefined).length
+  t.equal(alive, 0, `${alive} of 100 answered commands still reachable from the breaker while it stays closed`)
+  t.equal(breaker.state, 'closed')
+})

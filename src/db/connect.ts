@@ -40,6 +40,9 @@ export interface PoolOptions {
  */
 export const KEEPALIVE_DELAY_MS = 10_000
 
+/** The least idle_in_transaction_session_timeout a pool sets: above the relay's 2 s wait for Redis inside its transaction. */
+export const IDLE_IN_TRANSACTION_FLOOR_MS = 5_000
+
 /**
  * No JIT compilation. Postgres compiles a statement whose estimated cost passes jit_above_cost,
  * and a generic plan of a batch statement is costed for 100 JSON rows: once the tables had grown
@@ -81,7 +84,13 @@ export function createPool(opts: PoolOptions): pg.Pool {
   // A query bound at or below the statement timeout would cut statements Postgres lets run.
   if (queryTimeoutMs <= opts.statementTimeoutMs) throw new Error(`queryTimeoutMs (${queryTimeoutMs}) must be above statementTimeoutMs (${opts.statementTimeoutMs})`)
   const pool = new pg.Pool({
-    connectionString: withSessionOptions(opts.connectionString),
+    // A session whose client gave up on it (a dropped connection whose close Postgres has not heard
+    // of yet) would keep its transaction's locks: the rows a retry of the same call event inserts.
+    // None of ours sits idle in a transaction for long: the outbox relay longest, while it waits up
+    // to 2 s for Redis, hence the floor (a low statement timeout would otherwise end the relay's
+    // session mid-send, and its rows would be sent again on every pass). In `options`, not a startup
+    // parameter of its own, which a pooler such as PgBouncer refuses unless told to ignore it.
+    connectionString: withSessionOptions(opts.connectionString, `-c idle_in_transaction_session_timeout=${Math.max(queryTimeoutMs, IDLE_IN_TRANSACTION_FLOOR_MS)}`),
     max: opts.max,
     // Fail fast when Postgres is unreachable so the API can answer 503 instead of hanging.
     connectionTimeoutMillis: 3000,
@@ -89,10 +98,6 @@ export function createPool(opts: PoolOptions): pg.Pool {
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     statement_timeout: opts.statementTimeoutMs,
-    // A session whose client gave up on it (a dropped connection whose close Postgres has not heard
-    // of yet) would keep its transaction's locks: the rows a retry of the same call event inserts.
-    // None of ours sits idle in a transaction for long (the relay waits up to 2 s for Redis there).
-    idle_in_transaction_session_timeout: queryTimeoutMs,
     // pg leaves it out when 0: the server's own (none, by default) then applies.
     lock_timeout: opts.lockTimeoutMs ?? 0,
     application_name: opts.applicationName ?? 'cad-router',

@@ -146,3 +146,28 @@ t.test('a query without an answer: given up after the bound, its connection dest
 t.test('the query bound is above the statement time-out', async (t) => {
   t.throws(() => createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 1000, queryTimeoutMs: 1000 }), /above statementTimeoutMs/)
 })
+
+t.test('idle in a transaction: Postgres ends the session after the query bound, never below the wait of the relay for Redis, set in options', async (t) => {
+  const read = async (queryTimeoutMs: number, statementTimeoutMs: number) => {
+    const pool = createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs, queryTimeoutMs })
+    try {
+      const client = await pool.connect()
+      try {
+        return (await client.query<{ v: string }>(`select current_setting('idle_in_transaction_session_timeout') as v`)).rows[0]!.v
+      } finally {
+        client.release()
+      }
+    } finally {
+      await pool.end()
+    }
+  }
+  t.equal(await read(20_000, 10_000), '20s', 'the query bound')
+  // A 500 ms statement timeout (allowed) gives a 1 s bound: the relay's transaction, waiting up to
+  // 2 s on a slow Redis, would be ended mid-send and its rows sent again on every pass.
+  t.equal(await read(1_000, 500), '5s', 'never below the floor')
+  // A startup parameter of its own would be refused by PgBouncer unless listed to be ignored.
+  const pool = createPool({ connectionString: world.databaseUrl, max: 1, statementTimeoutMs: 1000 })
+  t.teardown(() => pool.end())
+  const params = (pool as unknown as { options: Record<string, unknown> }).options
+  t.notOk('idle_in_transaction_session_timeout' in params, 'not a startup parameter of its own')
+})

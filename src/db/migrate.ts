@@ -1,4 +1,4 @@
-import { Migrator, type MigrationResultSet, type Kysely } from 'kysely'
+import { Migrator, sql, type MigrationResultSet, type Kysely } from 'kysely'
 import pg from 'pg'
 import { migrations } from '../../migrations/index.js'
 import { createDb, createPool, type Db } from './connect.js'
@@ -27,9 +27,24 @@ export function createMigrationDb(connectionString: string, statementTimeoutMs =
   return createDb(createPool({ connectionString, max: 1, statementTimeoutMs, ...(queryTimeoutMs ? { queryTimeoutMs } : {}), applicationName: 'cad-router-migrate' }))
 }
 
-/** Applies pending migrations; throws (so the process exits non-zero) when one fails. */
+/**
+ * The oldest Postgres the service runs on. 13 brought xid8 and pg_current_xact_id (the feed's
+ * order, migration 0010); 14 idle_session_timeout (the feed bridge's lease: on 13 its connection
+ * is refused, and no instance relays wake-ups) and pg_terminate_backend with a time-out (shutdown).
+ */
+export const MIN_POSTGRES_VERSION_NUM = 140000
+
+/** Why this server is not one the service runs on, or undefined. */
+export function unsupportedPostgres(versionNum: number, version: string): string | undefined {
+  return versionNum >= MIN_POSTGRES_VERSION_NUM ? undefined : `Postgres ${version} is not supported: cad-router needs Postgres 14 or later`
+}
+
+/** Applies pending migrations; throws (so the process exits non-zero) when one fails, or when the server is too old. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
 export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+  const { rows } = await sql<{ num: string; version: string }>`select current_setting('server_version_num') as num, current_setting('server_version') as version`.execute(db)
+  const unsupported = unsupportedPostgres(Number(rows[0]?.num), rows[0]?.version ?? 'of an unknown version')
+  if (unsupported) throw new MigrationError(unsupported)
   const { error, results }: MigrationResultSet = await migrator(db).migrateToLatest()
   const failed = results?.find((r) => r.status === 'Error')
   if (error || failed) {

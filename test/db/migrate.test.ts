@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import t from 'tap'
 import { migrations } from '../../migrations/index.js'
-import { createMigrationDb, ensureDatabase, migrateToLatest, pendingMigrations } from '../../src/db/migrate.js'
+import { createMigrationDb, ensureDatabase, migrateToLatest, MIN_POSTGRES_VERSION_NUM, pendingMigrations, unsupportedPostgres } from '../../src/db/migrate.js'
 import { databaseUrlFor } from '../faults/fixtures/harness.js'
 import { PG_ADMIN_URL } from '../helpers/world.js'
 
@@ -32,4 +32,17 @@ t.test('two processes starting at once on a database that does not exist yet: on
   const db = createMigrationDb(url)
   t.same(await pendingMigrations(db), [], 'nothing pending')
   await db.destroy()
+})
+
+t.test('Postgres older than 14 is refused before any migration, by name', async (t) => {
+  t.equal(unsupportedPostgres(140000, '14.0'), undefined, '14 runs')
+  t.equal(unsupportedPostgres(170002, '17.2'), undefined, 'and later')
+  t.match(unsupportedPostgres(130015, '13.15'), /Postgres 13\.15 is not supported: cad-router needs Postgres 14 or later/, '13 is refused')
+  t.ok(unsupportedPostgres(NaN, 'of an unknown version'), 'a version it cannot read is refused too')
+  // This machine's server passes (the other tests migrate on it).
+  const client = new pg.Client({ connectionString: PG_ADMIN_URL })
+  await client.connect()
+  t.teardown(() => client.end())
+  const { rows } = await client.query<{ num: string }>(`select current_setting('server_version_num') as num`)
+  t.ok(Number(rows[0]!.num) >= MIN_POSTGRES_VERSION_NUM, `this server (${rows[0]!.num}) is one it runs on`)
 })

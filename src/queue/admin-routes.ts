@@ -128,7 +128,19 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
     // After the auth hook (registered on the root): only a county-wide admin's request creates the handles.
     scope.addHook('onRequest', async (req) => {
       requireCountyWide(principalOf(req), 'the queues are')
+    })
+    scope.addHook('preHandler', async () => {
       queuesNow()
+    })
+    // Asked again last, after the rate limiter: its hook is each route's own (added at onRoute by
+    // the plugin, before this one), so it runs after every scope hook. On a Redis that hangs its
+    // command is the one that opens the breaker, and the board is refused here rather than left
+    // waiting on its own connection, which has no time-out, for as long as Redis hangs.
+    scope.addHook('onRoute', (route) => {
+      const stillAnswering = async () => {
+        if (!breaker.closed) throw new AppError('service-unavailable', 'Redis is not answering; retry later')
+      }
+      route.preHandler = [...[route.preHandler ?? []].flat(), stillAnswering]
     })
     // Every action taken on the board (pause, resume, clean, empty, obliterate, retry, promote, add,
     // remove…) is recorded before it runs: no record, no action. Looking (GET) is not recorded.

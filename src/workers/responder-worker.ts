@@ -99,7 +99,8 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
       (job, token) =>
         inFlight(jobs, `${name}/${job.id}`, job, token, async () => {
           const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines }).catch(async (err: unknown) => {
-            if (!isUnavailableError(err)) throw err
+            // Stopping: a drain may have handed the job back already, and it is no longer ours to move.
+            if (!isUnavailableError(err) || jobs.stopping) throw err
             // Postgres (or Redis) away: the job tries again in a second, without using an attempt.
             // BullMQ's backoff doubles (0.5, 1, 2 … 64 s): a job that met an outage of a minute
             // would wait up to another minute after it ended, and one longer fail for good.

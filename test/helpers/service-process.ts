@@ -43,6 +43,8 @@ export interface ServiceProcess {
   alive(): boolean
   /** The last lines the process wrote (stdout and stderr), for failure messages. */
   output(): string
+  /** Whether the process has logged a message containing `text`, however long ago (output() keeps only the last lines). */
+  said(text: string): boolean
   /** Sends a signal and resolves when the process is gone. */
   kill(signal?: NodeJS.Signals): Promise<Exit>
 }
@@ -133,6 +135,7 @@ export async function startService(t: Tap, opts: ServiceOptions): Promise<Servic
     exited,
     alive,
     output: () => tail.slice(-30).join('\n'),
+    said: (text) => [...started].some((m) => m.includes(text)),
     async kill(signal = 'SIGKILL') {
       if (alive()) child.kill(signal)
       return exited

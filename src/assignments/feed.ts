@@ -662,9 +662,8 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
       check(c)
     } catch (err) {
       log.debug({ err: { message: (err as Error).message } }, 'feed bridge could not take the lock')
-      // On a new connection next time: this one may be the reason.
+      // On a new connection next time: this one may be the reason (lost() schedules the retry).
       lost(c, err as Error)
-      retry()
     }
   }
 

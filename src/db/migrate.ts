@@ -82,9 +82,10 @@ export async function ensureDatabase(connectionString: string, timeoutMs = 10_00
     return c
   }
   const silent = (what: string, err: unknown) => {
-    // pg's words for a connect it gave up on; dropSilentQueries' error for a query.
+    // pg's words for a connect it gave up on (connectionTimeoutMillis); dropSilentQueries' error for
+    // a query. Not any message naming a time-out: a statement time-out is the server answering.
     const message = (err as Error).message ?? ''
-    return err instanceof PostgresSilentError || /timeout/i.test(message) ? new PostgresStartTimeoutError(`no answer from Postgres within ${timeoutMs} ms ${what}`, { cause: err }) : err
+    return err instanceof PostgresSilentError || /^(timeout expired|Connection terminated due to connection timeout)$/.test(message) ? new PostgresStartTimeoutError(`no answer from Postgres within ${timeoutMs} ms ${what}`, { cause: err }) : err
   }
   // Over a silent connection pg's end never completes.
   const end = (c: pg.Client) => withTimeout(c.end(), 1000).catch(() => {})

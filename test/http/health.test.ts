@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import t from 'tap'
@@ -63,16 +64,19 @@ t.test('readiness polls while Postgres is silent: each answers within its 2 s, a
   const answers = await Promise.all(
     Array.from({ length: 8 }, async (_, i) => {
       await new Promise((r) => setTimeout(r, i * 300))
-      const started = Date.now()
+      const started = performance.now()
       const res = await app.inject({ method: 'GET', url: '/readyz' })
-      return { status: res.statusCode, ms: Date.now() - started }
+      return { status: res.statusCode, ms: Math.round(performance.now() - started) }
     }),
   )
   const held = pool.totalCount
+  // A poll gives up at 2 s. Without that it would wait for the query bound of the shared check,
+  // 6 s after the first poll sent it: 6 s for the first poll, 3.9 s for the last (sent 2.1 s in).
+  // 3 s still tells the two apart, and leaves a loaded machine's late timers 1 s (was 2.5 s).
   t.same(
-    answers.filter((a) => a.status !== 503 || a.ms > 2500),
+    answers.filter((a) => a.status !== 503 || a.ms >= 3000),
     [],
-    `every poll 503 within 2.5 s (${answers.map((a) => a.ms).join(', ')} ms)`,
+    `every poll 503 within 3 s (${answers.map((a) => a.ms).join(', ')} ms)`,
   )
   t.ok(held <= 2, `${held} pooled connections held by readiness (one per kind of check), not one per poll`)
   proxy.thaw({ strand: true })

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { say } from '../helpers/world.js'
-import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
+import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt, type Posted } from './fixtures/harness.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 
 // Fault 6: Postgres gone silent. The services reach Postgres through a TCP proxy that the test
@@ -59,6 +59,12 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   type Phase = 'frozen' | 'after'
   const during: Record<Phase, Attempt[]> = { frozen: [], after: [] }
   let phase: Phase | undefined
+  // On the monotonic clock: the harness stamps attempts with Date.now(), and CI's wall clock has been
+  // seen to jump seconds ahead mid-run, which would pass for an answer that took seconds longer.
+  const now = () => performance.now()
+  /** When each attempt was sent and answered, on that clock. */
+  const sentAt = new Map<Posted, number>()
+  const timing = new Map<Attempt, { startedAt: number; endedAt: number }>()
   let frozeAt = 0
   let thawedAt = 0
   let stranded = 0
@@ -66,16 +72,16 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   const faults = (async () => {
     await when(60)
     phase = 'frozen'
-    frozeAt = Date.now()
+    frozeAt = now()
     proxy.freeze()
     // Asked twice: once while the pool still holds connections from before, once when they are gone.
     ready.push(await readiness())
-    await sleep(Math.max(0, FREEZE_MS / 2 - (Date.now() - frozeAt)))
+    await sleep(Math.max(0, FREEZE_MS / 2 - (now() - frozeAt)))
     ready.push(await readiness())
-    await sleep(Math.max(0, FREEZE_MS - (Date.now() - frozeAt)))
+    await sleep(Math.max(0, FREEZE_MS - (now() - frozeAt)))
     stranded = proxy.silent()
     proxy.thaw({ strand: true })
-    thawedAt = Date.now()
+    thawedAt = now()
     phase = 'after'
   })()
 
@@ -89,7 +95,9 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
     // Longer than any answer may take: an attempt cut by it is an answer that never came.
     attemptTimeoutMs: 2 * ANSWER_WITHIN_MS,
     stopIf: () => !api.alive() || !relayWorker.alive(),
-    onAttempt: (_p, a) => {
+    onSend: (p) => sentAt.set(p, now()),
+    onAttempt: (p, a) => {
+      timing.set(a, { startedAt: sentAt.get(p)!, endedAt: now() })
       if (phase) during[phase].push(a)
       at.get(++answered)?.()
     },
@@ -106,12 +114,13 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   const attempts = posted.flatMap((p) => p.attempts)
   const counts = statusCounts(posted)
   const unavailable = attempts.filter((a) => a.status === 503)
-  const slowest = Math.max(...attempts.map((a) => a.endedAt - a.startedAt))
+  const took = (a: Attempt) => timing.get(a)!
+  const slowest = Math.round(Math.max(...attempts.map((a) => took(a).endedAt - took(a).startedAt)))
   // Recovery: the first attempt sent after the thaw that was stored, and the last one that was not.
-  const sentAfter = during.after.filter((a) => a.startedAt >= thawedAt)
+  const sentAfter = during.after.filter((a) => took(a).startedAt >= thawedAt)
   const firstOk = sentAfter.find(ok)
-  const recoveredMs = firstOk ? firstOk.endedAt - thawedAt : undefined
-  const lastRefused = sentAfter.filter((a) => !ok(a)).reduce((m, a) => Math.max(m, a.endedAt - thawedAt), 0)
+  const recoveredMs = firstOk ? Math.round(took(firstOk).endedAt - thawedAt) : undefined
+  const lastRefused = Math.round(sentAfter.filter((a) => !ok(a)).reduce((m, a) => Math.max(m, took(a).endedAt - thawedAt), 0))
   say(
     ledgerLine(
       'faults/postgres-silent',

@@ -200,7 +200,9 @@ t.test("the LISTEN connection's session: Postgres probes it after 10 s idle, not
   const hub = createNotifications({ databaseUrl: world.databaseUrl, applicationName: APP, log: quietLog })
   t.teardown(() => hub.close())
   await hub.subscribe('t_listen_keepalive', recorder()).started()
-  // Read on the server's socket: nothing else can query this connection.
-  const seconds = await eventually(() => serverKeepaliveSeconds(world.pool, world.name, APP), 3000)
+  // Read on the server's socket: nothing else can query this connection. Asked until the socket
+  // shows its keepalive timer (a session of an earlier test still closing, or a retransmission
+  // timer, reads as undefined): each ask runs ss, which a loaded machine can make slow, so 10 s.
+  const seconds = await eventually(() => serverKeepaliveSeconds(world.pool, world.name, APP), 10_000)
   t.ok(seconds !== undefined && seconds <= 10, `next probe in ${seconds} s`)
 })

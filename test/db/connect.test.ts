@@ -15,7 +15,7 @@ import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { PostgresSilentError } from '../../src/db/silent-queries.js'
 import { isUnavailableError } from '../../src/http/errors.js'
-import { startTcpProxy } from '../helpers/tcp-proxy.js'
+import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -110,11 +110,8 @@ t.test('a lock timeout of its own: the pool sets it, a wait past it is a 503, th
 })
 
 t.test('a query without an answer: given up after the bound, its connection destroyed and never handed out again', async (t) => {
-  const server = new URL(world.databaseUrl)
-  const proxy = await startTcpProxy(t, { host: server.hostname, port: Number(server.port || 5432) })
-  const viaProxy = new URL(world.databaseUrl)
-  viaProxy.port = String(proxy.port)
-  const pool = createPool({ connectionString: viaProxy.toString(), max: 1, statementTimeoutMs: 200, queryTimeoutMs: 400 })
+  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
+  const pool = createPool({ connectionString: url, max: 1, statementTimeoutMs: 200, queryTimeoutMs: 400 })
   const silentDb = createDb(pool)
   t.teardown(() => silentDb.destroy())
   const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid

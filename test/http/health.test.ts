@@ -5,7 +5,7 @@ import t from 'tap'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { healthRoutes } from '../../src/http/health.js'
 import type { RedisBreaker } from '../../src/queue/redis-breaker.js'
-import { startTcpProxy } from '../helpers/tcp-proxy.js'
+import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -41,11 +41,8 @@ t.test('readiness: without Redis, even from the start, the instance stays in ser
 })
 
 t.test('readiness polls while Postgres is silent: each answers within its 2 s, and they share one set of queries rather than each hold pooled connections', async (t) => {
-  const server = new URL(world.databaseUrl)
-  const proxy = await startTcpProxy(t, { host: server.hostname, port: Number(server.port || 5432) })
-  const viaProxy = new URL(world.databaseUrl)
-  viaProxy.port = String(proxy.port)
-  const pool = createPool({ connectionString: viaProxy.toString(), max: 20, statementTimeoutMs: 1000, queryTimeoutMs: 6000 })
+  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
+  const pool = createPool({ connectionString: url, max: 20, statementTimeoutMs: 1000, queryTimeoutMs: 6000 })
   const db = createDb(pool)
   const app = Fastify()
   app.setValidatorCompiler(validatorCompiler)

@@ -12,7 +12,7 @@ import { createQueues } from '../../src/queue/queues.js'
 import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import { createResponderWorkers, UNAVAILABLE_RETRY_MS } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
-import { startTcpProxy } from '../helpers/tcp-proxy.js'
+import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld, eventually, quietLog, say } from '../helpers/world.js'
 import { closeQueues, inspectQueues } from './fixtures/delivery.js'
 
@@ -23,12 +23,9 @@ const DELIVERED_WITHIN_MS = 4_000
 
 const world = await createWorld(t)
 const { db, prefix, config } = world
-const target = new URL(world.databaseUrl)
-const proxy = await startTcpProxy(t, { host: target.hostname, port: Number(target.port || 5432) })
-const viaProxy = new URL(world.databaseUrl)
-viaProxy.port = String(proxy.port)
+const { proxy, url: viaProxy } = await proxyPostgres(t, world.databaseUrl)
 // The workers reach Postgres through the proxy; ingest and the relay directly.
-const workerPool = createPool({ connectionString: viaProxy.toString(), max: 4, statementTimeoutMs: 2000 })
+const workerPool = createPool({ connectionString: viaProxy, max: 4, statementTimeoutMs: 2000 })
 const workerDb = createDb(workerPool)
 const producer = createRedis(config.REDIS_URL, 'producer')
 const queues = createQueues(producer, prefix)

@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Db } from '../db/connect.js'
 import { listenToChannel, type ChannelListener, type Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
+import { withTimeout } from '../lib/timeout.js'
 import { OUTBOX_CHANNEL } from '../calls/repository.js'
 import type { QueueName } from '../routing/index.js'
 import { ASSIGNMENT_JOB_NAME, type AssignmentJob, type AssignmentQueue } from './queues.js'
@@ -38,15 +39,7 @@ const MAX_BACKOFF_MS = 5000
 /** How long a batch may wait for Redis before it counts as a failure (and its row locks go). */
 const REDIS_WAIT_MS = 2000
 
-class RedisUnavailable extends Error {}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RedisUnavailable(`${what}: no answer from Redis within ${ms} ms`)), ms)
-  })
-  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
-}
+const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> => withTimeout(p, ms, `${what}: no answer from Redis within ${ms} ms`)
 
 /**
  * Moves outbox rows to their BullMQ queues. Wakes on NOTIFY from the committing transaction, polls
@@ -83,7 +76,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
 
   async function sendBatch(): Promise<number> {
     // Never hold row locks while waiting for a Redis that is not there.
-    if (deps.producer && deps.producer.status !== 'ready') throw new RedisUnavailable(`Redis connection is ${deps.producer.status}`)
+    if (deps.producer && deps.producer.status !== 'ready') throw new Error(`Redis connection is ${deps.producer.status}`)
     await within(Promise.all(queueList.map((q) => q.waitUntilReady())), REDIS_WAIT_MS, 'queues not ready')
     return db.transaction().execute(async (trx) => {
       const { rows } = await prepared(sql<{ id: number; queue: string; job_id: string; payload: unknown; trace_context: string | null }>`

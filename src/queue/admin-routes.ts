@@ -47,10 +47,13 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
   // script) touches no queue. Producers live in the relay and the workers.
   let handles: Queue[] | undefined
   let own: Redis | undefined
-  const queuesNow = (): Queue[] => {
-    // Their connection waits as long as Redis takes, on purpose (below): while the API's breaker
-    // says Redis is not answering, a request is refused at once rather than left hanging with it.
+  // Their connection waits as long as Redis takes, on purpose (below): while the API's breaker
+  // says Redis is not answering, a request is refused at once rather than left hanging with it.
+  const refuseWhileRedisSilent = () => {
     if (!breaker.closed) throw new AppError('service-unavailable', 'Redis is not answering; retry later')
+  }
+  const queuesNow = (): Queue[] => {
+    refuseWhileRedisSilent()
     if (handles) return handles
     // Not made on a Redis that is away: BullMQ's handles on a connection that has never been ready
     // leave a rejection nobody handles (ioredis' "Connection is closed."), which ends the process.
@@ -137,10 +140,7 @@ export const queueAdminRoutes: FastifyPluginAsyncZod<{ db: Db; connection: Redis
     // command is the one that opens the breaker, and the board is refused here rather than left
     // waiting on its own connection, which has no time-out, for as long as Redis hangs.
     scope.addHook('onRoute', (route) => {
-      const stillAnswering = async () => {
-        if (!breaker.closed) throw new AppError('service-unavailable', 'Redis is not answering; retry later')
-      }
-      route.preHandler = [...[route.preHandler ?? []].flat(), stillAnswering]
+      route.preHandler = [...[route.preHandler ?? []].flat(), async () => refuseWhileRedisSilent()]
     })
     // Every action taken on the board (pause, resume, clean, empty, obliterate, retry, promote, add,
     // remove…) is recorded before it runs: no record, no action. Looking (GET) is not recorded.

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { sql, type RawBuilder } from 'kysely'
-import pg from 'pg'
+import type pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
-import { KEEPALIVE_DELAY_MS, withSessionOptions, type Db } from '../db/connect.js'
+import { dedicatedClient, type Db } from '../db/connect.js'
 import type { ChannelListener, Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
 import { dropSilentQueries } from '../db/silent-queries.js'
@@ -518,8 +518,6 @@ export interface FeedSignalsDeps {
   bridgeQueryTimeoutMs?: number
 }
 
-const BRIDGE_CONNECT_TIMEOUT_MS = 5000
-
 /**
  * Wake-ups across API instances: every instance subscribes to a Redis channel; one of them, the
  * bridge, republishes the commit-time NOTIFY there. Every instance follows the NOTIFY channel on
@@ -543,7 +541,6 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
   const queryTimeoutMs = deps.bridgeQueryTimeoutMs ?? 5000
   // An instance that is trying for the lock asks every retryMs, and that resets the lease too.
   const leaseMs = 3 * Math.max(checkMs, retryMs)
-  const lockUrl = withSessionOptions(deps.databaseUrl, `-c idle_session_timeout=${leaseMs}`)
   let running = false
   let hearing = false
   let client: pg.Client | undefined
@@ -624,17 +621,8 @@ export function createFeedSignals(deps: FeedSignalsDeps) {
 
   async function bridge(): Promise<void> {
     if (!running || !hearing || bridging) return
-    // Keepalive and a bounded connect, as the LISTEN connection (src/db/listener.ts); the session
-    // options so Postgres too drops the session of a vanished bridge within seconds.
-    const c =
-      client ??
-      new pg.Client({
-        connectionString: lockUrl,
-        application_name: 'cad-router-feed',
-        keepAlive: true,
-        keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
-        connectionTimeoutMillis: BRIDGE_CONNECT_TIMEOUT_MS,
-      })
+    // Keepalive, a bounded connect and the session options, as the LISTEN connection; and the lease.
+    const c = client ?? dedicatedClient({ databaseUrl: deps.databaseUrl, applicationName: 'cad-router-feed', extraOptions: `-c idle_session_timeout=${leaseMs}` })
     if (!client) {
       client = c
       c.on('error', (err) => lost(c, err))

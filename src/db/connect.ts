@@ -40,6 +40,27 @@ export interface PoolOptions {
  */
 export const KEEPALIVE_DELAY_MS = 10_000
 
+/** How long a connection of its own (dedicatedClient) waits for Postgres to answer its startup. */
+export const DEDICATED_CONNECT_TIMEOUT_MS = 5000
+
+/**
+ * A long-lived connection outside the pool (the LISTEN connection, the feed bridge's lock).
+ * keepAlive: a half-open connection would leave it deaf without an error. With a delay: without
+ * one Node leaves the system's (two hours on Linux) and its 75 s between probes; with one it also
+ * probes every second, ten times, so a vanished peer is found in about 20 s. A connect whose
+ * startup is never answered (a frozen host) is given up too. The session options, so Postgres too
+ * drops the session of a vanished client within seconds; `extraOptions` are the connection's own.
+ */
+export function dedicatedClient(o: { databaseUrl: string; applicationName: string; extraOptions?: string }): pg.Client {
+  return new pg.Client({
+    connectionString: withSessionOptions(o.databaseUrl, o.extraOptions),
+    application_name: o.applicationName,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
+    connectionTimeoutMillis: DEDICATED_CONNECT_TIMEOUT_MS,
+  })
+}
+
 /** The least idle_in_transaction_session_timeout a pool sets: above the relay's 2 s wait for Redis inside its transaction. */
 export const IDLE_IN_TRANSACTION_FLOOR_MS = 5_000
 

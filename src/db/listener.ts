@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import pg from 'pg'
-import { KEEPALIVE_DELAY_MS, withSessionOptions } from './connect.js'
+import type pg from 'pg'
+import { dedicatedClient } from './connect.js'
 
 export interface ChannelHandlers {
   onNotify: (payload: string) => void
@@ -44,7 +44,6 @@ export interface NotificationsOptions {
 export const LISTEN_APPLICATION_NAME = 'cad-router-listen'
 
 const RECONNECT_MS = 1000
-const CONNECT_TIMEOUT_MS = 5000
 const MAX_RECONNECT_MS = 10_000
 const IDENTIFIER = /^[a-z_][a-z0-9_]*$/
 
@@ -115,18 +114,8 @@ export function createNotifications(opts: NotificationsOptions): Notifications {
   async function connect(): Promise<void> {
     if (closed || connecting || client || !subs.size) return
     connecting = true
-    // keepAlive: a half-open connection would leave every subscriber deaf without an error. With a
-    // delay: without one Node leaves the system's (two hours on Linux) and its 75 s between probes;
-    // with one it also probes every second, ten times, so a vanished peer is found in about 20 s.
-    // A connect whose startup is never answered (a frozen host) is given up too, and retried.
-    // The session options: Postgres too drops a vanished listener's session within seconds.
-    const c = new pg.Client({
-      connectionString: withSessionOptions(opts.databaseUrl),
-      application_name: opts.applicationName,
-      keepAlive: true,
-      keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-    })
+    // A vanished peer is found, and a connect never answered given up (then retried): dedicatedClient.
+    const c = dedicatedClient({ databaseUrl: opts.databaseUrl, applicationName: opts.applicationName })
     c.on('notification', (n) => {
       for (const s of subs) if (s.up && s.channel === n.channel) guard(() => s.onNotify(n.payload ?? ''))
     })

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import t from 'tap'
 import { PG_ADMIN_URL, say } from '../helpers/world.js'
-import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, postAll, sleep, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
+import { answerCounter, createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, postAll, sleep, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 
 // Fault 4: Postgres unreachable. The services reach Postgres through a TCP proxy that the test
@@ -26,10 +26,8 @@ const terminateBackends = async () =>
 
 t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itself', async (t) => {
   const start = Date.now()
-  let answered = 0
-  const at = new Map<number, () => void>()
-  /** Resolves once `n` attempts have been answered. */
-  const when = (n: number) => new Promise<void>((r) => (n <= answered ? r() : at.set(n, r)))
+  const answers = answerCounter()
+  const { when } = answers
   let terminated = 0
   const during: { cut: Attempt[]; terminate: Attempt[] } = { cut: [], terminate: [] }
   let phase: keyof typeof during | undefined
@@ -39,7 +37,7 @@ t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itsel
     await proxy.cut()
     await sleep(CUT_MS)
     await proxy.restore()
-    await when(answered + 60)
+    await when(answers.answered + 60)
     phase = 'terminate'
     terminated += await terminateBackends()
     await sleep(300)
@@ -58,11 +56,10 @@ t.test('Postgres unreachable: 503 with Retry-After, never 500; recovers by itsel
     stopIf: () => !api.alive() || !relayWorker.alive(),
     onAttempt: (_p, a) => {
       if (phase) during[phase].push(a)
-      at.get(++answered)?.()
+      answers.answer()
     },
   })
-  // A fault schedule that outlasts the load must not hang the test (its assertions then fail).
-  for (const release of at.values()) release()
+  answers.releaseAll()
   if (!(api.alive() && relayWorker.alive())) {
     t.fail(`a process died:\n${api.output()}\n${relayWorker.output()}`)
     return

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { say } from '../helpers/world.js'
-import { createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt, type Posted } from './fixtures/harness.js'
+import { answerCounter, createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt, type Posted } from './fixtures/harness.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 
 // Fault 6: Postgres gone silent. The services reach Postgres through a TCP proxy that the test
@@ -52,10 +52,8 @@ async function readiness(): Promise<Readiness> {
 
 t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500; recovers by itself after the thaw', async (t) => {
   const start = Date.now()
-  let answered = 0
-  const at = new Map<number, () => void>()
-  /** Resolves once `n` attempts have been answered. */
-  const when = (n: number) => new Promise<void>((r) => (n <= answered ? r() : at.set(n, r)))
+  const answers = answerCounter()
+  const { when } = answers
   type Phase = 'frozen' | 'after'
   const during: Record<Phase, Attempt[]> = { frozen: [], after: [] }
   let phase: Phase | undefined
@@ -99,11 +97,10 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
     onAttempt: (p, a) => {
       timing.set(a, { startedAt: sentAt.get(p)!, endedAt: now() })
       if (phase) during[phase].push(a)
-      at.get(++answered)?.()
+      answers.answer()
     },
   })
-  // A fault schedule that outlasts the load must not hang the test (its assertions then fail).
-  for (const release of at.values()) release()
+  answers.releaseAll()
   if (!(api.alive() && relayWorker.alive())) {
     t.fail(`a process died:\n${api.output()}\n${relayWorker.output()}`)
     return

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
-import { createFaultWorld, dropTrigger, ledgerLine, makeEvents, postAll, sleep, slowDown, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
+import { answerCounter, createFaultWorld, dropTrigger, ledgerLine, makeEvents, postAll, sleep, slowDown, statusCounts, untilDelivered, type Attempt } from './fixtures/harness.js'
 import { say } from '../helpers/world.js'
 
 // Fault 5: Postgres that fails writes the way a full disk does (SQLSTATE 53100, at the outbox
@@ -46,10 +46,8 @@ async function diskFullHits(table: string): Promise<number> {
 
 t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing half-written', async (t) => {
   const start = Date.now()
-  let answered = 0
-  const at = new Map<number, () => void>()
-  /** Resolves once `n` attempts have been answered. */
-  const when = (n: number) => new Promise<void>((r) => (n <= answered ? r() : at.set(n, r)))
+  const answers = answerCounter()
+  const { when } = answers
   type Phase = 'disk-full' | 'slow' | 'lock'
   const during: Record<Phase, Attempt[]> = { 'disk-full': [], slow: [], lock: [] }
   let phase: Phase | undefined
@@ -62,13 +60,13 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
     await dropTrigger(world.db, 'disk_full_outbox', 'outbox')
     await dropTrigger(world.db, 'disk_full_call_events', 'call_events')
 
-    await when(answered + 40)
+    await when(answers.answered + 40)
     phase = 'slow'
     await slowDown(world.db, 'slow_decisions', 'decisions', 1.5, 'random() < 0.5')
     await sleep(FAULT_MS)
     await dropTrigger(world.db, 'slow_decisions', 'decisions')
 
-    await when(answered + 40)
+    await when(answers.answered + 40)
     phase = 'lock'
     const locker = new pg.Client({ connectionString: world.databaseUrl, application_name: 'fault-test' })
     await locker.connect()
@@ -90,11 +88,10 @@ t.test('disk full, slow statements, held locks: 503 with Retry-After, nothing ha
     stopIf: () => !service.alive(),
     onAttempt: (_p, a) => {
       if (phase) during[phase].push(a)
-      at.get(++answered)?.()
+      answers.answer()
     },
   })
-  // A fault schedule that outlasts the load must not hang the test (its assertions then fail).
-  for (const release of at.values()) release()
+  answers.releaseAll()
   if (!service.alive()) {
     t.fail(`a process died:\n${service.output()}`)
     return

@@ -15,7 +15,7 @@ import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { EVENT_TYPES, QUEUES, ROLES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
-import { cruHoldsStoredCall, factsFor, factsSchema, historySchema, lookupHistory, openCruCount } from './facts.js'
+import { cruHoldsStoredCall, factsFor, factsSchema, historySchema, lookupHistory, openCruCount, personNamedInCallsOf } from './facts.js'
 import { ruleSetVersion } from './routes.js'
 
 const evaluateBody = z
@@ -61,7 +61,9 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
         summary: 'Evaluate a call against the active or a named rule-set version, without side effects',
         description:
           'Takes the `call` of a call event and answers the decision, the facts and the trace. Nothing is stored, queued or routed; ' +
-          'when the subject history is looked up (no `history` given and a personId or address present) the read is audited.',
+          'when the subject history is looked up (no `history` given and a personId or address present) the read is audited. ' +
+          'A key limited to some agencies looks up the history of a `subject.personId` only when a call of its agencies names that person (403 otherwise): ' +
+          'the history of anyone else is county-wide data, like the case links.',
         body: evaluateBody,
         response: { 200: evaluationSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
@@ -73,6 +75,10 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
       const ruleSet = await ruleSetOrNotFound(ruleSets, req.body.version)
       const at = req.body.at ? new Date(req.body.at) : now()
       const looksUp = req.body.history === undefined && (call.subject?.personId !== undefined || call.location?.address !== undefined)
+      const personId = req.body.history === undefined ? call.subject?.personId : undefined
+      if (personId !== undefined && p.agencies !== null && !(await personNamedInCallsOf(db, personId, p.agencies))) {
+        throw new AppError('forbidden', 'this key may look up the history of a person only when a call of its agencies names them: give `history`, leave out `subject.personId`, or use a key without an agency scope')
+      }
       const history = req.body.history ?? (await lookupHistory(db, call, at))
       if (looksUp) {
         await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version } })

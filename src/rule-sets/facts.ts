@@ -44,6 +44,28 @@ export async function cruHoldsStoredCall(db: Executor, callId: string, mayRead: 
 }
 
 /**
+ * Whether a call of one of `agencies` (its own, or one they hold an assignment on) names the
+ * person: the history a key limited to those agencies may have looked up for it. Its supervisors
+ * read those calls' decisions, facts and all; anyone else's history is county-wide data (case links
+ * are for county-wide keys only). A scrubbed call no longer names anyone.
+ */
+export async function personNamedInCallsOf(db: Executor, personId: string, agencies: readonly string[]): Promise<boolean> {
+  const row = await db
+    .selectFrom('calls as c')
+    .select('c.call_id')
+    .where('c.subject_person_id', '=', personId)
+    .where((eb) =>
+      eb.or([
+        eb('c.agency', 'in', agencies),
+        eb.exists(eb.selectFrom('assignments as a').select('a.id').whereRef('a.call_id', '=', 'c.call_id').where('a.agency', 'in', agencies)),
+      ]),
+    )
+    .limit(1)
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/**
  * Facts for `call` as the rule set would see them at `at`; CRU availability from the rule set's
  * schedule and capacity unless given. `cruHoldsCall`: the call already has an open CRU assignment.
  */

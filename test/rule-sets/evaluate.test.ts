@@ -91,5 +91,42 @@ t.test('permissions: supervisors (within their agencies) and admins', async (t) 
   t.equal((await evaluate({ call }, bearer(await world.key('supervisor')))).statusCode, 200)
   const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
   t.equal((await evaluate({ call }, bearer(rosemount))).statusCode, 403, 'another agency')
-  t.equal((await evaluate({ call: { ...call, agency: 'rosemount-pd' } }, bearer(rosemount))).statusCode, 200)
+  // (Its subject no Rosemount call names: whose history such a key may look up is the next test's.)
+  const { subject: _subject, ...anonymous } = call
+  t.equal((await evaluate({ call: { ...anonymous, agency: 'rosemount-pd' } }, bearer(rosemount))).statusCode, 200)
+})
+
+t.test('a key limited to some agencies looks up only the history of a person a call of theirs names', async (t) => {
+  // Case links are for county-wide keys only (GET /v1/case-links answers a scoped key 403): evaluate
+  // must not tell such a key whether anyone at all has a case manager, or how often they called elsewhere.
+  const personId = 'P-EVAL-SCOPE'
+  t.equal((await app.inject({ method: 'PUT', url: `/v1/case-links/${personId}`, payload: { caseManager: 'cm-scope' } })).statusCode, 201)
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'EDP', personId, agency: 'hastings-pd' }) })).statusCode, 201)
+  const rosemount = bearer(await world.key('supervisor', { agencies: ['rosemount-pd'] }))
+  const { call } = callEvent({ natureCode: 'EDP', personId, agency: 'rosemount-pd' })
+  const auditBefore = (await db.selectFrom('audit_log').select('id').execute()).length
+
+  const refused = await evaluate({ call }, rosemount)
+  t.equal(refused.statusCode, 403, 'no Rosemount call names the person')
+  t.match(refused.json(), { detail: /history/ })
+  t.notMatch(refused.body, /cm-scope|caseManagerActive/, 'nothing of the history in the refusal')
+  t.equal((await db.selectFrom('audit_log').select('id').execute()).length, auditBefore, 'nothing was read, so nothing audited')
+
+  // The same without the person (address history only), or with the history given: answered.
+  const { subject: _subject, ...anonymous } = call
+  t.equal((await evaluate({ call: anonymous }, rosemount)).statusCode, 200)
+  const given = await evaluate({ call, history: { priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false } }, rosemount)
+  t.equal(given.statusCode, 200)
+  t.equal(given.json().facts.history.caseManagerActive, false, 'the given history, not the stored one')
+
+  // Once a Rosemount call names the person, Rosemount's supervisors see that call's facts anyway.
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', personId, agency: 'rosemount-pd' }) })).statusCode, 201)
+  const looked = await evaluate({ call }, rosemount)
+  t.equal(looked.statusCode, 200)
+  t.match(looked.json().facts.history, { priorCallsForSubject30d: 2, caseManagerActive: true })
+
+  // A county-wide supervisor looks up anyone.
+  const other = callEvent({ natureCode: 'EDP', personId: 'P-EVAL-NOWHERE', agency: 'rosemount-pd' }).call
+  t.equal((await evaluate({ call: other }, bearer(await world.key('supervisor')))).statusCode, 200)
+  t.equal((await evaluate({ call: other }, rosemount)).statusCode, 403)
 })

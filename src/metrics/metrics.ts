@@ -33,7 +33,7 @@ export function createMetrics() {
     }),
     decisions: new Counter({ name: 'cad_router_decisions_total', help: 'Routing decisions made by this process, by route and rule', labelNames: ['route', 'rule'] as const, registers }),
     queueDepth: new Gauge({ name: 'cad_router_queue_depth', help: 'Assignments waiting for a responder (queued, offered, reserved), per queue', labelNames: ['queue'] as const, registers }),
-    queueAge: new Gauge({ name: 'cad_router_queue_oldest_age_seconds', help: 'Age of the oldest waiting assignment, per queue (0 when empty)', labelNames: ['queue'] as const, registers }),
+    queueAge: new Gauge({ name: 'cad_router_queue_oldest_age_seconds', help: 'How long the longest-waiting assignment has waited, per queue (0 when empty; a reserved follow-up waits from its reservedUntil)', labelNames: ['queue'] as const, registers }),
     outboxPending: new Gauge({ name: 'cad_router_outbox_pending', help: 'Outbox rows not yet relayed to Redis', registers }),
     outboxLag: new Gauge({ name: 'cad_router_outbox_lag_seconds', help: 'Age of the oldest outbox row not yet relayed (0 when none)', registers }),
     // Relay errors show here and in the lag, whichever process runs the relay: both are read from Postgres.
@@ -123,7 +123,7 @@ export async function refreshFromDb(db: Db, metrics: Metrics, now: Date): Promis
   for (const queue of QUEUES) {
     const rows = depths.filter((d) => d.queue === queue)
     metrics.queueDepth.set({ queue }, rows.reduce((s, r) => s + r.waiting, 0))
-    const oldest = Math.min(...rows.map((r) => r.oldestCreatedAt?.getTime() ?? Infinity))
+    const oldest = Math.min(...rows.map((r) => r.oldestWaitingSince?.getTime() ?? Infinity))
     metrics.queueAge.set({ queue }, Number.isFinite(oldest) ? Math.max(0, (now.getTime() - oldest) / 1000) : 0)
     if (escalations) for (const status of ESCALATION_STATUSES) metrics.escalations.set({ queue, status }, escalations.get(`${queue}/${status}`) ?? 0)
   }

@@ -339,14 +339,24 @@ export interface QueueNow {
   queue: string
   agency: string
   waiting: number
-  oldestCreatedAt: Date | null
+  /** Since when the longest-waiting one could have been offered (may be ahead of now: a reserved follow-up). */
+  oldestWaitingSince: Date | null
 }
 
-/** What is waiting in each queue right now (for the dashboard and /metrics): Postgres is the system of record. */
+/**
+ * What is waiting in each queue right now (for the dashboard and /metrics): Postgres is the system
+ * of record. A reserved follow-up counts in the depth, and waits from its reservedUntil, not its
+ * creation: counted from the close, the follow_up queue's age grew through every reservation.
+ */
 export async function queueDepths(db: Executor): Promise<QueueNow[]> {
   return db
     .selectFrom('assignments')
-    .select((eb) => ['queue', 'agency', eb.fn.countAll<number>().as('waiting'), eb.fn.min<Date>('created_at').as('oldestCreatedAt')])
+    .select((eb) => [
+      'queue',
+      'agency',
+      eb.fn.countAll<number>().as('waiting'),
+      eb.fn.min<Date>(sql`case when status = 'reserved' then greatest(created_at, reserved_until) else created_at end`).as('oldestWaitingSince'),
+    ])
     .where('status', 'in', WAITING_STATUSES)
     .groupBy(['queue', 'agency'])
     .execute()

@@ -164,7 +164,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
         asOf: asOf.toISOString(),
         queues: QUEUES.map((queue) => {
           const rows = depths.filter((d) => d.queue === queue)
-          const oldest = rows.reduce<Date | null>((m, r) => (r.oldestCreatedAt && (!m || r.oldestCreatedAt < m) ? r.oldestCreatedAt : m), null)
+          const oldest = rows.reduce<Date | null>((m, r) => (r.oldestWaitingSince && (!m || r.oldestWaitingSince < m) ? r.oldestWaitingSince : m), null)
           return {
             queue,
             waiting: rows.reduce((s, r) => s + r.waiting, 0),

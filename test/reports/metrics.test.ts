@@ -211,3 +211,35 @@ t.test('an escalation count that fails leaves the other gauges to the scrape, an
   t.equal(sample(second, 'cad_router_queue_depth', { queue }), sample(first, 'cad_router_queue_depth', { queue }) + 1, 'the queue depth still moved')
   t.equal(sample(second, 'cad_router_escalation_records', { queue: 'cru', status: 'declined' }), declined, 'the escalation gauges keep their values')
 })
+
+t.test('queue age: a reserved follow-up waits from its reservedUntil, not from its creation', async (t) => {
+  // A follow-up is reserved for FOLLOW_UP_DUE_HOURS after the close. Counted from its creation, the
+  // follow_up queue's oldest age grew through every reservation, and an alert on it meant nothing.
+  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date(Date.now() - 60_000).toISOString() })
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
+  const closed = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'EDP', flags: { mentalHealth: true }, disposition: 'resolved', occurredAt: new Date().toISOString() })
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: closed })
+  t.equal(res.statusCode, 201, res.body)
+  const fu = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
+  t.equal(fu?.status, 'reserved')
+  // Every other open follow-up of this file out of the way, so the queue's figures are this one's.
+  await world.db.updateTable('assignments').set({ status: 'cancelled' }).where('queue', '=', 'follow_up').where('id', '<>', fu.id).where('status', 'in', ['reserved', 'queued', 'offered']).execute()
+  // Made two hours ago, offerable in a day.
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
+  // (created_at is not updatable through the typed schema: the row's birth is set once.)
+  await sql`update assignments set created_at = ${twoHoursAgo}, reserved_until = ${new Date(Date.now() + 24 * 3600_000)} where id = ${fu.id}`.execute(world.db)
+  const queues = async () => (await world.app.inject({ url: '/v1/reports/queues' })).json().queues.find((q: { queue: string }) => q.queue === 'follow_up')
+
+  let text = await scrape()
+  t.equal(sample(text, 'cad_router_queue_depth', { queue: 'follow_up' }), 1, 'it is in the queue')
+  t.equal(sample(text, 'cad_router_queue_oldest_age_seconds', { queue: 'follow_up' }), 0, 'but waits for nobody yet')
+  t.match(await queues(), { waiting: 1, oldestAgeSeconds: 0 })
+
+  // Offerable ten minutes ago and not offered yet (no worker runs here): it has waited ten minutes.
+  await world.db.updateTable('assignments').set({ reserved_until: new Date(Date.now() - 600_000) }).where('id', '=', fu.id).execute()
+  text = await scrape()
+  const age = sample(text, 'cad_router_queue_oldest_age_seconds', { queue: 'follow_up' })
+  t.ok(age >= 600 && age < 900, `ten minutes, not two hours: ${age} s`)
+  const report = await queues()
+  t.ok(report.oldestAgeSeconds >= 600 && report.oldestAgeSeconds < 900, `the report agrees: ${report.oldestAgeSeconds} s`)
+})

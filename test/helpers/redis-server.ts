@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -36,14 +36,38 @@ export interface RedisServerOptions {
   aof?: boolean
 }
 
-/** A port nobody listens on right now: bind port 0 on loopback, read the number, let it go. */
+/** The kernel's range for the local ports of outgoing connections (Linux; the usual default elsewhere). */
+export function ephemeralPorts(): { low: number; high: number } {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (low && high) return { low, high }
+  } catch {
+    // not Linux
+  }
+  return { low: 32768, high: 60999 }
+}
+
+/**
+ * A port nobody listens on right now, below the ephemeral range. Port 0's answer comes from that
+ * range, from which the kernel also takes the local port of every outgoing connection: with a
+ * suite's worth of Postgres and Redis connections opening, one could take the port between this
+ * answer and the server's bind, or while a test has the server down for a restart. Below the
+ * range only another test's pick can, one chance in some twenty thousand.
+ */
 export async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const { port } = srv.address() as net.AddressInfo
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
+  const low = 10_000
+  const high = Math.max(low + 1000, ephemeralPorts().low - 1)
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (high - low + 1))
+    const srv = net.createServer()
+    const bound = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false))
+      srv.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (!bound) continue
+    await new Promise<void>((resolve) => srv.close(() => resolve()))
+    return port
+  }
 }
 
 async function answersPing(url: string): Promise<boolean> {

@@ -34,7 +34,9 @@ function parseLine(text: string, n: number): ReplayItem {
     if (!r.success) throw new UsageError(`--calls line ${n}: facts ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
     return { callId: r.data.callId ?? `line-${n}`, facts: r.data.facts as RoutingFacts }
   }
-  const { history, ...event } = eventLine.parse(json)
+  const line = eventLine.safeParse(json)
+  if (!line.success) throw new UsageError(`--calls line ${n}: ${line.error.issues.map((i) => `${i.path.join('.') || '(line)'}: ${i.message}`).join('; ')}`)
+  const { history, ...event } = line.data
   const r = callEventSchema.safeParse(event)
   // Issue paths only: the values of a call event are personal data.
   if (!r.success) throw new UsageError(`--calls line ${n}: not stored facts nor a call event (${r.error.issues.map((i) => i.path.join('.') || '(line)').join(', ')})`)
@@ -83,7 +85,9 @@ export async function runReplayCommand(argv: string[], write: (s: string) => voi
     return
   }
   if (!values.rules) throw new UsageError(USAGE)
-  if (!values.calls === !(values.from && values.to)) throw new UsageError(`give --calls, or --from and --to\n${USAGE}`)
+  // One source of calls: a file, or a whole range. A range beside a file, or half of one, is a mistake to name, not to ignore.
+  const hasRange = values.from !== undefined || values.to !== undefined
+  if (values.calls ? hasRange : !(values.from && values.to)) throw new UsageError(`give --calls, or --from and --to\n${USAGE}`)
   const range = values.from && values.to ? { from: instantArg(values.from, '--from'), to: instantArg(values.to, '--to') } : null
   if (range && range.from >= range.to) throw new UsageError('--from must be before --to')
   const changeLimit = Number(values.changes)

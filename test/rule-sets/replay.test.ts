@@ -83,6 +83,16 @@ t.test('the replay command: text, call events, mistakes', async (t) => {
   await t.rejects(cli(['--rules', '1', '--from', 'last tuesday', '--to', '2026-11-02T00:00:00Z']), { name: 'UsageError', message: /^--from: .*RFC 3339/ }, 'a range end that is not a date-time')
   await t.rejects(cli(['--rules', '1', '--from', '2026-11-01T00:00:00Z', '--to', '2026-11-01']), { name: 'UsageError', message: /^--to: / }, 'a date without a time')
   await t.rejects(cli(['--rules', '1', '--from', '2026-11-02T00:00:00Z', '--to', '2026-11-01T00:00:00z']), { name: 'UsageError', message: '--from must be before --to' })
+  // A range beside --calls, or half a range, used to be ignored without a word.
+  await t.rejects(cli(['--rules', '1', '--calls', REPLAY_CALLS_PATH, '--from', '2026-11-01T00:00:00Z']), { name: 'UsageError', message: /give --calls, or --from and --to/ }, '--calls with --from')
+  await t.rejects(cli(['--rules', '1', '--calls', REPLAY_CALLS_PATH, '--to', '2026-11-01T00:00:00Z']), { name: 'UsageError', message: /give --calls, or --from and --to/ }, '--calls with --to')
+  await t.rejects(cli(['--rules', '1', '--from', '2026-11-01T00:00:00Z']), { name: 'UsageError', message: /give --calls, or --from and --to/ }, '--from without --to')
+  // A line that is not an object, or whose history is malformed: named like every other bad line, not a raw ZodError.
+  const oddLines = join(dir, 'odd.jsonl')
+  await writeFile(oddLines, '42\n')
+  await t.rejects(cli(['--rules', '1', '--calls', oddLines]), { name: 'UsageError', message: /^--calls line 1: / }, 'a line that is not an object')
+  await writeFile(oddLines, `${JSON.stringify({ ...night, history: { priorCallsForSubject30d: 'many' } })}\n`)
+  await t.rejects(cli(['--rules', '1', '--calls', oddLines]), { name: 'UsageError', message: /^--calls line 1: history\.priorCallsForSubject30d/ }, 'a malformed history')
   const garbled = join(dir, 'garbled.jsonl')
   await writeFile(garbled, `${JSON.stringify({ ...night, call: { ...night.call, priority: 9 } })}\n`)
   const failed = await cli(['--rules', '1', '--calls', garbled]).catch((e: Error) => e)

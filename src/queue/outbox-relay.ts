@@ -158,11 +158,17 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       // Redis is down (the send loop reports it): whether a job is lost cannot be told now.
       if (failures || (deps.producer && deps.producer.status !== 'ready')) continue
       try {
-        for (const r of await resendLost(db, queues, { afterMs: opts.afterMs, batchSize: deps.batchSize, redisWaitMs: REDIS_WAIT_MS })) {
-          // Ids only, like every relay line.
-          log.warn({ assignmentId: r.assignmentId, queue: r.queue, jobId: r.jobId, previousJobId: r.previousJobId, resend: r.resend, reason: r.reason }, 'assignment re-sent: its job ended without offering it')
-          opts.onResent?.(r)
-        }
+        await resendLost(db, queues, {
+          afterMs: opts.afterMs,
+          batchSize: deps.batchSize,
+          redisWaitMs: REDIS_WAIT_MS,
+          // As each commits: a sweep that fails at a later page has still made them.
+          onResent: (r) => {
+            // Ids only, like every relay line.
+            log.warn({ assignmentId: r.assignmentId, queue: r.queue, jobId: r.jobId, previousJobId: r.previousJobId, resend: r.resend, reason: r.reason }, 'assignment re-sent: its job ended without offering it')
+            opts.onResent?.(r)
+          },
+        })
       } catch (err) {
         log.warn({ err: { message: (err as Error).message } }, 'outbox re-send sweep failed; trying again at the next one')
       }

@@ -20,6 +20,11 @@ import { withTimeout } from '../lib/timeout.js'
  * Never a second offer: a job waiting, active (a worker on it right now, or dead with its lock not yet
  * lapsed) or delayed (retrying) is left alone, a worker in the middle of the offer holds the row
  * (skipped), and offering is idempotent anyway. Each re-send is recorded as a transition (ids only).
+ *
+ * A sweep pages through the candidates in outbox-row order (a keyset on the row id), so a backlog of
+ * jobs still waiting — a queue whose workers are down — cannot hide a lost job behind it. It looks
+ * at `maxPages` pages at most (see DEFAULT_MAX_PAGES) and answers where it stopped (`next`); the
+ * caller's next sweep carries on from there (`from`), and one that reaches the end starts over.
  */
 
 export const RESEND_ACTOR = 'system:outbox-resend'
@@ -30,6 +35,15 @@ const PENDING_STATES: ReadonlySet<string> = new Set(['waiting', 'active', 'delay
 /** After each re-send of the same assignment the wait doubles, up to 2^6 times `afterMs`: a job that keeps failing does not churn. */
 const MAX_DOUBLINGS = 6
 const DEFAULT_BATCH = 100
+/**
+ * Pages one sweep looks at, at most. Asking BullMQ about a waiting job costs Redis a scan of the
+ * queue's wait list (LPOS), so looking at every candidate of a backlog of n waiting jobs would cost
+ * the Redis the producers and workers share O(n²) in one go, and Postgres one candidate query per
+ * page. Bounded, a sweep costs at most this many queries and batch × this many job states; as each
+ * sweep carries on where the last stopped, a lost job behind any backlog is still found within
+ * ⌈candidates / (batch × pages)⌉ + 1 sweeps.
+ */
+const DEFAULT_MAX_PAGES = 5
 const DEFAULT_REDIS_WAIT_MS = 2000
 
 /** failed: failed for good; missing: not in Redis; completed: ran without offering (should not happen). */
@@ -49,10 +63,27 @@ export interface Resent {
 export interface ResendOptions {
   /** An assignment is looked at once its latest outbox row was sent this long ago (doubling after each re-send). */
   afterMs: number
+  /** Candidates per page: per candidate query and per round of job states asked of Redis. */
   batchSize?: number
+  /** Pages one sweep looks at, at most (DEFAULT_MAX_PAGES). */
+  maxPages?: number
+  /** Carry on after this outbox row: the previous sweep's `next`. From the first candidate when not given. */
+  from?: number
   now?: Date
   /** A Redis that does not answer within this fails the sweep (it holds no row lock while it asks). */
   redisWaitMs?: number
+  /** Called as each re-send commits: a sweep that fails at a later page has still made these. */
+  onResent?: (r: Resent) => void
+}
+
+export interface ResendSweep {
+  resent: Resent[]
+  /** Candidates whose job state was asked of Redis. */
+  looked: number
+  /** Candidate queries run. */
+  pages: number
+  /** The outbox row to carry on after: the sweep stopped at its page bound. Undefined: it reached the last candidate. */
+  next: number | undefined
 }
 
 const REASON_TEXT: Record<LostReason, string> = {
@@ -61,90 +92,115 @@ const REASON_TEXT: Record<LostReason, string> = {
   completed: 'completed without offering it',
 }
 
-export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQueue>, opts: ResendOptions): Promise<Resent[]> {
+export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQueue>, opts: ResendOptions): Promise<ResendSweep> {
   const now = opts.now ?? new Date()
-  // 1. Candidates, without locks: queued, and the latest outbox row sent long enough ago.
-  const candidates = await db
-    .selectFrom('assignments as a')
-    .innerJoinLateral(
-      (eb) =>
-        eb
-          .selectFrom('outbox')
-          .select(['outbox.id', 'outbox.job_id', 'outbox.queue', 'outbox.resend', 'outbox.sent_at'])
-          .whereRef('outbox.assignment_id', '=', 'a.id')
-          .orderBy('outbox.id', 'desc')
-          .limit(1)
-          .as('o'),
-      (join) => join.onTrue(),
-    )
-    .select(['a.id as assignmentId', 'o.id as outboxId', 'o.job_id as jobId', 'o.queue', 'o.resend'])
-    .where('a.status', '=', 'queued')
-    .where('o.sent_at', '<', sql<Date>`${now}::timestamptz - (${opts.afterMs}::float8 * power(2, least(o.resend, ${MAX_DOUBLINGS}))) * interval '1 millisecond'`)
-    .orderBy('o.sent_at')
-    .limit(opts.batchSize ?? DEFAULT_BATCH)
-    .execute()
-  if (!candidates.length) return []
-
-  // 2. Which of their jobs BullMQ will still run (asked outside any transaction).
+  const batchSize = opts.batchSize ?? DEFAULT_BATCH
+  const maxPages = opts.maxPages ?? DEFAULT_MAX_PAGES
   const waitMs = opts.redisWaitMs ?? DEFAULT_REDIS_WAIT_MS
-  const states = await withTimeout(
-    Promise.all(candidates.map((c) => queues[c.queue as QueueName].getJobState(c.jobId))),
-    waitMs,
-    `job states: no answer from Redis within ${waitMs} ms`,
-  )
+  const sweep: ResendSweep = { resent: [], looked: 0, pages: 0, next: undefined }
+  let after = opts.from
+  while (sweep.pages < maxPages) {
+    // 1. A page of candidates, without locks: queued, and the latest outbox row sent long enough
+    // ago. Keyed on the row id: unique, so no ties (a relay batch shares one sent_at), and the order
+    // the rows were written in, close to the order they were sent in.
+    const candidates = await db
+      .selectFrom('assignments as a')
+      .innerJoinLateral(
+        (eb) =>
+          eb
+            .selectFrom('outbox')
+            .select(['outbox.id', 'outbox.job_id', 'outbox.queue', 'outbox.resend', 'outbox.sent_at'])
+            .whereRef('outbox.assignment_id', '=', 'a.id')
+            .orderBy('outbox.id', 'desc')
+            .limit(1)
+            .as('o'),
+        (join) => join.onTrue(),
+      )
+      .select(['a.id as assignmentId', 'o.id as outboxId', 'o.job_id as jobId', 'o.queue', 'o.resend'])
+      .where('a.status', '=', 'queued')
+      .where('o.sent_at', '<', sql<Date>`${now}::timestamptz - (${opts.afterMs}::float8 * power(2, least(o.resend, ${MAX_DOUBLINGS}))) * interval '1 millisecond'`)
+      .$if(after !== undefined, (qb) => qb.where('o.id', '>', after!))
+      .orderBy('o.id')
+      .limit(batchSize)
+      .execute()
+    sweep.pages++
+    if (!candidates.length) return sweep
 
-  // 3. One short transaction per lost job.
-  const resent: Resent[] = []
-  for (const [i, c] of candidates.entries()) {
-    const state = states[i]!
-    if (PENDING_STATES.has(state)) continue
-    const reason: LostReason = state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
-    const r = await db.transaction().execute(async (trx) => {
-      // The call first, as every writer of transitions (src/assignments/repository.ts, callFirst).
-      await lockCallOfAssignment(trx, c.assignmentId)
-      // Locked by a worker offering it, or by another sweep re-sending it: theirs to finish.
-      const a = await trx.selectFrom('assignments').select(['status', 'role']).where('id', '=', c.assignmentId).forUpdate().skipLocked().executeTakeFirst()
-      if (!a || a.status !== 'queued') return undefined
-      const latest = await trx
-        .selectFrom('outbox')
-        .select(['id', 'queue', 'job_id', 'payload', 'trace_context', 'resend'])
-        .where('assignment_id', '=', c.assignmentId)
-        .orderBy('id', 'desc')
-        .limit(1)
-        .executeTakeFirstOrThrow()
-      // Someone re-sent it since we looked.
-      if (latest.id !== c.outboxId) return undefined
-      const resend = latest.resend + 1
-      const jobId = resendJobIdFor(c.assignmentId, resend)
-      const inserted = await trx
-        .insertInto('outbox')
-        .values({
-          assignment_id: c.assignmentId,
-          queue: latest.queue,
-          job_id: jobId,
-          payload: JSON.stringify(latest.payload as AssignmentJob),
-          trace_context: latest.trace_context,
-          resend,
-        })
-        .onConflict((oc) => oc.column('job_id').doNothing())
-        .returning('id')
-        .executeTakeFirst()
-      if (!inserted) return undefined
-      await trx.updateTable('assignments').set({ updated_at: now }).where('id', '=', c.assignmentId).execute()
-      await trx
-        .insertInto('assignment_transitions')
-        .values({
-          assignment_id: c.assignmentId,
-          from_status: 'queued',
-          to_status: 'queued',
-          role: a.role,
-          actor: RESEND_ACTOR,
-          reason: `re-sent as job ${jobId}: job ${latest.job_id} ${REASON_TEXT[reason]}`,
-        })
-        .execute()
-      return { assignmentId: c.assignmentId, queue: latest.queue as QueueName, jobId, previousJobId: latest.job_id, resend, reason }
-    })
-    if (r) resent.push(r)
+    // 2. Which of their jobs BullMQ will still run (asked outside any transaction).
+    const states = await withTimeout(
+      Promise.all(candidates.map((c) => queues[c.queue as QueueName].getJobState(c.jobId))),
+      waitMs,
+      `job states: no answer from Redis within ${waitMs} ms`,
+    )
+    sweep.looked += candidates.length
+
+    // 3. One short transaction per lost job.
+    for (const [i, c] of candidates.entries()) {
+      const state = states[i]!
+      if (PENDING_STATES.has(state)) continue
+      const reason: LostReason = state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
+      const r = await resendOne(db, c, reason, now)
+      if (!r) continue
+      sweep.resent.push(r)
+      opts.onResent?.(r)
+    }
+    if (candidates.length < batchSize) return sweep
+    after = candidates.at(-1)!.outboxId
   }
-  return resent
+  // Stopped at the bound with candidates maybe left: the next sweep carries on after the last looked at.
+  sweep.next = after
+  return sweep
+}
+
+interface Candidate {
+  assignmentId: string
+  outboxId: number
+}
+
+async function resendOne(db: Db, c: Candidate, reason: LostReason, now: Date): Promise<Resent | undefined> {
+  return db.transaction().execute(async (trx) => {
+    // The call first, as every writer of transitions (src/assignments/repository.ts, callFirst).
+    await lockCallOfAssignment(trx, c.assignmentId)
+    // Locked by a worker offering it, or by another sweep re-sending it: theirs to finish.
+    const a = await trx.selectFrom('assignments').select(['status', 'role']).where('id', '=', c.assignmentId).forUpdate().skipLocked().executeTakeFirst()
+    if (!a || a.status !== 'queued') return undefined
+    const latest = await trx
+      .selectFrom('outbox')
+      .select(['id', 'queue', 'job_id', 'payload', 'trace_context', 'resend'])
+      .where('assignment_id', '=', c.assignmentId)
+      .orderBy('id', 'desc')
+      .limit(1)
+      .executeTakeFirstOrThrow()
+    // Someone re-sent it since we looked.
+    if (latest.id !== c.outboxId) return undefined
+    const resend = latest.resend + 1
+    const jobId = resendJobIdFor(c.assignmentId, resend)
+    const inserted = await trx
+      .insertInto('outbox')
+      .values({
+        assignment_id: c.assignmentId,
+        queue: latest.queue,
+        job_id: jobId,
+        payload: JSON.stringify(latest.payload as AssignmentJob),
+        trace_context: latest.trace_context,
+        resend,
+      })
+      .onConflict((oc) => oc.column('job_id').doNothing())
+      .returning('id')
+      .executeTakeFirst()
+    if (!inserted) return undefined
+    await trx.updateTable('assignments').set({ updated_at: now }).where('id', '=', c.assignmentId).execute()
+    await trx
+      .insertInto('assignment_transitions')
+      .values({
+        assignment_id: c.assignmentId,
+        from_status: 'queued',
+        to_status: 'queued',
+        role: a.role,
+        actor: RESEND_ACTOR,
+        reason: `re-sent as job ${jobId}: job ${latest.job_id} ${REASON_TEXT[reason]}`,
+      })
+      .execute()
+    return { assignmentId: c.assignmentId, queue: latest.queue as QueueName, jobId, previousJobId: latest.job_id, resend, reason }
+  })
 }

@@ -8,7 +8,7 @@ import { createLifecycleQueue } from '../../src/queue/lifecycle.js'
 import { createOutboxRelay, type OutboxRelay } from '../../src/queue/outbox-relay.js'
 import { createQueues, jobIdFor, resendJobIdFor, type AssignmentJob } from '../../src/queue/queues.js'
 import { createRedis } from '../../src/queue/redis.js'
-import { RESEND_ACTOR, resendLost, type Resent } from '../../src/queue/resend.js'
+import { RESEND_ACTOR, resendLost, type Resent, type ResendOptions } from '../../src/queue/resend.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
@@ -35,12 +35,13 @@ t.teardown(async () => {
   }
 })
 
-async function post(agency: string): Promise<string> {
-  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', agency }) })
+/** A call whose one assignment goes to `queue` (police for a noise call, EMS for an overdose). */
+async function post(agency: string, queue: 'police' | 'ems' = 'police'): Promise<string> {
+  const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: queue === 'ems' ? 'OD' : 'NOISE', agency }) })
   if (res.statusCode !== 201) throw new Error(`ingest answered ${res.statusCode}: ${res.body}`)
-  const [a] = res.json().decision.assignments as { id: string; queue: string }[]
-  if (a?.queue !== 'police') throw new Error('expected one police assignment')
-  return a.id
+  const list = res.json().decision.assignments as { id: string; queue: string }[]
+  if (list.length !== 1 || list[0]!.queue !== queue) throw new Error(`expected one ${queue} assignment`)
+  return list[0]!.id
 }
 
 const outboxOf = (id: string) => db.selectFrom('outbox').selectAll().where('assignment_id', '=', id).orderBy('id').execute()
@@ -55,7 +56,8 @@ const transitionsOf = (id: string) => db.selectFrom('assignment_transitions').se
 const offers = async (id: string) => (await transitionsOf(id)).filter((x) => x.from_status === 'queued' && x.to_status === 'offered').length
 const at = (d: Date, ms: number) => new Date(d.getTime() + ms)
 const mine = (list: Resent[], ids: string | string[]) => list.filter((r) => ([] as string[]).concat(ids).includes(r.assignmentId))
-const sweepAt = (now: Date) => resendLost(db, queues, { afterMs: AFTER_MS, now })
+const sweepWith = (opts: Omit<ResendOptions, 'afterMs'>) => resendLost(db, queues, { afterMs: AFTER_MS, ...opts })
+const sweepAt = async (now: Date) => (await sweepWith({ now })).resent
 
 /** The real responder workers on the police queue, until the subtest ends. */
 function startWorkers(t: Tap) {
@@ -203,11 +205,13 @@ t.test('two relays sweeping at once re-send each lost job once', async (t) => {
     await queues.police.remove(jobIdFor(id))
   }
   const now = at(latest, AFTER_MS + 1000)
-  const results = await Promise.all([
-    resendLost(db, queues, { afterMs: AFTER_MS, now }),
-    ...others.map((o) => resendLost(o.db, o.queues, { afterMs: AFTER_MS, now })),
-    ...others.map((o) => resendLost(o.db, o.queues, { afterMs: AFTER_MS, now })),
-  ])
+  const results = (
+    await Promise.all([
+      resendLost(db, queues, { afterMs: AFTER_MS, now }),
+      ...others.map((o) => resendLost(o.db, o.queues, { afterMs: AFTER_MS, now })),
+      ...others.map((o) => resendLost(o.db, o.queues, { afterMs: AFTER_MS, now })),
+    ])
+  ).map((s) => s.resent)
   const all = mine(results.flat(), ids)
   t.equal(all.length, ids.length, 'as many re-sends as lost jobs')
   t.same([...new Set(all.map((r) => r.assignmentId))].sort(), [...ids].sort(), 'one per assignment')
@@ -217,7 +221,7 @@ t.test('two relays sweeping at once re-send each lost job once', async (t) => {
     t.equal((await transitionsOf(id)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'one re-send recorded')
   }
   // And a second round finds nothing more to do.
-  t.same(mine((await Promise.all([resendLost(db, queues, { afterMs: AFTER_MS, now }), resendLost(others[0]!.db, others[0]!.queues, { afterMs: AFTER_MS, now })])).flat(), ids), [])
+  t.same(mine((await Promise.all([resendLost(db, queues, { afterMs: AFTER_MS, now }), resendLost(others[0]!.db, others[0]!.queues, { afterMs: AFTER_MS, now })])).flatMap((s) => s.resent), ids), [])
 
   startWorkers(t)
   await eventually(async () => (await Promise.all(ids.map(statusOf))).every((s) => s === 'offered'))
@@ -259,4 +263,70 @@ t.test('the relay sweeps by itself: re-sends, logs ids only, counts', async (t) 
   t.match(line, { level: 40, msg: /re-sent/, assignmentId: id, queue: 'police', jobId: resendJobIdFor(id, 1), previousJobId: jobIdFor(id), reason: 'missing', resend: 1 })
   const text = lines.join('')
   for (const personal of ['Marta', 'Lindqvist', 'Ekdahl', '651-555', 'Vermillion', 'pacing']) t.notOk(text.includes(personal), `no "${personal}" in the relay's log`)
+})
+
+t.test('a backlog of waiting jobs older than a lost one: one sweep looks past them and re-sends the lost one, once', async (t) => {
+  // The EMS workers are down: more EMS jobs wait in Redis than one batch holds, all sent before a
+  // police job that Redis lost.
+  const waiting: string[] = []
+  for (let i = 0; i < 5; i++) waiting.push(await post('resend-backlog', 'ems'))
+  for (const id of waiting) await sent(id)
+  const lost = await post('resend-behind-backlog')
+  const lostSentAt = await sent(lost)
+  await queues.police.remove(jobIdFor(lost))
+  for (const id of waiting) t.equal(await queues.ems.getJobState(jobIdFor(id)), 'waiting', 'EMS job waiting')
+
+  const now = at(lostSentAt, AFTER_MS + 1000)
+  const first = await sweepWith({ now, batchSize: 3 })
+  t.same(mine(first.resent, lost).map((r) => [r.jobId, r.reason]), [[resendJobIdFor(lost, 1), 'missing']], 'one sweep finds it behind a full batch of waiting jobs')
+  t.same(mine(first.resent, waiting), [], 'the waiting ones are left alone')
+  t.same(mine((await sweepWith({ now, batchSize: 3 })).resent, [lost, ...waiting]), [], 'the next sweep re-sends nothing')
+
+  t.equal((await outboxOf(lost)).length, 2, 'one new outbox row for the lost job')
+  t.equal((await transitionsOf(lost)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'one re-send recorded')
+  for (const id of waiting) {
+    t.equal((await outboxOf(id)).length, 1, 'a waiting job: still one outbox row')
+    t.same((await transitionsOf(id)).map((x) => x.actor), ['router'], 'and no re-send recorded')
+    t.equal(await queues.ems.getJobState(jobIdFor(id)), 'waiting', 'its job still waiting')
+  }
+})
+
+t.test("a sweep's work stays bounded; the sweeps after it carry on where it stopped, each candidate looked at once", async (t) => {
+  // Five more EMS jobs waiting, then one more lost police job: the newest candidate.
+  const waiting: string[] = []
+  for (let i = 0; i < 5; i++) waiting.push(await post('resend-bound', 'ems'))
+  for (const id of waiting) await sent(id)
+  const lost = await post('resend-bound-lost')
+  const lostSentAt = await sent(lost)
+  await queues.police.remove(jobIdFor(lost))
+  const now = at(lostSentAt, AFTER_MS + 1000)
+
+  // Every job state the sweeps ask of Redis.
+  const asked: string[] = []
+  const counted = Object.fromEntries(
+    Object.entries(queues).map(([name, q]) => [name, Object.assign(Object.create(q) as typeof q, { getJobState: (id: string) => (asked.push(id), q.getJobState(id)) })]),
+  ) as typeof queues
+  const batchSize = 2
+  const maxPages = 2
+  const sweeps = []
+  let from: number | undefined
+  do {
+    const before = asked.length
+    const s = await resendLost(db, counted, { afterMs: AFTER_MS, now, batchSize, maxPages, from })
+    t.ok(s.pages <= maxPages, `sweep ${sweeps.length + 1}: ${s.pages} candidate queries, at most ${maxPages}`)
+    t.ok(s.looked <= batchSize * maxPages, `sweep ${sweeps.length + 1}: ${s.looked} job states asked, at most ${batchSize * maxPages}`)
+    t.equal(asked.length - before, s.looked, 'as many as it says')
+    sweeps.push(s)
+    from = s.next
+  } while (from !== undefined && sweeps.length < 20)
+  say(`sweeps: ${sweeps.map((s) => `${s.looked} looked, ${s.resent.length} re-sent, next ${s.next ?? '-'}`).join('; ')}`)
+
+  t.ok(sweeps.length > 1 && sweeps[0]!.next !== undefined, 'the first sweep stopped at its bound')
+  t.same(mine(sweeps[0]!.resent, lost), [], 'before the lost job, the newest')
+  t.equal(from, undefined, 'a later one reached the end')
+  t.same(mine(sweeps.flatMap((s) => s.resent), lost).map((r) => r.jobId), [resendJobIdFor(lost, 1)], 're-sent once, by a later sweep')
+  t.same(mine(sweeps.flatMap((s) => s.resent), waiting), [], 'the waiting ones are left alone')
+  t.equal(new Set(asked).size, asked.length, 'no job asked about twice')
+  for (const id of [...waiting, lost]) t.ok(asked.includes(jobIdFor(id)), 'every candidate looked at')
+  t.equal((await transitionsOf(lost)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'one re-send recorded')
 })

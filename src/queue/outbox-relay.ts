@@ -33,6 +33,8 @@ export interface RelayResendOptions {
   everyMs: number
   /** Called for each re-send (the metric). */
   onResent?: (r: Resent) => void
+  /** Pages of `batchSize` candidates one sweep looks at, at most (src/queue/resend.ts). */
+  maxPages?: number
 }
 
 const MAX_BACKOFF_MS = 5000
@@ -145,6 +147,9 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   }
 
   async function resendLoop(opts: RelayResendOptions): Promise<void> {
+    // Where the last sweep stopped at its bound: the next carries on there, so a backlog longer
+    // than one sweep looks at hides nothing behind it for longer than a few sweeps.
+    let from: number | undefined
     while (running) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, opts.everyMs)
@@ -158,9 +163,11 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       // Redis is down (the send loop reports it): whether a job is lost cannot be told now.
       if (failures || (deps.producer && deps.producer.status !== 'ready')) continue
       try {
-        await resendLost(db, queues, {
+        const swept = await resendLost(db, queues, {
           afterMs: opts.afterMs,
           batchSize: deps.batchSize,
+          maxPages: opts.maxPages,
+          from,
           redisWaitMs: REDIS_WAIT_MS,
           // As each commits: a sweep that fails at a later page has still made them.
           onResent: (r) => {
@@ -169,7 +176,9 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
             opts.onResent?.(r)
           },
         })
+        from = swept.next
       } catch (err) {
+        // `from` stays: the next sweep looks at the same candidates again.
         log.warn({ err: { message: (err as Error).message } }, 'outbox re-send sweep failed; trying again at the next one')
       }
     }

@@ -330,3 +330,20 @@ t.test("a sweep's work stays bounded; the sweeps after it carry on where it stop
   for (const id of [...waiting, lost]) t.ok(asked.includes(jobIdFor(id)), 'every candidate looked at')
   t.equal((await transitionsOf(lost)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'one re-send recorded')
 })
+
+t.test('the relay carries its sweep on where the last one stopped', async (t) => {
+  // One candidate a page, two pages a sweep: the ten EMS jobs waiting from above, and more, would
+  // hide the lost job from sweeps that each started from the oldest.
+  const relay = createOutboxRelay({ db, databaseUrl, queues, producer, log: quietLog, pollMs: 200, batchSize: 1, resend: { afterMs: 300, everyMs: 100, maxPages: 2 } })
+  relays.push(relay)
+  const waiting = (await db.selectFrom('assignments').select('id').where('queue', '=', 'ems').where('status', '=', 'queued').execute()).map((a) => a.id)
+  t.ok(waiting.length >= 10, `${waiting.length} EMS assignments waiting`)
+  const lost = await post('resend-relay-cursor')
+  await sent(lost)
+  await queues.police.remove(jobIdFor(lost))
+  await relay.start()
+  await eventually(async () => (await outboxOf(lost)).length === 2)
+  await relay.stop()
+  t.equal((await transitionsOf(lost)).filter((x) => x.actor === RESEND_ACTOR).length, 1, 'the lost job re-sent once')
+  for (const id of waiting) t.equal((await outboxOf(id)).length, 1, 'a waiting EMS job is not re-sent')
+})

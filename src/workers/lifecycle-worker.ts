@@ -10,6 +10,7 @@ import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil
 import { throttledWarn } from '../lib/log-throttle.js'
 import { keepScheduled } from '../queue/schedules.js'
 import { watchForOrphans } from './orphans.js'
+import { waitingOutUnavailable } from './unavailable.js'
 
 export interface LifecycleWorkerDeps {
   db: Db
@@ -114,9 +115,26 @@ export async function sweep(
  */
 export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
   const jobs = inFlightJobs()
+  const errorWarn = throttledWarn(deps.log, WORKER_ERROR_LOG_EVERY_MS)
   const worker = new Worker<LifecycleJob, unknown, string>(
     LIFECYCLE_QUEUE,
-    (job, token) => inFlight(jobs, job.id ?? '', job, token, () => processLifecycleJob(deps, job, token)),
+    (job, token) =>
+      inFlight(jobs, job.id ?? '', job, token, () =>
+        // A deadline or overdue check that meets an unavailable Postgres or Redis tries again in a
+        // second, using no attempt, as the responder workers' jobs do: an escalation is due when
+        // Postgres returns, not up to as long again later. The sweep does not wait: its scheduler
+        // has already added the next run, due within one interval, and sweeps waiting out an
+        // outage would pile up, one an interval, to run side by side when it ends.
+        job.name === SWEEP_JOB
+          ? processLifecycleJob(deps, job, token)
+          : waitingOutUnavailable(
+              job,
+              token,
+              jobs,
+              (err) => errorWarn('job waiting: unavailable', { queue: LIFECYCLE_QUEUE, jobId: job.id, err: { message: err.message } }, 'lifecycle job waiting for Postgres or Redis'),
+              () => processLifecycleJob(deps, job, token),
+            ),
+      ),
     {
       connection: deps.connection,
       prefix: deps.prefix,
@@ -129,7 +147,6 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
       ...(deps.stalledIntervalMs ? { stalledInterval: deps.stalledIntervalMs } : {}),
     },
   )
-  const errorWarn = throttledWarn(deps.log, WORKER_ERROR_LOG_EVERY_MS)
   worker.on('error', (err) => errorWarn(err.message, { queue: LIFECYCLE_QUEUE, err: { message: err.message } }, 'worker error'))
   worker.on('failed', (job, err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId: job?.id, attemptsMade: job?.attemptsMade, err: { message: err.message } }, 'lifecycle job failed'))
   worker.on('stalled', (jobId) => deps.log.warn({ queue: LIFECYCLE_QUEUE, jobId }, 'lifecycle job stalled (its lock lapsed): handed out again'))

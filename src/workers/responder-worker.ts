@@ -9,8 +9,8 @@ import { scheduleAckDeadline, scheduleOverdueCheck, type LifecycleQueue } from '
 import { assignmentJobSchema, ASSIGNMENT_JOB_NAME, type AssignmentJob } from '../queue/queues.js'
 import { QUEUES, type QueueName } from '../routing/index.js'
 import { throttledWarn } from '../lib/log-throttle.js'
-import { isUnavailableError } from '../http/errors.js'
 import { watchForOrphans, type OrphanWatch } from './orphans.js'
+import { waitingOutUnavailable } from './unavailable.js'
 
 export interface ResponderWorkerDeps {
   db: Db
@@ -98,16 +98,14 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
       name,
       (job, token) =>
         inFlight(jobs, `${name}/${job.id}`, job, token, async () => {
-          const outcome = await offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines }).catch(async (err: unknown) => {
-            // Stopping: a drain may have handed the job back already, and it is no longer ours to move.
-            if (!isUnavailableError(err) || jobs.stopping) throw err
-            // Postgres (or Redis) away: the job tries again in a second, without using an attempt.
-            // BullMQ's backoff doubles (0.5, 1, 2 … 64 s): a job that met an outage of a minute
-            // would wait up to another minute after it ended, and one longer fail for good.
-            errorWarn('job waiting: unavailable', { queue: name, jobId: job.id, err: { message: (err as Error).message } }, 'assignment job waiting for Postgres or Redis')
-            await job.moveToDelayed(Date.now() + UNAVAILABLE_RETRY_MS, token)
-            throw new DelayedError()
-          })
+          // Postgres (or Redis) away: the job tries again in a second, without using an attempt.
+          const outcome = await waitingOutUnavailable(
+            job,
+            token,
+            jobs,
+            (err) => errorWarn('job waiting: unavailable', { queue: name, jobId: job.id, err: { message: err.message } }, 'assignment job waiting for Postgres or Redis'),
+            () => offerAssignment(deps.db, job, { lifecycle: deps.lifecycle, ackDeadlines: deps.ackDeadlines }),
+          )
           if (typeof outcome === 'object') {
             // Not due yet: the same job comes back when the follow-up's time comes (delays live in Redis).
             await job.moveToDelayed(outcome.reservedUntil.getTime(), token)
@@ -162,9 +160,6 @@ export function createResponderWorkers(deps: ResponderWorkerDeps) {
 
 /** How often a repeating worker error is logged (each is still counted in the metrics). */
 export const WORKER_ERROR_LOG_EVERY_MS = 30_000
-
-/** How soon a job that met an unavailable Postgres or Redis tries again (it uses no attempt). */
-export const UNAVAILABLE_RETRY_MS = 1000
 
 /**
  * A job whose lock lapsed (a stall) runs again; after this many stalls it fails for good (the

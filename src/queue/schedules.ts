@@ -1,28 +1,61 @@
-import type { Queue } from 'bullmq'
+import type { JobSchedulerJson, Queue } from 'bullmq'
+
+/** What keepScheduled found lost: the scheduler itself, or (its record kept) the job of its next run. */
+export type LostSchedule = 'scheduler' | 'next-run'
+
+/** A next run in one of these states will still run, once a worker takes it (or is running it). */
+const PENDING = new Set(['delayed', 'waiting', 'prioritized', 'waiting-children', 'active'])
 
 /**
  * A BullMQ job scheduler kept in Redis: written now, then checked every `checkEveryMs` and written
- * again only when missing. A Redis that comes back empty (no AOF, a failover) has lost it, and every
- * run after it with it; upserting only when missing means a check never moves the next run.
- * Returns the function that stops the checks.
+ * again only when it will not run again by itself. A Redis that comes back empty (no AOF, a
+ * failover) has lost it, and every run after it with it. BullMQ keeps a scheduler going through the
+ * job of its next run alone: the worker that takes it adds the one after. When that job is lost and
+ * the record stays (keys lost in part; a worker that ran a run and failed to add the next, which
+ * BullMQ gives up on after an error other than a lost connection, e.g. a full Redis), nothing runs
+ * it again either. Upserting only then means a check never moves the next run, nor adds a second
+ * one: a scheduler whose workers are all down keeps its overdue run, which the first worker back
+ * takes. Returns the function that stops the checks.
  */
 export async function keepScheduled(
-  queue: Pick<Queue, 'getJobScheduler'>,
+  queue: Pick<Queue, 'getJobScheduler' | 'getJobState'>,
   schedulerId: string,
   upsert: () => Promise<unknown>,
-  opts: { checkEveryMs: number; onRestored: () => void },
+  opts: { checkEveryMs: number; onRestored: (lost: LostSchedule) => void },
 ): Promise<() => void> {
   await upsert()
   const timer = setInterval(() => {
-    queue
-      .getJobScheduler(schedulerId)
-      .then(async (found) => {
-        if (found) return
+    lostSchedule(queue, schedulerId)
+      .then(async (lost) => {
+        if (!lost) return
+        // On a kept record BullMQ adds the run after the lost one (or the first due time still
+        // ahead, when that has passed too): the lost job is not there to run twice.
         await upsert()
-        opts.onRestored()
+        opts.onRestored(lost)
       })
       .catch(() => {}) // Redis down: the next check retries
   }, opts.checkEveryMs)
   timer.unref()
   return () => clearInterval(timer)
 }
+
+async function lostSchedule(queue: Pick<Queue, 'getJobScheduler' | 'getJobState'>, schedulerId: string): Promise<LostSchedule | undefined> {
+  const found = await queue.getJobScheduler(schedulerId)
+  if (!found) return 'scheduler'
+  if (found.next == null) return undefined
+  if (PENDING.has(await queue.getJobState(nextRunJobId(schedulerId, found)))) return undefined
+  // Completed, failed or gone. Completed is also what a check sees of a run that finished between
+  // its two reads, the scheduler having moved on to the next: read the record again.
+  const again = await queue.getJobScheduler(schedulerId)
+  if (!again) return 'scheduler'
+  return again.next === found.next ? 'next-run' : undefined
+}
+
+/**
+ * The id of the job of a scheduler's next run, `repeat:<scheduler id>:<due time in ms>`: the form
+ * BullMQ documents (its job-scheduler guides) and computes in a private method
+ * (JobScheduler.getSchedulerNextJobId). Should it change, no next run would ever be found and
+ * every check would upsert: test/queue/schedules.test.ts fails then (a schedule nobody runs is
+ * put back).
+ */
+const nextRunJobId = (schedulerId: string, scheduler: Pick<JobSchedulerJson, 'next'>): string => `repeat:${schedulerId}:${scheduler.next}`

@@ -73,8 +73,9 @@ export async function createRetention(deps: RetentionDeps) {
   queue.on('error', () => {})
   // A Redis that comes back empty has lost the schedule, and with it every later scrub: personal data
   // would stay past RETENTION_DAYS until a worker process restarts. It is put back, as the lifecycle
-  // sweep's is, checked at least every 5 minutes (one cheap command) so a lost schedule is back long
-  // before its next run was due, and never past setInterval's limit (about 24.8 days).
+  // sweep's is, checked at least every 5 minutes (two cheap commands) so a lost schedule is back long
+  // before its next run was due, and never past setInterval's limit (about 24.8 days). A schedule
+  // whose next run alone was lost runs again at the interval after that run.
   const stopWatchdog = await keepScheduled(
     queue,
     SCHEDULER_ID,
@@ -83,7 +84,14 @@ export async function createRetention(deps: RetentionDeps) {
         name: 'scrub',
         opts: { removeOnComplete: 100, removeOnFail: 100, attempts: ATTEMPTS, backoff: { type: 'exponential', delay: deps.retryMs ?? 60_000 } },
       }),
-    { checkEveryMs: Math.min(deps.everyMs, WATCHDOG_MAX_MS), onRestored: () => deps.log.warn({ queue: QUEUE }, 'the retention scrub schedule was missing from Redis; restored') },
+    {
+      checkEveryMs: Math.min(deps.everyMs, WATCHDOG_MAX_MS),
+      onRestored: (lost) =>
+        deps.log.warn(
+          { queue: QUEUE },
+          lost === 'scheduler' ? 'the retention scrub schedule was missing from Redis; restored' : 'the retention scrub was not going to run again (the job of its next run was missing from Redis); scheduled again',
+        ),
+    },
   )
   let closing: Promise<void> | undefined
   return {

@@ -153,12 +153,19 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
   const orphans = watchForOrphans(worker, deps.connection, (jobId) => jobs.active.has(jobId), deps.log)
   // One schedule however many workers run; it lives in Redis, so it survives restarts of ours.
   // A Redis that comes back empty has lost the schedule with the deadline jobs it stands behind: it
-  // is put back, so the sweep catches up on them.
+  // is put back, so the sweep catches up on them; so is a schedule whose next run was lost.
   const stopWatchdog = await keepScheduled(
     deps.queue,
     SWEEP_SCHEDULER_ID,
     () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } }),
-    { checkEveryMs: deps.sweepEveryMs, onRestored: () => deps.log.warn({ queue: LIFECYCLE_QUEUE }, 'the lifecycle sweep schedule was missing from Redis; restored') },
+    {
+      checkEveryMs: deps.sweepEveryMs,
+      onRestored: (lost) =>
+        deps.log.warn(
+          { queue: LIFECYCLE_QUEUE },
+          lost === 'scheduler' ? 'the lifecycle sweep schedule was missing from Redis; restored' : 'the lifecycle sweep was not going to run again (the job of its next run was missing from Redis); scheduled again',
+        ),
+    },
   )
   let closing: Promise<void> | undefined
   return {

@@ -1,0 +1,112 @@
+/**
+ * keepScheduled (src/queue/schedules.ts) keeps a BullMQ job scheduler running: it puts back a
+ * scheduler whose record Redis lost (test/assignments/workers.test.ts, test/retention/scrub.test.ts)
+ * and, here, one whose record stayed while the job of its next run was lost — BullMQ then never runs
+ * it again. A scheduler that is merely not being run (no worker up) is left as it is.
+ */
+import { Writable } from 'node:stream'
+import { performance } from 'node:perf_hooks'
+import { Queue, type JobSchedulerJson } from 'bullmq'
+import pino from 'pino'
+import t from 'tap'
+import { createLifecycleQueue, SWEEP_JOB, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecycle.js'
+import { closeRedis, createRedis } from '../../src/queue/redis.js'
+import { keepScheduled } from '../../src/queue/schedules.js'
+import { createLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
+import { createWorld, eventually, running, say } from '../helpers/world.js'
+
+const world = await createWorld(t)
+const { db, prefix, config } = world
+const redis = createRedis(config.REDIS_URL, 'producer')
+t.teardown(() => closeRedis(redis))
+
+/**
+ * Takes the job of the scheduler's next run away while it is still waiting (delayed), keeping the
+ * scheduler's record: as a Redis that lost some keys, or a worker that ran a run and could not add
+ * the next (BullMQ gives up on that after an error other than a lost connection, e.g. a full Redis
+ * refusing writes). In one script, so the run is never taken away from a worker already running it.
+ * Returns the lost run's due time, or 0 when the run was not delayed just then.
+ */
+const LOSE_NEXT_RUN = `
+local next = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not next then return 0 end
+local id = 'repeat:' .. ARGV[1] .. ':' .. next
+if redis.call('ZREM', KEYS[2], id) == 0 then return 0 end
+redis.call('DEL', ARGV[2] .. id)
+return tonumber(next)
+`
+async function loseNextRun(queuePrefix: string, queueName: string, schedulerId: string): Promise<number> {
+  const base = `${queuePrefix}:${queueName}:`
+  return Number(await redis.eval(LOSE_NEXT_RUN, 2, `${base}repeat`, `${base}delayed`, schedulerId, base))
+}
+
+t.test('a sweep whose next run Redis lost (its schedule kept) runs again within a few intervals', async (t) => {
+  const EVERY_MS = 1000
+  const connection = createRedis(config.REDIS_URL, 'worker')
+  const queue = createLifecycleQueue(connection, prefix)
+  const lines: string[] = []
+  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
+  const lifecycle = await running(createLifecycleWorker({ db, connection, prefix, queue, ackDeadlines: {}, sweepEveryMs: EVERY_MS, log }))
+  t.teardown(async () => {
+    await lifecycle.close()
+    await queue.close()
+    await closeRedis(connection)
+  })
+  const sweepsAfter = async (ms: number) => (await queue.getJobs(['completed'])).filter((j) => j.name === SWEEP_JOB && (j.finishedOn ?? 0) > ms).length
+  const sweptAfter = async (ms: number) => (await sweepsAfter(ms)) > 0
+  await eventually(() => sweptAfter(0), 10_000)
+
+  // BullMQ (5.81) spares a scheduler's next run from the dashboard's drain: it is not how it gets lost here.
+  await queue.drain(true)
+  const { next } = (await queue.getJobScheduler(SWEEP_SCHEDULER_ID))!
+  t.not(await queue.getJobState(`repeat:${SWEEP_SCHEDULER_ID}:${next}`), 'unknown', 'a drain keeps the next run')
+
+  const lost = await eventually(() => loseNextRun(prefix, queue.name, SWEEP_SCHEDULER_ID), 10_000)
+  const lostAt = Date.now()
+  const lostAtMono = performance.now()
+  t.ok(await queue.getJobScheduler(SWEEP_SCHEDULER_ID), 'the schedule is still there')
+  t.equal(await queue.getJobState(`repeat:${SWEEP_SCHEDULER_ID}:${lost}`), 'unknown', 'its next run is gone')
+  await eventually(() => sweptAfter(lostAt), 4 * EVERY_MS)
+  const ms = Math.round(performance.now() - lostAtMono)
+  say(`queue/schedules: the sweep ran again ${ms} ms after its next run was lost (every ${EVERY_MS} ms)`)
+  const rerunAt = Date.now()
+  t.ok(lines.some((l) => l.includes('the lifecycle sweep was not going to run again')), 'logged as a warning')
+  // Then on as before: one run at a time, and no check puts it back again.
+  await eventually(async () => (await sweepsAfter(rerunAt)) >= 2, 6 * EVERY_MS)
+  t.ok((await queue.getJobs(['delayed', 'waiting', 'prioritized'])).filter((j) => j.name === SWEEP_JOB).length <= 1, 'no second run waiting')
+  t.equal(lines.filter((l) => l.includes('lifecycle sweep')).length, 1, 'put back once')
+})
+
+t.test('a schedule nobody runs (no worker up) is left alone however late its next run', async (t) => {
+  const EVERY_MS = 200
+  const queuePrefix = `${prefix}-idle`
+  const queue = new Queue('idle', { connection: redis, prefix: queuePrefix })
+  queue.on('error', () => {})
+  const upsert = () => queue.upsertJobScheduler('idle-sweep', { every: EVERY_MS }, { name: 'sweep', data: {} })
+  // Its checks, counted, so the test waits for several of them rather than for a time.
+  let checks = 0
+  const counted = {
+    getJobScheduler: (id: string) => {
+      checks++
+      return queue.getJobScheduler(id)
+    },
+    getJobState: (id: string) => queue.getJobState(id),
+  }
+  const restored: string[] = []
+  const stop = await keepScheduled(counted, 'idle-sweep', upsert, { checkEveryMs: EVERY_MS, onRestored: (what) => restored.push(what) })
+  t.teardown(async () => {
+    stop()
+    await queue.close()
+  })
+  const first = (await queue.getJobScheduler('idle-sweep')) as JobSchedulerJson
+  const runs = async () => (await queue.getJobs(['delayed', 'waiting', 'prioritized'])).map((j) => j.id)
+  const runsAtFirst = await runs()
+  t.same(runsAtFirst, [`repeat:idle-sweep:${first.next}`], 'one run waiting')
+  // Overdue by several intervals, and checked again after that.
+  await eventually(async () => Date.now() > first.next! + 5 * EVERY_MS, 10_000, EVERY_MS)
+  const seen = checks
+  await eventually(async () => checks >= seen + 3, 10_000)
+  t.same(restored, [], 'never put back')
+  t.equal((await queue.getJobScheduler('idle-sweep'))?.next, first.next, 'the next run has not moved')
+  t.same(await runs(), runsAtFirst, 'the same one run waiting, no other')
+})

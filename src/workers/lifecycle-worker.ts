@@ -157,7 +157,10 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
   const stopWatchdog = await keepScheduled(
     deps.queue,
     SWEEP_SCHEDULER_ID,
-    () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100 } }),
+    // One attempt: a failed sweep's retry is the next sweep, due within one interval. The queue's
+    // ten attempts with doubling backoff kept each sweep that met an outage retrying for minutes
+    // beside the newer ones, one more an interval, to run side by side when it ended.
+    () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100, attempts: 1 } }),
     {
       checkEveryMs: deps.sweepEveryMs,
       onRestored: (lost) =>

@@ -55,6 +55,7 @@ t.test('a sweep whose next run Redis lost (its schedule kept) runs again within 
   const sweepsAfter = async (ms: number) => (await queue.getJobs(['completed'])).filter((j) => j.name === SWEEP_JOB && (j.finishedOn ?? 0) > ms).length
   const sweptAfter = async (ms: number) => (await sweepsAfter(ms)) > 0
   await eventually(() => sweptAfter(0), 10_000)
+  t.equal((await queue.getJobScheduler(SWEEP_SCHEDULER_ID))?.template?.opts?.attempts, 1, 'a failed sweep is not retried: the next sweep is its retry')
 
   // BullMQ (5.81) spares a scheduler's next run from the dashboard's drain: it is not how it gets lost here.
   await queue.drain(true)

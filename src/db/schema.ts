@@ -92,6 +92,8 @@ export interface AssignmentsTable {
   reserved_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
   ack_deadline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
   escalated_from: ColumnType<string | null, string | null | undefined, string | null>
+  /** Case management: the case manager its decision saw (the case link's case_manager; migration 0020). */
+  case_manager: ColumnType<string | null, string | null | undefined, string | null>
   created_at: CreatedAt
   updated_at: Timestamp
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { sql, type Insertable, type Selectable, type Transaction } from 'kysely'
 import type { Db } from '../db/connect.js'
 import type { AssignmentTransitionsTable, AssignmentsTable, Database } from '../db/schema.js'
+import { caseManagerFor } from '../calls/history.js'
 import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js'
 import { AppError, notFound } from '../http/errors.js'
 import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
@@ -80,6 +81,8 @@ interface Fallback {
   routes: Record<Route, AssignmentSpec[]>
   /** The whole document: CRU availability falls back on it when no version is active. */
   document: RuleSet
+  /** The history facts the decision saw: whom a case-management assignment it makes is for. */
+  history: { caseManager?: unknown } | null
 }
 
 // Rule-set versions are immutable, so their documents are kept for the process's life.
@@ -94,11 +97,15 @@ async function documentOf(trx: Transaction<Database>, version: number): Promise<
 }
 
 async function fallbackOf(trx: Transaction<Database>, decisionId: string): Promise<Fallback> {
-  const { version } = await trx.selectFrom('decisions').select('rule_set_version as version').where('id', '=', decisionId).executeTakeFirstOrThrow()
+  const { version, history } = await trx
+    .selectFrom('decisions')
+    .select(['rule_set_version as version', sql<{ caseManager?: unknown } | null>`facts->'history'`.as('history')])
+    .where('id', '=', decisionId)
+    .executeTakeFirstOrThrow()
   const document = await documentOf(trx, version)
   if (!document) throw new Error(`rule set ${version} of decision ${decisionId} is not stored`) // a foreign key rules it out
   // Stored documents were validated when stored; a document without `escalation` predates it.
-  return { escalation: document.escalation ?? DEFAULT_ESCALATION, routes: document.routes, document }
+  return { escalation: document.escalation ?? DEFAULT_ESCALATION, routes: document.routes, document, history }
 }
 
 /**
@@ -313,6 +320,9 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
               due_at: same ? a.due_at : null,
               reserved_until: same ? reservedUntil : null,
               escalated_from: a.id,
+              // A case-management assignment (offered again, or a fallback route's) is for the case
+              // manager of the decision it descends from, as the one it replaces: not the link as it is now.
+              case_manager: caseManagerFor(f.queue, fb.history),
               created_at: now,
               updated_at: now,
             }
@@ -324,7 +334,14 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         .insertInto('outbox')
         .values(
           rows.map((r) => {
-            const job: AssignmentJob = { assignmentId: r.id, callId: r.call_id, agency: r.agency, queue: r.queue as QueueName, role: r.role as Role }
+            const job: AssignmentJob = {
+              assignmentId: r.id,
+              callId: r.call_id,
+              agency: r.agency,
+              queue: r.queue as QueueName,
+              role: r.role as Role,
+              ...(r.case_manager ? { caseManager: r.case_manager } : {}),
+            }
             return { assignment_id: r.id, queue: r.queue, job_id: jobIdFor(r.id), payload: JSON.stringify(job) }
           }),
         )

@@ -20,12 +20,24 @@ export function historyKeys(call: CallEvent['call'], at: Date): { personId: stri
 }
 
 export function historyOf(context: CallContext): RoutingFacts['history'] {
-  return { priorCallsForSubject30d: context.priorSubject, priorCallsAtAddress30d: context.priorAddress, caseManagerActive: context.caseManagerActive }
+  const history: RoutingFacts['history'] = { priorCallsForSubject30d: context.priorSubject, priorCallsAtAddress30d: context.priorAddress, caseManagerActive: context.caseManagerActive }
+  // Only with an active link: whom a case-management assignment is for, stored with the decision.
+  if (context.caseManager !== null) history.caseManager = context.caseManager
+  return history
+}
+
+/**
+ * Whom an assignment in `queue` is for, by the history its decision saw: the active link's case
+ * manager for a case-management assignment (DESIGN rule 6), else nobody. `history` may be stored
+ * facts of any age (those stored before the case manager was recorded have none).
+ */
+export function caseManagerFor(queue: string, history: { caseManager?: unknown } | null | undefined): string | null {
+  return queue === 'case_management' && typeof history?.caseManager === 'string' ? history.caseManager : null
 }
 
 /**
  * The history facts of a call at `at` (prior calls of its subject and at its address in the 30 days
- * before it, an active case link), as ingest reads them. For evaluate and replay; ingest reads many
+ * before it, an active case link and its case manager), as ingest reads them. For evaluate and replay; ingest reads many
  * calls at once. Calls made after `at` are not prior ones: a what-if at last Tuesday must not count
  * today's calls. The case link is as it is now (its past is not kept).
  */

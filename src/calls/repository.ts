@@ -127,6 +127,8 @@ export interface CallContext {
   priorSubject: number
   priorAddress: number
   caseManagerActive: boolean
+  /** The active link's case manager (DESIGN rule 6: whom a case-management assignment is for); null without one. */
+  caseManager: string | null
   /** Open CRU assignments of other calls counting against `capacity`; undefined without one. */
   openCru: number | undefined
   /** The call's assignments, each with the agency that holds it (whose CRU team it counts against). */
@@ -135,8 +137,8 @@ export interface CallContext {
 
 /**
  * What routing needs to know about each call beyond its event, in one round trip for any number
- * of calls: prior calls of the subject and at the address in the window, an active case link
- * (DESIGN rule 6), open CRU assignments against the team's capacity (rule 7), the call's own
+ * of calls: prior calls of the subject and at the address in the window, an active case link and
+ * its case manager (DESIGN rule 6), open CRU assignments against the team's capacity (rule 7), the call's own
  * assignments. Ingest reads it after locking the calls; evaluate and replay read it for one call.
  */
 export async function readCallContexts(db: Executor, queries: readonly ContextQuery[]): Promise<CallContext[]> {
@@ -153,13 +155,14 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
     cap_except: q.capacity?.except ?? null,
     with_assignments: q.assignments,
   }))
-  const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: boolean; open_cru: number | null; assignments: (ExistingAssignment & { agency: string })[] | null }>`
+  const { rows } = await prepared(sql<{ i: number; subject: number; address: number; cm: string | null; open_cru: number | null; assignments: (ExistingAssignment & { agency: string })[] | null }>`
     select u.i,
       case when u.person is null then 0 else
         (select count(*) from calls c where c.subject_person_id = u.person and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since and c.created_at < coalesce(u.until, 'infinity')) end as subject,
       case when u.addr is null then 0 else
         (select count(*) from calls c where c.address_key = u.addr and c.call_id <> u.call_id and c.call_id <> all(u.exclude) and c.created_at >= u.since and c.created_at < coalesce(u.until, 'infinity')) end as address,
-      u.person is not null and exists (select 1 from case_links l where l.person_id = u.person and l.active) as cm,
+      -- The active link's case manager, in the one primary-key lookup the fact needs (null: no active link, or no subject).
+      (select l.case_manager from case_links l where l.person_id = u.person and l.active) as cm,
       -- Two counts, not one with the choice inside: a generic plan cannot use the index on agency
       -- through a CASE, and read every open CRU assignment of the county for each call.
       case when u.cap_agencies is null then null
@@ -176,7 +179,8 @@ export async function readCallContexts(db: Executor, queries: readonly ContextQu
   return rows.map((r) => ({
     priorSubject: Number(r.subject),
     priorAddress: Number(r.address),
-    caseManagerActive: r.cm,
+    caseManagerActive: r.cm !== null,
+    caseManager: r.cm,
     openCru: r.open_cru === null ? undefined : Number(r.open_cru),
     assignments: r.assignments ?? [],
   }))
@@ -288,7 +292,7 @@ export async function writeBatch(trx: Transaction<Database>, w: BatchWrite): Pro
     if (rows.length) parts.push(sql`${sql.id(name)} as (${statement})`)
   }
   add('d', insertRows('decisions', ['id', 'call_id', 'event_id', 'route', 'rule_set_version', 'rule_id', 'explanation', 'facts', 'outcome', 'created_at'], w.decisions), w.decisions)
-  add('a', insertRows('assignments', ['id', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'due_at', 'reserved_until'], w.assignments), w.assignments)
+  add('a', insertRows('assignments', ['id', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'due_at', 'reserved_until', 'case_manager'], w.assignments), w.assignments)
   if (w.roleChanges.length) {
     // A console or a worker may have moved the assignment since ingest read it: the transition says
     // the status the row has now (the update waited for its lock), not the one read, or a console

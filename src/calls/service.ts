@@ -12,7 +12,7 @@ import { activeTraceMetadata } from '../telemetry/tracing.js'
 import { shadowDecisionRow, type ShadowSource } from '../rule-sets/shadow.js'
 import { factsFor } from '../rule-sets/facts.js'
 import { createGroupCommit, type Settlement } from './group-commit.js'
-import { historyKeys, historyOf } from './history.js'
+import { caseManagerFor, historyKeys, historyOf } from './history.js'
 import { planAssignments } from './plan.js'
 import { callsLockedElsewhere, loadDecisionView, lockCallsOfNewEvents, lockCruTeams, readCallContexts, sameAsStoredEvent, toStoredOutcome, writeBatch, type BatchWrite, type LockedCall, type StoredEvent } from './repository.js'
 import type { CallEvent, CallEventResult } from './schemas.js'
@@ -325,8 +325,22 @@ export function createCallService(deps: CallServiceDeps) {
         created_at: now,
       })
       for (const a of fresh) {
-        w.assignments.push({ id: a.id, call_id: call.callId, decision_id: decisionId, agency, queue: a.queue, role: a.role, status: a.status, due_at: a.dueAt, reserved_until: a.reservedUntil ?? null })
-        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency, queue: a.queue, role: a.role }
+        // DESIGN rule 6: a case-management assignment is for the case manager this decision saw, kept
+        // as seen: the link may change afterwards, the assignment does not.
+        const caseManager = caseManagerFor(a.queue, facts.history)
+        w.assignments.push({
+          id: a.id,
+          call_id: call.callId,
+          decision_id: decisionId,
+          agency,
+          queue: a.queue,
+          role: a.role,
+          status: a.status,
+          due_at: a.dueAt,
+          reserved_until: a.reservedUntil ?? null,
+          case_manager: caseManager,
+        })
+        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency, queue: a.queue, role: a.role, ...(caseManager ? { caseManager } : {}) }
         w.outbox.push({ assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: job, trace_context: p.traceContext })
         w.transitions.push({
           assignment_id: a.id,

@@ -10,6 +10,9 @@ export const assignmentJobSchema = z
     agency: z.string().min(1),
     queue: z.enum(QUEUES),
     role: z.enum(['primary', 'support']),
+    // Case management only, when its decision saw an active link: the case manager's id (county
+    // staff, not the subject), so the worker knows whom the job is for without reading the call.
+    caseManager: z.string().min(1).optional(),
   })
   .strict()
 export type AssignmentJob = z.infer<typeof assignmentJobSchema>

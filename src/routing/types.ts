@@ -101,6 +101,13 @@ export interface RoutingFacts {
     priorCallsForSubject30d: number // other calls for the same subject personId in the last 30 days
     priorCallsAtAddress30d: number
     caseManagerActive: boolean // the subject has an active county case-manager link
+    /**
+     * That link's case manager, present only when caseManagerActive: whom a case-management
+     * assignment is for (DESIGN rule 6). Not a routing fact: no condition reads it, so the engine
+     * decides the same with or without it; it is stored with the facts so that the decision shows,
+     * and keeps showing after the link changes, whom it routed to.
+     */
+    caseManager?: string
   }
 }
 

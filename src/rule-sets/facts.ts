@@ -119,8 +119,15 @@ export const historySchema = z
     priorCallsForSubject30d: z.number().int().min(0),
     priorCallsAtAddress30d: z.number().int().min(0),
     caseManagerActive: z.boolean(),
+    caseManager: z
+      .string()
+      .min(1)
+      .max(128)
+      .optional()
+      .describe('The active link’s case manager (DESIGN rule 6), only with caseManagerActive: whom a case-management assignment is for. No rule reads it'),
   })
   .strict()
+  .refine((h) => h.caseManager === undefined || h.caseManagerActive, { path: ['caseManager'], message: 'a case manager comes with an active link (caseManagerActive)' })
 
 export const factsSchema = z
   .object({

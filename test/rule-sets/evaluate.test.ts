@@ -30,7 +30,7 @@ t.test('decision, facts and trace from the active version; nothing stored, queue
   const body = res.json()
   t.equal(body.ruleSetVersion, 1)
   t.equal(body.decision.route, 'case_manager', 'history looked up as ingest would: one prior call and an active link')
-  t.same(body.facts.history, { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 1, caseManagerActive: true })
+  t.same(body.facts.history, { priorCallsForSubject30d: 1, priorCallsAtAddress30d: 1, caseManagerActive: true, caseManager: 'cm-1' }, 'with whom the link names')
   t.match(body.facts, { eventType: 'call.created', agency: 'hastings-pd', natureCode: 'EDP', cru: { available: true } })
   t.equal(body.trace.at(-1).ruleId, 'repeat-caller-case-manager')
   t.equal(body.trace.at(-1).matched, true)

@@ -12,7 +12,7 @@ const iso = (d: Date | null): string | null => (d ? d.toISOString() : null)
 
 const ASSIGNMENT_COLUMNS = [
   'id', 'seq', 'call_id', 'decision_id', 'agency', 'queue', 'role', 'status', 'disposition',
-  'due_at', 'reserved_until', 'ack_deadline_at', 'escalated_from', 'created_at', 'updated_at',
+  'due_at', 'reserved_until', 'ack_deadline_at', 'escalated_from', 'case_manager', 'created_at', 'updated_at',
 ] as const satisfies readonly (keyof AssignmentsTable)[]
 
 export function assignmentColumns(alias: string): RawBuilder<unknown> {
@@ -35,6 +35,7 @@ export function toAssignmentView(a: Selectable<AssignmentsTable>, now: Date = ne
     reservedUntil: iso(a.reserved_until),
     ackDeadlineAt: iso(a.ack_deadline_at),
     escalatedFrom: a.escalated_from,
+    caseManager: a.case_manager,
     createdAt: a.created_at.toISOString(),
     updatedAt: a.updated_at.toISOString(),
   }

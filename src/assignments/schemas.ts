@@ -25,6 +25,12 @@ export const assignmentSchema = assignmentSummarySchema
     reservedUntil: z.string().nullable().describe('A reserved follow-up is offered at this time'),
     ackDeadlineAt: z.string().nullable().describe('Set when offered: not acknowledged by then, the assignment escalates. It stays set afterwards; it applies only while the status is queued or offered'),
     escalatedFrom: z.string().uuid().nullable().describe('The assignment whose decline or missed deadline created this one'),
+    caseManager: z
+      .string()
+      .nullable()
+      .describe(
+        'For case management: the case manager it is for (DESIGN rule 6), the county case link’s `caseManager` as its decision saw it; it stays so when the link changes. Null on other queues, and when the decision saw no active link (a dispatcher override)',
+      ),
     createdAt: z.string(),
     updatedAt: z.string(),
   })

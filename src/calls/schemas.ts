@@ -197,6 +197,10 @@ export const callViewSchema = z
         status: z.string(),
         disposition: z.string().nullable(),
         dueAt: z.string().nullable(),
+        caseManager: z
+          .string()
+          .nullable()
+          .describe("As in the assignment listing: for case management, the case manager it is for. `[withheld]` on a case-management assignment for consoles that work only police or EMS queues, whether it names one or not"),
         createdAt: z.string(),
         transitions: z.array(
           z.object({ from: z.string().nullable(), to: z.string(), role: z.string(), actor: z.string(), reason: z.string().nullable(), at: z.string() }),

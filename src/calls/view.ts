@@ -66,6 +66,7 @@ export async function loadCallView(db: Db, callId: string): Promise<CallView | u
       status: a.status,
       disposition: a.disposition,
       dueAt: iso(a.due_at),
+      caseManager: a.case_manager,
       createdAt: a.created_at.toISOString(),
       transitions: transitions
         .filter((t) => t.assignment_id === a.id)
@@ -94,13 +95,21 @@ export async function readCallAs(db: Db, req: FastifyRequest, ruleSets: Pick<Rul
  * history facts, and the conditions of every rule whose trace tested one that depends on them: a
  * value, a result, even where the trace stops, each tells the answer. Which conditions those are
  * comes from the decision's own rule set; when that cannot be read, no rule shows its conditions.
- * The reasons on health-queue assignments go too: a CRU desk's words about the person.
+ * The reasons on health-queue assignments go too: a CRU desk's words about the person; and whom a
+ * case-management assignment is for, which tells that the person has a case manager: withheld
+ * whether or not it names one, so that null does not tell the rest.
  */
 export async function withoutHealthHistory(view: CallView, ruleSets: Pick<RuleSetRegistry, 'version'>): Promise<CallView> {
   return {
     ...view,
     assignments: view.assignments.map((a) =>
-      HEALTH_QUEUES.has(a.queue) ? { ...a, transitions: a.transitions.map((x) => (x.reason === null ? x : { ...x, reason: '[withheld]' })) } : a,
+      HEALTH_QUEUES.has(a.queue)
+        ? {
+            ...a,
+            ...(a.queue === 'case_management' ? { caseManager: '[withheld]' } : {}),
+            transitions: a.transitions.map((x) => (x.reason === null ? x : { ...x, reason: '[withheld]' })),
+          }
+        : a,
     ),
     decisions: await Promise.all(
       view.decisions.map(async (d) => {

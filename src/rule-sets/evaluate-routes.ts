@@ -9,6 +9,7 @@ import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { canActForAgency } from '../auth/principal.js'
+import { caseManagerFor } from '../calls/history.js'
 import { callSchema, decisionSchema, traceSchema } from '../calls/schemas.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
@@ -36,7 +37,13 @@ const evaluationSchema = z
     facts: factsSchema.describe('What the engine saw; history was looked up as ingest would, unless given'),
     // The stored decision's fields, with planned assignments (no ids: nothing is stored) and what the engine derived.
     decision: decisionSchema.pick({ route: true, ruleId: true, explanation: true, fallback: true, override: true, review: true, followUp: true }).extend({
-      assignments: z.array(z.object({ queue: z.enum(QUEUES), role: z.enum(ROLES) })),
+      assignments: z.array(
+        z.object({
+          queue: z.enum(QUEUES),
+          role: z.enum(ROLES),
+          caseManager: z.string().nullable().describe('For case management: the case manager it would be for (the history’s `caseManager`), as ingest stores it; null on other queues'),
+        }),
+      ),
       derived: z.object({ natureCode: z.string(), unknownNatureCode: z.boolean(), mentalHealthIndicator: z.boolean(), frequentCaller: z.boolean() }),
     }),
     trace: traceSchema,
@@ -95,7 +102,7 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
         facts,
         decision: {
           route: d.route,
-          assignments: d.assignments,
+          assignments: d.assignments.map((a) => ({ ...a, caseManager: caseManagerFor(a.queue, facts.history) })),
           ruleId: d.ruleId,
           explanation: d.explanation,
           fallback: d.fallback,

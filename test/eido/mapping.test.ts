@@ -224,7 +224,7 @@ t.test('every disposition the service writes reads back as itself, assignmentsâ€
       closedAt: at,
       events: [],
       decisions: [],
-      assignments: assignments.map(([id, d]) => ({ id, agency: mapped.agency, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, createdAt: at, transitions: [] })),
+      assignments: assignments.map(([id, d]) => ({ id, agency: mapped.agency, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, caseManager: null, createdAt: at, transitions: [] })),
     })
   }
   for (const disposition of ['transported', 'resolved_by_phone', 'referred_crisis_center', 'referred_case_management', 'no_contact', 'apco-42', 'apco-05', 'apco-', 'Taken to St. Francis (EMS 12)', 'constructor', 'apco-toString']) {

@@ -74,7 +74,7 @@ function viewOf(c: CallEvent['call'], disposition: string | undefined, assignmen
     closedAt: disposition ? at : null,
     events: [],
     decisions: [],
-    assignments: assignmentDispositions.map((d, i) => ({ id: `a-${i}`, agency: c.agency, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, createdAt: at, transitions: [] })),
+    assignments: assignmentDispositions.map((d, i) => ({ id: `a-${i}`, agency: c.agency, queue: 'cru', role: 'primary', status: 'completed', disposition: d, dueAt: null, caseManager: null, createdAt: at, transitions: [] })),
   }
 }
 

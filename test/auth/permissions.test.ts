@@ -254,6 +254,39 @@ t.test("a police console does not read what a CRU desk wrote on its assignment",
   t.ok(police.includes('[withheld]'))
 })
 
+t.test('a police console does not learn who the case manager is', async (t) => {
+  // A repeat caller with a case manager (rule 6); then a weapon is reported and police lead the
+  // call (rule 1), beside the case-management assignment the call keeps: the police desk reads it.
+  const personId = 'P-CM-POLICE'
+  t.equal((await app.inject({ method: 'PUT', url: `/v1/case-links/${personId}`, payload: { caseManager: 'cm-secret-41' }, headers: as('admin') })).statusCode, 201)
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'hastings-pd', natureCode: 'EDP', personId }), headers: as('cad') })).statusCode, 201)
+  const repeat = callEvent({ agency: 'hastings-pd', natureCode: 'EDP', personId })
+  const first = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: repeat, headers: as('cad') })).json()
+  t.equal(first.decision.route, 'case_manager')
+  const armed = callEvent({ type: 'call.updated', callId: repeat.call.callId, agency: 'hastings-pd', natureCode: 'EDP', personId, flags: { weapons: true }, occurredAt: '2026-11-23T17:00:00.000Z' })
+  const updated = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: armed, headers: as('cad') })).json()
+  t.same(updated.decision.assignments.map((a: { queue: string; role: string }) => `${a.queue}:${a.role}`).sort(), ['case_management:support', 'cru:support', 'police:primary'])
+
+  const read = async (queues: ('police' | 'case_management')[]) => {
+    const key = await world.key('console', { agencies: ['hastings-pd'], queues })
+    const headers = { authorization: `Bearer ${key}` }
+    const view = await app.inject({ method: 'GET', url: `/v1/calls/${repeat.call.callId}`, headers })
+    const eido = await app.inject({ method: 'GET', url: `/v1/calls/${repeat.call.callId}/eido`, headers })
+    const list = await app.inject({ method: 'GET', url: '/v1/assignments?limit=200', headers })
+    t.equal(view.statusCode, 200)
+    return { view: view.json(), bodies: [view.body, eido.body, list.body].join('\n') }
+  }
+  const desk = await read(['case_management'])
+  t.equal(desk.view.assignments.find((a: { queue: string }) => a.queue === 'case_management').caseManager, 'cm-secret-41', 'the case-management desk reads whom it is for')
+  t.ok(desk.view.decisions.some((d: { facts: { history: { caseManager?: string } } }) => d.facts.history.caseManager === 'cm-secret-41'))
+  const police = await read(['police'])
+  t.notMatch(police.bodies, /cm-secret-41/, 'the police desk: not in the call, its EIDO form nor its listing')
+  const cm = police.view.assignments.find((a: { queue: string }) => a.queue === 'case_management')
+  t.equal(cm.caseManager, '[withheld]', 'withheld, as the reasons on health-queue assignments')
+  t.ok(police.view.decisions.every((d: { facts: { history: unknown } }) => d.facts.history === '[withheld]'))
+  t.equal(police.view.assignments.find((a: { queue: string }) => a.queue === 'police').caseManager, null, 'its own assignment names nobody')
+})
+
 t.test('a supervisor’s reports cover the agencies of the key only', async (t) => {
   const rosemount = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ agency: 'rosemount-pd', natureCode: 'EDP' }), headers: as('otherCad') })
   t.equal(rosemount.statusCode, 201)

@@ -84,3 +84,26 @@ t.test('changes and reads are audited; the person id never reaches a log line', 
   t.ok(lines.includes('/v1/audit?targetType=person&targetId=[redacted]'), 'the rest of the query is logged')
   t.ok(lines.includes('target%49d=[redacted]'), 'a name written with an escape is redacted too')
 })
+
+t.test('evaluate names the case manager it looked up, or the one a what-if gives, on the planned case-management assignment', async (t) => {
+  const personId = 'P-CL-EVAL'
+  await app.inject({ method: 'PUT', url: `/v1/case-links/${personId}`, payload: { caseManager: 'cm-31' } })
+  await post(callEvent({ natureCode: 'EDP', personId }))
+  const evaluate = async (body: object) => (await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: body })).json()
+  const looked = await evaluate({ call: callEvent({ natureCode: 'EDP', personId }).call })
+  t.equal(looked.decision.route, 'case_manager')
+  t.match(looked.facts.history, { caseManagerActive: true, caseManager: 'cm-31' })
+  t.same(looked.decision.assignments, [
+    { queue: 'case_management', role: 'primary', caseManager: 'cm-31' },
+    { queue: 'cru', role: 'support', caseManager: null },
+  ])
+  const whatIf = await evaluate({ call: callEvent({ natureCode: 'EDP' }).call, history: { priorCallsForSubject30d: 2, priorCallsAtAddress30d: 0, caseManagerActive: true, caseManager: 'cm-what-if' } })
+  t.equal(whatIf.decision.assignments[0].caseManager, 'cm-what-if')
+  const contradiction = await app.inject({
+    method: 'POST',
+    url: '/v1/routing/evaluate',
+    payload: { call: callEvent({ natureCode: 'EDP' }).call, history: { priorCallsForSubject30d: 2, priorCallsAtAddress30d: 0, caseManagerActive: false, caseManager: 'cm-x' } },
+  })
+  t.equal(contradiction.statusCode, 400, 'a case manager without an active link is refused')
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/case-links/${personId}` })).statusCode, 204)
+})

@@ -346,7 +346,8 @@ export interface QueueNow {
 /**
  * What is waiting in each queue right now (for the dashboard and /metrics): Postgres is the system
  * of record. A reserved follow-up counts in the depth, and waits from its reservedUntil, not its
- * creation: counted from the close, the follow_up queue's age grew through every reservation.
+ * creation, also once offered: counted from the close, the follow_up queue's age grew through
+ * every reservation.
  */
 export async function queueDepths(db: Executor): Promise<QueueNow[]> {
   return db
@@ -355,7 +356,9 @@ export async function queueDepths(db: Executor): Promise<QueueNow[]> {
       'queue',
       'agency',
       eb.fn.countAll<number>().as('waiting'),
-      eb.fn.min<Date>(sql`case when status = 'reserved' then greatest(created_at, reserved_until) else created_at end`).as('oldestWaitingSince'),
+      // Not on the status alone: offered at its time, a follow-up keeps its reservedUntil, and has
+      // waited from then, not from the close (its age would jump by the whole reservation).
+      eb.fn.min<Date>(sql`greatest(created_at, coalesce(reserved_until, created_at))`).as('oldestWaitingSince'),
     ])
     .where('status', 'in', WAITING_STATUSES)
     .groupBy(['queue', 'agency'])

@@ -242,4 +242,13 @@ t.test('queue age: a reserved follow-up waits from its reservedUntil, not from i
   t.ok(age >= 600 && age < 900, `ten minutes, not two hours: ${age} s`)
   const report = await queues()
   t.ok(report.oldestAgeSeconds >= 600 && report.oldestAgeSeconds < 900, `the report agrees: ${report.oldestAgeSeconds} s`)
+
+  // Offered at last (as the worker moves it: reserved → offered, reservedUntil kept) and not yet
+  // acknowledged: it has still waited ten minutes, not the two hours since its creation.
+  await world.db.updateTable('assignments').set({ status: 'offered' }).where('id', '=', fu.id).execute()
+  text = await scrape()
+  const offeredAge = sample(text, 'cad_router_queue_oldest_age_seconds', { queue: 'follow_up' })
+  t.ok(offeredAge >= 600 && offeredAge < 900, `offered, still ten minutes, not two hours: ${offeredAge} s`)
+  const offeredReport = await queues()
+  t.ok(offeredReport.oldestAgeSeconds >= 600 && offeredReport.oldestAgeSeconds < 900, `the report agrees: ${offeredReport.oldestAgeSeconds} s`)
 })

@@ -29,17 +29,30 @@ import { withTimeout } from '../lib/timeout.js'
 
 export const RESEND_ACTOR = 'system:outbox-resend'
 
-/** BullMQ still has the job to run: nothing is lost, however long it takes. */
-const PENDING_STATES: ReadonlySet<string> = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children'])
+/**
+ * Whether BullMQ still has the job to run (nothing is lost, however long it takes), or why not,
+ * without a scan of a list. BullMQ's state script finds a waiting job by scanning the wait list
+ * (LPOS), and a backlog makes that list long just when the sweep has most to look at. The job's
+ * own record says as much in one read: `finishedOn` is written by the move to completed or failed
+ * for good, and only then (a retry, with attempts left, is a move to delayed or waiting; a retry
+ * of a failed job clears it). A finished job's state is then found by the script's first lookups,
+ * its completed and failed sets, with no scan.
+ */
+async function jobOutcome(queue: AssignmentQueue, jobId: string): Promise<'pending' | LostReason> {
+  const job = await queue.getJob(jobId)
+  if (!job) return 'missing'
+  if (!job.finishedOn) return 'pending'
+  const state = await queue.getJobState(jobId)
+  return state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
+}
 
 /** After each re-send of the same assignment the wait doubles, up to 2^6 times `afterMs`: a job that keeps failing does not churn. */
 const MAX_DOUBLINGS = 6
 const DEFAULT_BATCH = 100
 /**
- * Pages one sweep looks at, at most. Asking BullMQ about a waiting job costs Redis a scan of the
- * queue's wait list (LPOS), so looking at every candidate of a backlog of n waiting jobs would cost
- * the Redis the producers and workers share O(n²) in one go, and Postgres one candidate query per
- * page. Bounded, a sweep costs at most this many queries and batch × this many job states; as each
+ * Pages one sweep looks at, at most: a backlog of n waiting jobs would otherwise cost one sweep
+ * n reads of Redis and n / batch candidate queries of Postgres at once. Bounded, a sweep costs at
+ * most this many queries and batch × this many job reads; as each
  * sweep carries on where the last stopped, a lost job behind any backlog is still found within
  * ⌈candidates / (batch × pages)⌉ + 1 sweeps.
  */
@@ -127,8 +140,8 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
     if (!candidates.length) return sweep
 
     // 2. Which of their jobs BullMQ will still run (asked outside any transaction).
-    const states = await withTimeout(
-      Promise.all(candidates.map((c) => queues[c.queue as QueueName].getJobState(c.jobId))),
+    const outcomes = await withTimeout(
+      Promise.all(candidates.map((c) => jobOutcome(queues[c.queue as QueueName], c.jobId))),
       waitMs,
       `job states: no answer from Redis within ${waitMs} ms`,
     )
@@ -136,9 +149,8 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
 
     // 3. One short transaction per lost job.
     for (const [i, c] of candidates.entries()) {
-      const state = states[i]!
-      if (PENDING_STATES.has(state)) continue
-      const reason: LostReason = state === 'failed' ? 'failed' : state === 'completed' ? 'completed' : 'missing'
+      const reason = outcomes[i]!
+      if (reason === 'pending') continue
       const r = await resendOne(db, c, reason, now)
       if (!r) continue
       sweep.resent.push(r)

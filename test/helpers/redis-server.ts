@@ -48,15 +48,17 @@ export function ephemeralPorts(): { low: number; high: number } {
 }
 
 /**
- * A port nobody listens on right now, below the ephemeral range. Port 0's answer comes from that
+ * A port nobody listens on right now, outside the ephemeral range. Port 0's answer comes from that
  * range, from which the kernel also takes the local port of every outgoing connection: with a
  * suite's worth of Postgres and Redis connections opening, one could take the port between this
- * answer and the server's bind, or while a test has the server down for a restart. Below the
- * range only another test's pick can, one chance in some twenty thousand.
+ * answer and the server's bind, or while a test has the server down for a restart. Outside the
+ * range only another test's pick can, one chance in thousands.
  */
 export async function freePort(): Promise<number> {
-  const low = 10_000
-  const high = Math.max(low + 1000, ephemeralPorts().low - 1)
+  const eph = ephemeralPorts()
+  // Below the range where there is room for it, else above it (a range from 1024 up leaves none
+  // below); a range that fills everything leaves the kernel's choice.
+  const [low, high] = eph.low - 1 - 10_000 >= 1000 ? [10_000, eph.low - 1] : 65_535 - eph.high >= 1000 ? [eph.high + 1, 65_535] : [0, 0]
   for (;;) {
     const port = low + Math.floor(Math.random() * (high - low + 1))
     const srv = net.createServer()
@@ -65,8 +67,9 @@ export async function freePort(): Promise<number> {
       srv.listen(port, '127.0.0.1', () => resolve(true))
     })
     if (!bound) continue
+    const { port: taken } = srv.address() as net.AddressInfo
     await new Promise<void>((resolve) => srv.close(() => resolve()))
-    return port
+    return taken
   }
 }
 

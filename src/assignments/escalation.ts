@@ -5,7 +5,7 @@ import type { AssignmentTransitionsTable, AssignmentsTable, Database } from '../
 import { caseManagerFor } from '../calls/history.js'
 import { lockCall, lockCruTeams, readCallContexts } from '../calls/repository.js'
 import { AppError, notFound } from '../http/errors.js'
-import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
+import { assignmentJob, jobIdFor } from '../queue/queues.js'
 import { DEFAULT_ESCALATION } from '../routing/rule-set.js'
 import { activeVersion, loadDocument } from '../rule-sets/repository.js'
 import {
@@ -334,14 +334,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
         .insertInto('outbox')
         .values(
           rows.map((r) => {
-            const job: AssignmentJob = {
-              assignmentId: r.id,
-              callId: r.call_id,
-              agency: r.agency,
-              queue: r.queue as QueueName,
-              role: r.role as Role,
-              ...(r.case_manager ? { caseManager: r.case_manager } : {}),
-            }
+            const job = assignmentJob({ id: r.id, callId: r.call_id, agency: r.agency, queue: r.queue as QueueName, role: r.role as Role, caseManager: r.case_manager })
             return { assignment_id: r.id, queue: r.queue, job_id: jobIdFor(r.id), payload: JSON.stringify(job) }
           }),
         )

@@ -5,7 +5,7 @@ import type { Db } from '../db/connect.js'
 import type { Database } from '../db/schema.js'
 import { AppError, isUnavailableError, LOCK_NOT_AVAILABLE } from '../http/errors.js'
 import { canonicalJson, sha256 } from '../lib/canonical-json.js'
-import { jobIdFor, type AssignmentJob } from '../queue/queues.js'
+import { assignmentJob, jobIdFor } from '../queue/queues.js'
 import { cruCapacity, cruTeamKey, type RoutingDecision, type RoutingFacts } from '../routing/index.js'
 import type { RuleSetRegistry } from '../rule-sets/registry.js'
 import { activeTraceMetadata } from '../telemetry/tracing.js'
@@ -340,7 +340,7 @@ export function createCallService(deps: CallServiceDeps) {
           reserved_until: a.reservedUntil ?? null,
           case_manager: caseManager,
         })
-        const job: AssignmentJob = { assignmentId: a.id, callId: call.callId, agency, queue: a.queue, role: a.role, ...(caseManager ? { caseManager } : {}) }
+        const job = assignmentJob({ id: a.id, callId: call.callId, agency, queue: a.queue, role: a.role, caseManager })
         w.outbox.push({ assignment_id: a.id, queue: a.queue, job_id: jobIdFor(a.id), payload: job, trace_context: p.traceContext })
         w.transitions.push({
           assignment_id: a.id,

@@ -24,7 +24,7 @@ const failedJobSchema = z
     queue: z.string(),
     jobId: z.string().nullable(),
     name: z.string(),
-    /** Job data is ids only (assignment, call, agency, queue, role): never personal data. */
+    /** Job data is ids only (assignment, call, agency, queue, role; a case-management job's case manager, county staff): never the caller's or subject's data. */
     data: z.unknown(),
     failedReason: z.string(),
     attemptsMade: z.number().int(),

@@ -17,6 +17,11 @@ export const assignmentJobSchema = z
   .strict()
 export type AssignmentJob = z.infer<typeof assignmentJobSchema>
 
+/** The job of an assignment, as ingest and escalation write it to the outbox: one place, so a field added to jobs reaches both. */
+export function assignmentJob(a: { id: string; callId: string; agency: string; queue: QueueName; role: AssignmentJob['role']; caseManager: string | null }): AssignmentJob {
+  return { assignmentId: a.id, callId: a.callId, agency: a.agency, queue: a.queue, role: a.role, ...(a.caseManager ? { caseManager: a.caseManager } : {}) }
+}
+
 export const ASSIGNMENT_JOB_NAME = 'assignment.offer'
 
 /** BullMQ job ids may not contain ':' nor be all digits; a prefixed uuid is neither. */

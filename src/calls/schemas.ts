@@ -184,7 +184,7 @@ export const callViewSchema = z
     decisions: z.array(
       decisionSchema.extend({
         eventId: z.string(),
-        facts: z.unknown().describe('The facts the engine saw: replaying them against the same rule-set version gives the same decision'),
+        facts: z.unknown().describe('The facts the engine saw: replaying them against the same rule-set version gives the same decision. For consoles that work only police or EMS queues, `history` is the string `[withheld]`'),
         trace: traceSchema,
       }),
     ),

@@ -93,7 +93,17 @@ const summaryCsvSchema = z.string().meta({
 const queuesSchema = z.object({
   asOf: z.string(),
   queues: z.array(
-    z.object({ queue: z.enum(QUEUES), waiting: z.number().int(), oldestAgeSeconds: z.number().nullable(), byAgency: z.array(z.object({ agency: z.string(), waiting: z.number().int() })) }),
+    z.object({
+      queue: z.enum(QUEUES),
+      waiting: z.number().int().describe('Assignments of the queue that are queued, offered or reserved (a follow-up before its reservedUntil counts too)'),
+      oldestAgeSeconds: z
+        .number()
+        .nullable()
+        .describe(
+          'How long the longest-waiting of them has waited, in whole seconds: from its creation, or for a follow-up from its reservedUntil (0 while it is reserved, and counted from then once offered). Null when nothing waits (the `cad_router_queue_oldest_age_seconds` metric, in fractional seconds, reads 0 then)',
+        ),
+      byAgency: z.array(z.object({ agency: z.string(), waiting: z.number().int() })),
+    }),
   ),
   overdueFollowUps: z.object({ total: z.number().int(), byAgency: z.array(z.object({ agency: z.string(), overdue: z.number().int() })) }),
 })
@@ -148,6 +158,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
         tags: ['reports'],
         operationId: 'getQueueStatus',
         summary: 'What waits in each queue now (depth, oldest age) and overdue follow-ups',
+        description: 'Read from Postgres at the time of the request. A key limited to some agencies sees only theirs, in the counts and the ages alike.',
         // No parameters: an unknown one is refused (400) rather than ignored.
         querystring: z.object({}).strict(),
         response: { 200: queuesSchema, ...problemResponses(400, 401, 403, 429, 503) },

@@ -41,7 +41,7 @@ const evaluationSchema = z
         z.object({
           queue: z.enum(QUEUES),
           role: z.enum(ROLES),
-          caseManager: z.string().nullable().describe('For case management: the case manager it would be for (the history’s `caseManager`), as ingest stores it; null on other queues'),
+          caseManager: z.string().nullable().describe('For case management: the case manager it would be for (the history’s `caseManager`), as ingest stores it; null on other queues, and on a case-management assignment when the history names no case manager (no active link: a dispatcher override, or a given `history` without `caseManager`)'),
         }),
       ),
       derived: z.object({ natureCode: z.string(), unknownNatureCode: z.boolean(), mentalHealthIndicator: z.boolean(), frequentCaller: z.boolean() }),

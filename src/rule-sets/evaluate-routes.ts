@@ -84,6 +84,8 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
       const looksUp = req.body.history === undefined && (call.subject?.personId !== undefined || call.location?.address !== undefined)
       const personId = req.body.history === undefined ? call.subject?.personId : undefined
       if (personId !== undefined && p.agencies !== null && !(await personNamedInCallsOf(db, personId, p.agencies))) {
+        // Nothing was read, but a key trying person ids is what an auditor looks for.
+        await audit(db, req, { action: 'routing.evaluate.refused', targetType: 'person', targetId: personId, agency: call.agency, details: { reason: 'no call of the key\'s agencies names the person' } })
         throw new AppError('forbidden', 'this key may look up the history of a person only when a call of its agencies names them: give `history`, leave out `subject.personId`, or use a key without an agency scope')
       }
       const history = req.body.history ?? (await lookupHistory(db, call, at))

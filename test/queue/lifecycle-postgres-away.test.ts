@@ -6,14 +6,12 @@
  * after Postgres was back: a CRU offer nobody took escalated to police that much later.
  */
 import t from 'tap'
-import { createDb, createPool } from '../../src/db/connect.js'
 import { ackDeadlineJobId, createLifecycleQueue } from '../../src/queue/lifecycle.js'
-import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import { createLifecycleWorker, DEADLINE_ACTOR } from '../../src/workers/lifecycle-worker.js'
 import { offerNow } from '../../src/workers/responder-worker.js'
 import { UNAVAILABLE_RETRY_MS } from '../../src/workers/unavailable.js'
 import { callEvent } from '../helpers/events.js'
-import { proxyPostgres } from '../helpers/tcp-proxy.js'
+import { workersAwayFromPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld, eventually, quietLog, running, say } from '../helpers/world.js'
 
 const OFFERS = 4
@@ -28,21 +26,14 @@ const ESCALATED_WITHIN_MS = 4_000
 
 const world = await createWorld(t)
 const { db, prefix, config } = world
-const { proxy, url: viaProxy } = await proxyPostgres(t, world.databaseUrl)
 // The lifecycle worker reaches Postgres through the proxy; ingest and the offers directly.
-const workerPool = createPool({ connectionString: viaProxy, max: 4, statementTimeoutMs: 2000 })
-const workerDb = createDb(workerPool)
-const producer = createRedis(config.REDIS_URL, 'producer')
+const { proxy, workerDb, producer, connection } = await workersAwayFromPostgres(t, { databaseUrl: world.databaseUrl, redisUrl: config.REDIS_URL })
 const queue = createLifecycleQueue(producer, prefix)
-const connection = createRedis(config.REDIS_URL, 'worker')
 // The sweep far away: what escalates here is the deadline job.
 const lifecycle = await running(createLifecycleWorker({ db: workerDb, connection, prefix, queue, ackDeadlines: { cru: DEADLINE_S }, sweepEveryMs: 600_000, log: quietLog }))
 t.teardown(async () => {
   await lifecycle.close()
   await queue.close()
-  await workerDb.destroy().catch(() => {})
-  await closeRedis(connection)
-  await closeRedis(producer)
 })
 
 t.test(`Postgres away from the lifecycle worker until ${BACK_AFTER_DEADLINE_MS / 1000} s after the deadlines: every deadline applied within ${ESCALATED_WITHIN_MS} ms of its return, no attempt used`, async (t) => {

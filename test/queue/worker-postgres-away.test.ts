@@ -6,14 +6,12 @@
  * at 15.5 s, more than 6 s after Postgres was back, and an outage of a few minutes failed it for good.
  */
 import t from 'tap'
-import { createDb, createPool } from '../../src/db/connect.js'
 import { createOutboxRelay } from '../../src/queue/outbox-relay.js'
 import { createQueues } from '../../src/queue/queues.js'
-import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { UNAVAILABLE_RETRY_MS } from '../../src/workers/unavailable.js'
 import { callEvent } from '../helpers/events.js'
-import { proxyPostgres } from '../helpers/tcp-proxy.js'
+import { workersAwayFromPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld, eventually, quietLog, say } from '../helpers/world.js'
 import { closeQueues, inspectQueues } from './fixtures/delivery.js'
 
@@ -24,14 +22,10 @@ const DELIVERED_WITHIN_MS = 4_000
 
 const world = await createWorld(t)
 const { db, prefix, config } = world
-const { proxy, url: viaProxy } = await proxyPostgres(t, world.databaseUrl)
 // The workers reach Postgres through the proxy; ingest and the relay directly.
-const workerPool = createPool({ connectionString: viaProxy, max: 4, statementTimeoutMs: 2000 })
-const workerDb = createDb(workerPool)
-const producer = createRedis(config.REDIS_URL, 'producer')
+const { proxy, workerDb, producer, connection } = await workersAwayFromPostgres(t, { databaseUrl: world.databaseUrl, redisUrl: config.REDIS_URL })
 const queues = createQueues(producer, prefix)
 const relay = createOutboxRelay({ db, queues, producer, databaseUrl: world.databaseUrl, log: quietLog, pollMs: 200, batchSize: 50 })
-const connection = createRedis(config.REDIS_URL, 'worker')
 const workers = createResponderWorkers({ db: workerDb, connection, prefix, concurrency: 4, log: quietLog })
 const inspect = inspectQueues(producer, prefix)
 t.teardown(async () => {
@@ -39,9 +33,6 @@ t.teardown(async () => {
   await workers.close()
   await closeQueues(inspect)
   await closeQueues(queues)
-  await workerDb.destroy().catch(() => {})
-  await closeRedis(connection)
-  await closeRedis(producer)
 })
 
 t.test(`Postgres away ${AWAY_MS / 1000} s from the workers: every assignment offered within ${DELIVERED_WITHIN_MS} ms of its return, no attempt used`, async (t) => {

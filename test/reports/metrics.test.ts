@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import { buildApp } from '../../src/app.js'
 import { countEscalations, createMetrics, observeWorkers } from '../../src/metrics/metrics.js'
@@ -22,6 +22,16 @@ const scrape = async (app = world.app) => {
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/)
   return res.body
+}
+
+/** A mental-health call made a minute ago and closed now: its follow-up (reserved for later), as the close answered it. */
+async function closedMentalHealthCall(t: Test): Promise<{ id: string; status: string }> {
+  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date(Date.now() - 60_000).toISOString() })
+  t.equal((await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
+  const closed = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'EDP', flags: { mentalHealth: true }, disposition: 'resolved', occurredAt: new Date().toISOString() })
+  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: closed })
+  t.equal(res.statusCode, 201, res.body)
+  return res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
 }
 
 t.test('metrics move with decisions, requests and waiting assignments', async (t) => {
@@ -174,12 +184,7 @@ t.test('escalation records: counted as they commit, each once, however the scrap
 t.test('overdue follow-ups: an open one past due counts, one that ended never does', async (t) => {
   const overdue = async () => sample(await scrape(), 'cad_router_follow_ups_overdue')
   const base = await overdue()
-  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date(Date.now() - 60_000).toISOString() })
-  t.equal((await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
-  const closed = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'EDP', flags: { mentalHealth: true }, disposition: 'resolved', occurredAt: new Date().toISOString() })
-  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: closed })
-  t.equal(res.statusCode, 201, res.body)
-  const fu = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
+  const fu = await closedMentalHealthCall(t)
   t.ok(fu, 'the closed mental-health call has a follow-up')
   t.equal(await overdue(), base, 'not due yet')
 
@@ -215,12 +220,7 @@ t.test('an escalation count that fails leaves the other gauges to the scrape, an
 t.test('queue age: a reserved follow-up waits from its reservedUntil, not from its creation', async (t) => {
   // A follow-up is reserved for FOLLOW_UP_DUE_HOURS after the close. Counted from its creation, the
   // follow_up queue's oldest age grew through every reservation, and an alert on it meant nothing.
-  const created = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true }, occurredAt: new Date(Date.now() - 60_000).toISOString() })
-  t.equal((await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: created })).statusCode, 201)
-  const closed = callEvent({ type: 'call.closed', callId: created.call.callId, natureCode: 'EDP', flags: { mentalHealth: true }, disposition: 'resolved', occurredAt: new Date().toISOString() })
-  const res = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: closed })
-  t.equal(res.statusCode, 201, res.body)
-  const fu = res.json().decision.assignments.find((a: { queue: string }) => a.queue === 'follow_up')
+  const fu = await closedMentalHealthCall(t)
   t.equal(fu?.status, 'reserved')
   // Every other open follow-up of this file out of the way, so the queue's figures are this one's.
   await world.db.updateTable('assignments').set({ status: 'cancelled' }).where('queue', '=', 'follow_up').where('id', '<>', fu.id).where('status', 'in', ['reserved', 'queued', 'offered']).execute()

@@ -69,7 +69,7 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
         description:
           'Takes the `call` of a call event and answers the decision, the facts and the trace. Nothing is stored, queued or routed; ' +
           'when the subject history is looked up (no `history` given and a personId or address present) the read is audited. ' +
-          'A key limited to some agencies looks up the history of a `subject.personId` only when a call of its agencies names that person (403 otherwise): ' +
+          'A key limited to some agencies looks up the history of a `subject.personId` only when a call of its agencies names that person (403 otherwise, and the refusal is audited): ' +
           'the history of anyone else is county-wide data, like the case links.',
         body: evaluateBody,
         response: { 200: evaluationSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },

@@ -80,8 +80,8 @@ t.test('a sweep whose next run Redis lost (its schedule kept) runs again within 
 
 t.test('a schedule nobody runs (no worker up) is left alone however late its next run', async (t) => {
   const EVERY_MS = 200
-  const queuePrefix = `${prefix}-idle`
-  const queue = new Queue('idle', { connection: redis, prefix: queuePrefix })
+  // The file's own prefix (a queue of its own name): the world deletes its keys at teardown.
+  const queue = new Queue('idle', { connection: redis, prefix })
   queue.on('error', () => {})
   const upsert = () => queue.upsertJobScheduler('idle-sweep', { every: EVERY_MS }, { name: 'sweep', data: {} })
   // Its checks, counted, so the test waits for several of them rather than for a time.

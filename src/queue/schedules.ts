@@ -3,6 +3,13 @@ import type { JobSchedulerJson, Queue } from 'bullmq'
 /** What keepScheduled found lost: the scheduler itself, or (its record kept) the job of its next run. */
 export type LostSchedule = 'scheduler' | 'next-run'
 
+/** The warning a restore is logged with, in the words of `what` ("the lifecycle sweep"): the same for every schedule. */
+export function restoredMessage(what: string, lost: LostSchedule): string {
+  return lost === 'scheduler'
+    ? `${what} schedule was missing from Redis; restored`
+    : `${what} was not going to run again (the job of its next run was missing from Redis); scheduled again`
+}
+
 /** A next run in one of these states will still run, once a worker takes it (or is running it). */
 const PENDING = new Set(['delayed', 'waiting', 'prioritized', 'waiting-children', 'active'])
 

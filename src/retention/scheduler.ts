@@ -2,7 +2,7 @@ import { Queue, Worker } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
-import { keepScheduled } from '../queue/schedules.js'
+import { keepScheduled, restoredMessage } from '../queue/schedules.js'
 import { drainOrReturn, drainUntil, inFlight, inFlightJobs } from '../workers/responder-worker.js'
 import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
@@ -86,11 +86,7 @@ export async function createRetention(deps: RetentionDeps) {
       }),
     {
       checkEveryMs: Math.min(deps.everyMs, WATCHDOG_MAX_MS),
-      onRestored: (lost) =>
-        deps.log.warn(
-          { queue: QUEUE },
-          lost === 'scheduler' ? 'the retention scrub schedule was missing from Redis; restored' : 'the retention scrub was not going to run again (the job of its next run was missing from Redis); scheduled again',
-        ),
+      onRestored: (lost) => deps.log.warn({ queue: QUEUE }, restoredMessage('the retention scrub', lost)),
     },
   )
   let closing: Promise<void> | undefined

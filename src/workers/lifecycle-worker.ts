@@ -8,7 +8,7 @@ import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SW
 import type { QueueName } from '../routing/index.js'
 import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
 import { throttledWarn } from '../lib/log-throttle.js'
-import { keepScheduled } from '../queue/schedules.js'
+import { keepScheduled, restoredMessage } from '../queue/schedules.js'
 import { watchForOrphans } from './orphans.js'
 import { waitingOutUnavailable } from './unavailable.js'
 
@@ -163,11 +163,7 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
     () => deps.queue.upsertJobScheduler(SWEEP_SCHEDULER_ID, { every: deps.sweepEveryMs }, { name: SWEEP_JOB, data: {}, opts: { removeOnComplete: 100, removeOnFail: 100, attempts: 1 } }),
     {
       checkEveryMs: deps.sweepEveryMs,
-      onRestored: (lost) =>
-        deps.log.warn(
-          { queue: LIFECYCLE_QUEUE },
-          lost === 'scheduler' ? 'the lifecycle sweep schedule was missing from Redis; restored' : 'the lifecycle sweep was not going to run again (the job of its next run was missing from Redis); scheduled again',
-        ),
+      onRestored: (lost) => deps.log.warn({ queue: LIFECYCLE_QUEUE }, restoredMessage('the lifecycle sweep', lost)),
     },
   )
   let closing: Promise<void> | undefined

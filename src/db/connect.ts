@@ -4,7 +4,7 @@ import pg from 'pg'
 import { prepareMarkedStatements } from './prepared.js'
 import type { Database } from './schema.js'
 import { withTimeout } from '../lib/timeout.js'
-import { defaultQueryTimeoutMs, dropSilentQueries } from './silent-queries.js'
+import { defaultQueryTimeoutMs, dropSilentQueries, lastAnsweredAt } from './silent-queries.js'
 
 // bigint (int8) ids and counts come back as strings by default; ours fit in a double comfortably.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v))
@@ -126,6 +126,9 @@ export function createPool(opts: PoolOptions): pg.Pool {
   })
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {})
+  // Every connection the pool holds, and those lent out (pg-pool keeps its own lists private).
+  const held = new Set<pg.PoolClient>()
+  const lent = new Set<pg.PoolClient>()
   // pg-pool listens for errors only while a client is idle in the pool. A checked-out client whose
   // backend goes away between two statements (pg_terminate_backend, a restart, a cut network)
   // emits 'error' with nobody listening — an uncaught exception that takes the process down. The
@@ -135,14 +138,42 @@ export function createPool(opts: PoolOptions): pg.Pool {
   pool.on('connect', (client) => {
     client.on('error', () => {})
     prepareMarkedStatements(client)
-    dropSilentQueries(client, queryTimeoutMs, (err) => opts.log?.warn({ queryTimeoutMs: err.ms, applicationName: opts.applicationName ?? 'cad-router' }, err.message))
+    held.add(client)
+    client.once('end', () => held.delete(client))
+    dropSilentQueries(client, queryTimeoutMs, (err, sentAt) => {
+      const idleDropped = dropIdleUnansweredSince(held, lent, sentAt)
+      opts.log?.warn({ queryTimeoutMs: err.ms, idleDropped, applicationName: opts.applicationName ?? 'cad-router' }, err.message)
+    })
   })
-  const lent = new Set<pg.PoolClient>()
   lentOut.set(pool, lent)
   pool.on('acquire', (client) => lent.add(client))
   pool.on('release', (_err, client) => lent.delete(client))
   pool.on('remove', (client) => lent.delete(client))
   return pool
+}
+
+/**
+ * When a query went unanswered, the pool's idle connections that have not heard from Postgres
+ * since it was sent went through the same silence: a firewall or NAT that lost its state drops
+ * their packets too, as does a network that has not come back. Each, handed out later, would keep
+ * a caller waiting the whole query bound; one after another they keep the outbox relay (which takes
+ * one at a time and backs off after each failure) from delivering for tens of seconds after the
+ * network returned. They are dropped now, and new connections opened as needed, which costs a
+ * reconnect if they were fine after all. A connection that answered since is kept.
+ *
+ * Each is failed as a broken socket fails it, at once: its client, no longer queryable, emits
+ * 'error', on which pg-pool takes it out of the pool (pg's documented behaviour for an idle client)
+ * and ends it, destroying the socket. (Destroying the socket alone would fail it a tick later, and
+ * the next caller could be handed it meanwhile.) Returns how many were dropped.
+ */
+function dropIdleUnansweredSince(held: Set<pg.PoolClient>, lent: Set<pg.PoolClient>, since: number): number {
+  let dropped = 0
+  for (const client of held) {
+    if (lent.has(client) || lastAnsweredAt(client as pg.Client) >= since) continue
+    ;(client as pg.Client).connection.emit('error', new Error('idle through a silence of Postgres: dropped'))
+    dropped++
+  }
+  return dropped
 }
 
 export interface ClosePoolOptions {

@@ -1,4 +1,7 @@
-import type pg from 'pg'
+import { performance } from 'node:perf_hooks'
+import pg from 'pg'
+
+const { DatabaseError } = pg
 
 /**
  * Postgres did not answer a query within the bound (DATABASE_QUERY_TIMEOUT_MS): the network drops
@@ -13,6 +16,12 @@ export class PostgresSilentError extends Error {
 
 /** The query bound of a pool whose statement timeout is `statementTimeoutMs`, when none is given: twice it (at most a timer's limit). */
 export const defaultQueryTimeoutMs = (statementTimeoutMs: number): number => Math.min(2 * statementTimeoutMs, 2_147_483_647)
+
+/** When Postgres last answered each wrapped client (performance.now()): its connect, then each query, an error of the server's included. */
+const answered = new WeakMap<pg.Client, number>()
+
+/** When Postgres last answered `client`; 0 for a client dropSilentQueries never wrapped. */
+export const lastAnsweredAt = (client: pg.Client): number => answered.get(client) ?? 0
 
 type QueryFn = (...args: unknown[]) => unknown
 
@@ -34,12 +43,14 @@ const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<un
  *
  * Only promise-style calls (Kysely's, and ours) are timed; cursors and callbacks pass through.
  */
-export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: PostgresSilentError) => void): void {
+export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: PostgresSilentError, sentAt: number) => void): void {
   const query = client.query.bind(client) as QueryFn
   let dropped: PostgresSilentError | undefined
+  answered.set(client, performance.now())
   ;(client as unknown as { query: QueryFn }).query = (...args: unknown[]) => {
     const last = args[args.length - 1]
     if (dropped && typeof last !== 'function') return Promise.reject(dropped)
+    const sentAt = performance.now()
     const result = query(...args)
     if (!isPromise(result)) return result
     return new Promise((resolve, reject) => {
@@ -49,16 +60,18 @@ export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: 
         // It fails with "Connection terminated" once the socket is destroyed: nobody waits for that.
         result.catch(() => {})
         client.end().catch(() => {})
-        onDrop?.(dropped)
+        onDrop?.(dropped, sentAt)
         reject(dropped)
       }, ms)
       result.then(
         (v) => {
           clearTimeout(timer)
+          answered.set(client, performance.now())
           resolve(v)
         },
         (err: unknown) => {
           clearTimeout(timer)
+          if (err instanceof DatabaseError) answered.set(client, performance.now())
           reject(err)
         },
       )

@@ -8,6 +8,7 @@
  * grown tables: every statement passes it.
  */
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
@@ -138,6 +139,52 @@ t.test('a query without an answer: given up after the bound, its connection dest
   // Postgres never heard of the close (it is lost in the network): its session stays until the network gives up.
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where pid = ${before}`.execute(db)
   t.equal(rows[0]!.n, 1, 'the stranded session is still there on the server, as over a real network')
+})
+
+t.test('connections idle through the same silence are dropped with the one given up on: after the network returns, the next queries run at once', async (t) => {
+  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
+  const pool = createPool({ connectionString: url, max: 4, statementTimeoutMs: 200, queryTimeoutMs: 400 })
+  const silentDb = createDb(pool)
+  t.teardown(() => silentDb.destroy())
+  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid, pg_sleep(0.05)`.execute(silentDb)).rows[0]!.pid
+  // Four at once: the pool opens four connections, idle afterwards.
+  const before = new Set(await Promise.all([pid(), pid(), pid(), pid()]))
+  t.equal(before.size, 4, 'four connections, idle in the pool')
+
+  proxy.freeze()
+  const err = await pid().then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof PostgresSilentError, `one query met the silence: ${(err as Error | undefined)?.message}`)
+  // The other three heard nothing since the silence began either. A firewall that lost its state
+  // drops their packets as it drops the first one's: each would cost a caller the whole bound.
+  proxy.thaw({ strand: true })
+  t.equal(pool.totalCount, 0, 'the pool let go of every connection that sat idle through the silence')
+
+  const after: number[] = []
+  const started = performance.now()
+  for (let i = 0; i < 4; i++) after.push(await pid())
+  const took = performance.now() - started
+  t.same(after.filter((p) => before.has(p)), [], 'every query after the thaw ran on a new connection')
+  t.ok(took < 400, `four queries one after another, none waited out the bound (${Math.round(took)} ms)`)
+})
+
+t.test('a connection heard from since the silence began stays in the pool', async (t) => {
+  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
+  const pool = createPool({ connectionString: url, max: 2, statementTimeoutMs: 200, queryTimeoutMs: 400 })
+  const silentDb = createDb(pool)
+  t.teardown(() => silentDb.destroy())
+  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid
+  // One connection meets the silence; the network returns (stranding it) while it still waits, and
+  // a second connection opens and answers before the first one's bound runs out.
+  const first = await pid()
+  proxy.freeze()
+  const silent = pid().then(() => undefined, (e: unknown) => e)
+  await sleep(100)
+  proxy.thaw({ strand: true })
+  const fresh = await pid()
+  t.not(fresh, first, 'the second query ran on a second connection')
+  t.ok((await silent) instanceof PostgresSilentError, 'the first one was given up on')
+  t.equal(pool.totalCount, 1, 'the connection that answered after the silence began is kept')
+  t.equal(await pid(), fresh, 'and used')
 })
 
 t.test('the query bound is above the statement time-out', async (t) => {

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import { sql } from 'kysely'
 import t from 'tap'
 import { say } from '../helpers/world.js'
 import { answerCounter, createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt, type Posted } from './fixtures/harness.js'
@@ -20,6 +21,8 @@ const QUERY_TIMEOUT_MS = 1_500
 const ANSWER_WITHIN_MS = 7_000
 /** Ingest answers 2xx again this soon after the thaw. */
 const RECOVERED_WITHIN_MS = 5_000
+/** The outbox relay sends again this soon after the thaw (its backoff is at most 5 s). */
+const RELAY_RECOVERED_WITHIN_MS = 10_000
 
 const world = await createFaultWorld(t, {
   env: {
@@ -66,7 +69,17 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   let frozeAt = 0
   let thawedAt = 0
   let stranded = 0
+  let relayRecoveredMs: number | undefined
   const ready: Readiness[] = []
+  // On the test's own connection, which the proxy does not carry.
+  const outboxSent = async () => (await sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is not null`.execute(world.db)).rows[0]!.n
+  const untilRelaySent = async (sentBefore: number) => {
+    while (now() - thawedAt < 3 * RELAY_RECOVERED_WITHIN_MS) {
+      if ((await outboxSent()) > sentBefore) return Math.round(now() - thawedAt)
+      await sleep(50)
+    }
+    return undefined
+  }
   const faults = (async () => {
     await when(60)
     phase = 'frozen'
@@ -78,9 +91,12 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
     ready.push(await readiness())
     await sleep(Math.max(0, FREEZE_MS - (now() - frozeAt)))
     stranded = proxy.silent()
+    // Nothing of the relay's commits while frozen: rows sent beyond these were sent after the thaw.
+    const sentBefore = await outboxSent()
     proxy.thaw({ strand: true })
     thawedAt = now()
     phase = 'after'
+    relayRecoveredMs = await untilRelaySent(sentBefore)
   })()
 
   const posted = await postAll(makeEvents(EVENTS), {
@@ -124,7 +140,8 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
       l,
       `${during.frozen.filter((a) => a.status === 503).length} × 503 while frozen (${FREEZE_MS} ms, ${stranded} connections stranded), ` +
         `slowest answer ${slowest} ms; /readyz while frozen ${ready.map((r) => `${r.status} in ${r.ms} ms`).join(', ')}; ` +
-        `first 2xx ${recoveredMs ?? 'never'} ms after the thaw, last refusal ${lastRefused} ms after; ${JSON.stringify(counts)}; ${Date.now() - start} ms`,
+        `first 2xx ${recoveredMs ?? 'never'} ms after the thaw, last refusal ${lastRefused} ms after, relay sent again ${relayRecoveredMs ?? 'never'} ms after; ` +
+        `${JSON.stringify(counts)}; ${Date.now() - start} ms`,
     ),
   )
 
@@ -147,6 +164,10 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   )
   t.ok(stranded > 0, `connections were stranded by the freeze (${stranded})`)
   t.ok(recoveredMs !== undefined && recoveredMs < RECOVERED_WITHIN_MS, `ingest stored events again ${recoveredMs ?? 'never'} ms after the thaw (within ${RECOVERED_WITHIN_MS} ms)`)
+  t.ok(
+    relayRecoveredMs !== undefined && relayRecoveredMs < RELAY_RECOVERED_WITHIN_MS,
+    `the outbox relay sent again ${relayRecoveredMs ?? 'never'} ms after the thaw (within ${RELAY_RECOVERED_WITHIN_MS} ms): it does not take the pool's stranded connections one by one`,
+  )
   t.equal(readyAfter.status, 200, `/readyz ready again after the load (${readyAfter.status} in ${readyAfter.ms} ms)`)
   const up = api.alive() && relayWorker.alive()
   t.ok(up, up ? 'no process died' : `a process died:\n${api.output()}\n${relayWorker.output()}`)

@@ -41,7 +41,8 @@ const isPromise = (v: unknown): v is Promise<unknown> => typeof (v as Promise<un
  * session, rolls it back when the close reaches it or its idle_in_transaction_session_timeout ends
  * it (createPool sets it).
  *
- * Only promise-style calls (Kysely's, and ours) are timed; cursors and callbacks pass through.
+ * Only promise-style calls (Kysely's, and ours) are timed, and only they tell lastAnsweredAt that
+ * Postgres answered; cursors and callbacks pass through.
  */
 export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: PostgresSilentError, sentAt: number) => void): void {
   const query = client.query.bind(client) as QueryFn
@@ -54,7 +55,9 @@ export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: 
     const result = query(...args)
     if (!isPromise(result)) return result
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      let settled = false
+      const giveUp = () => {
+        if (settled) return
         if (dropped) return reject(dropped)
         dropped = new PostgresSilentError(ms)
         // It fails with "Connection terminated" once the socket is destroyed: nobody waits for that.
@@ -62,14 +65,19 @@ export function dropSilentQueries(client: pg.Client, ms: number, onDrop?: (err: 
         client.end().catch(() => {})
         onDrop?.(dropped, sentAt)
         reject(dropped)
-      }, ms)
+      }
+      // After the next poll for I/O: an event loop that stalled past the bound runs the timer before
+      // it reads an answer already waiting on the socket, which is no silence of Postgres's.
+      const timer = setTimeout(() => setImmediate(giveUp), ms)
       result.then(
         (v) => {
+          settled = true
           clearTimeout(timer)
           answered.set(client, performance.now())
           resolve(v)
         },
         (err: unknown) => {
+          settled = true
           clearTimeout(timer)
           if (err instanceof DatabaseError) answered.set(client, performance.now())
           reject(err)

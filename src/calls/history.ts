@@ -7,12 +7,26 @@ import type { CallEvent } from './schemas.js'
 /** DESIGN rule 6 looks back this far for prior calls. */
 export const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
 
-/** Addresses are compared, not read: the key is a hash of the normalised address. */
+/**
+ * Addresses are compared, not read: the key is a hash of the normalised address and city. Each is
+ * normalised on its own (a trailing period or space must not change the key), an accent written
+ * or left out is the same letter, and letters outside ASCII are kept: before, they became spaces,
+ * so two streets named in another script could share a key and each other's prior calls. An ASCII
+ * address gets the key it had, unless it ended with a period or a space (or its city began with
+ * one): that key met only the same spelling.
+ */
 export function addressKey(location: CallEvent['call']['location']): string | null {
   if (!location?.address) return null
-  const norm = `${location.address}|${location.city ?? ''}`.toLowerCase().replace(/[^a-z0-9|]+/g, ' ').trim()
-  return sha256(norm)
+  return sha256(`${addressPart(location.address)}|${addressPart(location.city ?? '')}`)
 }
+
+const addressPart = (s: string): string =>
+  s
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .replace(/[^\p{L}\p{N}]+/gu, ' ')
+    .trim()
 
 /** The keys a call's history is looked up by, and where the window starts at `at`. */
 export function historyKeys(call: CallEvent['call'], at: Date): { personId: string | null; addressKey: string | null; since: Date } {

@@ -17,7 +17,6 @@ import { createRuleSetRegistry } from './rule-sets/registry.js'
 import { createLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
 import { createRetention } from './retention/scheduler.js'
-import { startTracing } from './telemetry/tracing.js'
 
 /**
  * Entry point: runs the roles named in ROLE (api, relay, worker; all three by default) against
@@ -55,7 +54,10 @@ const HAND_BACK_RESERVE_MS = Math.min(1500, Math.floor(config.SHUTDOWN_GRACE_MS 
 const drainDeadline = (): number => Math.min(performance.now() + config.WORKER_DRAIN_MS, graceEndsAt() - PG_END_RESERVE_MS - HAND_BACK_RESERVE_MS)
 // One registry for the process: /metrics (api role) also counts this process's worker errors.
 const metrics = createMetrics()
-const tracing = startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
+// Loaded only when on: the OpenTelemetry SDK is some 300 modules a start would otherwise load for nothing.
+const tracing = config.OTEL_EXPORTER_OTLP_ENDPOINT
+  ? (await import('./telemetry/tracing.js')).startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
+  : undefined
 // Closed after everything but Postgres, so the spans of the shutdown itself are exported.
 if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
 

@@ -12,6 +12,9 @@ import { redactUrl } from '../logger.js'
  * configured. The request span's context is stored with each outbox row, so the relay adds the job
  * under it and BullMQ's telemetry carries it on to the worker: one trace per call event, although
  * the hop through Postgres crosses processes and time.
+ *
+ * The SDK is some 300 modules: main imports this file only when tracing is on. What the rest of the
+ * code needs of the active trace is in ./context.ts, on the API package alone.
  */
 export interface Tracing {
   /** Registered first in the app, so every route and hook is covered. */
@@ -68,15 +71,4 @@ export function startTracing(opts: { endpoint?: string | undefined; serviceName:
   if (!opts.endpoint) return undefined
   const url = `${opts.endpoint.replace(/\/+$/, '')}/v1/traces`
   return startTracingWith(new BatchSpanProcessor(new OTLPTraceExporter({ url })), opts.serviceName)
-}
-
-/**
- * The active trace context, serialised the way BullMQ's telemetry reads job metadata; null when no
- * span is active (tracing off), so nothing is stored.
- */
-export function activeTraceMetadata(): string | null {
-  if (!trace.getSpan(context.active())) return null
-  const carrier: Record<string, string> = {}
-  propagation.inject(context.active(), carrier)
-  return carrier.traceparent ? JSON.stringify(carrier) : null
 }

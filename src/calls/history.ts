@@ -9,11 +9,12 @@ export const HISTORY_WINDOW_MS = 30 * 24 * 3600_000
 
 /**
  * Addresses are compared, not read: the key is a hash of the normalised address and city. Each is
- * normalised on its own (a trailing period or space must not change the key), an accent written
- * or left out is the same letter, and letters outside ASCII are kept: before, they became spaces,
- * so two streets named in another script could share a key and each other's prior calls. An ASCII
- * address gets the key it had, unless it ended with a period or a space (or its city began with
- * one): that key met only the same spelling.
+ * normalised on its own, so punctuation or a space at its end changes nothing; an accent on a Latin
+ * letter written or left out is the same letter (CADs drop them); letters of other scripts are
+ * kept whole, marks included (й is not и). Before, every letter outside a-z became a space: two
+ * streets named in another script could share a key and each other's prior calls. An ASCII address
+ * keeps the key it had unless it ended with a character other than a letter or digit, its city
+ * began with one, or it held a '|': those keys met only the same spelling.
  */
 export function addressKey(location: CallEvent['call']['location']): string | null {
   if (!location?.address) return null
@@ -22,10 +23,14 @@ export function addressKey(location: CallEvent['call']['location']): string | nu
 
 const addressPart = (s: string): string =>
   s
-    .toLowerCase()
+    // A fraction is a number of its own: 12½ is 12 1/2, not 121/2 (NFKD writes ½ as 1⁄2).
+    .replace(/[\u00BC-\u00BE\u2150-\u215E]/g, ' $&')
     .normalize('NFKD')
-    .replace(/\p{M}+/gu, '')
-    .replace(/[^\p{L}\p{N}]+/gu, ' ')
+    .replace(/(\p{Script=Latin})\p{M}+/gu, '$1')
+    .normalize('NFC')
+    // After NFKD, which can make capitals (№ is No).
+    .toLowerCase()
+    .replace(/[^\p{L}\p{M}\p{N}]+/gu, ' ')
     .trim()
 
 /** The keys a call's history is looked up by, and where the window starts at `at`. */

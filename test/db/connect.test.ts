@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { PostgresSilentError } from '../../src/db/silent-queries.js'
@@ -144,12 +144,18 @@ t.test('a query without an answer: given up after the bound, its connection dest
 // The bound of the tests below: long enough that a loaded machine answers a healthy query within it.
 const SILENT = { statementTimeoutMs: 500, queryTimeoutMs: 1000 }
 
-t.test('connections idle through the same silence are dropped with the one given up on: after the network returns, the next queries run at once', async (t) => {
+/** A pool of `max` through a proxy the test freezes and thaws, and a query that names the connection it ran on. */
+async function throughProxy(t: Test, max: number) {
   const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
-  const pool = createPool({ connectionString: url, max: 4, ...SILENT })
+  const pool = createPool({ connectionString: url, max, ...SILENT })
   const silentDb = createDb(pool)
   t.teardown(() => silentDb.destroy())
   const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid
+  return { proxy, pool, silentDb, pid }
+}
+
+t.test('connections idle through the same silence are dropped with the one given up on: after the network returns, the next queries run at once', async (t) => {
+  const { proxy, pool, silentDb, pid } = await throughProxy(t, 4)
   // Four at once, each held a moment: the pool opens four connections, idle afterwards.
   const held = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid, pg_sleep(0.05)`.execute(silentDb)).rows[0]!.pid
   const before = new Set(await Promise.all([held(), held(), held(), held()]))
@@ -173,11 +179,7 @@ t.test('connections idle through the same silence are dropped with the one given
 })
 
 t.test('a connection heard from since the silence began stays in the pool', async (t) => {
-  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
-  const pool = createPool({ connectionString: url, max: 2, ...SILENT })
-  const silentDb = createDb(pool)
-  t.teardown(() => silentDb.destroy())
-  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid
+  const { proxy, pool, pid } = await throughProxy(t, 2)
   // One connection meets the silence; the network returns (stranding it) while it still waits, and
   // a second connection opens and answers before the first one's bound runs out.
   const first = await pid()
@@ -202,11 +204,7 @@ t.test('a connection heard from since the silence began stays in the pool', asyn
 })
 
 t.test('a connection lent out through the silence is left to its own bound: a transaction whose connection carries again goes on', async (t) => {
-  const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
-  const pool = createPool({ connectionString: url, max: 2, ...SILENT })
-  const silentDb = createDb(pool)
-  t.teardown(() => silentDb.destroy())
-  const pid = async () => (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(silentDb)).rows[0]!.pid
+  const { proxy, silentDb, pid } = await throughProxy(t, 2)
   // Two connections open, idle: the transaction takes one, the query below the other.
   await Promise.all([0, 1].map(() => sql`select pg_sleep(0.05)`.execute(silentDb)))
   const trx = await silentDb.startTransaction().execute()

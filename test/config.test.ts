@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import { ConfigError, loadConfig, SETTING_NAMES } from '../src/config.js'
-import { serviceEntry } from './helpers/service-process.js'
+import { childEnv, serviceEntry } from './helpers/service-process.js'
 import { startTcpProxy } from './helpers/tcp-proxy.js'
 
 t.test('a blank value is unset: the default applies', async (t) => {
@@ -79,12 +79,12 @@ t.test("every setting is in the README's Configuration table", async (t) => {
   )
 })
 
-/** The service from its sources, run to its exit with these settings over the environment's. */
+/** The service (see serviceEntry), run to its exit with these settings over the environment's. */
 const runService = async (env: Record<string, string>) => {
   const { spawnSync } = await import('node:child_process')
-  return spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  return spawnSync(process.execPath, serviceEntry(), {
     cwd: new URL('..', import.meta.url).pathname,
-    env: { ...process.env, ...env },
+    env: childEnv(env),
     encoding: 'utf8',
     timeout: 30_000,
   })
@@ -125,7 +125,7 @@ t.test('the service started against a Postgres gone silent fails within DATABASE
       serviceEntry(),
       {
         cwd: new URL('..', import.meta.url).pathname,
-        env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/never-answered`, DATABASE_STATEMENT_TIMEOUT_MS: '500', DATABASE_QUERY_TIMEOUT_MS: '1000' },
+        env: childEnv({ PORT: '0', LOG_LEVEL: 'info', DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/never-answered`, DATABASE_STATEMENT_TIMEOUT_MS: '500', DATABASE_QUERY_TIMEOUT_MS: '1000' }),
         encoding: 'utf8',
         timeout: 45_000,
       },

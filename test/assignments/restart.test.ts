@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import t from 'tap'
+import { serviceEntry } from '../helpers/service-process.js'
 import { createWorld, eventually, REDIS_URL } from '../helpers/world.js'
 import { helpers } from './fixtures/pipeline.js'
 
@@ -14,9 +15,9 @@ t.teardown(() => {
   for (const c of children) c.kill('SIGKILL')
 })
 
-/** `src/main.ts` as the relay and worker roles, in a process of its own (node + tsx: one pid to kill). */
+/** The service (see serviceEntry) as the relay and worker roles, in a process of its own. */
 async function startWorkerProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, serviceEntry(), {
     env: {
       PATH: process.env.PATH,
       ROLE: 'relay,worker',

@@ -1,21 +1,22 @@
 import { spawn } from 'node:child_process'
 import t from 'tap'
 import { freePort } from '../helpers/redis-server.js'
+import { childEnv, programEntry } from '../helpers/service-process.js'
 import { createWorld } from '../helpers/world.js'
 
-// About twenty runs of the CLI from its sources, each a node + tsx start: 75 s with the machine loaded,
-// too close to the suite's 120 s per file.
+// About twenty runs of the CLI, each a node start (through tsx when the build is stale): 75 s with
+// the machine loaded, too close to the suite's 120 s per file.
 t.setTimeout(240_000)
 const world = await createWorld(t)
 
-/** `npm run keys -- …` from the sources, against this test's database. */
+/** `npm run keys -- …` (see programEntry), against this test's database. */
 function keys(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return keysAgainst(world.databaseUrl, ...args)
 }
 
 function keysAgainst(databaseUrl: string, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/auth/keys-cli.ts', ...args], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' },
+  const child = spawn(process.execPath, [...programEntry('src/auth/keys-cli.ts'), ...args], {
+    env: childEnv({ DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' }),
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''

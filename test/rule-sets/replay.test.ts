@@ -9,6 +9,7 @@ import { compileRuleSet, loadDefaultRuleSet } from '../../src/routing/index.js'
 import { replay } from '../../src/rule-sets/replay.js'
 import { runReplayCommand, UsageError } from '../../src/rule-sets/replay-command.js'
 import { callEvent } from '../helpers/events.js'
+import { childEnv, programEntry } from '../helpers/service-process.js'
 import { createWorld } from '../helpers/world.js'
 import { replayCalls, REPLAY_CALLS_PATH, V1_FIGURES, V2_AGAINST_V1_CHANGES, V2_FIGURES } from './fixtures/replay-data.js'
 import { CANDIDATE_PATH, candidateV2, storeRuleSet } from './fixtures/store.js'
@@ -37,9 +38,9 @@ await storeRuleSet(db, candidateV2())
 const exec = promisify(execFile)
 /** The real CLI, as a process. */
 const cliProcess = (args: string[]) =>
-  exec(process.execPath, ['--import', 'tsx', 'src/rule-sets/replay-cli.ts', ...args], {
+  exec(process.execPath, [...programEntry('src/rule-sets/replay-cli.ts'), ...args], {
     cwd: new URL('../../', import.meta.url).pathname,
-    env: { ...process.env, DATABASE_URL: world.databaseUrl },
+    env: childEnv({ DATABASE_URL: world.databaseUrl }),
   })
 /** The same command in-process (faster), its output as text. */
 const cli = async (args: string[]): Promise<string> => {

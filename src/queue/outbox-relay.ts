@@ -38,6 +38,13 @@ export interface RelayResendOptions {
 }
 
 const MAX_BACKOFF_MS = 5000
+/**
+ * Backing off from a Postgres failure, a commit's NOTIFY shows Postgres answers again: the relay
+ * tries this soon after it rather than at the end of the backoff (up to 5 s for the calls
+ * committed first after an outage). Not at once: a Postgres that is only slow still commits, and
+ * its commits must not set the pace of the relay's retries.
+ */
+const POSTGRES_BACK_MS = 200
 /** How long a batch may wait for Redis before it counts as a failure (and its row locks go). */
 const REDIS_WAIT_MS = 2000
 
@@ -59,14 +66,19 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   let wake: (() => void) | undefined
   let pendingWake = false
   let failures = 0
+  /** Whether the last failure came from Postgres (a Redis step's failure is Redis's). */
+  let postgresFailed = false
+  /** Set while the relay backs off from a Postgres failure: shortens the wait to POSTGRES_BACK_MS. */
+  let soon: (() => void) | undefined
   let resendDone: Promise<void> | undefined
   let stopResendWait: (() => void) | undefined
 
   // A commit wakes the relay, except while it backs off from a Redis failure: then only the
-  // timer, Redis coming back, or stop() does.
+  // timer, Redis coming back, or stop() does. Backing off from Postgres, it shortens the wait.
   const poke = () => {
     pendingWake = true
     if (!failures) wake?.()
+    else if (postgresFailed) soon?.()
   }
   let redisBack = false
   const onRedisReady = () => {
@@ -76,10 +88,24 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
 
   const queueList = Object.values(queues)
 
+  let redisFailed = false
+  /** A step that talks to Redis: its failure is Redis's, whatever Postgres does after it. */
+  async function onRedis<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step()
+    } catch (err) {
+      redisFailed = true
+      throw err
+    }
+  }
+
   async function sendBatch(): Promise<number> {
+    redisFailed = false
     // Never hold row locks while waiting for a Redis that is not there.
-    if (deps.producer && deps.producer.status !== 'ready') throw new Error(`Redis connection is ${deps.producer.status}`)
-    await within(Promise.all(queueList.map((q) => q.waitUntilReady())), REDIS_WAIT_MS, 'queues not ready')
+    await onRedis(async () => {
+      if (deps.producer && deps.producer.status !== 'ready') throw new Error(`Redis connection is ${deps.producer.status}`)
+      await within(Promise.all(queueList.map((q) => q.waitUntilReady())), REDIS_WAIT_MS, 'queues not ready')
+    })
     return db.transaction().execute(async (trx) => {
       const { rows } = await prepared(sql<{ id: number; queue: string; job_id: string; payload: unknown; trace_context: string | null }>`
         select id, queue, job_id, payload, trace_context from outbox where sent_at is null
@@ -92,21 +118,23 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       }
       // A send that times out may still land in Redis: the rows are then sent again, and the
       // job ids make the second add a no-op.
-      await within(
-        Promise.all(
-          [...byQueue].map(([q, list]) =>
-            queues[q].addBulk(
-              list.map((r) => ({
-                name: ASSIGNMENT_JOB_NAME,
-                data: r.payload as AssignmentJob,
-                // The job continues the trace of the request that wrote the row (tracing on).
-                opts: { jobId: r.job_id, ...(r.trace_context ? { telemetry: { metadata: r.trace_context } } : {}) },
-              })),
+      await onRedis(() =>
+        within(
+          Promise.all(
+            [...byQueue].map(([q, list]) =>
+              queues[q].addBulk(
+                list.map((r) => ({
+                  name: ASSIGNMENT_JOB_NAME,
+                  data: r.payload as AssignmentJob,
+                  // The job continues the trace of the request that wrote the row (tracing on).
+                  opts: { jobId: r.job_id, ...(r.trace_context ? { telemetry: { metadata: r.trace_context } } : {}) },
+                })),
+              ),
             ),
           ),
+          REDIS_WAIT_MS,
+          'addBulk',
         ),
-        REDIS_WAIT_MS,
-        'addBulk',
       )
       await prepared(sql`update outbox set sent_at = ${new Date()}, attempts = attempts + 1, last_error = null
         where id = any(${rows.map((r) => r.id)}::bigint[])`).execute(trx)
@@ -124,6 +152,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
         failures = 0
       } catch (err) {
         failures++
+        postgresFailed = !redisFailed
         // Only the error's message: rows are never logged.
         log.warn({ err: { message: (err as Error).message }, failures }, 'outbox relay could not send; rows stay in the outbox')
       }
@@ -136,13 +165,23 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
         continue
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay)
+        const deadline = performance.now() + delay
+        let timer = setTimeout(resolve, delay)
         wake = () => {
           clearTimeout(timer)
           resolve()
         }
+        soon = () => {
+          soon = undefined
+          if (deadline - performance.now() <= POSTGRES_BACK_MS) return
+          clearTimeout(timer)
+          timer = setTimeout(resolve, POSTGRES_BACK_MS)
+        }
+        // A commit during the failed attempt: Postgres answered someone meanwhile.
+        if (pendingWake && failures && postgresFailed) soon()
       })
       wake = undefined
+      soon = undefined
     }
   }
 

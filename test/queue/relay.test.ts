@@ -1,15 +1,20 @@
+import { performance } from 'node:perf_hooks'
+import { Writable } from 'node:stream'
 import { isDeepStrictEqual } from 'node:util'
+import pino from 'pino'
 import t from 'tap'
 import { UnrecoverableError, type Job } from 'bullmq'
 import { Redis } from 'ioredis'
 import { sql, type RawBuilder } from 'kysely'
 import { moveAssignment } from '../../src/assignments/repository.js'
+import { createDb, createPool } from '../../src/db/connect.js'
 import { createOutboxRelay, type OutboxRelay } from '../../src/queue/outbox-relay.js'
 import { ASSIGNMENT_JOB_NAME, createQueues, jobIdFor, type AssignmentQueue } from '../../src/queue/queues.js'
 import { createRedis } from '../../src/queue/redis.js'
 import { QUEUES, type QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
+import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld, eventually, quietLog, REDIS_URL, say } from '../helpers/world.js'
 import { closeQueues, deliveryReport, inspectQueues } from './fixtures/delivery.js'
 
@@ -402,4 +407,44 @@ t.test('a stop while the relay is starting: its loop never runs, and a later rel
   await eventually(async () => (await unsent()) === 0, 5_000)
   t.pass('a relay started afterwards sends them')
   await next.stop()
+})
+
+// After a Postgres outage the relay backs off up to 5 s between attempts. A commit proves Postgres
+// answers again: the calls committed first after the outage must not wait out the whole backoff.
+t.test('backing off from Postgres, the relay sends soon after a commit shows Postgres answers again', async (t) => {
+  await Promise.all(relays.map((r) => r.stop()))
+  // The relay's queries go through a proxy the test cuts; its LISTEN connection and ingest do not.
+  const { proxy, url } = await proxyPostgres(t, databaseUrl)
+  const relayDb = createDb(createPool({ connectionString: url, max: 2, statementTimeoutMs: 1000 }))
+  t.teardown(() => relayDb.destroy())
+  const lines: { msg: string; failures?: number; afterFailures?: number }[] = []
+  const log = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk, _enc, cb) {
+        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line) as (typeof lines)[number])
+        cb()
+      },
+    }),
+  )
+  const relay = createOutboxRelay({ db: relayDb, databaseUrl, queues, log, pollMs: POLL_MS, batchSize: 20 })
+  t.teardown(() => relay.stop())
+
+  await proxy.cut()
+  await relay.start()
+  // The backoff doubles from 200 ms: the sixth failed attempt is followed by its 5 s ceiling.
+  const CEILING_AT = 6
+  await eventually(async () => lines.some((l) => (l.failures ?? 0) >= CEILING_AT), 30_000)
+  await proxy.restore()
+  const committed = performance.now()
+  const { decision } = await post(callEvent({ natureCode: 'EDP' }))
+  const ids = decision.assignments.map((a) => a.id)
+  const sentAfter = await eventually(async () => {
+    const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
+    return unsent.length === 0 && Math.round(performance.now() - committed)
+  }, 15_000)
+  const recovered = lines.find((l) => l.msg === 'outbox relay recovered')
+  t.equal(recovered?.afterFailures, CEILING_AT, `the relay was backing off for 5 s when the call committed (recovered after ${recovered?.afterFailures} failures)`)
+  // 2.5 s: half the backoff, with room for a loaded machine; it takes about 200 ms on a quiet one.
+  t.ok(sentAfter < 2500, `sent ${sentAfter} ms after the commit, not at the end of the backoff`)
 })

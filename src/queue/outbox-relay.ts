@@ -39,12 +39,13 @@ export interface RelayResendOptions {
 
 const MAX_BACKOFF_MS = 5000
 /**
- * Backing off from a Postgres failure, a commit's NOTIFY shows Postgres answers again: the relay
- * tries this soon after it rather than at the end of the backoff (up to 5 s for the calls
- * committed first after an outage). Not at once: a Postgres that is only slow still commits, and
- * its commits must not set the pace of the relay's retries.
+ * Backing off from a Postgres failure, a commit's NOTIFY (or the LISTEN connection coming back)
+ * shows Postgres answers again: the relay tries this soon after it rather than at the end of the
+ * backoff, which kept the calls committed first after an outage up to 5 s from their queues. Once
+ * per run of failures: when that try fails too (the relay's own connections are the trouble, or
+ * Postgres is slow but still committing), the backoff goes on, and commits never set the pace.
  */
-const POSTGRES_BACK_MS = 200
+const RETRY_AFTER_COMMIT_MS = 200
 /** How long a batch may wait for Redis before it counts as a failure (and its row locks go). */
 const REDIS_WAIT_MS = 2000
 
@@ -68,7 +69,9 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   let failures = 0
   /** Whether the last failure came from Postgres (a Redis step's failure is Redis's). */
   let postgresFailed = false
-  /** Set while the relay backs off from a Postgres failure: shortens the wait to POSTGRES_BACK_MS. */
+  /** Whether this run of failures has had its early try (RETRY_AFTER_COMMIT_MS). */
+  let triedEarly = false
+  /** Set during a wait that a commit may shorten: a backoff from Postgres without its early try. */
   let soon: (() => void) | undefined
   let resendDone: Promise<void> | undefined
   let stopResendWait: (() => void) | undefined
@@ -78,18 +81,22 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
   const poke = () => {
     pendingWake = true
     if (!failures) wake?.()
-    else if (postgresFailed) soon?.()
+    else soon?.()
   }
   let redisBack = false
   const onRedisReady = () => {
-    redisBack = true
-    wake?.()
+    // Between waits only: a wait it ends must not also cut the next one.
+    if (wake) wake()
+    else redisBack = true
   }
 
   const queueList = Object.values(queues)
 
   let redisFailed = false
-  /** A step that talks to Redis: its failure is Redis's, whatever Postgres does after it. */
+  /**
+   * A step that talks to Redis: its failure is Redis's, whatever Postgres does after it (a failed
+   * rollback). Redis coming back wakes the relay; a commit must not cut that backoff short.
+   */
   async function onRedis<T>(step: () => Promise<T>): Promise<T> {
     try {
       return await step()
@@ -150,11 +157,12 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
         sent = await sendBatch()
         if (failures) log.info({ afterFailures: failures, sent }, 'outbox relay recovered')
         failures = 0
+        triedEarly = false
       } catch (err) {
         failures++
         postgresFailed = !redisFailed
         // Only the error's message: rows are never logged.
-        log.warn({ err: { message: (err as Error).message }, failures }, 'outbox relay could not send; rows stay in the outbox')
+        log.warn({ err: { message: (err as Error).message }, failures, side: postgresFailed ? 'postgres' : 'redis' }, 'outbox relay could not send; rows stay in the outbox')
       }
       if (!running) break
       if (sent === deps.batchSize && !failures) continue
@@ -171,14 +179,17 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
           clearTimeout(timer)
           resolve()
         }
-        soon = () => {
-          soon = undefined
-          if (deadline - performance.now() <= POSTGRES_BACK_MS) return
-          clearTimeout(timer)
-          timer = setTimeout(resolve, POSTGRES_BACK_MS)
+        if (failures && postgresFailed && !triedEarly) {
+          soon = () => {
+            soon = undefined
+            if (deadline - performance.now() <= RETRY_AFTER_COMMIT_MS) return
+            triedEarly = true
+            clearTimeout(timer)
+            timer = setTimeout(resolve, RETRY_AFTER_COMMIT_MS)
+          }
+          // A commit during the failed attempt: Postgres answered someone meanwhile.
+          if (pendingWake) soon()
         }
-        // A commit during the failed attempt: Postgres answered someone meanwhile.
-        if (pendingWake && failures && postgresFailed) soon()
       })
       wake = undefined
       soon = undefined

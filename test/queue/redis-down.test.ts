@@ -20,7 +20,7 @@ const world = await createWorld(t, { redisUrl: server.url })
 const { app, db, prefix, databaseUrl } = world
 
 /** The relay's log lines, parsed, to see it fail and recover. */
-const relayLog: { msg: string; level: number; relay: string }[] = []
+const relayLog: { msg: string; level: number; relay: string; failures?: number; side?: string }[] = []
 const log = pino(
   { level: 'info' },
   new Writable({
@@ -167,6 +167,23 @@ t.test('a relay started during the outage fails fast too, holds no rows and stop
     () => false,
   )
   t.ok(stopped, 'relay B stops within 10 s while Redis is down')
+})
+
+// Backing off from Postgres, a commit brings the relay's next try forward (relay.test.ts): Postgres
+// answers again. It says nothing of Redis, and must not make the relay hammer a Redis that is away.
+t.test('a commit does not cut short a backoff from Redis', async (t) => {
+  const failedLines = () => relayLog.filter((l) => l.relay === 'A' && l.msg.startsWith('outbox relay could not send'))
+  // A failure at the backoff's ceiling: relay A waits 5 s from it.
+  const before = failedLines().length
+  await eventually(async () => failedLines().length > before && (failedLines().at(-1)?.failures ?? 0) >= 6, 20_000)
+  const last = failedLines().at(-1)!
+  t.equal(last.side, 'redis', 'the failure is told as Redis’s')
+  const attempts = failedLines().length
+  const ev = callEvent({ natureCode: 'EDP' })
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: ev })).statusCode, 201)
+  eventIds.push(ev.eventId)
+  await new Promise((r) => setTimeout(r, 1500))
+  t.equal(failedLines().length, attempts, 'no try in the 1.5 s after the commit: the backoff runs its course')
 })
 
 t.test('when Redis is back: every assignment is delivered exactly once', async (t) => {

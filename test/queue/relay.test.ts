@@ -436,14 +436,15 @@ t.test('backing off from Postgres, the relay sends soon after a commit shows Pos
   const CEILING_AT = 6
   await eventually(async () => lines.some((l) => (l.failures ?? 0) >= CEILING_AT), 30_000)
   await proxy.restore()
-  const committed = performance.now()
   const { decision } = await post(callEvent({ natureCode: 'EDP' }))
+  const committed = performance.now()
   const ids = decision.assignments.map((a) => a.id)
   const sentAfter = await eventually(async () => {
     const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
     return unsent.length === 0 && Math.round(performance.now() - committed)
   }, 15_000)
-  const recovered = lines.find((l) => l.msg === 'outbox relay recovered')
+  // The relay logs after its commit's answer, which may come a moment after this test sees the row.
+  const recovered = await eventually(async () => lines.find((l) => l.msg === 'outbox relay recovered'), 5_000)
   t.equal(recovered?.afterFailures, CEILING_AT, `the relay was backing off for 5 s when the call committed (recovered after ${recovered?.afterFailures} failures)`)
   // 2.5 s: half the backoff, with room for a loaded machine; it takes about 200 ms on a quiet one.
   t.ok(sentAfter < 2500, `sent ${sentAfter} ms after the commit, not at the end of the backoff`)

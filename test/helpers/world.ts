@@ -257,6 +257,18 @@ export async function openTransaction(t: Tap, pool: pg.Pool): Promise<pg.PoolCli
 /** A silent logger for relay/worker instances in tests. */
 export const quietLog = pino({ level: 'silent' })
 
+/** A logger at `level` whose lines the test reads back, parsed, as they are written. */
+export function recordingLog<Line extends { msg: string }>(level: pino.Level = 'info'): { log: pino.Logger; lines: Line[] } {
+  const lines: Line[] = []
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line) as Line)
+      cb()
+    },
+  })
+  return { log: pino({ level }, sink), lines }
+}
+
 /**
  * Prints a figure a test measured (a fault ledger, a count): on stderr, which tap shows under every
  * reporter, where a TAP comment shows under the tap reporter only (`.taprc` uses base, which keeps

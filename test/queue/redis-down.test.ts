@@ -1,7 +1,5 @@
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { Redis } from 'ioredis'
-import pino from 'pino'
 import { createOutboxRelay, type OutboxRelay } from '../../src/queue/outbox-relay.js'
 import { createQueues, type AssignmentQueue } from '../../src/queue/queues.js'
 import { closeRedis, createRedis } from '../../src/queue/redis.js'
@@ -9,7 +7,7 @@ import type { QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
 import { startRedisServer } from '../helpers/redis-server.js'
-import { createWorld, eventually, quietLog, say } from '../helpers/world.js'
+import { createWorld, eventually, quietLog, recordingLog, say } from '../helpers/world.js'
 import { closeQueues, deliveryReport, inspectQueues } from './fixtures/delivery.js'
 
 const POSTED = 30
@@ -20,16 +18,7 @@ const world = await createWorld(t, { redisUrl: server.url })
 const { app, db, prefix, databaseUrl } = world
 
 /** The relay's log lines, parsed, to see it fail and recover. */
-const relayLog: { msg: string; level: number; relay: string; failures?: number; side?: string }[] = []
-const log = pino(
-  { level: 'info' },
-  new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split('\n')) if (line) relayLog.push(JSON.parse(line) as (typeof relayLog)[number])
-      cb()
-    },
-  }),
-)
+const { log, lines: relayLog } = recordingLog<{ msg: string; level: number; relay: string; failures?: number; side?: string }>()
 const failuresLogged = (relay: string) => relayLog.filter((l) => l.relay === relay && l.msg.startsWith('outbox relay could not send')).length
 
 const producers: Redis[] = []

@@ -1,7 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { Writable } from 'node:stream'
 import { isDeepStrictEqual } from 'node:util'
-import pino from 'pino'
 import t from 'tap'
 import { UnrecoverableError, type Job } from 'bullmq'
 import { Redis } from 'ioredis'
@@ -15,7 +13,7 @@ import { QUEUES, type QueueName } from '../../src/routing/index.js'
 import { createResponderWorkers, offerAssignment } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
 import { proxyPostgres } from '../helpers/tcp-proxy.js'
-import { createWorld, eventually, quietLog, REDIS_URL, say } from '../helpers/world.js'
+import { createWorld, eventually, quietLog, recordingLog, REDIS_URL, say } from '../helpers/world.js'
 import { closeQueues, deliveryReport, inspectQueues } from './fixtures/delivery.js'
 
 // Only a NOTIFY can explain a delivery within seconds: the safety-net poll is a minute away.
@@ -417,16 +415,7 @@ t.test('backing off from Postgres, the relay sends soon after a commit shows Pos
   const { proxy, url } = await proxyPostgres(t, databaseUrl)
   const relayDb = createDb(createPool({ connectionString: url, max: 2, statementTimeoutMs: 1000 }))
   t.teardown(() => relayDb.destroy())
-  const lines: { msg: string; failures?: number; afterFailures?: number }[] = []
-  const log = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk, _enc, cb) {
-        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line) as (typeof lines)[number])
-        cb()
-      },
-    }),
-  )
+  const { log, lines } = recordingLog<{ msg: string; failures?: number; afterFailures?: number }>()
   const relay = createOutboxRelay({ db: relayDb, databaseUrl, queues, log, pollMs: POLL_MS, batchSize: 20 })
   t.teardown(() => relay.stop())
 

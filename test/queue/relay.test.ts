@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { isDeepStrictEqual } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { UnrecoverableError, type Job } from 'bullmq'
 import { Redis } from 'ioredis'
 import { sql, type RawBuilder } from 'kysely'
@@ -409,32 +409,61 @@ t.test('a stop while the relay is starting: its loop never runs, and a later rel
 
 // After a Postgres outage the relay backs off up to 5 s between attempts. A commit proves Postgres
 // answers again: the calls committed first after the outage must not wait out the whole backoff.
-t.test('backing off from Postgres, the relay sends soon after a commit shows Postgres answers again', async (t) => {
+// The backoff doubles from 200 ms: the sixth failed attempt is followed by its 5 s ceiling.
+const CEILING_AT = 6
+
+/**
+ * A relay whose queries go through a proxy, cut until the relay has failed CEILING_AT times (about
+ * 6.5 s): it then waits 5 s. Its LISTEN connection and ingest reach Postgres directly. Every other
+ * relay of this file is stopped first: only this one can send.
+ */
+async function relayAtCeiling(t: Test) {
   await Promise.all(relays.map((r) => r.stop()))
-  // The relay's queries go through a proxy the test cuts; its LISTEN connection and ingest do not.
   const { proxy, url } = await proxyPostgres(t, databaseUrl)
   const relayDb = createDb(createPool({ connectionString: url, max: 2, statementTimeoutMs: 1000 }))
   t.teardown(() => relayDb.destroy())
   const { log, lines } = recordingLog<{ msg: string; failures?: number; afterFailures?: number }>()
   const relay = createOutboxRelay({ db: relayDb, databaseUrl, queues, log, pollMs: POLL_MS, batchSize: 20 })
   t.teardown(() => relay.stop())
-
   await proxy.cut()
   await relay.start()
-  // The backoff doubles from 200 ms: the sixth failed attempt is followed by its 5 s ceiling.
-  const CEILING_AT = 6
-  await eventually(async () => lines.some((l) => (l.failures ?? 0) >= CEILING_AT), 30_000)
+  const failures = () => Math.max(0, ...lines.map((l) => l.failures ?? 0))
+  await eventually(async () => failures() >= CEILING_AT, 30_000)
+  /** How long after `since` every outbox row of these assignments was sent. */
+  const sentAfter = (ids: string[], since: number) =>
+    eventually(async () => {
+      const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
+      return unsent.length === 0 && Math.round(performance.now() - since)
+    }, 15_000)
+  // The relay logs after its commit's answer, which may come a moment after the test sees the rows.
+  const recovered = () => eventually(async () => lines.find((l) => l.msg === 'outbox relay recovered'), 5_000)
+  return { proxy, failures, sentAfter, recovered }
+}
+
+t.test('backing off from Postgres, the relay sends soon after a commit shows Postgres answers again', async (t) => {
+  const { proxy, sentAfter, recovered } = await relayAtCeiling(t)
   await proxy.restore()
   const { decision } = await post(callEvent({ natureCode: 'EDP' }))
-  const committed = performance.now()
-  const ids = decision.assignments.map((a) => a.id)
-  const sentAfter = await eventually(async () => {
-    const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
-    return unsent.length === 0 && Math.round(performance.now() - committed)
-  }, 15_000)
-  // The relay logs after its commit's answer, which may come a moment after this test sees the row.
-  const recovered = await eventually(async () => lines.find((l) => l.msg === 'outbox relay recovered'), 5_000)
-  t.equal(recovered?.afterFailures, CEILING_AT, `the relay was backing off for 5 s when the call committed (recovered after ${recovered?.afterFailures} failures)`)
+  const ms = await sentAfter(decision.assignments.map((a) => a.id), performance.now())
+  const r = await recovered()
+  t.equal(r.afterFailures, CEILING_AT, `the relay was backing off for 5 s when the call committed (recovered after ${r.afterFailures} failures)`)
   // 2.5 s: half the backoff, with room for a loaded machine; it takes about 200 ms on a quiet one.
-  t.ok(sentAfter < 2500, `sent ${sentAfter} ms after the commit, not at the end of the backoff`)
+  t.ok(ms < 2500, `sent ${ms} ms after the commit, not at the end of the backoff`)
+})
+
+t.test('a commit while the failing attempt itself waits also brings the next one to 200 ms', async (t) => {
+  const { proxy, failures, sentAfter, recovered } = await relayAtCeiling(t)
+  // Postgres answers again, but not this relay: its next attempt meets a silent network and gives
+  // up on the connection after 3 s. Meanwhile a call commits.
+  await proxy.restore()
+  proxy.freeze()
+  await eventually(async () => proxy.silent() > 0, 10_000)
+  const { decision } = await post(callEvent({ natureCode: 'EDP' }))
+  await eventually(async () => failures() > CEILING_AT, 10_000)
+  const failedAt = performance.now()
+  proxy.thaw()
+  const ms = await sentAfter(decision.assignments.map((a) => a.id), failedAt)
+  const r = await recovered()
+  t.equal(r.afterFailures, CEILING_AT + 1, `the commit came during the failed attempt (recovered after ${r.afterFailures} failures)`)
+  t.ok(ms < 2500, `sent ${ms} ms after that attempt failed, not at the end of the 5 s backoff`)
 })

@@ -236,9 +236,11 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
 
   return {
     async start(): Promise<void> {
+      // A stop still under way: the loop and the listener it ends must be gone before new ones
+      // start (its loop would see `running` again and go on, and it would close the new listener).
+      if (stopping) await stopping.catch(() => {})
       if (running) return
       running = true
-      stopping = undefined
       deps.producer?.on('ready', onRedisReady)
       // Each (re)connect pokes: rows committed while nobody listened. Until then the poll covers.
       listener = listenToChannel({ notifications: deps.notifications, databaseUrl: deps.databaseUrl, applicationName: 'cad-router-relay', log }, OUTBOX_CHANNEL, { onNotify: poke, onListening: poke })
@@ -254,13 +256,16 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
       wake?.()
       stopResendWait?.()
       deps.producer?.off('ready', onRedisReady)
-      stopping = (async () => {
+      const stopped: Promise<void> = (async () => {
         await loopDone
         await resendDone
         await listener?.close()
         listener = undefined
-      })()
-      return stopping
+      })().finally(() => {
+        if (stopping === stopped) stopping = undefined
+      })
+      stopping = stopped
+      return stopped
     },
   }
 }

@@ -407,6 +407,28 @@ t.test('a stop while the relay is starting: its loop never runs, and a later rel
   await next.stop()
 })
 
+// Not something main.ts does (it starts a relay once), but nothing stops a caller from it: the
+// stop's loop must not carry on beside the new one, nor the stop close the new start's listener.
+t.test('a start while a stop is under way waits for it: the stop ends, and the relay runs again and hears commits', async (t) => {
+  await Promise.all(relays.map((r) => r.stop()))
+  const relay = newRelay()
+  await relay.start()
+  const stopped = relay.stop()
+  const started = relay.start()
+  const within = <T>(p: Promise<T>, what: string) =>
+    Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]).then((ok) => t.ok(ok, what))
+  await within(stopped, 'the stop ends (its loop does not go on beside the new one)')
+  await within(started, 'the start ends')
+  const { decision } = await post(callEvent({ natureCode: 'EDP' }))
+  const ids = decision.assignments.map((a) => a.id)
+  const sent = await eventually(async () => {
+    const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
+    return unsent.length === 0
+  }, 10_000).catch(() => false)
+  t.ok(sent, `a commit afterwards is sent within 10 s: the relay listens (its poll is ${POLL_MS / 1000} s)`)
+  await within(relay.stop(), 'and it stops again')
+})
+
 // After a Postgres outage the relay backs off up to 5 s between attempts. A commit proves Postgres
 // answers again: the calls committed first after the outage must not wait out the whole backoff.
 // The backoff doubles from 200 ms: the sixth failed attempt is followed by its 5 s ceiling.

@@ -234,33 +234,47 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
     }
   }
 
+  /** Stops asked for so far: a start that a later stop overtook must not go on. */
+  let stops = 0
+
   return {
     async start(): Promise<void> {
+      const seen = stops
       // A stop still under way: the loop and the listener it ends must be gone before new ones
       // start (its loop would see `running` again and go on, and it would close the new listener).
       if (stopping) await stopping.catch(() => {})
-      if (running) return
+      // A stop asked for after this start is the caller's last word.
+      if (stops !== seen || running) return
       running = true
+      // A relay started again begins afresh, not at its last run's backoff.
+      failures = 0
+      triedEarly = false
+      redisBack = false
       deps.producer?.on('ready', onRedisReady)
       // Each (re)connect pokes: rows committed while nobody listened. Until then the poll covers.
       listener = listenToChannel({ notifications: deps.notifications, databaseUrl: deps.databaseUrl, applicationName: 'cad-router-relay', log }, OUTBOX_CHANNEL, { onNotify: poke, onListening: poke })
       await listener?.started()
+      // Stopped while the listener started: that stop closed it, and no loop may begin.
+      if (stops !== seen) return
       loopDone = loop()
       resendDone = deps.resend ? resendLoop(deps.resend) : undefined
     },
     /** Stops after the batch in flight; safe to call twice (both calls wait for the same stop). */
     stop(): Promise<void> {
+      stops++
       if (stopping) return stopping
       if (!running) return Promise.resolve()
       running = false
       wake?.()
       stopResendWait?.()
       deps.producer?.off('ready', onRedisReady)
+      // Taken now: a close that fails must not leave it for the next start to overwrite.
+      const closing = listener
+      listener = undefined
       const stopped: Promise<void> = (async () => {
         await loopDone
         await resendDone
-        await listener?.close()
-        listener = undefined
+        await closing?.close()
       })().finally(() => {
         if (stopping === stopped) stopping = undefined
       })

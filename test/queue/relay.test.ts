@@ -111,8 +111,15 @@ async function count(query: RawBuilder<{ n: number }>): Promise<number> {
   return Number(rows[0]?.n ?? 0)
 }
 
+/** How many outbox rows are not sent yet. */
+const allUnsent = () => count(sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is null`)
+
+/** How many of these assignments' outbox rows are not sent yet. */
+const unsentOf = async (ids: string[]): Promise<number> =>
+  (await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()).length
+
 const pendingWork = async () => ({
-  unsent: await count(sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is null`),
+  unsent: await allUnsent(),
   queued: await count(sql<{ n: number }>`select count(*)::int as n from assignments where status = 'queued'`),
   unfinishedJobs: (
     await Promise.all(QUEUES.map((q) => inspect[q].getJobCounts('waiting', 'active', 'delayed', 'prioritized')))
@@ -260,8 +267,7 @@ t.test('the relay wakes on NOTIFY, not on its poll', async (t) => {
     const posted = await Promise.all(Array.from({ length: 5 }, () => post(callEvent({ natureCode: 'NOISE' }))))
     const ids = posted.flatMap((r) => r.decision.assignments.map((a) => a.id))
     const sentWithin = await eventually(async () => {
-      const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
-      return unsent.length === 0 && Date.now() - started
+      return (await unsentOf(ids)) === 0 && Date.now() - started
       // 10 s, not the poll's 60: the bound tells NOTIFY from the poll, with room for five posts and
       // their sends on a loaded CI machine running other test files beside this one.
     }, 10_000).catch(() => undefined)
@@ -396,9 +402,8 @@ t.test('stop() and close() twice are fine, and nothing is left listening', async
 t.test('a stop while the relay is starting: its loop never runs, and a later relay sends the rows', async (t) => {
   const q = createQueues(producer, prefix)
   t.teardown(() => closeQueues(q))
-  const unsent = () => count(sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is null`)
   await post(callEvent({ natureCode: 'EDP' }))
-  const waiting = await unsent()
+  const waiting = await allUnsent()
   t.ok(waiting > 0, `rows waiting in the outbox (${waiting}), every earlier relay stopped`)
 
   const relay = newRelay(20, q)
@@ -407,11 +412,11 @@ t.test('a stop while the relay is starting: its loop never runs, and a later rel
   await starting
   // Well past the NOTIFY the row sent and the relay's first batch, had its loop run.
   await new Promise((r) => setTimeout(r, 500))
-  t.equal(await unsent(), waiting, 'nothing sent by the relay stopped during its start')
+  t.equal(await allUnsent(), waiting, 'nothing sent by the relay stopped during its start')
 
   const next = newRelay(20, q)
   await next.start()
-  await eventually(async () => (await unsent()) === 0, 5_000)
+  await eventually(async () => (await allUnsent()) === 0, 5_000)
   t.pass('a relay started afterwards sends them')
   await next.stop()
 })
@@ -428,10 +433,7 @@ t.test('a start while a stop is under way waits for it: the stop ends, and the r
   t.ok(await settlesWithin10s(started), 'the start ends')
   const { decision } = await post(callEvent({ natureCode: 'EDP' }))
   const ids = decision.assignments.map((a) => a.id)
-  const sent = await eventually(async () => {
-    const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
-    return unsent.length === 0
-  }, 10_000).catch(() => false)
+  const sent = await eventually(async () => (await unsentOf(ids)) === 0, 10_000).catch(() => false)
   t.ok(sent, `a commit afterwards is sent within 10 s: the relay listens (its poll is ${POLL_MS / 1000} s)`)
   t.ok(await settlesWithin10s(relay.stop()), 'and it stops again')
 })
@@ -447,13 +449,12 @@ t.test('a stop asked for while a start waits for an earlier stop wins: nothing r
   t.ok(await settlesWithin10s(started), 'the start in between ends')
   const { decision } = await post(callEvent({ natureCode: 'EDP' }))
   await new Promise((r) => setTimeout(r, 1000))
-  const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', decision.assignments.map((a) => a.id)).where('sent_at', 'is', null).execute()
-  t.equal(unsent.length, decision.assignments.length, 'a commit afterwards stays unsent: no loop runs')
+  t.equal(await unsentOf(decision.assignments.map((a) => a.id)), decision.assignments.length, 'a commit afterwards stays unsent: no loop runs')
   t.equal(await listeners(), 0, 'and no LISTEN connection is left')
   // For the tests after this one: a relay that sends it.
   const next = newRelay()
   await next.start()
-  await eventually(async () => (await db.selectFrom('outbox').select('id').where('sent_at', 'is', null).execute()).length === 0, 10_000)
+  await eventually(async () => (await allUnsent()) === 0, 10_000)
   await next.stop()
 })
 
@@ -481,10 +482,7 @@ async function relayAtCeiling(t: Test) {
   await eventually(async () => failures() >= CEILING_AT, 30_000)
   /** How long after `since` every outbox row of these assignments was sent. */
   const sentAfter = (ids: string[], since: number) =>
-    eventually(async () => {
-      const unsent = await db.selectFrom('outbox').select('id').where('assignment_id', 'in', ids).where('sent_at', 'is', null).execute()
-      return unsent.length === 0 && Math.round(performance.now() - since)
-    }, 15_000)
+    eventually(async () => (await unsentOf(ids)) === 0 && Math.round(performance.now() - since), 15_000)
   // The relay logs after its commit's answer, which may come a moment after the test sees the rows.
   const recovered = () => eventually(async () => lines.find((l) => l.msg === 'outbox relay recovered'), 5_000)
   return { proxy, failures, sentAfter, recovered }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import t from 'tap'
-import { say } from '../helpers/world.js'
+import { eventually, say } from '../helpers/world.js'
 import { answerCounter, createFaultWorld, databaseUrlFor, ledgerLine, makeEvents, ok, postAll, sleep, statusCounts, untilDelivered, type Attempt, type Posted } from './fixtures/harness.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 
@@ -73,13 +73,11 @@ t.test('Postgres silent: answers within a bound, 503 with Retry-After, never 500
   const ready: Readiness[] = []
   // On the test's own connection, which the proxy does not carry.
   const outboxSent = async () => (await sql<{ n: number }>`select count(*)::int as n from outbox where sent_at is not null`.execute(world.db)).rows[0]!.n
-  const untilRelaySent = async (sentBefore: number) => {
-    while (now() - thawedAt < 3 * RELAY_RECOVERED_WITHIN_MS) {
-      if ((await outboxSent()) > sentBefore) return Math.round(now() - thawedAt)
-      await sleep(50)
-    }
-    return undefined
-  }
+  const untilRelaySent = (sentBefore: number) =>
+    eventually(async () => (await outboxSent()) > sentBefore, 3 * RELAY_RECOVERED_WITHIN_MS, 50).then(
+      () => Math.round(now() - thawedAt),
+      () => undefined,
+    )
   const faults = (async () => {
     await when(60)
     phase = 'frozen'

@@ -24,8 +24,6 @@ export {
   FINDING_KINDS,
   SAFETY_FLAGS,
   MEDICAL_FLAGS,
-  SAFETY_NATURE_CODES,
-  MEDICAL_NATURE_CODES,
   type Finding,
   type FindingKind,
   type VerificationReport,

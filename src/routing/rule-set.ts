@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import {
   BOOLEAN_FACTS,
+  CONTRACT_NATURE_CODES,
   EVENT_TYPES,
   FLAG_NAMES,
   isAgencyId,
@@ -306,8 +307,16 @@ const notAgencyId = (agency: string): string =>
 export function newDocumentIssues(doc: RuleSet): { message: string; path: Path }[] {
   const issues: { message: string; path: Path }[] = []
   // Agency ids are compared exactly: one no call can carry (`Hastings-PD`) would apply to nobody.
-  for (const agency of Object.keys(doc.natureCodeMaps ?? {})) {
+  const listed = new Set(doc.natureCodes)
+  for (const [agency, map] of Object.entries(doc.natureCodeMaps ?? {})) {
     if (!isAgencyId(agency)) issues.push({ message: notAgencyId(agency), path: ['natureCodeMaps', agency] })
+    // A listed code means the same for every agency: mapped away, SHOOT could become EDP for one
+    // agency, and the invariants, proved on the code after the map, would never see a shooting.
+    for (const from of Object.keys(map)) {
+      if (listed.has(from) || CONTRACT_NATURE_CODES.has(from)) {
+        issues.push({ message: `${agency} maps ${from}, a code of natureCodes or one whose meaning DESIGN fixes: it stays itself for every agency; map only the agency's own codes`, path: ['natureCodeMaps', agency, from] })
+      }
+    }
   }
   for (const agency of Object.keys(doc.cru)) {
     if (agency !== '*' && !isAgencyId(agency)) issues.push({ message: notAgencyId(agency), path: ['cru', agency] })

@@ -65,6 +65,16 @@ export const HISTORY_FACTS: ReadonlySet<string> = new Set<BooleanFact | NumericF
  */
 export const MENTAL_HEALTH_NATURE_CODES: ReadonlySet<string> = new Set(['EDP', 'SUICTHRT', 'SUICIDE'])
 
+/**
+ * Nature codes that by themselves are a safety or a medical matter (DESIGN rules 1 and 2), whatever a
+ * rule set says: verification proves every rule set sends them to police as primary, and to EMS.
+ */
+export const SAFETY_NATURE_CODES: ReadonlySet<string> = new Set(['WEAPON', 'SHOOT', 'STABBING', 'ASSAULT', 'FIGHT', 'DVA', 'ROBBERY', 'THREATS', 'HOMICIDE', 'HOSTAGE', 'CARJACK', 'ABDUCTF', 'ABDUCTNF'])
+export const MEDICAL_NATURE_CODES: ReadonlySet<string> = new Set(['OD', 'CARDIAC', 'PERUNCON', 'SICK', 'MVAINJY', 'STROKE', 'SEIZURE', 'RESPARR', 'CHOKE', 'BLEEDING'])
+
+/** The codes whose meaning is part of the contract: no agency's map may turn them into another code. */
+export const CONTRACT_NATURE_CODES: ReadonlySet<string> = new Set([...MENTAL_HEALTH_NATURE_CODES, ...SAFETY_NATURE_CODES, ...MEDICAL_NATURE_CODES])
+
 /** The ten routing principles of DESIGN.md, as named in explanations. */
 export const PRINCIPLES: Readonly<Record<number, string>> = {
   1: 'safety first',

@@ -15,8 +15,10 @@ import {
   DEFAULT_FREQUENT_CALLER_MIN_CALLS,
   EVENT_TYPES,
   FLAG_NAMES,
+  MEDICAL_NATURE_CODES,
   MENTAL_HEALTH_NATURE_CODES,
   NUMERIC_FACTS,
+  SAFETY_NATURE_CODES,
   ROUTES,
   type BooleanFact,
   type EventType,
@@ -86,12 +88,11 @@ export interface VerificationReport {
 
 /**
  * What the invariants mean, independent of any rule set (a rule set cannot define its way out):
- * flags, and nature codes that by themselves are a safety or medical matter (DESIGN rules 1 and 2).
+ * flags, and nature codes that by themselves are a safety or medical matter (DESIGN rules 1 and 2;
+ * SAFETY_NATURE_CODES and MEDICAL_NATURE_CODES, in types.ts, since a rule set's maps may not touch them).
  */
 export const SAFETY_FLAGS: readonly FlagName[] = ['weapons', 'violence', 'threatToOthers', 'crimeInProgress']
 export const MEDICAL_FLAGS: readonly FlagName[] = ['medicalEmergency', 'injury']
-export const SAFETY_NATURE_CODES: ReadonlySet<string> = new Set(['WEAPON', 'SHOOT', 'STABBING', 'ASSAULT', 'FIGHT', 'DVA', 'ROBBERY', 'THREATS', 'HOMICIDE', 'HOSTAGE', 'CARJACK'])
-export const MEDICAL_NATURE_CODES: ReadonlySet<string> = new Set(['OD', 'CARDIAC', 'PERUNCON', 'SICK', 'MVAINJY', 'STROKE', 'SEIZURE', 'RESPARR', 'CHOKE', 'BLEEDING'])
 
 /** Above this many classes verification refuses rather than runs for minutes. */
 export const MAX_FACT_CLASSES = 3_000_000

@@ -13,7 +13,7 @@ const RUNS = 20_000
 const doc = ruleSet.document
 const SAFETY_FLAGS: FlagName[] = ['weapons', 'violence', 'threatToOthers', 'crimeInProgress']
 // From DESIGN.md and the APCO list: violent codes must bring police whatever the flags say.
-const VIOLENT_CODES = new Set(['WEAPON', 'SHOOT', 'STABBING', 'ASSAULT', 'FIGHT', 'DVA', 'ROBBERY', 'THREATS', 'HOMICIDE', 'HOSTAGE', 'CARJACK'])
+const VIOLENT_CODES = new Set(['WEAPON', 'SHOOT', 'STABBING', 'ASSAULT', 'FIGHT', 'DVA', 'ROBBERY', 'THREATS', 'HOMICIDE', 'HOSTAGE', 'CARJACK', 'ABDUCTF', 'ABDUCTNF'])
 const MEDICAL_CODES = new Set(['OD', 'CARDIAC', 'PERUNCON', 'SICK', 'MVAINJY', 'STROKE', 'SEIZURE', 'RESPARR', 'CHOKE', 'BLEEDING'])
 const MH_CODES = new Set(['EDP', 'SUICTHRT', 'SUICIDE'])
 

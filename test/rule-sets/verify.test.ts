@@ -111,6 +111,17 @@ const bad: Bad[] = [
     ruleId: 'mental-health-cru',
   },
   {
+    // The shipped set once forgot ABDUCTNF beside ABDUCTF: with an injury, a kidnapping went to EMS alone.
+    kind: 'police-invariant',
+    name: 'an abduction code the rule set forgot (ABDUCTNF dropped from "safety") reaching EMS alone',
+    mutate: (d) => {
+      const any = d.definitions.safety.any
+      any[4].natureCode = any[4].natureCode.filter((c: string) => c !== 'ABDUCTNF')
+    },
+    message: /rule medical-ems can decide a call .*without police/,
+    ruleId: 'medical-ems',
+  },
+  {
     kind: 'police-invariant',
     name: 'a co-response whose CRU fallback drops police',
     mutate: (d) => (d.rules[2].action.fallback = { when: { not: { fact: 'cruAvailable' } }, route: 'cru', reason: 'no' }),
@@ -132,6 +143,18 @@ const bad: Bad[] = [
   // Agency ids are compared exactly, as the wire contract writes them: one no call can carry is a typo that silently does nothing.
   { kind: 'schema', name: 'CRU hours for an agency id no call can carry', mutate: (d) => (d.cru['Hastings-PD'] = { schedule: [{ days: ['mon'], from: '08:00', to: '18:00' }] }), message: /cru\.Hastings-PD: no call can have agency Hastings-PD/ },
   { kind: 'schema', name: 'a code map for an agency id no call can carry', mutate: (d) => (d.natureCodeMaps['Hastings PD'] = { '10-56': 'SUICTHRT' }), message: /natureCodeMaps\.Hastings PD: no call can have agency Hastings PD/ },
+  // A map from a listed code would hide it from the invariants, which are proved on the code after the map.
+  { kind: 'schema', name: 'a code map that turns a shooting into a crisis call', mutate: (d) => (d.natureCodeMaps['hastings-pd'] = { '10-56': 'SUICTHRT', SHOOT: 'EDP' }), message: /natureCodeMaps\.hastings-pd\.SHOOT: hastings-pd maps SHOOT, a code of natureCodes or one whose meaning DESIGN fixes/ },
+  {
+    kind: 'schema',
+    name: 'a code map from a code DESIGN fixes that the set does not list',
+    mutate: (d) => {
+      d.natureCodes = d.natureCodes.filter((c: string) => c !== 'OD')
+      d.definitions.medical.any[2].natureCode = d.definitions.medical.any[2].natureCode.filter((c: string) => c !== 'OD')
+      d.natureCodeMaps['hastings-pd'] = { OD: 'NOISE' }
+    },
+    message: /natureCodeMaps\.hastings-pd\.OD: hastings-pd maps OD/,
+  },
   { kind: 'schema', name: 'an agency condition no call can meet', mutate: (d) => (d.rules[3].when = { all: [{ agency: ['hastings-pd', 'Rosemount-PD'] }] }), message: /rules\[3\]\.when\.all\[0\]\.agency\[1\]: no call can have agency Rosemount-PD/ },
   { kind: 'schema', name: 'an agency in a nested definition no call can meet', mutate: (d) => (d.definitions.pilot = { not: { any: [{ flag: 'injury' }, { agency: ['Hastings-PD'] }] } }), message: /definitions\.pilot\.not\.any\[1\]\.agency\[0\]: no call can have agency Hastings-PD/ },
   {

@@ -89,26 +89,45 @@ export function refuseUnstorableText(app: FastifyInstance): void {
 const FIRST_INSTANT = Date.parse('1900-01-01T00:00:00Z')
 const LAST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z')
 
+// Postgres refuses date-time text past about 150 characters, and offsets past ±15:59 (RFC 3339
+// allows 23:59; offsets in use span -12:00 to +14:00): either would be its error, a 500. Nine
+// fractional digits (nanoseconds) are as fine as any clock; Postgres keeps six.
+const MAX_FRACTION_DIGITS = 9
+
 // RFC 3339 §5.6 (and JSON Schema's date-time) let the `T` separator and the `Z` zone be lower case;
-// zod's date-time check does not. The documented pattern is zod's own with both cases allowed.
+// zod's date-time check does not. The documented pattern is zod's own with both cases allowed, the
+// fraction and the offset bounded as above.
 const RFC3339_PATTERN = (() => {
-  const upper = z.toJSONSchema(z.iso.datetime({ offset: true })).pattern
-  if (typeof upper !== 'string' || upper.split('T').length !== 2 || upper.split('Z').length !== 2) throw new Error('unexpected zod date-time pattern')
-  return upper.replace('T', '[Tt]').replace('Z', '[Zz]')
+  const zods = z.toJSONSchema(z.iso.datetime({ offset: true })).pattern
+  const fraction = '(?:\\.\\d+)?'
+  const offsetHour = '[+-](?:[01]\\d|2[0-3])'
+  if (typeof zods !== 'string' || [zods.split('T'), zods.split('Z'), zods.split(fraction), zods.split(offsetHour)].some((parts) => parts.length !== 2)) {
+    throw new Error('unexpected zod date-time pattern')
+  }
+  return zods
+    .replace('T', '[Tt]')
+    .replace('Z', '[Zz]')
+    .replace(fraction, `(?:\\.\\d{1,${MAX_FRACTION_DIGITS}})?`)
+    .replace(offsetHour, '[+-](?:0\\d|1[0-5])')
 })()
 
 /**
- * An RFC 3339 date-time with an offset, from 1900 to 9999 once converted to UTC. A lower-case `t`
- * or `z` is accepted and raised, so what handlers see, store and hash is one spelling.
+ * An RFC 3339 date-time with an offset, from 1900 to 9999 once converted to UTC, with at most nine
+ * fractional digits and an offset within ±15:59. A lower-case `t` or `z` is accepted and raised, so
+ * what handlers see, store and hash is one spelling.
  */
 export const instant = z
   .string()
   .overwrite((s) => s.toUpperCase())
   .pipe(
-    z.iso.datetime({ offset: true }).refine((s) => {
-      const t = Date.parse(s)
-      // Not a date-time at all: the format check names it.
-      return Number.isNaN(t) || (t >= FIRST_INSTANT && t <= LAST_INSTANT)
-    }, 'must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z'),
+    z.iso
+      .datetime({ offset: true })
+      .refine((s) => {
+        const t = Date.parse(s)
+        // Not a date-time at all: the format check names it.
+        return Number.isNaN(t) || (t >= FIRST_INSTANT && t <= LAST_INSTANT)
+      }, 'must be between 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z')
+      .refine((s) => (/\.(\d+)/.exec(s)?.[1]?.length ?? 0) <= MAX_FRACTION_DIGITS, `must have at most ${MAX_FRACTION_DIGITS} fractional digits`)
+      .refine((s) => !/[+-]\d{2}:\d{2}$/.test(s) || Number(s.slice(-5, -3)) <= 15, 'must have an offset between -15:59 and +15:59'),
   )
   .meta({ format: 'date-time', pattern: RFC3339_PATTERN })

@@ -128,6 +128,28 @@ t.test('3: instants outside years 1900-9999 (UTC) are a 400 naming the field', a
   }
 })
 
+t.test('3b: an instant Postgres cannot read (a long fraction, an offset past 15:59) is a 400 naming the field', async (t) => {
+  const before = await stored()
+  const long = `2026-11-23T15:04:05.${'1'.repeat(130)}Z`
+  const cases: [occurredAt: string, reason: string][] = [
+    [long, 'must have at most 9 fractional digits'],
+    ['2026-11-23T15:04:05.1234567890Z', 'must have at most 9 fractional digits'],
+    ['2026-11-23T15:04:05+20:00', 'must have an offset between -15:59 and +15:59'],
+  ]
+  for (const [occurredAt, reason] of cases) {
+    t.equal(refused(t, await postEvent(callEvent({ occurredAt })), 'occurredAt', `occurredAt ${occurredAt.slice(0, 40)}`), reason)
+  }
+  const doc = eido()
+  doc.lastUpdateTimeStamp = long
+  refused(t, await postEido(doc), 'lastUpdateTimeStamp', 'EIDO lastUpdateTimeStamp with a long fraction')
+  refused(t, await app.inject({ method: 'GET', url: `/v1/reports/summary?to=${long}` }), 'querystring.to', 'report to with a long fraction')
+  t.same(await stored(), before, 'nothing stored')
+  // Nanoseconds, and the widest offsets in use, are accepted.
+  for (const occurredAt of ['2026-11-23T15:04:05.123456789Z', '2026-11-24T05:04:05+14:00', '2026-11-23T03:04:05-12:00']) {
+    t.equal((await postEvent(callEvent({ occurredAt }))).statusCode, 201, `occurredAt ${occurredAt}`)
+  }
+})
+
 t.test('4: rule-set versions past a Postgres integer are a 400 naming the field', async (t) => {
   const before = await stored()
   const big = INT_MAX + 1

@@ -98,8 +98,9 @@ export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds:
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
         return sendProblem(reply, retryAfterSeconds, problem('payload-too-large', req.id, err.message))
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
         return sendProblem(reply, retryAfterSeconds, problem('unsupported-media-type', req.id, 'send application/json'))
+      case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+        return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, 'the body did not match its Content-Length', [{ name: '(body)', reason: 'shorter or longer than its Content-Length' }]))
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
         return sendProblem(reply, retryAfterSeconds, problem('validation-failed', req.id, 'the body is not valid JSON', [{ name: '(body)', reason: 'not valid JSON' }]))

@@ -2,7 +2,8 @@
  * JSON bodies (src/http/json-body.ts): a member given twice is a 400 naming it (the default parser
  * kept the last: `"weapons": true, "weapons": false` sent an armed person's call to CRU alone); a
  * charset other than UTF-8 is a 415 and bytes that are not UTF-8 a 400 (they were stored as U+FFFD
- * and answered 201). Either way nothing is stored. A byte order mark, escapes and valid bodies pass.
+ * and answered 201). A body that does not match its Content-Length is a 400 (it was a 415). Either
+ * way nothing is stored. A byte order mark, escapes and valid bodies pass.
  */
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
@@ -64,6 +65,19 @@ t.test('what the default parser refused is still refused', async (t) => {
   problem(t, await post('{"eventId":'), 400, 'validation-failed', 'truncated')
   problem(t, await post(''), 400, 'validation-failed', 'empty')
   problem(t, await post('{"__proto__":{"admin":true}}'), 400, 'validation-failed', 'prototype poisoning')
+})
+
+t.test('a body shorter or longer than its Content-Length is a 400 saying so, not a 415; nothing is stored', async (t) => {
+  const before = await stored()
+  const text = JSON.stringify(callEvent())
+  const bytes = Buffer.byteLength(text)
+  for (const length of [bytes - 1, bytes + 1]) {
+    const res = await app.inject({ method: 'POST', url: '/v1/call-events', payload: text, headers: { 'content-type': 'application/json', 'content-length': String(length) } })
+    const p = problem(t, res, 400, 'validation-failed', `Content-Length ${length} for ${bytes} bytes`)
+    t.match(p.detail, /Content-Length/)
+    t.same(p.invalidParams?.map((x) => x.name), ['(body)'])
+  }
+  t.equal(await stored(), before, 'nothing stored')
 })
 
 t.test('duplicateMember: paths through objects and arrays; strings that look like structure are text', async (t) => {

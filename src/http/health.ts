@@ -1,4 +1,5 @@
 import { sql } from 'kysely'
+import type { FastifyBaseLogger } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import type { Redis } from 'ioredis'
 import { z } from 'zod'
@@ -15,7 +16,10 @@ export interface HealthOptions {
   retryAfterSeconds: number
 }
 
-const check = z.object({ ok: z.boolean(), detail: z.string().optional() })
+const check = z.object({
+  ok: z.boolean(),
+  detail: z.string().optional().describe('Why not, in words of the service’s own; the log line of the failed check has the error itself'),
+})
 const readiness = z.object({
   status: z
     .enum(['ready', 'degraded', 'not_ready'])
@@ -23,12 +27,17 @@ const readiness = z.object({
   checks: z.object({ postgres: check, migrations: check, redis: check }),
 })
 
-async function probe(fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> {
+/**
+ * One check. A driver's error names hosts, addresses and database user names, and readiness needs
+ * no key: the answer gives the fixed `failed`, and only the log line has the error (no personal data).
+ */
+async function probe(log: FastifyBaseLogger, name: string, failed: string, fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> {
   try {
     const detail = await fn()
     return detail ? { ok: false, detail } : { ok: true }
   } catch (err) {
-    return { ok: false, detail: err instanceof Error ? err.message : 'unreachable' }
+    log.warn({ check: name, err: { code: (err as { code?: unknown }).code, message: err instanceof Error ? err.message : String(err) } }, 'readiness check failed')
+    return { ok: false, detail: failed }
   }
 }
 
@@ -74,18 +83,19 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         response: { 200: readiness, 503: readiness },
       },
     },
-    async (_req, reply) => {
+    async (req, reply) => {
       const [postgres, migrations, redisCheck] = await Promise.all([
-        probe(async () => {
+        probe(req.log, 'postgres', 'Postgres did not answer or refused the connection; the log says why', async () => {
           // A standby (mid-failover) or a primary set read-only answers, but every ingest would fail.
           return (await withTimeout(readOnly(), 2000)) === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
         }),
-        probe(async () => {
+        probe(req.log, 'migrations', 'the applied migrations could not be read from Postgres; the log says why', async () => {
           const names = await withTimeout(pending(), 2000)
           return names.length ? `pending: ${names.join(', ')}` : undefined
         }),
-        probe(async () => {
-          if (!breaker.closed) return `not answering, not asked until a probe gets an answer: ${breaker.reason}`
+        probe(req.log, 'redis', 'Redis did not answer; the log says why', async () => {
+          // Its reason was logged when the breaker opened.
+          if (!breaker.closed) return 'Redis is not answering, and is not asked until a probe gets an answer'
           const pong = await breaker.run(() => redis.ping())
           return pong === 'PONG' ? undefined : `unexpected answer ${pong}`
         }),

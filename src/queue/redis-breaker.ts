@@ -104,10 +104,6 @@ export function createRedisBreaker(deps: RedisBreakerDeps) {
     get closed(): boolean {
       return state === 'closed'
     },
-    /** The error that opened it last (for readiness), never a request's data. */
-    get reason(): string {
-      return reason
-    },
     /**
      * Runs a command for a request: its result, or a rejection within `timeoutMs` at most, at once
      * while the breaker is open (RedisUnavailable).

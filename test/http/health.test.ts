@@ -1,14 +1,25 @@
+import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { healthRoutes } from '../../src/http/health.js'
-import type { RedisBreaker } from '../../src/queue/redis-breaker.js'
+import { createRedisBreaker, type RedisBreaker } from '../../src/queue/redis-breaker.js'
 import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const { port } = srv.address() as { port: number }
+  await new Promise<void>((r) => srv.close(() => r()))
+  return port
+}
 
 t.test('readiness: Postgres, migrations and Redis all checked', async (t) => {
   const res = await world.app.inject({ method: 'GET', url: '/readyz' })
@@ -40,6 +51,51 @@ t.test('readiness: without Redis, even from the start, the instance stays in ser
   t.match(res.json(), { status: 'degraded', checks: { postgres: { ok: true }, migrations: { ok: true }, redis: { ok: false } } })
 })
 
+t.test('readiness names the failed dependency in fixed words; the driver\'s message, with its user and host names, is in the log only', async (t) => {
+  // A role that does not exist: Postgres's refusal names it, as a failed password names its user.
+  const url = new URL(world.databaseUrl)
+  url.username = 'readyz_nobody'
+  const pool = createPool({ connectionString: url.toString(), max: 2, statementTimeoutMs: 1000 })
+  const db = createDb(pool)
+  const redis = new Redis(`redis://127.0.0.1:${await closedPort()}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+  redis.on('error', () => {})
+  const logs: string[] = []
+  const log = { warn: (obj: object, msg: string) => logs.push(`${msg} ${JSON.stringify(obj)}`), info: () => {} }
+  const breaker = createRedisBreaker({ redis, timeoutMs: 500, openMs: 60_000, log })
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => logs.push(line) } } })
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  await app.register(healthRoutes, { db, redis, breaker, retryAfterSeconds: 5 })
+  t.teardown(async () => {
+    breaker.stop()
+    await app.close()
+    await db.destroy()
+    redis.disconnect()
+  })
+
+  // The first poll meets Redis's error itself; the second finds the breaker it opened.
+  for (const poll of ['first', 'second']) {
+    const res = await app.inject({ method: 'GET', url: '/readyz' })
+    t.equal(res.statusCode, 503, `${poll} poll: 503`)
+    t.same(
+      res.json(),
+      {
+        status: 'not_ready',
+        checks: {
+          postgres: { ok: false, detail: 'Postgres did not answer or refused the connection; the log says why' },
+          migrations: { ok: false, detail: 'the applied migrations could not be read from Postgres; the log says why' },
+          redis: { ok: false, detail: poll === 'first' ? 'Redis did not answer; the log says why' : 'Redis is not answering, and is not asked until a probe gets an answer' },
+        },
+      },
+      `${poll} poll: fixed words`,
+    )
+    t.notMatch(res.body, /readyz_nobody|127\.0\.0\.1|enableOfflineQueue/, `${poll} poll: no driver message`)
+  }
+  const logged = logs.join('')
+  t.match(logged, /role \\?"readyz_nobody\\?" does not exist/, 'the log has Postgres\'s own message')
+  t.match(logged, /enableOfflineQueue/, 'and Redis\'s')
+})
+
 t.test('readiness polls while Postgres is silent: each answers within its 2 s, and they share one set of queries rather than each hold pooled connections', async (t) => {
   const { proxy, url } = await proxyPostgres(t, world.databaseUrl)
   const pool = createPool({ connectionString: url, max: 20, statementTimeoutMs: 1000, queryTimeoutMs: 6000 })
@@ -48,7 +104,7 @@ t.test('readiness polls while Postgres is silent: each answers within its 2 s, a
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
   // Redis is not this test's: an open breaker answers its check without asking it.
-  const breaker = { closed: false, reason: 'not this test' } as unknown as RedisBreaker
+  const breaker = { closed: false } as unknown as RedisBreaker
   await app.register(healthRoutes, { db, redis: world.redis, breaker, retryAfterSeconds: 5 })
   t.teardown(async () => {
     await app.close()

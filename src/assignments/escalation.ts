@@ -44,9 +44,13 @@ import { MOVES, canMove, cruHolding, isOpen, type AssignmentStatus } from './sta
  * skips routes without police as primary (case manager → CRU → co-response), and whatever is left
  * open afterwards has police as primary: police are added, or promoted, and the others stand beside.
  *
- * New assignments go through the outbox in the same transaction (the same guarantee as a routing
- * decision), carry `escalated_from`, and every move is recorded in assignment_transitions with who,
- * when and why. Runs the same in the API (a decline), the lifecycle worker (a deadline job) and the
+ * New assignments (an offer again in the same queue included) are for the agency the call has now,
+ * as ingest's are: after CAD hands a call to another agency, the assignments it had stay with the
+ * agency that took them, and what escalation adds goes to the new one; an open assignment of the
+ * old agency is still the call's, and changes role rather than being doubled, as at ingest. They go
+ * through the outbox in the same transaction (the same guarantee as a routing decision), carry
+ * `escalated_from`, and every move is recorded in assignment_transitions with who, when and why.
+ * Runs the same in the API (a decline), the lifecycle worker (a deadline job) and the
  * sweep; it is idempotent: an assignment that has moved on is answered unchanged.
  */
 
@@ -175,7 +179,11 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
   }
   return db.transaction().execute(async (trx) => {
     // The call first, then its assignments: the same order as ingest, so the two never deadlock.
-    await lockCall(trx, first.call_id)
+    const call = await lockCall(trx, first.call_id)
+    if (!call) throw new Error(`call ${first.call_id} of assignment ${id} is not stored`) // a foreign key rules it out
+    // Not the failed assignment's: after a hand-over, what this step adds (and the CRU team whose
+    // hours and places it needs) is the new agency's, as at ingest.
+    const agency = call.agency
     const a = await trx.selectFrom('assignments').selectAll().where('id', '=', id).forUpdate().executeTakeFirstOrThrow()
     const now = opts.now ?? new Date()
     const status = a.status as AssignmentStatus
@@ -222,7 +230,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
     let cruNote = ''
     if (target && target !== 'police' && role === 'primary' && fb.routes[target].some((s) => s.queue === 'cru')) {
       const today = await activeDocument(trx, fb.document)
-      const capacity = cruCapacity(today, a.agency)
+      const capacity = cruCapacity(today, agency)
       if (capacity) await lockCruTeams(trx, [cruTeamKey(capacity)])
       const [context] = capacity
         ? await readCallContexts(trx, [{ callId: a.call_id, personId: null, addressKey: null, since: new Date(0), exclude: [], capacity, assignments: false }])
@@ -230,7 +238,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
       // A call CRU already holds (an open CRU assignment besides the failed one) stays available to
       // it, as at ingest (src/rule-sets/facts.ts): hours and capacity are about taking on a new call.
       const holds = others.some((o) => cruHolding(o.queue, o.status))
-      const cru = cruAvailability(today, a.agency, now, context?.openCru)
+      const cru = cruAvailability(today, agency, now, context?.openCru)
       if (!cru.available && !holds) {
         cruNote = ` (${target} needs CRU, which is not available: ${cru.reason})`
         target = 'police'
@@ -313,7 +321,7 @@ export async function escalateAssignment(db: Db, id: string, cause: EscalationCa
               call_id: a.call_id,
               // The decision that made the call's first assignments; the lineage is escalated_from.
               decision_id: a.decision_id,
-              agency: a.agency,
+              agency,
               queue: f.queue,
               role: f.role,
               status: same && reservedUntil ? 'reserved' : 'queued',

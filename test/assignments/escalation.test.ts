@@ -240,6 +240,47 @@ t.test('an escalation that needs CRU, while CRU is at capacity, goes to police a
   )
 })
 
+// README: a call handed to another agency keeps the assignments it has with the agency that took
+// them; what comes after, escalation's included, is the new agency's.
+t.test('after CAD hands a call to another agency, escalation adds assignments for the new agency', async (t) => {
+  const created = await calm.post({ natureCode: 'EDP', agency: 'esc-handed-from' })
+  const cru = created.decision.assignments[0]!
+  await calm.post({ type: 'call.updated', callId: created.callId, natureCode: 'EDP', agency: 'esc-handed-to' })
+  t.equal((await calm.move(cru.id, 'decline')).statusCode, 200)
+  const after = (await calm.call(created.callId)).assignments
+  t.equal(byId(after, cru.id).agency, 'esc-handed-from', 'the declined one stays where it was')
+  const fresh = after.filter((a) => a.id !== cru.id)
+  t.same(fresh.map((a) => `${a.queue}:${a.role}:${a.agency}`).sort(), ['cru:support:esc-handed-to', 'police:primary:esc-handed-to'])
+
+  // Offered again in the same queue: a new assignment too, so the new agency's.
+  const noise = await calm.post({ natureCode: 'NOISE', agency: 'esc-handed-from' })
+  const police = noise.decision.assignments[0]!
+  await calm.post({ type: 'call.updated', callId: noise.callId, natureCode: 'NOISE', agency: 'esc-handed-to' })
+  t.equal((await calm.move(police.id, 'decline')).statusCode, 200)
+  const again = (await calm.call(noise.callId)).assignments
+  t.same(again.map((a) => `${a.queue}:${a.status === 'declined' ? 'declined' : 'open'}:${a.agency}`), ['police:declined:esc-handed-from', 'police:open:esc-handed-to'])
+})
+
+t.test("after a hand-over, whether CRU can take an escalation is the new agency's team's to say (DESIGN rule 7)", async (t) => {
+  const doc = structuredClone(loadDefaultRuleSet()) as Omit<ReturnType<typeof loadDefaultRuleSet>, 'cru'> & { cru: Record<string, unknown> }
+  doc.version = 3
+  doc.cru = { ...doc.cru, 'esc-handed-full': { schedule: 'always', maxOpenAssignments: 0 } }
+  t.equal((await calmWorld.app.inject({ method: 'POST', url: '/v1/rule-sets', payload: doc })).statusCode, 201)
+  t.equal((await calmWorld.app.inject({ method: 'POST', url: '/v1/rule-sets/3/activate', payload: { reason: 'a CRU team with no place' } })).statusCode, 200)
+  t.teardown(async () => void (await calmWorld.app.inject({ method: 'POST', url: '/v1/rule-sets/1/activate', payload: { reason: 'back' } })))
+
+  // Taken by the county line's CRU, then handed to an agency whose team has no place.
+  const created = await calm.post({ natureCode: 'EDP', agency: 'esc-handed-open' })
+  const cru = created.decision.assignments[0]!
+  t.equal(created.decision.route, 'cru')
+  await calm.post({ type: 'call.updated', callId: created.callId, natureCode: 'EDP', agency: 'esc-handed-full' })
+  t.equal((await calm.move(cru.id, 'decline')).statusCode, 200)
+  const after = (await calm.call(created.callId)).assignments
+  const fresh = after.filter((a) => a.id !== cru.id)
+  t.same(fresh.map((a) => `${a.queue}:${a.role}:${a.agency}`), ['police:primary:esc-handed-full'])
+  t.match(byId(after, cru.id).transitions.at(-1)!.reason, /escalated to police \(co_response needs CRU, which is not available: CRU at capacity for esc-handed-full \(0 open CRU assignments, limit 0\)\)/)
+})
+
 // DESIGN rule 1: a dispatcher may send a call with weapons to a case manager or CRU (rule 10, a human
 // decision), but no automated step that follows may leave it with one of them alone.
 t.test('a call with weapons whose case manager declines escalates to police as primary, not to CRU alone (DESIGN rule 1)', async (t) => {

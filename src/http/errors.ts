@@ -57,6 +57,16 @@ export class AppError extends Error {
 export const notFound = (what: string) => new AppError('not-found', `${what} not found`)
 
 export const LOCK_NOT_AVAILABLE = '55P03'
+
+/**
+ * An error Postgres answered with (a SQLSTATE), about the statement, not the connection: lock and
+ * statement time-outs, deadlocks and the like. A sweep counts one and goes on with its other rows;
+ * anything else (Postgres unreachable, a bug) ends the sweep.
+ */
+export function isRefusedByPostgres(err: unknown): boolean {
+  return /^(?:55|57014|40)[0-9A-Z]*$/.test(String((err as { code?: unknown } | null)?.code))
+}
+
 const READ_ONLY_TRANSACTION = '25006'
 
 /** Errors that mean Postgres or Redis cannot be reached or answered too late: the client should retry. */

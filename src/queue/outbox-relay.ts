@@ -227,6 +227,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
           },
         })
         from = swept.next
+        if (swept.failed) log.warn({ failed: swept.failed }, 'outbox re-send sweep could not re-send some lost jobs now; a later sweep tries again')
       } catch (err) {
         // `from` stays: the next sweep looks at the same candidates again.
         log.warn({ err: { message: (err as Error).message } }, 'outbox re-send sweep failed; trying again at the next one')

@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import type { Db } from '../db/connect.js'
 import { lockCallOfAssignment } from '../assignments/repository.js'
+import { isRefusedByPostgres } from '../http/errors.js'
 import type { QueueName } from '../routing/index.js'
 import { resendJobIdFor, type AssignmentJob, type AssignmentQueue } from './queues.js'
 import { withTimeout } from '../lib/timeout.js'
@@ -25,6 +26,12 @@ import { withTimeout } from '../lib/timeout.js'
  * jobs still waiting — a queue whose workers are down — cannot hide a lost job behind it. It looks
  * at `maxPages` pages at most (see DEFAULT_MAX_PAGES) and answers where it stopped (`next`); the
  * caller's next sweep carries on from there (`from`), and one that reaches the end starts over.
+ *
+ * A lost job that Postgres will not let it re-send now (its call's row held by a session left open:
+ * a lock or statement time-out, a deadlock) is counted (`failed`) and passed over: the sweep goes on
+ * with the rest, and a later sweep finds it again (the one after reaching the end, at the latest).
+ * Anything else (Postgres unreachable, a bug) fails the sweep, rather than waiting out a connection
+ * time-out for each of the rest.
  */
 
 export const RESEND_ACTOR = 'system:outbox-resend'
@@ -97,6 +104,8 @@ export interface ResendSweep {
   pages: number
   /** The outbox row to carry on after: the sweep stopped at its page bound. Undefined: it reached the last candidate. */
   next: number | undefined
+  /** Lost jobs Postgres refused to re-send now (a lock time-out, say): left for a later sweep. */
+  failed: number
 }
 
 const REASON_TEXT: Record<LostReason, string> = {
@@ -110,7 +119,7 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
   const batchSize = opts.batchSize ?? DEFAULT_BATCH
   const maxPages = opts.maxPages ?? DEFAULT_MAX_PAGES
   const waitMs = opts.redisWaitMs ?? DEFAULT_REDIS_WAIT_MS
-  const sweep: ResendSweep = { resent: [], looked: 0, pages: 0, next: undefined }
+  const sweep: ResendSweep = { resent: [], looked: 0, pages: 0, next: undefined, failed: 0 }
   let after = opts.from
   while (sweep.pages < maxPages) {
     // 1. A page of candidates, without locks: queued, and the latest outbox row sent long enough
@@ -151,7 +160,15 @@ export async function resendLost(db: Db, queues: Record<QueueName, AssignmentQue
     for (const [i, c] of candidates.entries()) {
       const reason = outcomes[i]!
       if (reason === 'pending') continue
-      const r = await resendOne(db, c, reason, now)
+      let r: Resent | undefined
+      try {
+        r = await resendOne(db, c, reason, now)
+      } catch (err) {
+        // Failing the sweep here would stop every later sweep at this same job for as long as its call is held.
+        if (!isRefusedByPostgres(err)) throw err
+        sweep.failed++
+        continue
+      }
       if (!r) continue
       sweep.resent.push(r)
       opts.onResent?.(r)

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
 import { OVERDUE_ACTOR, escalateAssignment, markOverdue } from '../assignments/escalation.js'
 import { OPEN_STATUSES, UNACKNOWLEDGED_STATUSES } from '../assignments/state-machine.js'
+import { isRefusedByPostgres } from '../http/errors.js'
 import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SWEEP_SCHEDULER_ID, ackDeadlineJobSchema, type LifecycleJob, type LifecycleQueue } from '../queue/lifecycle.js'
 import type { QueueName } from '../routing/index.js'
 import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
@@ -31,8 +32,6 @@ export interface LifecycleWorkerDeps {
 const SWEEP_BATCH = 200
 /** The sweep leaves a deadline job this long to do its work first. */
 const SWEEP_GRACE_MS = 2_000
-/** An error Postgres answered with (a SQLSTATE), about the statement, not the connection: lock and statement time-outs, deadlocks and the like. */
-const POSTGRES_REFUSED = /^(?:55|57014|40)[0-9A-Z]*$/
 
 export const DEADLINE_ACTOR = 'system:ack-deadline'
 export const SWEEP_ACTOR = 'system:lifecycle-sweep'
@@ -73,7 +72,7 @@ export async function sweep(
     try {
       return await work()
     } catch (err) {
-      if (!POSTGRES_REFUSED.test(String((err as { code?: unknown }).code))) throw err
+      if (!isRefusedByPostgres(err)) throw err
       failed++
       return false
     }

@@ -228,6 +228,35 @@ t.test('two relays sweeping at once re-send each lost job once', async (t) => {
   for (const id of ids) t.equal(await offers(id), 1, 'offered once')
 })
 
+t.test("a lost job whose call's row another session holds does not stop the sweep re-sending the others", async (t) => {
+  // The service's own lock time-out (a second by default): the wait ends in 55P03, not the world
+  // pool's 10 s statement time-out.
+  const ldb = createDb(createPool({ connectionString: databaseUrl, max: 4, statementTimeoutMs: 10_000, lockTimeoutMs: 500 }))
+  t.teardown(() => ldb.destroy())
+  // Two lost jobs; the first (the older outbox row, the first the sweep takes) is on a call a session left open holds.
+  const held = await post('resend-call-held')
+  const free = await post('resend-call-free')
+  let latest = new Date(0)
+  for (const id of [held, free]) {
+    const s = await sent(id)
+    if (s > latest) latest = s
+    await queues.police.remove(jobIdFor(id))
+  }
+  const { call_id } = await db.selectFrom('assignments').select('call_id').where('id', '=', held).executeTakeFirstOrThrow()
+  const holder = await openTransaction(t, world.pool)
+  await holder.query('select 1 from calls where call_id = $1 for update', [call_id])
+  const now = at(latest, AFTER_MS + 1000)
+  const during = await resendLost(ldb, queues, { afterMs: AFTER_MS, now })
+  await holder.query('rollback')
+  t.same(mine(during.resent, [held, free]).map((r) => r.assignmentId), [free], 'the other re-sent while the call is held')
+  t.equal(during.failed, 1, 'the held one counted as not done')
+  t.equal((await outboxOf(held)).length, 1, 'the held one left as it was')
+  // Once the row is free, the next sweep does it.
+  const after = await resendLost(ldb, queues, { afterMs: AFTER_MS, now })
+  t.same(mine(after.resent, [held, free]).map((r) => r.jobId), [resendJobIdFor(held, 1)])
+  t.equal(after.failed, 0)
+})
+
 t.test('the relay sweeps by itself: re-sends, logs ids only, counts', async (t) => {
   const lines: string[] = []
   const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }))

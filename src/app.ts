@@ -28,7 +28,7 @@ import { queueAdminRoutes } from './queue/admin-routes.js'
 import { createRedisBreaker } from './queue/redis-breaker.js'
 import { PROBE_COMMAND_TIMEOUT_MS } from './queue/redis.js'
 import { registerJsonBodyParser } from './http/json-body.js'
-import { frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
+import { clientErrorHandler, frameworkErrorHandler, registerProblemHandlers, routePaths } from './http/problem.js'
 import { registerSecurityHeaders, securityHeaders } from './http/security-headers.js'
 import { refuseUnstorableText } from './http/storable.js'
 import { loggerOptions } from './logger.js'
@@ -113,6 +113,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // answered 414). The router measures the decoded value, so percent-encoding does not count.
     routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
     frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH, headers }),
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>()
   app.addHook('onRoute', (route) => {
     paths.add(route.method, route.url)

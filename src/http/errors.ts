@@ -16,6 +16,8 @@ export const ERRORS = {
   'verification-failed': { status: 422, title: 'The rule set failed verification' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'uri-too-long': { status: 414, title: 'A path segment is too long' },
+  'request-timeout': { status: 408, title: 'The request did not arrive in time' },
+  'headers-too-large': { status: 431, title: 'The request headers are too large' },
   'rate-limited': { status: 429, title: 'Too many requests for this API key; retry later' },
   'unsupported-media-type': { status: 415, title: 'Unsupported content type' },
   'service-unavailable': { status: 503, title: 'A backing service is unavailable; retry later' },

@@ -5,6 +5,7 @@
  * and answered 201). A body that does not match its Content-Length is a 400 (it was a 415). Either
  * way nothing is stored. A byte order mark, escapes and valid bodies pass.
  */
+import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { charsetOf, duplicateMember } from '../../src/http/json-body.js'
@@ -76,6 +77,39 @@ t.test('a body shorter or longer than its Content-Length is a 400 saying so, not
     const p = problem(t, res, 400, 'validation-failed', `Content-Length ${length} for ${bytes} bytes`)
     t.match(p.detail, /Content-Length/)
     t.same(p.invalidParams?.map((x) => x.name), ['(body)'])
+  }
+  t.equal(await stored(), before, 'nothing stored')
+})
+
+t.test('what the HTTP parser refuses on a real socket is problem+json too, and the connection closes', async (t) => {
+  const base = new URL(await app.listen({ port: 0, host: '127.0.0.1' }))
+  t.teardown(() => app.server.close())
+  const before = await stored()
+  // Raw bytes: no client would send these.
+  const exchange = (request: string) =>
+    new Promise<{ head: string; body: string }>((resolve, reject) => {
+      const socket = connect(Number(base.port), base.hostname, () => socket.write(request))
+      let text = ''
+      socket.setEncoding('utf8').on('data', (d) => (text += d))
+      socket.on('error', reject).on('close', () => {
+        const at = text.indexOf('\r\n\r\n')
+        resolve({ head: text.slice(0, at), body: text.slice(at + 4) })
+      })
+    })
+  const text = JSON.stringify(callEvent())
+  const cases = [
+    { label: 'a Content-Length that is not a number', status: 400, code: 'validation-failed', request: `POST /v1/call-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12a\r\n\r\n${text}` },
+    { label: 'a request line that is not HTTP', status: 400, code: 'validation-failed', request: 'HELLO THERE\r\n\r\n' },
+    { label: 'headers past 16 KB', status: 431, code: 'headers-too-large', request: `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ${'a'.repeat(20_000)}\r\n\r\n` },
+  ]
+  for (const c of cases) {
+    const { head, body } = await exchange(c.request)
+    t.match(head, new RegExp(`^HTTP/1\\.1 ${c.status} `), `${c.label}: ${c.status}`)
+    t.match(head, /\r\ncontent-type: application\/problem\+json\r\n/i, `${c.label}: problem+json`)
+    const p = JSON.parse(body) as Problem & { status: number; instance: string }
+    t.equal(p.code, c.code, `${c.label}: ${c.code}`)
+    t.equal(p.status, c.status, `${c.label}: the body's status`)
+    t.match(head, new RegExp(`\r\nx-request-id: ${p.instance.replace('urn:request:', '')}`, 'i'), `${c.label}: the header names the problem's instance`)
   }
   t.equal(await stored(), before, 'nothing stored')
 })

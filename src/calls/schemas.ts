@@ -18,6 +18,9 @@ const text = (max: number) => z.string().max(max)
 export const CALL_ID_MAX_LENGTH = 128
 export const callIdSchema = z.string().min(1).max(CALL_ID_MAX_LENGTH)
 
+/** The longest caller phone; an EIDO callback number longer than this is left out, not refused. */
+export const CALLER_PHONE_MAX_LENGTH = 32
+
 export const callSchema = z
   .object({
     callId: callIdSchema.describe('The CAD incident number'),
@@ -39,7 +42,7 @@ export const callSchema = z
       .strict()
       .optional()
       .describe('Personal data: never logged'),
-    caller: z.object({ phone: text(32).optional(), name: text(200).optional() }).strict().optional().describe('Personal data: never logged'),
+    caller: z.object({ phone: text(CALLER_PHONE_MAX_LENGTH).optional(), name: text(200).optional() }).strict().optional().describe('Personal data: never logged'),
     subject: z
       .object({
         personId: z.string().min(1).max(64).optional().describe('County person id, used for history facts'),

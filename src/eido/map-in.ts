@@ -5,7 +5,7 @@
  * the answer.
  */
 import { z } from 'zod'
-import { callEventSchema, type CallEvent } from '../calls/schemas.js'
+import { CALLER_PHONE_MAX_LENGTH, callEventSchema, type CallEvent } from '../calls/schemas.js'
 import { AppError, type InvalidParam } from '../http/errors.js'
 import { duplicateMember } from '../http/json-body.js'
 import { sha256 } from '../lib/canonical-json.js'
@@ -146,10 +146,10 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
   const callbackAt = callerPerson?.callBackReference ? `${personAt(callerPerson)}.callBackReference` : 'callComponent.0.callBackReference'
   const callback = callbackRef ? resolve(doc.callbackComponent, callbackRef, callbackAt) : undefined
   // A URI scheme is case-insensitive (RFC 3986 §3.1): `TEL:` is a phone number too.
-  const tel = callback?.callBackInformationUri?.find((u) => /^tel:/i.test(u))
-  if (callerPerson || tel) {
+  const phone = callback?.callBackInformationUri?.map((u) => (/^tel:/i.test(u) ? phoneOfTelUri(u) : undefined)).find((p) => p !== undefined)
+  if (callerPerson || phone) {
     const name = callerPerson ? nameOf(callerPerson) : undefined
-    caller = { ...(tel ? { phone: tel.slice(4) } : {}), ...(name ? { name } : {}) }
+    caller = { ...(phone ? { phone } : {}), ...(name ? { name } : {}) }
   }
 
   let subject: CallEvent['call']['subject']
@@ -272,6 +272,20 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
     throw invalid(checked.error.issues.map((i) => ({ name: eidoNameOf(i.path.map(String), origin), reason: i.message })))
   }
   return checked.data
+}
+
+/**
+ * The number of a `tel:` URI, without the RFC 3966 parameters nobody dials (`;verstat=…` from the
+ * carrier, `;phone-context=…`) but with an extension (`;ext=12`), which a call back to a switchboard
+ * needs and which reads back as a `tel:` URI. The callback is optional: a number the call cannot hold
+ * (none, or longer than its phone may be) is left out, never a reason to refuse the incident.
+ */
+function phoneOfTelUri(uri: string): string | undefined {
+  const [number = '', ...params] = uri.slice(4).split(';')
+  if (!number || number.length > CALLER_PHONE_MAX_LENGTH) return undefined
+  const ext = params.map((p) => /^ext=(.+)$/i.exec(p)?.[1]).find((e) => e !== undefined)
+  const withExt = ext === undefined ? number : `${number};ext=${ext}`
+  return withExt.length <= CALLER_PHONE_MAX_LENGTH ? withExt : number
 }
 
 const opt = <K extends string>(key: K, value: string | undefined) => (value === undefined ? {} : ({ [key]: value } as Record<K, string>))

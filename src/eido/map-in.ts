@@ -118,10 +118,11 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
     const pidfLo = within(locationComp.locationByValue, READ_LIMITS.locationByValue, `locationComponent.${index}.locationByValue`) ? locationComp.locationByValue : undefined
     const read = pidfLo ? readPidfLo(pidfLo) : {}
     if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'the gml:pos is not "latitude longitude"' })
-    const { badPoint: _b, ...plain } = read
-    // The description stands in for a civic address only where there is none: only then is it read.
+    const { badPoint: _b, subAddress, ...plain } = read
+    // The description stands in for a street only where there is none: only then is it read. The
+    // unit, floor, … of a civic address without a street follow it.
     const described = plain.address === undefined && within(locationComp.locationDescriptionText, READ_LIMITS.locationDescriptionText, `locationComponent.${index}.locationDescriptionText`)
-    const address = plain.address ?? (described ? locationComp.locationDescriptionText : undefined)
+    const address = plain.address ?? ([described ? locationComp.locationDescriptionText : undefined, subAddress].filter(Boolean).join(', ') || undefined)
     location = { ...plain, ...(address ? { address } : {}) }
     if (!Object.keys(location).length) location = undefined
   }

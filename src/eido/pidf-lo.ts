@@ -29,10 +29,38 @@ function element(xml: string, name: string): string | undefined {
  */
 const STREET = ['HNP', 'HNO', 'HNS', 'PRM', 'PRD', 'STP', 'RD', 'STS', 'POD', 'POM'] as const
 
-export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } {
-  const out: PlainLocation & { badPoint?: boolean } = {}
+/**
+ * The parts of the address inside the building (RFC 5139), from the largest to the smallest, each
+ * with the word written before a bare value: UNIT `312` is "Unit 312", UNIT `Apt 312` is itself.
+ * LOC, free text ("rear entrance"), comes last as written. NAM is left out: it names the occupant,
+ * often a person, not where to go.
+ */
+const SUB_ADDRESS = [
+  ['BLD', 'Bldg'],
+  ['FLR', 'Floor'],
+  ['UNIT', 'Unit'],
+  ['ROOM', 'Room'],
+  ['SEAT', 'Seat'],
+] as const
+
+export type ReadLocation = PlainLocation & { badPoint?: boolean; subAddress?: string }
+
+/**
+ * The location of a PIDF-LO. The address is the street, then the parts inside the building, comma
+ * separated ("1200 Vermillion St, Floor 3, Unit 312"). Without a street those parts are `subAddress`,
+ * for the caller to put after whatever stands in for the street.
+ */
+export function readPidfLo(xml: string): ReadLocation {
+  const out: ReadLocation = {}
   const street = STREET.map((e) => element(xml, e)).filter((v): v is string => v !== undefined)
-  if (street.length) out.address = street.join(' ')
+  const sub = SUB_ADDRESS.map(([e, word]) => {
+    const v = element(xml, e)
+    return v === undefined ? undefined : /\s/.test(v) ? v : `${word} ${v}`
+  })
+  sub.push(element(xml, 'LOC'))
+  const inside = sub.filter((v): v is string => v !== undefined)
+  if (street.length) out.address = [street.join(' '), ...inside].join(', ')
+  else if (inside.length) out.subAddress = inside.join(', ')
   const city = element(xml, 'A3')
   if (city) out.city = city
   const pos = element(xml, 'pos')
@@ -43,6 +71,9 @@ export function readPidfLo(xml: string): PlainLocation & { badPoint?: boolean } 
   }
   return out
 }
+
+/** An address and its "Bldg B", "Floor 3", … parts at the end, each a bare value, in SUB_ADDRESS order. */
+const SUB_TAIL = new RegExp(`^([\\s\\S]+?)${SUB_ADDRESS.map(([, word]) => `(?:, ${word} ([^\\s,]+))?`).join('')}$`)
 
 /**
  * A PIDF-LO of the incident's location. The civic address and the point are two representations of
@@ -60,9 +91,17 @@ export function writePidfLo(entity: string, loc: PlainLocation): string {
     const civic: string[] = ['<ca:country>US</ca:country>']
     if (loc.city) civic.push(`<ca:A3>${encode(loc.city)}</ca:A3>`)
     if (loc.address) {
+      // The parts inside the building as readPidfLo writes them (", Unit 312" at the end, in its
+      // order) go back in their elements; anything else stays in the street, as written.
+      const parts = SUB_TAIL.exec(loc.address)!
+      const street = parts[1]!
       // A leading house number goes in HNO so readers that only know civic elements find it.
-      const m = /^(\d+[A-Za-z]?)\s+(.+)$/.exec(loc.address)
-      civic.push(m ? `<ca:HNO>${encode(m[1]!)}</ca:HNO><ca:RD>${encode(m[2]!)}</ca:RD>` : `<ca:RD>${encode(loc.address)}</ca:RD>`)
+      const m = /^(\d+[A-Za-z]?)\s+(.+)$/.exec(street)
+      civic.push(m ? `<ca:HNO>${encode(m[1]!)}</ca:HNO><ca:RD>${encode(m[2]!)}</ca:RD>` : `<ca:RD>${encode(street)}</ca:RD>`)
+      SUB_ADDRESS.forEach(([e], i) => {
+        const v = parts[i + 2]
+        if (v !== undefined) civic.push(`<ca:${e}>${encode(v)}</ca:${e}>`)
+      })
     }
     tuples.push(tuple('incident-civic', `<ca:civicAddress>${civic.join('')}</ca:civicAddress>`))
   }

@@ -1,0 +1,53 @@
+/**
+ * The location of an EIDO's PIDF-LO: the parts of a civic address inside the building (RFC 5139
+ * BLD, FLR, UNIT, ROOM, SEAT, LOC) are part of the address a team is sent to.
+ */
+import t from 'tap'
+import { addressKey } from '../../src/calls/history.js'
+import { eidoToCallEvent } from '../../src/eido/map-in.js'
+import { readPidfLo, writePidfLo } from '../../src/eido/pidf-lo.js'
+import { eidoInSchema } from '../../src/eido/schemas.js'
+import { eidoFixture } from './fixtures/index.js'
+
+type Locations = { locationComponent: { locationByValue: string; locationDescriptionText?: string }[] }
+
+const civic = (parts: string) =>
+  `<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"><tuple id="t"><status><gp:geopriv><gp:location-info><ca:civicAddress><ca:country>US</ca:country><ca:A3>Hastings</ca:A3>${parts}</ca:civicAddress></gp:location-info></gp:geopriv></status></tuple></presence>`
+const STREET = '<ca:HNO>1200</ca:HNO><ca:RD>Vermillion</ca:RD><ca:STS>St</ca:STS>'
+
+/** The call's location when the incident's PIDF-LO is `xml` (and its description `description`). */
+const located = (xml: string, description?: string) => {
+  const doc = eidoFixture<Locations>('mental-health-crisis')
+  doc.locationComponent[0]!.locationByValue = xml
+  if (description !== undefined) doc.locationComponent[0]!.locationDescriptionText = description
+  return eidoToCallEvent(eidoInSchema.parse(doc)).call.location
+}
+
+t.test('the unit, floor, building, room and LOC follow the street, from the largest to the smallest', async (t) => {
+  t.same(located(civic(`${STREET}<ca:UNIT>312</ca:UNIT><ca:FLR>3</ca:FLR>`)), { address: '1200 Vermillion St, Floor 3, Unit 312', city: 'Hastings' })
+  t.same(located(civic(`${STREET}<ca:LOC>rear entrance</ca:LOC><ca:ROOM>4B</ca:ROOM><ca:BLD>C</ca:BLD><ca:SEAT>WS 18</ca:SEAT>`)), {
+    address: '1200 Vermillion St, Bldg C, Room 4B, WS 18, rear entrance',
+    city: 'Hastings',
+  }, 'a value with words of its own is written as it is')
+  t.same(located(civic(`${STREET}<ca:UNIT>Apt 312</ca:UNIT><ca:NAM>Jonas Ekdahl</ca:NAM>`)), { address: '1200 Vermillion St, Apt 312', city: 'Hastings' }, 'NAM, the occupant, is not where to go')
+  t.same(located(civic('<ca:UNIT>312</ca:UNIT>'), 'Behind the library'), { address: 'Behind the library, Unit 312', city: 'Hastings' }, 'without a street, after the description that stands in for it')
+  t.same(located(civic('<ca:UNIT>312</ca:UNIT>')), { address: 'Unit 312', city: 'Hastings' }, 'and alone without either')
+})
+
+t.test('what the service writes keeps the parts inside the building, and reads back', async (t) => {
+  const loc = { address: '1200 Vermillion St, Bldg C, Floor 3, Unit 312', city: 'Hastings', lat: 44.73, lon: -92.85 }
+  const xml = writePidfLo('DC26-1', loc)
+  t.match(xml, /<ca:HNO>1200<\/ca:HNO><ca:RD>Vermillion St<\/ca:RD><ca:BLD>C<\/ca:BLD><ca:FLR>3<\/ca:FLR><ca:UNIT>312<\/ca:UNIT>/)
+  t.same(readPidfLo(xml), loc)
+  for (const address of ['1200 Vermillion St, Unit 312, Floor 3', '1200 Vermillion St, Unit 3 B', 'Unit 312', '1200 Vermillion St, Apt 312, rear']) {
+    t.same(readPidfLo(writePidfLo('DC26-1', { address })), { address }, `${address}: as written`)
+  }
+})
+
+t.test('the unit is part of the address key: two flats of one building are two addresses', async (t) => {
+  // Prior calls at an address are those of the household, not of every flat in the building.
+  const unit312 = located(civic(`${STREET}<ca:UNIT>312</ca:UNIT>`))
+  const unit214 = located(civic(`${STREET}<ca:UNIT>214</ca:UNIT>`))
+  t.not(addressKey(unit312), addressKey(unit214))
+  t.equal(addressKey(unit312), addressKey({ address: '1200 Vermillion St Unit 312', city: 'Hastings' }), 'the same flat as a CAD writes it natively')
+})

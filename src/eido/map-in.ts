@@ -117,7 +117,7 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
     const index = doc.locationComponent!.indexOf(locationComp)
     const pidfLo = within(locationComp.locationByValue, READ_LIMITS.locationByValue, `locationComponent.${index}.locationByValue`) ? locationComp.locationByValue : undefined
     const read = pidfLo ? readPidfLo(pidfLo) : {}
-    if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'the gml:pos is not "latitude longitude"' })
+    if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'a gml:pos or gml:posList is not "latitude longitude" positions' })
     const { badPoint: _b, subAddress, ...plain } = read
     // The description stands in for a street only where there is none: only then is it read. The
     // unit, floor, … of a civic address without a street follow it.

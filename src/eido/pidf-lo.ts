@@ -1,6 +1,7 @@
 /**
- * Just enough PIDF-LO (RFC 4119 / RFC 5139 civic address, GML point) to carry the service's location:
- * the civic address elements and the geodetic point, read by element name whatever the namespace prefix.
+ * Just enough PIDF-LO (RFC 4119 / RFC 5139 civic address, RFC 5491 shapes) to carry the service's
+ * location: the civic address elements and a geodetic point, read by element name whatever the
+ * namespace prefix.
  */
 import { xmlText } from './text.js'
 
@@ -63,13 +64,65 @@ export function readPidfLo(xml: string): ReadLocation {
   else if (inside.length) out.subAddress = inside.join(', ')
   const city = element(xml, 'A3')
   if (city) out.city = city
-  const pos = element(xml, 'pos')
-  if (pos) {
-    const [lat, lon, ...rest] = pos.split(/\s+/).map(Number)
-    if (lat === undefined || lon === undefined || rest.length > 1 || !Number.isFinite(lat) || !Number.isFinite(lon)) out.badPoint = true
-    else Object.assign(out, { lat, lon })
-  }
+  const point = pointOf(xml)
+  if (point === 'bad') out.badPoint = true
+  else if (point) Object.assign(out, point)
   return out
+}
+
+const PREFIX = '(?:[A-Za-z_][\\w.-]*:)?'
+/** RFC 5491's shapes: a point; a circle, ellipse, arc band, sphere or ellipsoid, each around its center (a gml:pos); a polygon, or a prism on one. */
+const SHAPE = new RegExp(`<${PREFIX}(Point|Circle|Ellipse|ArcBand|Sphere|Ellipsoid|Polygon|Prism)(?=[\\s/>])`)
+const POS = new RegExp(`<${PREFIX}pos(?:\\s[^<>]*)?>([^<]*)</${PREFIX}pos>`, 'g')
+
+/** The text of the first `name` element from `from` on, to its end tag (or the end of the text). */
+function elementAt(xml: string, name: string, from = 0): string | undefined {
+  const open = new RegExp(`<${PREFIX}${name}(?=[\\s/>])`).exec(xml.slice(from))
+  if (!open) return undefined
+  const start = from + open.index
+  const close = new RegExp(`</${PREFIX}${name}>`).exec(xml.slice(start))
+  return xml.slice(start, close ? start + close.index : undefined)
+}
+
+/** Numbers of a position: 2 (latitude longitude) or 3 (and an altitude). */
+const coordinates = (text: string): number[] => text.trim().split(/\s+/).map(Number)
+
+/**
+ * The point of the first shape: itself, the center of a shape around one, or the centroid of a
+ * polygon as the mean of its exterior ring's corners (the closing corner, a repeat of the first,
+ * counted once). That mean is the centroid for the small polygons a location is given as, not for a
+ * county-sized or lopsided one; a prism's base is its polygon, with an altitude in each position.
+ * 'bad' when a position is not "latitude longitude"; undefined when there is none.
+ */
+function pointOf(xml: string): { lat: number; lon: number } | 'bad' | undefined {
+  const shape = SHAPE.exec(xml)
+  if (shape?.[1] !== 'Polygon' && shape?.[1] !== 'Prism') {
+    const pos = element(shape ? elementAt(xml, shape[1]!, shape.index)! : xml, 'pos')
+    if (!pos) return undefined
+    const [lat, lon, ...rest] = coordinates(pos)
+    return lat === undefined || lon === undefined || rest.length > 1 || !Number.isFinite(lat) || !Number.isFinite(lon) ? 'bad' : { lat, lon }
+  }
+  const polygon = elementAt(xml, shape[1], shape.index)!
+  const ring = elementAt(polygon, 'exterior') ?? polygon
+  let corners: number[][]
+  const posList = element(ring, 'posList')
+  if (posList !== undefined) {
+    // srsDimension says how many numbers make a position; else the CRS does (EPSG 4979 is 3D).
+    const dimension = Number(/\ssrsDimension="(\d)"/.exec(polygon)?.[1] ?? (shape[1] === 'Prism' || /srsName="[^"]*4979"/.test(polygon) ? 3 : 2))
+    const numbers = coordinates(posList)
+    if (dimension < 2 || numbers.length % dimension) return 'bad'
+    corners = Array.from({ length: numbers.length / dimension }, (_, i) => numbers.slice(i * dimension, i * dimension + dimension))
+  } else {
+    corners = [...ring.matchAll(POS)].map((m) => coordinates(m[1]!))
+    if (corners.some((c) => c.length < 2 || c.length > 3)) return 'bad'
+  }
+  if (corners.length > 1 && corners[0]!.slice(0, 2).join() === corners.at(-1)!.slice(0, 2).join()) corners.pop()
+  // No corners at all is no point, as an empty gml:pos is.
+  if (!corners.length) return undefined
+  if (corners.some((c) => !Number.isFinite(c[0]) || !Number.isFinite(c[1]))) return 'bad'
+  // Rounded to 1e-7 degrees (about a centimetre): a mean's float noise is not a position.
+  const mean = (i: number) => Math.round((corners.reduce((sum, c) => sum + c[i]!, 0) / corners.length) * 1e7) / 1e7
+  return { lat: mean(0), lon: mean(1) }
 }
 
 /** An address and its "Bldg B", "Floor 3", … parts at the end, each a bare value, in SUB_ADDRESS order. */

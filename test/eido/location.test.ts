@@ -1,6 +1,7 @@
 /**
  * The location of an EIDO's PIDF-LO: the parts of a civic address inside the building (RFC 5139
- * BLD, FLR, UNIT, ROOM, SEAT, LOC) are part of the address a team is sent to.
+ * BLD, FLR, UNIT, ROOM, SEAT, LOC) are part of the address a team is sent to, and a location given
+ * as an RFC 5491 shape other than a point still gives the call a point.
  */
 import t from 'tap'
 import { addressKey } from '../../src/calls/history.js'
@@ -50,4 +51,35 @@ t.test('the unit is part of the address key: two flats of one building are two a
   const unit214 = located(civic(`${STREET}<ca:UNIT>214</ca:UNIT>`))
   t.not(addressKey(unit312), addressKey(unit214))
   t.equal(addressKey(unit312), addressKey({ address: '1200 Vermillion St Unit 312', city: 'Hastings' }), 'the same flat as a CAD writes it natively')
+})
+
+const geodetic = (shape: string) =>
+  `<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:gml="http://www.opengis.net/gml" xmlns:gs="http://www.opengis.net/pidflo/1.0"><tuple id="t"><status><gp:geopriv><gp:location-info>${shape}</gp:location-info></gp:geopriv></status></tuple></presence>`
+const ring = (positions: string) => `<gml:exterior><gml:LinearRing>${positions}</gml:LinearRing></gml:exterior>`
+// A square around 44.73 -92.85, closed (its first corner again at the end), as RFC 5491 writes one.
+const CORNERS = ['44.70 -92.90', '44.70 -92.80', '44.76 -92.80', '44.76 -92.90', '44.70 -92.90']
+
+t.test('a polygon gives its centroid: the mean of its exterior ring’s corners', async (t) => {
+  const asPosList = `<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326">${ring(`<gml:posList>${CORNERS.join(' ')}</gml:posList>`)}</gml:Polygon>`
+  t.same(readPidfLo(geodetic(asPosList)), { lat: 44.73, lon: -92.85 }, 'a gml:posList')
+  const hole = '<gml:interior><gml:LinearRing><gml:pos>44.71 -92.89</gml:pos><gml:pos>44.71 -92.88</gml:pos><gml:pos>44.72 -92.88</gml:pos></gml:LinearRing></gml:interior>'
+  const asPos = `<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326">${ring(CORNERS.map((c) => `<gml:pos>${c}</gml:pos>`).join(''))}${hole}</gml:Polygon>`
+  t.same(readPidfLo(geodetic(asPos)), { lat: 44.73, lon: -92.85 }, 'a gml:pos each, a hole left out')
+  const prism = `<gs:Prism srsName="urn:ogc:def:crs:EPSG::4979"><gs:base><gml:Polygon>${ring(`<gml:posList>${CORNERS.map((c) => `${c} 240`).join(' ')}</gml:posList>`)}</gml:Polygon></gs:base><gs:height uom="urn:ogc:def:uom:EPSG::9001">6</gs:height></gs:Prism>`
+  t.same(readPidfLo(geodetic(prism)), { lat: 44.73, lon: -92.85 }, 'a prism: its base, an altitude in each position')
+  t.same(located(geodetic(asPosList)), { lat: 44.73, lon: -92.85 }, 'and the call has it')
+})
+
+t.test('a circle, an ellipse or an arc band gives its center', async (t) => {
+  const center = '<gml:pos>44.73 -92.85</gml:pos>'
+  t.same(readPidfLo(geodetic(`<gs:Circle srsName="urn:ogc:def:crs:EPSG::4326">${center}<gs:radius uom="urn:ogc:def:uom:EPSG::9001">850</gs:radius></gs:Circle>`)), { lat: 44.73, lon: -92.85 })
+  t.same(readPidfLo(geodetic(`<gs:Ellipse srsName="urn:ogc:def:crs:EPSG::4326">${center}<gs:semiMajorAxis uom="urn:ogc:def:uom:EPSG::9001">120</gs:semiMajorAxis></gs:Ellipse>`)), { lat: 44.73, lon: -92.85 })
+  t.same(readPidfLo(geodetic(`<gs:ArcBand srsName="urn:ogc:def:crs:EPSG::4326">${center}<gs:innerRadius uom="urn:ogc:def:uom:EPSG::9001">10</gs:innerRadius></gs:ArcBand>`)), { lat: 44.73, lon: -92.85 })
+})
+
+t.test('a polygon whose positions are not "latitude longitude" is refused, naming the location', async (t) => {
+  const broken = `<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326">${ring('<gml:posList>44.70 -92.90 44.70</gml:posList>')}</gml:Polygon>`
+  t.same(readPidfLo(geodetic(broken)), { badPoint: true })
+  t.same(readPidfLo(geodetic('<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/>')), {}, 'one with no positions at all is no point, as an empty gml:pos is')
+  t.throws(() => located(geodetic(broken)), { code: 'validation-failed', invalidParams: [{ name: 'locationComponent.0.locationByValue' }] })
 })

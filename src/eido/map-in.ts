@@ -220,12 +220,17 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
   const closed = (incident.incidentStatusCommonRegistryText ?? []).some((s) => normalise(s) === 'closed')
   const type: EventType = closed ? 'call.closed' : 'call.created'
 
-  // The call's disposition is the incident's primary one. One that does not say may stand in for it
+  // The call's disposition is the incident's primary one. NENA marks one primary per agency: the
+  // owning agency's (the call's) comes first, then any agency's. One that does not say may stand in
   // (a CAD that never sets the indicator); one marked not primary never does: that is an assignment's
   // or another agency's, and the call may have ended otherwise.
   let disposition: string | undefined
   const dispositions = incident.dispositionComponent ?? []
-  const chosen = dispositions.find((d) => d.dispositionPrimaryIndicator === true) ?? dispositions.find((d) => d.dispositionPrimaryIndicator === undefined)
+  const owner = doc.agencyComponent[agencyIndex]!.$id
+  const chosen =
+    dispositions.find((d) => d.dispositionPrimaryIndicator === true && d.updatedByAgencyReference?.$ref === owner) ??
+    dispositions.find((d) => d.dispositionPrimaryIndicator === true) ??
+    dispositions.find((d) => d.dispositionPrimaryIndicator === undefined)
   const dispositionAt = `incidentComponent.dispositionComponent.${chosen ? dispositions.indexOf(chosen) : 0}.dispositionCommonRegistryCode`
   if (closed && chosen) {
     disposition = dispositionOfCode(chosen.dispositionCommonRegistryCode)

@@ -185,6 +185,14 @@ t.test('the call’s disposition is the primary one: a component marked not prim
     { $id: 'd-call', dispositionCommonRegistryCode: '15' },
   ]
   t.equal(eidoToCallEvent(closing).call.disposition, 'referred_crisis_center')
+  // NENA marks one primary disposition per agency: the owning agency's is the call's, wherever it is listed.
+  closing.incidentComponent!.dispositionComponent = [
+    { $id: 'd-ems', dispositionCommonRegistryCode: '42', dispositionPrimaryIndicator: true, updatedByAgencyReference: { $ref: 'dakota-911' } },
+    { $id: 'd-pd', dispositionCommonRegistryCode: '05', dispositionPrimaryIndicator: true, updatedByAgencyReference: { $ref: 'hastings-pd' } },
+  ]
+  t.equal(eidoToCallEvent(closing).call.disposition, 'resolved_by_phone', 'the owning agency’s, not the first listed')
+  closing.incidentComponent!.dispositionComponent[1]!.dispositionPrimaryIndicator = false
+  t.equal(eidoToCallEvent(closing).call.disposition, 'apco-42', 'no primary one of the owner’s: another agency’s primary one')
   // The service's own words come back verbatim.
   closing.incidentComponent!.dispositionComponent = [{ $id: 'd-own', dispositionCommonRegistryCode: 'urn:cad-router:disposition:transported', dispositionPrimaryIndicator: true }]
   t.equal(eidoToCallEvent(closing).call.disposition, 'transported')

@@ -14,15 +14,24 @@ export const xmlText = (s: string): string => plain(decodeXML(s))
 /** A tag begins with `<` and a letter, `/`, `!` or `?`; any other `<` is text (`<->`, `<- confirmed`, `x < 3`). */
 const isTagStart = (c: string | undefined): boolean => c !== undefined && /[A-Za-z/!?]/.test(c)
 
+/** A block's start or end tag: the text on either side of it is on lines of their own. */
+const BLOCK = /^<\/?(?:address|article|aside|blockquote|dd|div|dl|dt|fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|tbody|tfoot|thead|tr|ul)(?=[\s/>])/i
+/** A table cell's start tag: its text is not run into the cell before it. */
+const CELL = /^<t[dh](?=[\s/>])/i
+
 /**
  * `s` without its tags: each tag up to the first `>` after it, in one pass. A regex that retries
  * from every `<` to the end of the text when no `>` follows held the event loop for seconds on a
- * note of 60,000 `<` (one body's worth).
+ * note of 60,000 `<` (one body's worth). A block's tag breaks the line unless it already is broken,
+ * so `<li>a</li><li>b</li>` is two lines, not "ab", nor three with a blank one between.
  */
 function removeTags(s: string): string {
   let out = ''
   let from = 0
   let at = 0
+  // Whether `out` ends a line (spaces and tabs after it aside), kept up to date from each piece of
+  // text added: looking back through `out` at each tag made a note of spaces and tags quadratic.
+  let lineStart = true
   for (;;) {
     const open = s.indexOf('<', at)
     if (open < 0) return out + s.slice(from)
@@ -34,9 +43,17 @@ function removeTags(s: string): string {
     // No `>` after this tag's start: none after any later one either, so the rest is text.
     if (close < 0) return out + s.slice(from)
     out += s.slice(from, open)
+    let i = open - 1
+    while (i >= from && (s[i] === ' ' || s[i] === '\t')) i--
+    if (i >= from) lineStart = s[i] === '\n'
+    const tag = s.slice(open, close + 1)
+    if (BLOCK.test(tag) && !lineStart) {
+      out += '\n'
+      lineStart = true
+    } else if (CELL.test(tag) && !lineStart) out += ' '
     from = at = close + 1
   }
 }
 
 /** A note's HTML as plain text: line breaks kept, tags removed, then character references decoded. */
-export const htmlText = (html: string): string => plain(decodeHTML(removeTags(html.replace(/<br\s*\/?>/gi, '\n').replace(/<\/p>/gi, '\n'))))
+export const htmlText = (html: string): string => plain(decodeHTML(removeTags(html.replace(/<br\s*\/?>/gi, '\n'))))

@@ -41,6 +41,14 @@ t.test('a note keeps the words after a < that begins no tag', async (t) => {
   t.equal(described('&lt;b&gt; is text'), '<b> is text\nNo weapons seen.', 'a tag written as references is text, not a tag')
 })
 
+t.test('a block of a note is a line of its own: divisions, list items, table rows and headings are not run together', async (t) => {
+  t.equal(described('<div>RP is the neighbour</div><div>Subject is alone</div>'), 'RP is the neighbour\nSubject is alone\nNo weapons seen.')
+  t.equal(described('<h3>Meds</h3><ul><li>lithium</li><li>none today<li>refuses</ul>'), 'Meds\nlithium\nnone today\nrefuses\nNo weapons seen.', 'an item left open too')
+  t.equal(described('<table><tr><th>Door</th><td>rear</td></tr><tr><td>Dog</td><td>yes</td></tr></table>'), 'Door rear\nDog yes\nNo weapons seen.', 'a row a line, its cells apart')
+  t.equal(described('calm<DIV class="x">pacing</DIV>'), 'calm\npacing\nNo weapons seen.', 'a block after text, tags in any case')
+  t.equal(described('<p>one<br></p><p>two</p>'), 'one\ntwo\nNo weapons seen.', 'a line already broken is not broken twice')
+})
+
 t.test('a note decodes numeric character references, decimal and hex', async (t) => {
   t.equal(described('Caf&#233; Ren&#xE9; &#x2014; RP&#8217;s&#160;brother &eacute;'), 'Café René — RP’s brother é\nNo weapons seen.', 'and a no-break space is a space')
   t.equal(described('&amp;#233; stays as written'), '&#233; stays as written\nNo weapons seen.', 'decoded once, not twice')
@@ -56,6 +64,14 @@ t.test('a PIDF-LO civic address decodes numeric character references', async (t)
   t.same(located('O&#8217;Brien&#160;Ave &amp; 2nd'), { address: '1200 O’Brien Ave & 2nd St', city: 'Hastings', lat: 44.73, lon: -92.85 })
   const loc = { address: '1200 Rue de l’Église & 2nd <rear>', city: 'Saint-Rémi', lat: 44.73, lon: -92.85 }
   t.same(readPidfLo(writePidfLo('DC26-1', loc)), loc, 'what the service writes still reads back')
+})
+
+t.test('a narrative of spaces and block tags is read in linear time', async (t) => {
+  const started = performance.now()
+  const d = described(`${' '.repeat(30_000)}${'<p>'.repeat(11_000)}end`)
+  const ms = performance.now() - started
+  t.equal(d, 'end\nNo weapons seen.')
+  t.ok(ms < 500, `mapped in ${Math.round(ms)} ms`)
 })
 
 t.test('a narrative full of < that begins no tag is read in linear time', async (t) => {

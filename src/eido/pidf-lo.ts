@@ -33,8 +33,9 @@ const STREET = ['HNP', 'HNO', 'HNS', 'PRM', 'PRD', 'STP', 'RD', 'STS', 'POD', 'P
 /**
  * The parts of the address inside the building (RFC 5139), from the largest to the smallest, each
  * with the word written before a bare value: UNIT `312` is "Unit 312", UNIT `Apt 312` is itself.
- * LOC, free text ("rear entrance"), comes last as written. NAM is left out: it names the occupant,
- * often a person, not where to go.
+ * NAM is left out: it names the occupant, often a person, not where to go. So is LOC, free text
+ * ("rear entrance") that changes from call to call: in the address it would split the address key,
+ * and with it the count of prior calls at the address.
  */
 const SUB_ADDRESS = [
   ['BLD', 'Bldg'],
@@ -58,7 +59,6 @@ export function readPidfLo(xml: string): ReadLocation {
     const v = element(xml, e)
     return v === undefined ? undefined : /\s/.test(v) ? v : `${word} ${v}`
   })
-  sub.push(element(xml, 'LOC'))
   const inside = sub.filter((v): v is string => v !== undefined)
   if (street.length) out.address = [street.join(' '), ...inside].join(', ')
   else if (inside.length) out.subAddress = inside.join(', ')

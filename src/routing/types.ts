@@ -70,6 +70,11 @@ export const MENTAL_HEALTH_NATURE_CODES: ReadonlySet<string> = new Set(['EDP', '
  * rule set says: verification proves every rule set sends them to police as primary, and to EMS.
  */
 export const SAFETY_NATURE_CODES: ReadonlySet<string> = new Set(['WEAPON', 'SHOOT', 'STABBING', 'ASSAULT', 'FIGHT', 'DVA', 'ROBBERY', 'THREATS', 'HOMICIDE', 'HOSTAGE', 'CARJACK', 'ABDUCTF', 'ABDUCTNF'])
+/**
+ * Those of SAFETY_NATURE_CODES added after rule sets were first stored (2026-12-05, the abductions):
+ * a stored version is proved without them, so a rollback to one is never refused for them.
+ */
+export const LATER_SAFETY_NATURE_CODES: ReadonlySet<string> = new Set(['ABDUCTF', 'ABDUCTNF'])
 export const MEDICAL_NATURE_CODES: ReadonlySet<string> = new Set(['OD', 'CARDIAC', 'PERUNCON', 'SICK', 'MVAINJY', 'STROKE', 'SEIZURE', 'RESPARR', 'CHOKE', 'BLEEDING'])
 
 /** The codes whose meaning is part of the contract: no agency's map may turn them into another code. */

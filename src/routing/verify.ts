@@ -17,6 +17,7 @@ import {
   FLAG_NAMES,
   MEDICAL_NATURE_CODES,
   MENTAL_HEALTH_NATURE_CODES,
+  LATER_SAFETY_NATURE_CODES,
   NUMERIC_FACTS,
   SAFETY_NATURE_CODES,
   ROUTES,
@@ -124,8 +125,9 @@ export async function verifyRuleSetAsync(input: unknown, opts: VerifyOptions = {
 }
 
 /**
- * `asStored`: without the checks added after rule sets were first stored (newDocumentIssues), for a
- * rollback to a stored version: the emergency path is not blocked by what escalation ignores anyway.
+ * `asStored`: without the checks added after rule sets were first stored (newDocumentIssues, and the
+ * safety codes of LATER_SAFETY_NATURE_CODES), for a rollback to a stored version: the emergency path
+ * is not blocked by what escalation ignores or judges for itself anyway.
  */
 export interface VerifyOptions {
   asStored?: boolean
@@ -141,7 +143,7 @@ function* verification(input: unknown, opts: VerifyOptions = {}): Generator<unde
     })
     return { ok: false, version, findings, coverage: [], factSpace: null }
   }
-  const report = yield* verifyParsed(parsed.data)
+  const report = yield* verifyParsed(parsed.data, opts.asStored ? STORED_SAFETY_NATURE_CODES : SAFETY_NATURE_CODES)
   if (opts.asStored) return report
   const added = newDocumentIssues(parsed.data).map(({ message, path }): Finding => ({ kind: 'schema', message: `${renderPath(path)}: ${message}`, path: renderPath(path) }))
   return added.length ? { ...report, ok: false, findings: [...added, ...report.findings] } : report
@@ -244,20 +246,23 @@ interface AgencyClass {
   map: ReadonlyMap<string, string>
 }
 
-function codeClasses(doc: RuleSet, v: Vocabulary): CodeClass[] {
+/** The safety codes a stored version is proved against: those named when rule sets were first stored. */
+const STORED_SAFETY_NATURE_CODES: ReadonlySet<string> = new Set([...SAFETY_NATURE_CODES].filter((c) => !LATER_SAFETY_NATURE_CODES.has(c)))
+
+function codeClasses(doc: RuleSet, v: Vocabulary, safetyCodes: ReadonlySet<string>): CodeClass[] {
   const maps = Object.values(doc.natureCodeMaps ?? {})
-  const universe = new Set<string>([...doc.natureCodes, ...v.codeSets.flat(), ...MENTAL_HEALTH_NATURE_CODES, ...SAFETY_NATURE_CODES, ...MEDICAL_NATURE_CODES])
+  const universe = new Set<string>([...doc.natureCodes, ...v.codeSets.flat(), ...MENTAL_HEALTH_NATURE_CODES, ...safetyCodes, ...MEDICAL_NATURE_CODES])
   for (const m of maps) for (const to of Object.values(m)) universe.add(to)
   const known = new Set(doc.natureCodes)
   const sets = v.codeSets.map((s) => new Set(s))
   const signature = (code: string) =>
-    [known.has(code), MENTAL_HEALTH_NATURE_CODES.has(code), SAFETY_NATURE_CODES.has(code), MEDICAL_NATURE_CODES.has(code), ...sets.map((s) => s.has(code))].map(Number).join('')
+    [known.has(code), MENTAL_HEALTH_NATURE_CODES.has(code), safetyCodes.has(code), MEDICAL_NATURE_CODES.has(code), ...sets.map((s) => s.has(code))].map(Number).join('')
   const classes = new Map<string, CodeClass>()
   for (const code of [...universe].sort()) {
     const sig = signature(code)
     const hit = classes.get(sig)
     if (hit) hit.members.push(code)
-    else classes.set(sig, { members: [code], unlisted: false, sample: code, safety: SAFETY_NATURE_CODES.has(code), medical: MEDICAL_NATURE_CODES.has(code) })
+    else classes.set(sig, { members: [code], unlisted: false, sample: code, safety: safetyCodes.has(code), medical: MEDICAL_NATURE_CODES.has(code) })
   }
   const isMapKey = (s: string) => maps.some((m) => Object.hasOwn(m, s))
   const unlisted = freshName('ZZ-UNLISTED', (s) => universe.has(s) || isMapKey(s))
@@ -366,8 +371,8 @@ interface Space {
   size: number
 }
 
-function factSpace(doc: RuleSet, v: Vocabulary): Space {
-  const codes = codeClasses(doc, v)
+function factSpace(doc: RuleSet, v: Vocabulary, safetyCodes: ReadonlySet<string>): Space {
+  const codes = codeClasses(doc, v, safetyCodes)
   const agencies = agencyClasses(doc, v)
   const flags = FLAG_NAMES.filter((f) => v.flags.has(f) || SAFETY_FLAGS.includes(f) || MEDICAL_FLAGS.includes(f) || f === 'mentalHealth' || f === 'suicidalIdeation')
   const dims: Dimension[] = []
@@ -523,9 +528,9 @@ function describeClass(space: Space, code: CodeClass, agency: AgencyClass, raw: 
 
 const hasQueue = (d: RoutingDecision, queue: string) => d.assignments.some((a) => a.queue === queue)
 
-function* verifyParsed(doc: RuleSet): Generator<undefined, VerificationReport> {
+function* verifyParsed(doc: RuleSet, safetyCodes: ReadonlySet<string>): Generator<undefined, VerificationReport> {
   const v = vocabulary(doc)
-  const space = factSpace(doc, v)
+  const space = factSpace(doc, v, safetyCodes)
   const findings: Finding[] = []
   const factSpaceInfo = { classes: space.size, natureCodeClasses: space.codes.length, agencyClasses: space.agencies.length, flags: space.flags }
   if (space.size > MAX_FACT_CLASSES) {

@@ -197,6 +197,19 @@ t.test('a stored version that breaks a check added since still compiles: an upgr
   t.same(report.findings.map((f) => f.path), ['cru.Hastings-PD', 'escalation.ems', 'escalation.follow_up'])
 })
 
+t.test('the shipped rules as stored before the abductions joined the safety codes: refused as new, proved as stored (a rollback to them goes through)', async (t) => {
+  const doc: Loose = defaultDocument()
+  const any = doc.definitions.safety.any
+  any[4].natureCode = any[4].natureCode.filter((c: string) => c !== 'ABDUCTNF')
+  doc.natureCodeMaps['hastings-pd'] = { '10-56': 'SUICTHRT', ABDUCTNF: 'NOISE' }
+  const fresh = await verifyRuleSetAsync(doc)
+  t.notOk(fresh.ok, 'as a new version')
+  t.ok(fresh.findings.some((f) => f.kind === 'police-invariant' && f.ruleId === 'medical-ems'), 'ABDUCTNF with an injury reaches EMS alone')
+  t.ok(fresh.findings.some((f) => f.path === 'natureCodeMaps.hastings-pd.ABDUCTNF'), 'and the map of a safety code')
+  const stored = await verifyRuleSetAsync(doc, { asStored: true })
+  t.ok(stored.ok, `as stored: ${stored.findings.map((f) => f.message).join(' | ') || 'no findings'}`)
+})
+
 t.test('several rules that never fire are each told apart, shadowed or unsatisfiable, in one more pass', async (t) => {
   const report = verify((d) => {
     const first = d.rules[0]

@@ -80,6 +80,9 @@ function elementAt(xml: string, name: string, from = 0): string | undefined {
   const open = new RegExp(`<${PREFIX}${name}(?=[\\s/>])`).exec(xml.slice(from))
   if (!open) return undefined
   const start = from + open.index
+  // An empty element (`<gml:Polygon/>`) ends with its tag, not at the next element's end.
+  const tagEnd = xml.indexOf('>', start)
+  if (xml[tagEnd - 1] === '/') return xml.slice(start, tagEnd + 1)
   const close = new RegExp(`</${PREFIX}${name}>`).exec(xml.slice(start))
   return xml.slice(start, close ? start + close.index : undefined)
 }
@@ -108,7 +111,8 @@ function pointOf(xml: string): { lat: number; lon: number } | 'bad' | undefined 
   const posList = element(ring, 'posList')
   if (posList !== undefined) {
     // srsDimension says how many numbers make a position; else the CRS does (EPSG 4979 is 3D).
-    const dimension = Number(/\ssrsDimension="(\d)"/.exec(polygon)?.[1] ?? (shape[1] === 'Prism' || /srsName="[^"]*4979"/.test(polygon) ? 3 : 2))
+    // Attribute values in either quote, as XML allows.
+    const dimension = Number(/\ssrsDimension=["'](\d)["']/.exec(polygon)?.[1] ?? (shape[1] === 'Prism' || /\ssrsName=["'][^"']*4979["']/.test(polygon) ? 3 : 2))
     const numbers = coordinates(posList)
     if (dimension < 2 || numbers.length % dimension) return 'bad'
     corners = Array.from({ length: numbers.length / dimension }, (_, i) => numbers.slice(i * dimension, i * dimension + dimension))

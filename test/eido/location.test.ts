@@ -68,6 +68,9 @@ t.test('a polygon gives its centroid: the mean of its exterior ring’s corners'
   const prism = `<gs:Prism srsName="urn:ogc:def:crs:EPSG::4979"><gs:base><gml:Polygon>${ring(`<gml:posList>${CORNERS.map((c) => `${c} 240`).join(' ')}</gml:posList>`)}</gml:Polygon></gs:base><gs:height uom="urn:ogc:def:uom:EPSG::9001">6</gs:height></gs:Prism>`
   t.same(readPidfLo(geodetic(prism)), { lat: 44.73, lon: -92.85 }, 'a prism: its base, an altitude in each position')
   t.same(located(geodetic(asPosList)), { lat: 44.73, lon: -92.85 }, 'and the call has it')
+  const threeD = (attributes: string) => geodetic(`<gml:Polygon ${attributes}>${ring(`<gml:posList>${CORNERS.map((c) => `${c} 240`).join(' ')}</gml:posList>`)}</gml:Polygon>`)
+  t.same(readPidfLo(threeD(`srsName='urn:ogc:def:crs:EPSG::4979'`)), { lat: 44.73, lon: -92.85 }, 'a 3D CRS named in single quotes')
+  t.same(readPidfLo(threeD(`srsName='urn:ogc:def:crs:EPSG::4326' srsDimension='3'`)), { lat: 44.73, lon: -92.85 }, 'srsDimension in single quotes')
 })
 
 t.test('a circle, an ellipse or an arc band gives its center', async (t) => {
@@ -81,5 +84,7 @@ t.test('a polygon whose positions are not "latitude longitude" is refused, namin
   const broken = `<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326">${ring('<gml:posList>44.70 -92.90 44.70</gml:posList>')}</gml:Polygon>`
   t.same(readPidfLo(geodetic(broken)), { badPoint: true })
   t.same(readPidfLo(geodetic('<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/>')), {}, 'one with no positions at all is no point, as an empty gml:pos is')
+  const later = '<gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>44.73 -92.85</gml:pos></gml:Point>'
+  t.same(readPidfLo(geodetic(`<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/></gp:location-info></gp:geopriv></status></tuple><tuple id="u"><status><gp:geopriv><gp:location-info>${later}`)), {}, 'an empty polygon ends at its tag: a later shape is not its ring')
   t.throws(() => located(geodetic(broken)), { code: 'validation-failed', invalidParams: [{ name: 'locationComponent.0.locationByValue' }] })
 })

@@ -32,24 +32,40 @@ function removeTags(s: string): string {
   // Whether `out` ends a line (spaces and tabs after it aside), kept up to date from each piece of
   // text added: looking back through `out` at each tag made a note of spaces and tags quadratic.
   let lineStart = true
+  // Whether the last tag broke the line: the line break and indentation a pretty-printed source
+  // writes after it (`</li>\n  <li>`) are then that same break, not a blank line.
+  let broke = false
+  const isBlank = (c: string | undefined) => c === ' ' || c === '\t'
+  const text = (end: number): string => {
+    if (broke) {
+      let i = from
+      while (isBlank(s[i])) i++
+      if (s[i] === '\r' && s[i + 1] === '\n') i++
+      if (s[i] === '\n') i++
+      while (isBlank(s[i])) i++
+      from = Math.min(i, end)
+    }
+    broke = false
+    return s.slice(from, end)
+  }
   for (;;) {
     const open = s.indexOf('<', at)
-    if (open < 0) return out + s.slice(from)
+    if (open < 0) return out + text(s.length)
     if (!isTagStart(s[open + 1])) {
       at = open + 1
       continue
     }
     const close = s.indexOf('>', open + 1)
     // No `>` after this tag's start: none after any later one either, so the rest is text.
-    if (close < 0) return out + s.slice(from)
-    out += s.slice(from, open)
+    if (close < 0) return out + text(s.length)
+    out += text(open)
     let i = open - 1
     while (i >= from && (s[i] === ' ' || s[i] === '\t')) i--
     if (i >= from) lineStart = s[i] === '\n'
     const tag = s.slice(open, close + 1)
     if (BLOCK.test(tag) && !lineStart) {
       out += '\n'
-      lineStart = true
+      lineStart = broke = true
     } else if (CELL.test(tag) && !lineStart) out += ' '
     from = at = close + 1
   }

@@ -47,6 +47,8 @@ t.test('a block of a note is a line of its own: divisions, list items, table row
   t.equal(described('<table><tr><th>Door</th><td>rear</td></tr><tr><td>Dog</td><td>yes</td></tr></table>'), 'Door rear\nDog yes\nNo weapons seen.', 'a row a line, its cells apart')
   t.equal(described('calm<DIV class="x">pacing</DIV>'), 'calm\npacing\nNo weapons seen.', 'a block after text, tags in any case')
   t.equal(described('<p>one<br></p><p>two</p>'), 'one\ntwo\nNo weapons seen.', 'a line already broken is not broken twice')
+  t.equal(described('<ul>\n  <li>lithium</li>\n  <li>none today</li>\n</ul>'), 'lithium\nnone today\nNo weapons seen.', 'pretty-printed: the source’s line break after a block is that break, not a blank line')
+  t.equal(described('<div>calm</div>\r\n<div>pacing</div>'), 'calm\npacing\nNo weapons seen.', 'a CRLF too')
 })
 
 t.test('a note decodes numeric character references, decimal and hex', async (t) => {

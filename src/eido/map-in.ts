@@ -120,9 +120,10 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
     if (read.badPoint) problems.push({ name: `locationComponent.${index}.locationByValue`, reason: 'a gml:pos or gml:posList is not "latitude longitude" positions' })
     const { badPoint: _b, subAddress, ...plain } = read
     // The description stands in for a street only where there is none: only then is it read. The
-    // unit, floor, … of a civic address without a street follow it.
+    // unit, floor, … of a civic address without a street follow it; alone ("Unit 312") they are no
+    // address, and as one they would be every building's, its prior calls theirs (the address key).
     const described = plain.address === undefined && within(locationComp.locationDescriptionText, READ_LIMITS.locationDescriptionText, `locationComponent.${index}.locationDescriptionText`)
-    const address = plain.address ?? ([described ? locationComp.locationDescriptionText : undefined, subAddress].filter(Boolean).join(', ') || undefined)
+    const address = plain.address ?? (described && locationComp.locationDescriptionText ? [locationComp.locationDescriptionText, subAddress].filter(Boolean).join(', ') : undefined)
     location = { ...plain, ...(address ? { address } : {}) }
     if (!Object.keys(location).length) location = undefined
   }

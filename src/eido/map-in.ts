@@ -283,12 +283,18 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
 
 /**
  * The number of a `tel:` URI, without the RFC 3966 parameters nobody dials (`;verstat=…` from the
- * carrier, `;phone-context=…`) but with an extension (`;ext=12`), which a call back to a switchboard
- * needs and which reads back as a `tel:` URI. The callback is optional: a number the call cannot hold
- * (none, or longer than its phone may be) is left out, never a reason to refuse the incident.
+ * carrier) but with an extension (`;ext=12`), which a call back to a switchboard needs and which
+ * reads back as a `tel:` URI. A local number whose `;phone-context=` is a global prefix (`+1-651`)
+ * becomes the global number (`+16515550142`): the area code is part of what a call back dials; one
+ * whose context is a domain stays as written. The callback is optional: a number the call cannot
+ * hold (none, or longer than its phone may be) is left out, never a reason to refuse the incident.
  */
 function phoneOfTelUri(uri: string): string | undefined {
-  const [number = '', ...params] = uri.slice(4).split(';')
+  const [local = '', ...params] = uri.slice(4).split(';')
+  const context = params.map((p) => /^phone-context=(\+[\d().-]*\d[\d().-]*)$/i.exec(p)?.[1]).find((c) => c !== undefined)
+  // RFC 3966's visual separators carry nothing a dialler needs.
+  const digits = (s: string) => s.replace(/[().-]/g, '')
+  const number = context !== undefined && !local.startsWith('+') && /^[\d().-]+$/.test(local) ? digits(context) + digits(local) : local
   if (!number || number.length > CALLER_PHONE_MAX_LENGTH) return undefined
   const ext = params.map((p) => /^ext=(.+)$/i.exec(p)?.[1]).find((e) => e !== undefined)
   const withExt = ext === undefined ? number : `${number};ext=${ext}`

@@ -113,7 +113,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // answered 414). The router measures the decoded value, so percent-encoding does not count.
     routerOptions: { maxParamLength: CALL_ID_MAX_LENGTH },
     frameworkErrors: frameworkErrorHandler(config.RETRY_AFTER_SECONDS, { routes: paths, maxParamLength: CALL_ID_MAX_LENGTH, headers }),
-    clientErrorHandler,
+    clientErrorHandler: clientErrorHandler(headers),
   }).withTypeProvider<ZodTypeProvider>()
   app.addHook('onRoute', (route) => {
     paths.add(route.method, route.url)

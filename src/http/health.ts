@@ -28,16 +28,25 @@ const readiness = z.object({
 })
 
 /**
- * One check. A driver's error names hosts, addresses and database user names, and readiness needs
+ * The checks. A driver's error names hosts, addresses and database user names, and readiness needs
  * no key: the answer gives the fixed `failed`, and only the log line has the error (no personal data).
+ * Load balancers poll every few seconds: a check that keeps failing with the same error is logged
+ * once at warn, then at debug until its error changes or it passes again.
  */
-async function probe(log: FastifyBaseLogger, name: string, failed: string, fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> {
-  try {
-    const detail = await fn()
-    return detail ? { ok: false, detail } : { ok: true }
-  } catch (err) {
-    log.warn({ check: name, err: { code: (err as { code?: unknown }).code, message: err instanceof Error ? err.message : String(err) } }, 'readiness check failed')
-    return { ok: false, detail: failed }
+function prober(log: FastifyBaseLogger) {
+  const last = new Map<string, string>()
+  return async (name: string, failed: string, fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> => {
+    try {
+      const detail = await fn()
+      last.delete(name)
+      return detail ? { ok: false, detail } : { ok: true }
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err)
+      const level = last.get(name) === message ? 'debug' : 'warn'
+      last.set(name, message)
+      log[level]({ check: name, err: { code: (err as { code?: unknown }).code, message } }, 'readiness check failed')
+      return { ok: false, detail: failed }
+    }
   }
 }
 
@@ -59,6 +68,7 @@ function oneAtATime<T>(fn: () => Promise<T>): () => Promise<T> {
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, breaker, retryAfterSeconds }) => {
   const readOnly = oneAtATime(async () => (await sql<{ read_only: string }>`select current_setting('transaction_read_only') as read_only`.execute(db)).rows[0]?.read_only)
   const pending = oneAtATime(() => pendingMigrations(db))
+  const probe = prober(app.log)
 
   app.get(
     '/healthz',
@@ -83,17 +93,17 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         response: { 200: readiness, 503: readiness },
       },
     },
-    async (req, reply) => {
+    async (_req, reply) => {
       const [postgres, migrations, redisCheck] = await Promise.all([
-        probe(req.log, 'postgres', 'Postgres did not answer or refused the connection; the log says why', async () => {
+        probe('postgres', 'Postgres did not answer or refused the connection; the log says why', async () => {
           // A standby (mid-failover) or a primary set read-only answers, but every ingest would fail.
           return (await withTimeout(readOnly(), 2000)) === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
         }),
-        probe(req.log, 'migrations', 'the applied migrations could not be read from Postgres; the log says why', async () => {
+        probe('migrations', 'the applied migrations could not be read from Postgres; the log says why', async () => {
           const names = await withTimeout(pending(), 2000)
           return names.length ? `pending: ${names.join(', ')}` : undefined
         }),
-        probe(req.log, 'redis', 'Redis did not answer; the log says why', async () => {
+        probe('redis', 'Redis did not answer; the log says why', async () => {
           // Its reason was logged when the breaker opened.
           if (!breaker.closed) return 'Redis is not answering, and is not asked until a probe gets an answer'
           const pong = await breaker.run(() => redis.ping())

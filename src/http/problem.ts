@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
@@ -186,30 +187,34 @@ export function frameworkErrorHandler(retryAfterSeconds: number, opts: { routes:
 }
 
 /**
- * What Node's HTTP parser refuses before Fastify sees a request (bad framing, a Content-Length that
- * the body contradicts, headers past 16 KB, a request that never finished arriving): problem+json
- * like every other error, written on the socket, which then closes. Fastify's own answer is JSON
- * of another shape. The log line has the parser's code only: its error carries the raw bytes.
+ * What Node's HTTP parser refuses before Fastify sees a request (bad framing, headers past 16 KB, a
+ * request that never finished arriving): problem+json like every other error, written on the
+ * socket, which then closes. Fastify's own answer is JSON of another shape. `headers`: those every
+ * other answer carries (helmet's). The log line has the parser's code only: its error carries the
+ * raw bytes, personal data included.
  */
-export function clientErrorHandler(this: { log: FastifyBaseLogger } | void, err: Error & { code?: string }, socket: Socket): void {
-  // A reset connection, or one already gone: nobody to answer.
-  if (err.code === 'ECONNRESET' || socket.destroyed) return
-  const id = randomUUID()
-  const body =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? problem('request-timeout', id, 'the request did not arrive in full within the time allowed')
-      : err.code === 'HPE_HEADER_OVERFLOW'
-        ? problem('headers-too-large', id, 'the request headers are larger than the server allows (16 KB unless set otherwise)')
-        : problem('validation-failed', id, 'the request is not valid HTTP/1.1', [{ name: '(request)', reason: `refused by the HTTP parser (${err.code ?? 'no code'})` }])
-  // Fastify calls it bound to the instance.
-  if (this) this.log.debug({ code: err.code, requestId: id }, 'client error answered before any route')
-  if (socket.writable) {
-    const text = JSON.stringify(body)
-    socket.write(
-      `HTTP/1.1 ${body.status} ${STATUS_LINE[body.status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${text}`,
-    )
+export function clientErrorHandler(headers: Readonly<Record<string, string>>) {
+  const fixed = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('')
+  return function (this: { log: FastifyBaseLogger } | void, err: Error & { code?: string }, socket: Socket): void {
+    // A reset connection, or one already gone: nobody to answer.
+    if (err.code === 'ECONNRESET' || socket.destroyed) return
+    const id = randomUUID()
+    const body =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? problem('request-timeout', id, 'the request did not arrive in full within the time allowed')
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? problem('headers-too-large', id, 'the request headers are larger than the server allows (16 KB unless set otherwise)')
+          : problem('validation-failed', id, 'the request is not valid HTTP/1.1', [{ name: '(request)', reason: `refused by the HTTP parser (${err.code ?? 'no code'})` }])
+    // Fastify calls it bound to the instance.
+    if (this) this.log.debug({ code: err.code, requestId: id }, 'client error answered before any route')
+    if (socket.writable) {
+      const text = JSON.stringify(body)
+      socket.write(
+        `HTTP/1.1 ${body.status} ${STATUS_CODES[body.status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${fixed}X-Request-Id: ${id}\r\nConnection: close\r\n\r\n${text}`,
+      )
+    }
+    socket.destroy(err)
   }
-  socket.destroy(err)
 }
-
-const STATUS_LINE: Readonly<Record<number, string>> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }

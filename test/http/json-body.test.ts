@@ -110,6 +110,7 @@ t.test('what the HTTP parser refuses on a real socket is problem+json too, and t
     t.equal(p.code, c.code, `${c.label}: ${c.code}`)
     t.equal(p.status, c.status, `${c.label}: the body's status`)
     t.match(head, new RegExp(`\r\nx-request-id: ${p.instance.replace('urn:request:', '')}`, 'i'), `${c.label}: the header names the problem's instance`)
+    t.match(head, /\r\nx-content-type-options: nosniff\r\n/i, `${c.label}: the security headers every answer carries`)
   }
   t.equal(await stored(), before, 'nothing stored')
 })

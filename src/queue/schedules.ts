@@ -10,6 +10,9 @@ export function restoredMessage(what: string, lost: LostSchedule): string {
     : `${what} was not going to run again (the job of its next run was missing from Redis); scheduled again`
 }
 
+/** The warning a refused first write is logged with, in the words of `what`. */
+export const failedMessage = (what: string): string => `${what} schedule could not be written to Redis; the checks write it once Redis takes it`
+
 /** A next run in one of these states will still run, once a worker takes it (or is running it). */
 const PENDING = new Set(['delayed', 'waiting', 'prioritized', 'waiting-children', 'active'])
 
@@ -22,15 +25,18 @@ const PENDING = new Set(['delayed', 'waiting', 'prioritized', 'waiting-children'
  * BullMQ gives up on after an error other than a lost connection, e.g. a full Redis), nothing runs
  * it again either. Upserting only then means a check never moves the next run, nor adds a second
  * one: a scheduler whose workers are all down keeps its overdue run, which the first worker back
- * takes. Returns the function that stops the checks.
+ * takes. A first write that Redis refuses (full under noeviction, read-only after a failover) is
+ * told to `onFailed` and left to the checks, which write it once Redis takes it: it must not stop the
+ * process starting, and with it an API that needs only Postgres. Returns the function that stops
+ * the checks.
  */
 export async function keepScheduled(
   queue: Pick<Queue, 'getJobScheduler' | 'getJobState'>,
   schedulerId: string,
   upsert: () => Promise<unknown>,
-  opts: { checkEveryMs: number; onRestored: (lost: LostSchedule) => void },
+  opts: { checkEveryMs: number; onRestored: (lost: LostSchedule) => void; onFailed: (err: Error) => void },
 ): Promise<() => void> {
-  await upsert()
+  await upsert().catch((err: Error) => opts.onFailed(err))
   const timer = setInterval(() => {
     lostSchedule(queue, schedulerId)
       .then(async (lost) => {

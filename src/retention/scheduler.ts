@@ -2,7 +2,7 @@ import { Queue, Worker } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import type { Db } from '../db/connect.js'
-import { keepScheduled, restoredMessage } from '../queue/schedules.js'
+import { failedMessage, keepScheduled, restoredMessage } from '../queue/schedules.js'
 import { drainOrReturn, drainUntil, inFlight, inFlightJobs } from '../workers/responder-worker.js'
 import { OUTBOX_KEEP_DAYS, pruneSentOutbox } from './outbox-prune.js'
 import { scrubPersonalData } from './scrub.js'
@@ -87,6 +87,7 @@ export async function createRetention(deps: RetentionDeps) {
     {
       checkEveryMs: Math.min(deps.everyMs, WATCHDOG_MAX_MS),
       onRestored: (lost) => deps.log.warn({ queue: QUEUE }, restoredMessage('the retention scrub', lost)),
+      onFailed: (err) => deps.log.warn({ queue: QUEUE, err: { message: err.message } }, failedMessage('the retention scrub')),
     },
   )
   let closing: Promise<void> | undefined

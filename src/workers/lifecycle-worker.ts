@@ -9,7 +9,7 @@ import { ACK_DEADLINE_JOB, FOLLOW_UP_OVERDUE_JOB, LIFECYCLE_QUEUE, SWEEP_JOB, SW
 import type { QueueName } from '../routing/index.js'
 import { MAX_STALLED_COUNT, WORKER_ERROR_LOG_EVERY_MS, drainOrReturn, drainUntil, inFlight, inFlightJobs, offerNow } from './responder-worker.js'
 import { throttledWarn } from '../lib/log-throttle.js'
-import { keepScheduled, restoredMessage } from '../queue/schedules.js'
+import { failedMessage, keepScheduled, restoredMessage } from '../queue/schedules.js'
 import { watchForOrphans } from './orphans.js'
 import { waitingOutUnavailable } from './unavailable.js'
 
@@ -163,6 +163,7 @@ export async function createLifecycleWorker(deps: LifecycleWorkerDeps) {
     {
       checkEveryMs: deps.sweepEveryMs,
       onRestored: (lost) => deps.log.warn({ queue: LIFECYCLE_QUEUE }, restoredMessage('the lifecycle sweep', lost)),
+      onFailed: (err) => deps.log.warn({ queue: LIFECYCLE_QUEUE, err: { message: err.message } }, failedMessage('the lifecycle sweep')),
     },
   )
   let closing: Promise<void> | undefined

@@ -7,12 +7,14 @@
 import { Writable } from 'node:stream'
 import { performance } from 'node:perf_hooks'
 import { Queue, type JobSchedulerJson } from 'bullmq'
+import { Redis } from 'ioredis'
 import pino from 'pino'
 import t from 'tap'
 import { createLifecycleQueue, SWEEP_JOB, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecycle.js'
 import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import { keepScheduled } from '../../src/queue/schedules.js'
 import { createLifecycleWorker } from '../../src/workers/lifecycle-worker.js'
+import { startRedisServer } from '../helpers/redis-server.js'
 import { createWorld, eventually, running, say } from '../helpers/world.js'
 
 const world = await createWorld(t)
@@ -94,7 +96,7 @@ t.test('a schedule nobody runs (no worker up) is left alone however late its nex
     getJobState: (id: string) => queue.getJobState(id),
   }
   const restored: string[] = []
-  const stop = await keepScheduled(counted, 'idle-sweep', upsert, { checkEveryMs: EVERY_MS, onRestored: (what) => restored.push(what) })
+  const stop = await keepScheduled(counted, 'idle-sweep', upsert, { checkEveryMs: EVERY_MS, onRestored: (what) => restored.push(what), onFailed: (err) => t.fail(err.message) })
   t.teardown(async () => {
     stop()
     await queue.close()
@@ -110,4 +112,29 @@ t.test('a schedule nobody runs (no worker up) is left alone however late its nex
   t.same(restored, [], 'never put back')
   t.equal((await queue.getJobScheduler('idle-sweep'))?.next, first.next, 'the next run has not moved')
   t.same(await runs(), runsAtFirst, 'the same one run waiting, no other')
+})
+
+t.test('a Redis that refuses writes at start (full under noeviction) does not stop the worker starting; the sweep is scheduled once Redis takes writes', async (t) => {
+  const EVERY_MS = 500
+  // A Redis of its own: the shared one must keep taking the other files' writes.
+  const server = await startRedisServer(t)
+  const admin = new Redis(server.url)
+  t.teardown(() => admin.quit())
+  await admin.config('SET', 'maxmemory-policy', 'noeviction')
+  await admin.config('SET', 'maxmemory', '1')
+  const connection = createRedis(server.url, 'worker')
+  const queue = createLifecycleQueue(connection, prefix)
+  const lines: string[] = []
+  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
+  const lifecycle = await running(createLifecycleWorker({ db, connection, prefix, queue, ackDeadlines: {}, sweepEveryMs: EVERY_MS, log }))
+  t.teardown(async () => {
+    await lifecycle.close()
+    await queue.close()
+    await closeRedis(connection)
+  })
+  t.ok(lines.some((l) => l.includes('the lifecycle sweep schedule could not be written to Redis') && l.includes('OOM')), 'started, and said why the schedule is missing')
+  t.notOk(await queue.getJobScheduler(SWEEP_SCHEDULER_ID), 'no schedule while Redis refuses writes')
+  await admin.config('SET', 'maxmemory', '0')
+  await eventually(async () => (await queue.getJobs(['completed'])).some((j) => j.name === SWEEP_JOB), 10 * EVERY_MS)
+  t.ok(lines.some((l) => l.includes('the lifecycle sweep schedule was missing from Redis; restored')), 'the check wrote it once Redis took writes, and the sweep ran')
 })

@@ -6,6 +6,8 @@ export const ROLE_NAMES = ['api', 'relay', 'worker'] as const
 export type RoleName = (typeof ROLE_NAMES)[number]
 
 const positiveInt = z.coerce.number().int().positive()
+/** The history window in days (HISTORY_WINDOW_MS): test/config.test.ts holds the two together. */
+export const MIN_RETENTION_DAYS = 30
 /**
  * A time in ms that a timer waits: at most what setTimeout and setInterval can wait (about 24.8
  * days). Beyond it Node waits 1 ms instead, and a check meant to run every month runs every ms.
@@ -70,6 +72,8 @@ const fields = z.object({
           ctx.addIssue({ code: 'custom', message: `unknown role "${r}" (expected ${ROLE_NAMES.join(', ')})` })
         }
       }
+      // An empty list would start nothing and exit 0, to be restarted, quietly, for ever.
+      if (!roles.length) ctx.addIssue({ code: 'custom', message: `names no role (expected one or more of ${ROLE_NAMES.join(', ')}, comma separated)` })
       return roles as RoleName[]
     }),
   RELAY_POLL_MS: durationMs.default(1000),
@@ -126,8 +130,14 @@ const fields = z.object({
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   RETRY_AFTER_SECONDS: positiveInt.default(5),
   /** Personal data is removed from calls closed longer ago than this. */
-  // At most a century: more days than a date holds would make every scrub's cut-off an invalid date.
-  RETENTION_DAYS: positiveInt.max(36_500).default(90),
+  // At least the history window (HISTORY_WINDOW_MS, src/calls/history.ts): the scrub clears the
+  // person id and address key that prior calls are counted by, and a call inside the window scrubbed
+  // would silently drop out of the count (a case-managed repeat caller routed to CRU instead). At most
+  // a century: more days than a date holds would make every scrub's cut-off an invalid date.
+  RETENTION_DAYS: positiveInt
+    .min(MIN_RETENTION_DAYS, `must be at least ${MIN_RETENTION_DAYS}: the history facts (prior calls in the last 30 days, the case-manager route) count calls by the person id and address key the scrub clears`)
+    .max(36_500)
+    .default(90),
   RETENTION_EVERY_MS: durationMs.default(3600_000),
   /** How often each instance checks which rule set is active, behind LISTEN/NOTIFY (which switches at once). */
   RULE_SET_CHECK_MS: durationMs.default(5000),

@@ -1,7 +1,8 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
-import { ConfigError, loadConfig, SETTING_NAMES } from '../src/config.js'
+import { HISTORY_WINDOW_MS } from '../src/calls/history.js'
+import { ConfigError, loadConfig, MIN_RETENTION_DAYS, SETTING_NAMES } from '../src/config.js'
 import { childEnv, serviceEntry } from './helpers/service-process.js'
 import { startTcpProxy } from './helpers/tcp-proxy.js'
 
@@ -46,6 +47,12 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   // never scrubbed. Refused at start instead.
   t.throws(() => loadConfig({ RETENTION_DAYS: '1e9' }), /RETENTION_DAYS/)
   t.equal(loadConfig({ RETENTION_DAYS: '3650' }).RETENTION_DAYS, 3650, 'ten years is fine')
+  // Below the history window the scrub cleared the keys prior calls are counted by, inside the window.
+  t.throws(() => loadConfig({ RETENTION_DAYS: '14' }), /RETENTION_DAYS: must be at least 30/)
+  t.equal(loadConfig({ RETENTION_DAYS: '30' }).RETENTION_DAYS, 30, 'the history window itself is fine')
+  t.equal(MIN_RETENTION_DAYS * 24 * 3600_000, HISTORY_WINDOW_MS, 'the floor is the history window')
+  // An empty role list started nothing and exited 0.
+  t.throws(() => loadConfig({ ROLE: ' , ' }), /ROLE: names no role/)
   // Past what a timer can wait (about 24.8 days), Node waits 1 ms: a monthly check would run every ms.
   t.throws(() => loadConfig({ RETENTION_EVERY_MS: String(30 * 24 * 3600_000) }), /RETENTION_EVERY_MS/)
   t.throws(() => loadConfig({ RULE_SET_CHECK_MS: '3000000000' }), /RULE_SET_CHECK_MS/)

@@ -17,6 +17,7 @@ import { createRuleSetRegistry } from './rule-sets/registry.js'
 import { createLifecycleWorker } from './workers/lifecycle-worker.js'
 import { createResponderWorkers } from './workers/responder-worker.js'
 import { createRetention } from './retention/scheduler.js'
+import { withTimeout } from './lib/timeout.js'
 
 /**
  * Entry point: runs the roles named in ROLE (api, relay, worker; all three by default) against
@@ -58,8 +59,16 @@ const metrics = createMetrics()
 const tracing = config.OTEL_EXPORTER_OTLP_ENDPOINT
   ? (await import('./telemetry/tracing.js')).startTracing({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: config.OTEL_SERVICE_NAME })
   : undefined
-// Closed after everything but Postgres, so the spans of the shutdown itself are exported.
-if (tracing) closers.push({ name: 'tracing', close: () => tracing.shutdown() })
+// Closed after everything but Postgres, so the spans of the shutdown itself are exported; within
+// the grace period, less Postgres's share: a collector that does not answer (the exporter waits 10 s
+// a try) held the exit past it, and the grace timer then exited 1 before the Postgres close ended
+// the statements of jobs handed back.
+if (tracing) {
+  closers.push({
+    name: 'tracing',
+    close: () => withTimeout(tracing.shutdown(), Math.max(0, graceEndsAt() - 2 * PG_END_RESERVE_MS - performance.now()), 'spans not exported within the grace period'),
+  })
+}
 
 async function start(): Promise<void> {
   const created = await ensureDatabase(config.DATABASE_URL, config.DATABASE_QUERY_TIMEOUT_MS).catch((err: unknown) => {

@@ -1,3 +1,5 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { createOutboxRelay } from '../../src/queue/outbox-relay.js'
@@ -6,6 +8,7 @@ import { createRedis } from '../../src/queue/redis.js'
 import { startTracingWith } from '../../src/telemetry/tracing.js'
 import { createResponderWorkers } from '../../src/workers/responder-worker.js'
 import { callEvent } from '../helpers/events.js'
+import { startService } from '../helpers/service-process.js'
 import { createWorld, eventually, quietLog, REDIS_URL } from '../helpers/world.js'
 
 // Tracing is process-global (the OpenTelemetry API's provider), so this file has a process of its own.
@@ -80,4 +83,37 @@ t.test('without tracing, nothing is stored for it', async (t) => {
   const ids: string[] = res.json().decision.assignments.map((a: { id: string }) => a.id)
   const rows = await db.selectFrom('outbox').select(['trace_context']).where('assignment_id', 'in', ids).execute()
   t.same(rows.map((r) => r.trace_context), ids.map(() => null))
+})
+
+t.test('a collector that never answers does not hold the exit past the grace period: the service still exits 0', async (t) => {
+  // Takes the connection, reads nothing back: an OTLP endpoint behind a dead load balancer.
+  const held: Socket[] = []
+  const collector = createServer((socket) => void held.push(socket.on('error', () => {})))
+  await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const s of held) s.destroy()
+    collector.close()
+  })
+  const { port } = collector.address() as AddressInfo
+  const GRACE_MS = 4000
+  const api = await startService(t, {
+    name: 'api',
+    roles: 'api',
+    env: {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL,
+      BULLMQ_PREFIX: prefix,
+      LOG_LEVEL: 'info',
+      SHUTDOWN_GRACE_MS: String(GRACE_MS),
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+    },
+  })
+  // Its readiness polls made spans: the shutdown has something to flush.
+  const asked = performance.now()
+  const exit = await api.kill('SIGTERM')
+  const ms = performance.now() - asked
+  // Past the grace period the grace timer exits 1: 0 is the exit within it.
+  t.equal(exit.code, 0, `exit 0 after ${Math.round(ms)} ms (${api.output().slice(-1500)})`)
+  t.ok(api.said('close failed'), 'the tracing close said it gave up')
+  t.match(api.output(), /"resource":"tracing"[^\n]*spans not exported within the grace period/)
 })

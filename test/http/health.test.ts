@@ -1,9 +1,9 @@
-import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import { Redis } from 'ioredis'
 import t from 'tap'
+import { freePort } from '../helpers/redis-server.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import { healthRoutes } from '../../src/http/health.js'
 import { createRedisBreaker, type RedisBreaker } from '../../src/queue/redis-breaker.js'
@@ -11,15 +11,6 @@ import { proxyPostgres } from '../helpers/tcp-proxy.js'
 import { createWorld } from '../helpers/world.js'
 
 const world = await createWorld(t)
-
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((r) => srv.close(() => r()))
-  return port
-}
 
 t.test('readiness: Postgres, migrations and Redis all checked', async (t) => {
   const res = await world.app.inject({ method: 'GET', url: '/readyz' })
@@ -57,7 +48,7 @@ t.test('readiness names the failed dependency in fixed words; the driver\'s mess
   url.username = 'readyz_nobody'
   const pool = createPool({ connectionString: url.toString(), max: 2, statementTimeoutMs: 1000 })
   const db = createDb(pool)
-  const redis = new Redis(`redis://127.0.0.1:${await closedPort()}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+  const redis = new Redis(`redis://127.0.0.1:${await freePort()}`, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
   redis.on('error', () => {})
   const logs: string[] = []
   const log = { warn: (obj: object, msg: string) => logs.push(`${msg} ${JSON.stringify(obj)}`), info: () => {} }

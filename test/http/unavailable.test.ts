@@ -1,5 +1,5 @@
-import { createServer } from 'node:net'
 import t from 'tap'
+import { freePort } from '../helpers/redis-server.js'
 import { Redis } from 'ioredis'
 import pino from 'pino'
 import { buildApp } from '../../src/app.js'
@@ -9,17 +9,8 @@ import { compileRuleSet, loadDefaultRuleSet } from '../../src/routing/index.js'
 import { callEvent } from '../helpers/events.js'
 import { staticRuleSetRegistry } from '../../src/rule-sets/registry.js'
 
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((r) => srv.close(() => r()))
-  return port
-}
-
 t.test('Postgres unreachable: ingest answers 503 with Retry-After, never 500; readiness says why', async (t) => {
-  const port = await closedPort()
+  const port = await freePort()
   const config = loadConfig({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, RETRY_AFTER_SECONDS: '7' })
   const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 1000 }))
   const redis = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks'
 import { Queue, type JobSchedulerJson } from 'bullmq'
 import { Redis } from 'ioredis'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createLifecycleQueue, SWEEP_JOB, SWEEP_SCHEDULER_ID } from '../../src/queue/lifecycle.js'
 import { closeRedis, createRedis } from '../../src/queue/redis.js'
 import { keepScheduled } from '../../src/queue/schedules.js'
@@ -42,18 +42,24 @@ async function loseNextRun(queuePrefix: string, queueName: string, schedulerId: 
   return Number(await redis.eval(LOSE_NEXT_RUN, 2, `${base}repeat`, `${base}delayed`, schedulerId, base))
 }
 
-t.test('a sweep whose next run Redis lost (its schedule kept) runs again within a few intervals', async (t) => {
-  const EVERY_MS = 1000
-  const connection = createRedis(config.REDIS_URL, 'worker')
+/** A lifecycle worker (and its sweep's schedule) on this Redis, its log lines kept; closed at teardown. */
+async function lifecycleOn(t: Test, redisUrl: string, sweepEveryMs: number) {
+  const connection = createRedis(redisUrl, 'worker')
   const queue = createLifecycleQueue(connection, prefix)
   const lines: string[] = []
   const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
-  const lifecycle = await running(createLifecycleWorker({ db, connection, prefix, queue, ackDeadlines: {}, sweepEveryMs: EVERY_MS, log }))
+  const lifecycle = await running(createLifecycleWorker({ db, connection, prefix, queue, ackDeadlines: {}, sweepEveryMs, log }))
   t.teardown(async () => {
     await lifecycle.close()
     await queue.close()
     await closeRedis(connection)
   })
+  return { queue, lines }
+}
+
+t.test('a sweep whose next run Redis lost (its schedule kept) runs again within a few intervals', async (t) => {
+  const EVERY_MS = 1000
+  const { queue, lines } = await lifecycleOn(t, config.REDIS_URL, EVERY_MS)
   const sweepsAfter = async (ms: number) => (await queue.getJobs(['completed'])).filter((j) => j.name === SWEEP_JOB && (j.finishedOn ?? 0) > ms).length
   const sweptAfter = async (ms: number) => (await sweepsAfter(ms)) > 0
   await eventually(() => sweptAfter(0), 10_000)
@@ -122,16 +128,7 @@ t.test('a Redis that refuses writes at start (full under noeviction) does not st
   t.teardown(() => admin.quit())
   await admin.config('SET', 'maxmemory-policy', 'noeviction')
   await admin.config('SET', 'maxmemory', '1')
-  const connection = createRedis(server.url, 'worker')
-  const queue = createLifecycleQueue(connection, prefix)
-  const lines: string[] = []
-  const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => void (lines.push(String(chunk)), cb()) }))
-  const lifecycle = await running(createLifecycleWorker({ db, connection, prefix, queue, ackDeadlines: {}, sweepEveryMs: EVERY_MS, log }))
-  t.teardown(async () => {
-    await lifecycle.close()
-    await queue.close()
-    await closeRedis(connection)
-  })
+  const { queue, lines } = await lifecycleOn(t, server.url, EVERY_MS)
   t.ok(lines.some((l) => l.includes('the lifecycle sweep schedule could not be written to Redis') && l.includes('OOM')), 'started, and said why the schedule is missing')
   t.notOk(await queue.getJobScheduler(SWEEP_SCHEDULER_ID), 'no schedule while Redis refuses writes')
   await admin.config('SET', 'maxmemory', '0')

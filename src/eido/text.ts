@@ -23,7 +23,10 @@ const CELL = /^<t[dh](?=[\s/>])/i
  * `s` without its tags: each tag up to the first `>` after it, in one pass. A regex that retries
  * from every `<` to the end of the text when no `>` follows held the event loop for seconds on a
  * note of 60,000 `<` (one body's worth). A block's tag breaks the line unless it already is broken,
- * so `<li>a</li><li>b</li>` is two lines, not "ab", nor three with a blank one between.
+ * so `<li>a</li><li>b</li>` is two lines, not "ab", nor three with a blank one between; a cell's
+ * start tag keeps it a space from the cell before. The blanks and line break a pretty-printed note
+ * writes after a block's tag, or as the only text before a block's or a cell's tag, are its layout,
+ * not its text: they add no line of their own.
  */
 function removeTags(s: string): string {
   let out = ''
@@ -32,43 +35,54 @@ function removeTags(s: string): string {
   // Whether `out` ends a line (spaces and tabs after it aside), kept up to date from each piece of
   // text added: looking back through `out` at each tag made a note of spaces and tags quadratic.
   let lineStart = true
-  // Whether the last tag broke the line: the line break and indentation a pretty-printed source
-  // writes after it (`</li>\n  <li>`) are then that same break, not a blank line.
-  let broke = false
+  let afterBlock = false
   const isBlank = (c: string | undefined) => c === ' ' || c === '\t'
-  const text = (end: number): string => {
-    if (broke) {
-      let i = from
-      while (isBlank(s[i])) i++
-      if (s[i] === '\r' && s[i + 1] === '\n') i++
-      if (s[i] === '\n') i++
-      while (isBlank(s[i])) i++
-      from = Math.min(i, end)
+  const isSpace = (c: string | undefined) => isBlank(c) || c === '\n' || c === '\r'
+  /** Adds the text from `from` to `end`, less the layout around the tags (`beforeLayoutTag`: a block's or a cell's tag is next). */
+  const add = (end: number, beforeLayoutTag: boolean) => {
+    let start = from
+    if (afterBlock) {
+      while (isBlank(s[start])) start++
+      if (s[start] === '\r' && s[start + 1] === '\n') start++
+      if (s[start] === '\n') start++
+      while (isBlank(s[start])) start++
+      start = Math.min(start, end)
+      afterBlock = false
     }
-    broke = false
-    return s.slice(from, end)
+    if (beforeLayoutTag) {
+      let j = start
+      let lines = false
+      for (; j < end && isSpace(s[j]); j++) if (s[j] === '\n') lines = true
+      if (j === end && lines) return
+    }
+    if (start >= end) return
+    out += s.slice(start, end)
+    let i = end - 1
+    while (i >= start && isBlank(s[i])) i--
+    if (i >= start) lineStart = s[i] === '\n'
   }
   for (;;) {
     const open = s.indexOf('<', at)
-    if (open < 0) return out + text(s.length)
+    if (open < 0) break
     if (!isTagStart(s[open + 1])) {
       at = open + 1
       continue
     }
     const close = s.indexOf('>', open + 1)
     // No `>` after this tag's start: none after any later one either, so the rest is text.
-    if (close < 0) return out + text(s.length)
-    out += text(open)
-    let i = open - 1
-    while (i >= from && (s[i] === ' ' || s[i] === '\t')) i--
-    if (i >= from) lineStart = s[i] === '\n'
+    if (close < 0) break
     const tag = s.slice(open, close + 1)
-    if (BLOCK.test(tag) && !lineStart) {
-      out += '\n'
-      lineStart = broke = true
-    } else if (CELL.test(tag) && !lineStart) out += ' '
+    const block = BLOCK.test(tag)
+    const cell = CELL.test(tag)
+    add(open, block || cell)
+    if (block) {
+      if (!lineStart) out += '\n'
+      lineStart = afterBlock = true
+    } else if (cell && !lineStart) out += ' '
     from = at = close + 1
   }
+  add(s.length, false)
+  return out
 }
 
 /** A note's HTML as plain text: line breaks kept, tags removed, then character references decoded. */

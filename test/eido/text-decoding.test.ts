@@ -49,6 +49,9 @@ t.test('a block of a note is a line of its own: divisions, list items, table row
   t.equal(described('<p>one<br></p><p>two</p>'), 'one\ntwo\nNo weapons seen.', 'a line already broken is not broken twice')
   t.equal(described('<ul>\n  <li>lithium</li>\n  <li>none today</li>\n</ul>'), 'lithium\nnone today\nNo weapons seen.', 'pretty-printed: the source’s line break after a block is that break, not a blank line')
   t.equal(described('<div>calm</div>\r\n<div>pacing</div>'), 'calm\npacing\nNo weapons seen.', 'a CRLF too')
+  t.equal(described('<ul>\n  <li>lithium</li>\n</ul>\n<p>refuses</p>\n<p>one<br></p>\n<p>two</p>'), 'lithium\nrefuses\none\ntwo\nNo weapons seen.', 'a block after a line already broken: still its layout, no blank line')
+  t.equal(described('<table>\n  <tr>\n    <td>Door</td>\n    <td>rear</td>\n  </tr>\n</table>'), 'Door rear\nNo weapons seen.', 'a pretty-printed table: a row a line, its cells a space apart')
+  t.equal(described('calm\n\n<p>pacing</p>'), 'calm\n\npacing\nNo weapons seen.', 'a blank line the note itself writes stays')
 })
 
 t.test('a note decodes numeric character references, decimal and hex', async (t) => {

@@ -1,17 +1,25 @@
+import { performance } from 'node:perf_hooks'
 import type { JobSchedulerJson, Queue } from 'bullmq'
 
-/** What keepScheduled found lost: the scheduler itself, or (its record kept) the job of its next run. */
-export type LostSchedule = 'scheduler' | 'next-run'
+/**
+ * What keepScheduled found lost: the scheduler itself, or (its record kept) the job of its next run;
+ * or it wrote the scheduler at last, Redis having refused it at start.
+ */
+export type LostSchedule = 'scheduler' | 'next-run' | 'unwritten'
 
 /** The warning a restore is logged with, in the words of `what` ("the lifecycle sweep"): the same for every schedule. */
 export function restoredMessage(what: string, lost: LostSchedule): string {
+  if (lost === 'unwritten') return `${what} schedule is written to Redis, which had refused it`
   return lost === 'scheduler'
     ? `${what} schedule was missing from Redis; restored`
     : `${what} was not going to run again (the job of its next run was missing from Redis); scheduled again`
 }
 
+/** While Redis refuses the schedule's writes, how often that is said again. */
+const REPORT_EVERY_MS = 5 * 60_000
+
 /** The warning a refused first write is logged with, in the words of `what`. */
-export const failedMessage = (what: string): string => `${what} schedule could not be written to Redis; the checks write it once Redis takes it`
+export const failedMessage = (what: string): string => `${what} schedule could not be written to Redis, and nothing runs it until it is; the checks write it once Redis takes it`
 
 /** A next run in one of these states will still run, once a worker takes it (or is running it). */
 const PENDING = new Set(['delayed', 'waiting', 'prioritized', 'waiting-children', 'active'])
@@ -34,17 +42,39 @@ export async function keepScheduled(
   queue: Pick<Queue, 'getJobScheduler' | 'getJobState'>,
   schedulerId: string,
   upsert: () => Promise<unknown>,
-  opts: { checkEveryMs: number; onRestored: (lost: LostSchedule) => void; onFailed: (err: Error) => void },
+  opts: { checkEveryMs: number; onRestored: (lost: LostSchedule) => void; onFailed: (err: Error) => void; reportEveryMs?: number },
 ): Promise<() => void> {
-  await upsert().catch((err: Error) => opts.onFailed(err))
+  // A write Redis refuses is said at once, then again every few minutes while it lasts: a schedule
+  // that is never written runs nothing (no sweep, no scrub), and must not be forgotten.
+  let reportedAt: number | undefined
+  const refused = (err: Error) => {
+    const now = performance.now()
+    if (reportedAt !== undefined && now - reportedAt < (opts.reportEveryMs ?? REPORT_EVERY_MS)) return
+    reportedAt = now
+    opts.onFailed(err)
+  }
+  let unwritten = false
+  await upsert().catch((err: Error) => {
+    unwritten = true
+    refused(err)
+  })
   const timer = setInterval(() => {
     lostSchedule(queue, schedulerId)
       .then(async (lost) => {
         if (!lost) return
         // On a kept record BullMQ adds the run after the lost one (or the first due time still
         // ahead, when that has passed too): the lost job is not there to run twice.
-        await upsert()
-        opts.onRestored(lost)
+        const written = await upsert().then(
+          () => true,
+          (err: Error) => {
+            refused(err)
+            return false
+          },
+        )
+        if (!written) return
+        reportedAt = undefined
+        opts.onRestored(unwritten ? 'unwritten' : lost)
+        unwritten = false
       })
       .catch(() => {}) // Redis down: the next check retries
   }, opts.checkEveryMs)

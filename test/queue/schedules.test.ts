@@ -133,5 +133,48 @@ t.test('a Redis that refuses writes at start (full under noeviction) does not st
   t.notOk(await queue.getJobScheduler(SWEEP_SCHEDULER_ID), 'no schedule while Redis refuses writes')
   await admin.config('SET', 'maxmemory', '0')
   await eventually(async () => (await queue.getJobs(['completed'])).some((j) => j.name === SWEEP_JOB), 10 * EVERY_MS)
-  t.ok(lines.some((l) => l.includes('the lifecycle sweep schedule was missing from Redis; restored')), 'the check wrote it once Redis took writes, and the sweep ran')
+  t.ok(lines.some((l) => l.includes('the lifecycle sweep schedule is written to Redis, which had refused it')), 'the check wrote it once Redis took writes, and the sweep ran')
+})
+
+t.test('while Redis refuses the schedule, the checks say so again now and then, not at every check', async (t) => {
+  const server = await startRedisServer(t)
+  const admin = new Redis(server.url)
+  t.teardown(() => admin.quit())
+  await admin.config('SET', 'maxmemory-policy', 'noeviction')
+  await admin.config('SET', 'maxmemory', '1')
+  const connection = createRedis(server.url, 'worker')
+  const queue = new Queue('refused', { connection, prefix })
+  queue.on('error', () => {})
+  let checks = 0
+  const counted = {
+    getJobScheduler: (id: string) => {
+      checks++
+      return queue.getJobScheduler(id)
+    },
+    getJobState: (id: string) => queue.getJobState(id),
+  }
+  const failures: string[] = []
+  const restored: string[] = []
+  const stop = await keepScheduled(counted, 'refused-sweep', () => queue.upsertJobScheduler('refused-sweep', { every: 60_000 }, { name: 'sweep', data: {} }), {
+    checkEveryMs: 100,
+    reportEveryMs: 1000,
+    onRestored: (what) => restored.push(what),
+    onFailed: (err) => failures.push(err.message),
+  })
+  t.teardown(async () => {
+    stop()
+    await queue.close()
+    await closeRedis(connection)
+  })
+  t.equal(failures.length, 1, 'said at start')
+  const started = performance.now()
+  // Twenty checks and more, each refused, over two report intervals and a bit.
+  await eventually(async () => checks >= 20 && performance.now() - started > 2200, 15_000)
+  t.ok(failures.length >= 2, `said again: ${failures.length} times over ${checks} checks`)
+  t.ok(failures.length < checks / 3, 'not at every check')
+  t.ok(failures.every((m) => m.includes('OOM')), 'with Redis\'s own reason')
+  await admin.config('SET', 'maxmemory', '0')
+  await eventually(async () => restored.length > 0, 5000)
+  t.same(restored, ['unwritten'], 'written at last, and said so as such')
+  t.ok(await queue.getJobScheduler('refused-sweep'), 'the schedule is in Redis')
 })

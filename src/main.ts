@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { buildApp } from './app.js'
-import { loadConfigOrExit } from './config.js'
+import { loadConfigOrExit, MIN_RETENTION_DAYS } from './config.js'
 import { closePool, createDb, createPool } from './db/connect.js'
 import { createNotifications, LISTEN_APPLICATION_NAME } from './db/listener.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest } from './db/migrate.js'
@@ -25,6 +25,12 @@ import { withTimeout } from './lib/timeout.js'
  */
 const config = loadConfigOrExit()
 const log = pino(loggerOptions(config.LOG_LEVEL))
+if (config.RETENTION_DAYS < MIN_RETENTION_DAYS) {
+  log.warn(
+    { RETENTION_DAYS: config.RETENTION_DAYS },
+    `RETENTION_DAYS is below the ${MIN_RETENTION_DAYS}-day history window: calls scrubbed inside it no longer count as prior calls (the case-manager route, frequent callers)`,
+  )
+}
 const roles = new Set(config.ROLE)
 interface Closer {
   name: string

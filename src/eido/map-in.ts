@@ -123,7 +123,8 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
     // unit, floor, … of a civic address without a street follow it; alone ("Unit 312") they are no
     // address, and as one they would be every building's, its prior calls theirs (the address key).
     const described = plain.address === undefined && within(locationComp.locationDescriptionText, READ_LIMITS.locationDescriptionText, `locationComponent.${index}.locationDescriptionText`)
-    const address = plain.address ?? (described && locationComp.locationDescriptionText ? [locationComp.locationDescriptionText, subAddress].filter(Boolean).join(', ') : undefined)
+    const description = described ? locationComp.locationDescriptionText?.trim() : undefined
+    const address = plain.address ?? (description ? [description, subAddress].filter(Boolean).join(', ') : undefined)
     location = { ...plain, ...(address ? { address } : {}) }
     if (!Object.keys(location).length) location = undefined
   }
@@ -294,7 +295,7 @@ function phoneOfTelUri(uri: string): string | undefined {
   const context = params.map((p) => /^phone-context=(\+[\d().-]*\d[\d().-]*)$/i.exec(p)?.[1]).find((c) => c !== undefined)
   // RFC 3966's visual separators carry nothing a dialler needs.
   const digits = (s: string) => s.replace(/[().-]/g, '')
-  const number = context !== undefined && !local.startsWith('+') && /^[\d().-]+$/.test(local) ? digits(context) + digits(local) : local
+  const number = context !== undefined && /^[().-]*\d[\d().-]*$/.test(local) ? digits(context) + digits(local) : local
   if (!number || number.length > CALLER_PHONE_MAX_LENGTH) return undefined
   const ext = params.map((p) => /^ext=(.+)$/i.exec(p)?.[1]).find((e) => e !== undefined)
   const withExt = ext === undefined ? number : `${number};ext=${ext}`

@@ -32,6 +32,7 @@ t.test('RFC 3966 parameters are not part of the phone; an extension is kept', as
   t.equal(phoneOf(['tel:5550142;phone-context=+1-651']), '+16515550142', 'a global prefix as context: the global number, area code and all')
   t.equal(phoneOf(['tel:555-0142;ext=7;phone-context=+1(651)']), '+16515550142;ext=7', 'separators dropped, the extension kept')
   t.equal(phoneOf(['tel:5550142;phone-context=hastings.dakota.mn.us']), '5550142', 'a domain as context: the number as written')
+  t.equal(phoneOf(['tel:-;phone-context=+1']), '-', 'no digit of its own: not made a number of the prefix alone')
   t.equal(phoneOf(['tel:+1-651-555-0142;EXT=12;verstat=No-TN-Validation']), '+1-651-555-0142;ext=12', 'an extension, in any case, after the number')
   t.equal(phoneOf([`tel:+1-651-555-0142;ext=${'9'.repeat(20)}`]), '+1-651-555-0142', 'an extension that does not fit: the number alone')
 })

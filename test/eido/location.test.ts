@@ -32,6 +32,7 @@ t.test('the unit, floor, building and room follow the street, from the largest t
   }, 'a value with words of its own is written as it is; LOC, free text that changes from call to call, would split the address key')
   t.same(located(civic(`${STREET}<ca:UNIT>Apt 312</ca:UNIT><ca:NAM>Jonas Ekdahl</ca:NAM>`)), { address: '1200 Vermillion St, Apt 312', city: 'Hastings' }, 'NAM, the occupant, is not where to go')
   t.same(located(civic('<ca:UNIT>312</ca:UNIT>'), 'Behind the library'), { address: 'Behind the library, Unit 312', city: 'Hastings' }, 'without a street, after the description that stands in for it')
+  t.same(located(civic('<ca:UNIT>312</ca:UNIT>'), '   '), { city: 'Hastings' }, 'a description of blanks is none')
   t.same(located(civic('<ca:UNIT>312</ca:UNIT>')), { city: 'Hastings' }, 'alone, without either, no address: "Unit 312, Hastings" would be every building’s (the address key)')
 })
 

@@ -292,7 +292,7 @@ export function eidoToCallEvent(doc: EidoIn): CallEvent {
  */
 function phoneOfTelUri(uri: string): string | undefined {
   const [local = '', ...params] = uri.slice(4).split(';')
-  const context = params.map((p) => /^phone-context=(\+[\d().-]*\d[\d().-]*)$/i.exec(p)?.[1]).find((c) => c !== undefined)
+  const context = params.map((p) => /^phone-context=(\+[\d().-]+)$/i.exec(p)?.[1]).find((c) => c !== undefined && /\d/.test(c))
   // RFC 3966's visual separators carry nothing a dialler needs.
   const digits = (s: string) => s.replace(/[().-]/g, '')
   const number = context !== undefined && /^[().-]*\d[\d().-]*$/.test(local) ? digits(context) + digits(local) : local

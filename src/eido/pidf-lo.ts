@@ -14,10 +14,18 @@ export interface PlainLocation {
 
 const encode = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
+/** Any namespace prefix, or none: elements are read by name, whatever a document calls the namespace. */
+const PREFIX = '(?:[A-Za-z_][\\w.-]*:)?'
+
+/**
+ * A `name` element that holds text only, the text its first group. Attributes stop at the next `<`
+ * as well as at `>`: a tag left open must not send every later attempt to the end of the text (a
+ * crafted location took 80 ms an element, quadratic in its length).
+ */
+const textElement = (name: string, flags?: string): RegExp => new RegExp(`<${PREFIX}${name}(?:\\s[^<>]*)?>([^<]*)</${PREFIX}${name}>`, flags)
+
 function element(xml: string, name: string): string | undefined {
-  // Attributes stop at the next `<` as well as at `>`: a tag left open must not send every later
-  // attempt to the end of the text (a crafted location took 80 ms an element, quadratic in its length).
-  const m = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${name}(?:\\s[^<>]*)?>([^<]*)</(?:[A-Za-z_][\\w.-]*:)?${name}>`).exec(xml)
+  const m = textElement(name).exec(xml)
   const v = m?.[1] === undefined ? undefined : xmlText(m[1])
   return v ? v : undefined
 }
@@ -70,10 +78,9 @@ export function readPidfLo(xml: string): ReadLocation {
   return out
 }
 
-const PREFIX = '(?:[A-Za-z_][\\w.-]*:)?'
 /** RFC 5491's shapes: a point; a circle, ellipse, arc band, sphere or ellipsoid, each around its center (a gml:pos); a polygon, or a prism on one. */
 const SHAPE = new RegExp(`<${PREFIX}(Point|Circle|Ellipse|ArcBand|Sphere|Ellipsoid|Polygon|Prism)(?=[\\s/>])`)
-const POS = new RegExp(`<${PREFIX}pos(?:\\s[^<>]*)?>([^<]*)</${PREFIX}pos>`, 'g')
+const POS = textElement('pos', 'g')
 
 /** The text of the first `name` element from `from` on, to its end tag (or the end of the text). */
 function elementAt(xml: string, name: string, from = 0): string | undefined {

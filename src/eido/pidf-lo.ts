@@ -79,8 +79,9 @@ export function readPidfLo(xml: string): ReadLocation {
 }
 
 /** RFC 5491's shapes: a point; a circle, ellipse, arc band, sphere or ellipsoid, each around its center (a gml:pos); a polygon, or a prism on one. */
-const SHAPE = new RegExp(`<${PREFIX}(Point|Circle|Ellipse|ArcBand|Sphere|Ellipsoid|Polygon|Prism)(?=[\\s/>])`)
+const SHAPE = new RegExp(`<${PREFIX}(Point|Circle|Ellipse|ArcBand|Sphere|Ellipsoid|Polygon|Prism)(?=[\\s/>])`, 'g')
 const POS = textElement('pos', 'g')
+const MAX_SHAPES = 8
 
 /** The text of the first `name` element from `from` on, to its end tag (or the end of the text). */
 function elementAt(xml: string, name: string, from = 0): string | undefined {
@@ -98,28 +99,42 @@ function elementAt(xml: string, name: string, from = 0): string | undefined {
 const coordinates = (text: string): number[] => text.trim().split(/\s+/).map(Number)
 
 /**
- * The point of the first shape: itself, the center of a shape around one, or the centroid of a
- * polygon as the mean of its exterior ring's corners (the closing corner, a repeat of the first,
- * counted once). That mean is the centroid for the small polygons a location is given as, not for a
- * county-sized or lopsided one; a prism's base is its polygon, with an altitude in each position.
+ * The point of the first shape that has one: itself, the center of a shape around one, or the
+ * centroid of a polygon as the mean of its exterior ring's corners (the closing corner, a repeat of
+ * the first, counted once). That mean is the centroid for the small polygons a location is given
+ * as, not for a county-sized or lopsided one; a prism's base is its polygon, with an altitude in
+ * each position. An empty shape (`<gml:Point/>`) is passed over: a later tuple may hold the place.
  * 'bad' when a position is not "latitude longitude"; undefined when there is none.
  */
 function pointOf(xml: string): { lat: number; lon: number } | 'bad' | undefined {
-  const shape = SHAPE.exec(xml)
-  if (shape?.[1] !== 'Polygon' && shape?.[1] !== 'Prism') {
-    const pos = element(shape ? elementAt(xml, shape[1]!, shape.index)! : xml, 'pos')
-    if (!pos) return undefined
-    const [lat, lon, ...rest] = coordinates(pos)
-    return lat === undefined || lon === undefined || rest.length > 1 || !Number.isFinite(lat) || !Number.isFinite(lon) ? 'bad' : { lat, lon }
+  let shapes = 0
+  for (const shape of xml.matchAll(SHAPE)) {
+    // Each look reads on to the shape's end tag: a document of empty shapes must not cost a pass
+    // of the whole text each. A real location holds one or two.
+    if (++shapes > MAX_SHAPES) break
+    const point = pointOfShape(elementAt(xml, shape[1]!, shape.index)!, shape[1]!)
+    if (point !== undefined) return point
   }
-  const polygon = elementAt(xml, shape[1], shape.index)!
-  const ring = elementAt(polygon, 'exterior') ?? polygon
+  return shapes ? undefined : positionOf(xml)
+}
+
+/** The one gml:pos of `xml` as a point. */
+function positionOf(xml: string): { lat: number; lon: number } | 'bad' | undefined {
+  const pos = element(xml, 'pos')
+  if (!pos) return undefined
+  const [lat, lon, ...rest] = coordinates(pos)
+  return lat === undefined || lon === undefined || rest.length > 1 || !Number.isFinite(lat) || !Number.isFinite(lon) ? 'bad' : { lat, lon }
+}
+
+function pointOfShape(shape: string, kind: string): { lat: number; lon: number } | 'bad' | undefined {
+  if (kind !== 'Polygon' && kind !== 'Prism') return positionOf(shape)
+  const ring = elementAt(shape, 'exterior') ?? shape
   let corners: number[][]
   const posList = element(ring, 'posList')
   if (posList !== undefined) {
     // srsDimension says how many numbers make a position; else the CRS does (EPSG 4979 is 3D).
     // Attribute values in either quote, as XML allows.
-    const dimension = Number(/\ssrsDimension=["'](\d)["']/.exec(polygon)?.[1] ?? (shape[1] === 'Prism' || /\ssrsName=["'][^"']*4979["']/.test(polygon) ? 3 : 2))
+    const dimension = Number(/\ssrsDimension=["'](\d)["']/.exec(shape)?.[1] ?? (kind === 'Prism' || /\ssrsName=["'][^"']*4979["']/.test(shape) ? 3 : 2))
     const numbers = coordinates(posList)
     if (dimension < 2 || numbers.length % dimension) return 'bad'
     corners = Array.from({ length: numbers.length / dimension }, (_, i) => numbers.slice(i * dimension, i * dimension + dimension))

@@ -86,6 +86,13 @@ t.test('a polygon whose positions are not "latitude longitude" is refused, namin
   t.same(readPidfLo(geodetic(broken)), { badPoint: true })
   t.same(readPidfLo(geodetic('<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/>')), {}, 'one with no positions at all is no point, as an empty gml:pos is')
   const later = '<gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>44.73 -92.85</gml:pos></gml:Point>'
-  t.same(readPidfLo(geodetic(`<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/></gp:location-info></gp:geopriv></status></tuple><tuple id="u"><status><gp:geopriv><gp:location-info>${later}`)), {}, 'an empty polygon ends at its tag: a later shape is not its ring')
+  const emptyThenPoint = `<gml:Polygon srsName="urn:ogc:def:crs:EPSG::4326"/></gp:location-info></gp:geopriv></status></tuple><tuple id="u"><status><gp:geopriv><gp:location-info>${later}`
+  t.same(readPidfLo(geodetic(emptyThenPoint)), { lat: 44.73, lon: -92.85 }, 'an empty polygon ends at its tag, and the later shape is the point')
+  t.same(readPidfLo(geodetic(`<gml:Point srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos> </gml:pos></gml:Point>${later}`)), { lat: 44.73, lon: -92.85 }, 'so is a point after one with a blank position')
+  t.same(readPidfLo(geodetic(`${'<gml:Point/>'.repeat(8)}${later}`)), {}, 'only the first eight shapes are looked at')
+  const many = geodetic(`${'<gml:Point>'.repeat(100_000)}`)
+  const started = performance.now()
+  t.same(readPidfLo(many), {}, 'a document of unclosed shapes has no point')
+  t.ok(performance.now() - started < 5000, 'and is read without a pass of the whole text per shape (minutes, without the bound)')
   t.throws(() => located(geodetic(broken)), { code: 'validation-failed', invalidParams: [{ name: 'locationComponent.0.locationByValue' }] })
 })

@@ -21,6 +21,8 @@ export function addressKey(location: CallEvent['call']['location']): string | nu
   return sha256(`${addressPart(location.address)}|${addressPart(location.city ?? '')}`)
 }
 
+const LATIN_FOLDS: Record<string, string> = { ß: 'ss', ı: 'i', ø: 'o', ł: 'l', đ: 'd', æ: 'ae', œ: 'oe', þ: 'th' }
+
 const addressPart = (s: string): string =>
   s
     // A fraction is a number of its own: 12½ is 12 1/2, not 121/2 (NFKD writes ½ as 1⁄2).
@@ -30,6 +32,8 @@ const addressPart = (s: string): string =>
     .normalize('NFC')
     // After NFKD, which can make capitals (№ is No).
     .toLowerCase()
+    // Latin letters that are not a letter and a mark, so NFKD leaves them: as they are spelt in ASCII.
+    .replace(/[ßıøłđæœþ]/g, (c) => LATIN_FOLDS[c]!)
     .replace(/[^\p{L}\p{M}\p{N}]+/gu, ' ')
     .trim()
 

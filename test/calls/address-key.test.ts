@@ -46,6 +46,15 @@ t.test('an accent on a Latin letter written or left out is the same address', as
   t.equal(key('44 Caf\u00e9 Ct'), key('44 Cafe\u0301 Ct'))
   t.equal(key('12 Lê Lợi'), key('12 Le Loi'))
   t.equal(key('9 İnönü St'), key('9 inonu st'))
+  // Letters NFKD keeps whole, as ASCII spells them.
+  t.equal(key('12 Hauptstraße'), key('12 Hauptstrasse'))
+  t.equal(key('12 HAUPTSTRASSE'), key('12 hauptstraße'))
+  t.equal(key('4 Øster Ave'), key('4 Oster Ave'))
+  t.equal(key('7 Łódź Rd'), key('7 Lodz Rd'))
+  t.equal(key('3 Ærø Ct'), key('3 Aero Ct'))
+  t.equal(key('8 Œuvre Ln'), key('8 Oeuvre Ln'))
+  t.equal(key('2 Đồng Khởi'), key('2 Dong Khoi'))
+  t.equal(key('6 Iıkı St'), key('6 iiki st'), 'a dotless i')
 })
 
 t.test('compatibility forms are what they stand for, capitals included', async (t) => {

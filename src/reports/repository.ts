@@ -133,12 +133,14 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
             -- the rule's own fallback was to police (not, say, to EMS on a call police already led)
             and coalesce(d.outcome->>'ruleRoute', 'police') = 'police'
         ) as fell_back,
-        -- The call left its primary's hands: a support that declines, or a follow-up declined days
-        -- after the call closed, takes nothing from the team that carried it.
+        -- Police took the call over by escalation: a police primary made by escalating another
+        -- queue's assignment (not acknowledged in time, or declined). An assignment offered again in
+        -- its own queue (EMS, say), or a case manager's handed to CRU, sends nobody to police; a
+        -- support that declines, or a follow-up declined days after the close, makes no police primary.
         exists (
-          select 1 from assignments a join assignment_transitions t on t.assignment_id = a.id
-          where a.call_id = c.call_id and t.to_status in (${list(ESCALATION_STATUSES)}) and t.role = 'primary' and a.queue <> 'follow_up'
-            and a.created_at >= ${since} and t.at >= ${since}
+          select 1 from assignments p join assignments f on f.id = p.escalated_from
+          where p.call_id = c.call_id and p.queue = 'police' and p.role = 'primary' and f.queue <> 'police'
+            and p.created_at >= ${since}
         ) as escalated,
         exists (
           select 1 from assignments a

@@ -36,9 +36,9 @@ const cellSchema = z.object({
   capture: z
     .object({
       eligible: z.number().int().describe('Mental-health calls DESIGN rule 1 does not govern: no safety flag (weapons, violence, threat to others, crime in progress), no safety nature code after the agency\'s map, and neither the rule that fired nor one a dispatcher overrode is a principle-1 rule'),
-      captured: z.number().int().describe('Routed to CRU or a case manager, and its primary neither escalated, expired nor declined (a support or a follow-up that declines does not count)'),
+      captured: z.number().int().describe('Routed to CRU or a case manager, and not taken over by police through escalation (a case manager\'s call handed to CRU stays captured)'),
       rate: rateSchema,
-      toPolice: z.object({ fallback: z.number().int(), override: z.number().int(), escalation: z.number().int() }).describe('Eligible calls that went to police, by reason'),
+      toPolice: z.object({ fallback: z.number().int(), override: z.number().int(), escalation: z.number().int() }).describe('Eligible calls that went to police, by reason; `escalation`: a police primary made by escalating another queue\'s assignment (its deadline passed, or it was declined)'),
       otherRoute: z.number().int().describe('Eligible calls routed otherwise (co-response, EMS, police by rule)'),
     }),
   routeMix: z.object({ police: z.number().int(), cru: z.number().int(), co_response: z.number().int(), ems: z.number().int(), case_manager: z.number().int() }),

@@ -26,7 +26,7 @@ import type { Db } from '../../src/db/connect.js'
  *   H4: police primary: queued; expired at +10 min (not acknowledged), queued again; still waiting.
  *   H5: cru primary: escalated at +5 min (not acknowledged), cancelled.
  *   Their reasons are written as the service writes them: the deadline, then what followed.
- *       police primary created day 8 10:05: ack +60 s, accepted, completed.
+ *       police primary created day 8 10:05 (escalated from the cru primary): ack +60 s, accepted, completed.
  *   R1: police primary: ack +600 s, accepted, completed.
  *   R2: case_management primary: ack +300 s, accepted. cru support: never acknowledged, cancelled.
  *       follow_up created day 7 9h, due day 10 9h: accepted day 11 8h (+95 h), completed day 11 9h (late).
@@ -50,6 +50,8 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
     dueAt?: Date
     disposition?: string
     moves?: Move[]
+    /** The index, in its call's list, of the assignment this one was escalated from. */
+    escalatedFrom?: number
   }
   interface C {
     id: string
@@ -98,7 +100,7 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
       id: 'H5', agency: 'hastings-pd', createdAt: at(8, 10), route: 'cru', mh: true, flags: { mentalHealth: true }, closed: true, disposition: 'field_response',
       assignments: [
         { queue: 'cru', role: 'primary', status: 'cancelled', moves: [{ to: 'escalated', at: at(8, 10, 5), reason: `not acknowledged by ${at(8, 10, 4).toISOString()}; escalated to police; new: police primary` }, { to: 'cancelled', at: at(8, 11) }] },
-        { queue: 'police', role: 'primary', status: 'completed', createdAt: at(8, 10, 5), moves: [{ to: 'acknowledged', at: at(8, 10, 6) }, { to: 'accepted', at: at(8, 10, 6) }, { to: 'completed', at: at(8, 11) }] },
+        { queue: 'police', role: 'primary', status: 'completed', createdAt: at(8, 10, 5), escalatedFrom: 0, moves: [{ to: 'acknowledged', at: at(8, 10, 6) }, { to: 'accepted', at: at(8, 10, 6) }, { to: 'completed', at: at(8, 11) }] },
       ],
     },
     {
@@ -142,12 +144,14 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
         .values({ id: decisionId, call_id: c.id, event_id: eventId, route: c.route, rule_set_version: version, rule_id: 'seed', explanation: 'seeded', facts: JSON.stringify({ flags }), outcome: JSON.stringify(outcome), created_at: c.createdAt })
         .execute()
       await trx.updateTable('calls').set({ decision_id: decisionId }).where('call_id', '=', c.id).execute()
-      for (const a of c.assignments ?? []) {
-        const id = randomUUID()
+      const ids = (c.assignments ?? []).map(() => randomUUID())
+      for (const [i, a] of (c.assignments ?? []).entries()) {
+        const id = ids[i]!
         const createdAt = a.createdAt ?? c.createdAt
+        const escalatedFrom = a.escalatedFrom === undefined ? null : ids[a.escalatedFrom]!
         await trx
           .insertInto('assignments')
-          .values({ id, call_id: c.id, decision_id: decisionId, agency: c.agency, queue: a.queue, role: a.role, status: a.status, disposition: a.disposition ?? null, due_at: a.dueAt ?? null, created_at: createdAt, updated_at: createdAt })
+          .values({ id, call_id: c.id, decision_id: decisionId, agency: c.agency, queue: a.queue, role: a.role, status: a.status, disposition: a.disposition ?? null, due_at: a.dueAt ?? null, escalated_from: escalatedFrom, created_at: createdAt, updated_at: createdAt })
           .execute()
         let from: string | null = null
         for (const m of [{ to: 'queued', at: createdAt } as Move, ...(a.moves ?? [])]) {

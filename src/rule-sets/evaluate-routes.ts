@@ -9,14 +9,14 @@ import type { Db } from '../db/connect.js'
 import { audit } from '../auth/audit.js'
 import { principalOf } from '../auth/plugin.js'
 import { canActForAgency } from '../auth/principal.js'
-import { caseManagerFor } from '../calls/history.js'
+import { addressKey, caseManagerFor } from '../calls/history.js'
 import { callSchema, decisionSchema, traceSchema } from '../calls/schemas.js'
 import { AppError, notFound } from '../http/errors.js'
 import { problemResponses } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { EVENT_TYPES, QUEUES, ROLES, type CompiledRuleSet } from '../routing/index.js'
 import type { RuleSetRegistry } from './registry.js'
-import { cruHoldsStoredCall, factsFor, factsSchema, historySchema, lookupHistory, openCruCount, personNamedInCallsOf } from './facts.js'
+import { cruHoldsStoredCall, factsFor, factsSchema, historySchema, lookupHistory, inCallsOf, openCruCount } from './facts.js'
 import { ruleSetVersion } from './routes.js'
 
 const evaluateBody = z
@@ -69,8 +69,8 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
         description:
           'Takes the `call` of a call event and answers the decision, the facts and the trace. Nothing is stored, queued or routed; ' +
           'when the subject history is looked up (no `history` given and a personId or address present) the read is audited. ' +
-          'A key limited to some agencies looks up the history of a `subject.personId` only when a call of its agencies names that person (403 otherwise, and the refusal is audited): ' +
-          'the history of anyone else is county-wide data, like the case links.',
+          'A key limited to some agencies looks up the history of a `subject.personId` only when a call of its agencies names that person, and of a `location.address` only when a call of its agencies is at that address (403 otherwise, and the refusal is audited): ' +
+          'the history of anyone or anywhere else is county-wide data, like the case links.',
         body: evaluateBody,
         response: { 200: evaluationSchema, ...problemResponses(400, 401, 403, 404, 429, 503) },
       },
@@ -83,14 +83,21 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
       const at = req.body.at ? new Date(req.body.at) : now()
       const looksUp = req.body.history === undefined && (call.subject?.personId !== undefined || call.location?.address !== undefined)
       const personId = req.body.history === undefined ? call.subject?.personId : undefined
-      if (personId !== undefined && p.agencies !== null && !(await personNamedInCallsOf(db, personId, p.agencies))) {
+      const address = req.body.history === undefined ? (addressKey(call.location) ?? undefined) : undefined
+      if (personId !== undefined && p.agencies !== null && !(await inCallsOf(db, { personId }, p.agencies))) {
         // Nothing was read, but a key trying person ids is what an auditor looks for.
         await audit(db, req, { action: 'routing.evaluate.refused', targetType: 'person', targetId: personId, agency: call.agency, details: { reason: 'no call of the key\'s agencies names the person' } })
         throw new AppError('forbidden', 'this key may look up the history of a person only when a call of its agencies names them: give `history`, leave out `subject.personId`, or use a key without an agency scope')
       }
+      // How often 911 was called from a home is as much another agency's data as a person's calls.
+      if (address !== undefined && p.agencies !== null && !(await inCallsOf(db, { addressKey: address }, p.agencies))) {
+        await audit(db, req, { action: 'routing.evaluate.refused', targetType: 'address', targetId: address, agency: call.agency, details: { reason: 'no call of the key\'s agencies is at the address' } })
+        throw new AppError('forbidden', 'this key may look up the history of an address only when a call of its agencies is there: give `history`, leave out `location.address`, or use a key without an agency scope')
+      }
       const history = req.body.history ?? (await lookupHistory(db, call, at))
       if (looksUp) {
-        await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version } })
+        // The address by its key (a hash, as calls store it): which addresses were looked into.
+        await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version, ...(address ? { addressKey: address } : {}) } })
       }
       // CRU availability as ingest would see it (schedule and capacity, waived for a call CRU holds), unless given.
       const cru = req.body.cru

@@ -45,15 +45,17 @@ export async function cruHoldsStoredCall(db: Executor, callId: string, mayRead: 
 
 /**
  * Whether a call of one of `agencies` (its own, or one they hold an assignment on) names the
- * person: the history a key limited to those agencies may have looked up for it. Its supervisors
- * read those calls' decisions, facts and all; anyone else's history is county-wide data (case links
- * are for county-wide keys only). A scrubbed call no longer names anyone.
+ * person, or is at the address (by its key): the history a key limited to those agencies may have
+ * looked up for it. Its supervisors read those calls' decisions, facts and all; anyone else's
+ * history is county-wide data (case links are for county-wide keys only). A scrubbed call no
+ * longer names anyone, nor is it anywhere.
  */
-export async function personNamedInCallsOf(db: Executor, personId: string, agencies: readonly string[]): Promise<boolean> {
+export async function inCallsOf(db: Executor, where: { personId: string } | { addressKey: string }, agencies: readonly string[]): Promise<boolean> {
+  const [column, value] = 'personId' in where ? (['c.subject_person_id', where.personId] as const) : (['c.address_key', where.addressKey] as const)
   const row = await db
     .selectFrom('calls as c')
     .select('c.call_id')
-    .where('c.subject_person_id', '=', personId)
+    .where(column, '=', value)
     .where((eb) =>
       eb.or([
         eb('c.agency', 'in', agencies),

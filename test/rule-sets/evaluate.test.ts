@@ -1,5 +1,6 @@
 /** POST /v1/routing/evaluate: decision, facts and trace for a call, against the active or a named version; no side effects. */
 import t from 'tap'
+import { addressKey } from '../../src/calls/history.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld } from '../helpers/world.js'
 import { candidateV2, storeRuleSet } from './fixtures/store.js'
@@ -91,8 +92,8 @@ t.test('permissions: supervisors (within their agencies) and admins', async (t) 
   t.equal((await evaluate({ call }, bearer(await world.key('supervisor')))).statusCode, 200)
   const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
   t.equal((await evaluate({ call }, bearer(rosemount))).statusCode, 403, 'another agency')
-  // (Its subject no Rosemount call names: whose history such a key may look up is the next test's.)
-  const { subject: _subject, ...anonymous } = call
+  // (No Rosemount call names its subject or is at its address: whose history such a key may look up is the next tests'.)
+  const { subject: _subject, location: _location, ...anonymous } = call
   t.equal((await evaluate({ call: { ...anonymous, agency: 'rosemount-pd' } }, bearer(rosemount))).statusCode, 200)
 })
 
@@ -113,9 +114,12 @@ t.test('a key limited to some agencies looks up only the history of a person a c
   const refusals = (await db.selectFrom('audit_log').select(['action', 'target_id', 'agency']).orderBy('id').execute()).slice(auditBefore)
   t.same(refusals, [{ action: 'routing.evaluate.refused', target_id: personId, agency: 'rosemount-pd' }], 'nothing was read; the refused lookup is audited (a key trying person ids)')
 
-  // The same without the person (address history only), or with the history given: answered.
+  // Without the person, its address, where no Rosemount call is either (the next test's); with
+  // neither, or with the history given: answered.
   const { subject: _subject, ...anonymous } = call
-  t.equal((await evaluate({ call: anonymous }, rosemount)).statusCode, 200)
+  t.equal((await evaluate({ call: anonymous }, rosemount)).statusCode, 403)
+  const { location: _location, ...nowhere } = anonymous
+  t.equal((await evaluate({ call: nowhere }, rosemount)).statusCode, 200)
   const given = await evaluate({ call, history: { priorCallsForSubject30d: 0, priorCallsAtAddress30d: 0, caseManagerActive: false } }, rosemount)
   t.equal(given.statusCode, 200)
   t.equal(given.json().facts.history.caseManagerActive, false, 'the given history, not the stored one')
@@ -130,4 +134,30 @@ t.test('a key limited to some agencies looks up only the history of a person a c
   const other = callEvent({ natureCode: 'EDP', personId: 'P-EVAL-NOWHERE', agency: 'rosemount-pd' }).call
   t.equal((await evaluate({ call: other }, bearer(await world.key('supervisor')))).statusCode, 200)
   t.equal((await evaluate({ call: other }, rosemount)).statusCode, 403)
+})
+
+t.test('a key limited to some agencies looks up only the history of an address a call of theirs is at', async (t) => {
+  // How often 911 was called from a home is Hastings' data, as much as a person's calls are.
+  const address = '9 Probe Lane'
+  for (let i = 0; i < 3; i++) t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', agency: 'hastings-pd', address }) })).statusCode, 201)
+  const rosemount = bearer(await world.key('supervisor', { agencies: ['rosemount-pd'] }))
+  const { subject: _subject, ...call } = callEvent({ natureCode: 'NOISE', agency: 'rosemount-pd', address }).call
+  const auditBefore = (await db.selectFrom('audit_log').select('id').execute()).length
+
+  const refused = await evaluate({ call }, rosemount)
+  t.equal(refused.statusCode, 403, 'no Rosemount call is at the address')
+  t.match(refused.json(), { detail: /address/ })
+  t.notMatch(refused.body, /priorCalls/, 'nothing of the history in the refusal')
+  const key = addressKey(call.location)
+  const refusals = (await db.selectFrom('audit_log').select(['action', 'target_type', 'target_id', 'agency']).orderBy('id').execute()).slice(auditBefore)
+  t.same(refusals, [{ action: 'routing.evaluate.refused', target_type: 'address', target_id: key, agency: 'rosemount-pd' }], 'the refused lookup is audited, the address by its key')
+  t.equal((await evaluate({ call, at: new Date(Date.now() - 86_400_000).toISOString() }, rosemount)).statusCode, 403, 'at any instant')
+
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE', agency: 'rosemount-pd', address }) })).statusCode, 201)
+  const looked = await evaluate({ call }, rosemount)
+  t.equal(looked.statusCode, 200, 'once a Rosemount call is there')
+  t.equal(looked.json().facts.history.priorCallsAtAddress30d, 4)
+  const [read] = (await db.selectFrom('audit_log').select(['action', 'details']).where('action', '=', 'routing.evaluate').orderBy('id', 'desc').limit(1).execute())
+  t.match(read?.details, { addressKey: key }, 'the read says which address')
+  t.equal((await evaluate({ call }, bearer(await world.key('supervisor')))).statusCode, 200, 'a county-wide key looks up any address')
 })

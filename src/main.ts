@@ -84,7 +84,9 @@ async function start(): Promise<void> {
   })
   if (created) log.info('database created')
   const migrationDb = createMigrationDb(config.DATABASE_URL, config.DATABASE_STATEMENT_TIMEOUT_MS, config.DATABASE_QUERY_TIMEOUT_MS)
-  const applied = await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
+  const applied = await migrateToLatest(migrationDb, {
+    onNewerSchema: (names) => log.warn({ newer: names }, 'the database has migrations of a later release: this release runs on its schema, as each release runs on the one after it during an upgrade'),
+  }).finally(() => migrationDb.destroy())
   if (stopping()) return
   const pool = createPool({
     connectionString: config.DATABASE_URL,

@@ -8,7 +8,7 @@ const log = pino(loggerOptions(config.LOG_LEVEL))
 const db = createMigrationDb(config.DATABASE_URL)
 try {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
-  const applied = await migrateToLatest(db)
+  const applied = await migrateToLatest(db, { onNewerSchema: (newer) => log.warn({ newer }, 'the database has migrations of a later release: nothing to apply') })
   log.info({ applied }, applied.length ? 'migrations applied' : 'database is up to date')
 } catch (err) {
   log.fatal({ err }, 'migration failed')

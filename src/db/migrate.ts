@@ -39,19 +39,69 @@ export function unsupportedPostgres(versionNum: number, version: string): string
   return versionNum >= MIN_POSTGRES_VERSION_NUM ? undefined : `Postgres ${version} is not supported: cad-router needs Postgres 14 or later`
 }
 
-/** Applies pending migrations; throws (so the process exits non-zero) when one fails, or when the server is too old. */
+export interface MigrateOptions {
+  /**
+   * The database is at a later release's schema: it has applied migrations this code does not know
+   * (their names), after every one it does. Nothing is migrated, and the process starts.
+   */
+  onNewerSchema?: (names: string[]) => void
+}
+
+/**
+ * Applies pending migrations; throws (so the process exits non-zero) when one fails, or when the
+ * server is too old. A database a later release has migrated is left as it is, and this release
+ * runs on it: every migration is written so the release before runs on its schema (README,
+ * Upgrades), so a rolled-back release, or one of its instances restarting during a rolling
+ * upgrade, must start rather than crash-loop where routing is needed most.
+ */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
-export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+export async function migrateToLatest(db: Kysely<any>, opts: MigrateOptions = {}): Promise<string[]> {
   const { rows } = await sql<{ num: string; version: string }>`select current_setting('server_version_num') as num, current_setting('server_version') as version`.execute(db)
   const unsupported = unsupportedPostgres(Number(rows[0]?.num), rows[0]?.version ?? 'of an unknown version')
   if (unsupported) throw new MigrationError(unsupported)
+  const newer = await newerSchema(db)
+  if (newer) {
+    opts.onNewerSchema?.(newer)
+    return []
+  }
   const { error, results }: MigrationResultSet = await migrator(db).migrateToLatest()
   const failed = results?.find((r) => r.status === 'Error')
   if (error || failed) {
+    // A later release may have migrated while this process waited for the migrator's lock.
+    const since = await newerSchema(db).catch(() => undefined)
+    if (since) {
+      opts.onNewerSchema?.(since)
+      return []
+    }
     const reason = error instanceof Error ? error.message : String(error ?? 'unknown error')
-    throw new MigrationError(`migration ${failed?.migrationName ?? ''} failed: ${reason}`, { cause: error })
+    throw new MigrationError(failed ? `migration ${failed.migrationName} failed: ${reason}` : `migrations failed: ${reason}`, { cause: error })
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+}
+
+/**
+ * The migrations of a later release this database has applied, when it has applied every one this
+ * code knows and those come after them all; undefined when it has none of a later release. A
+ * database with unknown migrations that is not that (one of ours still pending, or an unknown name
+ * among ours: another branch's) is refused: which schema it holds cannot be told.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
+async function newerSchema(db: Kysely<any>): Promise<string[] | undefined> {
+  const { rows: table } = await sql<{ present: boolean }>`select to_regclass('kysely_migration') is not null as present`.execute(db)
+  if (!table[0]?.present) return undefined
+  const { rows } = await sql<{ name: string }>`select name from kysely_migration`.execute(db)
+  const executed = new Set(rows.map((r) => r.name))
+  const known = Object.keys(migrations).sort()
+  const unknown = [...executed].filter((name) => !(name in migrations)).sort()
+  if (!unknown.length) return undefined
+  const pending = known.filter((name) => !executed.has(name))
+  const last = known.at(-1) ?? ''
+  if (pending.length || unknown.some((name) => name <= last)) {
+    throw new MigrationError(
+      `the database has migrations this release does not know (${unknown.join(', ')})${pending.length ? ` and lacks some it needs (${pending.join(', ')})` : ', not all after its own'}: it is not a later release's schema this release can run on`,
+    )
+  }
+  return unknown
 }
 
 /** Names of migrations the code knows that the database has not applied yet (readiness). */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
 import { migrations } from '../../migrations/index.js'
@@ -45,4 +46,35 @@ t.test('Postgres older than 14 is refused before any migration, by name', async 
   t.teardown(() => client.end())
   const { rows } = await client.query<{ num: string }>(`select current_setting('server_version_num') as num`)
   t.ok(Number(rows[0]!.num) >= MIN_POSTGRES_VERSION_NUM, `this server (${rows[0]!.num}) is one it runs on`)
+})
+
+t.test('a database a later release has migrated: this release starts on it, without migrating; a schema it cannot name is refused', async (t) => {
+  const name = `cadr_m_${randomBytes(6).toString('hex')}`
+  const url = databaseUrlFor(name)
+  await ensureDatabase(url)
+  const db = createMigrationDb(url, 30_000)
+  t.teardown(async () => {
+    await db.destroy()
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    await admin.query(`drop database if exists ${name} with (force)`)
+    await admin.end()
+  })
+  const all = Object.keys(migrations).sort()
+  t.equal((await migrateToLatest(db)).length, all.length)
+  // What a later release's start leaves: its own migration after ours.
+  const later = '9999_a_later_release'
+  await sql`insert into kysely_migration (name, timestamp) values (${later}, ${new Date().toISOString()})`.execute(db)
+  const told: string[][] = []
+  t.same(await migrateToLatest(db, { onNewerSchema: (names) => told.push(names) }), [], 'nothing applied, and no error')
+  t.same(told, [[later]], 'the later release’s migrations named')
+  t.same(await pendingMigrations(db), [], 'readiness has nothing pending')
+
+  // One of ours not applied: not a later release's schema.
+  await sql`delete from kysely_migration where name = ${all.at(-1)!}`.execute(db)
+  await t.rejects(migrateToLatest(db), { name: 'MigrationError', message: new RegExp(`does not know \\(${later}\\) and lacks some it needs \\(${all.at(-1)!}\\)`) })
+  await sql`insert into kysely_migration (name, timestamp) values (${all.at(-1)!}, ${new Date().toISOString()})`.execute(db)
+  // An unknown name among ours: another branch's.
+  await sql`insert into kysely_migration (name, timestamp) values ('0001a_elsewhere', ${new Date().toISOString()})`.execute(db)
+  await t.rejects(migrateToLatest(db), { name: 'MigrationError', message: /0001a_elsewhere.*not all after its own/ })
 })

@@ -90,8 +90,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Helmet's, worked out once. The router's own errors (414, a malformed URL) are answered before
   // any hook runs, so its error handler sets them too.
   const headers = securityHeaders({
-    // Swagger UI and the dashboard load their own scripts and styles from this origin only.
-    contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
+    // Swagger UI and the dashboard load their own scripts and styles from this origin only. Not
+    // helmet's upgrade-insecure-requests: the service speaks plain HTTP (TLS ends in front of it,
+    // where there is TLS), and a browser told to upgrade fetched every asset over https from it,
+    // a blank page on any host but localhost.
+    contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'], 'upgrade-insecure-requests': null } },
   })
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),

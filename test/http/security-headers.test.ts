@@ -8,7 +8,7 @@ import t from 'tap'
 import { registerSecurityHeaders, securityHeaders } from '../../src/http/security-headers.js'
 
 const OPTIONS: HelmetOptions = {
-  contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] } },
+  contentSecurityPolicy: { directives: { 'script-src': ["'self'"], 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'], 'upgrade-insecure-requests': null } },
 }
 
 function withRoutes(setUp: (app: FastifyInstance) => void): FastifyInstance {

@@ -13,7 +13,8 @@ import { AppError } from './errors.js'
  *   "Ren� Garc�a" and answered 201. JSON between systems is UTF-8 (RFC 8259 §8.1): another charset
  *   is 415, bytes that do not decode are 400. A byte order mark is ignored (§8.1 allows it).
  *
- * Prototype poisoning (`__proto__`, `constructor.prototype`) is refused as before.
+ * Prototype poisoning (`__proto__`, `constructor.prototype`) is refused as before. An empty body is
+ * no body, as if the Content-Type had not been sent.
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json')
@@ -27,7 +28,10 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       } catch {
         throw new AppError('validation-failed', 'the body is not UTF-8', { invalidParams: [{ name: '(body)', reason: 'bytes that are not UTF-8' }] })
       }
-      if (!text.length) throw new AppError('validation-failed', 'the body is empty', { invalidParams: [{ name: '(body)', reason: 'empty; send a JSON document' }] })
+      // No body, whatever the header says: many clients send Content-Type on every POST. A route
+      // whose body is optional (a console's acknowledge) takes it as none, one that needs a body
+      // says so by its schema.
+      if (!text.length) return done(null, undefined)
       let value: unknown
       try {
         value = secureJsonParse.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' })

@@ -68,6 +68,23 @@ t.test('what the default parser refused is still refused', async (t) => {
   problem(t, await post('{"__proto__":{"admin":true}}'), 400, 'validation-failed', 'prototype poisoning')
 })
 
+t.test('an empty body with a JSON Content-Type is no body: a move takes it, a call event needs one', async (t) => {
+  // Many clients send Content-Type on every POST: a console's acknowledge failing on it would let
+  // the deadline pass and the call escalate.
+  const created = await app.inject({ method: 'POST', url: '/v1/call-events', payload: callEvent({ natureCode: 'NOISE' }) })
+  t.equal(created.statusCode, 201)
+  const [assignment] = created.json<{ decision: { assignments: Array<{ id: string; queue: string }> } }>().decision.assignments
+  await db.updateTable('assignments').set({ status: 'offered' }).where('id', '=', assignment!.id).execute()
+  const ack = await app.inject({ method: 'POST', url: `/v1/assignments/${assignment!.id}/acknowledge`, payload: '', headers: { 'content-type': 'application/json' } })
+  t.equal(ack.statusCode, 200, `acknowledged (got ${ack.statusCode} ${ack.body.slice(0, 200)})`)
+  t.equal(ack.json<{ status: string }>().status, 'acknowledged')
+
+  const before = await stored()
+  const p = problem(t, await post(''), 400, 'validation-failed', 'a call event without a body')
+  t.ok(p.invalidParams?.length, `the problem names what is missing (${JSON.stringify(p.invalidParams)})`)
+  t.equal(await stored(), before, 'nothing stored')
+})
+
 t.test('a body shorter or longer than its Content-Length is a 400 saying so, not a 415; nothing is stored', async (t) => {
   const before = await stored()
   const text = JSON.stringify(callEvent())

@@ -66,6 +66,9 @@ export const authPlugin = fp<{ keys: KeyCache }>(async (app: FastifyInstance, { 
     if (req.is404) return
     const access = routeAccess(req.routeOptions.url ?? '', req.routeOptions.config)
     if (access === 'public') return
+    // What a key reads (callers, subjects, addresses; figures) is kept by no browser or proxy cache.
+    // A route that revalidates (the listing's ETag) sets its own.
+    reply.header('cache-control', 'no-store')
     const header = req.headers.authorization
     const key = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined
     const principal = key ? await keys.authenticate(key, whenUnknown) : undefined

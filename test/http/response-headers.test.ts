@@ -131,3 +131,20 @@ t.test("a move's body may be left out, as the document says; an event's may not"
   const moved = await world.app.inject({ method: 'POST', url: `/v1/assignments/${id}/acknowledge`, headers })
   t.equal(moved.statusCode, 200, 'no body, no content type: the move is made')
 })
+
+t.test('what a key reads is stored by no cache; the listing revalidates; public routes say nothing', async (t) => {
+  const ev = callEvent({ natureCode: 'EDP' })
+  const created = await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: ev, headers: { authorization: `Bearer ${await world.key('admin')}` } })
+  t.equal(created.statusCode, 201)
+  const reader = `Bearer ${await world.key('admin')}`
+  for (const url of [`/v1/calls/${ev.call.callId}`, `/v1/calls/${ev.call.callId}/eido`, '/v1/reports/summary']) {
+    const res = await world.app.inject({ url, headers: { authorization: reader } })
+    t.equal(res.statusCode, 200, url)
+    t.equal(res.headers['cache-control'], 'no-store', `${url}: no-store (it carries personal data or figures)`)
+  }
+  const refused = await world.app.inject({ url: `/v1/calls/${ev.call.callId}`, headers: { authorization: '' } })
+  t.equal(refused.headers['cache-control'], 'no-store', 'a refusal too')
+  const listing = await world.app.inject({ url: '/v1/assignments', headers: { authorization: `Bearer ${await world.key('admin')}` } })
+  t.equal(listing.headers['cache-control'], 'private, no-cache', 'the listing keeps its own, for its ETag')
+  t.equal((await world.app.inject({ url: '/healthz' })).headers['cache-control'], undefined, 'a public route says nothing')
+})

@@ -4,6 +4,7 @@ import type { Db } from '../db/connect.js'
 import { canActForAgency, reportAgencies } from '../auth/principal.js'
 import { principalOf } from '../auth/plugin.js'
 import { AppError } from '../http/errors.js'
+import { preferredType } from '../http/accept.js'
 import { problemResponses, VARY_ACCEPT } from '../http/openapi.js'
 import { instant } from '../http/storable.js'
 import { QUEUES } from '../routing/index.js'
@@ -145,7 +146,9 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: reportAgencies(principalOf(req), req.query.agency) ?? undefined }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
       // Fastify sends a string under a non-JSON type as it is: the CSV text is never JSON-encoded.
-      if (wantsCsv(req.headers.accept)) return reply.type('text/csv; charset=utf-8').send(summaryCsv(summary))
+      // Offered with its charset, so `text/csv; charset=utf-8` in an Accept matches it too.
+      const CSV = 'text/csv; charset=utf-8'
+      if (preferredType(req.headers.accept, ['application/json', CSV]) === CSV) return reply.type(CSV).send(summaryCsv(summary))
       return summary
     },
   )
@@ -187,13 +190,4 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       }
     },
   )
-}
-
-function wantsCsv(accept: string | undefined): boolean {
-  if (!accept) return false
-  // The first listed of text/csv and application/json wins; a wildcard alone means JSON.
-  const types = accept.split(',').map((p) => p.split(';')[0]!.trim().toLowerCase())
-  const csv = types.indexOf('text/csv')
-  const json = types.indexOf('application/json')
-  return csv !== -1 && (json === -1 || csv < json)
 }

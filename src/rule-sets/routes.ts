@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { principalOf } from '../auth/plugin.js'
 import { requireCountyWide } from '../auth/principal.js'
 import type { Db } from '../db/connect.js'
+import { preferredType } from '../http/accept.js'
 import { notFound } from '../http/errors.js'
 import { problemResponses, VARY_ACCEPT } from '../http/openapi.js'
 import { PG_INTEGER_MAX } from '../http/storable.js'
@@ -183,9 +184,10 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
       const r = await lifecycle.verification(req.params.version)
       if (!r) throw notFound(`rule set ${req.params.version}`)
       reply.header('vary', 'accept')
-      if (/\btext\/plain\b/.test(req.headers.accept ?? '')) {
+      const TEXT = 'text/plain; charset=utf-8'
+      if (preferredType(req.headers.accept, ['application/json', TEXT]) === TEXT) {
         // The JSON schema's serializer does not apply to text; the cast only satisfies the route's JSON reply type.
-        return reply.type('text/plain; charset=utf-8').serializer((x: unknown) => x as string).send(formatReportWithCoverage(r) as unknown as typeof r)
+        return reply.type(TEXT).serializer((x: unknown) => x as string).send(formatReportWithCoverage(r) as unknown as typeof r)
       }
       return r
     },

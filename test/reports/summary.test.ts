@@ -174,6 +174,10 @@ t.test('CSV: one row per cell, the same figures', async (t) => {
   t.equal(res.body.split('\r\n')[0]!.split(',').length, example.split('\r\n')[1]!.split(',').length, 'and rows as wide')
   const json = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'application/json, text/csv' } })
   t.match(json.headers['content-type'], /application\/json/, 'JSON when it comes first')
+  const weighed = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'text/csv;q=0.1, application/json' } })
+  t.match(weighed.headers['content-type'], /application\/json/, 'JSON when CSV is listed first with a lower q-value')
+  const onlyCsv = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'text/csv; charset=utf-8, */*;q=0.1' } })
+  t.match(onlyCsv.headers['content-type'], /^text\/csv/, 'CSV when it is preferred over anything else')
 })
 
 t.test('queue status: depth and age now, overdue follow-ups', async (t) => {

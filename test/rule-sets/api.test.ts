@@ -88,6 +88,11 @@ t.test('store a verified draft; versions only go up', async (t) => {
   t.match(text.body, /^rule set 2 passed verification/)
   t.match(text.body, /\ncru\n  ← mental-health-cru: CITASST, EDP, INTOX, SUICIDE, SUICTHRT, WELFARE; never weapons, violence, threatToOthers, crimeInProgress, medicalEmergency, injury, coResponseRequested\n/)
   t.match(text.body, /← mental-health-cru \(CRU fallback\)/)
+  // axios's default Accept names text/plain after JSON: a client that parses JSON gets JSON.
+  for (const accept of ['application/json, text/plain, */*', 'application/json;q=1, text/plain;q=0.1', '*/*']) {
+    const res = await app.inject({ method: 'GET', url: '/v1/rule-sets/2/verification', headers: { accept } })
+    t.match(res.headers['content-type'], /^application\/json/, `JSON for ${accept}`)
+  }
   t.equal((await get('/v1/rule-sets/99')).statusCode, 404)
   t.equal((await get('/v1/rule-sets/99/verification')).statusCode, 404)
   t.equal((await routeNoise()).ruleSetVersion, 1, 'a draft routes nothing')

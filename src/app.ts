@@ -49,7 +49,7 @@ export interface AppDeps {
     Config,
     'BODY_LIMIT_BYTES' | 'RETRY_AFTER_SECONDS' | 'AUTH_CACHE_MS' | 'AUTH_CACHE_SIZE' | 'FOLLOW_UP_DEADLINE_HOURS' | 'FOLLOW_UP_DUE_HOURS' | 'LOG_LEVEL' | 'RATE_LIMIT_PER_MINUTE' | 'BULLMQ_PREFIX' | 'DATABASE_URL' | 'FEED_POLL_MS' | 'FEED_READ_GAP_MS' | 'FEED_HEARTBEAT_MS' | 'REDIS_BREAKER_OPEN_MS'
   > &
-    Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_BATCH_HOLD_MS' | 'INGEST_QUEUE_MAX'>>
+    Partial<Pick<Config, 'INGEST_BATCH_MAX' | 'INGEST_BATCH_CONCURRENCY' | 'INGEST_BATCH_HOLD_MS' | 'INGEST_QUEUE_MAX' | 'TRUST_PROXY'>>
   db: Db
   /**
    * Readiness, the rate limiter's counters and the assignment feed's wake-ups (it publishes on this
@@ -99,6 +99,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: loggerOptions(config.LOG_LEVEL) }),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // Behind a load balancer, the client's address (audit records, the per-address rate limit)
+    // is the one it forwards, from the proxies named only.
+    trustProxy: config.TRUST_PROXY ?? false,
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 65_000,

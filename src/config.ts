@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { z } from 'zod'
 import { defaultQueryTimeoutMs } from './db/silent-queries.js'
 import { QUEUES, type QueueName } from './routing/types.js'
@@ -38,6 +39,30 @@ const perQueue = (what: string, fallback: string, o: { whole?: boolean } = {}) =
     }
     return Object.freeze(out)
   })
+
+/**
+ * Which proxies' X-Forwarded-For to believe, as Fastify's `trustProxy` takes it: addresses and
+ * CIDR ranges (and proxy-addr's `loopback`, `linklocal`, `uniquelocal`). Not a number of hops:
+ * that cannot tell a proxy from a client who sends the header itself (Fastify trusts nothing for
+ * one). Unset: none, and a request's address is the peer's, a load balancer's when there is one.
+ */
+const trustProxy = z
+  .string()
+  .optional()
+  .transform((s, ctx): string[] | false => {
+    if (s === undefined || s.trim() === '') return false
+    const parts = s.split(',').map((p) => p.trim()).filter(Boolean)
+    const bad = parts.filter((p) => !['loopback', 'linklocal', 'uniquelocal'].includes(p) && !isAddressOrRange(p))
+    if (bad.length) ctx.addIssue({ code: 'custom', message: `"${bad.join(', ')}": expected the proxies' addresses and CIDR ranges (10.0.0.0/8), comma separated` })
+    return parts
+  })
+
+function isAddressOrRange(s: string): boolean {
+  const [address, bits, ...rest] = s.split('/')
+  const family = isIP(address ?? '')
+  if (!family || rest.length) return false
+  return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+}
 
 const fields = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -133,6 +158,7 @@ const fields = z.object({
   FEED_HEARTBEAT_MS: durationMs.default(15_000),
   SHUTDOWN_GRACE_MS: durationMs.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
+  TRUST_PROXY: trustProxy,
   RETRY_AFTER_SECONDS: positiveInt.default(5),
   /** Personal data is removed from calls closed longer ago than this. */
   // Below MIN_RETENTION_DAYS main.ts warns at start (a county's law may ask for less; refusing would

@@ -57,6 +57,14 @@ t.test('a bad value still stops the process, naming the setting', async (t) => {
   t.equal(loadConfig({ RETENTION_EVERY_MS: String(7 * 24 * 3600_000) }).RETENTION_EVERY_MS, 7 * 24 * 3600_000, 'a week is fine')
 })
 
+t.test('TRUST_PROXY: addresses and ranges of proxies, never a number of hops', async (t) => {
+  t.equal(loadConfig({}).TRUST_PROXY, false, 'unset: nobody’s X-Forwarded-For is believed')
+  t.same(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback' }).TRUST_PROXY, ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback'])
+  t.throws(() => loadConfig({ TRUST_PROXY: '2' }), /TRUST_PROXY.*"2"/, 'a hop count cannot tell a proxy from a client')
+  t.throws(() => loadConfig({ TRUST_PROXY: '10.0.0.0/33' }), /TRUST_PROXY/)
+  t.throws(() => loadConfig({ TRUST_PROXY: 'lb.example' }), /TRUST_PROXY/)
+})
+
 t.test('WORKER_DRAIN_MS: below SHUTDOWN_GRACE_MS; unset, it follows a short grace period', async (t) => {
   t.equal(loadConfig({}).WORKER_DRAIN_MS, 5000)
   t.equal(loadConfig({ SHUTDOWN_GRACE_MS: '4000' }).WORKER_DRAIN_MS, 2000, 'half a grace period under 10 s')

@@ -247,7 +247,9 @@ export interface AckTimes {
 
 /**
  * Time to acknowledge per queue: from the assignment's creation to its first move to acknowledged
- * (or straight to accepted, which a console may do), for assignments created in the range.
+ * (or straight to accepted, which a console may do), for assignments created in the range. A
+ * follow-up is held back until its `reserved_until` (a day after the close, by default) and offered
+ * then: its time runs from there, or every follow-up's would include that day.
  */
 export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & AckTimes>> {
   const { rows } = await sql<Keyed & AckTimes>`
@@ -256,7 +258,7 @@ export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<Ce
         extract(epoch from (
           select min(t.at) from assignment_transitions t
           where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
-        ) - a.created_at)::float8 as secs
+        ) - greatest(a.created_at, a.reserved_until))::float8 as secs
       from assignments a
       where a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
     )

@@ -61,7 +61,7 @@ const cellSchema = z.object({
       ),
     })
     .describe('Transitions to escalated, expired or declined in the range, by status and cause'),
-  timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range'),
+  timeToAcknowledge: z.record(z.enum(QUEUES), ackSchema).describe('Per queue: creation to first acknowledge (or accept), assignments created in the range; a follow-up from the end of its reservation, when it is offered'),
   cruPhoneResolution: z.object({ closedCruCalls: z.number().int(), resolvedByPhone: z.number().int(), share: rateSchema }),
   followUps: z.object({
     created: z.number().int().describe('Follow-ups first offered in the range, each counted once: one declined or not acknowledged is offered again as a new assignment, and stays one follow-up'),

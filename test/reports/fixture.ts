@@ -20,7 +20,8 @@ import type { Db } from '../../src/db/connect.js'
  *
  * Assignments (created when the call was, unless said) and their moves:
  *   H1: cru primary: ack +60 s, accepted, completed (resolved_by_phone).
- *       follow_up created day 0 11h, due day 3 11h: accepted day 1 9h (+22 h), completed day 1 10h (on time).
+ *       follow_up created day 0 11h, reserved until day 0 23h, due day 3 11h: accepted day 1 9h (+22 h; +10 h
+ *       after its reservation), completed day 1 10h (on time).
  *   H2: police primary: ack +120 s, accepted, completed. follow_up created day 0 13h, due day 3 13h: still queued (overdue).
  *   H3: police primary: accepted +30 s (no acknowledge first), completed. cru support: ack +180 s, accepted.
  *   H4: police primary: queued; expired at +10 min (not acknowledged), queued again; still waiting.
@@ -29,7 +30,8 @@ import type { Db } from '../../src/db/connect.js'
  *       police primary created day 8 10:05 (escalated from the cru primary): ack +60 s, accepted, completed.
  *   R1: police primary: ack +600 s, accepted, completed.
  *   R2: case_management primary: ack +300 s, accepted. cru support: never acknowledged, cancelled.
- *       follow_up created day 7 9h, due day 10 9h: accepted day 11 8h (+95 h), completed day 11 9h (late).
+ *       follow_up created day 7 9h, reserved until day 8 9h, due day 10 9h: accepted day 11 8h (+95 h; +71 h
+ *       after its reservation), completed day 11 9h (late).
  *   R3: ems primary: queued, waiting.
  *   X:  cru primary: queued, waiting.
  */
@@ -52,6 +54,8 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
     moves?: Move[]
     /** The index, in its call's list, of the assignment this one was escalated from. */
     escalatedFrom?: number
+    /** A follow-up held back until then (FOLLOW_UP_DUE_HOURS after the close), then offered. */
+    reservedUntil?: Date
   }
   interface C {
     id: string
@@ -75,7 +79,7 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
       id: 'H1', agency: 'hastings-pd', createdAt: at(0, 10), route: 'cru', mh: true, flags: { mentalHealth: true }, closed: true, disposition: 'resolved_by_phone', person: 'P1',
       assignments: [
         { queue: 'cru', role: 'primary', status: 'completed', disposition: 'resolved_by_phone', moves: [{ to: 'acknowledged', at: s(0, 10, 60) }, { to: 'accepted', at: s(0, 10, 120) }, { to: 'completed', at: at(0, 10, 30) }] },
-        { queue: 'follow_up', role: 'primary', status: 'completed', createdAt: at(0, 11), dueAt: at(3, 11), moves: [{ to: 'accepted', at: at(1, 9) }, { to: 'completed', at: at(1, 10) }] },
+        { queue: 'follow_up', role: 'primary', status: 'completed', createdAt: at(0, 11), reservedUntil: at(0, 23), dueAt: at(3, 11), moves: [{ to: 'accepted', at: at(1, 9) }, { to: 'completed', at: at(1, 10) }] },
       ],
     },
     {
@@ -112,7 +116,7 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
       assignments: [
         { queue: 'case_management', role: 'primary', status: 'accepted', moves: [{ to: 'acknowledged', at: s(7, 8, 300) }, { to: 'accepted', at: s(7, 8, 360) }] },
         { queue: 'cru', role: 'support', status: 'cancelled', moves: [{ to: 'cancelled', at: at(7, 12) }] },
-        { queue: 'follow_up', role: 'primary', status: 'completed', createdAt: at(7, 9), dueAt: at(10, 9), moves: [{ to: 'accepted', at: at(11, 8) }, { to: 'completed', at: at(11, 9) }] },
+        { queue: 'follow_up', role: 'primary', status: 'completed', createdAt: at(7, 9), reservedUntil: at(8, 9), dueAt: at(10, 9), moves: [{ to: 'accepted', at: at(11, 8) }, { to: 'completed', at: at(11, 9) }] },
       ],
     },
     { id: 'R3', agency: 'rosemount-pd', createdAt: at(9, 8), route: 'ems', mh: false, closed: false, assignments: [{ queue: 'ems', role: 'primary', status: 'queued' }] },
@@ -151,7 +155,7 @@ export async function seedReportWorld(db: Db, t0: Date): Promise<void> {
         const escalatedFrom = a.escalatedFrom === undefined ? null : ids[a.escalatedFrom]!
         await trx
           .insertInto('assignments')
-          .values({ id, call_id: c.id, decision_id: decisionId, agency: c.agency, queue: a.queue, role: a.role, status: a.status, disposition: a.disposition ?? null, due_at: a.dueAt ?? null, escalated_from: escalatedFrom, created_at: createdAt, updated_at: createdAt })
+          .values({ id, call_id: c.id, decision_id: decisionId, agency: c.agency, queue: a.queue, role: a.role, status: a.status, disposition: a.disposition ?? null, due_at: a.dueAt ?? null, escalated_from: escalatedFrom, reserved_until: a.reservedUntil ?? null, created_at: createdAt, updated_at: createdAt })
           .execute()
         let from: string | null = null
         for (const m of [{ to: 'queued', at: createdAt } as Move, ...(a.moves ?? [])]) {

@@ -50,13 +50,14 @@ t.test('overall figures, computed by hand', async (t) => {
   //          p50 = 60 + 0.5·(120−60) = 90; p90 at rank 0.9·3 = 2.7 → 120 + 0.7·(600−120) = 456
   //  cru: H1 60, H3 180 (H5, R2 never) → p50 120; p90 = 60 + 0.9·120 = 168
   //  case_management: R2 300 → 300 / 300;  ems: R3 never → none
-  //  follow_up: H1 22 h = 79200, R2 95 h = 342000 → p50 210600; p90 = 79200 + 0.9·262800 = 315720
+  //  follow_up, from the end of its reservation (it is offered then): H1 10 h = 36000, R2 71 h = 255600
+  //  → p50 145800; p90 = 36000 + 0.9·219600 = 233640
   t.same(o.timeToAcknowledge, {
     police: { acknowledged: 4, p50Seconds: 90, p90Seconds: 456 },
     cru: { acknowledged: 2, p50Seconds: 120, p90Seconds: 168 },
     ems: { acknowledged: 0, p50Seconds: null, p90Seconds: null },
     case_management: { acknowledged: 1, p50Seconds: 300, p90Seconds: 300 },
-    follow_up: { acknowledged: 2, p50Seconds: 210600, p90Seconds: 315720 },
+    follow_up: { acknowledged: 2, p50Seconds: 145800, p90Seconds: 233640 },
   })
   // Closed calls with a CRU primary: H1 (resolved_by_phone), H5 (field_response) → 1 of 2.
   t.same(o.cruPhoneResolution, { closedCruCalls: 2, resolvedByPhone: 1, share: 0.5 })

@@ -16,6 +16,7 @@ import * as m0017 from './0017_api_key_notify_insert.js'
 import * as m0018 from './0018_history_indexes.js'
 import * as m0019 from './0019_feed_order.js'
 import * as m0020 from './0020_assignment_case_manager.js'
+import * as m0021 from './0021_audit_log_no_truncate.js'
 
 /** Listed statically so the same code runs from TypeScript sources (tests) and from dist/ (production). */
 export const migrations: Record<string, Migration> = {
@@ -36,4 +37,5 @@ export const migrations: Record<string, Migration> = {
   '0018_history_indexes': m0018,
   '0019_feed_order': m0019,
   '0020_assignment_case_manager': m0020,
+  '0021_audit_log_no_truncate': m0021,
 }

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sql } from 'kysely'
 import { eidoFixture } from '../eido/fixtures/index.js'
 import { callEvent } from '../helpers/events.js'
 import { createWorld, eventually } from '../helpers/world.js'
@@ -373,6 +374,7 @@ t.test('the audit log records reads of personal data, assignment moves and key c
   // Append-only, enforced by the database itself.
   await t.rejects(db.deleteFrom('audit_log').execute(), /append-only/)
   await t.rejects(db.updateTable('audit_log').set({ actor: 'x' }).execute(), /append-only/)
+  await t.rejects(sql`truncate audit_log`.execute(db), /append-only/, 'nor emptied at once')
 })
 
 t.test('security headers are set', async (t) => {

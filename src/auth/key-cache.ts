@@ -138,8 +138,13 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
     if (listener || closed) return
     listener = listenToChannel({ notifications: opts.notifications, databaseUrl: opts.databaseUrl, applicationName: 'cad-router-keys', log }, API_KEY_CHANNEL, {
       // '+id': a key was stored (migration 0017). Nothing held can be it, but it may have been
-      // refused: ADMIN_API_KEY presented to this process before another one stored it.
-      onNotify: (payload) => (payload.startsWith('+') ? forgetRefusals() : changed(payload === '' ? undefined : payload)),
+      // refused (ADMIN_API_KEY presented to this process before another one stored it), and its
+      // first use must not wait behind unknown keys: learnt as the keys read at start are.
+      onNotify: (payload) => {
+        if (!payload.startsWith('+')) return changed(payload === '' ? undefined : payload)
+        forgetRefusals()
+        void learnKey(payload.slice(1))
+      },
       onListening: () => {
         changed()
         void learnValidKeys()
@@ -163,6 +168,16 @@ export function createKeyCache(opts: KeyCacheOptions): KeyCache {
       for (const r of rows.reverse()) putLast(everValid, r.key_hash, true)
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'API keys: could not read the valid keys; each is learned at its first use')
+    }
+  }
+
+  /** A key just stored, by its id: known from now on (see learnValidKeys). */
+  async function learnKey(id: string): Promise<void> {
+    try {
+      const row = await db.selectFrom('api_keys').select('key_hash').where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst()
+      if (row) putLast(everValid, row.key_hash, true)
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'API keys: could not read a new key; it is learned at its first use')
     }
   }
 

@@ -16,7 +16,12 @@ const text = (max: number) => z.string().max(max)
  * POST accepts: the router's limit on a path parameter is this (counted once it is decoded).
  */
 export const CALL_ID_MAX_LENGTH = 128
-export const callIdSchema = z.string().min(1).max(CALL_ID_MAX_LENGTH)
+export const callIdSchema = z
+  .string()
+  .min(1)
+  .max(CALL_ID_MAX_LENGTH)
+  // A dot segment: every URL parser drops it (`/v1/calls/..` is `/v1/`), so the call could be stored and never read.
+  .refine((id) => id !== '.' && id !== '..', 'not "." or "..": a URL cannot name such a call')
 
 /** The longest caller phone; an EIDO callback number longer than this is left out, not refused. */
 export const CALLER_PHONE_MAX_LENGTH = 32

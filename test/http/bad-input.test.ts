@@ -211,6 +211,9 @@ t.test('7: every callId POST accepts reads back, however it is percent-encoded',
     t.equal(asEido.json<{ $id: string }>().$id, id)
   }
   refused(t, await postEvent(callEvent({ callId: 'C'.repeat(129) })), 'call.callId', 'a callId of 129')
+  // A dot segment: URL parsers drop it (`new URL('/v1/calls/..', base)` is `/v1/`), %2E%2E too.
+  for (const id of ['.', '..']) refused(t, await postEvent(callEvent({ callId: id })), 'call.callId', `a callId of ${id}`)
+  t.equal((await postEvent(callEvent({ callId: '...' }))).statusCode, 201, 'three dots are a name')
 })
 
 t.test('8: a path parameter past 128 characters is a 414 problem naming it, on every route that has one', async (t) => {

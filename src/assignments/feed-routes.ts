@@ -240,6 +240,8 @@ export const feedRoutes: FastifyPluginAsyncZod<{ feed: AssignmentFeed; keys: Pic
   app.get(
     '/v1/assignments/stream',
     {
+      // Fastify's HEAD runs the GET: here an answer with no body that never ends.
+      exposeHeadRoute: false,
       config: { access: ['console', 'supervisor'], responseHeaders: { 200: STREAM_HEADERS } },
       schema: {
         tags: ['assignments'],

@@ -36,6 +36,20 @@ async function heartbeats(s: SseClient, n: number): Promise<void> {
   await eventually(async () => s.comments.length >= seen + n, 5000, 5)
 }
 
+t.test('HEAD on the stream is not a stream: answered at once, and nothing stays open', async (t) => {
+  // Fastify answers HEAD on every GET route by running the GET: on the stream that was an answer
+  // with no body that never ended, holding a feed subscription for a client that reads nothing.
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = http.request(`${base}/v1/assignments/stream?agency=head-pd`, { method: 'HEAD', headers: admin }, resolve)
+    req.on('error', reject)
+    req.end()
+  })
+  const ended = once(res, 'end')
+  res.resume()
+  t.ok(await within(ended, 2000), `the answer ends (${res.statusCode})`)
+  t.not(res.statusCode, 200, 'and is no stream')
+})
+
 t.test('the connect block carries the position the stream starts from', async (t) => {
   // The raw first block, as a browser's EventSource reads it.
   const first = await new Promise<string>((resolve, reject) => {

@@ -11,7 +11,7 @@ import { createDb, createPool } from '../db/connect.js'
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js'
 import { QUEUES, isAgencyId, type QueueName } from '../routing/index.js'
 import { audit } from './audit.js'
-import { createKey, KEY_ID, listKeys, mustNameAgencies, revokeKey, takesQueues } from './keys.js'
+import { createKey, KEY_ID, listKeys, mustNameAgencies, revokeKey, takesAgencies, takesQueues } from './keys.js'
 import { API_ROLES, type ApiRole } from './principal.js'
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
@@ -62,6 +62,7 @@ function createInput() {
   const queues = values.queue ?? null
   for (const q of queues ?? []) if (!(QUEUES as readonly string[]).includes(q)) fail(`unknown queue ${q}`)
   if (queues && !takesQueues(role)) fail(`--queue narrows a console key; a ${role} key has no queues`)
+  if (values.agency && !takesAgencies(role)) fail('the audit log is read county-wide only: an auditor key takes no --agency')
   for (const a of values.agency ?? []) if (!isAgencyId(a)) fail(`--agency ${a}: an agency id as calls carry it, e.g. hastings-pd (lower-case letters, digits, . _ -)`)
   if (values.agency && values['all-agencies']) fail('--agency or --all-agencies, not both')
   if (mustNameAgencies(role) && !values.agency && !values['all-agencies']) fail(`a ${role} key needs --agency <id> (or --all-agencies, to allow every agency)\n${USAGE}`)

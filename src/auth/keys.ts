@@ -15,6 +15,8 @@ export const KEY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
  */
 export const mustNameAgencies = (role: ApiRole): boolean => role === 'cad' || role === 'console'
 export const takesQueues = (role: ApiRole): boolean => role === 'console'
+/** The audit log is read county-wide only: an auditor key limited to some agencies could read nothing. */
+export const takesAgencies = (role: ApiRole): boolean => role !== 'auditor'
 
 const KEY_PREFIX = 'cadr_'
 

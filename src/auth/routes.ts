@@ -8,7 +8,7 @@ import { instant } from '../http/storable.js'
 import { AGENCY_ID_MAX_LENGTH, AGENCY_ID_PATTERN, QUEUES } from '../routing/index.js'
 import { audit } from './audit.js'
 import type { KeyCache } from './key-cache.js'
-import { createKey, listKeys, mustNameAgencies, revokeKey, takesQueues } from './keys.js'
+import { createKey, listKeys, mustNameAgencies, revokeKey, takesAgencies, takesQueues } from './keys.js'
 import { principalOf } from './plugin.js'
 import { API_ROLES, requireCountyWide } from './principal.js'
 
@@ -87,6 +87,9 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
       }
       if (b.agencies === undefined && mustNameAgencies(b.role)) {
         throw new AppError('validation-failed', `a ${b.role} key names its agencies, or null for every agency`, { invalidParams: [{ name: 'agencies', reason: 'required for cad and console keys' }] })
+      }
+      if (b.agencies && !takesAgencies(b.role)) {
+        throw new AppError('validation-failed', 'the audit log is read county-wide only: an auditor key names no agencies', { invalidParams: [{ name: 'agencies', reason: 'not for auditor keys' }] })
       }
       if (b.queues && !takesQueues(b.role)) {
         throw new AppError('validation-failed', `queues narrow a console key; a ${b.role} key has none`, { invalidParams: [{ name: 'queues', reason: 'console keys only' }] })

@@ -78,6 +78,12 @@ t.test('--queue is for console keys only', async (t) => {
   t.match(r.stderr, /--queue narrows a console key; a cad key has no queues/)
 })
 
+t.test('an auditor key names no agencies: the audit log is read county-wide only', async (t) => {
+  const r = await keys('create', '--role', 'auditor', '--agency', 'hastings-pd', '--name', 'auditor-narrow')
+  t.equal(r.code, 2)
+  t.match(r.stderr, /an auditor key takes no --agency/)
+})
+
 t.test('--help prints the usage; an unknown option names itself, without a stack trace', async (t) => {
   const help = await keys('--help')
   t.equal(help.code, 0, help.stderr)

@@ -396,7 +396,12 @@ t.test('POST /v1/keys: a cad or console key names its agencies (null for every a
   t.same(queued.json().invalidParams, [{ name: 'queues', reason: 'console keys only' }])
   const supervisor = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'sup-county', role: 'supervisor' } })
   t.equal(supervisor.statusCode, 201, "a supervisor's key is the county's unless narrowed")
-  const stored = await db.selectFrom('api_keys').select('name').where('name', 'in', ['cad-forgot', 'cad-queues']).execute()
+  // The audit log is read county-wide only: such a key could read nothing.
+  const narrowAuditor = await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'auditor-narrow', role: 'auditor', agencies: ['hastings-pd'] } })
+  t.equal(narrowAuditor.statusCode, 400)
+  t.same(narrowAuditor.json().invalidParams, [{ name: 'agencies', reason: 'not for auditor keys' }])
+  t.equal((await app.inject({ method: 'POST', url: '/v1/keys', payload: { name: 'auditor-county', role: 'auditor', agencies: null } })).statusCode, 201)
+  const stored = await db.selectFrom('api_keys').select('name').where('name', 'in', ['cad-forgot', 'cad-queues', 'auditor-narrow']).execute()
   t.same(stored, [], 'nothing stored for a refused key')
 })
 

@@ -158,6 +158,8 @@ const fields = z.object({
   FEED_HEARTBEAT_MS: durationMs.default(15_000),
   SHUTDOWN_GRACE_MS: durationMs.default(10_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
+  /** `npm run migrate`'s statement time-out (its client gives up at twice it): a migration that reads a big table takes long. */
+  MIGRATE_STATEMENT_TIMEOUT_MS: durationMs.default(60_000),
   TRUST_PROXY: trustProxy,
   RETRY_AFTER_SECONDS: positiveInt.default(5),
   /** Personal data is removed from calls closed longer ago than this. */

@@ -5,7 +5,7 @@ import { createMigrationDb, ensureDatabase, migrateToLatest } from './migrate.js
 
 const config = loadConfigOrExit()
 const log = pino(loggerOptions(config.LOG_LEVEL))
-const db = createMigrationDb(config.DATABASE_URL)
+const db = createMigrationDb(config.DATABASE_URL, config.MIGRATE_STATEMENT_TIMEOUT_MS)
 try {
   if (await ensureDatabase(config.DATABASE_URL)) log.info('database created')
   const applied = await migrateToLatest(db, { onNewerSchema: (newer) => log.warn({ newer }, 'the database has migrations of a later release: nothing to apply') })

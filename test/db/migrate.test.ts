@@ -1,11 +1,15 @@
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
 import { migrations } from '../../migrations/index.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest, MIN_POSTGRES_VERSION_NUM, pendingMigrations, unsupportedPostgres } from '../../src/db/migrate.js'
 import { databaseUrlFor } from '../faults/fixtures/harness.js'
-import { PG_ADMIN_URL } from '../helpers/world.js'
+import { childEnv, programEntry } from '../helpers/service-process.js'
+import { PG_ADMIN_URL, say } from '../helpers/world.js'
 
 t.test('two processes starting at once on a database that does not exist yet: one creates and migrates it, the other waits and finds it done', async (t) => {
   const name = `cadr_m_${randomBytes(6).toString('hex')}`
@@ -77,4 +81,38 @@ t.test('a database a later release has migrated: this release starts on it, with
   // An unknown name among ours: another branch's.
   await sql`insert into kysely_migration (name, timestamp) values ('0001a_elsewhere', ${new Date().toISOString()})`.execute(db)
   await t.rejects(migrateToLatest(db), { name: 'MigrationError', message: /0001a_elsewhere.*not all after its own/ })
+})
+
+t.test('npm run migrate: its statement time-out is MIGRATE_STATEMENT_TIMEOUT_MS', async (t) => {
+  // A session holding the migrator's lock (another release migrating, a stuck psql): the CLI waits
+  // for it up to its statement time-out, then fails saying so. Raised, it would wait longer.
+  const name = `cadr_m_${randomBytes(6).toString('hex')}`
+  const url = databaseUrlFor(name)
+  await ensureDatabase(url)
+  const db = createMigrationDb(url, 30_000)
+  t.teardown(async () => {
+    await db.destroy()
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    await admin.query(`drop database if exists ${name} with (force)`)
+    await admin.end()
+  })
+  await migrateToLatest(db)
+  const holder = new pg.Client({ connectionString: url })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  // Kysely's migration lock on Postgres: a session advisory lock of this id.
+  await holder.query('select pg_advisory_lock(3853314791062309107)')
+
+  const started = performance.now()
+  const child = spawn(process.execPath, programEntry('src/db/migrate-cli.ts'), { env: childEnv({ DATABASE_URL: url, MIGRATE_STATEMENT_TIMEOUT_MS: '300', LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()))
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()))
+  const [code] = (await once(child, 'close')) as [number | null]
+  const took = performance.now() - started
+  t.equal(code, 1, `it fails: ${output.slice(-600)}`)
+  t.match(output, /statement timeout/, 'saying why')
+  say(`migrate CLI gave up on the held lock after ${Math.round(took)} ms (node start included)`)
+  t.ok(took < 30_000, 'long before the 60 s default')
 })

@@ -35,8 +35,8 @@ t.test('an update of a call CRU holds, evaluated after hours, keeps CRU as inges
 
   // A key of another agency learns nothing of the call: evaluated as a new call of its own.
   const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
-  // (Without its subject, whose history such a key may not look up: evaluate.test.ts.)
-  const { subject: _subject, ...anonymous } = update.call
+  // (Without its subject and address, whose history such a key may not look up: evaluate.test.ts.)
+  const { subject: _subject, location: _location, ...anonymous } = update.call
   const other = await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: { ...anonymous, agency: 'rosemount-pd' }, type: 'call.updated' }, headers: bearer(rosemount) })
   t.equal(other.statusCode, 200)
   t.notOk('unavailableForNewCalls' in other.json().facts.cru, 'another agency\'s call is not looked into')

@@ -31,6 +31,13 @@ if (config.RETENTION_DAYS < MIN_RETENTION_DAYS) {
     `RETENTION_DAYS is below the ${MIN_RETENTION_DAYS}-day history window: calls scrubbed inside it no longer count as prior calls (the case-manager route, frequent callers)`,
   )
 }
+// The scrub goes by the call's close: a follow-up still open then loses whom it is to reach.
+if (config.RETENTION_DAYS * 24 < config.FOLLOW_UP_DEADLINE_HOURS) {
+  log.warn(
+    { RETENTION_DAYS: config.RETENTION_DAYS, FOLLOW_UP_DEADLINE_HOURS: config.FOLLOW_UP_DEADLINE_HOURS },
+    `RETENTION_DAYS is below the follow-up deadline (${config.FOLLOW_UP_DEADLINE_HOURS} h): a follow-up not done by then loses the caller and subject it is to reach`,
+  )
+}
 const roles = new Set(config.ROLE)
 interface Closer {
   name: string

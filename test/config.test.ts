@@ -112,10 +112,11 @@ t.test('the service started with a bad setting names it and exits with 2, withou
 
 t.test('the service that cannot reach Postgres at start names the setting and the address, never the password, and exits with 1', async (t) => {
   // Port 1: nothing listens there, so the connection is refused at once.
-  const r = await runService({ PORT: '0', LOG_LEVEL: 'info', RETENTION_DAYS: '14', DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/never-reached' })
+  const r = await runService({ PORT: '0', LOG_LEVEL: 'info', RETENTION_DAYS: '2', DATABASE_URL: 'postgres://postgres:hunter2-secret@127.0.0.1:1/never-reached' })
   t.equal(r.status, 1, r.stderr)
   // Before anything else: a RETENTION_DAYS under the history window is allowed, and said.
-  t.match(r.stdout, /"level":40,[^\n]*"RETENTION_DAYS":14,[^\n]*below the 30-day history window/, 'a retention shorter than the history window is warned of')
+  t.match(r.stdout, /"level":40,[^\n]*"RETENTION_DAYS":2,[^\n]*below the 30-day history window/, 'a retention shorter than the history window is warned of')
+  t.match(r.stdout, /"level":40,[^\n]*"RETENTION_DAYS":2,[^\n]*below the follow-up deadline \(72 h\)/, 'and one shorter than the follow-up deadline')
   const failed = r.stdout.split('\n').find((l) => l.includes('"msg":"start failed"'))
   t.ok(failed, `a 'start failed' line (${r.stdout.slice(-500)})`)
   t.match(failed, /DATABASE_URL/, 'it names the setting')

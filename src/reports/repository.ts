@@ -7,7 +7,7 @@ import { SAFETY_FLAGS, SAFETY_NATURE_CODES } from '../routing/index.js'
 /**
  * Report queries. Each one groups by GROUPING SETS so one round trip yields every cell a report
  * shows: per agency per bucket, per agency, all agencies per bucket, and overall.
- * Calls are placed in time by calls.created_at (when the service first saw the call), in UTC.
+ * Calls are placed in time by calls.created_at (when the service first saw the call), in the range's zone.
  */
 
 export type Bucket = 'day' | 'week'
@@ -18,6 +18,8 @@ export interface ReportRange {
   bucket: Bucket
   /** Only these agencies (a filter, or the caller's scope); undefined: all. */
   agencies?: readonly string[] | undefined
+  /** The days and weeks of the buckets are this zone's (an IANA name); UTC when not given. */
+  timeZone?: string | undefined
 }
 
 /** A cell key: agency null = all agencies; bucket null = the whole range. */
@@ -37,7 +39,9 @@ export const WAITING_STATUSES = ['queued', 'offered', 'reserved'] as const
 
 const list = (xs: readonly string[]) => sql.join(xs.map((x) => sql.lit(x)))
 const agencyFilter = (col: RawBuilder<unknown>, agencies: readonly string[] | undefined) => (agencies === undefined ? sql`true` : sql`${col} = any(${agencies})`)
-const bucketOf = (col: RawBuilder<unknown>, bucket: Bucket) => sql`(date_trunc(${sql.lit(bucket)}, ${col} at time zone 'UTC') at time zone 'UTC')`
+// A day is the zone's: a county's supervisors read 'Tuesday' as from its midnight, not UTC's (18:00
+// or 19:00 in Minnesota), across daylight saving time too.
+const bucketOf = (col: RawBuilder<unknown>, r: ReportRange) => sql`(date_trunc(${sql.lit(r.bucket)}, ${col} at time zone ${r.timeZone ?? 'UTC'}::text) at time zone ${r.timeZone ?? 'UTC'}::text)`
 const GROUPING = sql`grouping sets ((agency, bucket), (agency), (bucket), ())`
 
 interface Keyed {
@@ -116,7 +120,7 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
       where rule->>'principle' = '1'
     ), c as (
       select c.agency, c.route, c.status, c.mental_health, c.disposition,
-        ${bucketOf(sql`c.created_at`, r.bucket)} as bucket,
+        ${bucketOf(sql`c.created_at`, r)} as bucket,
         (${safety}) as safety,
         c.dispatcher_override is not null as overridden,
         -- a law-enforcement field response: a police assignment that was ever accepted
@@ -225,7 +229,7 @@ export interface EscalationCause {
 export async function escalationFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & EscalationCause>> {
   const { rows } = await sql<Keyed & EscalationCause>`
     with x as (
-      select a.agency, ${bucketOf(sql`t.at`, r.bucket)} as bucket, t.to_status as status, ${causeOf(sql`t.to_status`, sql`t.reason`)} as reason
+      select a.agency, ${bucketOf(sql`t.at`, r)} as bucket, t.to_status as status, ${causeOf(sql`t.to_status`, sql`t.reason`)} as reason
       from assignment_transitions t join assignments a on a.id = t.assignment_id
       where t.to_status in (${list(ESCALATION_STATUSES)}) and t.at >= ${r.from} and t.at < ${r.to}
         and ${agencyFilter(sql`a.agency`, r.agencies)}
@@ -254,7 +258,7 @@ export interface AckTimes {
 export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & AckTimes>> {
   const { rows } = await sql<Keyed & AckTimes>`
     with x as (
-      select a.agency, a.queue, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket,
+      select a.agency, a.queue, ${bucketOf(sql`a.created_at`, r)} as bucket,
         extract(epoch from (
           select min(t.at) from assignment_transitions t
           where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
@@ -290,7 +294,7 @@ export interface FollowUpCounts {
 export async function followUpFigures(db: Executor, r: ReportRange, asOf: Date): Promise<Array<CellKey & FollowUpCounts>> {
   const { rows } = await sql<Keyed & FollowUpCounts>`
     with recursive chain as (
-      select a.id as first_id, a.agency, ${bucketOf(sql`a.created_at`, r.bucket)} as bucket, a.due_at, a.id, a.call_id, a.status
+      select a.id as first_id, a.agency, ${bucketOf(sql`a.created_at`, r)} as bucket, a.due_at, a.id, a.call_id, a.status
       from assignments a
       where a.queue = 'follow_up' and a.escalated_from is null and a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
       union all

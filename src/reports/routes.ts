@@ -14,11 +14,20 @@ import { buildSummary, summaryCsv, summaryCsvExample } from './summary.js'
 const DAY_MS = 24 * 3600_000
 const MAX_RANGE_DAYS = 400
 
+/** IANA names this Node knows (canonical ones, and UTC); not offsets, which Postgres reads with the sign turned (POSIX). */
+const TIME_ZONES = new Set([...Intl.supportedValuesOf('timeZone'), 'UTC'])
+
 const summaryQuery = z
   .object({
     from: instant.optional().describe('Start of the range (inclusive); default: 30 days before `to`'),
     to: instant.optional().describe('End of the range (exclusive); default: now'),
-    bucket: z.enum(['day', 'week']).default('day').describe('Series buckets, in UTC; weeks start on Monday'),
+    bucket: z.enum(['day', 'week']).default('day').describe('Series buckets, the days (or weeks, from Monday) of `timeZone`'),
+    timeZone: z
+      .string()
+      .max(64)
+      .default('UTC')
+      .refine((zone) => TIME_ZONES.has(zone), 'an IANA time zone, such as America/Chicago')
+      .describe('The zone whose midnights start the buckets, across daylight saving time (an IANA name, such as America/Chicago); default UTC'),
     agency: z.string().min(1).max(64).optional().describe('Only this agency'),
     repeatThreshold: z.coerce.number().int().min(2).max(100).default(3).describe('Repeat callers: subjects with at least this many calls in the 30 days before `to`'),
   })
@@ -74,7 +83,7 @@ const summarySchema = z.object({
   from: z.string(),
   to: z.string(),
   bucket: z.enum(['day', 'week']),
-  timeZone: z.literal('UTC'),
+  timeZone: z.string().describe('The zone whose days and weeks the buckets are'),
   generatedAt: z.string(),
   overall: cellSchema.extend({ repeatCallers: repeatSchema }),
   byAgency: z.array(cellSchema.extend({ repeatCallers: repeatSchema })),
@@ -143,7 +152,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY_MS) {
         throw new AppError('validation-failed', `the range is longer than ${MAX_RANGE_DAYS} days`, { invalidParams: [{ name: 'querystring.from', reason: `at most ${MAX_RANGE_DAYS} days before to` }] })
       }
-      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, agencies: reportAgencies(principalOf(req), req.query.agency) ?? undefined }, { asOf, repeatThreshold: req.query.repeatThreshold })
+      const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, timeZone: req.query.timeZone, agencies: reportAgencies(principalOf(req), req.query.agency) ?? undefined }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
       // Fastify sends a string under a non-JSON type as it is: the CSV text is never JSON-encoded.
       // Offered with its charset, so `text/csv; charset=utf-8` in an Accept matches it too.

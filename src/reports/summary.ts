@@ -42,7 +42,8 @@ export interface Summary {
   from: string
   to: string
   bucket: ReportRange['bucket']
-  timeZone: 'UTC'
+  /** The zone whose days and weeks the buckets are. */
+  timeZone: string
   generatedAt: string
   overall: Cell & { repeatCallers: RepeatCallerCounts }
   byAgency: Array<Cell & { repeatCallers: RepeatCallerCounts }>
@@ -121,7 +122,7 @@ export async function buildSummary(db: Executor, range: ReportRange, opts: { asO
     from: range.from.toISOString(),
     to: range.to.toISOString(),
     bucket: range.bucket,
-    timeZone: 'UTC',
+    timeZone: range.timeZone ?? 'UTC',
     generatedAt: opts.asOf.toISOString(),
     overall: { ...cell({ agency: null, bucket: null }), repeatCallers: repeatFor(null) },
     byAgency: all

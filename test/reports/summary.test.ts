@@ -181,6 +181,32 @@ t.test('CSV: one row per cell, the same figures', async (t) => {
   t.match(onlyCsv.headers['content-type'], /^text\/csv/, 'CSV when it is preferred over anything else')
 })
 
+t.test('buckets in a time zone: its midnights, across daylight saving time', async (t) => {
+  // UTC+14 all year: H1 (day 0, 10:00Z) is 03-03 00:00 there, H5 (day 8, 10:00Z) 03-11 00:00.
+  const far = await get(`${RANGE}&timeZone=Pacific/Kiritimati`)
+  t.equal(far.timeZone, 'Pacific/Kiritimati')
+  t.same(
+    far.series.map((c: { bucketStart: string; calls: number }) => [c.bucketStart, c.calls]),
+    [['2026-03-02T10:00:00.000Z', 4], ['2026-03-08T10:00:00.000Z', 1], ['2026-03-09T10:00:00.000Z', 1], ['2026-03-10T10:00:00.000Z', 2]],
+    'each bucket starts at a local midnight: 03-03 holds H1 H2 R1 H3; 03-09 R2; 03-10 H4; 03-11 H5 R3',
+  )
+  t.equal(far.overall.calls, 8, 'the range is the same instants')
+  // Chicago moves to daylight time on Sunday 03-08: its weeks start at 06:00Z, then at 05:00Z.
+  const chicago = await get(`${RANGE}&bucket=week&timeZone=America/Chicago`)
+  t.same(
+    chicago.series.map((c: { bucketStart: string; calls: number }) => [c.bucketStart, c.calls]),
+    [['2026-03-02T06:00:00.000Z', 4], ['2026-03-09T05:00:00.000Z', 4]],
+  )
+  const csv = await world.app.inject({ url: `/v1/reports/summary?${RANGE}&timeZone=America/Chicago`, headers: { accept: 'text/csv' } })
+  t.match(csv.body, /2026-03-02T06:00:00\.000Z/, 'the CSV has the same buckets')
+  for (const zone of ['Mars/Olympus', '+05:00', "UTC'; select 1; --"]) {
+    const res = await world.app.inject({ url: `/v1/reports/summary?${RANGE}&timeZone=${encodeURIComponent(zone)}` })
+    t.equal(res.statusCode, 400, `${zone}: refused`)
+    t.same(res.json().invalidParams.map((p: { name: string }) => p.name), ['querystring.timeZone'])
+  }
+  t.equal((await get(RANGE)).timeZone, 'UTC', 'UTC unless asked')
+})
+
 t.test('queue status: depth and age now, overdue follow-ups', async (t) => {
   const res = await world.app.inject({ url: '/v1/reports/queues' })
   t.equal(res.statusCode, 200)

@@ -253,17 +253,19 @@ export interface AckTimes {
  * Time to acknowledge per queue: from the assignment's creation to its first move to acknowledged
  * (or straight to accepted, which a console may do), for assignments created in the range. A
  * follow-up is held back until its `reserved_until` (a day after the close, by default) and offered
- * then: its time runs from there, or every follow-up's would include that day.
+ * then: its time runs from there, or every follow-up's would include that day; one a console took
+ * up before that (a reserved follow-up may be acknowledged) waited no time at all.
  */
 export async function ackFigures(db: Executor, r: ReportRange): Promise<Array<CellKey & AckTimes>> {
   const { rows } = await sql<Keyed & AckTimes>`
     with x as (
       select a.agency, a.queue, ${bucketOf(sql`a.created_at`, r)} as bucket,
-        extract(epoch from (
-          select min(t.at) from assignment_transitions t
-          where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
-        ) - greatest(a.created_at, a.reserved_until))::float8 as secs
+        extract(epoch from ack.at - least(greatest(a.created_at, a.reserved_until), ack.at))::float8 as secs
       from assignments a
+      cross join lateral (
+        select min(t.at) as at from assignment_transitions t
+        where t.assignment_id = a.id and t.to_status in ('acknowledged', 'accepted')
+      ) ack
       where a.created_at >= ${r.from} and a.created_at < ${r.to} and ${agencyFilter(sql`a.agency`, r.agencies)}
     )
     select agency, bucket, grouping(agency) as g_agency, grouping(bucket) as g_bucket, queue,

@@ -4,12 +4,29 @@ import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { migrations } from '../../migrations/index.js'
+import type { Db } from '../../src/db/connect.js'
 import { createMigrationDb, ensureDatabase, migrateToLatest, MIN_POSTGRES_VERSION_NUM, pendingMigrations, unsupportedPostgres } from '../../src/db/migrate.js'
 import { databaseUrlFor } from '../faults/fixtures/harness.js'
 import { childEnv, programEntry } from '../helpers/service-process.js'
 import { PG_ADMIN_URL, say } from '../helpers/world.js'
+
+/** A new, empty database of this test's, with a migration handle on it; both gone at teardown. */
+async function freshDatabase(t: Test): Promise<{ url: string; db: Db }> {
+  const name = `cadr_m_${randomBytes(6).toString('hex')}`
+  const url = databaseUrlFor(name)
+  await ensureDatabase(url)
+  const db = createMigrationDb(url, 30_000)
+  t.teardown(async () => {
+    await db.destroy()
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
+    await admin.connect()
+    await admin.query(`drop database if exists ${name} with (force)`)
+    await admin.end()
+  })
+  return { url, db }
+}
 
 t.test('two processes starting at once on a database that does not exist yet: one creates and migrates it, the other waits and finds it done', async (t) => {
   const name = `cadr_m_${randomBytes(6).toString('hex')}`
@@ -53,17 +70,7 @@ t.test('Postgres older than 14 is refused before any migration, by name', async 
 })
 
 t.test('a database a later release has migrated: this release starts on it, without migrating; a schema it cannot name is refused', async (t) => {
-  const name = `cadr_m_${randomBytes(6).toString('hex')}`
-  const url = databaseUrlFor(name)
-  await ensureDatabase(url)
-  const db = createMigrationDb(url, 30_000)
-  t.teardown(async () => {
-    await db.destroy()
-    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-    await admin.connect()
-    await admin.query(`drop database if exists ${name} with (force)`)
-    await admin.end()
-  })
+  const { url, db } = await freshDatabase(t)
   const all = Object.keys(migrations).sort()
   t.equal((await migrateToLatest(db)).length, all.length)
   // What a later release's start leaves: its own migration after ours.
@@ -86,17 +93,7 @@ t.test('a database a later release has migrated: this release starts on it, with
 t.test('npm run migrate: its statement time-out is MIGRATE_STATEMENT_TIMEOUT_MS', async (t) => {
   // A session holding the migrator's lock (another release migrating, a stuck psql): the CLI waits
   // for it up to its statement time-out, then fails saying so. Raised, it would wait longer.
-  const name = `cadr_m_${randomBytes(6).toString('hex')}`
-  const url = databaseUrlFor(name)
-  await ensureDatabase(url)
-  const db = createMigrationDb(url, 30_000)
-  t.teardown(async () => {
-    await db.destroy()
-    const admin = new pg.Client({ connectionString: PG_ADMIN_URL })
-    await admin.connect()
-    await admin.query(`drop database if exists ${name} with (force)`)
-    await admin.end()
-  })
+  const { url, db } = await freshDatabase(t)
   await migrateToLatest(db)
   const holder = new pg.Client({ connectionString: url })
   await holder.connect()

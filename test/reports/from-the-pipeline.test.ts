@@ -1,7 +1,8 @@
 /**
- * Capture's `escalation` is police taking a call over by escalation, driven through the real
- * pipeline: a primary offered again in its own queue, or a case manager's call handed to CRU,
- * sends nobody to police and must not be counted as if it had.
+ * Report figures of calls driven through the real pipeline. Capture's `escalation` is police taking
+ * a call over by escalation: a primary offered again in its own queue, or a case manager's call
+ * handed to CRU, sends nobody to police and must not be counted as if it had. A follow-up's time to
+ * acknowledge runs from when it is offered.
  */
 import t from 'tap'
 import type { QueueName } from '../../src/routing/index.js'
@@ -52,4 +53,16 @@ t.test('a CRU primary not acknowledged in time, escalated to a police-led respon
   await sweep(world.db, undefined, DEADLINES)
   t.ok((await queues(call.callId)).includes('police/primary (escalated)'), 'police took it over')
   t.same(await capture(agency), { eligible: 1, captured: 0, rate: 0, toPolice: { fallback: 0, override: 0, escalation: 1 }, otherRoute: 0 })
+})
+
+t.test('a follow-up acknowledged while still reserved waited no time; never less', async (t) => {
+  const agency = 'ack-early'
+  const call = await post({ natureCode: 'EDP', agency })
+  t.equal(call.decision.route, 'cru')
+  const closed = await post({ type: 'call.closed', callId: call.callId, natureCode: 'EDP', agency, disposition: 'resolved_by_phone' })
+  const followUp = closed.decision.assignments.find((a) => a.queue === 'follow_up')
+  t.equal(followUp?.status, 'reserved', 'held back a day after the close')
+  t.equal((await move(followUp!.id, 'acknowledge')).statusCode, 200, 'a console takes it up at once')
+  const report = (await world.app.inject({ url: `/v1/reports/summary?agency=${agency}` })).json()
+  t.same(report.overall.timeToAcknowledge.follow_up, { acknowledged: 1, p50Seconds: 0, p90Seconds: 0 })
 })

@@ -90,14 +90,15 @@ export const evaluateRoutes: FastifyPluginAsyncZod<{ db: Db; ruleSets: RuleSetRe
         throw new AppError('forbidden', 'this key may look up the history of a person only when a call of its agencies names them: give `history`, leave out `subject.personId`, or use a key without an agency scope')
       }
       // How often 911 was called from a home is as much another agency's data as a person's calls.
+      // Audited without the address: its key is an unsalted hash of it, personal data the scrub
+      // clears from calls, and the audit log is never scrubbed.
       if (address !== undefined && p.agencies !== null && !(await inCallsOf(db, { addressKey: address }, p.agencies))) {
-        await audit(db, req, { action: 'routing.evaluate.refused', targetType: 'address', targetId: address, agency: call.agency, details: { reason: 'no call of the key\'s agencies is at the address' } })
+        await audit(db, req, { action: 'routing.evaluate.refused', targetType: 'address', targetId: null, agency: call.agency, details: { reason: 'no call of the key\'s agencies is at the address' } })
         throw new AppError('forbidden', 'this key may look up the history of an address only when a call of its agencies is there: give `history`, leave out `location.address`, or use a key without an agency scope')
       }
       const history = req.body.history ?? (await lookupHistory(db, call, at))
       if (looksUp) {
-        // The address by its key (a hash, as calls store it): which addresses were looked into.
-        await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version, ...(address ? { addressKey: address } : {}) } })
+        await audit(db, req, { action: 'routing.evaluate', targetType: 'person', targetId: call.subject?.personId ?? null, agency: call.agency, details: { ruleSetVersion: ruleSet.version, addressLookedUp: address !== undefined } })
       }
       // CRU availability as ingest would see it (schedule and capacity, waived for a call CRU holds), unless given.
       const cru = req.body.cru

@@ -138,13 +138,22 @@ export async function callFigures(db: Executor, r: ReportRange): Promise<Array<C
             and coalesce(d.outcome->>'ruleRoute', 'police') = 'police'
         ) as fell_back,
         -- Police took the call over by escalation: a police primary made by escalating another
-        -- queue's assignment (not acknowledged in time, or declined). An assignment offered again in
-        -- its own queue (EMS, say), or a case manager's handed to CRU, sends nobody to police; a
-        -- support that declines, or a follow-up declined days after the close, makes no police primary.
+        -- queue's assignment (not acknowledged in time, or declined), or a police support the
+        -- escalation made primary (a rule set whose CRU route has police beside it; ingest's own
+        -- role changes are the router's). An assignment offered again in its own queue (EMS, say),
+        -- or a case manager's handed to CRU, sends nobody to police; a support that declines, or a
+        -- follow-up declined days after the close, makes no police primary.
         exists (
-          select 1 from assignments p join assignments f on f.id = p.escalated_from
-          where p.call_id = c.call_id and p.queue = 'police' and p.role = 'primary' and f.queue <> 'police'
-            and p.created_at >= ${since}
+          select 1 from assignments p
+          where p.call_id = c.call_id and p.queue = 'police' and p.created_at >= ${since}
+            and (
+              (p.role = 'primary' and exists (select 1 from assignments f where f.id = p.escalated_from and f.queue <> 'police'))
+              or exists (
+                select 1 from assignment_transitions t
+                where t.assignment_id = p.id and t.role = 'primary' and t.from_status = t.to_status and t.actor <> 'router'
+                  and t.reason like 'role support → primary:%' and t.at >= ${since}
+              )
+            )
         ) as escalated,
         exists (
           select 1 from assignments a

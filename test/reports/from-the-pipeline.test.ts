@@ -4,6 +4,7 @@
  * handed to CRU, sends nobody to police and must not be counted as if it had. A follow-up's time to
  * acknowledge runs from when it is offered.
  */
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import type { QueueName } from '../../src/routing/index.js'
 import { offerNow } from '../../src/workers/responder-worker.js'
@@ -52,6 +53,22 @@ t.test('a CRU primary not acknowledged in time, escalated to a police-led respon
   t.equal(await offerLate(cru.id, 'cru', 10), 'offered')
   await sweep(world.db, undefined, DEADLINES)
   t.ok((await queues(call.callId)).includes('police/primary (escalated)'), 'police took it over')
+  t.same(await capture(agency), { eligible: 1, captured: 0, rate: 0, toPolice: { fallback: 0, override: 0, escalation: 1 }, otherRoute: 0 })
+})
+
+t.test('a police support the escalation makes primary: to police by escalation', async (t) => {
+  // A rule set may put police beside CRU on its CRU route: escalating to co-response then makes the
+  // police support primary instead of making a new police assignment.
+  const agency = 'cap-beside'
+  const call = await post({ natureCode: 'EDP', agency })
+  const cru = call.decision.assignments.find((a) => a.queue === 'cru')!
+  const { decision_id } = await world.db.selectFrom('assignments').select('decision_id').where('id', '=', cru.id).executeTakeFirstOrThrow()
+  const beside = randomUUID()
+  await world.db.insertInto('assignments').values({ id: beside, call_id: call.callId, decision_id, agency, queue: 'police', role: 'support', status: 'queued' }).execute()
+  t.equal(await offerLate(cru.id, 'cru', 10), 'offered')
+  await sweep(world.db, undefined, DEADLINES)
+  const police = await world.db.selectFrom('assignments').select(['role', 'escalated_from']).where('id', '=', beside).executeTakeFirstOrThrow()
+  t.same(police, { role: 'primary', escalated_from: null }, 'the support became primary; no new police assignment')
   t.same(await capture(agency), { eligible: 1, captured: 0, rate: 0, toPolice: { fallback: 0, override: 0, escalation: 1 }, otherRoute: 0 })
 })
 

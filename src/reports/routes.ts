@@ -155,9 +155,7 @@ export const reportRoutes: FastifyPluginAsyncZod<{ db: Db; now: () => Date }> = 
       const summary = await buildSummary(db, { from, to, bucket: req.query.bucket, timeZone: req.query.timeZone, agencies: reportAgencies(principalOf(req), req.query.agency) ?? undefined }, { asOf, repeatThreshold: req.query.repeatThreshold })
       reply.header('vary', 'accept')
       // Fastify sends a string under a non-JSON type as it is: the CSV text is never JSON-encoded.
-      // Offered with its charset, so `text/csv; charset=utf-8` in an Accept matches it too.
-      const CSV = 'text/csv; charset=utf-8'
-      if (preferredType(req.headers.accept, ['application/json', CSV]) === CSV) return reply.type(CSV).send(summaryCsv(summary))
+      if (preferredType(req.headers.accept, ['application/json', 'text/csv']) === 'text/csv') return reply.type('text/csv; charset=utf-8').send(summaryCsv(summary))
       return summary
     },
   )

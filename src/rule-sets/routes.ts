@@ -184,10 +184,9 @@ export const ruleSetRoutes: FastifyPluginAsyncZod<{ db: Db; lifecycle: RuleSetLi
       const r = await lifecycle.verification(req.params.version)
       if (!r) throw notFound(`rule set ${req.params.version}`)
       reply.header('vary', 'accept')
-      const TEXT = 'text/plain; charset=utf-8'
-      if (preferredType(req.headers.accept, ['application/json', TEXT]) === TEXT) {
+      if (preferredType(req.headers.accept, ['application/json', 'text/plain']) === 'text/plain') {
         // The JSON schema's serializer does not apply to text; the cast only satisfies the route's JSON reply type.
-        return reply.type(TEXT).serializer((x: unknown) => x as string).send(formatReportWithCoverage(r) as unknown as typeof r)
+        return reply.type('text/plain; charset=utf-8').serializer((x: unknown) => x as string).send(formatReportWithCoverage(r) as unknown as typeof r)
       }
       return r
     },

@@ -179,6 +179,8 @@ t.test('CSV: one row per cell, the same figures', async (t) => {
   t.match(weighed.headers['content-type'], /application\/json/, 'JSON when CSV is listed first with a lower q-value')
   const onlyCsv = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'text/csv; charset=utf-8, */*;q=0.1' } })
   t.match(onlyCsv.headers['content-type'], /^text\/csv/, 'CSV when it is preferred over anything else')
+  const withHeader = await world.app.inject({ url: `/v1/reports/summary?${RANGE}`, headers: { accept: 'text/csv; header=present' } })
+  t.match(withHeader.headers['content-type'], /^text\/csv/, 'an RFC 4180 parameter on the range is no obstacle')
 })
 
 t.test('buckets in a time zone: its midnights, across daylight saving time', async (t) => {

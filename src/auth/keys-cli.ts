@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util'
 import { loadConfigOrExit } from '../config.js'
 import { createDb, createPool } from '../db/connect.js'
-import { ensureDatabase, migrateToLatest } from '../db/migrate.js'
+import { createMigrationDb, ensureDatabase, migrateToLatest } from '../db/migrate.js'
 import { QUEUES, isAgencyId, type QueueName } from '../routing/index.js'
 import { audit } from './audit.js'
 import { createKey, KEY_ID, listKeys, mustNameAgencies, revokeKey, takesAgencies, takesQueues } from './keys.js'
@@ -88,9 +88,12 @@ if (command === 'revoke') {
 
 const config = loadConfigOrExit()
 await ensureDatabase(config.DATABASE_URL)
+// Migrated as `npm run migrate` does, under its statement time-out: a release's first command may
+// be this one, and a migration that reads a big table outlasts the key statements' 10 s.
+const migrationDb = createMigrationDb(config.DATABASE_URL, config.MIGRATE_STATEMENT_TIMEOUT_MS)
+await migrateToLatest(migrationDb).finally(() => migrationDb.destroy())
 const db = createDb(createPool({ connectionString: config.DATABASE_URL, max: 2, statementTimeoutMs: 10_000, applicationName: 'cad-router-keys' }))
 try {
-  await migrateToLatest(db)
   if (create) {
     // The key and its audit record in one transaction, as the API makes them: no key without its record.
     const { key, view } = await db.transaction().execute(async (trx) => {

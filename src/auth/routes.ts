@@ -72,7 +72,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ db: Db; keys: KeyCache }> = asy
               .max(100)
               .nullable()
               .optional()
-              .describe('The agencies the key may act for; null: every agency. Required for cad and console keys, so that a forgotten field never grants the whole county'),
+              .describe('The agencies the key may act for; null: every agency. Required for cad and console keys, so that a forgotten field never grants the whole county; refused for auditor keys (the audit log is read county-wide only)'),
             queues: z.array(z.enum(QUEUES)).min(1).max(QUEUES.length).nullable().default(null).describe('Console keys only: the queues it may work; null: every queue'),
             expiresAt: instant.nullable().default(null),
           })

@@ -28,7 +28,7 @@ export const CALLER_PHONE_MAX_LENGTH = 32
 
 export const callSchema = z
   .object({
-    callId: callIdSchema.describe('The CAD incident number'),
+    callId: callIdSchema.describe('The CAD incident number (not `.` or `..`, which a URL cannot name)'),
     agency: z
       .string()
       .min(1)

@@ -45,17 +45,40 @@ function fillRows(tbody, rows) {
   )
 }
 
-function query() {
+function query(zone) {
   const days = Number($('#range').value)
   const to = new Date()
   const from = new Date(to.getTime() - days * 86_400_000)
-  const q = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), bucket: $('#bucket').value })
+  const q = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), bucket: $('#bucket').value, timeZone: zone })
   if ($('#agency').value) q.set('agency', $('#agency').value)
   return q
 }
 
 // The supervisor key lives in this tab's sessionStorage only: it is gone when the tab closes.
 const KEY_ITEM = 'cad-router-key'
+
+/**
+ * The county's days: the active rule set's time zone (CRU's hours are read in it too), so a call at
+ * 21:00 in Hastings is on that day, not the next UTC one. Learnt once; UTC while it cannot be read
+ * (a key limited to some agencies may not read rule sets: that is no reason to ask for another key).
+ */
+async function reportZone() {
+  if (state.zone) return state.zone
+  const headers = { accept: 'application/json', authorization: `Bearer ${sessionStorage.getItem(KEY_ITEM)}` }
+  try {
+    const list = await fetch('/v1/rule-sets', { headers })
+    const active = list.ok ? (await list.json()).activeVersion : null
+    const one = active === null ? null : await fetch(`/v1/rule-sets/${active}`, { headers })
+    const zone = one?.ok ? (await one.json()).document?.timeZone : undefined
+    if (zone) state.zone = zone
+  } catch {
+    // UTC this time; asked again at the next refresh.
+  }
+  return state.zone ?? 'UTC'
+}
+
+/** YYYY-MM-DD of an instant, in the report's zone. */
+const localDate = (iso, zone) => new Intl.DateTimeFormat('en-CA', { timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(iso))
 
 function askForKey(message) {
   $('#key-form').hidden = false
@@ -120,7 +143,7 @@ function renderSummary(s) {
   ])
   fillRows(
     $('#series-table tbody'),
-    s.series.map((c) => [c.bucketStart.slice(0, 10), c.calls, c.mentalHealthCalls, pct(c.diversion.rate), pct(c.capture.rate)]),
+    s.series.map((c) => [localDate(c.bucketStart, s.timeZone), c.calls, c.mentalHealthCalls, pct(c.diversion.rate), pct(c.capture.rate)]),
   )
   fillRows(
     $('#by-agency tbody'),
@@ -148,6 +171,7 @@ function renderSummary(s) {
 
 function renderChart(s) {
   const xs = s.series.map((c) => Date.parse(c.bucketStart) / 1000)
+  state.timeZone = s.timeZone
   const toPct = (v) => (v === null ? null : v * 100)
   const data = [xs, s.series.map((c) => toPct(c.diversion.rate)), s.series.map((c) => toPct(c.capture.rate))]
   const el = $('#trend')
@@ -169,9 +193,9 @@ function renderChart(s) {
         { label: 'Diversion rate %', stroke: '#3fb950', width: 3, points: { size: 8 }, spanGaps: true },
         { label: 'Capture rate %', stroke: '#58a6ff', width: 3, points: { size: 8 }, spanGaps: true },
       ],
-      // Ticks at the buckets themselves, labelled with their UTC date (the report's buckets are UTC).
+      // Ticks at the buckets themselves, labelled with their date in the report's zone.
       axes: [
-        { ...axis, space: 60, splits: () => state.xs, values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toISOString().slice(5, 10)) },
+        { ...axis, space: 60, splits: () => state.xs, values: (_u, ticks) => ticks.map((t) => localDate(new Date(t * 1000).toISOString(), state.timeZone).slice(5)) },
         { ...axis, size: 64, values: (_u, ticks) => ticks.map((t) => `${t}%`) },
       ],
     },
@@ -209,7 +233,7 @@ async function refresh() {
     return true
   }
   try {
-    const q = query()
+    const q = query(sessionStorage.getItem(KEY_ITEM) ? await reportZone() : 'UTC')
     const [summary, queues] = await Promise.all([getJson(`/v1/reports/summary?${q}`), getJson('/v1/reports/queues')])
     if (superseded()) return
     renderSummary(summary)

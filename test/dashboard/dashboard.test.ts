@@ -90,6 +90,12 @@ t.test('the dashboard shows the figures the reports API gives, and reads well', 
     t.equal(await text(`[data-key="agency-${a.agency}-capture"]`), pct(a.capture.rate), `${a.agency} capture`)
   }
   t.equal(await page.locator('#trend canvas').count() > 0, true, 'the chart is drawn')
+  // The county's days, the active rule set's zone: a call at 21:00 in Hastings is on that day.
+  t.equal(new URLSearchParams(query!).get('timeZone'), 'America/Chicago', 'the report asked in the rule set’s zone')
+  const chicagoDate = (iso: string) => new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Chicago', year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(iso))
+  // (textContent: the table is in a closed <details>, where innerText is empty.)
+  const rows = await page.locator('#series-table tbody tr > :first-child').allTextContents()
+  t.same(rows, (summary as unknown as { series: Array<{ bucketStart: string }> }).series.map((c) => chicagoDate(c.bucketStart)), 'each day labelled with its Chicago date')
 
   // (Browser-side code is passed as strings: the project's TypeScript has no DOM types.)
   // Keyboard: the first Tab reaches the skip link; "p" pauses the live refresh, "p" again resumes it.

@@ -53,7 +53,7 @@ const trustProxy = z
     if (s === undefined || s.trim() === '') return false
     const parts = s.split(',').map((p) => p.trim()).filter(Boolean)
     const bad = parts.filter((p) => !['loopback', 'linklocal', 'uniquelocal'].includes(p) && !isAddressOrRange(p))
-    if (bad.length) ctx.addIssue({ code: 'custom', message: `"${bad.join(', ')}": expected the proxies' addresses and CIDR ranges (10.0.0.0/8), comma separated` })
+    if (bad.length) ctx.addIssue({ code: 'custom', message: `"${bad.join(', ')}": expected the load balancers' addresses or CIDR ranges (10.20.0.5,10.20.0.6), comma separated` })
     return parts
   })
 

@@ -51,8 +51,8 @@ export interface MigrateOptions {
  * Applies pending migrations; throws (so the process exits non-zero) when one fails, or when the
  * server is too old. A database a later release has migrated is left as it is, and this release
  * runs on it: every migration is written so the release before runs on its schema (README,
- * Upgrades), so a rolled-back release, or one of its instances restarting during a rolling
- * upgrade, must start rather than crash-loop where routing is needed most.
+ * "Running the roles separately"), so a rolled-back release, or one of its instances restarting
+ * during a rolling upgrade, must start rather than crash-loop where routing is needed most.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see migrator()
 export async function migrateToLatest(db: Kysely<any>, opts: MigrateOptions = {}): Promise<string[]> {

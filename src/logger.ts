@@ -53,7 +53,7 @@ const PERSON_SEGMENT = 'case-links'
  * (test/auth/privacy.test.ts checks this against the OpenAPI document.)
  */
 export const LOGGED_QUERY_PARAMETERS: ReadonlySet<string> = new Set([
-  'action', 'actor', 'agency', 'before', 'bucket', 'cursor', 'from', 'keyId', 'lastEventId', 'limit', 'overdue', 'queue', 'repeatThreshold', 'status', 'targetType', 'to', 'version', 'wait',
+  'action', 'actor', 'agency', 'before', 'bucket', 'cursor', 'from', 'keyId', 'lastEventId', 'limit', 'overdue', 'queue', 'repeatThreshold', 'status', 'targetType', 'timeZone', 'to', 'version', 'wait',
 ])
 // A logged value is one of ours in shape too: `targetType=person;targetId=P-…` is one value to the parser.
 const PLAIN_VALUE = /^[A-Za-z0-9_.:,+-]*$/

@@ -51,6 +51,7 @@ const COMMON_HEADERS = {
   'X-RateLimit-Limit': { description: 'Requests a minute the API key may make, counted by every API instance together; while Redis does not answer, each instance counts on its own, with the same limit', schema: { type: 'integer', minimum: 0 } },
   'X-RateLimit-Remaining': { description: 'Requests the API key has left in the current minute', schema: { type: 'integer', minimum: 0 } },
   'X-RateLimit-Reset': { description: 'Seconds until the current minute’s count starts again', schema: { type: 'integer', minimum: 0 } },
+  'Cache-Control': { description: '`no-store`: what a key reads (callers, subjects, addresses, figures) is kept by no browser or proxy cache', schema: { type: 'string', example: 'no-store' } },
 } satisfies Record<string, HeaderDoc>
 type CommonHeader = keyof typeof COMMON_HEADERS
 
@@ -63,6 +64,9 @@ function commonHeadersOf(status: number, limited: boolean): CommonHeader[] {
   if (status === 429 || status === 503) names.push('Retry-After')
   // The limit is counted after authentication and validation: successes and 429s carry the count.
   if (limited && (status < 400 || status === 429)) names.push(...RATE_LIMIT_HEADERS)
+  // Set as a route that needs a key starts (src/auth/plugin.ts), and on the router's own errors
+  // (src/http/problem.ts). A route's own Cache-Control (the listing's, the stream's) is listed over this one.
+  if (limited) names.push('Cache-Control')
   return names
 }
 

@@ -173,8 +173,9 @@ export function routePaths(): RoutePaths {
  */
 export function frameworkErrorHandler(retryAfterSeconds: number, opts: { routes: RoutePaths; maxParamLength: number; headers: Readonly<Record<string, string>> }) {
   return (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
-    // No hook runs for these answers: the headers every other answer gets from one are set here.
-    reply.headers({ ...opts.headers, 'x-request-id': String(req.id) })
+    // No hook runs for these answers: the headers every other answer gets from one are set here,
+    // and no-store, as on every answer of a route that needs a key (an error is no answer to keep).
+    reply.headers({ ...opts.headers, 'x-request-id': String(req.id), 'cache-control': 'no-store' })
     if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
       const reason = `must be at most ${opts.maxParamLength} characters`
       const names = opts.routes.overlong(req.method, req.url.split('?')[0]!, opts.maxParamLength)

@@ -56,6 +56,8 @@ function query(zone) {
 
 // The supervisor key lives in this tab's sessionStorage only: it is gone when the tab closes.
 const KEY_ITEM = 'cad-router-key'
+/** The headers of every read of the API, with the tab's key. */
+const apiHeaders = (key) => ({ accept: 'application/json', authorization: `Bearer ${key}` })
 
 /**
  * The county's days: the active rule set's time zone (CRU's hours are read in it too), so a call at
@@ -64,7 +66,7 @@ const KEY_ITEM = 'cad-router-key'
  */
 async function reportZone() {
   if (state.zone) return state.zone
-  const headers = { accept: 'application/json', authorization: `Bearer ${sessionStorage.getItem(KEY_ITEM)}` }
+  const headers = apiHeaders(sessionStorage.getItem(KEY_ITEM))
   try {
     const list = await fetch('/v1/rule-sets', { headers })
     const active = list.ok ? (await list.json()).activeVersion : null
@@ -92,7 +94,7 @@ async function getJson(url) {
     askForKey('Enter a supervisor API key to see the figures.')
     throw new Error('no API key')
   }
-  const res = await fetch(url, { headers: { accept: 'application/json', authorization: `Bearer ${key}` } })
+  const res = await fetch(url, { headers: apiHeaders(key) })
   if (res.status === 401 || res.status === 403) {
     sessionStorage.removeItem(KEY_ITEM)
     askForKey(res.status === 401 ? 'That key is unknown, expired or revoked: enter a supervisor key.' : 'That key may not read reports: enter a supervisor key.')

@@ -210,10 +210,13 @@ export function clientErrorHandler(headers: Readonly<Record<string, string>>) {
           : problem('validation-failed', id, 'the request is not valid HTTP/1.1', [{ name: '(request)', reason: `refused by the HTTP parser (${err.code ?? 'no code'})` }])
     // Fastify calls it bound to the instance.
     if (this) this.log.debug({ code: err.code, requestId: id }, 'client error answered before any route')
-    if (socket.writable) {
+    // As Node's own handler: not in the middle of an answer already under way on this connection
+    // (a console's event stream, then bytes that are not HTTP), which raw bytes would corrupt.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage
+    if (socket.writable && !inFlight?.headersSent) {
       const text = JSON.stringify(body)
       socket.write(
-        `HTTP/1.1 ${body.status} ${STATUS_CODES[body.status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${fixed}X-Request-Id: ${id}\r\nConnection: close\r\n\r\n${text}`,
+        `HTTP/1.1 ${body.status} ${STATUS_CODES[body.status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\n${fixed}X-Request-Id: ${id}\r\nConnection: close\r\n\r\n${text}`,
       )
     }
     socket.destroy(err)

@@ -128,8 +128,33 @@ t.test('what the HTTP parser refuses on a real socket is problem+json too, and t
     t.equal(p.status, c.status, `${c.label}: the body's status`)
     t.match(head, new RegExp(`\r\nx-request-id: ${p.instance.replace('urn:request:', '')}`, 'i'), `${c.label}: the header names the problem's instance`)
     t.match(head, /\r\nx-content-type-options: nosniff\r\n/i, `${c.label}: the security headers every answer carries`)
+    t.match(head, /\r\ncache-control: no-store\r\n/i, `${c.label}: no-store, as the router's other errors`)
   }
   t.equal(await stored(), before, 'nothing stored')
+
+  // Bytes that are not HTTP on a connection whose answer is under way (a console's event stream):
+  // a raw 400 written there landed inside the stream's chunked body.
+  const streamed = await new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(base.port), base.hostname, () =>
+      socket.write(`GET /v1/assignments/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${world.adminKey}\r\n\r\n`),
+    )
+    let text = ''
+    const stuck = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`the connection stayed open: ${JSON.stringify(text.slice(-300))}`))
+    }, 10_000)
+    socket.setEncoding('utf8').on('data', (d) => {
+      const first = !text.includes(': connected')
+      text += d
+      if (first && text.includes(': connected')) socket.write('HELLO THERE\r\n\r\n')
+    })
+    socket.on('error', () => {}).on('close', () => {
+      clearTimeout(stuck)
+      resolve(text)
+    })
+  })
+  t.match(streamed, /^HTTP\/1\.1 200 [^]*: connected/, 'the stream had begun')
+  t.equal(streamed.match(/HTTP\/1\.1 /g)?.length, 1, 'no second status line inside the stream: the connection is closed instead')
 })
 
 t.test('duplicateMember: paths through objects and arrays; strings that look like structure are text', async (t) => {

@@ -54,7 +54,7 @@ const probes: Probe[] = [
     expect: { none: 401, cad: 403, console: 200, supervisor: 200, auditor: 403, admin: 200, otherCad: 403, otherConsole: 200, otherSupervisor: 200 },
   },
   {
-    name: 'POST /v1/assignments/{id}/decline (already acknowledged → 409 when allowed)',
+    name: 'POST /v1/assignments/{id}/complete (not accepted yet → 409 when allowed)',
     run: req('POST', `/v1/assignments/${assignmentId}/complete`, { disposition: 'advised' }),
     expect: { none: 401, cad: 403, console: 409, supervisor: 403, auditor: 403, admin: 409, otherCad: 403, otherConsole: 404, otherSupervisor: 403 },
   },
@@ -136,6 +136,29 @@ t.test('permission matrix', async (t) => {
   }
 })
 
+// A decline escalates at once (CRU → co-response or police): it is checked apart from the other
+// moves (escalateAssignment), so it has its own test.
+t.test('only a desk of its agency and queue declines a CRU assignment; nobody else escalates the call', async (t) => {
+  const policeDesk = `Bearer ${await world.key('console', { agencies: ['hastings-pd'], queues: ['police'] })}`
+  const cruDesk = `Bearer ${await world.key('console', { agencies: ['hastings-pd'], queues: ['cru'] })}`
+  const edp = callEvent({ agency: 'hastings-pd', natureCode: 'EDP' })
+  const created = (await app.inject({ method: 'POST', url: '/v1/call-events', payload: edp, headers: as('cad') })).json()
+  const cru = created.decision.assignments[0]
+  t.equal(cru.queue, 'cru')
+  const decline = (authorization: string) => app.inject({ method: 'POST', url: `/v1/assignments/${cru.id}/decline`, payload: { reason: 'no clinician free' }, headers: { authorization } })
+  const assignmentsOfCall = async () => (await db.selectFrom('assignments').select(['id', 'status']).where('call_id', '=', edp.call.callId).execute()).map((a) => `${a.id}:${a.status}`)
+  const before = await assignmentsOfCall()
+  t.equal((await decline(`Bearer ${keys.otherConsole}`)).statusCode, 404, "another agency's console: as for an unknown assignment")
+  t.equal((await decline(policeDesk)).statusCode, 404, 'a police desk of the same agency: not its queue')
+  t.equal((await decline(`Bearer ${keys.cad}`)).statusCode, 403, 'a CAD key does not move assignments')
+  t.equal((await decline(`Bearer ${keys.otherSupervisor}`)).statusCode, 403, "another agency's supervisor")
+  t.same(await assignmentsOfCall(), before, 'nothing declined, nothing escalated')
+  const own = await decline(cruDesk)
+  t.equal(own.statusCode, 200, 'the CRU desk of its agency declines it')
+  t.equal(own.json().status, 'declined')
+  t.ok((await assignmentsOfCall()).length > before.length, 'and the decline escalated the call')
+})
+
 t.test('a console never sees another agency’s assignment: not in a listing, a lookup or an error', async (t) => {
   const other = await app.inject({ method: 'GET', url: '/v1/assignments', headers: as('otherConsole') })
   t.same(other.json().items, [])
@@ -178,9 +201,9 @@ t.test('a console that works only police queues does not see the health history 
   t.equal(police.decisions[0].facts.history, '[withheld]')
   t.match(cru.decisions[0].facts.history, { caseManagerActive: false })
   t.equal(police.decisions[0].route, cru.decisions[0].route, 'the decision itself is the same')
-  t.notMatch(JSON.stringify(police.decisions[0].trace), /"value":(true|false|\d+)[^}]*caseManager|caseManagerActive","value":(true|false)/)
-  const list = await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `Bearer ${policeConsole}` } })
-  t.ok(list.json().items.every((a: { queue: string }) => a.queue === 'police'))
+  const list = (await app.inject({ method: 'GET', url: '/v1/assignments', headers: { authorization: `Bearer ${policeConsole}` } })).json().items as { queue: string }[]
+  t.ok(list.some((a) => a.queue === 'police'), 'the police desk lists its assignments')
+  t.same(list.filter((a) => a.queue !== 'police'), [], 'and none of another queue')
 })
 
 t.test('a console reads only the calls its queues work: a police desk never opens a call CRU alone handles', async (t) => {

@@ -33,13 +33,23 @@ t.test('an update of a call CRU holds, evaluated after hours, keeps CRU as inges
   t.equal(evaluated.json().decision.fallback, null, 'no CRU fallback')
   t.match(evaluated.json().facts.cru, { available: true, unavailableForNewCalls: /outside CRU hours for example-city-pd/ })
 
-  // A key of another agency learns nothing of the call: evaluated as a new call of its own.
-  const rosemount = await world.key('supervisor', { agencies: ['rosemount-pd'] })
+  // A key of another agency learns nothing of a call CRU holds: its call id is evaluated as a new
+  // call of its own. Asked after example-city's CRU hours about a Hastings call CRU holds (Hastings'
+  // CRU never closes), a look into that call would keep CRU; a new call goes to police.
+  const hastings = callEvent({ natureCode: 'EDP', agency: 'hastings-pd', occurredAt: AFTER_HOURS })
+  t.equal((await app.inject({ method: 'POST', url: '/v1/call-events', payload: hastings })).json().decision.route, 'cru', 'CRU holds the Hastings call')
+  const exampleCity = await world.key('supervisor', { agencies: ['example-city-pd'] })
   // (Without its subject and address, whose history such a key may not look up: evaluate.test.ts.)
-  const { subject: _subject, location: _location, ...anonymous } = update.call
-  const other = await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: { ...anonymous, agency: 'rosemount-pd' }, type: 'call.updated' }, headers: bearer(rosemount) })
+  const { subject: _subject, location: _location, ...anonymous } = hastings.call
+  const other = await app.inject({
+    method: 'POST',
+    url: '/v1/routing/evaluate',
+    payload: { call: { ...anonymous, agency: 'example-city-pd' }, type: 'call.updated' },
+    headers: bearer(exampleCity),
+  })
   t.equal(other.statusCode, 200)
-  t.notOk('unavailableForNewCalls' in other.json().facts.cru, 'another agency\'s call is not looked into')
+  t.equal(other.json().decision.route, 'police', "another agency's call is not looked into: a new call after hours goes to police")
+  t.notOk('unavailableForNewCalls' in other.json().facts.cru, 'and nothing says CRU holds a call')
 
   // Given CRU facts are a what-if and stay as given.
   const given = await app.inject({ method: 'POST', url: '/v1/routing/evaluate', payload: { call: update.call, type: 'call.updated', cru: { available: false, reason: 'what if' } } })

@@ -48,6 +48,10 @@ t.test('metrics move with decisions, requests and waiting assignments', async (t
   // The same event again is a repeat, not a new decision.
   await world.app.inject({ method: 'POST', url: '/v1/call-events', payload: event })
 
+  // Made to have waited a minute and a half: the ages must read that, not just any number.
+  await sql`update outbox set created_at = created_at - interval '90 seconds' where sent_at is null`.execute(world.db)
+  await sql`update assignments set created_at = created_at - interval '90 seconds' where call_id = ${event.call.callId}`.execute(world.db)
+
   const after = await scrape()
   t.equal(sample(after, 'cad_router_decisions_total', { route: decision.route, rule: decision.ruleId }), 1, 'one decision counted')
   t.equal(sample(after, 'cad_router_http_requests_total', { route: '/v1/call-events', status: '201' }), 1)
@@ -55,9 +59,11 @@ t.test('metrics move with decisions, requests and waiting assignments', async (t
   t.equal(sample(after, 'cad_router_http_request_duration_seconds_count', { route: '/v1/call-events' }), 2)
   const primary = decision.assignments.find((a: { role: string }) => a.role === 'primary').queue
   t.equal(sample(after, 'cad_router_queue_depth', { queue: primary }), 1, `${primary} queue depth`)
-  t.ok(sample(after, 'cad_router_queue_oldest_age_seconds', { queue: primary }) >= 0)
+  const waited = sample(after, 'cad_router_queue_oldest_age_seconds', { queue: primary })
+  t.ok(waited >= 90 && waited < 150, `the ${primary} assignment has waited about 90 s (${waited})`)
   t.equal(sample(after, 'cad_router_outbox_pending'), decision.assignments.length, 'not relayed: pending in the outbox')
-  t.ok(sample(after, 'cad_router_outbox_lag_seconds') >= 0)
+  const lag = sample(after, 'cad_router_outbox_lag_seconds')
+  t.ok(lag >= 90 && lag < 150, `the outbox lag is the oldest unsent row's age, about 90 s (${lag})`)
   t.match(after, /cad_router_follow_ups_overdue 0/)
   t.match(after, /cad_router_escalation_records\{queue="cru",status="escalated"\} 0/)
   // Ids never become labels: the route template is used, not the URL.

@@ -154,7 +154,7 @@ async function start(): Promise<void> {
       log,
       pollMs: config.RELAY_POLL_MS,
       batchSize: config.RELAY_BATCH_SIZE,
-      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, onResent: (r) => metrics.outboxResends.inc({ queue: r.queue, reason: r.reason }) },
+      resend: { afterMs: config.RELAY_RESEND_AFTER_MS, everyMs: config.RELAY_RESEND_SWEEP_MS, metrics },
     })
     closing.relay.unshift({ name: 'queues', close: () => Promise.all(Object.values(queues).map((q) => q.close())) })
     // Registered before the start: a stop during it (SIGTERM) leaves the relay's loop never running.

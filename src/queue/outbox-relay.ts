@@ -2,6 +2,7 @@ import { sql } from 'kysely'
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Db } from '../db/connect.js'
+import type { Metrics } from '../metrics/metrics.js'
 import { listenToChannel, type ChannelListener, type Notifications } from '../db/listener.js'
 import { prepared } from '../db/prepared.js'
 import { withTimeout } from '../lib/timeout.js'
@@ -31,7 +32,9 @@ export interface RelayResendOptions {
   afterMs: number
   /** How often to look. */
   everyMs: number
-  /** Called for each re-send (the metric). */
+  /** Counted in `cad_router_outbox_resends_total`, by queue and reason. */
+  metrics?: Pick<Metrics, 'outboxResends'>
+  /** Called for each re-send. */
   onResent?: (r: Resent) => void
   /** Pages of `batchSize` candidates one sweep looks at, at most (src/queue/resend.ts). */
   maxPages?: number
@@ -223,6 +226,7 @@ export function createOutboxRelay(deps: OutboxRelayDeps) {
           onResent: (r) => {
             // Ids only, like every relay line.
             log.warn({ assignmentId: r.assignmentId, queue: r.queue, jobId: r.jobId, previousJobId: r.previousJobId, resend: r.resend, reason: r.reason }, 'assignment re-sent: its job ended without offering it')
+            opts.metrics?.outboxResends.inc({ queue: r.queue, reason: r.reason })
             opts.onResent?.(r)
           },
         })

@@ -270,7 +270,7 @@ t.test('the relay sweeps by itself: re-sends, logs ids only, counts', async (t) 
     log,
     pollMs: 200,
     batchSize: 50,
-    resend: { afterMs: 300, everyMs: 100, onResent: (r) => (seen.push(r), metrics.outboxResends.inc({ queue: r.queue, reason: r.reason })) },
+    resend: { afterMs: 300, everyMs: 100, metrics, onResent: (r) => seen.push(r) },
   })
   relays.push(relay)
   await relay.start()
@@ -287,7 +287,7 @@ t.test('the relay sweeps by itself: re-sends, logs ids only, counts', async (t) 
   t.same(mine(seen, id).map((r) => [r.jobId, r.reason]), [[resendJobIdFor(id, 1), 'missing']])
   t.equal(await offers(id), 1)
   const counted = (await metrics.outboxResends.get()).values.find((v) => v.labels.queue === 'police' && v.labels.reason === 'missing')?.value
-  t.equal(counted, seen.length, 'the metric counts each re-send')
+  t.equal(counted, seen.filter((r) => r.queue === 'police' && r.reason === 'missing').length, 'the relay counts each re-send in the metric, by queue and reason')
   const line = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.assignmentId === id)
   t.match(line, { level: 40, msg: /re-sent/, assignmentId: id, queue: 'police', jobId: resendJobIdFor(id, 1), previousJobId: jobIdFor(id), reason: 'missing', resend: 1 })
   const text = lines.join('')

@@ -211,7 +211,7 @@ t.test('the rule set’s escalation map is checked', async (t) => {
   t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'cru' } }), /escalation of cru leads back to cru/)
   t.throws(() => parseRuleSet({ ...doc, escalation: { cru: 'nowhere' } }), /escalation/)
   const { escalation: _e, ...without } = doc
-  t.ok(parseRuleSet(without), 'optional: older rule sets fall back to the default chain')
+  t.equal(parseRuleSet(without).escalation, undefined, 'optional: older rule sets have none (their decisions escalate by the default chain: the last test)')
 })
 
 t.test('an escalation that needs CRU, while CRU is at capacity, goes to police and says why (DESIGN rule 7)', async (t) => {
@@ -355,4 +355,21 @@ t.test('a declined EMS assignment is offered to EMS again, whatever fallback a r
   const after = (await calm.call(created.callId)).assignments
   const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from ems assignment ${ems.id}`))
   t.same(fresh.map((a) => `${a.queue}:${a.role}`), ['ems:primary'], 'EMS again, not police alone')
+})
+
+t.test('a decision made under an older rule set with no escalation map escalates by the default chain: CRU → co-response', async (t) => {
+  // Rule sets stored before the map existed have none; their decisions still escalate.
+  const { escalation: _e, ...older } = structuredClone(loadDefaultRuleSet())
+  older.version = 91
+  await calmWorld.db.insertInto('rule_sets').values({ version: 91, name: older.name, document: JSON.stringify(older), status: 'retired' }).execute()
+  const created = await calm.post({ natureCode: 'EDP', agency: 'esc-older' })
+  const cru = created.decision.assignments[0]!
+  t.equal(cru.queue, 'cru')
+  const { decision_id } = await calmWorld.db.selectFrom('calls').select('decision_id').where('call_id', '=', created.callId).executeTakeFirstOrThrow()
+  await calmWorld.db.updateTable('decisions').set({ rule_set_version: 91 }).where('id', '=', decision_id!).execute()
+  t.equal((await calm.move(cru.id, 'decline', { reason: 'no clinician free' })).statusCode, 200)
+  const after = (await calm.call(created.callId)).assignments
+  const fresh = after.filter((a) => a.transitions[0]?.reason?.includes(`escalated from cru assignment ${cru.id}`))
+  t.same(fresh.map((a) => `${a.queue}:${a.role}`).sort(), ['cru:support', 'police:primary'], 'police primary with CRU support, as the default map says')
+  t.match(byId(after, cru.id).transitions.at(-1)!.reason, /escalated to co_response/, 'and the decline says so')
 })

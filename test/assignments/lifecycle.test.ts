@@ -49,8 +49,12 @@ t.test('a disposition only goes with complete, and must be a known one', async (
   const res = await move(a.id, 'acknowledge', { disposition: 'no_contact' })
   t.equal(res.statusCode, 400)
   t.equal(res.json().invalidParams[0].name, 'disposition')
-  const unknown = await move(a.id, 'acknowledge', { disposition: 'vanished' })
-  t.equal(unknown.statusCode, 400)
+  // With complete, on an accepted assignment: refused for its value, not for the action.
+  t.equal((await move(a.id, 'accept')).statusCode, 200)
+  const unknown = await move(a.id, 'complete', { disposition: 'vanished' })
+  t.equal(unknown.statusCode, 400, 'an unknown disposition is refused')
+  t.same(unknown.json().invalidParams?.map((p: { name: string }) => p.name), ['disposition'], 'naming the disposition')
+  t.equal((await move(a.id, 'complete', { disposition: 'no_contact' })).statusCode, 200, 'a known one completes it')
 })
 
 t.test('unknown and malformed assignment ids', async (t) => {

@@ -110,7 +110,8 @@ t.test("a move refused because the assignment was replaced names what took over,
   const second = (await calm.call(noise.callId)).assignments.find((a) => a.id !== first)!.id
   const stale = await calm.move(first, 'acknowledge')
   t.equal(stale.statusCode, 409)
-  t.match(stale.json(), { code: 'illegal-transition', currentStatus: 'declined', replacedBy: [second] })
+  t.match(stale.json(), { code: 'illegal-transition', currentStatus: 'declined' })
+  t.same(stale.json().replacedBy, [second], 'replaced by the one assignment open now')
   // Declined again: the chain is followed to what is open now.
   t.equal((await calm.move(second, 'decline')).statusCode, 200)
   const third = (await calm.call(noise.callId)).assignments.find((a) => a.id !== first && a.id !== second)!.id

@@ -109,6 +109,7 @@ t.test('a follow-up declined after its reservation has passed is offered again a
   const r = await escalateAssignment(world.db, fuId, { kind: 'decline', actor: 'sw-desk' }, { now: later })
   t.equal(r.view.status, 'declined')
   t.match(r.created, [{ queue: 'follow_up', status: 'queued', reservedUntil: null, dueAt: original.dueAt }])
+  t.equal(r.created.length, 1, 'one follow-up in its place')
 })
 
 t.test('a declined follow-up is offered again to the follow-up team, whatever fallback its rule set names for follow_up: its call is closed', async (t) => {

@@ -82,10 +82,11 @@ check('a mental-health indicator ⇒ a 72-hour follow-up', (f, d) => !mentalHeal
 
 check('derived facts agree with DESIGN.md', (f, d) => d.derived.mentalHealthIndicator === mentalHealth(f) && d.derived.natureCode === mapped(f))
 
-check('no fallback while CRU is available; CRU unavailable ⇒ no CRU assignment, and any fallback carries the reason', (f, d) => {
+check('no fallback while CRU is available; CRU unavailable ⇒ no CRU assignment, and a fallback, with the reason, exactly where CRU would have been assigned', (f, d) => {
   if (f.cru.available) return d.fallback === null
   if (has(d, 'cru')) return false
-  return d.fallback === null || d.fallback.reason.includes(f.cru.reason ?? 'CRU reported unavailable')
+  const wouldHave = has(ruleSet.decide({ ...f, cru: { available: true, reason: null } }), 'cru')
+  return wouldHave ? d.fallback !== null && d.fallback.reason.includes(f.cru.reason ?? 'CRU reported unavailable') : d.fallback === null
 })
 
 check('an unknown nature code ⇒ marked for review', (f, d) => d.derived.unknownNatureCode === !doc.natureCodes.includes(mapped(f)) && (!d.derived.unknownNatureCode || d.review.includes('unknown-nature-code')))

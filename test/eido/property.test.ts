@@ -7,6 +7,7 @@ import { eidoToCallEvent } from '../../src/eido/map-in.js'
 import { callToEido } from '../../src/eido/map-out.js'
 import { eidoInSchema, eidoOutSchema } from '../../src/eido/schemas.js'
 import { FLAG_NAMES, ROUTES, type FlagName } from '../../src/routing/index.js'
+import { ruleSet } from '../routing/fixtures/helpers.js'
 
 type CallView = z.infer<typeof callViewSchema>
 
@@ -30,8 +31,14 @@ const location = fc
 const call = fc.record(
   {
     callId: fc.stringMatching(/^[A-Za-z0-9:._-]{1,100}$/).filter((id) => id !== '.' && id !== '..'), // a URL cannot name those
-    agency: fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,30}$/),
-    natureCode: fc.stringMatching(/^[A-Z0-9]{1,12}$/),
+    agency: fc.oneof(fc.constant('hastings-pd'), fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,30}$/)),
+    // APCO codes the rule set lists, an agency's own code it maps (10-56, for hastings-pd), and
+    // codes it does not know, lower case, spaces and colons included.
+    natureCode: fc.oneof(
+      fc.constantFrom(...ruleSet.document.natureCodes),
+      fc.constantFrom('10-56', 'edp', 'Suicide threat', 'urn:x:1'),
+      fc.stringMatching(/^[A-Za-z0-9: -]{1,32}$/).filter((c) => c.trim() === c && c.length > 0),
+    ),
     priority: fc.integer({ min: 1, max: 5 }),
     location,
     caller: fc.record({ phone: fc.stringMatching(/^\+?[0-9-]{3,20}$/), name: words(3) }, { requiredKeys: ['name'] }),
@@ -78,17 +85,30 @@ function viewOf(c: CallEvent['call'], disposition: string | undefined, assignmen
   }
 }
 
-t.test('any call written as an EIDO validates and maps back onto the same call', async (t) => {
+t.test('any call written as an EIDO validates and maps back onto the same call, routed on the same code', async (t) => {
+  let agencyCodes = 0
   fc.assert(
     fc.property(call, closing, assignmentDispositions, (c, disposition, assigned) => {
-      const out = callToEido(viewOf(c, disposition, assigned))
+      // As GET /v1/calls/{id}/eido writes it: the incident type by the rule set's reading of the code.
+      const routed = ruleSet.natureCodeOf(c.agency, c.natureCode)
+      const out = callToEido(viewOf(c, disposition, assigned), routed)
       if (!eidoOutSchema.safeParse(out).success) return false
       const back = eidoToCallEvent(eidoInSchema.parse(out))
+      // An agency's own code the rule set maps comes back as the APCO code it routes on (the README:
+      // incidentTypeInternalCode is not read); every other code comes back as it was.
+      if (routed.known && routed.code !== c.natureCode) agencyCodes++
+      const natureCode = routed.known ? routed.code : c.natureCode
+      const routesAlike = isDeepStrictEqual(ruleSet.natureCodeOf(back.call.agency, back.call.natureCode), routed)
       // Through JSON: fast-check's records have no prototype, the mapping's have Object's.
       const plain = (v: unknown): unknown => JSON.parse(JSON.stringify(v))
-      return isDeepStrictEqual(plain(back.call), plain({ ...c, ...(disposition ? { disposition } : {}) })) && back.type === (disposition ? 'call.closed' : 'call.created')
+      return (
+        routesAlike &&
+        isDeepStrictEqual(plain(back.call), plain({ ...c, natureCode, ...(disposition ? { disposition } : {}) })) &&
+        back.type === (disposition ? 'call.closed' : 'call.created')
+      )
     }),
     { numRuns: 300 },
   )
+  t.ok(agencyCodes > 0, `agency codes the rule set maps were among them (${agencyCodes})`)
   t.pass('300 generated calls survived the round trip')
 })

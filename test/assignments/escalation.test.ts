@@ -3,6 +3,7 @@ import t from 'tap'
 import { escalateAssignment } from '../../src/assignments/escalation.js'
 import { loadDefaultRuleSet } from '../../src/routing/index.js'
 import { parseRuleSet } from '../../src/routing/rule-set.js'
+import { createDb, createPool } from '../../src/db/connect.js'
 import { sweep } from '../../src/workers/lifecycle-worker.js'
 import { createWorld, eventually, openTransaction } from '../helpers/world.js'
 import { helpers, startPipeline, type CallAssignment } from './fixtures/pipeline.js'
@@ -195,8 +196,15 @@ t.test('a call whose row is held elsewhere does not stop the sweep escalating th
   const holder = await openTransaction(t, calmWorld.pool)
   await holder.query('select 1 from calls where call_id = $1 for update', [held.callId])
   const later = new Date(Date.now() + (calmWorld.config.ACK_DEADLINES.cru! + 5) * 1000)
-  const r = await sweep(calmWorld.db, calmLifecycleQueue, calmWorld.config.ACK_DEADLINES, later)
+  // With a lock timeout, as the service has (the world's pool has none: it waited out the 10 s
+  // statement timeout on the held row).
+  const sweepDb = createDb(createPool({ connectionString: calmWorld.databaseUrl, max: 2, statementTimeoutMs: 10_000, lockTimeoutMs: 500 }))
+  t.teardown(() => sweepDb.destroy())
+  const started = performance.now()
+  const r = await sweep(sweepDb, calmLifecycleQueue, calmWorld.config.ACK_DEADLINES, later)
+  const took = Math.round(performance.now() - started)
   await holder.query('rollback')
+  t.ok(took < 8_000, `the sweep gave up on the held row at its lock timeout, not the statement's (${took} ms)`)
   t.ok(r.escalated >= 1, 'the others escalated')
   t.ok(r.failed >= 1, 'the held one counted as not done')
   t.equal(byId((await calm.call(free.callId)).assignments, freeCru.id).status, 'escalated')

@@ -57,8 +57,9 @@ function valueAt(source: unknown, segments: readonly string[]): unknown {
 }
 
 export function registerProblemHandlers(app: FastifyInstance, retryAfterSeconds: number): void {
+  // No route runs the auth hook's no-store here, and the detail repeats the path (a call id).
   app.setNotFoundHandler((req: FastifyRequest, reply: FastifyReply) =>
-    sendProblem(reply, retryAfterSeconds, problem('not-found', req.id, `no route for ${req.method} ${req.url.split('?')[0]}`)),
+    sendProblem(reply.header('cache-control', 'no-store'), retryAfterSeconds, problem('not-found', req.id, `no route for ${req.method} ${req.url.split('?')[0]}`)),
   )
 
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {

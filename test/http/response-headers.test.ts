@@ -144,6 +144,11 @@ t.test('what a key reads is stored by no cache; the listing revalidates; public 
   }
   const refused = await world.app.inject({ url: `/v1/calls/${ev.call.callId}`, headers: { authorization: '' } })
   t.equal(refused.headers['cache-control'], 'no-store', 'a refusal too')
+  for (const [method, url] of [['GET', `/v1/call/${ev.call.callId}`], ['DELETE', '/v1/call-events'], ['GET', '/v1/calls/%E0%A4%A']] as const) {
+    const res = await world.app.inject({ method, url })
+    t.ok(res.statusCode === 404 || res.statusCode === 400, `${method} ${url}: the router's own ${res.statusCode}`)
+    t.equal(res.headers['cache-control'], 'no-store', `${method} ${url}: no-store`)
+  }
   const listing = await world.app.inject({ url: '/v1/assignments', headers: { authorization: `Bearer ${await world.key('admin')}` } })
   t.equal(listing.headers['cache-control'], 'private, no-cache', 'the listing keeps its own, for its ETag')
   t.equal((await world.app.inject({ url: '/healthz' })).headers['cache-control'], undefined, 'a public route says nothing')

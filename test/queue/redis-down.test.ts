@@ -153,13 +153,17 @@ t.test('a relay started during the outage fails fast too, holds no rows and stop
       await new Promise((r) => setTimeout(r, 25))
     }
   })()
-  await bounded(b.start(), 10_000)
-  const failed = await eventually(async () => failuresLogged('B') > 0, 10_000).then(
-    () => true,
-    () => false,
-  )
-  sampling = false
-  await sampler
+  let failed = false
+  try {
+    await bounded(b.start(), 10_000)
+    failed = await eventually(async () => failuresLogged('B') > 0, 10_000).then(
+      () => true,
+      () => false,
+    )
+  } finally {
+    sampling = false
+    await sampler
+  }
   t.ok(failed, 'relay B logs a failed attempt within 10 s, as relay A does')
   t.equal(mostLocked, 0, `no outbox row was held locked while a relay waited for Redis (at most ${mostLocked} were)`)
   const stopped = await bounded(b.stop(), 10_000).then(

@@ -1,7 +1,7 @@
+import { createServer, type AddressInfo } from 'node:net'
 import t from 'tap'
 import { createNotifications, type ChannelHandlers } from '../../src/db/listener.js'
 import { withTimeout } from '../../src/lib/timeout.js'
-import { freePort } from '../helpers/redis-server.js'
 import { startTcpProxy } from '../helpers/tcp-proxy.js'
 import { canReadSocketTimers, serverKeepaliveSeconds } from '../helpers/server-keepalive.js'
 import { createWorld, eventually, quietLog } from '../helpers/world.js'
@@ -85,14 +85,27 @@ t.test('a lost connection is replaced: every channel listens again and every sub
 })
 
 t.test('Postgres unreachable: the first wait ends, nobody listens, closing stops the retries', async (t) => {
-  const port = await freePort()
+  // A port that hangs up on every connection, counting them: each is one attempt of the hub's.
+  let attempts = 0
+  const refuser = createServer((socket) => {
+    attempts++
+    socket.destroy()
+  })
+  await new Promise<void>((r) => refuser.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => refuser.close(() => r())))
+  const port = (refuser.address() as AddressInfo).port
   const hub = createNotifications({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/nowhere`, applicationName: APP, log: quietLog })
   const a = recorder()
   const la = hub.subscribe('t_listen_e', a)
   await la.started()
   t.notOk(la.listening())
   t.equal(a.listenings, 0)
+  // The second attempt comes a second after the first (then two, four… seconds apart).
+  await eventually(async () => attempts >= 2, 10_000)
   await hub.close()
+  const atClose = attempts
+  await new Promise((r) => setTimeout(r, 2_500))
+  t.equal(attempts, atClose, `no attempt after the close (${atClose} before it)`)
   t.throws(() => hub.subscribe('t_listen_e', a), /closed/)
 })
 

@@ -67,12 +67,14 @@ async function refusedWithin(app: typeof A, key: string, ms: number): Promise<nu
 }
 
 // B's LISTEN connection opens on its first key; wait for it so the lookups below are B's only ones.
-// An assertion, not a bare wait: a throw here would end the file and hide every test below.
-t.equal(await status(B, await world.key('console')), 200)
-t.ok(
-  await eventually(async () => b.cache.listening(), 30_000).catch(() => false),
-  `instance B listens for key changes${warnings.length ? ` ${JSON.stringify(warnings)}` : ''}`,
-)
+// Asserted, not thrown: a throw here would end the file and hide every test below. And asserted
+// only once nothing is awaited any more at the top: tap ends a file's root test that sits idle
+// after an assertion (a teardown is registered), and the tests below were then never run, the file
+// still passing (test/package/top-level-awaits.test.ts).
+const firstAnswer = await status(B, await world.key('console'))
+const listening = await eventually(async () => b.cache.listening(), 30_000).catch(() => false)
+t.equal(firstAnswer, 200)
+t.ok(listening, `instance B listens for key changes${warnings.length ? ` ${JSON.stringify(warnings)}` : ''}`)
 
 t.test('a cached key keeps working without a query to Postgres', async (t) => {
   const key = await world.key('console', { agencies: ['hastings-pd'] })

@@ -17,6 +17,11 @@ import { CANDIDATE_PATH, candidateV2, storeRuleSet } from './fixtures/store.js'
 const v1 = compileRuleSet(loadDefaultRuleSet())
 const v2 = compileRuleSet(candidateV2())
 
+// Made before the first subtest: see test/package/top-level-awaits.test.ts.
+const world = await createWorld(t)
+const { app, db } = world
+await storeRuleSet(db, candidateV2())
+
 t.test('the report on the fixed data set, by hand', async (t) => {
   const alone = replay(replayCalls, v2)
   t.same(alone, { candidate: V2_FIGURES, baseline: null, changes: null })
@@ -30,10 +35,6 @@ t.test('the report on the fixed data set, by hand', async (t) => {
   t.equal(limited.changes?.total, 2, 'the counts cover every change')
   t.equal(limited.changes?.truncated, true)
 })
-
-const world = await createWorld(t)
-const { app, db } = world
-await storeRuleSet(db, candidateV2())
 
 const exec = promisify(execFile)
 /** The real CLI, as a process. */

@@ -21,7 +21,7 @@ interface Statement {
 const ASSERTION = /^t\.(ok|notOk|equal|not|same|notSame|strictSame|match|notMatch|has|type|throws|doesNotThrow|rejects|resolves|resolveMatch|error|pass|fail|test)\(/
 
 /** Top-level statements: each begins at a line that starts in column 0 and is not a closing bracket or a comment. */
-export function topLevelStatements(source: string): Statement[] {
+function topLevelStatements(source: string): Statement[] {
   const out: Statement[] = []
   source.split('\n').forEach((text, i) => {
     if (/^[^\s}\])/*]/.test(text)) out.push({ line: i + 1, lines: [text] })
@@ -51,7 +51,7 @@ function awaitsAtTop(s: Statement): boolean {
 const assertsAtTop = (s: Statement) => ASSERTION.test(s.lines[0]!) || bodyLines(s).some((l) => ASSERTION.test(l))
 
 /** The top-level awaits that come after the file's first top-level assertion or subtest. */
-export function awaitsAfterFirstAssertion(source: string): number[] {
+function awaitsAfterFirstAssertion(source: string): number[] {
   const found: number[] = []
   let tapSeen = false
   for (const s of topLevelStatements(source)) {

@@ -22,6 +22,9 @@ export interface ReportRange {
   timeZone?: string | undefined
 }
 
+/** The zone of the range's buckets. */
+export const zoneOf = (r: ReportRange): string => r.timeZone ?? 'UTC'
+
 /** A cell key: agency null = all agencies; bucket null = the whole range. */
 export interface CellKey {
   agency: string | null
@@ -41,7 +44,10 @@ const list = (xs: readonly string[]) => sql.join(xs.map((x) => sql.lit(x)))
 const agencyFilter = (col: RawBuilder<unknown>, agencies: readonly string[] | undefined) => (agencies === undefined ? sql`true` : sql`${col} = any(${agencies})`)
 // A day is the zone's: a county's supervisors read 'Tuesday' as from its midnight, not UTC's (18:00
 // or 19:00 in Minnesota), across daylight saving time too.
-const bucketOf = (col: RawBuilder<unknown>, r: ReportRange) => sql`(date_trunc(${sql.lit(r.bucket)}, ${col} at time zone ${r.timeZone ?? 'UTC'}::text) at time zone ${r.timeZone ?? 'UTC'}::text)`
+const bucketOf = (col: RawBuilder<unknown>, r: ReportRange) => {
+  const zone = zoneOf(r)
+  return sql`(date_trunc(${sql.lit(r.bucket)}, ${col} at time zone ${zone}::text) at time zone ${zone}::text)`
+}
 const GROUPING = sql`grouping sets ((agency, bucket), (agency), (bucket), ())`
 
 interface Keyed {

@@ -10,6 +10,7 @@ import {
   type CellKey,
   type EscalationCause,
   type ReportRange,
+  zoneOf,
 } from './repository.js'
 
 const rate = (n: number, d: number): number | null => (d === 0 ? null : Math.round((n / d) * 10_000) / 10_000)
@@ -122,7 +123,7 @@ export async function buildSummary(db: Executor, range: ReportRange, opts: { asO
     from: range.from.toISOString(),
     to: range.to.toISOString(),
     bucket: range.bucket,
-    timeZone: range.timeZone ?? 'UTC',
+    timeZone: zoneOf(range),
     generatedAt: opts.asOf.toISOString(),
     overall: { ...cell({ agency: null, bucket: null }), repeatCallers: repeatFor(null) },
     byAgency: all

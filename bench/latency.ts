@@ -8,7 +8,8 @@
  */
 import { availableParallelism } from 'node:os'
 import type pg from 'pg'
-import { fixedRate, type Sent } from './lib/load.js'
+import { createEventStream } from './lib/events.js'
+import { fixedRate, post, type Sent } from './lib/load.js'
 import type { Row } from './lib/report.js'
 import { respond, type Responder } from './lib/responder.js'
 import { analyzeAfterWarmUp, cpuSecondsOf, deploy, postgresCpuSeconds, redisCpuSeconds } from './lib/service.js'
@@ -18,6 +19,8 @@ import { sleep, summarise } from './lib/stats.js'
 export interface LatencyOptions {
   seconds: number
   rate: number
+  /** Events of the one-at-a-time baseline (200: about 7 s at 8 ms an answer and 25 ms between them). */
+  aloneEvents: number
   log: (line: string) => void
 }
 
@@ -47,12 +50,48 @@ export async function freshAssignments(pool: pg.Pool): Promise<{ eventId: string
   return rows.map((r) => ({ eventId: r.event_id, id: r.id, status: r.status, offeredAt: r.offered_at === null ? null : Number(r.offered_at) }))
 }
 
-export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnType<typeof freshAssignments>>, feed: Awaited<ReturnType<typeof subscribe>>, rate: number): Row[] {
+/**
+ * The baseline: events sent one at a time, each once the previous one was answered and `gapMs` had
+ * passed for its offers, so nothing waits behind anything. What remains is the path's own length
+ * (HTTP, the ingest transaction, the relay, the worker's offer), which no queueing explains.
+ */
+export async function oneAtATime(url: string, key: string, opts: { count: number; gapMs: number; seed: number }): Promise<Sent[]> {
+  const stream = createEventStream({ seed: opts.seed })
+  const sent: Sent[] = []
+  for (let i = 0; i < opts.count; i++) {
+    sent.push(await post(url, key, stream.next()))
+    await sleep(opts.gapMs)
+  }
+  return sent
+}
+
+/** Ingest and POST → offered times of the events in `sent` (only those this list created). */
+function pathTimes(sent: Sent[], fresh: Awaited<ReturnType<typeof freshAssignments>>) {
+  const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
+  const byEvent = new Map<string, Sent>()
+  for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
+  const pickups: number[] = []
+  for (const a of fresh) {
+    const s = byEvent.get(a.eventId)
+    if (s && a.offeredAt !== null) pickups.push(a.offeredAt - s.sentAt)
+  }
+  return { errors: sent.length - ok.length, ingest: summarise(ok.map((s) => s.answeredAt - s.sentAt)), pickup: summarise(pickups) }
+}
+
+export function latencyRows(
+  bench: string,
+  sent: Sent[],
+  fresh: Awaited<ReturnType<typeof freshAssignments>>,
+  feed: Awaited<ReturnType<typeof subscribe>>,
+  rate: number,
+  alone?: Sent[],
+): Row[] {
   const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
   const errors = sent.length - ok.length
   const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
   const byEvent = new Map<string, Sent>()
   for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
+  const base = alone ? pathTimes(alone, fresh) : undefined
   const pickups: number[] = []
   const afterAnswer: number[] = []
   const consoles: number[] = []
@@ -83,13 +122,22 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Awaited<ReturnTy
   const pickup = summarise(pickups)
   const consoleLat = summarise(consoles)
   const achieved = ok.length / ((Math.max(...sent.map((s) => s.sentAt)) - Math.min(...sent.map((s) => s.sentAt))) / 1000)
+  // Baseline and ratio: how much of a p99 is the rate's queueing, how much the path itself.
+  const against = (value: number, baseline: number | undefined) => (baseline === undefined ? {} : { baseline, ratio: value / baseline })
   return [
+    ...(base
+      ? [
+          { bench, metric: `baseline, one event at a time (${base.ingest.n}; nothing queued): ingest p50 / p99`, value: `${base.ingest.p50.toFixed(1)} / ${base.ingest.p99.toFixed(1)} ms` },
+          { bench, metric: `baseline, one event at a time: POST → worker pickup p50 / p99 (${base.pickup.n} assignments)`, value: `${base.pickup.p50.toFixed(1)} / ${base.pickup.p99.toFixed(1)} ms` },
+          { bench, metric: 'baseline, one event at a time: errors', value: base.errors, target: '0', pass: base.errors === 0 },
+        ]
+      : []),
     { bench, metric: `rate offered / achieved (target ${rate}/s)`, value: `${rate} / ${Math.round(achieved)}`, unit: 'ev/s' },
-    { bench, metric: 'ingest p50', value: ingest.p50, unit: 'ms' },
-    { bench, metric: 'ingest p99', value: ingest.p99, unit: 'ms', target: '≤ 15 ms', pass: ingest.p99 <= 15 },
+    { bench, metric: 'ingest p50', value: ingest.p50, unit: 'ms', ...against(ingest.p50, base?.ingest.p50) },
+    { bench, metric: 'ingest p99', value: ingest.p99, unit: 'ms', ...against(ingest.p99, base?.ingest.p99), target: '≤ 15 ms', pass: ingest.p99 <= 15 },
     { bench, metric: 'errors (non-2xx, socket, time-out)', value: errors, target: '0', pass: errors === 0 },
-    { bench, metric: `POST → worker pickup p50 (${pickup.n} assignments)`, value: pickup.p50, unit: 'ms' },
-    { bench, metric: 'POST → worker pickup p99', value: pickup.p99, unit: 'ms', target: '≤ 25 ms', pass: pickup.p99 <= 25 },
+    { bench, metric: `POST → worker pickup p50 (${pickup.n} assignments)`, value: pickup.p50, unit: 'ms', ...against(pickup.p50, base?.pickup.p50) },
+    { bench, metric: 'POST → worker pickup p99', value: pickup.p99, unit: 'ms', ...against(pickup.p99, base?.pickup.p99), target: '≤ 25 ms', pass: pickup.p99 <= 25 },
     { bench, metric: 'POST answered → worker pickup p50 / p99 (negative: picked up before the answer arrived)', value: `${summarise(afterAnswer).p50.toFixed(1)} / ${summarise(afterAnswer).p99.toFixed(1)} ms` },
     { bench, metric: `assignments never offered (besides ${cancelledFirst} cancelled by a close first, ${reserved} follow-ups reserved for later)`, value: lost, target: '0', pass: lost === 0 },
     feed.available
@@ -111,6 +159,8 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     opts.log(`  latency: warm-up ${warm} s, then ${opts.seconds} s at ${opts.rate}/s`)
     await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: warm, seed: 21 })
     await analyzeAfterWarmUp(d.pool)
+    const alone = await oneAtATime(url, d.adminKey, { count: opts.aloneEvents, gapMs: 25, seed: 23 })
+    opts.log(`  latency: baseline, ${alone.length} events one at a time`)
     const pids = { api: d.apis.map((p) => p.pid), worker: d.workers.map((p) => p.pid) }
     const cpu = () => ({ api: cpuSecondsOf(pids.api), worker: cpuSecondsOf(pids.worker), postgres: postgresCpuSeconds(), redis: redisCpuSeconds(), bench: cpuSecondsOf([process.pid]) })
     const cpu0 = cpu()
@@ -123,7 +173,7 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     await sleep(500) // the feed's last events
     responder.stop()
     feed.close()
-    const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate)
+    const rows = latencyRows('latency', sent, await freshAssignments(d.pool), feed, opts.rate, alone)
     const cores = (a: number | null, b: number | null): string => (a === null || b === null ? 'n/a' : ((b - a) / seconds).toFixed(2))
     const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), cores(cpu0.bench, cpu1.bench)]
     rows.push(

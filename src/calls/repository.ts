@@ -5,7 +5,7 @@ import type { CallRow, Database } from '../db/schema.js'
 import type { AssignmentSummary } from '../assignments/schemas.js'
 import type { CruCapacity, RoutingDecision } from '../routing/index.js'
 import type { ExistingAssignment } from './plan.js'
-import type { DecisionView } from './schemas.js'
+import type { CallEvent, DecisionView } from './schemas.js'
 import { CRU_HOLDING_STATUSES, OPEN_STATUSES } from '../assignments/state-machine.js'
 
 export type { Executor }
@@ -403,13 +403,27 @@ export async function loadDecisionView(db: Executor, decisionId: string): Promis
 }
 
 /**
- * Whether a repeat whose body hash differs is still the stored event: its occurredAt written another
- * way (an offset for Z, `.000` added) names the same instant. The hash is of the text as received
- * and must never change, so the instant is compared here, on the rare mismatch, and not in it.
+ * The event without its false flags, as a repeat whose body hash differs is compared. Every flag
+ * defaults to false, so a flag a later release adds reads false in a retry of an event an earlier
+ * release stored, whose stored body lacks it: compared whole, a CAD's retry across that deploy was
+ * refused as a different body (409) although nothing the CAD sent had changed.
  */
-export async function sameAsStoredEvent(db: Executor, event: { eventId: string; occurredAt: string }): Promise<boolean> {
+function withoutFalseFlags(event: CallEvent): CallEvent {
+  const flags = Object.fromEntries(Object.entries(event.call.flags).filter(([, on]) => on)) as CallEvent['call']['flags']
+  return { ...event, call: { ...event.call, flags } }
+}
+
+/**
+ * Whether a repeat whose body hash differs is still the stored event: its occurredAt written another
+ * way (an offset for Z, `.000` added) names the same instant, or the stored body lacks a flag this
+ * release knows and the repeat has false (see withoutFalseFlags; false flags are left out on both
+ * sides). The hash is of the text as received and must never change, so these are compared here,
+ * on the rare mismatch, and not in it.
+ */
+export async function sameAsStoredEvent(db: Executor, event: CallEvent): Promise<boolean> {
   const { rows } = await sql<{ same: boolean }>`
-    select body - 'occurredAt' = ${JSON.stringify(event)}::jsonb - 'occurredAt'
+    select jsonb_set(body, '{call,flags}', coalesce((select jsonb_object_agg(f.key, f.value) from jsonb_each(body->'call'->'flags') f where f.value <> 'false'::jsonb), '{}'::jsonb)) - 'occurredAt'
+             = ${JSON.stringify(withoutFalseFlags(event))}::jsonb - 'occurredAt'
        and occurred_at = ${event.occurredAt}::timestamptz as same
       from call_events where event_id = ${event.eventId}`.execute(db)
   return rows[0]?.same === true

@@ -31,7 +31,7 @@ export const callRoutes: FastifyPluginAsyncZod<CallRoutesOptions> = async (app, 
         description:
           'Stores the event, routes the call and queues its assignments in one transaction. ' +
           'The first post of an eventId answers 201; a repeat with the same body answers 200 with the same decision and writes nothing ' +
-          '(keys in any order; occurredAt compared as an instant, so `-06:00` and `Z` spellings of one time are the same body); ' +
+          '(keys in any order; occurredAt compared as an instant, so `-06:00` and `Z` spellings of one time are the same body; a flag left out is false, so an event stored before a release added a flag is the same body as its retry after it); ' +
           'the same eventId with a different body is a 409. ' +
           "A call's events apply in occurredAt order: one dated before an event already applied is stored and answered 201 with applied: false and the call's current decision, and changes nothing. " +
           "The exception is the call's first call.closed, the end of the incident: dated before the last applied event (a CAD position's clock a second or two behind), it still closes the call " +

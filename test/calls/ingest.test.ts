@@ -126,6 +126,37 @@ t.test('idempotency: the same event twice gives 201 then 200 with the same decis
   t.same(await counts(), before)
 })
 
+t.test('a retry across a deploy that added a flag is still the same event; a flag that differs is not', async (t) => {
+  const ev = callEvent({ natureCode: 'EDP', flags: { mentalHealth: true } })
+  const first = await post(ev)
+  t.equal(first.statusCode, 201)
+  // As an earlier release, one without `weapons`, left it: the stored body lacks the flag,
+  // and its hash is of that body (any other value than this release's hash does as well here).
+  const stored = await db.selectFrom('call_events').select(['body', 'body_hash']).where('event_id', '=', ev.eventId).executeTakeFirstOrThrow()
+  const { weapons, ...olderFlags } = (stored.body as { call: { flags: Record<string, boolean> } }).call.flags
+  t.equal(weapons, false, 'this release stored the flag, false')
+  t.equal(olderFlags.mentalHealth, true)
+  await db
+    .updateTable('call_events')
+    .set({ body: JSON.stringify({ ...(stored.body as object), call: { ...(stored.body as { call: object }).call, flags: olderFlags } }), body_hash: 'f'.repeat(64) })
+    .where('event_id', '=', ev.eventId)
+    .execute()
+  const events = async () => Number((await db.selectFrom('call_events').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
+  const before = await events()
+
+  for (const flags of [{ mentalHealth: true }, { mentalHealth: true, weapons: false }]) {
+    const again = await post({ ...ev, call: { ...ev.call, flags } })
+    t.equal(again.statusCode, 200, `the CAD's retry with flags ${JSON.stringify(flags)} is a repeat`)
+    t.same(again.json<Result>().decision, first.json<Result>().decision, 'answered with the stored decision')
+  }
+  for (const flags of [{ mentalHealth: true, weapons: true }, {}]) {
+    const other = await post({ ...ev, call: { ...ev.call, flags } })
+    t.equal(other.statusCode, 409, `flags ${JSON.stringify(flags)} are another body`)
+    t.equal(other.json().code, 'event-conflict')
+  }
+  t.equal(await events(), before, 'nothing stored by the retries')
+})
+
 t.test('concurrent posts of one event store one decision', async (t) => {
   const ev = callEvent({ natureCode: 'EDP' })
   const answers = await Promise.all(Array.from({ length: 8 }, () => post(ev)))

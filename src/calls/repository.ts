@@ -417,12 +417,15 @@ function withoutFalseFlags(event: CallEvent): CallEvent {
  * Whether a repeat whose body hash differs is still the stored event: its occurredAt written another
  * way (an offset for Z, `.000` added) names the same instant, or the stored body lacks a flag this
  * release knows and the repeat has false (see withoutFalseFlags; false flags are left out on both
- * sides). The hash is of the text as received and must never change, so these are compared here,
- * on the rare mismatch, and not in it.
+ * sides). The hash is of the event as parsed, and must never change for the hashes stored to keep
+ * matching, so these are compared here, on the rare mismatch, and not in it. Flags stored in another
+ * shape than an object are compared as they are (a 409, not an error).
  */
 export async function sameAsStoredEvent(db: Executor, event: CallEvent): Promise<boolean> {
   const { rows } = await sql<{ same: boolean }>`
-    select jsonb_set(body, '{call,flags}', coalesce((select jsonb_object_agg(f.key, f.value) from jsonb_each(body->'call'->'flags') f where f.value <> 'false'::jsonb), '{}'::jsonb)) - 'occurredAt'
+    select case when coalesce(jsonb_typeof(body->'call'->'flags'), 'object') = 'object'
+             then jsonb_set(body, '{call,flags}', coalesce((select jsonb_object_agg(f.key, f.value) from jsonb_each(body->'call'->'flags') f where f.value <> 'false'::jsonb), '{}'::jsonb))
+             else body end - 'occurredAt'
              = ${JSON.stringify(withoutFalseFlags(event))}::jsonb - 'occurredAt'
        and occurred_at = ${event.occurredAt}::timestamptz as same
       from call_events where event_id = ${event.eventId}`.execute(db)

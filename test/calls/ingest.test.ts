@@ -144,9 +144,10 @@ t.test('a retry across a deploy that added a flag is still the same event; a fla
   const events = async () => Number((await db.selectFrom('call_events').select((e) => e.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
   const before = await events()
 
-  for (const flags of [{ mentalHealth: true }, { mentalHealth: true, weapons: false }]) {
-    const again = await post({ ...ev, call: { ...ev.call, flags } })
-    t.equal(again.statusCode, 200, `the CAD's retry with flags ${JSON.stringify(flags)} is a repeat`)
+  // The retry as sent, and also with its instant written another way: both differences at once.
+  for (const occurredAt of [ev.occurredAt, ev.occurredAt.replace('.000Z', '+00:00')]) {
+    const again = await post({ ...ev, occurredAt })
+    t.equal(again.statusCode, 200, `the CAD's retry (occurredAt ${occurredAt}) is a repeat`)
     t.same(again.json<Result>().decision, first.json<Result>().decision, 'answered with the stored decision')
   }
   for (const flags of [{ mentalHealth: true, weapons: true }, {}]) {

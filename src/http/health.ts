@@ -33,9 +33,10 @@ const readiness = z.object({
  * Load balancers poll every few seconds: a check that keeps failing with the same error is logged
  * once at warn, then at debug until its error changes or it passes again.
  */
-function prober(log: FastifyBaseLogger) {
+function prober() {
   const last = new Map<string, string>()
-  return async (name: string, failed: string, fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> => {
+  // The poll's own logger: its line carries the request id, as every other request's lines do.
+  return async (log: FastifyBaseLogger, name: string, failed: string, fn: () => Promise<string | undefined>): Promise<z.infer<typeof check>> => {
     try {
       const detail = await fn()
       last.delete(name)
@@ -68,7 +69,7 @@ function oneAtATime<T>(fn: () => Promise<T>): () => Promise<T> {
 export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { db, redis, breaker, retryAfterSeconds }) => {
   const readOnly = oneAtATime(async () => (await sql<{ read_only: string }>`select current_setting('transaction_read_only') as read_only`.execute(db)).rows[0]?.read_only)
   const pending = oneAtATime(() => pendingMigrations(db))
-  const probe = prober(app.log)
+  const probe = prober()
 
   app.get(
     '/healthz',
@@ -93,17 +94,17 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthOptions> = async (app, { 
         response: { 200: readiness, 503: readiness },
       },
     },
-    async (_req, reply) => {
+    async (req, reply) => {
       const [postgres, migrations, redisCheck] = await Promise.all([
-        probe('postgres', 'Postgres did not answer or refused the connection; the log says why', async () => {
+        probe(req.log, 'postgres', 'Postgres did not answer or refused the connection; the log says why', async () => {
           // A standby (mid-failover) or a primary set read-only answers, but every ingest would fail.
           return (await withTimeout(readOnly(), 2000)) === 'on' ? 'read-only (a standby, or default_transaction_read_only): ingest cannot write' : undefined
         }),
-        probe('migrations', 'the applied migrations could not be read from Postgres; the log says why', async () => {
+        probe(req.log, 'migrations', 'the applied migrations could not be read from Postgres; the log says why', async () => {
           const names = await withTimeout(pending(), 2000)
           return names.length ? `pending: ${names.join(', ')}` : undefined
         }),
-        probe('redis', 'Redis did not answer; the log says why', async () => {
+        probe(req.log, 'redis', 'Redis did not answer; the log says why', async () => {
           // Its reason was logged when the breaker opened.
           if (!breaker.closed) return 'Redis is not answering, and is not asked until a probe gets an answer'
           const pong = await breaker.run(() => redis.ping())

@@ -86,7 +86,9 @@ t.test('readiness names the failed dependency in fixed words; the driver\'s mess
   t.match(logged, /role \\?"readyz_nobody\\?" does not exist/, 'the log has Postgres\'s own message')
   t.match(logged, /enableOfflineQueue/, 'and Redis\'s')
   // Load balancers poll every few seconds through an outage.
-  t.equal(logs.filter((l) => l.includes('readiness check failed') && l.includes('"check":"postgres"')).length, 1, 'the same failure at both polls: one warning, the second at debug')
+  const warned = logs.filter((l) => l.includes('readiness check failed') && l.includes('"check":"postgres"'))
+  t.equal(warned.length, 1, 'the same failure at both polls: one warning, the second at debug')
+  t.match(JSON.parse(warned[0] ?? '{}'), { reqId: /./ }, 'the line names the poll that met it (the request id)')
 })
 
 t.test('readiness polls while Postgres is silent: each answers within its 2 s, and they share one set of queries rather than each hold pooled connections', async (t) => {

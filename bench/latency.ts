@@ -19,7 +19,7 @@ import { sleep, summarise } from './lib/stats.js'
 export interface LatencyOptions {
   seconds: number
   rate: number
-  /** Events of the one-at-a-time baseline (200: about 7 s at 8 ms an answer and 25 ms between them). */
+  /** Events of the one-at-a-time baseline (300: about 21 s at 10 ms an answer and 60 ms between them). */
   aloneEvents: number
   log: (line: string) => void
 }
@@ -51,9 +51,10 @@ export async function freshAssignments(pool: pg.Pool): Promise<{ eventId: string
 }
 
 /**
- * The baseline: events sent one at a time, each once the previous one was answered and `gapMs` had
- * passed for its offers, so nothing waits behind anything. What remains is the path's own length
- * (HTTP, the ingest transaction, the relay, the worker's offer), which no queueing explains.
+ * The baseline: events sent one at a time, each `gapMs` after the previous one was answered, on a
+ * service with nothing queued (see runLatency). What remains is the path's own length (HTTP, the
+ * ingest transaction, the relay, the worker's offer), which no queueing explains. The responder
+ * still acknowledges the baseline's own offers, 1–5 s later, about one request per event.
  */
 export async function oneAtATime(url: string, key: string, opts: { count: number; gapMs: number; seed: number }): Promise<Sent[]> {
   const stream = createEventStream({ seed: opts.seed })
@@ -65,58 +66,68 @@ export async function oneAtATime(url: string, key: string, opts: { count: number
   return sent
 }
 
-/** Ingest and POST → offered times of the events in `sent` (only those this list created). */
-function pathTimes(sent: Sent[], fresh: Awaited<ReturnType<typeof freshAssignments>>) {
-  const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
+type Fresh = Awaited<ReturnType<typeof freshAssignments>>
+
+/**
+ * The assignments of `sent`'s stored events, sorted: offered (with POST → offered and answer →
+ * offered), cancelled by a close first, follow-ups reserved for later, and lost (anything else never offered).
+ */
+function deliveries(sent: Sent[], fresh: Fresh) {
   const byEvent = new Map<string, Sent>()
-  for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
-  const pickups: number[] = []
+  for (const s of sent) if (s.status === 201) byEvent.set(s.body.eventId, s)
+  const out = { all: [] as { id: string; sent: Sent }[], pickups: [] as number[], afterAnswer: [] as number[], offered: [] as { id: string; sent: Sent; offeredAt: number }[], cancelledFirst: 0, reserved: 0, lost: 0 }
   for (const a of fresh) {
     const s = byEvent.get(a.eventId)
-    if (s && a.offeredAt !== null) pickups.push(a.offeredAt - s.sentAt)
+    if (!s) continue // another phase's event, or one whose first post was not this list's
+    out.all.push({ id: a.id, sent: s })
+    if (a.offeredAt === null) {
+      if (a.status === 'cancelled') out.cancelledFirst++
+      // A closed mental-health call's follow-up is reserved until FOLLOW_UP_DUE_HOURS: not due in this run.
+      else if (a.status === 'reserved') out.reserved++
+      else out.lost++
+    } else {
+      out.pickups.push(a.offeredAt - s.sentAt)
+      out.afterAnswer.push(a.offeredAt - s.answeredAt)
+      out.offered.push({ id: a.id, sent: s, offeredAt: a.offeredAt })
+    }
   }
-  return { errors: sent.length - ok.length, ingest: summarise(ok.map((s) => s.answeredAt - s.sentAt)), pickup: summarise(pickups) }
+  return out
 }
 
-export function latencyRows(
-  bench: string,
-  sent: Sent[],
-  fresh: Awaited<ReturnType<typeof freshAssignments>>,
-  feed: Awaited<ReturnType<typeof subscribe>>,
-  rate: number,
-  alone?: Sent[],
-): Row[] {
+function baselineOf(alone: Sent[], fresh: Fresh) {
+  const ok = alone.filter((s) => s.status >= 200 && s.status < 300)
+  const d = deliveries(alone, fresh)
+  return { errors: alone.length - ok.length, ingest: summarise(ok.map((s) => s.answeredAt - s.sentAt)), pickup: summarise(d.pickups), d }
+}
+
+/** The baseline's rows; `overlapped`: offers that landed after the next event had left (then something did wait). */
+function baselineRows(bench: string, alone: Sent[], fresh: Fresh): Row[] {
+  const { errors, ingest, pickup, d } = baselineOf(alone, fresh)
+  const nextLeft = new Map<Sent, number>()
+  for (let i = 0; i + 1 < alone.length; i++) nextLeft.set(alone[i]!, alone[i + 1]!.sentAt)
+  const overlapped = d.offered.filter((o) => o.offeredAt > (nextLeft.get(o.sent) ?? Infinity)).length
+  const ms = (x: { p50: number; p90: number; p99: number }) => `${x.p50.toFixed(1)} / ${x.p90.toFixed(1)} / ${x.p99.toFixed(1)} ms`
+  return [
+    { bench, metric: `baseline, one event at a time (${ingest.n} events): ingest p50 / p90 / p99`, value: ms(ingest) },
+    { bench, metric: `baseline, one event at a time: POST → worker pickup p50 / p90 / p99 (${pickup.n} assignments)`, value: ms(pickup) },
+    { bench, metric: 'baseline: errors / assignments never offered / offers that landed after the next event left', value: `${errors} / ${d.lost} / ${overlapped}`, target: '0 / 0 / –', pass: errors === 0 && d.lost === 0 },
+  ]
+}
+
+export function latencyRows(bench: string, sent: Sent[], fresh: Fresh, feed: Awaited<ReturnType<typeof subscribe>>, rate: number, alone?: Sent[]): Row[] {
   const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
   const errors = sent.length - ok.length
   const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
-  const byEvent = new Map<string, Sent>()
-  for (const s of ok) if (s.status === 201) byEvent.set(s.body.eventId, s)
-  const base = alone ? pathTimes(alone, fresh) : undefined
-  const pickups: number[] = []
-  const afterAnswer: number[] = []
+  const { all, pickups, afterAnswer, cancelledFirst, reserved, lost } = deliveries(sent, fresh)
   const consoles: number[] = []
-  let cancelledFirst = 0
-  let reserved = 0
-  let lost = 0
   let notSeen = 0
-  for (const a of fresh) {
-    const s = byEvent.get(a.eventId)
-    if (!s) continue // warm-up, or an event whose first post was not this run's
-    if (a.offeredAt === null) {
-      if (a.status === 'cancelled') cancelledFirst++
-      // A closed mental-health call's follow-up is reserved until FOLLOW_UP_DUE_HOURS: not due in this run.
-      else if (a.status === 'reserved') reserved++
-      else lost++
-    }
-    else {
-      pickups.push(a.offeredAt - s.sentAt)
-      afterAnswer.push(a.offeredAt - s.answeredAt)
-    }
-    if (feed.available) {
-      const at = feed.seen.get(a.id)
+  if (feed.available) {
+    // Every assignment of the events, offered or not: its creation is on the feed too.
+    for (const o of all) {
+      const at = feed.seen.get(o.id)
       if (at === undefined) notSeen++
       // The feed may beat the HTTP answer to the client: that counts as 0.
-      else consoles.push(Math.max(0, at - s.answeredAt))
+      else consoles.push(Math.max(0, at - o.sent.answeredAt))
     }
   }
   const pickup = summarise(pickups)
@@ -124,14 +135,9 @@ export function latencyRows(
   const achieved = ok.length / ((Math.max(...sent.map((s) => s.sentAt)) - Math.min(...sent.map((s) => s.sentAt))) / 1000)
   // Baseline and ratio: how much of a p99 is the rate's queueing, how much the path itself.
   const against = (value: number, baseline: number | undefined) => (baseline === undefined ? {} : { baseline, ratio: value / baseline })
+  const base = alone && baselineOf(alone, fresh)
   return [
-    ...(base
-      ? [
-          { bench, metric: `baseline, one event at a time (${base.ingest.n}; nothing queued): ingest p50 / p99`, value: `${base.ingest.p50.toFixed(1)} / ${base.ingest.p99.toFixed(1)} ms` },
-          { bench, metric: `baseline, one event at a time: POST → worker pickup p50 / p99 (${base.pickup.n} assignments)`, value: `${base.pickup.p50.toFixed(1)} / ${base.pickup.p99.toFixed(1)} ms` },
-          { bench, metric: 'baseline, one event at a time: errors', value: base.errors, target: '0', pass: base.errors === 0 },
-        ]
-      : []),
+    ...(alone ? baselineRows(bench, alone, fresh) : []),
     { bench, metric: `rate offered / achieved (target ${rate}/s)`, value: `${rate} / ${Math.round(achieved)}`, unit: 'ev/s' },
     { bench, metric: 'ingest p50', value: ingest.p50, unit: 'ms', ...against(ingest.p50, base?.ingest.p50) },
     { bench, metric: 'ingest p99', value: ingest.p99, unit: 'ms', ...against(ingest.p99, base?.ingest.p99), target: '≤ 15 ms', pass: ingest.p99 <= 15 },
@@ -147,6 +153,9 @@ export function latencyRows(
   ]
 }
 
+/** Longer than the responder's 1–5 s wait before it acknowledges an offer. */
+const RESPONDER_QUIET_MS = 5_500
+
 export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
   const d = await deploy('latency', { apis: 1, workers: 1 })
   let responder: Responder | undefined
@@ -156,11 +165,17 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     responder = await respond(url, d.adminKey)
     opts.log(`  latency: live feed ${feed.available ? 'subscribed' : `not available (${feed.status || 'no answer'})`}; responder ${responder.available ? 'acknowledging offers' : 'not available'}`)
     const warm = Math.max(2, Math.round(opts.seconds / 6))
-    opts.log(`  latency: warm-up ${warm} s, then ${opts.seconds} s at ${opts.rate}/s`)
+    opts.log(`  latency: warm-up ${warm} s, a baseline one event at a time, then ${opts.seconds} s at ${opts.rate}/s`)
     await fixedRate([url], d.adminKey, { rate: opts.rate, seconds: warm, seed: 21 })
     await analyzeAfterWarmUp(d.pool)
-    const alone = await oneAtATime(url, d.adminKey, { count: opts.aloneEvents, gapMs: 25, seed: 23 })
-    opts.log(`  latency: baseline, ${alone.length} events one at a time`)
+    // The baseline starts and ends on a quiet service: nothing queued, the responder done with the
+    // offers before it (it acknowledges 1–5 s after each).
+    await drain(d.pool)
+    await sleep(RESPONDER_QUIET_MS)
+    opts.log(`  latency: baseline, ${opts.aloneEvents} events one at a time`)
+    const alone = await oneAtATime(url, d.adminKey, { count: opts.aloneEvents, gapMs: 60, seed: 23 })
+    await drain(d.pool)
+    await sleep(RESPONDER_QUIET_MS)
     const pids = { api: d.apis.map((p) => p.pid), worker: d.workers.map((p) => p.pid) }
     const cpu = () => ({ api: cpuSecondsOf(pids.api), worker: cpuSecondsOf(pids.worker), postgres: postgresCpuSeconds(), redis: redisCpuSeconds(), bench: cpuSecondsOf([process.pid]) })
     const cpu0 = cpu()
@@ -177,7 +192,7 @@ export async function runLatency(opts: LatencyOptions): Promise<Row[]> {
     const cores = (a: number | null, b: number | null): string => (a === null || b === null ? 'n/a' : ((b - a) / seconds).toFixed(2))
     const busy = [cores(cpu0.api, cpu1.api), cores(cpu0.worker, cpu1.worker), cores(cpu0.postgres, cpu1.postgres), cores(cpu0.redis, cpu1.redis), cores(cpu0.bench, cpu1.bench)]
     rows.push(
-      { bench: 'latency', metric: 'offers acknowledged / refused by the responder console, 1–5 s after the offer (warm-up included)', value: `${responder.acknowledged()} / ${responder.failed()}` },
+      { bench: 'latency', metric: 'offers acknowledged / refused by the responder console, 1–5 s after the offer (warm-up and baseline included)', value: `${responder.acknowledged()} / ${responder.failed()}` },
       { bench: 'latency', metric: `cores busy: API / worker / Postgres / Redis / load generator (of ${availableParallelism()})`, value: busy.join(' / ') },
     )
     for (const p of [...d.apis, ...d.workers]) if (p.output.length) opts.log(`  ${p.role} said: ${p.output.slice(-3).join(' | ')}`)

@@ -104,7 +104,7 @@ for (const b of selected) {
         rows.push(...(await runIngest({ seconds: settings.seconds, connections: settings.connections, log })))
         break
       case 'latency':
-        rows.push(...(await runLatency({ seconds: settings.seconds, rate: settings.rate, aloneEvents: quick ? 50 : 200, log })))
+        rows.push(...(await runLatency({ seconds: settings.seconds, rate: settings.rate, aloneEvents: quick ? 50 : 300, log })))
         break
       case 'soak': {
         const r = await runSoak({ seconds: settings.soakSeconds, rate: settings.rate, log })

@@ -101,8 +101,7 @@ function baselineOf(alone: Sent[], fresh: Fresh) {
 }
 
 /** The baseline's rows; `overlapped`: offers that landed after the next event had left (then something did wait). */
-function baselineRows(bench: string, alone: Sent[], fresh: Fresh): Row[] {
-  const { errors, ingest, pickup, d } = baselineOf(alone, fresh)
+function baselineRows(bench: string, alone: Sent[], { errors, ingest, pickup, d }: ReturnType<typeof baselineOf>): Row[] {
   const nextLeft = new Map<Sent, number>()
   for (let i = 0; i + 1 < alone.length; i++) nextLeft.set(alone[i]!, alone[i + 1]!.sentAt)
   const overlapped = d.offered.filter((o) => o.offeredAt > (nextLeft.get(o.sent) ?? Infinity)).length
@@ -137,7 +136,7 @@ export function latencyRows(bench: string, sent: Sent[], fresh: Fresh, feed: Awa
   const against = (value: number, baseline: number | undefined) => (baseline === undefined ? {} : { baseline, ratio: value / baseline })
   const base = alone && baselineOf(alone, fresh)
   return [
-    ...(alone ? baselineRows(bench, alone, fresh) : []),
+    ...(alone && base ? baselineRows(bench, alone, base) : []),
     { bench, metric: `rate offered / achieved (target ${rate}/s)`, value: `${rate} / ${Math.round(achieved)}`, unit: 'ev/s' },
     { bench, metric: 'ingest p50', value: ingest.p50, unit: 'ms', ...against(ingest.p50, base?.ingest.p50) },
     { bench, metric: 'ingest p99', value: ingest.p99, unit: 'ms', ...against(ingest.p99, base?.ingest.p99), target: '≤ 15 ms', pass: ingest.p99 <= 15 },

@@ -403,31 +403,29 @@ export async function loadDecisionView(db: Executor, decisionId: string): Promis
 }
 
 /**
- * The event without its false flags, as a repeat whose body hash differs is compared. Every flag
+ * A stored or posted event document with its false flags left out of call.flags. Every flag
  * defaults to false, so a flag a later release adds reads false in a retry of an event an earlier
  * release stored, whose stored body lacks it: compared whole, a CAD's retry across that deploy was
- * refused as a different body (409) although nothing the CAD sent had changed.
+ * refused as a different body (409) although nothing the CAD sent had changed. Flags in another
+ * shape than an object are left as they are (compared as they are: a 409, not an error).
  */
-function withoutFalseFlags(event: CallEvent): CallEvent {
-  const flags = Object.fromEntries(Object.entries(event.call.flags).filter(([, on]) => on)) as CallEvent['call']['flags']
-  return { ...event, call: { ...event.call, flags } }
-}
+const withoutFalseFlags = (doc: RawBuilder<unknown>) => sql`
+  case when coalesce(jsonb_typeof(${doc}->'call'->'flags'), 'object') = 'object'
+    then jsonb_set(${doc}, '{call,flags}', coalesce((select jsonb_object_agg(f.key, f.value) from jsonb_each(${doc}->'call'->'flags') f where f.value <> 'false'::jsonb), '{}'::jsonb))
+    else ${doc} end`
 
 /**
  * Whether a repeat whose body hash differs is still the stored event: its occurredAt written another
  * way (an offset for Z, `.000` added) names the same instant, or the stored body lacks a flag this
- * release knows and the repeat has false (see withoutFalseFlags; false flags are left out on both
- * sides). The hash is of the event as parsed, and must never change for the hashes stored to keep
- * matching, so these are compared here, on the rare mismatch, and not in it. Flags stored in another
- * shape than an object are compared as they are (a 409, not an error).
+ * release knows and the repeat has false (both documents compared through withoutFalseFlags). The
+ * hash is of the event as parsed, and must never change for the hashes stored to keep matching, so
+ * these are compared here, on the rare mismatch, and not in it.
  */
 export async function sameAsStoredEvent(db: Executor, event: CallEvent): Promise<boolean> {
   const { rows } = await sql<{ same: boolean }>`
-    select case when coalesce(jsonb_typeof(body->'call'->'flags'), 'object') = 'object'
-             then jsonb_set(body, '{call,flags}', coalesce((select jsonb_object_agg(f.key, f.value) from jsonb_each(body->'call'->'flags') f where f.value <> 'false'::jsonb), '{}'::jsonb))
-             else body end - 'occurredAt'
-             = ${JSON.stringify(withoutFalseFlags(event))}::jsonb - 'occurredAt'
-       and occurred_at = ${event.occurredAt}::timestamptz as same
-      from call_events where event_id = ${event.eventId}`.execute(db)
+    with posted as (select ${JSON.stringify(event)}::jsonb as body)
+    select ${withoutFalseFlags(sql`e.body`)} - 'occurredAt' = ${withoutFalseFlags(sql`p.body`)} - 'occurredAt'
+       and e.occurred_at = ${event.occurredAt}::timestamptz as same
+      from call_events e, posted p where e.event_id = ${event.eventId}`.execute(db)
   return rows[0]?.same === true
 }

@@ -94,10 +94,16 @@ function deliveries(sent: Sent[], fresh: Fresh) {
   return out
 }
 
+/** The 2xx answers of `sent`, the rest counted as errors, and the ingest times of the 2xx. */
+function answers(sent: Sent[]) {
+  const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
+  return { ok, errors: sent.length - ok.length, ingest: summarise(ok.map((s) => s.answeredAt - s.sentAt)) }
+}
+
 function baselineOf(alone: Sent[], fresh: Fresh) {
-  const ok = alone.filter((s) => s.status >= 200 && s.status < 300)
+  const { errors, ingest } = answers(alone)
   const d = deliveries(alone, fresh)
-  return { errors: alone.length - ok.length, ingest: summarise(ok.map((s) => s.answeredAt - s.sentAt)), pickup: summarise(d.pickups), d }
+  return { errors, ingest, pickup: summarise(d.pickups), d }
 }
 
 /** The baseline's rows; `overlapped`: offers that landed after the next event had left (then something did wait). */
@@ -114,9 +120,7 @@ function baselineRows(bench: string, alone: Sent[], { errors, ingest, pickup, d 
 }
 
 export function latencyRows(bench: string, sent: Sent[], fresh: Fresh, feed: Awaited<ReturnType<typeof subscribe>>, rate: number, alone?: Sent[]): Row[] {
-  const ok = sent.filter((s) => s.status >= 200 && s.status < 300)
-  const errors = sent.length - ok.length
-  const ingest = summarise(ok.map((s) => s.answeredAt - s.sentAt))
+  const { ok, errors, ingest } = answers(sent)
   const { all, pickups, afterAnswer, cancelledFirst, reserved, lost } = deliveries(sent, fresh)
   const consoles: number[] = []
   let notSeen = 0
